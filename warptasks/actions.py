@@ -1,0 +1,190 @@
+"""detect -> facts -> plan -> execute, for each action; used by the tasks.
+
+Each function takes the runner ``c`` first, so the same sequence runs
+locally (invoke ``Context``) or on a remote host (fabric ``Connection``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .detect import AppSpec, detect_app
+from .errors import ConfigError, NotBuilt
+from .execute import Runner, Say, _say, execute, gather_facts, run_step
+from .plan import BuildOptions, StartOptions, StartPlan, env_paths, plan_build, plan_start
+from .steps import Plan, Step
+
+# The defaults of every setting; invoke config (``warp:`` in invoke.yaml,
+# INVOKE_WARP_* variables) overrides them and task options override that.
+DEFAULTS: dict[str, Any] = {
+    "project": ".",
+    "env_dir": ".warp",
+    "envs_dir": "",
+    "installer": "auto",
+    "python": None,
+    "server": None,
+    "host": "127.0.0.1",
+    "port": 8080,
+    "processes": None,
+    "threads": None,
+    "max_clients": None,
+    "user": None,
+    "group": None,
+}
+
+
+def settings(config: Any, **given: Any) -> dict[str, Any]:
+    """Task options over invoke config over :data:`DEFAULTS`."""
+    merged = dict(DEFAULTS)
+    section = config.get("warp", {}) if config is not None else {}
+    for key in DEFAULTS:
+        if key in section and section[key] is not None:
+            merged[key] = section[key]
+    for key, value in given.items():
+        if value is not None:
+            merged[key] = value
+    return merged
+
+
+def local_python(spec: AppSpec, requested: str | None) -> str:
+    """The Python command a local build uses."""
+    if requested:
+        if requested.replace(".", "").isdigit():
+            return f"python{requested}"
+        return requested
+    want = spec.python.version
+    current = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if want and want != current:
+        return shutil.which(f"python{want}") or f"python{want}"
+    return sys.executable
+
+
+def uv_candidates() -> list[str]:
+    try:
+        from uv import find_uv_bin
+
+        return [find_uv_bin()]
+    except (ImportError, FileNotFoundError):
+        return []
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a plan runs: the project path there, and facts read from it."""
+
+    project: str
+    facts: dict[str, Any]
+
+
+def read_target(c: Runner, spec: AppSpec, project: str, opts: dict[str, Any], python: str) -> Target:
+    root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
+    facts = gather_facts(c, python, {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()})
+    return Target(project, facts)
+
+
+def detect(opts: dict[str, Any]) -> AppSpec:
+    return detect_app(opts["project"], server=opts["server"])
+
+
+def build_plan(c: Runner, opts: dict[str, Any], *, force: bool = False) -> tuple[AppSpec, Plan]:
+    spec = detect(opts)
+    target = read_target(c, spec, spec.root, opts, local_python(spec, opts["python"]))
+    options = BuildOptions(spec.root, opts["env_dir"], opts["envs_dir"], opts["installer"], force)
+    return spec, plan_build(spec, target.facts, options)
+
+
+def start_options(project: str, opts: dict[str, Any], reload: bool = False) -> StartOptions:
+    try:
+        port = int(opts["port"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"port {opts['port']!r} is not a number", "pass --port with a number such as 8080") from None
+    return StartOptions(
+        project=project,
+        env_dir=opts["env_dir"],
+        host=opts["host"],
+        port=port,
+        processes=int(opts["processes"]) if opts["processes"] else None,
+        threads=int(opts["threads"]) if opts["threads"] else None,
+        reload=reload,
+        user=opts["user"],
+        group=opts["group"],
+        max_clients=int(opts["max_clients"]) if opts["max_clients"] else None,
+    )
+
+
+def start_plan(c: Runner, opts: dict[str, Any], *, reload: bool = False) -> tuple[AppSpec, StartPlan]:
+    spec = detect(opts)
+    target = read_target(c, spec, spec.root, opts, _built_python(spec, opts))
+    return spec, plan_start(spec, target.facts, start_options(spec.root, opts, reload))
+
+
+def _built_python(spec: AppSpec, opts: dict[str, Any]) -> str:
+    """The current environment's own Python, which exists once built."""
+    root, _ = env_paths(spec.root, opts["env_dir"], opts["envs_dir"])
+    python = os.path.join(root, "current", "bin", "python")
+    if not os.path.exists(python):
+        raise NotBuilt(f"{spec.root} has not been built (no {python})", "run warp build first")
+    return python
+
+
+def build(c: Runner, opts: dict[str, Any], *, force: bool = False, say: Say = _say) -> Plan:
+    spec, plan = build_plan(c, opts, force=force)
+    for note in plan.notes:
+        say(note)
+    if not plan.runnable:
+        say("build: nothing to do (no input changed); use --force to rebuild")
+        return plan
+    count = execute(plan, c, say=say)
+    say(f"build: done ({count} step(s) run, {len(plan.steps) - count} skipped)")
+    return plan
+
+
+def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
+    from .errors import PreflightFailed, StepFailed
+
+    for check in plan.checks:
+        try:
+            run_step(c, check, hide=True)
+        except StepFailed as failed:
+            raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
+    for step in plan.before:
+        say(f"{step.name}: {step.why}")
+        run_step(c, step)
+
+
+def _check_hint(check: Step) -> str:
+    if check.name == "port":
+        return "stop whatever uses that port, or choose another with --port"
+    return (
+        "Apache runs its workers as an unprivileged user, which must be able to read the Python installation, "
+        "the environment and the app. Build with a Python outside /root (for example --python /usr/bin/python3), "
+        "keep the project in a readable folder, or pass --user/--group naming an account that can read them"
+    )
+
+
+def exec_command(spec: AppSpec, c: Runner, opts: dict[str, Any], argv: tuple[str, ...], action: str) -> Step:
+    """A step running ``argv`` inside the app's environment (for exec, shell, hooks)."""
+    from .plan import hook_environment, with_env_hook
+
+    env = os.path.realpath(os.path.join(env_paths(spec.root, opts["env_dir"], opts["envs_dir"])[0], "current"))
+    if not os.path.isdir(env):
+        raise NotBuilt(f"{spec.root} has not been built", "run warp build first")
+    home = os.path.normpath(os.path.join(spec.root, spec.home))
+    step = Step(action, argv, home, f"{action} in the app's environment",
+                env=hook_environment(spec, spec.root, env, "deploy", action, int(opts["port"])),
+                path=(f"{env}/bin",), phase="start")
+    return with_env_hook(spec, "deploy-env", spec.root, step)
+
+
+def hook_command(spec: AppSpec, name: str) -> tuple[str, ...] | None:
+    from .plan import _hook
+
+    return _hook(spec, name) if name in spec.hooks else None
+
+
+def with_project(step: Step, spec: AppSpec) -> Step:
+    return replace(step, cwd=spec.root)

@@ -1,0 +1,228 @@
+"""Detection: a source tree in, an :class:`AppSpec` out. Nothing is run."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .conventions import SERVER_SETTINGS, find_hooks, read_environment, read_setting_files
+from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
+from .django import DjangoProject, detect_django
+from .errors import ConfigError, NoAppFound
+
+# How an app is served, in the order detection tries them.
+APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
+LOOKED_FOR = "app.sh, app.py, manage.py (Django), wsgi.py, paste.ini/production.ini, asgi.py, a Procfile with a web: line"
+
+SERVERS = ("auto", "mod_wsgi", "gunicorn", "uwsgi", "waitress", "uvicorn", "shell")
+# warpdrive's own names for servers, kept working.
+SERVER_ALIASES = {"mod_wsgi-express": "mod_wsgi", "modwsgi": "mod_wsgi", "asgi": "uvicorn"}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything detection learnt about a project, as plain data.
+
+    ``kind`` is one of :data:`APP_KINDS`. ``target`` is what the server loads:
+    a file for shell/script/paste, ``module:callable`` for wsgi/django/asgi,
+    a command line for procfile. ``home`` (where the app lives, ``.`` unless
+    APP_HOME says otherwise) and ``hooks`` are relative to the project root, so
+    the same spec plans a build in another place (an image, a remote host).
+    """
+
+    root: str
+    home: str
+    kind: str
+    target: str
+    why: str
+    dependencies: Dependencies
+    python: PythonRequest
+    server: str
+    server_why: str
+    environment: dict[str, str] = field(default_factory=dict)
+    environment_files: tuple[str, ...] = ()
+    hooks: dict[str, str] = field(default_factory=dict)
+    hook_executable: dict[str, bool] = field(default_factory=dict)
+    source_digest: str = ""
+    django: DjangoProject | None = None
+    static_url: str | None = None
+    static_dir: str | None = None
+    static_why: str = ""
+
+    @property
+    def is_asgi(self) -> bool:
+        return self.kind == "asgi"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def normal_server(value: str, source: str) -> str:
+    name = SERVER_ALIASES.get(value.strip().lower(), value.strip().lower())
+    if name not in SERVERS:
+        raise ConfigError(
+            f"unknown server type {value!r} ({source})",
+            f"valid server types: {', '.join(SERVERS)}",
+        )
+    return name
+
+
+def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` defined at the top level of a module."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom):
+            names.update(a.asname or a.name for a in node.names)
+    return next((c for c in candidates if c in names), None)
+
+
+def _procfile_web(root: Path) -> str | None:
+    path = root / "Procfile"
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = re.match(r"^\s*web\s*:\s*(.+)$", line)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, DjangoProject | None]:
+    """(kind, target, why, django) for the first rule that matches."""
+    # OpenShift S2I Python builder settings name the entry explicitly.
+    if environment.get("APP_SCRIPT"):
+        return "shell", environment["APP_SCRIPT"], "APP_SCRIPT in the environment file (S2I convention)", None
+    if environment.get("APP_FILE"):
+        return "script", environment["APP_FILE"], "APP_FILE in the environment file (S2I convention)", None
+    if environment.get("APP_MODULE"):
+        module = environment["APP_MODULE"]
+        target = module if ":" in module else f"{module}:application"
+        return "wsgi", target, "APP_MODULE in the environment file (S2I convention)", None
+    if (root / "app.sh").is_file():
+        return "shell", "app.sh", "app.sh exists: it is run with bash and must exec the server", None
+    if (root / "app.py").is_file():
+        return "script", "app.py", "app.py exists: it is run with python and serves the app itself", None
+    if (root / "manage.py").is_file():
+        django = detect_django(root, environment)
+        module, _, name = django.wsgi_application.rpartition(".")
+        return "django", f"{module}:{name}", django.why, django
+    if (root / "wsgi.py").is_file():
+        name = _callable_in(root / "wsgi.py", ("application", "app")) or "application"
+        return "wsgi", f"wsgi:{name}", f"wsgi.py exists (callable {name!r})", None
+    for ini in ("paste.ini", "production.ini"):
+        if (root / ini).is_file():
+            return "paste", ini, f"{ini} exists: a Paste Deploy application", None
+    if (root / "asgi.py").is_file():
+        name = _callable_in(root / "asgi.py", ("application", "app")) or "application"
+        return "asgi", f"asgi:{name}", f"asgi.py exists (callable {name!r}): an ASGI app, served by an ASGI server", None
+    web = _procfile_web(root)
+    if web:
+        return "procfile", web, "the Procfile's web: line", None
+    raise NoAppFound(
+        f"no application found in {root}",
+        f"warptasks looked for {LOOKED_FOR}; add one of them (a wsgi.py with an 'application' is the simplest)",
+    )
+
+
+# Never part of what a build depends on: environments, VCS data, caches.
+UNTRACKED_DIRS = frozenset({".warp", ".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".nox",
+                            ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+
+
+def source_digest(root: Path, ignore: frozenset[str] = UNTRACKED_DIRS) -> str:
+    """A cheap fingerprint of the source tree (names, sizes, modification times)."""
+    sha = hashlib.sha256()
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in ignore)
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            sha.update(f"{os.path.relpath(path, root)}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return sha.hexdigest()
+
+
+def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
+    """Detect how the project at ``root`` is built and served."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise NoAppFound(f"{root} is not a directory", "run warp in the project's folder, or pass --project")
+    environment, env_files = read_environment(root)
+    settings = read_setting_files(root)
+    for name, value in settings.items():
+        environment.setdefault(name, value)
+    home_setting = next((n for n in ("APP_HOME", "WARPDRIVE_APP_HOME") if environment.get(n)), None)
+    if home_setting:
+        home = (root / environment[home_setting]).resolve()
+        if not home.is_dir() or not home.is_relative_to(root):
+            raise ConfigError(
+                f"{home_setting}={environment[home_setting]!r} is not a folder of the project",
+                f"fix {home_setting} in the environment file",
+            )
+    else:
+        home = root
+    kind, target, why, django = _entry(home, environment)
+    if home != root:
+        why += f" (in {home_setting}={environment[str(home_setting)]})"
+    hooks, hook_executable = find_hooks(root)
+
+    if server:
+        chosen, server_why = normal_server(server, "--server"), "chosen with --server"
+    else:
+        setting = next((n for n in SERVER_SETTINGS if environment.get(n)), None)
+        if setting:
+            chosen = normal_server(environment[setting], f"{setting} in the environment file")
+            server_why = f"{setting} in the environment file"
+        else:
+            chosen, server_why = "auto", "default"
+
+    static_url = static_dir = None
+    static_why = "no static files found (no Django, no static/ folder)"
+    if django:
+        static_url = django.static_url or "/static/"
+        static_why = "Django STATIC_URL" + ("" if django.static_url else " (not set literally: /static/)")
+        if not django.has_static_root:
+            static_why += "; STATIC_ROOT is not set, so warptasks supplies one for collectstatic"
+    elif environment.get("WARP_STATIC_URL") or (home / "static").is_dir():
+        static_url = environment.get("WARP_STATIC_URL", "/static/")
+        static_dir = environment.get("WARP_STATIC_DIR", "static")
+        static_why = f"{static_dir}/ is served at {static_url}"
+
+    deps = detect_dependencies(home, environment)
+    return AppSpec(
+        root=str(root),
+        home=home.relative_to(root).as_posix() if home != root else ".",
+        kind=kind,
+        target=target,
+        why=why,
+        dependencies=deps,
+        python=detect_python(home, environment),
+        server=chosen,
+        server_why=server_why,
+        environment=environment,
+        environment_files=env_files,
+        hooks=hooks,
+        hook_executable=hook_executable,
+        source_digest=source_digest(root),
+        django=django,
+        static_url=static_url,
+        static_dir=static_dir,
+        static_why=static_why,
+    )

@@ -1,0 +1,100 @@
+"""The one executor: runs plans through a runner ``c``.
+
+``c`` is anything with invoke's ``run(command, warn=, hide=, ...)``: an
+invoke ``Context`` locally or a fabric ``Connection`` on a remote host. Every
+step becomes a command line in :func:`warptasks.steps.command_line` and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib.resources import files
+from typing import Any, Callable, Protocol
+
+from .errors import ConfigError, StepFailed, WarpError
+from .steps import Plan, Step, command_line
+
+Say = Callable[[str], None]
+
+
+class Runner(Protocol):
+    def run(self, command: str, **kwargs: Any) -> Any: ...
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_step(c: Runner, step: Step, *, hide: bool | str | None = None) -> Any:
+    """Run one step; raise :class:`StepFailed` with the output's tail if it fails."""
+    result = c.run(command_line(step), warn=True, hide=hide, pty=False, in_stream=False)
+    if result.exited != 0:
+        # Streamed output was already seen; only hidden output is repeated.
+        output = tail((result.stderr or "") + "\n" + (result.stdout or "")) if hide else ""
+        raise StepFailed(
+            f"step '{step.name}' failed (exit {result.exited}): {step.why}",
+            "see the output above; nothing was switched, the last good build is still in place",
+            output=output,
+            exit_code=result.exited,
+        )
+    return result
+
+
+def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
+    """Run every step of ``plan`` that is not skipped, saying which of how many."""
+    runnable = plan.runnable
+    for step in plan.steps:
+        if step.skip:
+            say(f"skip {step.name}: {step.skip}")
+    for number, step in enumerate(runnable, 1):
+        say(f"[{number}/{len(runnable)}] {step.name}: {step.why}")
+        try:
+            run_step(c, step)
+        except KeyboardInterrupt:
+            raise WarpError(
+                f"{plan.action} interrupted during '{step.name}'",
+                "nothing was switched: the last good build is still in place",
+            ) from None
+    return len(runnable)
+
+
+PROBE = files("warptasks").joinpath("probe.py").read_text(encoding="utf-8")
+
+
+def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Read the target's facts by running :mod:`warptasks.probe` with ``python``."""
+    step = Step("probe", (python, "-c", PROBE, json.dumps(request)), "", "read facts")
+    result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+    if result.exited != 0:
+        if result.exited == 127 or "not found" in (result.stderr or ""):
+            raise ConfigError(
+                f"Python {python!r} is not available on the target",
+                "install that Python version, or choose another with --python (an executable or a version such as 3.12)",
+            )
+        raise WarpError(f"could not read facts with {python}: {tail(result.stderr or result.stdout, 5)}")
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise WarpError(f"unexpected output from {python}: {tail(result.stdout, 5)}") from None
+
+
+def exec_local(step: Step) -> None:
+    """Replace this process with ``step`` (the server), so signals reach it directly."""
+    env = dict(os.environ)
+    env.update(step.env)
+    if step.path:
+        env["PATH"] = os.pathsep.join([*step.path, env.get("PATH", os.defpath)])
+    os.chdir(step.cwd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(step.argv[0], list(step.argv), env)
+    except OSError as exc:
+        raise WarpError(f"cannot start {step.argv[0]}: {exc.strerror}", "run warp build again") from None

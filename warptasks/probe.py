@@ -1,0 +1,141 @@
+"""Facts read from the machine a plan will run on.
+
+This file is sent, as source, to the target's Python (``python -c``) through
+the runner, so it must stay self-contained and standard-library only. It
+prints one JSON object. It reads; it never changes anything.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _json(path):
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _cgroup():
+    raw = {"v2": {}, "v1": {}}
+    own = "/"
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[0] == "0":
+            own = parts[2] or "/"
+    for base in sorted({"/sys/fs/cgroup" + own.rstrip("/"), "/sys/fs/cgroup"}):
+        for name in ("cpu.max", "memory.max"):
+            value = _read(os.path.join(base, name))
+            if value is not None:
+                raw["v2"].setdefault(name, []).append(value.strip())
+    for name, path in (
+        ("cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+        ("cfs_period_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+        ("limit_in_bytes", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ):
+        value = _read(path)
+        if value is not None:
+            raw["v1"][name] = value.strip()
+    return raw
+
+
+def _memtotal():
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _envs(envs_dir):
+    keys = []
+    try:
+        names = os.listdir(envs_dir)
+    except OSError:
+        return keys
+    for name in names:
+        if os.path.isfile(os.path.join(envs_dir, name, "warp-env.json")):
+            keys.append(name)
+    return sorted(keys)
+
+
+def _worker_accounts():
+    """Unprivileged accounts that exist, with their primary group."""
+    try:
+        import grp
+        import pwd
+    except ImportError:
+        return []
+    found = []
+    for user in ("www-data", "apache", "nobody", "daemon"):
+        try:
+            entry = pwd.getpwnam(user)
+            found.append([user, grp.getgrgid(entry.pw_gid).gr_name])
+        except KeyError:
+            continue
+    return found
+
+
+def main(argv):
+    request = json.loads(argv[1]) if len(argv) > 1 else {}
+    env_dir = request.get("env_dir", "")
+    envs_dir = request.get("envs_dir", "")
+    current = os.path.join(env_dir, "current") if env_dir else ""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    uv = None
+    for candidate in request.get("uv_candidates", []) + ["uv"]:
+        found = shutil.which(candidate)
+        if found:
+            uv = found
+            break
+    try:
+        import virtualenv  # noqa: F401
+
+        has_virtualenv = True
+    except ImportError:
+        has_virtualenv = False
+    base = getattr(sys, "_base_executable", sys.executable) or sys.executable
+    facts = {
+        "python": {
+            "executable": os.path.realpath(base),
+            "version": "%d.%d" % sys.version_info[:2],
+            "full_version": sys.version.split()[0],
+            "prefix": sys.base_prefix,
+        },
+        "has_virtualenv": has_virtualenv,
+        "uv": uv,
+        "apxs": shutil.which("apxs") or shutil.which("apxs2") or shutil.which("apxs", path="/usr/sbin:/usr/bin"),
+        "euid": os.geteuid() if hasattr(os, "geteuid") else None,
+        "home": os.path.expanduser("~"),
+        "worker_accounts": _worker_accounts(),
+        "cache_home": os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "cpu_count": os.cpu_count(),
+        "affinity": affinity,
+        "memtotal": _memtotal(),
+        "cgroup": _cgroup(),
+        "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
+        "current": os.path.realpath(current) if current and os.path.islink(current) else None,
+        "current_env": _json(os.path.join(current, "warp-env.json")) if current else None,
+        "complete_envs": _envs(envs_dir) if envs_dir else [],
+        "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
+    }
+    sys.stdout.write(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

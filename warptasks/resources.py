@@ -1,0 +1,96 @@
+"""How many CPUs and how much memory a server may use, and what that buys.
+
+Pure functions over the raw facts :mod:`warptasks.probe` reads (cgroup v1
+and v2 limits, CPU affinity, /proc/meminfo).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MiB = 1024 * 1024
+# A Django worker process with its imports takes about this much; used to
+# keep workers * memory inside a memory limit.
+MEMORY_PER_PROCESS = 128 * MiB
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float
+    memory: int | None
+    why: str
+
+
+def _cpu_max(text: str) -> float | None:
+    quota, _, period = text.partition(" ")
+    if quota in ("max", "") or not period:
+        return None
+    return int(quota) / int(period)
+
+
+def _limit(text: str) -> int | None:
+    if text.strip() in ("max", ""):
+        return None
+    value = int(text)
+    # cgroup v1 reports "no limit" as a huge page-rounded number.
+    return None if value >= 2**60 else value
+
+
+def available_resources(facts: dict[str, Any]) -> Resources:
+    """CPUs and memory this process may use, and how that was found."""
+    why: list[str] = []
+    cpus = float(facts.get("affinity") or facts.get("cpu_count") or 1)
+    why.append(f"{cpus:g} CPUs usable ({'affinity' if facts.get('affinity') else 'cpu_count'})")
+    cgroup = facts.get("cgroup") or {}
+    quotas = [q for q in (_cpu_max(t) for t in cgroup.get("v2", {}).get("cpu.max", [])) if q]
+    v1 = cgroup.get("v1", {})
+    if v1.get("cfs_quota_us") and v1.get("cfs_period_us") and int(v1["cfs_quota_us"]) > 0:
+        quotas.append(int(v1["cfs_quota_us"]) / int(v1["cfs_period_us"]))
+    if quotas and min(quotas) < cpus:
+        cpus = min(quotas)
+        why.append(f"cgroup CPU quota {cpus:g}")
+    memory = facts.get("memtotal")
+    limits = [m for m in (_limit(t) for t in cgroup.get("v2", {}).get("memory.max", [])) if m]
+    if v1.get("limit_in_bytes"):
+        limit = _limit(v1["limit_in_bytes"])
+        if limit:
+            limits.append(limit)
+    if limits and (memory is None or min(limits) < memory):
+        memory = min(limits)
+        why.append(f"cgroup memory limit {memory // MiB} MiB")
+    elif memory:
+        why.append(f"{memory // MiB} MiB memory")
+    return Resources(cpus=cpus, memory=memory, why=", ".join(why))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    processes: int
+    threads: int
+    why: str
+
+
+def worker_capacity(resources: Resources, server: str) -> Capacity:
+    """Processes and threads for ``server`` on ``resources``.
+
+    One process per usable CPU (rounded up: a fractional quota still runs one),
+    capped so that every process fits in memory; threads cover waiting on I/O
+    (databases, upstream calls) without more memory per request.
+    """
+    processes = max(1, math.ceil(resources.cpus))
+    why = f"{processes} process(es): one per CPU"
+    if resources.memory:
+        fit = max(1, resources.memory // MEMORY_PER_PROCESS)
+        if fit < processes:
+            processes = int(fit)
+            why = f"{processes} process(es): memory fits {fit} at {MEMORY_PER_PROCESS // MiB} MiB each"
+    if server == "waitress":
+        # One process: all concurrency is threads.
+        threads = max(4, 4 * processes)
+        return Capacity(1, threads, f"1 process (waitress is single-process), {threads} threads: 4 per CPU")
+    if server == "uvicorn":
+        return Capacity(processes, 1, why + "; asynchronous, so 1 thread each")
+    threads = 2
+    return Capacity(processes, threads, why + f"; {threads} threads each, to overlap I/O")

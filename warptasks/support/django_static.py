@@ -1,0 +1,35 @@
+"""Runs Django's collectstatic for ``warp build`` and records where files went.
+
+Usage: python -c SOURCE OUT_JSON SUPPLIED_STATIC_ROOT COLLECT(1|0)
+
+When the project's settings have no STATIC_ROOT, SUPPLIED_STATIC_ROOT is used
+without the user editing settings. Writes {"static_url", "static_root"} to
+OUT_JSON for the server to alias.
+"""
+
+import json
+import os
+import sys
+
+
+def main(out, supplied, collect):
+    import django
+    from django.conf import settings
+
+    if supplied and not getattr(settings, "STATIC_ROOT", None):
+        settings.STATIC_ROOT = supplied
+    django.setup()
+    if collect == "1":
+        from django.core.management import call_command
+
+        call_command("collectstatic", interactive=False, verbosity=1)
+    facts = {"static_url": settings.STATIC_URL, "static_root": str(settings.STATIC_ROOT or "")}
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(facts, handle)
+    os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.getcwd())
+    main(*sys.argv[1:4])

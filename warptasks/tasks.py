@@ -1,0 +1,211 @@
+"""The warp task collection: thin tasks over :mod:`warptasks.actions`.
+
+Used as ``inv warp.<task>`` from a project's own tasks.py
+(``ns = Collection(warptasks.ns)``) and as the standalone ``warp`` command.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from invoke import Collection, Context, task
+from invoke.exceptions import Exit
+
+from . import actions
+from .errors import ConfigError, StepFailed, WarpError
+from .execute import exec_local
+
+OPTION_HELP = {
+    "project": "the project folder (default: the current folder)",
+    "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
+    "python": "the Python to build with: an executable or a version such as 3.12",
+    "installer": "auto (uv when available), uv or pip",
+    "env-dir": "where the environment lives, relative to the project (default .warp)",
+}
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn a foreseeable failure into a clear message and a non-zero exit."""
+    try:
+        yield
+    except StepFailed as failed:
+        if failed.output:
+            print(failed.output, file=sys.stderr)
+        raise Exit(f"warp: error: {failed}", code=failed.exit_code or 1) from None
+    except WarpError as error:
+        raise Exit(f"warp: error: {error}", code=error.exit_code) from None
+
+
+def _opts(c: Context, **given: Any) -> dict[str, Any]:
+    return actions.settings(c.config, **given)
+
+
+@task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use"})
+def plan(c, project=None, server=None, python=None, installer=None, env_dir=None, port=None, json=False):
+    """Say what was detected and exactly what build and start will do, and why."""
+    with reported():
+        opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir, port=port)
+        spec, build_plan = actions.build_plan(c, opts)
+        try:
+            _, start = actions.start_plan(c, opts)
+            start_data: Any = start.as_dict()
+        except WarpError as not_yet:
+            start, start_data = None, {"error": str(not_yet)}
+        if json:
+            print(jsonlib.dumps({"app": spec.as_dict(), "build": build_plan.as_dict(), "start": start_data}, indent=2, default=str))
+            return
+        print("Detected:")
+        for note in build_plan.notes:
+            print(f"  {note}")
+        print(f"  static: {spec.static_why}")
+        if spec.hooks:
+            print(f"  hooks: {', '.join(f'{k} ({v})' for k, v in spec.hooks.items())}")
+        print("Build steps:")
+        from .steps import command_line
+
+        for number, step in enumerate(build_plan.steps, 1):
+            state = f"skip: {step.skip}" if step.skip else "run"
+            print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(command_line(step))}")
+        if start is None:
+            print(f"Start: {start_data['error']}")
+            return
+        print("Start:")
+        for note in start.notes:
+            print(f"  {note}")
+        for step in (*start.checks, *start.before):
+            print(f"  before: {step.name}: {step.why}")
+        print(f"  exec: {_short(command_line(start.server))}")
+
+
+def _short(line: str, limit: int = 400) -> str:
+    return line if len(line) <= limit else line[:limit] + f"... ({len(line)} characters)"
+
+
+@task(help=OPTION_HELP | {"force": "rebuild every step, even when nothing changed"})
+def build(c, project=None, server=None, python=None, installer=None, env_dir=None, force=False):
+    """Make the app's environment: virtualenv, dependencies, server, collectstatic, hooks."""
+    with reported():
+        actions.build(c, _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir), force=force)
+
+
+@task(
+    help={
+        "project": OPTION_HELP["project"],
+        "host": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+        "port": "port to listen on (default 8080)",
+        "processes": "worker processes (default: from the CPUs and memory available)",
+        "threads": "threads per process (default: computed)",
+        "reload": "reload when code changes (development)",
+        "user": "as root: the account Apache's workers run as",
+        "group": "as root: the group Apache's workers run as",
+        "server": OPTION_HELP["server"],
+        "env-dir": OPTION_HELP["env-dir"],
+        "dry-run": "print the server command instead of running it",
+    }
+)
+def start(c, project=None, host=None, port=None, processes=None, threads=None, reload=False, user=None, group=None,
+          server=None, env_dir=None, dry_run=False):
+    """Exec the server chosen at build time (it replaces this process)."""
+    with reported():
+        opts = _opts(c, project=project, host=host, port=port, processes=processes, threads=threads, user=user,
+                     group=group, server=server, env_dir=env_dir)
+        _, plan = actions.start_plan(c, opts, reload=reload)
+        for note in plan.notes:
+            print(note, flush=True)
+        from .steps import command_line
+
+        if dry_run:
+            print(command_line(plan.server))
+            return
+        actions.run_checks(c, plan)
+        print(f"start: {plan.server.why}", flush=True)
+        exec_local(plan.server)
+
+
+def _remainder(command: str) -> tuple[str, ...]:
+    if command:
+        import shlex
+
+        return tuple(shlex.split(command))
+    if "--" in sys.argv:
+        return tuple(sys.argv[sys.argv.index("--") + 1 :])
+    return ()
+
+
+@task(name="exec", help={"command": "the command (or give it after --)", "project": OPTION_HELP["project"]})
+def exec_(c, command="", project=None):
+    """Run a command in the app's environment: warp exec -- python manage.py migrate."""
+    with reported():
+        argv = _remainder(command)
+        if not argv:
+            raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
+        opts = _opts(c, project=project)
+        step = actions.exec_command(actions.detect(opts), c, opts, argv, "exec")
+        exec_local(step)
+
+
+@task(help={"project": OPTION_HELP["project"]})
+def shell(c, project=None):
+    """Open an interactive shell in the app's environment."""
+    with reported():
+        opts = _opts(c, project=project)
+        step = actions.exec_command(actions.detect(opts), c, opts, ("bash", "-i"), "shell")
+        exec_local(step)
+
+
+def _hook_task(name: str, doc: str, fallback: Any = None):
+    @task(name=name, help={"project": OPTION_HELP["project"]})
+    def hook(c, project=None):
+        with reported():
+            opts = _opts(c, project=project)
+            spec = actions.detect(opts)
+            argv = actions.hook_command(spec, name)
+            if argv is None and fallback is not None:
+                argv = fallback(spec)
+            if argv is None:
+                raise ConfigError(
+                    f"this project has no {name} action hook",
+                    f"add an executable .warpdrive/action_hooks/{name} (or .s2i/action_hooks/{name})",
+                )
+            step = actions.exec_command(spec, c, opts, argv, name)
+            if argv and argv[0].startswith("./") or (len(argv) > 1 and argv[0] == "bash"):
+                step = actions.with_project(step, spec)
+            exec_local(step)
+
+    hook.__doc__ = doc
+    return hook
+
+
+def _django_migrate(spec: Any) -> tuple[str, ...] | None:
+    return ("python", "manage.py", "migrate", "--noinput") if spec.django else None
+
+
+setup = _hook_task("setup", "Run the app's setup action hook (one-off initialisation).")
+migrate = _hook_task("migrate", "Run the migrate hook (for Django without one: manage.py migrate).", _django_migrate)
+verify = _hook_task("verify", "Run the verify action hook; fails when the app has none.")
+alive = _hook_task("alive", "Run the alive (liveness) action hook; fails when the app has none.")
+ready = _hook_task("ready", "Run the ready (readiness) action hook; fails when the app has none.")
+
+ns = Collection("warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready)
+
+
+def _add_optional(module: str, names: tuple[str, ...]) -> None:
+    """Tasks from modules that other work adds (image, deploy), when present."""
+    import importlib
+
+    try:
+        found = importlib.import_module(f"warptasks.{module}")
+    except ModuleNotFoundError as missing:
+        if missing.name != f"warptasks.{module}":
+            raise
+        return
+    for name in names:
+        ns.add_task(getattr(found, name))
+
+
+_add_optional("image_tasks", ("s2i", "builder"))
+_add_optional("deploy_tasks", ("deploy", "status", "rollback"))
