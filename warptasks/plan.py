@@ -30,6 +30,9 @@ SERVER_PACKAGES = {
     "uvicorn": ("uvicorn", "servestatic"),
     "shell": (),
 }
+# Servers that embed Python: a build for one Python installation must never be
+# reused for another of the same version, so their build cache is per Python.
+COMPILED_AGAINST_PYTHON = ("mod_wsgi", "uwsgi")
 # Servers that load the app through warp_app.py rather than natively.
 USES_WARP_APP = ("gunicorn", "waitress", "uwsgi", "uvicorn")
 INSTALLERS = ("auto", "uv", "pip")
@@ -210,6 +213,11 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
         f"installer: {installer_why}",
         f"environment: {env}",
     ]
+    if facts.get("euid") == 0 and server == "mod_wsgi" and facts["python"].get("others_can_read") is False:
+        notes.append(
+            f"warning: {facts['python']['executable']} is not readable by other accounts, but as root Apache runs its "
+            "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)"
+        )
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
 
@@ -265,6 +273,9 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     if packages:
         server_env = dict(install_env)
         args: tuple[str, ...] = packages
+        if server in COMPILED_AGAINST_PYTHON:
+            cache = _python_cache(facts)
+            server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
         if server == "mod_wsgi":
             if not facts.get("apxs"):
                 raise ConfigError(
@@ -272,12 +283,8 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
                     "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
                     "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
                 )
-            cache = _python_cache(facts)
-            server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
-            flag = ("--no-binary", "mod_wsgi")
-            args = flag + packages
         add("install server", _install(installer, facts, env, args),
-            f"{', '.join(packages)} for {server}" + (" (compiled for this Python, cached per Python)" if server == "mod_wsgi" else ""),
+            f"{', '.join(packages)} for {server}" + (" (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""),
             phase="deps", skip=reuse, env=server_env)
     if server in USES_WARP_APP:
         steps.append(write_file("support", f"{env}/warp/warp_app.py", source("warp_app.py"), home,
@@ -366,8 +373,15 @@ READ_CHECK = (
     "uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid\n"
     "def drop():\n    os.setgroups([]); os.setgid(gid); os.setuid(uid)\n"
     "code = 'import encodings, os, sys\\nfor p in sys.argv[1:]:\\n    os.listdir(p) if os.path.isdir(p) else open(p).close()'\n"
-    "r = subprocess.run([python, '-c', code, *paths], preexec_fn=drop, capture_output=True, text=True)\n"
-    "if r.returncode:\n    print((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else 'exit %d' % r.returncode); sys.exit(1)\n"
+    "real = os.path.realpath(python)\n"
+    "try:\n"
+    "    r = subprocess.run([python, '-c', code, *paths], preexec_fn=drop, capture_output=True, text=True)\n"
+    "except OSError as e:\n"
+    "    print('%s cannot run %s (it is %s): %s' % (user, python, real, e.strerror)); sys.exit(1)\n"
+    "if r.returncode:\n"
+    "    lines = (r.stderr or r.stdout).strip().splitlines()\n"
+    "    print('%s cannot use %s (Python %s): %s' % (user, python, real, lines[-1] if lines else 'exit %d' % r.returncode))\n"
+    "    sys.exit(1)\n"
 )
 
 

@@ -88,6 +88,24 @@ def _worker_accounts():
     return found
 
 
+def _others_can_read(path):
+    """Whether an account other than the owner can reach and read ``path``."""
+    import stat
+
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & stat.S_IROTH:
+            return False
+        parent = os.path.dirname(path)
+        while parent and parent != "/":
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+    return True
+
+
 def main(argv):
     request = json.loads(argv[1]) if len(argv) > 1 else {}
     env_dir = request.get("env_dir", "")
@@ -116,6 +134,7 @@ def main(argv):
             "version": "%d.%d" % sys.version_info[:2],
             "full_version": sys.version.split()[0],
             "prefix": sys.base_prefix,
+            "others_can_read": _others_can_read(base),
         },
         "has_virtualenv": has_virtualenv,
         "uv": uv,

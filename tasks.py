@@ -1,0 +1,69 @@
+"""warptasks' own development tasks: the project uses invoke as it asks its users to."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from invoke import Collection, task
+
+import warptasks
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SLOW_TIERS = "not integration and not container and not remote"
+
+
+@task(
+    help={
+        "fast": "only the pure tier (no real servers, engine or hosts): seconds",
+        "k": "only tests matching this expression (pytest -k)",
+        "tier": "one tier: integration, container or remote",
+    },
+    optional=["k"],
+)
+def test(c, fast=False, k=None, tier=None):
+    """Run the test suite (everything, as CI does, unless --fast)."""
+    args = [sys.executable, "-m", "pytest", "-ra"]
+    if fast:
+        args += ["-m", SLOW_TIERS]
+    elif tier:
+        args += ["-m", tier]
+    if k:
+        args += ["-k", k]
+    extra = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+    c.run(" ".join(_quote(a) for a in args + extra), pty=False)
+
+
+@task
+def lint(c):
+    """ruff (lint and format check) and mypy over the library."""
+    c.run(f"{_quote(sys.executable)} -m ruff check warptasks tests tasks.py")
+    c.run(f"{_quote(sys.executable)} -m ruff format --check warptasks tasks.py")
+    c.run(f"{_quote(sys.executable)} -m mypy warptasks")
+
+
+@task(help={"port": "port to serve on (default 8080)"})
+def example(c, port=8080):
+    """Build and start the bundled example Django app with warp (Ctrl-C stops it)."""
+    project = os.path.join(HERE, "examples", "mysite")
+    warp = os.path.join(os.path.dirname(sys.executable), "warp")
+    c.run(f"{_quote(warp)} build --project {_quote(project)}", pty=False)
+    print(f"example: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+    os.execv(warp, [warp, "start", "--project", project, "--port", str(port)])
+
+
+@task(help={"only": "run only benchmarks whose name contains this"}, optional=["only"])
+def bench(c, only=None):
+    """Run the benchmarks side by side and write docs/benchmarks.md."""
+    args = [sys.executable, os.path.join(HERE, "bench", "run.py")] + (["--only", only] if only else [])
+    c.run(" ".join(_quote(a) for a in args), pty=False)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+ns = Collection(test, lint, example, bench)
+ns.add_collection(warptasks.ns)  # the same warp.* tasks users get
