@@ -8,6 +8,7 @@ Projects laid out for them work unchanged: action hooks in
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import ConfigError
@@ -35,6 +36,8 @@ HOOKS = {
 # Environment names that select the WSGI server, in the order they are read.
 SERVER_SETTINGS = ("WARPDRIVE_SERVER_TYPE", "WARP_SERVER")
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 
 def parse_environment(text: str, source: str) -> dict[str, str]:
     """Parse ``KEY=VALUE`` lines (``export`` and surrounding quotes allowed, no expansion)."""
@@ -47,7 +50,8 @@ def parse_environment(text: str, source: str) -> dict[str, str]:
             line = line[len("export ") :].strip()
         name, sep, value = line.partition("=")
         name = name.strip()
-        if not sep or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        # ASCII only, as a shell accepts; str.isalnum() would let "É" through to fail later without a line number.
+        if not sep or not _NAME.match(name):
             raise ConfigError(f"{source}, line {number}: expected NAME=VALUE, found {raw.strip()!r}", "fix or remove that line")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":

@@ -122,8 +122,10 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
         return Dependencies("requirements.txt", files, why, install_project=with_setup)
     if (root / "pyproject.toml").is_file():
         data = _pyproject(root)
-        if "build-system" in data or setup_py:
-            return Dependencies("pyproject.toml", ("pyproject.toml",), "pyproject.toml with a build system: the project is installed (editable)", install_project=True)
+        if "build-system" in data or with_setup:
+            # setuptools reads setup.py/setup.cfg too: they decide the result as much as pyproject.toml.
+            files = ("pyproject.toml", *(n for n in ("setup.py", "setup.cfg") if (root / n).is_file()))
+            return Dependencies("pyproject.toml", files, "pyproject.toml with a build system: the project is installed (editable)", install_project=True)
         packages = tuple(str(p) for p in data.get("project", {}).get("dependencies", []))
         return Dependencies(
             "pyproject.toml", ("pyproject.toml",), "pyproject.toml without a build system: its [project].dependencies are installed", packages=packages

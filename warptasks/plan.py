@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from dataclasses import dataclass, replace
-from typing import Any
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
 
 from . import __version__
 from .detect import AppSpec
@@ -45,6 +46,9 @@ class BuildOptions:
     envs_dir: str = ""
     installer: str = "auto"
     force: bool = False
+    # Extra variables for the install steps only, e.g. PIP_NO_INDEX/PIP_FIND_LINKS
+    # so a host without a package index installs from shipped wheels.
+    install_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,21 @@ class StartOptions:
     user: str | None = None
     group: str | None = None
     max_clients: int | None = None
+
+
+# mod_wsgi-express writes paths unquoted into Apache's config and into a shell
+# script (apachectl); outside this set they break it or are run as shell code.
+_APACHE_SAFE = re.compile(r"^[A-Za-z0-9_./+@%,:=-]*$")
+
+
+def require_apache_safe(*paths: str) -> None:
+    for path in paths:
+        if not _APACHE_SAFE.match(path):
+            raise ConfigError(
+                f"mod_wsgi-express cannot serve from {path!r}: it writes paths unquoted into Apache's configuration "
+                "and its apachectl shell script, where spaces, quotes, $, ; or ` would break it or run as commands",
+                "move the project to a path of letters, digits and ._-/ only, or use --server gunicorn (or uwsgi, waitress)",
+            )
 
 
 def resolve_server(spec: AppSpec) -> tuple[str, str]:
@@ -240,7 +259,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     add("virtualenv", create, f"a new environment for Python {facts['python']['full_version']}", phase="deps", skip=reuse)
 
     deps = spec.dependencies
-    install_env = {"VIRTUAL_ENV": env}
+    install_env = {"VIRTUAL_ENV": env, **options.install_env}
     if deps.kind == "requirements.txt":
         add("install requirements", _install(installer, facts, env, ("-r", "requirements.txt")), deps.why,
             phase="deps", skip=reuse, env=install_env)
@@ -257,7 +276,8 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     elif deps.kind == "uv.lock":
         uv = facts["uv"]
         if installer != "uv":
-            add("install uv", _install(installer, facts, env, ("uv",)), "uv.lock is installed by uv", phase="deps", skip=reuse)
+            add("install uv", _install(installer, facts, env, ("uv",)), "uv.lock is installed by uv", phase="deps", skip=reuse,
+                env=install_env)
             uv = f"{env}/bin/uv"
         add("install uv.lock", (uv, "sync", "--frozen", "--no-dev", "--python", f"{env}/bin/python"), deps.why,
             phase="deps", skip=reuse, env={"UV_PROJECT_ENVIRONMENT": env, **install_env})
@@ -277,6 +297,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
             cache = _python_cache(facts)
             server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
         if server == "mod_wsgi":
+            require_apache_safe(home, env)
             if not facts.get("apxs"):
                 raise ConfigError(
                     "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
@@ -299,7 +320,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
 
     static_json = _join(root, "static.json")
     if spec.django:
-        disabled = spec.environment.get("DISABLE_COLLECTSTATIC", "").lower() not in ("", "0", "false", "no")
+        disabled = spec.environment.get("DISABLE_COLLECTSTATIC", "").strip().lower() not in ("", "0", "false", "no", "off")
         supplied = "" if spec.django.has_static_root else _join(root, "static")
         why = "Django: collectstatic" + (f", into {supplied} (settings have no STATIC_ROOT)" if supplied else "")
         if disabled:
@@ -401,10 +422,12 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
     if not env or not state:
         raise NotBuilt(f"{options.project} has not been built", "run warp build first")
     server = state["server"]
-    wanted, _ = resolve_server(spec)
-    if wanted != server:
-        raise ConfigError(f"the environment was built for {server}, but {wanted} is asked for now",
-                          f"run warp build{'' if spec.server == 'auto' else ' --server ' + wanted} first")
+    if spec.server != "auto":
+        # An explicit choice must match the build; otherwise the build's choice stands.
+        wanted, wanted_why = resolve_server(spec)
+        if wanted != server:
+            raise ConfigError(f"the environment was built for {server}, but {wanted} is asked for now ({wanted_why})",
+                              f"run warp build --server {wanted} first, or start without --server")
     home = _join(options.project, spec.home)
     resources: Resources = available_resources(facts)
     capacity: Capacity = worker_capacity(resources, server)
@@ -448,6 +471,7 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
             argv = ("bash", "-c", f"exec {spec.target}")
         why = f"the app's own {spec.target}, with HOST and PORT set"
     elif server == "mod_wsgi":
+        require_apache_safe(home, env, static_root, static_url or "")
         argv = (f"{env}/bin/mod_wsgi-express", "start-server")
         if spec.kind == "paste":
             argv += (_join(home, spec.target), "--application-type", "paste")

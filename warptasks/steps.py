@@ -57,7 +57,7 @@ def write_file(name: str, path: str, content: str, cwd: str, why: str, *, mode: 
     Content and path travel as positional parameters, never as shell code, so
     this works the same through any runner.
     """
-    script = 'umask 022 && printf "%s" "$1" > "$2.tmp" && chmod "$3" "$2.tmp" && mv -f "$2.tmp" "$2"'
+    script = 'umask 022 && mkdir -p "$(dirname "$2")" && printf "%s" "$1" > "$2.tmp" && chmod "$3" "$2.tmp" && mv -f "$2.tmp" "$2"'
     return Step(name, ("sh", "-c", script, "sh", content, path, mode), cwd, why, phase=phase, skip=skip)
 
 

@@ -1,0 +1,142 @@
+"""Thin invoke tasks over :mod:`warptasks.deploy`: deploy, status, rollback.
+
+``inv warp.deploy --host web1 --host deploy@web2:2222`` deploys to several
+hosts together (in parallel, switching only when all succeed);
+``fab -H web1,web2 warp.deploy`` runs the task once per host with fabric's
+Connection as ``c``, and deploys to that host.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from .deploy_hosts import HostTarget, parse_hosts
+from .tasks import reported
+
+HELP = {
+    "host": "a host to deploy to: name (from ~/.ssh/config too), user@host or user@host:port; repeatable",
+    "path": "the deploy folder on the hosts (default /srv/app)",
+    "port": "the public port the app is served on (the front proxy's; default 8080)",
+    "listen": "the address the public port listens on (default 0.0.0.0)",
+    "project": "the project folder to ship (default: the current folder)",
+    "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
+    "wheels": "build the dependencies as wheels here and ship them: the hosts need no package index",
+    "keep": "how many releases to keep on each host (default 5)",
+    "health": "the URL path checked on the new release before switching (default /)",
+    "health-host": "the Host header of that check (a name in Django's ALLOWED_HOSTS)",
+    "allow-partial": "switch the hosts that succeeded even when another failed",
+    "break-lock": "take the deploy lock even if another deploy holds it (after checking it is stale)",
+    "identity": "the SSH private key file",
+    "known-hosts": "a known_hosts file checked besides ~/.ssh/known_hosts",
+    "accept-unknown-host": "accept (and record) host keys not in known_hosts",
+    "env-file": "a local file of secrets uploaded as shared/environment (mode 0600)",
+    "python": "the host's Python command (default python3)",
+    "no-migrate": "do not run the migrate hook / manage.py migrate",
+}
+
+
+def _targets(c: Any, host: list[str]) -> tuple[list[HostTarget], dict[str, Any]]:
+    from .deploy import deploy_opts
+
+    opts = deploy_opts(c.config)
+    if host:
+        return parse_hosts(host), opts
+    if hasattr(c, "original_host"):  # fab -H: fabric made a Connection for one host
+        return [HostTarget(c.original_host, c.user, c.port)], opts
+    return parse_hosts(opts.get("hosts")), opts
+
+
+def _options(c: Any, **given: Any) -> dict[str, Any]:
+    from .deploy import deploy_opts
+
+    return deploy_opts(c.config, **given)
+
+
+@task(iterable=["host"], auto_shortflags=False, help=HELP)
+def deploy(c, host=None, path=None, port=None, listen=None, project=None, server=None, wheels=False, keep=None, health=None,
+           health_host=None, allow_partial=False, break_lock=False, identity=None, known_hosts=None, accept_unknown_host=False,
+           env_file=None, python=None, no_migrate=False):
+    """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
+    from . import deploy as lib
+
+    with reported():
+        targets, _ = _targets(c, host)
+        opts = _options(c, path=path, port=_num(port), listen=listen, server=server, wheels=wheels, keep=_num(keep),
+                        health=health, health_host=health_host, allow_partial=allow_partial, break_lock=break_lock,
+                        identity=identity, known_hosts=known_hosts, accept_unknown_host=accept_unknown_host,
+                        env_file=env_file, python=python, migrate=False if no_migrate else None)
+        project = project or (c.config.get("warp", {}) or {}).get("project") or "."
+        results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
+        print(lib.summary(results))
+        if not all(r.ok for r in results):
+            raise Exit("warp: error: the deploy failed on " + ", ".join(r.host for r in results if not r.ok), code=1)
+
+
+_REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "accept-unknown-host", "python")
+
+
+@task(iterable=["host"], auto_shortflags=False, help={k: HELP[k] for k in _REACH} | {"json": "print JSON"})
+def status(c, host=None, path=None, health=None, health_host=None, identity=None, known_hosts=None, accept_unknown_host=False,
+           python=None, json=False):
+    """Each host's live release, its server's pid, the front proxy, and what the app answers."""
+    from . import deploy as lib
+
+    with reported():
+        targets, _ = _targets(c, host)
+        opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
+                        accept_unknown_host=accept_unknown_host, python=python)
+        answers = lib.status(targets, opts, config=_fabric_config(c))
+        if json:
+            print(jsonlib.dumps(answers, indent=2))
+        else:
+            for label, state in answers.items():
+                print(_describe(label, state))
+        if any("error" in a for a in answers.values()):
+            raise Exit("warp: error: status could not be read from every host", code=1)
+
+
+@task(iterable=["host"], auto_shortflags=False,
+      help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial")} | {"to": "the release id to go back to"})
+def rollback(c, host=None, path=None, to=None, health=None, health_host=None, identity=None, known_hosts=None,
+             accept_unknown_host=False, python=None, break_lock=False, allow_partial=False):
+    """Go back to the previous good release: started, health-checked, then switched."""
+    from . import deploy as lib
+
+    with reported():
+        targets, _ = _targets(c, host)
+        opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
+                        accept_unknown_host=accept_unknown_host, python=python, break_lock=break_lock,
+                        allow_partial=allow_partial)
+        results = lib.rollback(targets, opts, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
+        print(lib.summary(results))
+        if not all(r.ok for r in results):
+            raise Exit("warp: error: the rollback failed on " + ", ".join(r.host for r in results if not r.ok), code=1)
+
+
+def _num(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _fabric_config(c: Any) -> Any:
+    from fabric import Config
+
+    return c.config if isinstance(c.config, Config) else None
+
+
+def _describe(label: str, state: dict[str, Any]) -> str:
+    if "error" in state:
+        return f"{label}: ERROR {state['error']}"
+    live = next((r for r in state["releases"] if r["id"] == state["current"]), None)
+    proxy = state.get("proxy") or {}
+    lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
+    if live:
+        lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
+    lines.append(f"  public {proxy.get('listen')}:{proxy.get('port')} ({'running' if proxy.get('running') else 'NOT RUNNING'}),"
+                 f" health: {state.get('health')}")
+    for r in state["releases"]:
+        lines.append(f"  {'*' if r['id'] == state['current'] else ' '} {r['id']} {r['status']}")
+    return "\n".join(lines)

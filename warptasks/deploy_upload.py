@@ -1,0 +1,99 @@
+"""What a deploy ships: the release's files, its id, and an archive of them.
+
+The files are what git tracks (as they are in the working tree), or, outside
+git, the tree without version-control data, environments, caches and what
+``.gitignore``/``.warpignore`` exclude. Secrets never travel with a release:
+``.env`` files are left out; the host's ``shared/environment`` holds them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from .detect import UNTRACKED_DIRS
+
+NEVER_SHIPPED = (".env", ".env.*", "*.pyc", "*.pyo")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def _ignore_patterns(root: Path) -> list[str]:
+    patterns: list[str] = []
+    for name in (".gitignore", ".warpignore"):
+        path = root / name
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line and not line.startswith(("#", "!")):
+                    patterns.append(line.rstrip("/").lstrip("/"))
+    return patterns
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatch(name, p) for p in NEVER_SHIPPED):
+        return True
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def source_files(root: Path | str) -> tuple[list[str], str]:
+    """The release's files (relative paths), and how they were chosen."""
+    root = Path(root)
+    tracked = _git(root, "ls-files", "-z", "--cached")
+    if tracked is not None:
+        files = [f for f in tracked.split("\0") if f and (root / f).is_file() and not _ignored(f, [])]
+        return sorted(files), "the files git tracks"
+    patterns = _ignore_patterns(root)
+    files = []
+    for directory, dirs, names in os.walk(root):
+        rel_dir = os.path.relpath(directory, root)
+        dirs[:] = sorted(
+            d for d in dirs if d not in UNTRACKED_DIRS and not _ignored(os.path.normpath(os.path.join(rel_dir, d)), patterns)
+        )
+        for name in sorted(names):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if not _ignored(rel, patterns) and os.path.isfile(os.path.join(directory, name)):
+                files.append(rel)
+    return files, "the folder's files, without VCS data, environments, caches and ignored files"
+
+
+def release_id(root: Path | str, now: float | None = None) -> str:
+    """A sortable id: UTC time to the millisecond, then the git commit when there is one."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+    commit = (_git(Path(root), "rev-parse", "--short=10", "HEAD") or "").strip()
+    return f"{stamp}-{commit}" if commit else stamp
+
+
+def commit_of(root: Path | str) -> str | None:
+    return (_git(Path(root), "rev-parse", "HEAD") or "").strip() or None
+
+
+def archive(root: Path | str, files: list[str]) -> bytes:
+    """A gzip'd tar of ``files``: owned by nobody in particular, readable by all (Apache's workers read them)."""
+    root = Path(root)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for rel in files:
+            info = tar.gettarinfo(str(root / rel), arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if info.mode & 0o111 else 0o644
+            if info.isfile():
+                with open(root / rel, "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    return buffer.getvalue()

@@ -1,0 +1,327 @@
+"""What goes into an image: the build context's files and the Dockerfile, from a plan.
+
+Pure functions, like :mod:`warptasks.plan`: they read the source tree and
+return data. The image runs the same build plan as ``warp build`` does
+locally: the plan's steps are written, through
+:func:`warptasks.steps.command_line`, into one shell script per phase, and
+the Dockerfile runs the dependency phase after copying only the files it
+depends on, so a change to application code alone reuses that layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from .detect import UNTRACKED_DIRS, AppSpec
+from .errors import ConfigError
+from .plan import resolve_server
+from .steps import Plan, command_line
+
+APP_ROOT = "/opt/app-root"
+PROJECT = f"{APP_ROOT}/src"  # where sclorg's S2I images keep the source; kept for familiarity
+WARP_HOME = "/opt/warptasks"  # warptasks' own environment inside the image (gives warp, uv, dumb-init)
+S2I_SCRIPTS = "/usr/libexec/s2i"
+SCRIPTS_URL = f"image://{S2I_SCRIPTS}"
+USER_ID = 1001
+PORT = 8080
+
+# Never sent to an engine: VCS data, local environments, caches and files that usually hold secrets.
+ALWAYS_EXCLUDED = (
+    *(f"{name}/" for name in sorted(UNTRACKED_DIRS)),
+    ".env",
+    ".env.*",
+    ".envrc",
+    "*.pyc",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    "id_ecdsa*",
+    ".netrc",
+    ".pypirc",
+    ".ssh/",
+    ".aws/",
+    ".docker/",
+    ".dockerignore",
+    ".s2iignore",
+)
+IGNORE_FILES = (".dockerignore", ".s2iignore")
+
+# Debian packages that let a server install on a base image that lacks them.
+SERVER_SYSTEM_PACKAGES = {
+    "mod_wsgi": ("apache2", "apache2-dev", "gcc", "libc6-dev"),
+    "uwsgi": ("gcc", "libc6-dev"),
+}
+
+_REFERENCE = re.compile(
+    r"^(?:(?P<domain>(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
+    r"(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?$"
+)
+
+
+@dataclass(frozen=True)
+class ImageName:
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+def parse_image_name(name: str) -> ImageName:
+    """``name`` as repository and tag, or a :class:`ConfigError` saying why it is not a valid reference."""
+    match = _REFERENCE.match(name or "")
+    # A lone "host:port" is a repository with a tag to the grammar; only a path component may hold no dot or colon.
+    if not match or len(match.group(0)) > 255:
+        raise ConfigError(
+            f"{name!r} is not a valid image name",
+            "use lowercase letters, digits and . _ - separators, an optional registry host and an optional :tag "
+            "(for example registry.example.com/team/site:1.0)",
+        )
+    repository = name if match.group("tag") is None else name[: -len(match.group("tag")) - 1]
+    return ImageName(repository, match.group("tag") or "latest")
+
+
+def default_image_name(spec: AppSpec) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", Path(spec.root).name.lower()).strip("-") or "app"
+    return f"warp-{base}:latest"
+
+
+def default_base_image(spec: AppSpec, local_version: str) -> tuple[str, str]:
+    """The official Python image matching the project's Python, and why."""
+    version = spec.python.version or local_version
+    why = spec.python.why if spec.python.version else f"the local Python is {local_version}"
+    return f"python:{version}-slim", f"official Python image for Python {version} ({why})"
+
+
+def ignore_rules(root: Path) -> tuple[pathspec.GitIgnoreSpec, tuple[str, ...]]:
+    """The exclusion rules for ``root``, and the ignore files that were read.
+
+    ``.dockerignore`` and ``.s2iignore`` patterns are relative to the
+    project root (not to any folder, as in ``.gitignore``), so each is
+    anchored; ``**`` and ``!`` work as in Docker.
+    """
+    lines = list(ALWAYS_EXCLUDED)
+    read = []
+    for name in IGNORE_FILES:
+        path = root / name
+        if not path.is_file():
+            continue
+        read.append(name)
+        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            pattern = line[1:].strip() if negate else line
+            pattern = posixpath.normpath(pattern.lstrip("/")) if pattern.strip("/") else ""
+            if not pattern or pattern == ".":
+                continue
+            lines.append(("!" if negate else "") + "/" + pattern)
+    return pathspec.GitIgnoreSpec.from_lines(lines), tuple(read)
+
+
+def context_files(root: Path) -> list[str]:
+    """Every file (or symlink) of the project that goes into the image, relative, sorted."""
+    rules, _ = ignore_rules(root)
+    found = []
+    for directory, dirs, files in os.walk(root):
+        # Pruned here because they can be huge; the rules exclude them anyway.
+        dirs[:] = sorted(d for d in dirs if d not in UNTRACKED_DIRS and not os.path.islink(os.path.join(directory, d)))
+        links = [d for d in os.listdir(directory) if _linked_dir(os.path.join(directory, d))]
+        for name in sorted(files + links):
+            rel = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+            if not rules.match_file(rel):
+                found.append(rel)
+    return sorted(found)
+
+
+def _linked_dir(path: str) -> bool:
+    return os.path.islink(path) and os.path.isdir(path)
+
+
+def dependency_inputs(spec: AppSpec) -> tuple[str, ...] | None:
+    """The files the dependency phase reads, relative to the root; None when it needs the whole source.
+
+    A project installed as a package (setup.py, pyproject.toml with a build
+    system) needs its code to install, so its dependency layer depends on all of it.
+    """
+    if spec.dependencies.install_project:
+        return None
+    home = spec.home
+    files = [posixpath.normpath(posixpath.join(home, f)) for f in spec.dependencies.files]
+    files += list(spec.hooks.values()) + list(spec.environment_files)
+    # The python version files decide nothing in an image, but .python-version is cheap and keeps detection identical.
+    return tuple(sorted(set(files)))
+
+
+def split_context(spec: AppSpec, files: list[str]) -> tuple[list[str], list[str]]:
+    """(files copied before the dependency phase, files copied after it)."""
+    wanted = dependency_inputs(spec)
+    if wanted is None:
+        return list(files), []
+    missing = [f for f in wanted if f not in files]
+    if missing:
+        raise ConfigError(
+            f"the build needs {', '.join(missing)}, but .dockerignore or .s2iignore excludes it",
+            "remove the matching pattern from the ignore file",
+        )
+    first = [f for f in files if f in wanted]
+    return first, [f for f in files if f not in wanted]
+
+
+def system_packages(server: str, facts: dict[str, Any], package_manager: str | None) -> tuple[tuple[str, ...], str]:
+    """Debian packages the base image needs for ``server``, and why (empty when it has what it needs)."""
+    wanted = SERVER_SYSTEM_PACKAGES.get(server, ())
+    if not wanted:
+        return (), f"{server} needs no system packages"
+    needs_python_headers = facts["python"]["prefix"] == "/usr"  # Debian's own Python keeps its headers in python3-dev
+    if server == "mod_wsgi" and facts.get("apxs") and facts.get("cc"):
+        return (), "the base image has Apache's apxs and a C compiler for mod_wsgi"
+    if server == "uwsgi" and facts.get("cc"):
+        return (), "the base image has a C compiler for uWSGI"
+    packages = wanted + (("python3-dev",) if needs_python_headers else ())
+    if package_manager != "apt-get":
+        raise ConfigError(
+            f"{server} needs {'Apache development files (apxs) and ' if server == 'mod_wsgi' else ''}a C compiler, "
+            "which the base image lacks, and warptasks installs them only on Debian-based images (apt-get)",
+            "use a Debian-based base image (such as python:3.12-slim), one that has them already, or --server gunicorn",
+        )
+    what = "Apache and its development files (apxs) and a C compiler" if server == "mod_wsgi" else "a C compiler"
+    return packages, f"the base image lacks {what} for {server}: installed with apt-get"
+
+
+def phase_script(plan: Plan, phase: str) -> str:
+    """A POSIX shell script running the plan's steps of ``phase``, each announced as ``warp build`` does.
+
+    Steps run in subshells so one step's ``cd`` and variables never leak into
+    the next; ``umask 002`` keeps what they write group-writable, so the app
+    also runs under an arbitrary uid in group 0 (OpenShift).
+    """
+    steps = plan.phase(phase).runnable
+    lines = ["set -e", "umask 002"]
+    for number, step in enumerate(steps, 1):
+        lines.append(f"echo {shlex.quote(f'[{phase} {number}/{len(steps)}] {step.name}: {step.why}')}")
+        lines.append(f"( {command_line(step)} )")
+    return "\n".join(lines) + "\n"
+
+
+STEP_MARKER = re.compile(r"^\[(?P<phase>deps|app) (?P<number>\d+)/(?P<count>\d+)\] (?P<name>[^:]+): ")
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """What an application or builder image is made of, before any engine is touched."""
+
+    base_image: str
+    system_packages: tuple[str, ...]
+    python: str  # the base image's Python, which makes warptasks' own environment
+    wheel: str  # file name of the warptasks wheel in the context
+    labels: dict[str, str]
+    builder: bool = False
+    build_args: tuple[str, ...] = ()  # names of variables the build steps see (package index, proxy), never kept
+    extra_files: tuple[str, ...] = ()  # paths of files added before anything is installed (a CA bundle)
+
+
+def image_labels(spec: AppSpec, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
+    name = Path(spec.root).name
+    if builder:
+        labels = {
+            "io.k8s.description": "Builds Python web apps with warptasks: the same build and server as warp build and warp start",
+            "io.k8s.display-name": "warptasks Python builder",
+            "io.openshift.tags": "builder,python,warptasks",
+        }
+    else:
+        labels = {
+            "io.k8s.description": f"{name}: {spec.why}; served by {server} (warptasks)",
+            "io.k8s.display-name": name,
+        }
+    labels.update({
+        "io.openshift.s2i.scripts-url": SCRIPTS_URL,
+        "io.openshift.expose-services": f"{PORT}:http",
+        "io.openshift.s2i.destination": "/tmp",
+    })
+    if commit:
+        labels.update({"io.openshift.build.commit.id": commit, "org.opencontainers.image.revision": commit})
+    return labels
+
+
+def prefix_dockerfile(build: ImageBuild) -> str:
+    """The part shared by application and builder images: base, system packages, warptasks, the user, S2I scripts."""
+    lines = [f"FROM {build.base_image}", *(f"ARG {name}" for name in build.build_args), "USER root"]
+    if build.extra_files:
+        lines.append("COPY warp/files/ /")
+    if build.system_packages:
+        lines.append(
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            + " ".join(build.system_packages)
+            + " && rm -rf /var/lib/apt/lists/*"
+        )
+    lines += [
+        f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH=$PATH:{WARP_HOME}/bin PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 "
+        "UV_NO_CACHE=1 LANG=C.UTF-8",
+        f"COPY warp/{build.wheel} /tmp/warp-wheel/{build.wheel}",
+        # warptasks gets its own environment, so the app's never sees it; dumb-init becomes PID 1.
+        f"RUN {shlex.quote(build.python)} -m venv {WARP_HOME} && {WARP_HOME}/bin/python -m pip install --no-cache-dir "
+        f"/tmp/warp-wheel/{build.wheel} dumb-init && rm -rf /tmp/warp-wheel",
+        f"RUN mkdir -p {PROJECT} && (getent passwd {USER_ID} >/dev/null || "
+        f"echo 'default:x:{USER_ID}:0:app user:{PROJECT}:/bin/sh' >> /etc/passwd) && "
+        f"chown -R {USER_ID}:0 {APP_ROOT} && chmod -R g+rwX {APP_ROOT}",
+        f"COPY warp/s2i/ {S2I_SCRIPTS}/",
+        f"RUN chmod 755 {S2I_SCRIPTS}/*",
+        f"WORKDIR {PROJECT}",
+        f"USER {USER_ID}",
+        f"EXPOSE {PORT}",
+        f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def app_dockerfile(build: ImageBuild) -> str:
+    """Prefix, then the dependency phase on the dependency files alone, then the code and the app phase."""
+    lines = [
+        prefix_dockerfile(build).rstrip("\n"),
+        f"COPY --chown={USER_ID}:0 deps/ {PROJECT}/",
+        f"COPY warp/build/deps.sh {WARP_HOME}/build/deps.sh",
+        f"RUN sh {WARP_HOME}/build/deps.sh",
+        f"COPY --chown={USER_ID}:0 src/ {PROJECT}/",
+        f"COPY warp/build/app.sh {WARP_HOME}/build/app.sh",
+        f"RUN sh {WARP_HOME}/build/app.sh",
+        _labels_line(build.labels),
+        f'CMD ["{S2I_SCRIPTS}/run"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def builder_dockerfile(build: ImageBuild) -> str:
+    return prefix_dockerfile(build) + _labels_line(build.labels) + "\n" + f'CMD ["{S2I_SCRIPTS}/usage"]\n'
+
+
+def _labels_line(labels: dict[str, str]) -> str:
+    # Last, so build metadata such as the commit never invalidates a cached layer.
+    return "LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in sorted(labels.items()))
+
+
+def plan_notes(build: ImageBuild, packages_why: str, base_why: str, deps_inputs: tuple[str, ...] | None) -> list[str]:
+    notes = [f"base image: {build.base_image} ({base_why})", f"system packages: {packages_why}"]
+    if deps_inputs is None:
+        notes.append("dependency layer: the project is installed as a package, so it depends on all of the source")
+    else:
+        notes.append(f"dependency layer: depends only on {', '.join(deps_inputs) or 'nothing from the project'}")
+    notes.append(f"runs as uid {USER_ID} (group 0), PID 1 is dumb-init, serves on port {PORT}")
+    return notes
+
+
+def server_of(spec: AppSpec) -> str:
+    return resolve_server(spec)[0]

@@ -1,0 +1,76 @@
+"""The image tasks, ``warp.s2i`` and ``warp.builder``: thin wrappers over :mod:`warptasks.image_build`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import task
+
+from . import actions
+from .errors import ConfigError
+from .tasks import OPTION_HELP, reported
+
+IMAGE_HELP = {
+    "project": OPTION_HELP["project"],
+    "tag": "the image name (default warp-<project folder>:latest)",
+    "base-image": "the image to build on (default: the official python:X.Y-slim for the project's Python)",
+    "network": "the build's network, e.g. host where the engine's default bridge has no outbound access",
+    "build-env": "NAME=VALUE seen by the build steps only (package index, proxy); repeatable",
+    "server": OPTION_HELP["server"],
+    "installer": OPTION_HELP["installer"],
+    "quiet": "do not stream the build output (a failing step's output is still shown)",
+    "no-pull": "never pull a missing base image",
+}
+
+
+def _build_env(values: list[str] | None) -> dict[str, str]:
+    env = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--build-env {item!r} is not NAME=VALUE", "write it as --build-env PIP_INDEX_URL=https://...")
+        env[name] = value
+    return env
+
+
+def _options(tag: Any, base_image: Any, network: Any, build_env: Any, installer: Any, quiet: bool, no_pull: bool,
+             incremental: bool = False):
+    from .image_build import ImageOptions
+
+    return ImageOptions(tag=tag, base_image=base_image, network=network, build_env=_build_env(build_env),
+                        installer=installer or "auto", quiet=quiet, pull=not no_pull, incremental=incremental)
+
+
+@task(help=IMAGE_HELP | {"builder": "build the S2I way with this builder image (source into it, assemble, commit)",
+                         "incremental": "with --builder: reuse the environment saved in the previous image"},
+      iterable=["build_env"])
+def s2i(c, project=None, tag=None, base_image=None, network=None, build_env=None, server=None, installer=None,
+        builder=None, incremental=False, quiet=False, no_pull=False):
+    """Build a runnable application image: the same build steps and server as warp build and warp start."""
+    with reported():
+        from . import image_build
+
+        opts = actions.settings(c.config, project=project, server=server, installer=installer)
+        spec = actions.detect(opts)
+        options = _options(tag, base_image, network, build_env, opts["installer"], quiet, no_pull, incremental)
+        if builder:
+            result = image_build.s2i_build(spec, options, builder)
+        else:
+            result = image_build.build_app_image(spec, options)
+        print(f"run it: docker run --rm -p 8080:8080 {result.name}")
+
+
+BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "installer")}
+
+
+@task(help=BUILDER_HELP | {"tag": "the builder image name (default warp-builder:latest)"}, iterable=["build_env"])
+def builder(c, project=None, tag=None, base_image=None, network=None, build_env=None, quiet=False, no_pull=False):
+    """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
+    with reported():
+        from . import image_build
+
+        opts = actions.settings(c.config, project=project)
+        spec = actions.detect(opts)
+        result = image_build.build_builder_image(spec, _options(tag or "warp-builder:latest", base_image, network, build_env,
+                                                                None, quiet, no_pull))
+        print(f"use it: s2i build <source> {result.name} <app-image>")
