@@ -379,8 +379,9 @@ def _parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> No
         except Exception as error:  # noqa: BLE001 - a lost connection is a host failure, reported
             host.error = f"{type(error).__name__}: {error}" if not isinstance(error, WarpError) else str(error)
 
-    if len(active) == 1:
-        guarded(active[0])
+    if len(active) <= 1:
+        for host in active:
+            guarded(host)
         return
     with ThreadPoolExecutor(max_workers=min(len(active), 8)) as pool:
         list(pool.map(guarded, active))

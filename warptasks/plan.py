@@ -21,7 +21,7 @@ from .steps import Plan, Step, write_file
 from .support import source
 
 # Bump when the layout of an environment changes, so old ones are rebuilt.
-ENV_FORMAT = 1
+ENV_FORMAT = 2
 
 SERVER_PACKAGES = {
     "mod_wsgi": ("mod_wsgi",),
@@ -310,6 +310,10 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     if server in USES_WARP_APP:
         steps.append(write_file("support", f"{env}/warp/warp_app.py", source("warp_app.py"), home,
                                 "warp_app.py loads the app and serves static files", phase="deps", skip=reuse))
+    if server == "gunicorn":
+        steps.append(write_file("gunicorn config", f"{env}/warp/gunicorn_conf.py", source("gunicorn_conf.py"), home,
+                                "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)", phase="deps",
+                                skip=reuse))
     marker = {"key": key, "python": facts["python"], "installer": installer, "server": server, "warptasks": __version__}
     steps.append(write_file("mark complete", f"{env}/warp-env.json", json.dumps(marker, sort_keys=True), home,
                             "marks the environment as complete, so later builds may reuse it", phase="deps", skip=reuse))
@@ -509,9 +513,10 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         run_env["PYTHONPATH"] = f"{env}/warp:{home}"
         if server == "gunicorn":
             argv = (f"{env}/bin/gunicorn", "--bind", bind, "--workers", str(processes), "--threads", str(threads),
-                    "--worker-class", "gthread", "--chdir", home, "--access-logfile", "-")
+                    "--worker-class", "gthread", "--chdir", home, "--access-logfile", "-",
+                    "--config", f"{env}/warp/gunicorn_conf.py")
             if spec.environment.get("APP_CONFIG"):
-                argv += ("--config", spec.environment["APP_CONFIG"])
+                run_env["WARP_GUNICORN_CONFIG"] = _join(home, spec.environment["APP_CONFIG"])
             argv += ("--reload",) if options.reload else ()
             argv += ("warp_app:application",)
             why = "gunicorn (gthread workers), static files by servestatic"

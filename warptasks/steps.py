@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would accept a trailing newline
 
 
 @dataclass(frozen=True)

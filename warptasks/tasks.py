@@ -191,6 +191,8 @@ alive = _hook_task("alive", "Run the alive (liveness) action hook; fails when th
 ready = _hook_task("ready", "Run the ready (readiness) action hook; fails when the app has none.")
 
 ns = Collection("warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready)
+# invoke reads INVOKE_WARP_* variables only for keys its config already has.
+ns.configure({"warp": dict(actions.DEFAULTS)})
 
 
 def _add_optional(module: str, names: tuple[str, ...]) -> None:

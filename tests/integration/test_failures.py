@@ -1,0 +1,129 @@
+"""Bad input: a clear error, a non-zero exit, and the last good build keeps working."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import WARP, get, serving, startproject, warp, write
+
+HELLO = '''
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"version 1"]
+'''
+
+
+def _current(project: Path) -> str:
+    return os.readlink(project / ".warp" / "current")
+
+
+def _good_build(project: Path) -> str:
+    write(project, {"wsgi.py": HELLO, "requirements.txt": "six\n"})
+    warp(project, "build", "--server", "gunicorn")
+    return _current(project)
+
+
+def _assert_clean_failure(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback (most recent call last)" not in result.stderr.split("warp: error:")[-1]
+    for phrase in phrases:
+        assert phrase in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_requirement_that_fails_to_install_keeps_the_last_good_environment(project_dir: Path) -> None:
+    before = _good_build(project_dir)
+    (project_dir / "requirements.txt").write_text("six\nthis-package-does-not-exist-warptasks==0.0.1\n")
+    result = warp(project_dir, "build", "--server", "gunicorn", check=False)
+    _assert_clean_failure(result, "this-package-does-not-exist-warptasks", "install requirements", "last good build")
+    assert _current(project_dir) == before
+    with serving(project_dir) as site:
+        assert get(site.url + "/").text == "version 1"
+
+
+def test_django_settings_that_fail_to_import_show_the_traceback_tail(project_dir: Path) -> None:
+    startproject(project_dir)
+    warp(project_dir, "build", "--server", "gunicorn")
+    before = _current(project_dir)
+    settings = project_dir / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nimport no_such_module_here\n")
+    result = warp(project_dir, "build", "--server", "gunicorn", check=False)
+    _assert_clean_failure(result, "No module named 'no_such_module_here'", "collectstatic")
+    assert _current(project_dir) == before
+
+
+def test_failing_build_hook_fails_the_build_and_switches_nothing(project_dir: Path) -> None:
+    before = _good_build(project_dir)
+    write(project_dir, {".warpdrive/action_hooks/build": "#!/bin/sh\necho hook says no >&2\nexit 3\n"})
+    result = warp(project_dir, "build", "--server", "gunicorn", check=False)
+    _assert_clean_failure(result, "hook says no", "hook build")
+    assert result.returncode == 3
+    assert _current(project_dir) == before
+
+
+def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path) -> None:
+    before = _good_build(project_dir)
+    # A dependency change forces a new environment; interrupt while it installs.
+    (project_dir / "requirements.txt").write_text("six\nDjango\n")
+    process = subprocess.Popen([*WARP, "build", "--server", "gunicorn", "--installer", "pip"], cwd=project_dir,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    seen = ""
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if "install requirements" in line or not line:
+            break
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, seen + out
+    assert _current(project_dir) == before
+    with serving(project_dir) as site:
+        assert get(site.url + "/").text == "version 1"
+
+
+def test_port_in_use_is_refused_before_starting(project_dir: Path) -> None:
+    _good_build(project_dir)
+    with serving(project_dir) as site:
+        port = site.url.rsplit(":", 1)[1]
+        result = warp(project_dir, "start", "--port", port, check=False, timeout=60)
+        _assert_clean_failure(result, f"port {port}", "--port")
+        assert get(site.url + "/").text == "version 1"
+
+
+def test_python_version_not_available_is_named(project_dir: Path) -> None:
+    write(project_dir, {"wsgi.py": HELLO, ".python-version": "3.99\n"})
+    result = warp(project_dir, "build", check=False)
+    _assert_clean_failure(result, "python3.99", "not available")
+
+
+def test_no_app_says_what_was_looked_for(project_dir: Path) -> None:
+    write(project_dir, {"README.txt": "nothing to serve\n"})
+    result = warp(project_dir, "build", check=False)
+    _assert_clean_failure(result, "no application found", "wsgi.py", "manage.py", "app.py")
+
+
+def test_unknown_server_type_lists_the_valid_ones(project_dir: Path) -> None:
+    write(project_dir, {"wsgi.py": HELLO})
+    result = warp(project_dir, "build", "--server", "tomcat", check=False)
+    _assert_clean_failure(result, "unknown server type 'tomcat'", "gunicorn", "mod_wsgi", "waitress")
+
+
+def test_start_before_build_says_to_build(project_dir: Path) -> None:
+    write(project_dir, {"wsgi.py": HELLO})
+    result = warp(project_dir, "start", check=False)
+    _assert_clean_failure(result, "warp build")
+
+
+def test_sigterm_stops_every_server_promptly(project_dir: Path) -> None:
+    # serving() sends SIGTERM and fails the test if the server ignores it;
+    # here the exit status is checked too.
+    _good_build(project_dir)
+    with serving(project_dir) as site:
+        process = site.process
+    assert process.returncode is not None
