@@ -82,7 +82,9 @@ class Target:
 
 def read_target(c: Runner, spec: AppSpec, project: str, opts: dict[str, Any], python: str) -> Target:
     root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
-    facts = gather_facts(c, python, {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()})
+    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates(), "project": project,
+               "ignore": [opts["env_dir"].strip("/").split("/")[0]]}
+    facts = gather_facts(c, python, request)
     return Target(project, facts)
 
 

@@ -105,7 +105,7 @@ class Layout:
         return posixpath.join(self.root, SHARED_ENV)
 
 
-def agent_step(python: str, action: str, **request: Any) -> Step:
+def agent_step(python: str, action: str, /, **request: Any) -> Step:
     """The step that runs one action of :mod:`warptasks.deploy_agent` on the host."""
     return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
 
@@ -171,7 +171,7 @@ class HostDeploy:
     def say(self, text: str) -> None:
         self.say_all(f"[{self.target.label}] {text}")
 
-    def agent(self, action: str, **request: Any) -> dict[str, Any]:
+    def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
         step = agent_step(self.opts["python"], action, root=self.layout.root, **request)
         result = self.conn.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
         lines = (result.stdout or "").strip().splitlines()
@@ -286,8 +286,7 @@ class HostDeploy:
 
     def switch(self) -> None:
         self.phase = "switch"
-        self.agent("proxy", listen=self.target.listen or self.opts["listen"], port=self.public_port, source=PROXY,
-                   python=self.opts["python"])
+        self.agent("proxy", listen=self.target.listen or self.opts["listen"], port=self.public_port, source=PROXY)
         previous = self.info.get("current")
         self.agent("switch", release=self.release)
         self.switched = True

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from importlib.resources import files
 from typing import Any, Callable, Protocol
 
 from .errors import ConfigError, StepFailed, WarpError
 from .steps import Plan, Step, command_line
+from .support import probe_source
 
 Say = Callable[[str], None]
 
@@ -65,7 +65,7 @@ def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
     return len(runnable)
 
 
-PROBE = files("warptasks").joinpath("probe.py").read_text(encoding="utf-8")
+PROBE = probe_source()
 
 
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> dict[str, Any]:

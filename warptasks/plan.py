@@ -18,7 +18,7 @@ from .detect import AppSpec
 from .errors import ConfigError, NotBuilt
 from .resources import Capacity, Resources, available_resources, worker_capacity
 from .steps import Plan, Step, write_file
-from .support import source
+from .support import probe_source, source
 
 # Bump when the layout of an environment changes, so old ones are rebuilt.
 ENV_FORMAT = 2
@@ -115,6 +115,11 @@ def _join(*parts: str) -> str:
 def env_paths(project: str, env_dir: str, envs_dir: str = "") -> tuple[str, str]:
     root = _join(project, env_dir)
     return root, _join(project, envs_dir) if envs_dir else _join(root, "envs")
+
+
+def untracked_dirs(options: BuildOptions) -> list[str]:
+    """Folders of the project that are not source: the environment folder itself."""
+    return [options.env_dir.strip("/").split("/")[0]]
 
 
 def pick_installer(requested: str, facts: dict[str, Any]) -> tuple[str, str]:
@@ -218,7 +223,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     unchanged = (
         env_ready
         and state.get("env_key") == key
-        and state.get("source") == spec.source_digest
+        and state.get("source") == facts.get("source_digest")
         and facts.get("current") == env
     )
     hook_env = hook_environment(spec, options.project, env, "build", "build")
@@ -341,16 +346,12 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
         steps.append(Step("static", ("rm", "-f", static_json), home, spec.static_why, phase="app",
                           skip=unchanged_why if unchanged else ""))
 
-    new_state = {
-        "env_key": key,
-        "env": env,
-        "server": server,
-        "kind": spec.kind,
-        "source": spec.source_digest,
-        "warptasks": __version__,
-    }
-    steps.append(write_file("record", _join(root, "state.json"), json.dumps(new_state, sort_keys=True), home,
-                            "record what was built", phase="app", skip=unchanged_why if unchanged else ""))
+    new_state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "warptasks": __version__}
+    request = {"record": new_state, "project": options.project, "state_file": _join(root, "state.json"),
+               "ignore": untracked_dirs(options)}
+    add("record", (f"{env}/bin/python", "-c", probe_source(), json.dumps(request)),
+        "record what was built, with the tree's fingerprint as the build left it", phase="app",
+        skip=unchanged_why if unchanged else "")
     switch = "import os, sys; os.symlink(sys.argv[1], sys.argv[2] + '.new'); os.replace(sys.argv[2] + '.new', sys.argv[2])"
     add("switch", ("sh", "-c", 'rm -f "$2.new" && "$3" -c "$1" "$4" "$2"', "sh", switch, _join(root, "current"), f"{env}/bin/python", env),
         "make the new environment current, atomically (the old one serves until here)", phase="app",

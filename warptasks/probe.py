@@ -106,8 +106,46 @@ def _others_can_read(path):
     return True
 
 
+# Never part of what a build depends on: environments, VCS data, caches.
+UNTRACKED = {".warp", ".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".nox",
+             ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+
+def tree_digest(root, ignore=()):
+    """A cheap fingerprint of a source tree: names, sizes, modification times."""
+    import hashlib
+
+    skip = UNTRACKED.union(ignore)
+    sha = hashlib.sha256()
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        for name in sorted(names):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            sha.update(("%s\0%d\0%d\0" % (os.path.relpath(path, root), info.st_size, info.st_mtime_ns)).encode())
+    return sha.hexdigest()
+
+
+def record(request):
+    """Write the build state, with the tree's fingerprint as the build left it."""
+    state = dict(request["record"])
+    state["source"] = tree_digest(request["project"], request.get("ignore", ()))
+    path = request["state_file"]
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(state, handle, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv):
     request = json.loads(argv[1]) if len(argv) > 1 else {}
+    if request.get("record"):
+        record(request)
+        return
     env_dir = request.get("env_dir", "")
     envs_dir = request.get("envs_dir", "")
     current = os.path.join(env_dir, "current") if env_dir else ""
@@ -152,6 +190,7 @@ def main(argv):
         "current_env": _json(os.path.join(current, "warp-env.json")) if current else None,
         "complete_envs": _envs(envs_dir) if envs_dir else [],
         "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
+        "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
     }
     sys.stdout.write(json.dumps(facts))
 

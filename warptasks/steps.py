@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -90,7 +91,7 @@ class Plan:
     def runnable(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if not s.skip)
 
-    def phase(self, name: str) -> "Plan":
+    def phase(self, name: str) -> Plan:
         return Plan(self.action, tuple(s for s in self.steps if s.phase == name), self.notes)
 
     def as_dict(self) -> dict[str, Any]:

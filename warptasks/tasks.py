@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
