@@ -184,7 +184,7 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
     hooks, hook_executable = find_hooks(root)
 
     if server:
-        chosen, server_why = normal_server(server, "--server"), "chosen with --server"
+        chosen, server_why = normal_server(server, "--server"), "chosen with --server (or the warp.server setting)"
     else:
         setting = next((n for n in SERVER_SETTINGS if environment.get(n)), None)
         if setting:

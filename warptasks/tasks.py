@@ -66,11 +66,9 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
         if spec.hooks:
             print(f"  hooks: {', '.join(f'{k} ({v})' for k, v in spec.hooks.items())}")
         print("Build steps:")
-        from .steps import command_line
-
         for number, step in enumerate(build_plan.steps, 1):
             state = f"skip: {step.skip}" if step.skip else "run"
-            print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(command_line(step))}")
+            print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(step)}")
         if start is None:
             print(f"Start: {start_data['error']}")
             return
@@ -79,11 +77,17 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
             print(f"  {note}")
         for step in (*start.checks, *start.before):
             print(f"  before: {step.name}: {step.why}")
-        print(f"  exec: {_short(command_line(start.server))}")
+        print(f"  exec: {_short(start.server)}")
 
 
-def _short(line: str, limit: int = 400) -> str:
-    return line if len(line) <= limit else line[:limit] + f"... ({len(line)} characters)"
+def _short(step: Any, limit: int = 160) -> str:
+    """The step's command line, with long embedded scripts or file contents elided."""
+    from dataclasses import replace
+
+    from .steps import command_line
+
+    argv = tuple(a if len(a) <= limit else f"<{len(a)} characters: {a[:40].strip()}...>" for a in step.argv)
+    return command_line(replace(step, argv=argv))
 
 
 @task(help=OPTION_HELP | {"force": "rebuild every step, even when nothing changed"})
