@@ -1,0 +1,407 @@
+"""plan_build: an AppSpec and a target's facts in, the build steps (and why) out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cases import ASGI, Exe, django_tree, facts, write_tree
+from warptasks.detect import AppSpec, detect_app
+from warptasks.errors import ConfigError
+from warptasks.plan import BuildOptions, env_key, plan_build
+from warptasks.steps import Plan, Step, command_line
+
+PROJECT = "/srv/app"  # where the plan runs, on the target
+ENV_ROOT = f"{PROJECT}/.warp"
+WSGI = {"wsgi.py": "application = None\n", "requirements.txt": "flask\n"}
+SOURCE_THEN_EXEC = 'set -a && . "$1" && set +a && shift && exec "$@"'
+
+
+def detect(tmp_path: Path, files: dict[str, Any], server: str | None = None) -> AppSpec:
+    return detect_app(write_tree(tmp_path, files), server=server)
+
+
+def build(spec: AppSpec, target: dict[str, Any] | None = None, **options: Any) -> Plan:
+    return plan_build(spec, target or facts(), BuildOptions(project=PROJECT, **options))
+
+
+def named(plan: Plan, name: str) -> Step:
+    found = [s for s in plan.steps if s.name == name]
+    assert len(found) == 1, f"expected one step {name!r} in {[s.name for s in plan.steps]}"
+    return found[0]
+
+
+def env_of(plan: Plan) -> str:
+    return named(plan, "virtualenv").argv[-1]
+
+
+def built_state(spec: AppSpec, target: dict[str, Any], installer: str = "uv", server: str = "mod_wsgi") -> dict[str, Any]:
+    """Facts of a target where the build of ``spec`` completed and is current."""
+    key = env_key(spec, target, installer, server)
+    env = f"{ENV_ROOT}/envs/{key}"
+    state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "source": "tree-1"}
+    return {**target, "complete_envs": [key], "state": state, "current": env, "source_digest": "tree-1"}
+
+
+# (installer option, uv on the target, virtualenv importable) -> (environment creation prefix, install prefix)
+INSTALLER_CASES = [
+    pytest.param("auto", "/opt/bin/uv", True, (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
+                 id="auto-picks-uv"),
+    pytest.param("uv", "/opt/bin/uv", False, (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
+                 id="uv-asked"),
+    pytest.param("auto", None, True, (("/usr/bin/python3.11", "-m", "virtualenv"), ("{env}/bin/python", "-m", "pip", "install")),
+                 id="auto-without-uv-uses-pip-and-virtualenv"),
+    pytest.param("pip", "/opt/bin/uv", False,
+                 (("/usr/bin/python3.11", "-m", "venv"), ("{env}/bin/python", "-m", "pip", "install")),
+                 id="pip-asked-without-virtualenv-uses-venv"),
+]
+
+
+@pytest.mark.parametrize(("installer", "uv", "has_virtualenv", "expected"), INSTALLER_CASES)
+def test_installer_decides_how_environments_are_made(
+    tmp_path: Path, installer: str, uv: str | None, has_virtualenv: bool, expected: tuple[tuple[str, ...], tuple[str, ...]]
+) -> None:
+    plan = build(detect(tmp_path, WSGI), facts(uv=uv, has_virtualenv=has_virtualenv), installer=installer)
+    env = env_of(plan)
+    create, install = expected
+    assert named(plan, "virtualenv").argv[: len(create)] == create
+    for name in ("install requirements", "install server"):
+        assert named(plan, name).argv[: len(install)] == tuple(a.format(env=env) for a in install)
+    assert named(plan, "install requirements").argv[-2:] == ("-r", "requirements.txt")
+
+
+@pytest.mark.parametrize(
+    ("installer", "uv", "message"),
+    [
+        pytest.param("uv", None, "uv is not installed", id="uv-missing"),
+        pytest.param("conda", "/opt/bin/uv", "unknown installer", id="unknown"),
+    ],
+)
+def test_impossible_installer_is_a_config_error(tmp_path: Path, installer: str, uv: str | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(detect(tmp_path, WSGI), facts(uv=uv), installer=installer)
+
+
+@pytest.mark.parametrize("uv", ["/opt/bin/uv", None])
+@pytest.mark.parametrize("server", ["mod_wsgi", "uwsgi"])
+def test_compiled_servers_use_a_build_cache_per_python(tmp_path: Path, uv: str | None, server: str) -> None:
+    spec = detect(tmp_path, WSGI, server=server)
+    step = named(build(spec, facts(uv=uv)), "install server")
+    assert step.argv[-1] == server
+    cache = step.env["PIP_CACHE_DIR"]
+    assert step.env["UV_CACHE_DIR"] == cache
+    assert cache.startswith("/home/app/.cache/warptasks/python-")
+    other = facts(uv=uv, python={"executable": "/opt/pyenv/3.11.7/bin/python3.11", "version": "3.11", "full_version": "3.11.7",
+                                 "prefix": "/opt/pyenv/3.11.7"})
+    assert named(build(spec, other), "install server").env["PIP_CACHE_DIR"] != cache
+    assert named(build(spec, facts(uv=uv)), "install server").env["PIP_CACHE_DIR"] == cache
+
+
+@pytest.mark.parametrize(
+    ("server", "packages"),
+    [
+        pytest.param("gunicorn", ("gunicorn", "servestatic"), id="gunicorn"),
+        pytest.param("waitress", ("waitress", "servestatic"), id="waitress"),
+    ],
+)
+def test_pure_python_servers_install_from_the_shared_cache(tmp_path: Path, server: str, packages: tuple[str, ...]) -> None:
+    plan = build(detect(tmp_path, WSGI, server=server), facts(apxs=None))
+    step = named(plan, "install server")
+    assert step.argv[-len(packages):] == packages
+    assert "PIP_CACHE_DIR" not in step.env and "UV_CACHE_DIR" not in step.env
+    support = named(plan, "support")
+    assert support.argv[5] == f"{env_of(plan)}/warp/warp_app.py"
+    assert "WARP_APP_TARGET" in support.argv[4]
+
+
+def test_paste_app_gets_pastedeploy_except_under_mod_wsgi(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"paste.ini": "[app:main]\n"})
+    assert named(build(detect_app(tmp_path, server="gunicorn")), "install server").argv[-1] == "PasteDeploy"
+    assert "PasteDeploy" not in named(build(detect_app(tmp_path)), "install server").argv
+
+
+def test_missing_apxs_gives_the_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="apxs") as error:
+        build(detect(tmp_path, WSGI), facts(apxs=None))
+    assert "apache2-dev" in error.value.hint
+    assert "--server gunicorn" in error.value.hint
+
+
+def test_apps_serving_themselves_install_no_server(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, {"app.sh": "exec python -m http.server", **WSGI}), facts(apxs=None))
+    names = [s.name for s in plan.steps]
+    assert "install server" not in names and "support" not in names
+    assert "install requirements" in names
+
+
+# tree -> the install steps, in order, each as (name, argv tail)
+DEPENDENCY_CASES = [
+    pytest.param({"Pipfile.lock": "{}"}, [("install micropipenv", ("micropipenv[toml]",)), ("export lock file", ("pipenv",)),
+                                          ("install lock file", ("--no-deps", "-r"))], id="Pipfile.lock"),
+    pytest.param({"poetry.lock": ""}, [("install micropipenv", ("micropipenv[toml]",)), ("export lock file", ("poetry",)),
+                                       ("install lock file", ("--no-deps", "-r"))], id="poetry.lock"),
+    pytest.param({"uv.lock": "", "pyproject.toml": "[project]\nname='x'\n"},
+                 [("install uv.lock", ("sync", "--frozen", "--no-dev", "--python"))], id="uv.lock"),
+    pytest.param({"pyproject.toml": "[project]\nname='x'\ndependencies=['flask', 'attrs>1']\n"},
+                 [("install dependencies", ("flask", "attrs>1"))], id="pyproject-dependencies"),
+    pytest.param({"pyproject.toml": "[build-system]\nrequires=['setuptools']\n"}, [("install project", ("-e", "."))],
+                 id="pyproject-package"),
+    pytest.param({"requirements.txt": "", "setup.py": ""}, [("install requirements", ("-r", "requirements.txt")),
+                                                            ("install project", ("-e", "."))], id="requirements-then-project"),
+    pytest.param({}, [], id="nothing"),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), DEPENDENCY_CASES)
+def test_dependencies_are_installed_by_their_kind(
+    tmp_path: Path, files: dict[str, str], expected: list[tuple[str, tuple]]
+) -> None:
+    plan = build(detect(tmp_path, {"wsgi.py": "", **files}))
+    installs = [s for s in plan.steps if s.name.startswith(("install", "export")) and s.name != "install server"]
+    assert [s.name for s in installs] == [name for name, _ in expected]
+    for step, (_, words) in zip(installs, expected, strict=True):
+        argv = step.argv
+        assert any(argv[i : i + len(words)] == words for i in range(len(argv))), (step.name, argv)
+        assert step.phase == "deps"
+
+
+def test_uv_lock_without_uv_installs_uv_first(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, {"wsgi.py": "", "uv.lock": ""}), facts(uv=None))
+    env = env_of(plan)
+    assert named(plan, "install uv").argv == (f"{env}/bin/python", "-m", "pip", "install", "uv")
+    sync = named(plan, "install uv.lock")
+    assert sync.argv[0] == f"{env}/bin/uv"
+    assert sync.env["UV_PROJECT_ENVIRONMENT"] == env
+
+
+def test_steps_run_in_the_app_home_and_the_environment_is_under_env_dir(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {".s2i/environment": "APP_HOME=src\n", "src/wsgi.py": ""})
+    plan = build(spec)
+    env = env_of(plan)
+    assert env.startswith(f"{ENV_ROOT}/envs/py3.11-")
+    assert named(plan, "virtualenv").cwd == f"{PROJECT}/src"
+    assert env_of(build(spec, envs_dir="/var/cache/warp")).startswith("/var/cache/warp/py3.11-")
+    assert env_of(build(spec, env_dir="build/env")).startswith(f"{PROJECT}/build/env/envs/")
+
+
+def test_deps_phase_comes_first_and_switch_is_last(tmp_path: Path) -> None:
+    files = {**django_tree(), "requirements.txt": "",
+             ".warpdrive/action_hooks/pre-build": "", ".warpdrive/action_hooks/build": ""}
+    plan = build(detect(tmp_path, files))
+    phases = [s.phase for s in plan.steps]
+    assert phases == sorted(phases, key=lambda p: p != "deps"), phases
+    assert plan.steps[-1].name == "switch"
+    assert plan.steps[-1].argv[-1] == env_of(plan)
+    assert f"{ENV_ROOT}/current" in plan.steps[-1].argv
+    assert plan.phase("deps").steps[-1].name == "mark complete"
+    assert [s.name for s in plan.phase("app").steps] == ["hook build", "collectstatic", "record", "switch"]
+
+
+def test_a_fresh_build_runs_every_step(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, WSGI))
+    assert plan.runnable == plan.steps
+    assert [s.name for s in plan.steps] == ["clean", "virtualenv", "install requirements", "install server", "mark complete",
+                                            "static", "record", "switch"]
+
+
+def test_a_complete_environment_is_reused_for_a_changed_source(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    target = {**built_state(spec, facts()), "source_digest": "tree-2"}
+    plan = build(spec, target)
+    assert all(s.skip.startswith("environment py3.11-") for s in plan.phase("deps").steps)
+    assert [s.name for s in plan.runnable] == ["static", "record", "switch"]
+
+
+def test_nothing_runs_when_nothing_changed(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {**WSGI, ".warpdrive/action_hooks/pre-build": "", ".warpdrive/action_hooks/build": ""})
+    plan = build(spec, built_state(spec, facts()))
+    assert plan.runnable == ()
+    assert named(plan, "hook pre-build").skip.startswith("nothing changed")
+    assert named(plan, "switch").skip == "already current"
+
+
+def test_force_rebuilds_everything(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    plan = build(spec, built_state(spec, facts()), force=True)
+    assert plan.runnable == plan.steps
+
+
+def test_a_new_current_environment_elsewhere_is_switched_back(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    target = {**built_state(spec, facts()), "current": f"{ENV_ROOT}/envs/another"}
+    plan = build(spec, target)
+    assert "switch" in [s.name for s in plan.runnable]
+    assert "clean" not in [s.name for s in plan.runnable]
+
+
+def test_environment_key_follows_python_installer_and_server(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    key = env_key(spec, facts(), "uv", "mod_wsgi")
+    assert env_key(spec, facts(), "uv", "mod_wsgi") == key
+    newer = facts(python={**facts()["python"], "full_version": "3.11.9"})
+    others = {env_key(spec, newer, "uv", "mod_wsgi"), env_key(spec, facts(), "pip", "mod_wsgi"),
+              env_key(spec, facts(), "uv", "gunicorn")}
+    assert key not in others and len(others) == 3
+    assert key.startswith("py3.11-")
+
+
+def test_environment_key_follows_the_requirements(tmp_path: Path) -> None:
+    before = env_of(build(detect(tmp_path, WSGI)))
+    (tmp_path / "requirements.txt").write_text("flask==3.1\n", encoding="utf-8")
+    assert env_of(build(detect_app(tmp_path))) != before
+
+
+# settings, environment file -> (supplied STATIC_ROOT or "", collect "1"/"0")
+COLLECTSTATIC_CASES = [
+    pytest.param("STATIC_URL = '/static/'\n", "", (f"{ENV_ROOT}/static", "1"), id="no-static-root-gets-one"),
+    pytest.param("STATIC_ROOT = '/srv/static'\n", "", ("", "1"), id="static-root-kept"),
+    pytest.param("STATIC_ROOT = None\n", "", (f"{ENV_ROOT}/static", "1"), id="static-root-none-gets-one"),
+    pytest.param("STATIC_ROOT = 'x'\n", "DISABLE_COLLECTSTATIC=1\n", ("", "0"), id="disabled"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=true\n", (f"{ENV_ROOT}/static", "0"), id="disabled-true"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=0\n", (f"{ENV_ROOT}/static", "1"), id="disable-0-collects"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=off\n", (f"{ENV_ROOT}/static", "1"), id="disable-off-collects"),
+]
+
+
+@pytest.mark.parametrize(("settings", "environment", "expected"), COLLECTSTATIC_CASES)
+def test_django_collectstatic_gets_a_static_root_only_when_settings_lack_one(
+    tmp_path: Path, settings: str, environment: str, expected: tuple[str, str]
+) -> None:
+    files = {**django_tree(settings), ".s2i/environment": environment}
+    plan = build(detect(tmp_path, files))
+    step = named(plan, "collectstatic")
+    assert step.argv[0] == f"{env_of(plan)}/bin/python"
+    assert step.argv[3:] == (f"{ENV_ROOT}/static.json", *expected)
+    assert step.env["DJANGO_SETTINGS_MODULE"] == "mysite.settings"
+    assert step.path == (f"{env_of(plan)}/bin",)
+    assert ("no STATIC_ROOT" in step.why) is bool(expected[0] and expected[1] == "1")
+    assert ("DISABLE_COLLECTSTATIC" in step.why) is (expected[1] == "0")
+
+
+def test_static_folder_is_recorded_and_no_static_is_removed(tmp_path: Path) -> None:
+    with_static = build(detect(tmp_path / "a", {**WSGI, "static/": ""}))
+    step = named(with_static, "static")
+    assert step.argv[5] == f"{ENV_ROOT}/static.json"
+    assert json.loads(step.argv[4]) == {"static_url": "/static/", "static_root": f"{PROJECT}/static"}
+    without = named(build(detect(tmp_path / "b", WSGI)), "static")
+    assert without.argv == ("rm", "-f", f"{ENV_ROOT}/static.json")
+
+
+@pytest.mark.parametrize(("folder", "executable"), [(".warpdrive", True), (".s2i", False)])
+def test_build_hooks_run_before_and_after_dependencies(tmp_path: Path, folder: str, executable: bool) -> None:
+    content = Exe() if executable else "echo hi\n"
+    files = {**WSGI, f"{folder}/action_hooks/pre_build": content, f"{folder}/action_hooks/build": content}
+    plan = build(detect(tmp_path, files))
+    names = [s.name for s in plan.steps]
+    assert names[0] == "hook pre-build"
+    assert names.index("hook build") == names.index("mark complete") + 1
+    pre, post = named(plan, "hook pre-build"), named(plan, "hook build")
+    if executable:
+        assert (pre.argv, post.argv) == ((f"./{folder}/action_hooks/pre_build",), (f"./{folder}/action_hooks/build",))
+    else:
+        assert (pre.argv, post.argv) == (("bash", f"{folder}/action_hooks/pre_build"), ("bash", f"{folder}/action_hooks/build"))
+    assert (pre.phase, post.phase) == ("deps", "app")
+    assert pre.cwd == post.cwd == PROJECT
+    for hook in (pre, post):
+        assert hook.env["WARPDRIVE_PHASE"] == "build" and hook.env["WARPDRIVE_SRC_ROOT"] == PROJECT
+        assert hook.env["WARP_ENV"] == env_of(plan)
+
+
+def test_build_env_hook_is_sourced_before_install_hook_and_collectstatic_steps(tmp_path: Path) -> None:
+    files = {**django_tree(), "Pipfile.lock": "{}", ".s2i/action_hooks/build_env": "export A=1\n",
+             ".s2i/action_hooks/build": ""}
+    spec = detect(tmp_path, files)
+    plan = build(spec)
+    wrapper = ("bash", "-c", SOURCE_THEN_EXEC, "bash", f"{PROJECT}/.s2i/action_hooks/build_env")
+    wrapped = {s.name for s in plan.steps if s.argv[:5] == wrapper}
+    assert wrapped == {"install micropipenv", "export lock file", "install lock file", "install server", "hook build",
+                       "collectstatic"}
+    assert named(plan, "hook build").argv[5:] == ("bash", ".s2i/action_hooks/build")
+    plain = build(detect(tmp_path / "plain", {k: v for k, v in files.items() if "build_env" not in k}))
+    for step in plan.steps:
+        assert step.argv[5:] == named(plain, step.name).argv if step.name in wrapped else step.argv[:5] != wrapper
+
+
+def test_marker_and_record_say_what_was_built(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    plan = build(spec)
+    key = env_key(spec, facts(), "uv", "mod_wsgi")
+    marker = named(plan, "mark complete")
+    assert marker.argv[5] == f"{env_of(plan)}/warp-env.json"
+    assert json.loads(marker.argv[4])["key"] == key
+    record = named(plan, "record")
+    assert record.argv[:2] == (f"{env_of(plan)}/bin/python", "-c")
+    request = json.loads(record.argv[-1])
+    assert request["state_file"] == f"{ENV_ROOT}/state.json"
+    assert request["project"] == PROJECT
+    assert ".warp" in request["ignore"]
+    assert request["record"] | {"warptasks": None} == {
+        "env_key": key, "env": env_of(plan), "server": "mod_wsgi", "kind": "wsgi", "warptasks": None,
+    }
+
+
+def test_every_build_step_renders_to_a_command_line(tmp_path: Path) -> None:
+    files = {**django_tree(), "poetry.lock": "", ".s2i/action_hooks/build_env": "", ".s2i/environment": "A='x y'\n"}
+    for step in build(detect(tmp_path, files)).steps:
+        assert command_line(step)
+
+
+@pytest.mark.parametrize(
+    ("files", "server", "message"),
+    [
+        pytest.param({"asgi.py": ASGI}, "mod_wsgi", "is an ASGI app", id="asgi-with-mod_wsgi"),
+        pytest.param({"asgi.py": ASGI}, "gunicorn", "is an ASGI app", id="asgi-with-gunicorn"),
+        pytest.param({"wsgi.py": ""}, "uvicorn", "uvicorn serves ASGI apps", id="wsgi-with-uvicorn"),
+        pytest.param({"app.sh": ""}, "gunicorn", "starts its own server", id="app.sh-with-gunicorn"),
+        pytest.param({"wsgi.py": ""}, "shell", "needs an app.sh", id="shell-without-script"),
+    ],
+)
+def test_server_that_cannot_serve_the_app_is_refused(tmp_path: Path, files: dict[str, str], server: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(detect(tmp_path, files, server=server))
+
+
+@pytest.mark.parametrize(
+    ("files", "server"),
+    [
+        pytest.param({"wsgi.py": ""}, "mod_wsgi", id="wsgi"),
+        pytest.param({"asgi.py": ASGI}, "uvicorn", id="asgi"),
+        pytest.param({"app.py": ""}, "shell", id="app.py"),
+        pytest.param({"Procfile": "web: x"}, "shell", id="procfile"),
+    ],
+)
+def test_auto_server_fits_the_app(tmp_path: Path, files: dict[str, str], server: str) -> None:
+    assert f"server: {server} (" in build(detect(tmp_path, files)).notes[1]
+
+
+@pytest.mark.parametrize("project", ["/srv/my app", "/srv/a$b", "/srv/it's"])
+def test_mod_wsgi_refuses_paths_apache_would_misread_but_gunicorn_takes_them(tmp_path: Path, project: str) -> None:
+    with pytest.raises(ConfigError, match="mod_wsgi-express cannot serve from") as error:
+        plan_build(detect(tmp_path, WSGI), facts(), BuildOptions(project=project))
+    assert "--server gunicorn" in error.value.hint
+    plan = plan_build(detect_app(tmp_path, server="gunicorn"), facts(), BuildOptions(project=project))
+    assert named(plan, "virtualenv").cwd == project
+
+
+@pytest.mark.parametrize(
+    ("euid", "others_can_read", "server", "warned"),
+    [
+        pytest.param(0, False, None, True, id="root-private-python-mod_wsgi"),
+        pytest.param(0, True, None, False, id="root-readable-python"),
+        pytest.param(1000, False, None, False, id="not-root"),
+        pytest.param(0, False, "gunicorn", False, id="root-gunicorn"),
+    ],
+)
+def test_root_building_mod_wsgi_with_a_private_python_is_warned(
+    tmp_path: Path, euid: int, others_can_read: bool, server: str | None, warned: bool
+) -> None:
+    python = {**facts()["python"], "executable": "/root/.pyenv/versions/3.11.7/bin/python3.11",
+              "others_can_read": others_can_read}
+    plan = build(detect(tmp_path, WSGI, server=server), facts(euid=euid, python=python))
+    warnings = [n for n in plan.notes if n.startswith("warning:")]
+    assert bool(warnings) is warned
+    if warned:
+        assert "/root/.pyenv/versions/3.11.7/bin/python3.11" in warnings[0] and "--python /usr/bin/python3" in warnings[0]

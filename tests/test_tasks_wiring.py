@@ -1,0 +1,187 @@
+"""Task wiring: the collection, config precedence, and tasks over a MockContext runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, cast
+from unittest.mock import Mock
+
+import pytest
+from invoke import Collection, Config, MockContext, Result
+from invoke.exceptions import Exit
+
+import warptasks
+from tests.cases import django_tree, facts, write_tree
+from warptasks import actions, tasks
+from warptasks.execute import PROBE
+
+CORE_TASKS = {"plan", "build", "start", "exec", "shell", "setup", "migrate", "verify", "alive", "ready"}
+
+
+def probe_answers(target: dict[str, Any]) -> MockContext:
+    """A runner that answers the facts probe (and nothing else) with ``target``."""
+    probe = re.compile(r"\S+ -c .*Facts read from the machine", re.DOTALL)
+    return MockContext(run={probe: Result(stdout=json.dumps(target) + "\n")})
+
+
+def runs(c: MockContext) -> Mock:
+    """The mock behind ``c.run``, which records every command the task ran."""
+    return cast(Mock, c.run)
+
+
+def test_collection_is_importable_from_the_package() -> None:
+    assert isinstance(warptasks.ns, Collection)
+    assert warptasks.ns.name == "warp"
+    assert warptasks.ns is tasks.ns
+
+
+def test_collection_has_the_warp_tasks() -> None:
+    assert CORE_TASKS <= set(warptasks.ns.task_names)
+
+
+def test_collection_nests_in_a_projects_own_tasks() -> None:
+    root = Collection(warptasks.ns)
+    assert {f"warp.{name}" for name in CORE_TASKS} <= set(root.task_names)
+
+
+# invoke config "warp" section, task options -> expected settings (subset)
+SETTINGS_CASES = [
+    pytest.param({}, {}, {"port": 8080, "host": "127.0.0.1", "env_dir": ".warp", "installer": "auto", "server": None},
+                 id="defaults"),
+    pytest.param({"port": 9000, "server": "gunicorn"}, {}, {"port": 9000, "server": "gunicorn", "host": "127.0.0.1"},
+                 id="config-over-defaults"),
+    pytest.param({"port": 9000, "server": "gunicorn"}, {"port": 7000}, {"port": 7000, "server": "gunicorn"},
+                 id="option-over-config"),
+    pytest.param({"port": 9000}, {"port": None, "host": "0.0.0.0"}, {"port": 9000, "host": "0.0.0.0"},
+                 id="option-not-given-keeps-config"),
+    pytest.param({"port": None}, {}, {"port": 8080}, id="config-null-keeps-default"),
+    pytest.param({"unknown_key": 1}, {}, {"port": 8080}, id="unknown-config-ignored"),
+]
+
+
+@pytest.mark.parametrize(("section", "given", "expected"), SETTINGS_CASES)
+def test_task_option_beats_config_beats_defaults(
+    section: dict[str, Any], given: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    merged = actions.settings(Config(overrides={"warp": section}), **given)
+    assert {k: merged[k] for k in expected} == expected
+    assert "unknown_key" not in merged
+
+
+def test_invoke_environment_variables_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INVOKE_WARP_PORT", "9001")
+    monkeypatch.setenv("INVOKE_WARP_ENV_DIR", "build/env")
+    config = Config()
+    config.load_collection(warptasks.ns.configuration())
+    config.load_shell_env()
+    merged = actions.settings(config)
+    assert (merged["port"], merged["env_dir"]) == (9001, "build/env")
+    assert actions.settings(config, port=7000)["port"] == 7000
+
+
+def test_tasks_read_the_contexts_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"wsgi.py": ""})
+    c = probe_answers(facts())
+    c.config.warp = {"project": str(tmp_path), "server": "gunicorn"}
+    tasks.plan(c, json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert data["app"]["root"] == str(tmp_path)
+    assert data["app"]["server"] == "gunicorn"
+
+
+def test_plan_json_shows_the_app_the_build_and_why_start_cannot_run_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(tmp_path, {**django_tree("STATIC_URL = '/static/'\n"), "requirements.txt": "django\n"})
+    c = probe_answers(facts())
+    tasks.plan(c, project=str(tmp_path), json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"app", "build", "start"}
+    assert data["app"]["kind"] == "django"
+    assert data["app"]["dependencies"]["files"] == ["requirements.txt"]
+    assert data["build"]["action"] == "build"
+    steps = data["build"]["steps"]
+    assert [s["name"] for s in steps][-1] == "switch"
+    assert {"name", "argv", "cwd", "env", "path", "phase", "why", "skip", "command"} <= set(steps[0])
+    assert all(s["cwd"].startswith(str(tmp_path)) for s in steps)
+    assert "has not been built" in data["start"]["error"]
+    # The probe went through the runner, as the one command the plan task ran there.
+    [call] = runs(c).call_args_list
+    assert "Facts read from the machine" in call.args[0] and PROBE.splitlines()[-1] in call.args[0]
+    assert call.kwargs["hide"] is True and call.kwargs["warn"] is True
+
+
+def test_plan_json_shows_the_start_command_once_built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"wsgi.py": "", ".warp/current/bin/python": ""})
+    env = f"{tmp_path}/.warp/envs/py3.11-x"
+    state = {"env_key": "py3.11-x", "env": env, "server": "gunicorn", "kind": "wsgi", "source": ""}
+    c = probe_answers(facts(state=state, current=env))
+    tasks.plan(c, project=str(tmp_path), port="9100", json=True)
+    start = json.loads(capsys.readouterr().out)["start"]
+    assert start["server"]["argv"][:3] == [f"{env}/bin/gunicorn", "--bind", "127.0.0.1:9100"]
+    assert [check["name"] for check in start["checks"]] == ["port"]
+    assert len(runs(c).call_args_list) == 2, "facts are read once for build and once for start"
+
+
+def test_plan_text_says_what_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"wsgi.py": "", "static/": ""})
+    tasks.plan(probe_answers(facts()), project=str(tmp_path))
+    out = capsys.readouterr().out
+    assert "Detected:" in out and "Build steps:" in out
+    assert "static: static/ is served at /static/" in out
+    assert re.search(r"\d+\. virtualenv \[run\]\n\s+why: ", out)
+    assert "Start: " in out and "has not been built" in out
+
+
+@pytest.mark.parametrize(
+    ("files", "options", "message"),
+    [
+        pytest.param({}, {}, "no application found", id="no-app"),
+        pytest.param({"wsgi.py": ""}, {"server": "tomcat"}, "unknown server type", id="bad-server"),
+        pytest.param({".s2i/environment": "not a line\n"}, {}, "line 1", id="bad-environment-file"),
+    ],
+)
+def test_foreseeable_errors_exit_non_zero_with_a_message(tmp_path: Path, files: dict[str, str], options: dict[str, str],
+                                                         message: str) -> None:
+    write_tree(tmp_path, files)
+    with pytest.raises(Exit) as exited:
+        tasks.plan(probe_answers(facts()), project=str(tmp_path), **options)
+    assert exited.value.code == 1
+    assert str(exited.value.message).startswith("warp: error: ")
+    assert message in str(exited.value.message)
+
+
+def test_probe_that_cannot_run_says_which_python(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"wsgi.py": ""})
+    c = MockContext(run=Result(stderr="sh: 1: python3.99: not found", exited=127))
+    with pytest.raises(Exit, match="is not available on the target"):
+        tasks.build(c, project=str(tmp_path), python="3.99")
+    assert "python3.99 " in runs(c).call_args.args[0]
+
+
+def test_build_with_nothing_to_do_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"wsgi.py": ""})
+    spec = actions.detect(actions.settings(None, project=str(tmp_path)))
+    from warptasks.plan import env_key
+
+    key = env_key(spec, facts(), "uv", "mod_wsgi")
+    env = os.path.join(str(tmp_path), ".warp", "envs", key)
+    state = {"env_key": key, "env": env, "server": "mod_wsgi", "kind": "wsgi", "source": "tree-1"}
+    c = probe_answers(facts(state=state, current=env, complete_envs=[key], source_digest="tree-1"))
+    tasks.build(c, project=str(tmp_path))
+    assert "nothing to do" in capsys.readouterr().out
+    assert len(runs(c).call_args_list) == 1, "only the probe ran"
+
+
+def test_start_dry_run_prints_the_server_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"wsgi.py": "", ".warp/current/bin/python": ""})
+    env = f"{tmp_path}/.warp/envs/py3.11-x"
+    c = probe_answers(facts(state={"server": "mod_wsgi"}, current=env))
+    tasks.start(c, project=str(tmp_path), port=9200, dry_run=True)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"cd {tmp_path} && PATH={env}/bin:")
+    assert f"{env}/bin/mod_wsgi-express start-server wsgi " in last
+    assert "--port 9200" in last
