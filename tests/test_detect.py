@@ -128,7 +128,8 @@ def test_server_type_comes_from_settings(tmp_path: Path, files: dict[str, str], 
 def test_server_option_beats_the_environment_file(tmp_path: Path) -> None:
     write_tree(tmp_path, {"wsgi.py": WSGI, ".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\n"})
     spec = detect_app(tmp_path, server="gunicorn")
-    assert (spec.server, spec.server_why) == ("gunicorn", "chosen with --server")
+    assert spec.server == "gunicorn"
+    assert spec.server_why.startswith("chosen with --server")
 
 
 @pytest.mark.parametrize(
