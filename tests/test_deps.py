@@ -82,6 +82,8 @@ INCLUDE_CASES = [
                  ("requirements.txt", "base.txt", "constraints.txt"), id="-r-and-c"),
     pytest.param({"requirements.txt": "--requirement=base.txt\n--constraint  pins.txt  # pinned\n", "base.txt": "",
                   "pins.txt": ""}, ("requirements.txt", "base.txt", "pins.txt"), id="long-options"),
+    pytest.param({"requirements.txt": "-rbase.txt\n-cpins.txt\n", "base.txt": "", "pins.txt": ""},
+                 ("requirements.txt", "base.txt", "pins.txt"), id="short-options-glued-to-the-file"),
     pytest.param({"requirements.txt": "-r reqs/prod.txt\n", "reqs/prod.txt": "-r base.txt\n-r ../common.txt\n",
                   "reqs/base.txt": "-c ./pins/p.txt\n", "reqs/pins/p.txt": "", "common.txt": ""},
                  ("requirements.txt", "reqs/prod.txt", "reqs/base.txt", "reqs/pins/p.txt", "common.txt"),

@@ -20,7 +20,8 @@ from .errors import ConfigError
 # pyproject.toml and setup.py only state ranges.
 DEPENDENCY_KINDS = ("uv.lock", "poetry.lock", "Pipfile.lock", "requirements.txt", "pyproject.toml", "setup.py", "none")
 
-_INCLUDE = re.compile(r"^\s*(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
+# pip also takes the short options glued to their value: -rbase.txt.
+_INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(?:(?<=[rc])\s*=?\s*|\s*=\s*|\s+)(\S+)")
 
 
 @dataclass(frozen=True)
