@@ -69,8 +69,23 @@ def _overlay_works(data_root: Path) -> bool:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+def _clear_stale_pidfile() -> None:
+    """A killed engine leaves its pidfile; dockerd refuses to start if that pid now belongs to anything."""
+    try:
+        pid = PIDFILE.read_text().strip()
+    except OSError:
+        return
+    try:
+        alive = Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except OSError:
+        alive = False
+    if not alive:
+        PIDFILE.unlink(missing_ok=True)
+
+
 def _start_dockerd(driver: str) -> subprocess.Popen[bytes]:
     dockerd = require_command("dockerd", "docker.io")
+    _clear_stale_pidfile()
     data_root = state_dir(STATE_DIR / f"docker-{driver}", 0o710)
     argv = [
         dockerd,
