@@ -185,3 +185,12 @@ def test_start_dry_run_prints_the_server_command(tmp_path: Path, capsys: pytest.
     assert last.startswith(f"cd {tmp_path} && PATH={env}/bin:")
     assert f"{env}/bin/mod_wsgi-express start-server wsgi " in last
     assert "--port 9200" in last
+
+
+def test_warp_command_lists_the_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+    from warptasks.cli import program
+
+    program.run(["warp", "--list"], exit=False)
+    listed = capsys.readouterr().out
+    for name in CORE_TASKS:
+        assert re.search(rf"^\s+{name}\b", listed, re.MULTILINE), name
