@@ -66,7 +66,7 @@ def source_files(root: Path | str) -> tuple[list[str], str]:
             rel = os.path.normpath(os.path.join(rel_dir, name))
             if not _ignored(rel, patterns) and os.path.isfile(os.path.join(directory, name)):
                 files.append(rel)
-    return files, "the folder's files, without VCS data, environments, caches and ignored files"
+    return sorted(files), "the folder's files, without VCS data, environments, caches and ignored files"
 
 
 def release_id(root: Path | str, now: float | None = None) -> str:

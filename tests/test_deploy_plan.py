@@ -1,0 +1,274 @@
+"""Deploy, pure tier: host specs, release files, the host-side agent's bookkeeping, wheel plans."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from warptasks import deploy_agent
+from warptasks.deploy import (
+    Layout,
+    agent_step,
+    backend_port,
+    deploy_opts,
+    migrate_step,
+    with_shared_environment,
+)
+from warptasks.deploy_hosts import HostTarget, check_host_keys, parse_host, parse_hosts
+from warptasks.deploy_proxy import _cache
+from warptasks.deploy_proxy import backend_port as proxy_backend_port
+from warptasks.deploy_upload import archive, release_id, source_files
+from warptasks.deploy_wheels import download_steps, offline_install_env, wheel_requirements
+from warptasks.detect import detect_app
+from warptasks.errors import ConfigError
+from warptasks.plan import BuildOptions, plan_build
+from warptasks.steps import command_line
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("web1", HostTarget("web1")),
+        ("deploy@web2", HostTarget("web2", "deploy")),
+        ("deploy@web2:2222", HostTarget("web2", "deploy", 2222)),
+        ("10.0.0.5:22", HostTarget("10.0.0.5", None, 22)),
+        ("root@[::1]:2200", HostTarget("::1", "root", 2200)),
+        ({"host": "app@web3:2022", "port": 9000, "listen": "127.0.0.1"}, HostTarget("web3", "app", 2022, 9000, "127.0.0.1")),
+    ],
+)
+def test_host_specs_are_read(value: Any, expected: HostTarget) -> None:
+    assert parse_host(value) == expected
+
+
+@pytest.mark.parametrize("value", ["user@", "a b", "host:port", {"port": 80}])
+def test_unreadable_host_is_a_config_error(value: Any) -> None:
+    with pytest.raises(ConfigError):
+        parse_host(value)
+
+
+def test_hosts_from_a_comma_list_and_duplicates_refused() -> None:
+    assert [t.host for t in parse_hosts("web1,web2")] == ["web1", "web2"]
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_hosts(["web1", "web1"])
+
+
+def test_connections_refuse_unknown_host_keys_unless_asked(tmp_path: Path) -> None:
+    from fabric import Connection
+    from paramiko import AutoAddPolicy, RejectPolicy
+
+    known = tmp_path / "known_hosts"
+    known.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    conn = Connection("127.0.0.1", port=2222)
+    check_host_keys(conn, str(known), accept_unknown=False)
+    assert isinstance(conn.client._policy, RejectPolicy)
+    assert conn.client.get_host_keys().lookup("[127.0.0.1]:2222") is not None
+    other = Connection("127.0.0.1", port=2222)
+    check_host_keys(other, None, accept_unknown=True)
+    assert isinstance(other.client._policy, AutoAddPolicy)
+
+
+@pytest.mark.parametrize("current, expected", [(None, 8081), (8081, 8082), (8082, 8081), (9999, 8081)])
+def test_backend_ports_alternate_beside_the_public_one(current: int | None, expected: int) -> None:
+    assert backend_port(8080, current) == expected
+
+
+def test_agent_request_travels_as_one_quoted_argument() -> None:
+    step = agent_step("python3", "lock", root="/srv/my app; rm -rf /", owner="o'brien")
+    line = command_line(step)
+    assert step.argv[0] == "python3" and step.argv[1] == "-c"
+    assert json.loads(step.argv[3]) == {"action": "lock", "root": "/srv/my app; rm -rf /", "owner": "o'brien"}
+    assert "'/srv/my app; rm -rf /'" not in line  # inside the JSON argument, quoted as a whole
+
+
+def test_shared_environment_is_sourced_before_the_step() -> None:
+    from warptasks.steps import Step
+
+    step = with_shared_environment(Step("gunicorn", ("gunicorn", "app"), "/srv/a/releases/1", "serve"), Layout("/srv/a"))
+    assert step.argv[:3] == ("sh", "-c", step.argv[2])
+    assert step.argv[4:] == ("/srv/a/shared/environment", "gunicorn", "app")
+
+
+def _django(root: Path, hook: bool = False) -> Path:
+    (root / "manage.py").write_text("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n")
+    (root / "mysite").mkdir()
+    (root / "mysite" / "__init__.py").write_text("")
+    (root / "mysite" / "settings.py").write_text("STATIC_URL = 'static/'\nWSGI_APPLICATION = 'mysite.wsgi.application'\n")
+    (root / "mysite" / "wsgi.py").write_text("application = None\n")
+    (root / "requirements.txt").write_text("Django\n")
+    if hook:
+        hooks = root / ".warpdrive" / "action_hooks"
+        hooks.mkdir(parents=True)
+        (hooks / "migrate").write_text("#!/bin/sh\nexit 0\n")
+        (hooks / "migrate").chmod(0o755)
+    return root
+
+
+def test_django_migrates_with_manage_py_in_the_release(tmp_path: Path) -> None:
+    spec = detect_app(_django(tmp_path))
+    step = migrate_step(spec, "/srv/a/releases/7", "/srv/a/shared/envs/e1", Layout("/srv/a"))
+    assert step is not None
+    assert step.argv[-4:] == ("python", "manage.py", "migrate", "--noinput")
+    assert step.cwd == "/srv/a/releases/7" and step.path == ("/srv/a/shared/envs/e1/bin",)
+    assert step.env["WARP_ACTION"] == "migrate"
+
+
+def test_a_migrate_hook_wins_over_manage_py(tmp_path: Path) -> None:
+    spec = detect_app(_django(tmp_path, hook=True))
+    step = migrate_step(spec, "/srv/a/releases/7", "/e", Layout("/srv/a"))
+    assert step is not None and step.argv[-1] == "./.warpdrive/action_hooks/migrate"
+
+
+def test_a_plain_wsgi_app_has_nothing_to_migrate(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text("application = None\n")
+    assert migrate_step(detect_app(tmp_path), "/srv/a/releases/1", "/e", Layout("/srv/a")) is None
+
+
+def test_deploy_settings_merge_config_then_options() -> None:
+    config = {"warp": {"server": "gunicorn", "deploy": {"path": "/srv/site", "keep": 3, "hosts": ["web1"]}}}
+    opts = deploy_opts(config, keep=7, wheels=False, port=None)
+    got = (opts["path"], opts["keep"], opts["hosts"], opts["server"], opts["port"])
+    assert got == ("/srv/site", 7, ["web1"], "gunicorn", 8080)
+    with pytest.raises(ConfigError, match="not absolute"):
+        deploy_opts(config, path="srv")
+
+
+# -- what is shipped ---------------------------------------------------------
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_outside_git_the_tree_is_shipped_without_envs_secrets_and_ignored_files(tmp_path: Path) -> None:
+    _tree(tmp_path, {"wsgi.py": "", "pkg/a.py": "", ".env": "SECRET=1", ".warp/x": "", ".git/config": "", "media/up.png": "",
+                     "pkg/__pycache__/a.pyc": "", ".gitignore": "media/\n*.log\n", "debug.log": ""})
+    files, why = source_files(tmp_path)
+    assert files == [".gitignore", "pkg/a.py", "wsgi.py"]
+    assert "without" in why
+
+
+def test_in_git_the_tracked_files_are_shipped(tmp_path: Path) -> None:
+    _tree(tmp_path, {"wsgi.py": "", "tracked.txt": "", "untracked.txt": "", ".env": "S=1"})
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "wsgi.py", "tracked.txt", ".env"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    files, why = source_files(tmp_path)
+    assert files == ["tracked.txt", "wsgi.py"] and "git" in why
+    assert release_id(tmp_path, now=0).startswith("19700101T000000000Z-")
+
+
+def test_release_ids_sort_by_time(tmp_path: Path) -> None:
+    ids = [release_id(tmp_path, now=t) for t in (1_700_000_000.5, 1_700_000_000.75, 1_700_000_060.0)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+def test_archive_is_readable_by_everyone_and_keeps_executables(tmp_path: Path) -> None:
+    _tree(tmp_path, {"wsgi.py": "x", "run.sh": "#!/bin/sh\n"})
+    (tmp_path / "wsgi.py").chmod(0o600)
+    (tmp_path / "run.sh").chmod(0o700)
+    with tarfile.open(fileobj=io.BytesIO(archive(tmp_path, ["run.sh", "wsgi.py"]))) as tar:
+        modes = {m.name: (m.mode, m.uid) for m in tar.getmembers()}
+    assert modes == {"run.sh": (0o755, 0), "wsgi.py": (0o644, 0)}
+
+
+# -- wheels for hosts without an index -----------------------------------------
+
+
+def test_wheels_cover_requirements_and_server_and_mod_wsgi_ships_as_source(tmp_path: Path) -> None:
+    spec = detect_app(_django(tmp_path))
+    args, source = wheel_requirements(spec)
+    assert args == ("-r", str(tmp_path / "requirements.txt")) and source == ("mod_wsgi",)
+    steps = download_steps(spec, "/w", {"python": f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"})
+    assert [s.name for s in steps] == ["download dependencies", "download build tools", "download server source"]
+    assert "--only-binary=:all:" not in steps[0].argv
+    assert steps[2].argv[-1] == "mod_wsgi" and "--no-binary" in steps[2].argv
+
+
+def test_wheels_for_another_python_version_ask_for_its_binaries(tmp_path: Path) -> None:
+    spec = detect_app(_django(tmp_path), server="gunicorn")
+    steps = download_steps(spec, "/w", {"python": "3.9", "machine": "aarch64"})
+    argv = steps[0].argv
+    assert argv[argv.index("--python-version") + 1] == "3.9" and "--only-binary=:all:" in argv
+    assert "manylinux2014_aarch64" in argv and "gunicorn" in argv and len(steps) == 2
+
+
+def _facts(tmp_path: Path) -> dict[str, Any]:
+    python = {"executable": "/usr/bin/python3.11", "version": "3.11", "full_version": "3.11.2", "prefix": "/usr"}
+    return {"python": python, "uv": None, "apxs": "/usr/bin/apxs", "euid": 1000, "cache_home": "/home/u/.cache",
+            "complete_envs": [], "state": None, "current": None, "has_virtualenv": False}
+
+
+def test_offline_install_reaches_every_install_step_and_not_the_env_key(tmp_path: Path) -> None:
+    spec = detect_app(_django(tmp_path))
+    offline = offline_install_env("/srv/a/shared/wheels")
+    base = BuildOptions("/srv/a/releases/1", envs_dir="/srv/a/shared/envs")
+    plan = plan_build(spec, _facts(tmp_path), BuildOptions(base.project, envs_dir=base.envs_dir, install_env=offline))
+    installs = [s for s in plan.steps if s.name.startswith("install")]
+    assert installs and all(s.env["PIP_NO_INDEX"] == "1" and s.env["PIP_FIND_LINKS"] == "/srv/a/shared/wheels" for s in installs)
+    online = plan_build(spec, _facts(tmp_path), base)
+    assert [s.name for s in online.steps] == [s.name for s in plan.steps]
+    assert all("PIP_NO_INDEX" not in s.env for s in online.steps)
+    # The same dependencies make the same environment, wherever the wheels came from.
+    assert plan.notes == online.notes
+
+
+# -- the agent's bookkeeping on the host (its functions, run in this process) --
+
+
+def _agent(action: str, capsys: pytest.CaptureFixture[str], **request: Any) -> dict[str, Any]:
+    deploy_agent.ACTIONS[action]({"action": action, **request})
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_lock_names_its_holder_and_can_be_broken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "app")
+    assert _agent("lock", capsys, root=root, owner="alice@laptop", token="t1", wait=0)["locked"]
+    assert oct(os.stat(os.path.join(root, "shared", "environment")).st_mode & 0o777) == "0o600"
+    with pytest.raises(SystemExit) as held:
+        _agent("lock", capsys, root=root, owner="bob@ci", token="t2", wait=0)
+    assert held.value.code == 3
+    assert "alice@laptop" in capsys.readouterr().err
+    assert not _agent("unlock", capsys, root=root, token="t2")["unlocked"]  # only the holder unlocks
+    assert _agent("lock", capsys, root=root, owner="bob@ci", token="t2", wait=0, **{"break": True})["locked"]
+    assert _agent("unlock", capsys, root=root, token="t2")["unlocked"]
+
+
+def _release(root: Path, rid: str, status: str, env: str = "e1") -> None:
+    warp = root / "releases" / rid / ".warp"
+    warp.mkdir(parents=True)
+    (warp / "deploy.json").write_text(json.dumps({"status": status, "port": 8081}))
+    (root / "shared" / "envs" / env).mkdir(parents=True, exist_ok=True)
+    (warp / "current").symlink_to(root / "shared" / "envs" / env)
+
+
+def test_switch_is_a_symlink_replaced_atomically_and_retires_the_old(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _release(tmp_path, "r1", "healthy")
+    _release(tmp_path, "r2", "healthy")
+    assert _agent("switch", capsys, root=str(tmp_path), release="r1")["previous"] is None
+    assert _agent("switch", capsys, root=str(tmp_path), release="r2")["previous"] == "r1"
+    assert os.readlink(tmp_path / "current") == "releases/r2"
+    assert json.loads((tmp_path / "releases" / "r1" / ".warp" / "deploy.json").read_text())["status"] == "retired"
+    _cache.update(release=None, port=None)
+    assert proxy_backend_port(str(tmp_path)) == 8081
+
+
+def test_prune_keeps_the_newest_good_releases_and_their_environments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    releases = [("r1", "retired", "old"), ("r2", "retired", "e1"), ("r3", "failed", "broken"), ("r4", "retired", "e1")]
+    for rid, status, env in [*releases, ("r5", "live", "e2")]:
+        _release(tmp_path, rid, status, env)
+    (tmp_path / "current").symlink_to("releases/r5")
+    answer = _agent("prune", capsys, root=str(tmp_path), keep=2)
+    assert sorted(os.listdir(tmp_path / "releases")) == ["r4", "r5"]
+    assert set(answer["removed"]) == {"r1", "r2", "r3"}
+    assert sorted(os.listdir(tmp_path / "shared" / "envs")) == ["e1", "e2"]
