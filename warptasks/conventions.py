@@ -22,7 +22,7 @@ ENV_FILES = (".s2i/environment", ".warpdrive/environment")
 # before the steps of their phase, as warpdrive did.
 HOOKS = {
     "pre-build": "build, before dependencies are installed",
-    "build-env": "build, sourced before each build step (its variables are exported)",
+    "build-env": "build, sourced before the installs, the build hook and collectstatic (its variables are exported)",
     "build": "build, after dependencies are installed (and before collectstatic)",
     "deploy-env": "start and the hook commands, sourced first (its variables are exported)",
     "deploy": "start, before the server is started",

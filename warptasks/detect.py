@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ class AppSpec:
     hooks: dict[str, str] = field(default_factory=dict)
     hook_executable: dict[str, bool] = field(default_factory=dict)
     source_digest: str = ""
+    build_inputs_digest: str = ""
     django: DjangoProject | None = None
     static_url: str | None = None
     static_dir: str | None = None
@@ -159,6 +161,15 @@ def source_digest(root: Path, ignore: frozenset[str] = UNTRACKED_DIRS) -> str:
     return sha.hexdigest()
 
 
+def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str, str]) -> str:
+    """What else decides an environment's content: the environment file and the hooks run before installs."""
+    sha = hashlib.sha256(json.dumps(environment, sort_keys=True).encode())
+    for name in ("pre-build", "build-env"):
+        if name in hooks:
+            sha.update(name.encode() + b"\0" + (root / hooks[name]).read_bytes())
+    return sha.hexdigest()
+
+
 def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
     """Detect how the project at ``root`` is built and served."""
     root = Path(root).resolve()
@@ -221,6 +232,7 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
         hooks=hooks,
         hook_executable=hook_executable,
         source_digest=source_digest(root),
+        build_inputs_digest=build_inputs_digest(root, environment, hooks),
         django=django,
         static_url=static_url,
         static_dir=static_dir,

@@ -144,6 +144,7 @@ def env_key(spec: AppSpec, facts: dict[str, Any], installer: str, server: str) -
         "installer": installer,
         "server": SERVER_PACKAGES[server],
         "deps": [spec.dependencies.kind, spec.dependencies.digest, list(spec.dependencies.packages)],
+        "build_inputs": spec.build_inputs_digest,
     }
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return f"py{python['version']}-{digest[:16]}"
@@ -258,13 +259,16 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     if installer == "uv":
         create = (facts["uv"], "venv", "--seed", "--quiet", "--python", facts["python"]["executable"], env)
     elif facts.get("has_virtualenv"):
-        create = (facts["python"]["executable"], "-m", "virtualenv", "--quiet", env)
+        # virtualenv is importable by the Python that ran the probe, which may be another venv's.
+        runner = facts["python"].get("running") or facts["python"]["executable"]
+        create = (runner, "-m", "virtualenv", "--quiet", "--python", facts["python"]["executable"], env)
     else:
         create = (facts["python"]["executable"], "-m", "venv", env)
     add("virtualenv", create, f"a new environment for Python {facts['python']['full_version']}", phase="deps", skip=reuse)
 
     deps = spec.dependencies
-    install_env = {"VIRTUAL_ENV": env, **options.install_env}
+    # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
+    install_env = {**spec.environment, "VIRTUAL_ENV": env, **options.install_env}
     if deps.kind == "requirements.txt":
         add("install requirements", _install(installer, facts, env, ("-r", "requirements.txt")), deps.why,
             phase="deps", skip=reuse, env=install_env)

@@ -173,6 +173,7 @@ def main(argv):
             "full_version": sys.version.split()[0],
             "prefix": sys.base_prefix,
             "others_can_read": _others_can_read(base),
+            "running": sys.executable,
         },
         "has_virtualenv": has_virtualenv,
         "uv": uv,
