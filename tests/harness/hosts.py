@@ -61,6 +61,7 @@ def session_keys() -> SessionKeys:
     global _keys
     if _keys is None:
         require_command("ssh-keygen", "openssh-client")
+        _remove_stale_key_dirs()
         directory = state_dir(RUN_DIR / f"ssh-{os.getpid()}", 0o700)
         key = directory / "id_ed25519"
         if not key.exists():
@@ -70,6 +71,14 @@ def session_keys() -> SessionKeys:
         _keys = SessionKeys(directory, str(key), (directory / "id_ed25519.pub").read_text().strip(), str(known_hosts))
         atexit.register(shutil.rmtree, directory, True)
     return _keys
+
+
+def _remove_stale_key_dirs() -> None:
+    """Key folders of test runs that were killed before their exit handlers ran."""
+    for directory in RUN_DIR.glob("ssh-*"):
+        pid = directory.name[len("ssh-") :]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass
