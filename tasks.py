@@ -46,6 +46,18 @@ def lint(c):
 def example(c, port=8080):
     """Build and start the bundled example Django app with warp (Ctrl-C stops it)."""
     project = os.path.join(HERE, "examples", "mysite")
+    if os.geteuid() == 0 and not _others_can_enter(project):
+        # As root, Apache's workers run as another account, which cannot
+        # enter a checkout under a private home folder: serve a copy.
+        import shutil
+        import tempfile
+
+        copy = os.path.join(tempfile.gettempdir(), "warptasks-example", "mysite")
+        print(f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}")
+        shutil.copytree(project, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".warp", "__pycache__"))
+        for directory in (os.path.dirname(copy), copy):
+            os.chmod(directory, 0o755)
+        project = copy
     warp = os.path.join(os.path.dirname(sys.executable), "warp")
     c.run(f"{_quote(warp)} build --project {_quote(project)}", pty=False)
     print(f"example: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
@@ -57,6 +69,14 @@ def bench(c, only=None):
     """Run the benchmarks side by side and write docs/benchmarks.md."""
     args = [sys.executable, os.path.join(HERE, "bench", "run.py")] + (["--only", only] if only else [])
     c.run(" ".join(_quote(a) for a in args), pty=False)
+
+
+def _others_can_enter(path: str) -> bool:
+    while path not in ("/", ""):
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        path = os.path.dirname(path)
+    return True
 
 
 def _quote(text: str) -> str:

@@ -29,26 +29,53 @@ def _json(path):
         return None
 
 
+def _chain(mount, path):
+    """``mount`` + ``path`` and each ancestor up to the mount point: a limit anywhere above applies."""
+    found = []
+    path = "/" + path.strip("/")
+    while True:
+        found.append(os.path.join(mount, path.lstrip("/")))
+        if path == "/":
+            return found
+        path = os.path.dirname(path)
+
+
 def _cgroup():
+    """Raw CPU and memory limit files of this process's cgroups, v1 and v2 (hybrid included)."""
     raw = {"v2": {}, "v1": {}}
-    own = "/"
+    own = {}
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and parts[0] == "0":
-            own = parts[2] or "/"
-    for base in sorted({"/sys/fs/cgroup" + own.rstrip("/"), "/sys/fs/cgroup"}):
-        for name in ("cpu.max", "memory.max"):
-            value = _read(os.path.join(base, name))
-            if value is not None:
-                raw["v2"].setdefault(name, []).append(value.strip())
-    for name, path in (
-        ("cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-        ("cfs_period_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
-        ("limit_in_bytes", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-    ):
-        value = _read(path)
-        if value is not None:
-            raw["v1"][name] = value.strip()
+        if len(parts) == 3:
+            for controller in parts[1].split(",") if parts[1] else ["<v2>"]:
+                own[controller] = parts[2]
+    for line in (_read("/proc/self/mountinfo") or "").splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or len(rest) < 3:
+            continue
+        root, mount, fstype, options = fields[3], fields[4], rest[0], rest[2].split(",")
+        if fstype == "cgroup2":
+            relative = os.path.relpath(own.get("<v2>", "/"), root) if root != "/" else own.get("<v2>", "/")
+            for directory in _chain(mount, "/" if relative.startswith("..") else relative):
+                for name in ("cpu.max", "memory.max"):
+                    value = _read(os.path.join(directory, name))
+                    if value is not None:
+                        raw["v2"].setdefault(name, []).append(value.strip())
+        elif fstype == "cgroup":
+            for controller, files in (("cpu", ("cpu.cfs_quota_us", "cpu.cfs_period_us")), ("memory", ("memory.limit_in_bytes",))):
+                if controller not in options:
+                    continue
+                relative = own.get(controller, "/")
+                relative = os.path.relpath(relative, root) if root != "/" else relative
+                for directory in _chain(mount, "/" if relative.startswith("..") else relative):
+                    values = [_read(os.path.join(directory, f)) for f in files]
+                    if None in values:
+                        continue
+                    if controller == "cpu":
+                        raw["v1"].setdefault("cpu", []).append([v.strip() for v in values])
+                    else:
+                        raw["v1"].setdefault("limit_in_bytes", []).append(values[0].strip())
     return raw
 
 

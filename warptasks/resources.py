@@ -46,15 +46,18 @@ def available_resources(facts: dict[str, Any]) -> Resources:
     cgroup = facts.get("cgroup") or {}
     quotas = [q for q in (_cpu_max(t) for t in cgroup.get("v2", {}).get("cpu.max", [])) if q]
     v1 = cgroup.get("v1", {})
-    if v1.get("cfs_quota_us") and v1.get("cfs_period_us") and int(v1["cfs_quota_us"]) > 0:
-        quotas.append(int(v1["cfs_quota_us"]) / int(v1["cfs_period_us"]))
+    pairs = list(v1.get("cpu", []))
+    if v1.get("cfs_quota_us") and v1.get("cfs_period_us"):
+        pairs.append([v1["cfs_quota_us"], v1["cfs_period_us"]])
+    quotas.extend(int(q) / int(p) for q, p in pairs if int(q) > 0 and int(p) > 0)
     if quotas and min(quotas) < cpus:
         cpus = min(quotas)
         why.append(f"cgroup CPU quota {cpus:g}")
     memory = facts.get("memtotal")
     limits = [m for m in (_limit(t) for t in cgroup.get("v2", {}).get("memory.max", [])) if m]
-    if v1.get("limit_in_bytes"):
-        limit = _limit(v1["limit_in_bytes"])
+    v1_limits = v1.get("limit_in_bytes") or []
+    for text in [v1_limits] if isinstance(v1_limits, str) else v1_limits:
+        limit = _limit(text)
         if limit:
             limits.append(limit)
     if limits and (memory is None or min(limits) < memory):

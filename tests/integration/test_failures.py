@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import WARP, get, serving, startproject, warp, write
 
 HELLO = '''
@@ -128,3 +130,17 @@ def test_sigterm_stops_every_server_promptly(project_dir: Path) -> None:
     with serving(project_dir) as site:
         process = site.process
     assert process.returncode is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands Apache's workers to another account")
+def test_as_root_a_project_apache_workers_cannot_read_is_refused_with_the_fix(project_dir: Path) -> None:
+    private = project_dir / "private"
+    private.mkdir(mode=0o700)
+    app = private / "site"
+    write(app, {"wsgi.py": HELLO})
+    warp(app, "build")
+    result = warp(app, "start", check=False, timeout=60)
+    _assert_clean_failure(result, "www-data cannot", "Permission denied", "--user/--group")
+    os.chmod(private, 0o755)
+    with serving(app) as site:  # readable now: the same build starts
+        assert get(site.url + "/").text == "version 1"

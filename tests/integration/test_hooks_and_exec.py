@@ -104,3 +104,16 @@ def test_django_migrate_without_a_hook_runs_manage_py_migrate(project_dir: Path)
     result = warp(project_dir, "migrate")
     assert "Applying auth" in result.stdout
     assert (project_dir / "db.sqlite3").exists()
+
+
+def test_shell_opens_in_the_environment(project_dir: Path) -> None:
+    import subprocess
+
+    from .conftest import WARP
+
+    write(project_dir, HOOKS)
+    warp(project_dir, "build", "--server", "waitress")
+    result = subprocess.run([*WARP, "shell"], cwd=project_dir, input='echo "in:$VIRTUAL_ENV:$GREETING"; exit 0\n',
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"in:{(project_dir / '.warp/current').resolve()}:hello there" in result.stdout
