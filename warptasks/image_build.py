@@ -76,6 +76,7 @@ class ImageResult:
     notes: list[str]
     build: EngineBuild | None
     seconds: float
+    log: str = ""  # the assemble output of an S2I build
 
 
 def engine() -> docker.DockerClient:
@@ -229,6 +230,7 @@ def _context(dockerfile: str, build: img.ImageBuild, wheel: bytes, extra_files: 
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours the output that RUN steps wrote to stderr
 _EXIT = re.compile(r"returned a non-zero code: (\d+)")
 
 
@@ -261,6 +263,7 @@ def engine_build(client: docker.DockerClient, context: io.BytesIO, options: Imag
             pending += text
             *lines, pending = pending.split("\n")
             for line in lines:
+                line = _COLOUR.sub("", line)
                 step = _STEP.match(line)
                 marker = img.STEP_MARKER.match(line)
                 if step:
@@ -486,4 +489,4 @@ def s2i_build(spec: AppSpec, options: ImageOptions, builder: str, *, client: doc
         container.remove(force=True)
     _tag(client, committed.id, name)
     say(f"image {name} built from builder {builder}")
-    return ImageResult(str(name), committed.id, None, "", [], None, time.monotonic() - started)
+    return ImageResult(str(name), committed.id, None, "", [], None, time.monotonic() - started, "".join(output))

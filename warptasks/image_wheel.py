@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import zipfile
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -23,9 +24,11 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+@cache
 def warptasks_wheel() -> tuple[str, bytes]:
-    """(file name, content) of a wheel of this warptasks."""
-    dist = metadata.distribution("warptasks")
+    """(file name, content) of a wheel of this warptasks (made once per process, so one run builds with one warptasks)."""
+    # A dist-info (installed, editable or not) over a stale egg-info left in a source tree.
+    dist = sorted(metadata.distributions(name="warptasks"), key=lambda d: d.read_text("METADATA") is None)[0]
     version = dist.version
     info = f"warptasks-{version}.dist-info"
     entries: dict[str, bytes] = {}
@@ -33,8 +36,9 @@ def warptasks_wheel() -> tuple[str, bytes]:
     for path in sorted(package.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
             entries["warptasks/" + path.relative_to(package).as_posix()] = path.read_bytes()
-    fallback = f"Metadata-Version: 2.1\nName: warptasks\nVersion: {version}\n"
-    entries[f"{info}/METADATA"] = (dist.read_text("METADATA") or fallback).encode()
+    fields = ["Metadata-Version: 2.1", "Name: warptasks", f"Version: {version}"]
+    fields += [f"Requires-Dist: {r}" for r in dist.requires or [] if "extra ==" not in r]  # no dev tools in images
+    entries[f"{info}/METADATA"] = ("\n".join(fields) + "\n").encode()
     entry_points = dist.read_text("entry_points.txt")
     if entry_points:
         entries[f"{info}/entry_points.txt"] = entry_points.encode()

@@ -1,0 +1,223 @@
+"""What goes into an image: context files, the dependency/app split, the Dockerfile and the phase scripts."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cases import WSGI, Exe, django_tree, facts, write_tree
+from warptasks import image as img
+from warptasks.detect import AppSpec, detect_app
+from warptasks.errors import ConfigError
+from warptasks.image_wheel import warptasks_wheel
+from warptasks.plan import BuildOptions, plan_build
+from warptasks.steps import command_line
+
+IMAGE_FACTS = facts(uv="/opt/warptasks/bin/uv", euid=1001, home=img.PROJECT, cache_home=f"{img.PROJECT}/.cache")
+
+
+def detect(root: Path, files: dict[str, Any]) -> AppSpec:
+    return detect_app(write_tree(root, files))
+
+
+def image_build(**overrides: Any) -> img.ImageBuild:
+    values: dict[str, Any] = {
+        "base_image": "python:3.11-slim", "system_packages": (), "python": "/usr/local/bin/python3.11",
+        "wheel": "warptasks-0.1.0-py3-none-any.whl", "labels": {"io.openshift.s2i.scripts-url": img.SCRIPTS_URL},
+    }
+    values.update(overrides)
+    return img.ImageBuild(**values)
+
+
+@pytest.mark.parametrize(
+    ("name", "repository", "tag"),
+    [
+        ("site", "site", "latest"),
+        ("warp-mysite:1.0", "warp-mysite", "1.0"),
+        ("registry.example.com:5000/team/site:v2_rc.1", "registry.example.com:5000/team/site", "v2_rc.1"),
+        ("localhost/a__b/c-d", "localhost/a__b/c-d", "latest"),
+    ],
+)
+def test_valid_image_names_split_into_repository_and_tag(name: str, repository: str, tag: str) -> None:
+    parsed = img.parse_image_name(name)
+    assert (parsed.repository, parsed.tag) == (repository, tag)
+
+
+@pytest.mark.parametrize("name", ["", "Site", "site:", "site:-x", "a//b", "-site", "site:" + "x" * 129, "my site", "site@sha"])
+def test_invalid_image_names_are_refused_with_a_hint(name: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid image name") as raised:
+        img.parse_image_name(name)
+    assert "lowercase" in raised.value.hint
+
+
+def test_default_image_name_comes_from_the_project_folder(project_dir: Path) -> None:
+    root = project_dir / "My Site_2"
+    root.mkdir()
+    spec = detect(root, {"wsgi.py": WSGI})
+    assert img.default_image_name(spec) == "warp-my-site-2:latest"
+    img.parse_image_name(img.default_image_name(spec))
+
+
+def test_default_base_image_follows_the_projects_python(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {"wsgi.py": WSGI, ".python-version": "3.12.4\n"})
+    assert img.default_base_image(spec, "3.11")[0] == "python:3.12-slim"
+    plain = detect(tmp_path / "b", {"wsgi.py": WSGI})
+    assert img.default_base_image(plain, "3.11")[0] == "python:3.11-slim"
+
+
+def test_context_never_holds_vcs_data_environments_or_secrets(tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "wsgi.py": WSGI, "requirements.txt": "flask\n", "static/site.css": "body{}",
+        ".git/config": "x", ".warp/state.json": "{}", ".env": "SECRET=1", ".env.production": "SECRET=2",
+        "sub/.env": "SECRET=3", ".venv/bin/python": "", "__pycache__/wsgi.cpython-311.pyc": "",
+        "deploy/id_rsa": "key", "tls/site.pem": "cert", ".s2i/environment": "APP_MODULE=wsgi\n",
+    })
+    assert img.context_files(tmp_path) == [".s2i/environment", "requirements.txt", "static/site.css", "wsgi.py"]
+
+
+def test_dockerignore_and_s2iignore_are_honoured_relative_to_the_root(tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "wsgi.py": WSGI, "docs/index.md": "", "docs/keep.md": "", "notes.txt": "", "sub/notes.txt": "",
+        "data/big.bin": "", "lib/data/small.bin": "",
+        ".dockerignore": "# comment\ndocs\n!docs/keep.md\n/notes.txt\n", ".s2iignore": "**/*.bin\n",
+    })
+    assert img.context_files(tmp_path) == ["docs/keep.md", "sub/notes.txt", "wsgi.py"]
+
+
+def test_dependency_files_hooks_and_environment_files_come_first(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {
+        "wsgi.py": WSGI, "requirements.txt": "-r base.txt\n", "base.txt": "flask\n", "views.py": "",
+        ".s2i/environment": "WARP_SERVER=gunicorn\n", ".s2i/action_hooks/build": Exe(),
+    })
+    first, rest = img.split_context(spec, img.context_files(tmp_path))
+    assert first == [".s2i/action_hooks/build", ".s2i/environment", "base.txt", "requirements.txt"]
+    assert rest == ["views.py", "wsgi.py"]
+
+
+def test_dependency_files_are_found_under_app_home(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {".s2i/environment": "APP_HOME=web\n", "web/wsgi.py": WSGI, "web/requirements.txt": "flask\n"})
+    first, rest = img.split_context(spec, img.context_files(tmp_path))
+    assert first == [".s2i/environment", "web/requirements.txt"]
+    assert rest == ["web/wsgi.py"]
+
+
+def test_a_project_installed_as_a_package_needs_all_its_source_for_the_dependency_layer(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {"wsgi.py": WSGI, "setup.py": "from setuptools import setup\nsetup()\n", "pkg/__init__.py": ""})
+    first, rest = img.split_context(spec, img.context_files(tmp_path))
+    assert (first, rest) == (["pkg/__init__.py", "setup.py", "wsgi.py"], [])
+
+
+def test_an_ignored_dependency_file_is_an_error(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "flask\n", ".dockerignore": "*.txt\n"})
+    with pytest.raises(ConfigError, match="requirements.txt"):
+        img.split_context(spec, img.context_files(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("server", "target", "manager", "expected"),
+    [
+        ("mod_wsgi", {"apxs": None, "cc": None}, "apt-get", ("apache2", "apache2-dev", "gcc", "libc6-dev", "python3-dev")),
+        ("mod_wsgi", {"apxs": None, "cc": None, "python": {"prefix": "/usr/local"}}, "apt-get",
+         ("apache2", "apache2-dev", "gcc", "libc6-dev")),
+        ("mod_wsgi", {"apxs": "/usr/bin/apxs", "cc": "/usr/bin/cc"}, "apt-get", ()),
+        ("mod_wsgi", {"apxs": "/usr/bin/apxs", "cc": "/usr/bin/cc"}, None, ()),
+        ("uwsgi", {"cc": None}, "apt-get", ("gcc", "libc6-dev", "python3-dev")),
+        ("gunicorn", {"apxs": None, "cc": None}, None, ()),
+    ],
+)
+def test_system_packages_are_added_only_when_the_base_image_lacks_them(
+    server: str, target: dict[str, Any], manager: str | None, expected: tuple[str, ...]
+) -> None:
+    data = facts(**{k: v for k, v in target.items() if k != "python"})
+    data["python"].update(target.get("python", {}))
+    packages, why = img.system_packages(server, data, manager)
+    assert packages == expected
+    assert why
+
+
+def test_mod_wsgi_on_a_base_without_apt_and_without_apxs_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="apxs") as raised:
+        img.system_packages("mod_wsgi", facts(apxs=None, cc=None), None)
+    assert "--server gunicorn" in raised.value.hint
+
+
+def test_phase_scripts_run_the_plans_own_command_lines(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "flask\n", "static/site.css": ""})
+    plan = plan_build(spec, IMAGE_FACTS, BuildOptions(project=img.PROJECT))
+    deps, app = img.phase_script(plan, "deps"), img.phase_script(plan, "app")
+    for step in plan.runnable:
+        assert (f"( {command_line(step)} )" in (deps if step.phase == "deps" else app))
+        assert f"( {command_line(step)} )" not in (app if step.phase == "deps" else deps)
+    markers = [line for line in deps.splitlines() if line.startswith("echo ")]
+    assert len(markers) == len(plan.phase("deps").runnable)
+    assert img.STEP_MARKER.match("[deps 1/5] virtualenv: a new environment")
+
+
+def test_a_code_only_change_leaves_the_dependency_script_unchanged(tmp_path: Path) -> None:
+    files = {"wsgi.py": WSGI, "requirements.txt": "flask\n"}
+    before = plan_build(detect(tmp_path, files), IMAGE_FACTS, BuildOptions(project=img.PROJECT))
+    time.sleep(0.01)
+    (tmp_path / "views.py").write_text("changed = True\n")
+    changed_code = detect(tmp_path, files | {"wsgi.py": WSGI + "# changed\n"})
+    after = plan_build(changed_code, IMAGE_FACTS, BuildOptions(project=img.PROJECT))
+    assert img.phase_script(before, "deps") == img.phase_script(after, "deps")
+    assert img.phase_script(before, "app") != img.phase_script(after, "app")
+    (tmp_path / "requirements.txt").write_text("flask\nrequests\n")
+    changed = plan_build(detect_app(tmp_path), IMAGE_FACTS, BuildOptions(project=img.PROJECT))
+    assert img.phase_script(changed, "deps") != img.phase_script(before, "deps")
+
+
+def test_app_dockerfile_copies_dependency_files_before_installing_and_code_after() -> None:
+    text = img.app_dockerfile(image_build(system_packages=("apache2", "apache2-dev"), build_args=("PIP_INDEX_URL",)))
+    lines = text.splitlines()
+    order = [
+        "FROM python:3.11-slim", "ARG PIP_INDEX_URL", "USER root", "apache2-dev", f"-m venv {img.WARP_HOME}",
+        f"USER {img.USER_ID}", f"COPY --chown={img.USER_ID}:0 deps/ {img.PROJECT}/", "build/deps.sh\n",
+        f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/", "build/app.sh\n", "LABEL ", f'CMD ["{img.S2I_SCRIPTS}/run"]',
+    ]
+    positions = [text.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert f"EXPOSE {img.PORT}" in lines
+    assert f'ENTRYPOINT ["{img.WARP_HOME}/bin/dumb-init", "--"]' in lines
+    assert lines[-2].startswith("LABEL ") and f'io.openshift.s2i.scripts-url="{img.SCRIPTS_URL}"' in lines[-2]
+
+
+def test_a_base_with_what_the_server_needs_gets_no_apt_get() -> None:
+    assert "apt-get" not in img.app_dockerfile(image_build())
+
+
+def test_builder_dockerfile_has_the_scripts_and_prints_usage_by_default() -> None:
+    text = img.builder_dockerfile(image_build(builder=True))
+    assert f"COPY warp/s2i/ {img.S2I_SCRIPTS}/" in text
+    assert text.rstrip().endswith(f'CMD ["{img.S2I_SCRIPTS}/usage"]')
+    assert "deps.sh" not in text
+
+
+def test_labels_say_what_s2i_and_openshift_read_and_the_commit(tmp_path: Path) -> None:
+    spec = detect(tmp_path, django_tree("STATIC_URL = '/static/'\n"))
+    labels = img.image_labels(spec, "mod_wsgi", "a" * 40, builder=False)
+    assert labels["io.openshift.s2i.scripts-url"] == "image:///usr/libexec/s2i"
+    assert labels["io.openshift.expose-services"] == "8080:http"
+    assert labels["io.k8s.display-name"] == tmp_path.name
+    assert "mod_wsgi" in labels["io.k8s.description"]
+    assert labels["org.opencontainers.image.revision"] == "a" * 40
+    assert "org.opencontainers.image.revision" not in img.image_labels(spec, "mod_wsgi", None, builder=True)
+
+
+def test_the_warptasks_wheel_is_the_same_bytes_every_time_and_carries_the_s2i_scripts() -> None:
+    name, first = warptasks_wheel()
+    assert name.startswith("warptasks-") and name.endswith("-py3-none-any.whl")
+    assert warptasks_wheel()[1] == first
+    with zipfile.ZipFile(io.BytesIO(first)) as wheel:
+        names = wheel.namelist()
+        assert {"warptasks/probe.py", "warptasks/s2i/assemble", "warptasks/s2i/run"} <= set(names)
+        info = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert info and "warp = warptasks.cli:main" in wheel.read(info[0]).decode()
+        assert not [n for n in names if n.endswith(".pyc")]
+    assert os.path.isfile(Path(img.__file__).parent / "s2i" / "save-artifacts")
