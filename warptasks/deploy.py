@@ -238,7 +238,8 @@ class HostDeploy:
         self.phase = "build"
         begin = time.monotonic()
         project = self.layout.release(self.release)
-        request = {"env_dir": f"{project}/.warp", "envs_dir": self.layout.envs, "uv_candidates": []}
+        request = {"env_dir": f"{project}/.warp", "envs_dir": self.layout.envs, "uv_candidates": [], "project": project,
+                   "ignore": [".warp"]}
         facts = gather_facts(self.conn, self.opts["python"], request)
         options = BuildOptions(project=project, env_dir=".warp", envs_dir=self.layout.envs,
                                installer=self.opts.get("installer") or "auto", install_env=install_env)
