@@ -36,7 +36,7 @@ from importlib.resources import files
 from typing import Any
 
 from .deploy_hosts import HostTarget, connect, open_checked
-from .deploy_upload import archive, commit_of, release_id, source_files
+from .deploy_upload import archive, commit_of, content_digest, release_id, source_files
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import Say, execute, gather_facts, run_step, tail
@@ -69,6 +69,7 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "ssh_user": None,
     "env_file": None,  # local file uploaded as shared/environment (mode 0600)
     "migrate": True,  # run the migrate hook (Django: manage.py migrate) once per deploy
+    "force": False,  # deploy even to hosts whose live release is made of the same source
 }
 
 SHARED_ENV = "shared/environment"
@@ -155,6 +156,7 @@ class HostDeploy:
     started: bool = False
     switched: bool = False
     error: str = ""
+    unchanged: bool = False
     phase: str = "connect"
     env: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +201,11 @@ class HostDeploy:
         answer = self.agent("lock", owner=owner, token=self.token, wait=self.opts["lock_wait"], **take)
         self.locked = True
         self.info = answer["info"]
+
+    def same_as_live(self, source: str) -> bool:
+        """Whether the live release is made of exactly this source and still serving."""
+        record = self.info.get("current_record") or {}
+        return record.get("source") == source and record.get("status") == "live" and bool(self.info.get("current_alive"))
 
     def upload_env_file(self) -> None:
         if not self.opts.get("env_file"):
@@ -252,7 +259,8 @@ class HostDeploy:
             raise
         self.facts = gather_facts(self.conn, self.opts["python"], request)
         self.env = self.facts["current"]
-        self.agent("mark", release=self.release, values={"status": "built", "env": self.env, "commit": self.opts.get("commit")})
+        values = {"status": "built", "env": self.env, "commit": self.opts.get("commit"), "source": self.opts.get("source")}
+        self.agent("mark", release=self.release, values=values)
         self.timings["build"] = time.monotonic() - begin
 
     def migrate(self, spec: AppSpec) -> None:
@@ -369,7 +377,7 @@ class HostResult:
 
 def _parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> None:
     """Run ``work`` on every host still in the deploy, in threads; a failure is recorded on its host."""
-    active = [h for h in hosts if not h.error]
+    active = [h for h in hosts if not h.error and not h.unchanged]
 
     def guarded(host: HostDeploy) -> None:
         try:
@@ -416,7 +424,10 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
     spec = detect_app(project, server=opts.get("server"))
     names, why = source_files(spec.root)
     rid = release_id(spec.root)
-    opts = dict(opts, commit=commit_of(spec.root))
+    from . import __version__
+
+    source = content_digest(spec.root, names, __version__, str(opts.get("server")), str(opts.get("wheels")))
+    opts = dict(opts, commit=commit_of(spec.root), source=source)
     payload = archive(spec.root, names)
     say(f"release {rid}: {len(names)} files ({why}), {len(payload) // 1024} KiB")
     lock = threading.Lock()
@@ -431,10 +442,14 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
         _parallel(hosts, lambda h: h.connect(config))
         _parallel(hosts, lambda h: h.lock(owner_label()))
         _stop_unless_partial(hosts, opts)
+        for h in hosts:
+            if not h.error and not opts.get("force") and h.same_as_live(source):
+                h.unchanged = True
+                h.say(f"unchanged: the live release {h.info['current']} is this source (--force deploys anyway)")
         install_env: dict[str, str] = {}
-        if opts["wheels"] and any(not h.error for h in hosts):
+        if opts["wheels"] and any(not h.error and not h.unchanged for h in hosts):
             wheels_dir = tempfile.mkdtemp(prefix="warp-wheels-")
-            _download_wheels(spec, wheels_dir, next(h for h in hosts if not h.error).info, synced)
+            _download_wheels(spec, wheels_dir, next(h for h in hosts if not h.error and not h.unchanged).info, synced)
             from .deploy_wheels import offline_install_env
 
             install_env = offline_install_env(Layout(opts["path"]).wheels)
@@ -442,7 +457,7 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
         _stop_unless_partial(hosts, opts)
         _parallel(hosts, lambda h: h.build(spec, install_env))
         _stop_unless_partial(hosts, opts)
-        first = next((h for h in hosts if not h.error), None)
+        first = next((h for h in hosts if not h.error and not h.unchanged), None)
         if first is not None and opts.get("migrate", True):
             _parallel([first], lambda h: h.migrate(spec))
             if first.error:
@@ -473,6 +488,9 @@ def _parallel_cleanup(hosts: list[HostDeploy]) -> None:
 def _result(h: HostDeploy) -> HostResult:
     if h.error:
         return HostResult(h.target.label, False, h.release, h.phase, h.error, h.timings)
+    if h.unchanged:
+        live = h.info["current"]
+        return HostResult(h.target.label, True, live, "lock", f"unchanged: {live} stays live", h.timings)
     return HostResult(h.target.label, True, h.release, h.phase, f"live: {h.release}" if h.release else "ok", h.timings)
 
 
@@ -482,7 +500,7 @@ def _stop_unless_partial(hosts: list[HostDeploy], opts: dict[str, Any]) -> None:
         return
     names = ", ".join(h.target.label for h in failed)
     for h in hosts:
-        if not h.error:
+        if not h.error and not h.unchanged:
             h.error = f"not switched: the deploy failed on {names} (--allow-partial switches the others anyway)"
 
 

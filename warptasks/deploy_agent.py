@@ -163,6 +163,7 @@ def _info(req):
     return {
         "current": current,
         "current_record": _record(root, current) if current else None,
+        "current_alive": bool(current) and _alive(_pid(os.path.join(root, "releases", current, ".warp", "server.pid"))),
         "releases": _releases(root),
         "rsync": bool(shutil.which("rsync")),
         "systemd": os.path.isdir("/run/systemd/system") and bool(shutil.which("systemctl")),

@@ -36,6 +36,7 @@ HELP = {
     "env-file": "a local file of secrets uploaded as shared/environment (mode 0600)",
     "python": "the host's Python command (default python3)",
     "no-migrate": "do not run the migrate hook / manage.py migrate",
+    "force": "deploy even to hosts whose live release has exactly this source",
 }
 
 
@@ -59,7 +60,7 @@ def _options(c: Any, **given: Any) -> dict[str, Any]:
 @task(iterable=["host"], auto_shortflags=False, help=HELP)
 def deploy(c, host=None, path=None, port=None, listen=None, project=None, server=None, wheels=False, keep=None, health=None,
            health_host=None, allow_partial=False, break_lock=False, identity=None, known_hosts=None, accept_unknown_host=False,
-           env_file=None, python=None, no_migrate=False):
+           env_file=None, python=None, no_migrate=False, force=False):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from . import deploy as lib
 
@@ -68,7 +69,7 @@ def deploy(c, host=None, path=None, port=None, listen=None, project=None, server
         opts = _options(c, path=path, port=_num(port), listen=listen, server=server, wheels=wheels, keep=_num(keep),
                         health=health, health_host=health_host, allow_partial=allow_partial, break_lock=break_lock,
                         identity=identity, known_hosts=known_hosts, accept_unknown_host=accept_unknown_host,
-                        env_file=env_file, python=python, migrate=False if no_migrate else None)
+                        env_file=env_file, python=python, migrate=False if no_migrate else None, force=force)
         project = project or (c.config.get("warp", {}) or {}).get("project") or "."
         results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
         print(lib.summary(results))

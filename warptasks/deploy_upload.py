@@ -9,6 +9,7 @@ git, the tree without version-control data, environments, caches and what
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import os
 import subprocess
@@ -79,6 +80,17 @@ def release_id(root: Path | str, now: float | None = None) -> str:
 
 def commit_of(root: Path | str) -> str | None:
     return (_git(Path(root), "rev-parse", "HEAD") or "").strip() or None
+
+
+def content_digest(root: Path | str, files: list[str], *extra: str) -> str:
+    """What a release is made of: file names, modes and contents (and ``extra`` settings)."""
+    sha = hashlib.sha256("\0".join(extra).encode() + b"\0")
+    for rel in files:
+        path = Path(root) / rel
+        sha.update(f"{rel}\0{os.access(path, os.X_OK)}\0".encode())
+        sha.update(path.read_bytes() if path.is_file() else b"")
+        sha.update(b"\0")
+    return sha.hexdigest()
 
 
 def archive(root: Path | str, files: list[str]) -> bytes:

@@ -87,6 +87,17 @@ def test_warp_deploy_installs_from_the_index_and_status_reports_it(site: Site) -
     assert "current 2" in shown and "server pid" in shown and "NOT RUNNING" not in shown and "health: 200" in shown
 
 
+def test_redeploying_the_same_source_changes_nothing_unless_forced(site: Site) -> None:
+    releases = site.host.exec(f"ls {PATH}/releases")[1].split()
+    out = _ok(site.run("warp", "deploy", *site.reach(), "--port", str(site.port), "--listen", "127.0.0.1"))
+    assert f"unchanged: {releases[-1]} stays live" in out
+    assert site.host.exec(f"ls {PATH}/releases")[1].split() == releases
+    out = _ok(site.run("warp", "deploy", *site.reach(), "--port", str(site.port), "--listen", "127.0.0.1", "--force"))
+    assert "skip install requirements" in out
+    assert len(site.host.exec(f"ls {PATH}/releases")[1].split()) == len(releases) + 1
+    assert release_served(site.url) == "1"
+
+
 def test_an_unknown_host_key_is_refused_unless_accepted(site: Site) -> None:
     empty = site.home / "empty_known_hosts"
     empty.write_text("")
