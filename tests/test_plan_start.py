@@ -306,3 +306,29 @@ def test_gunicorn_reads_warptasks_settings_then_the_apps_app_config(tmp_path: Pa
     assert plan.server.env["WARP_GUNICORN_CONFIG"] == f"{PROJECT}/conf/gunicorn.py"
     plain = start(detect_app(write_tree(tmp_path / "plain", {"wsgi.py": ""}), server="gunicorn"), built("gunicorn"))
     assert "WARP_GUNICORN_CONFIG" not in plain.server.env
+
+
+
+@pytest.mark.parametrize(("environment", "expected", "absent"), [
+    pytest.param("MOD_WSGI_PROCESSES=4\nMOD_WSGI_THREADS=7\n", [("--processes", "4"), ("--threads", "7")], [], id="processes-threads"),
+    pytest.param("WEB_CONCURRENCY=6\n", [("--processes", "6")], [], id="web-concurrency"),
+    pytest.param("MOD_WSGI_REQUEST_TIMEOUT=30\nMOD_WSGI_RELOAD_ON_CHANGES=1\n",
+                 [("--request-timeout", "30"), ("--reload-on-changes",)], [], id="value-and-flag"),
+    pytest.param("MOD_WSGI_RELOAD_ON_CHANGES=0\nMOD_WSGI_UNKNOWN_THING=1\n", [], ["--reload-on-changes", "--unknown-thing"],
+                 id="off-and-unknown-ignored"),
+])
+def test_warpdrive_mod_wsgi_settings_and_web_concurrency_reach_the_server(
+    tmp_path: Path, environment: str, expected: list[tuple[str, ...]], absent: list[str]
+) -> None:
+    write_tree(tmp_path, {"wsgi.py": "", ".warpdrive/environment": environment})
+    argv = start(detect_app(tmp_path), built("mod_wsgi")).server.argv
+    for words in expected:
+        assert contains(argv, *words), argv
+    for word in absent:
+        assert word not in argv
+
+
+def test_a_bad_web_concurrency_is_a_clear_error(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"wsgi.py": "", ".s2i/environment": "WEB_CONCURRENCY=lots\n"})
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
+        start(detect_app(tmp_path), built("mod_wsgi"))

@@ -365,6 +365,41 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     return Plan("build", tuple(steps), tuple(notes))
 
 
+# warpdrive's MOD_WSGI_* settings, passed on to mod_wsgi-express as it did.
+MOD_WSGI_VALUE_SETTINGS = (
+    "ACCESS_LOG", "INITIAL_WORKERS", "MINIMUM_SPARE_WORKERS", "MAXIMUM_SPARE_WORKERS", "LIMIT_REQUEST_BODY",
+    "MAXIMUM_REQUESTS", "INACTIVITY_TIMEOUT", "REQUEST_TIMEOUT", "CONNECT_TIMEOUT", "SOCKET_TIMEOUT", "QUEUE_TIMEOUT",
+    "HEADER_TIMEOUT", "HEADER_MAX_TIMEOUT", "HEADER_MIN_RATE", "BODY_TIMEOUT", "BODY_MAX_TIMEOUT", "BODY_MIN_RATE",
+    "SERVER_BACKLOG", "DAEMON_BACKLOG", "SERVER_MPM", "LOG_LEVEL", "MAX_CLIENTS",
+)
+MOD_WSGI_FLAG_SETTINGS = ("RELOAD_ON_CHANGES", "SERVER_STATUS")
+
+
+def mod_wsgi_env_options(environment: dict[str, str]) -> tuple[str, ...]:
+    """mod_wsgi-express options from MOD_WSGI_* settings in the environment file."""
+    args: list[str] = []
+    for name in MOD_WSGI_VALUE_SETTINGS:
+        value = environment.get(f"MOD_WSGI_{name}")
+        if value:
+            args += [f"--{name.lower().replace('_', '-')}", value]
+    for name in MOD_WSGI_FLAG_SETTINGS:
+        if environment.get(f"MOD_WSGI_{name}", "").lower() not in ("", "0", "false", "no", "off"):
+            args.append(f"--{name.lower().replace('_', '-')}")
+    return tuple(args)
+
+
+def _int_setting(spec: AppSpec, what: str) -> int | None:
+    """Processes or threads set in the environment file (S2I's WEB_CONCURRENCY, warpdrive's MOD_WSGI_*)."""
+    names = ("WEB_CONCURRENCY", "MOD_WSGI_PROCESSES") if what == "processes" else ("MOD_WSGI_THREADS",)
+    for name in names:
+        value = spec.environment.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"{name}={value!r} in the environment file is not a positive whole number", f"fix {name}")
+            return int(value)
+    return None
+
+
 @dataclass(frozen=True)
 class StartPlan:
     """The checks to pass, the steps to run, and the server command to exec."""
@@ -440,9 +475,15 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
     home = _join(options.project, spec.home)
     resources: Resources = available_resources(facts)
     capacity: Capacity = worker_capacity(resources, server)
-    processes = options.processes or capacity.processes
-    threads = options.threads or capacity.threads
-    tuning = capacity.why if not (options.processes or options.threads) else "set by options"
+    env_processes, env_threads = _int_setting(spec, "processes"), _int_setting(spec, "threads")
+    processes = options.processes or env_processes or capacity.processes
+    threads = options.threads or env_threads or capacity.threads
+    if options.processes or options.threads:
+        tuning = "set by options"
+    elif env_processes or env_threads:
+        tuning = "set in the environment file (WEB_CONCURRENCY / MOD_WSGI_PROCESSES / MOD_WSGI_THREADS)"
+    else:
+        tuning = capacity.why
     notes = [
         f"app: {spec.why}",
         f"server: {server}",
@@ -496,6 +537,7 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         )
         if static_url and static_root:
             argv += ("--url-alias", static_url, static_root)
+        argv += mod_wsgi_env_options(spec.environment)
         if options.reload:
             argv += ("--reload-on-changes",)
         if facts.get("euid") == 0:

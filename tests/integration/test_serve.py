@@ -135,3 +135,13 @@ def test_mod_wsgi_refuses_a_path_apache_would_misread_and_builds_nothing(project
     assert "Traceback" not in result.stderr
     assert not (odd / ".warp").exists()
     assert not (odd / "x").exists() and not (project_dir / "x").exists()
+
+
+def test_procfile_web_line_runs_with_port_set(project_dir: Path) -> None:
+    write(project_dir, {"Procfile": "web: python server.py --port $PORT\nworker: python -c 'raise SystemExit(1)'\n",
+                        "server.py": APP_PY})
+    plan = json.loads(warp(project_dir, "plan", "--json").stdout)
+    assert plan["app"]["kind"] == "procfile"
+    warp(project_dir, "build")
+    with serving(project_dir) as site:
+        assert get(site.url + "/").text.startswith("app.py on ")
