@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.cases import ASGI, FLASK_APP, MANAGE, WSGI, django_tree, write_tree
-from warptasks.detect import LOOKED_FOR, SERVERS, detect_app, source_digest
+from warptasks.detect import LOOKED_FOR, SERVERS, UNTRACKED_DIRS, detect_app
+from warptasks.probe import tree_digest
 from warptasks.errors import ConfigError, NoAppFound
 
 DJANGO = django_tree("STATIC_URL = '/static/'\nSTATIC_ROOT = 'static'\n")
@@ -200,6 +201,10 @@ def test_spec_is_plain_json_data(tmp_path: Path) -> None:
     assert data["dependencies"]["files"] == ["requirements.txt"]
     assert data["hooks"] == {"build": ".warpdrive/action_hooks/build"}
     assert data["django"]["settings"] == "mysite.settings"
+
+
+def source_digest(root: Path) -> str:
+    return tree_digest(str(root), sorted(UNTRACKED_DIRS))
 
 
 def test_source_digest_changes_with_a_file_and_ignores_environments(tmp_path: Path) -> None:

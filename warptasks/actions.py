@@ -15,7 +15,7 @@ from typing import Any
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, NotBuilt
 from .execute import Runner, Say, _say, execute, gather_facts, run_step
-from .plan import BuildOptions, StartOptions, StartPlan, env_paths, plan_build, plan_start
+from .plan import BuildOptions, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
 from .steps import Plan, Step
 
 # The defaults of every setting; invoke config (``warp:`` in invoke.yaml,
@@ -83,7 +83,7 @@ class Target:
 def read_target(c: Runner, spec: AppSpec, project: str, opts: dict[str, Any], python: str) -> Target:
     root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
     request = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates(), "project": project,
-               "ignore": [opts["env_dir"].strip("/").split("/")[0]]}
+               "ignore": untracked_dirs(opts["env_dir"])}
     facts = gather_facts(c, python, request)
     return Target(project, facts)
 

@@ -40,7 +40,7 @@ from .deploy_upload import archive, commit_of, content_digest, release_id, sourc
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import Say, execute, gather_facts, run_step, tail
-from .plan import BuildOptions, StartOptions, _hook, hook_environment, plan_build, plan_start, with_env_hook
+from .plan import BuildOptions, StartOptions, _hook, hook_environment, plan_build, plan_start, with_env_hook, untracked_dirs
 from .steps import Step, command_line
 
 AGENT = files("warptasks").joinpath("deploy_agent.py").read_text(encoding="utf-8")
@@ -246,7 +246,7 @@ class HostDeploy:
         begin = time.monotonic()
         project = self.layout.release(self.release)
         request = {"env_dir": f"{project}/.warp", "envs_dir": self.layout.envs, "uv_candidates": [], "project": project,
-                   "ignore": [".warp"]}
+                   "ignore": untracked_dirs(".warp")}
         facts = gather_facts(self.conn, self.opts["python"], request)
         options = BuildOptions(project=project, env_dir=".warp", envs_dir=self.layout.envs,
                                installer=self.opts.get("installer") or "auto", install_env=install_env)

@@ -49,7 +49,6 @@ class AppSpec:
     environment_files: tuple[str, ...] = ()
     hooks: dict[str, str] = field(default_factory=dict)
     hook_executable: dict[str, bool] = field(default_factory=dict)
-    source_digest: str = ""
     build_inputs_digest: str = ""
     django: DjangoProject | None = None
     static_url: str | None = None
@@ -139,26 +138,9 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
     )
 
 
-# Never part of what a build depends on: environments, VCS data, caches.
+# Never part of what a build depends on or ships: environments, VCS data, caches.
 UNTRACKED_DIRS = frozenset({".warp", ".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".nox",
                             ".mypy_cache", ".pytest_cache", ".ruff_cache"})
-
-
-def source_digest(root: Path, ignore: frozenset[str] = UNTRACKED_DIRS) -> str:
-    """A cheap fingerprint of the source tree (names, sizes, modification times)."""
-    sha = hashlib.sha256()
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in ignore)
-        for name in sorted(files):
-            if name.endswith((".pyc", ".pyo")):
-                continue
-            path = os.path.join(directory, name)
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue
-            sha.update(f"{os.path.relpath(path, root)}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
-    return sha.hexdigest()
 
 
 def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str, str]) -> str:
@@ -231,7 +213,6 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
         environment_files=env_files,
         hooks=hooks,
         hook_executable=hook_executable,
-        source_digest=source_digest(root),
         build_inputs_digest=build_inputs_digest(root, environment, hooks),
         django=django,
         static_url=static_url,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from . import __version__
-from .detect import AppSpec
+from .detect import UNTRACKED_DIRS, AppSpec
 from .errors import ConfigError, NotBuilt
 from .resources import Capacity, Resources, available_resources, worker_capacity
 from .steps import Plan, Step, write_file
@@ -117,9 +117,9 @@ def env_paths(project: str, env_dir: str, envs_dir: str = "") -> tuple[str, str]
     return root, _join(project, envs_dir) if envs_dir else _join(root, "envs")
 
 
-def untracked_dirs(options: BuildOptions) -> list[str]:
-    """Folders of the project that are not source: the environment folder itself."""
-    return [options.env_dir.strip("/").split("/")[0]]
+def untracked_dirs(env_dir: str) -> list[str]:
+    """Folder names that are not source: environments, VCS data, caches, and the environment folder itself."""
+    return sorted(UNTRACKED_DIRS | {env_dir.strip("/").split("/")[0]})
 
 
 def pick_installer(requested: str, facts: dict[str, Any]) -> tuple[str, str]:
@@ -352,7 +352,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
 
     new_state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "warptasks": __version__}
     request = {"record": new_state, "project": options.project, "state_file": _join(root, "state.json"),
-               "ignore": untracked_dirs(options)}
+               "ignore": untracked_dirs(options.env_dir)}
     add("record", (f"{env}/bin/python", "-c", probe_source(), json.dumps(request)),
         "record what was built, with the tree's fingerprint as the build left it", phase="app",
         skip=unchanged_why if unchanged else "")

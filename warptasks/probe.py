@@ -133,16 +133,11 @@ def _others_can_read(path):
     return True
 
 
-# Never part of what a build depends on: environments, VCS data, caches.
-UNTRACKED = {".warp", ".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".nox",
-             ".mypy_cache", ".pytest_cache", ".ruff_cache"}
-
-
 def tree_digest(root, ignore=()):
-    """A cheap fingerprint of a source tree: names, sizes, modification times."""
+    """A cheap fingerprint of a source tree: names, sizes, modification times (``ignore``: folder names)."""
     import hashlib
 
-    skip = UNTRACKED.union(ignore)
+    skip = set(ignore)
     sha = hashlib.sha256()
     for directory, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in skip)
