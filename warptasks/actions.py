@@ -59,8 +59,23 @@ def local_python(spec: AppSpec, requested: str | None) -> str:
     want = spec.python.version
     current = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if want and want != current:
-        return shutil.which(f"python{want}") or f"python{want}"
+        return shutil.which(f"python{want}") or _uv_find_python(want) or f"python{want}"
     return sys.executable
+
+
+def _uv_find_python(version: str) -> str | None:
+    """An installed Python of ``version`` that uv knows of (pyenv's, for one); never downloads."""
+    import subprocess
+
+    for uv in uv_candidates():
+        try:
+            found = subprocess.run([uv, "python", "find", "--no-project", version], capture_output=True, text=True, timeout=30,
+                                   env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip().splitlines()[-1]
+    return None
 
 
 def uv_candidates() -> list[str]:
