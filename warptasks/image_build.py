@@ -420,7 +420,9 @@ def _rename_tar(stream: Iterator[bytes], prefix: str) -> bytes:
         _tar_dir(archive, prefix)
         for member in source:
             data = source.extractfile(member) if member.isfile() else None
-            member.name = f"{prefix}/{member.name.lstrip('./')}".rstrip("/")
+            member.name = f"{prefix}/{member.name.removeprefix('./')}".rstrip("/")
+            if member.islnk():
+                member.linkname = f"{prefix}/{member.linkname.removeprefix('./')}"
             archive.addfile(member, data)
     return buffer.getvalue()
 
@@ -433,16 +435,21 @@ def save_artifacts(client: docker.DockerClient, image: str) -> bytes | None:
         client.images.get(image)
     except docker.errors.ImageNotFound:
         return None
-    container = client.containers.create(image, [f"{img.S2I_SCRIPTS}/save-artifacts"], network_mode="none")
+    # Through a file, not the container's log: logs are line-oriented text and would mangle a tar.
+    saved = "/tmp/warp-artifacts.tar"
+    container = client.containers.create(image, ["sh", "-c", f'{img.S2I_SCRIPTS}/save-artifacts > {saved}'], network_mode="none")
     try:
         container.start()
         status = container.wait(timeout=300)
         if status.get("StatusCode") != 0:
             return None
-        stream = container.logs(stdout=True, stderr=False, stream=False)
-        if not stream:
-            return None
-        return _rename_tar(iter([stream]), "artifacts")
+        stream, _ = container.get_archive(saved)
+        outer = tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r|*")
+        for member in outer:
+            handle = outer.extractfile(member)
+            data = handle.read() if handle else b""
+            return _rename_tar(iter([data]), "artifacts") if data else None
+        return None
     finally:
         container.remove(force=True)
 
