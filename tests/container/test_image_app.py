@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import docker
@@ -66,10 +67,15 @@ def test_django_image_serves_pages_and_collected_static_files_as_a_non_root_user
 def test_a_code_only_change_rebuilds_on_the_cached_dependency_layer_and_any_uid_can_run_it(
     docker_client: docker.DockerClient, base: str, index_access: IndexAccess, project_dir: Path
 ) -> None:
-    write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n", ".git/HEAD": "ref: refs/heads/main\n"})
+    write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n"})
+    git = ["git", "-C", str(project_dir), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for argv in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
+        subprocess.run(git + argv, check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     tag = "warp-test-wsgi:1"
     options = build_options(index_access, tag, base)
     first = build_app_image(detect_app(project_dir), options, client=docker_client)
+    assert docker_client.images.get(tag).labels["org.opencontainers.image.revision"] == commit
     deps_run = f"RUN sh {img.WARP_HOME}/build/deps.sh"
     before = layers(docker_client, tag)
     (project_dir / "wsgi.py").write_text(WSGI.replace("VERSION-1", "VERSION-2"))
