@@ -220,3 +220,21 @@ def test_the_warptasks_wheel_is_the_same_bytes_every_time_and_carries_the_s2i_sc
         assert info and "warp = warptasks.cli:main" in wheel.read(info[0]).decode()
         assert not [n for n in names if n.endswith(".pyc")]
     assert os.path.isfile(Path(img.__file__).parent / "s2i" / "save-artifacts")
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "decided_by"),
+    [
+        ({"gunicorn.conf.py": "bind = '0.0.0.0:8080'\nwsgi_app = 'site.web:app'\n", "site/web.py": ""}, "site.web:app",
+         "wsgi_app in gunicorn.conf.py"),
+        ({".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n", "conf/gunicorn.py": "wsgi_app = 'hello'\n", "wsgi.py": WSGI},
+         "hello:application", "wsgi_app in conf/gunicorn.py"),
+        ({"gunicorn.conf.py": "workers = 2\n", "wsgi.py": WSGI}, "wsgi:application", "wsgi.py exists"),
+    ],
+)
+def test_a_gunicorn_config_naming_wsgi_app_decides_the_entry_as_for_the_s2i_builder(
+    tmp_path: Path, files: dict[str, Any], target: str, decided_by: str
+) -> None:
+    spec = detect(tmp_path, files)
+    assert (spec.kind, spec.target) == ("wsgi", target)
+    assert spec.why.startswith(decided_by)

@@ -90,6 +90,19 @@ def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
     return next((c for c in candidates if c in names), None)
 
 
+def _wsgi_app_in(path: Path) -> str | None:
+    """The ``wsgi_app = "module:callable"`` a gunicorn config file sets, if any (read, never run)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "wsgi_app" for t in node.targets):
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str) and node.value.value.strip():
+                return node.value.value.strip()
+    return None
+
+
 def _procfile_web(root: Path) -> str | None:
     path = root / "Procfile"
     if not path.is_file():
@@ -120,6 +133,11 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
         django = detect_django(root, environment)
         module, _, name = django.wsgi_application.rpartition(".")
         return "django", f"{module}:{name}", django.why, django
+    config = environment.get("APP_CONFIG") or ("gunicorn.conf.py" if (root / "gunicorn.conf.py").is_file() else "")
+    wsgi_app = _wsgi_app_in(root / config) if config else None
+    if wsgi_app:
+        target = wsgi_app if ":" in wsgi_app else f"{wsgi_app}:application"
+        return "wsgi", target, f"wsgi_app in {config} (gunicorn setting, S2I convention)", None
     if (root / "wsgi.py").is_file():
         name = _callable_in(root / "wsgi.py", ("application", "app")) or "application"
         return "wsgi", f"wsgi:{name}", f"wsgi.py exists (callable {name!r})", None
