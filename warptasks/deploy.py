@@ -40,7 +40,7 @@ from .deploy_upload import archive, commit_of, content_digest, release_id, sourc
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import Say, execute, gather_facts, run_step, tail
-from .plan import BuildOptions, StartOptions, _hook, hook_environment, plan_build, plan_start, with_env_hook, untracked_dirs
+from .plan import BuildOptions, StartOptions, _hook, hook_environment, plan_build, plan_start, untracked_dirs, with_env_hook
 from .steps import Step, command_line
 
 AGENT = files("warptasks").joinpath("deploy_agent.py").read_text(encoding="utf-8")
@@ -221,7 +221,6 @@ class HostDeploy:
     def upload(self, rid: str, payload: bytes, wheels: str | None) -> None:
         self.phase = "upload"
         self.release = rid
-        begin = time.monotonic()
         release = self.layout.release(rid)
         sftp = self.conn.sftp()
         sftp.mkdir(release, 0o755)
@@ -239,11 +238,9 @@ class HostDeploy:
                 if name not in have:
                     sftp.put(os.path.join(wheels, name), posixpath.join(self.layout.wheels, name))
         self.upload_env_file()
-        self.timings["upload"] = time.monotonic() - begin
 
     def build(self, spec: AppSpec, install_env: dict[str, str]) -> None:
         self.phase = "build"
-        begin = time.monotonic()
         project = self.layout.release(self.release)
         request = {"env_dir": f"{project}/.warp", "envs_dir": self.layout.envs, "uv_candidates": [], "project": project,
                    "ignore": untracked_dirs(".warp")}
@@ -259,9 +256,9 @@ class HostDeploy:
             raise
         self.facts = gather_facts(self.conn, self.opts["python"], request)
         self.env = self.facts["current"]
-        values = {"status": "built", "env": self.env, "commit": self.opts.get("commit"), "source": self.opts.get("source")}
+        values = {"status": "built", "env": self.env, "commit": self.opts.get("commit"), "source": self.opts.get("source"),
+                  "deps": self.opts.get("deps")}
         self.agent("mark", release=self.release, values=values)
-        self.timings["build"] = time.monotonic() - begin
 
     def migrate(self, spec: AppSpec) -> None:
         self.phase = "migrate"
@@ -272,7 +269,6 @@ class HostDeploy:
 
     def start(self, spec: AppSpec) -> None:
         self.phase = "start"
-        begin = time.monotonic()
         from . import actions
 
         project = self.layout.release(self.release)
@@ -291,7 +287,6 @@ class HostDeploy:
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.opts['health']}")
         self.agent("health", release=self.release, path=self.opts["health"], host_header=self.opts.get("health_host"),
                    timeout=self.opts["health_timeout"])
-        self.timings["start"] = time.monotonic() - begin
 
     def switch(self) -> None:
         self.phase = "switch"
@@ -380,12 +375,15 @@ def _parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> No
     active = [h for h in hosts if not h.error and not h.unchanged]
 
     def guarded(host: HostDeploy) -> None:
+        begin = time.monotonic()
         try:
             work(host)
         except StepFailed as failed:
             host.error = f"{failed.message}\n{failed.output}".strip()
         except Exception as error:  # noqa: BLE001 - a lost connection is a host failure, reported
             host.error = f"{type(error).__name__}: {error}" if not isinstance(error, WarpError) else str(error)
+        finally:
+            host.timings[host.phase] = host.timings.get(host.phase, 0.0) + time.monotonic() - begin
 
     if len(active) <= 1:
         for host in active:
@@ -447,9 +445,14 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
                 h.unchanged = True
                 h.say(f"unchanged: the live release {h.info['current']} is this source (--force deploys anyway)")
         install_env: dict[str, str] = {}
-        if opts["wheels"] and any(not h.error and not h.unchanged for h in hosts):
+        deps = _deps_digest(spec)
+        opts["deps"] = deps
+        # Hosts whose live environment has these dependencies reuse it: nothing to ship.
+        need_wheels = [h for h in hosts if not h.error and not h.unchanged
+                       and (h.info.get("current_record") or {}).get("deps") != deps]
+        if opts["wheels"] and need_wheels:
             wheels_dir = tempfile.mkdtemp(prefix="warp-wheels-")
-            _download_wheels(spec, wheels_dir, next(h for h in hosts if not h.error and not h.unchanged).info, synced)
+            _download_wheels(spec, wheels_dir, need_wheels[0].info, synced)
             from .deploy_wheels import offline_install_env
 
             install_env = offline_install_env(Layout(opts["path"]).wheels)
@@ -477,6 +480,14 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
             shutil.rmtree(wheels_dir, ignore_errors=True)
     say(f"deploy took {time.monotonic() - begin:.1f}s")
     return [_result(h) for h in hosts]
+
+
+def _deps_digest(spec: AppSpec) -> str:
+    from .plan import SERVER_PACKAGES, resolve_server
+
+    server, _ = resolve_server(spec)
+    d = spec.dependencies
+    return json.dumps([d.kind, d.digest, list(d.packages), list(SERVER_PACKAGES[server])])
 
 
 def _parallel_cleanup(hosts: list[HostDeploy]) -> None:
