@@ -234,15 +234,15 @@ class ImageBuild:
     extra_files: tuple[str, ...] = ()  # paths of files added before anything is installed (a CA bundle)
 
 
-def image_labels(spec: AppSpec, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
-    name = Path(spec.root).name
-    if builder:
+def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
+    if builder or spec is None:
         labels = {
             "io.k8s.description": "Builds Python web apps with warptasks: the same build and server as warp build and warp start",
             "io.k8s.display-name": "warptasks Python builder",
             "io.openshift.tags": "builder,python,warptasks",
         }
     else:
+        name = Path(spec.root).name
         labels = {
             "io.k8s.description": f"{name}: {spec.why}; served by {server} (warptasks)",
             "io.k8s.display-name": name,

@@ -55,6 +55,7 @@ class ImageOptions:
     pull: bool = True  # pull a missing base image
     quiet: bool = False  # do not stream build output (a failing step's output is still shown)
     incremental: bool = False  # --builder: reuse the environment saved by the previous image
+    cache: bool = True  # reuse the engine's cached layers
 
 
 @dataclass
@@ -246,7 +247,7 @@ def engine_build(client: docker.DockerClient, context: io.BytesIO, options: Imag
     pending = ""
     try:
         stream = client.api.build(
-            fileobj=context, custom_context=True, rm=True, forcerm=True, decode=True, pull=False,
+            fileobj=context, custom_context=True, rm=True, forcerm=True, decode=True, pull=False, nocache=not options.cache,
             network_mode=options.network, buildargs=dict(options.build_env) or None,
         )
         for chunk in stream:
@@ -323,25 +324,25 @@ def _local_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def _prepare(spec: AppSpec, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
+def _prepare(spec: AppSpec | None, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
              ) -> tuple[img.ImageBuild, bytes, list[str], dict[str, Any]]:
     """The shared prefix: base image facts, system packages, warptasks; built and probed."""
-    server = img.server_of(spec)
+    # A builder serves any app, so it gets what the default server (mod_wsgi) needs.
+    server = img.server_of(spec) if spec and not builder else "mod_wsgi"
     if options.base_image:
         base, base_why = options.base_image, "--base-image"
-    else:
+    elif spec:
         base, base_why = img.default_base_image(spec, _local_version())
+    else:
+        base, base_why = f"python:{_local_version()}-slim", f"official Python image for the local Python {_local_version()}"
     ensure_base_image(client, base, options.pull, say)
     base_facts = probe_image(client, base, "python3", {})
-    if builder:
-        packages, packages_why = img.system_packages("mod_wsgi", base_facts, base_facts["package_manager"])
-    else:
-        packages, packages_why = img.system_packages(server, base_facts, base_facts["package_manager"])
+    packages, packages_why = img.system_packages(server, base_facts, base_facts["package_manager"])
     wheel_name, wheel = warptasks_wheel()
     build = img.ImageBuild(base, packages, base_facts["python"]["executable"], wheel_name,
-                           img.image_labels(spec, server, git_commit(spec.root), builder=builder), builder,
+                           img.image_labels(spec, server, git_commit(spec.root) if spec else None, builder=builder), builder,
                            tuple(sorted(options.build_env)), tuple(sorted(options.extra_files)))
-    notes = img.plan_notes(build, packages_why, base_why, None if builder else img.dependency_inputs(spec))
+    notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
     return build, wheel, notes, base_facts
 
 
@@ -383,8 +384,6 @@ def build_builder_image(spec: AppSpec | None, options: ImageOptions, *, client: 
     started = time.monotonic()
     name = img.parse_image_name(options.tag or "warp-builder:latest")
     client = client or engine()
-    if spec is None:
-        raise ConfigError("a builder image needs a base image", "pass --base-image")
     build, wheel, notes, _ = _prepare(spec, options, client, say, builder=True)
     for note in notes[:2]:
         say(note)

@@ -7,7 +7,7 @@ from typing import Any
 from invoke import task
 
 from . import actions
-from .errors import ConfigError
+from .errors import ConfigError, NoAppFound
 from .tasks import OPTION_HELP, reported
 
 IMAGE_HELP = {
@@ -20,7 +20,11 @@ IMAGE_HELP = {
     "installer": OPTION_HELP["installer"],
     "quiet": "do not stream the build output (a failing step's output is still shown)",
     "no-pull": "never pull a missing base image",
+    "no-cache": "rebuild every layer instead of reusing the engine's cached ones",
+    "ca-bundle": "a CA bundle the build trusts for the package index (a TLS-inspecting proxy's, say)",
 }
+BUILD_CA = "/etc/ssl/certs/warp-build-ca.pem"
+CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
 
 
 def _build_env(values: list[str] | None) -> dict[str, str]:
@@ -34,25 +38,37 @@ def _build_env(values: list[str] | None) -> dict[str, str]:
 
 
 def _options(tag: Any, base_image: Any, network: Any, build_env: Any, installer: Any, quiet: bool, no_pull: bool,
-             incremental: bool = False):
+             no_cache: bool, ca_bundle: Any, incremental: bool = False) -> Any:
+    from pathlib import Path
+
     from .image_build import ImageOptions
 
-    return ImageOptions(tag=tag, base_image=base_image, network=network, build_env=_build_env(build_env),
-                        installer=installer or "auto", quiet=quiet, pull=not no_pull, incremental=incremental)
+    env = _build_env(build_env)
+    files = {}
+    if ca_bundle:
+        try:
+            files[BUILD_CA] = Path(ca_bundle).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the CA bundle {ca_bundle}: {exc.strerror}", "pass a readable PEM file") from None
+        env = {name: BUILD_CA for name in CA_VARIABLES} | env
+    return ImageOptions(tag=tag, base_image=base_image, network=network, build_env=env, extra_files=files,
+                        installer=installer or "auto", quiet=quiet, pull=not no_pull, incremental=incremental,
+                        cache=not no_cache)
 
 
 @task(help=IMAGE_HELP | {"builder": "build the S2I way with this builder image (source into it, assemble, commit)",
                          "incremental": "with --builder: reuse the environment saved in the previous image"},
       iterable=["build_env"])
 def s2i(c, project=None, tag=None, base_image=None, network=None, build_env=None, server=None, installer=None,
-        builder=None, incremental=False, quiet=False, no_pull=False):
+        builder=None, incremental=False, quiet=False, no_pull=False, no_cache=False, ca_bundle=None):
     """Build a runnable application image: the same build steps and server as warp build and warp start."""
     with reported():
         from . import image_build
 
         opts = actions.settings(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
-        options = _options(tag, base_image, network, build_env, opts["installer"], quiet, no_pull, incremental)
+        options = _options(tag, base_image, network, build_env, opts["installer"], quiet, no_pull, no_cache, ca_bundle,
+                           incremental)
         if builder:
             result = image_build.s2i_build(spec, options, builder)
         else:
@@ -64,13 +80,17 @@ BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "inst
 
 
 @task(help=BUILDER_HELP | {"tag": "the builder image name (default warp-builder:latest)"}, iterable=["build_env"])
-def builder(c, project=None, tag=None, base_image=None, network=None, build_env=None, quiet=False, no_pull=False):
+def builder(c, project=None, tag=None, base_image=None, network=None, build_env=None, quiet=False, no_pull=False,
+            no_cache=False, ca_bundle=None):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
         from . import image_build
 
         opts = actions.settings(c.config, project=project)
-        spec = actions.detect(opts)
+        try:
+            spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
+        except NoAppFound:
+            spec = None
         result = image_build.build_builder_image(spec, _options(tag or "warp-builder:latest", base_image, network, build_env,
-                                                                None, quiet, no_pull))
+                                                                None, quiet, no_pull, no_cache, ca_bundle))
         print(f"use it: s2i build <source> {result.name} <app-image>")

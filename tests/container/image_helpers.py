@@ -43,6 +43,16 @@ APP_PY = (
 )
 
 
+def engine_url() -> str:
+    """The DOCKER_HOST of the engine the harness uses, for the warp command run as a subprocess."""
+    from tests.harness import engine
+
+    for url in engine._candidates():
+        if engine._quick_ping(url):
+            return url
+    raise AssertionError("no engine answers; the docker_client fixture starts one")
+
+
 def server_base(client: docker.DockerClient) -> str:
     return base_image(client, SERVER_BUILD_PACKAGES)
 
