@@ -135,6 +135,8 @@ def test_deploy_settings_merge_config_then_options() -> None:
     opts = deploy_opts(config, keep=7, wheels=False, port=None)
     got = (opts["path"], opts["keep"], opts["hosts"], opts["server"], opts["port"])
     assert got == ("/srv/site", 7, ["web1"], "gunicorn", 8080)
+    # An option given as off wins over the config turning it on.
+    assert deploy_opts({"warp": {"deploy": {"systemd": True, "migrate": True}}}, systemd=False, migrate=False)["systemd"] is False
     with pytest.raises(ConfigError, match="not absolute"):
         deploy_opts(config, path="srv")
 

@@ -70,6 +70,7 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "env_file": None,  # local file uploaded as shared/environment (mode 0600)
     "migrate": True,  # run the migrate hook (Django: manage.py migrate) once per deploy
     "force": False,  # deploy even to hosts whose live release is made of the same source
+    "systemd": True,  # servers as systemd units where systemd runs (as root); else a process with a pidfile
 }
 
 SHARED_ENV = "shared/environment"
@@ -282,7 +283,7 @@ class HostDeploy:
         actions.run_checks(_Quiet(self.conn), replace(plan, before=before), say=self.say)
         command = command_line(with_shared_environment(plan.server, self.layout))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
-        self.agent("start", release=self.release, port=port, command=command)
+        self.agent("start", release=self.release, port=port, command=command, systemd=bool(self.opts["systemd"]))
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.opts['health']}")
         self.agent("health", release=self.release, path=self.opts["health"], host_header=self.opts.get("health_host"),
@@ -290,7 +291,8 @@ class HostDeploy:
 
     def switch(self) -> None:
         self.phase = "switch"
-        self.agent("proxy", listen=self.target.listen or self.opts["listen"], port=self.public_port, source=PROXY)
+        self.agent("proxy", listen=self.target.listen or self.opts["listen"], port=self.public_port, source=PROXY,
+                   systemd=bool(self.opts["systemd"]))
         previous = self.info.get("current")
         self.agent("switch", release=self.release)
         self.switched = True
@@ -408,7 +410,7 @@ def deploy_opts(config: Any, **given: Any) -> dict[str, Any]:
     for key in ("server", "installer", "processes", "threads", "user", "group"):
         merged[key] = section.get(key)
     merged.update({k: v for k, v in (section.get("deploy") or {}).items() if v is not None})
-    merged.update({k: v for k, v in given.items() if v is not None and v is not False and v != []})
+    merged.update({k: v for k, v in given.items() if v is not None and v != []})
     if not str(merged["path"]).startswith("/"):
         raise ConfigError(f"deploy path {merged['path']!r} is not absolute", "set an absolute path, e.g. --path /srv/myapp")
     return merged
@@ -576,7 +578,7 @@ def rollback(targets: list[HostTarget], opts: dict[str, Any], *, say: Say, to: s
         if not record.get("command"):
             raise DeployFailed(f"release {h.release} has no recorded server command")
         h.say(f"rolling back {state['current']} -> {h.release}")
-        h.agent("start", release=h.release, port=record["port"], command=record["command"])
+        h.agent("start", release=h.release, port=record["port"], command=record["command"], systemd=bool(opts["systemd"]))
         h.started = True
         h.agent("health", release=h.release, path=opts["health"], host_header=opts.get("health_host"),
                 timeout=opts["health_timeout"])

@@ -15,6 +15,7 @@ the front proxy) and ``current`` -> the live release.
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -163,7 +164,7 @@ def _info(req):
     return {
         "current": current,
         "current_record": _record(root, current) if current else None,
-        "current_alive": bool(current) and _alive(_pid(os.path.join(root, "releases", current, ".warp", "server.pid"))),
+        "current_alive": bool(current) and _alive(_server_pid(root, current)),
         "releases": _releases(root),
         "rsync": bool(shutil.which("rsync")),
         "systemd": os.path.isdir("/run/systemd/system") and bool(shutil.which("systemctl")),
@@ -179,22 +180,96 @@ def info(req):
     print(json.dumps(_info(req)))
 
 
+def _systemd(req):
+    """Whether servers run as systemd units: asked for, systemd is running, and we may write system units."""
+    return bool(req.get("systemd")) and os.path.isdir("/run/systemd/system") and os.geteuid() == 0
+
+
+def _slug(root):
+    return "".join(c if c.isalnum() else "-" for c in root.strip("/")) or "root"
+
+
+def _systemctl(*args):
+    result = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        _fail("systemctl {} failed: {}".format(" ".join(args), (result.stderr or result.stdout).strip()))
+    return result.stdout.strip()
+
+
+UNIT = """[Unit]
+Description=warptasks: {what} of {root} (%i)
+After=network.target
+
+[Service]
+Type=simple
+ExecStart=/bin/sh {root}/shared/run/{prefix}-%i.sh
+Restart=on-failure
+RestartSec=2
+TimeoutStopSec=20
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _unit_start(root, prefix, instance, command, log, what):
+    """Run ``command`` as ``warp-<path>-<prefix>@<instance>``: started now, and again at boot."""
+    run = os.path.join(root, "shared", "run")
+    os.makedirs(run, mode=0o755, exist_ok=True)
+    _write(os.path.join(run, f"{prefix}-{instance}.sh"),
+           f"exec >>{shlex.quote(log)} 2>&1 </dev/null\nexec sh -c {shlex.quote(command)}\n")
+    template = f"warp-{_slug(root)}-{prefix}@.service"
+    path = os.path.join("/etc/systemd/system", template)
+    text = UNIT.format(root=root, prefix=prefix, what=what)
+    old = None
+    try:
+        with open(path) as handle:
+            old = handle.read()
+    except OSError:
+        pass
+    if old != text:
+        _write(path, text)
+        _systemctl("daemon-reload")
+    unit = template.replace("@.service", f"@{instance}.service")
+    _systemctl("enable", "--quiet", unit)
+    _systemctl("restart", unit)
+    return unit, int(_systemctl("show", "--property=MainPID", "--value", unit) or 0)
+
+
+def _unit_pid(unit):
+    result = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True, text=True)
+    return int(result.stdout.strip() or 0) if result.returncode == 0 else 0
+
+
+def _server_pid(root, release):
+    """The pid serving ``release``: its systemd unit's main process, or the pidfile's."""
+    unit = _record(root, release).get("unit")
+    if unit:
+        return _unit_pid(unit)
+    return _pid(os.path.join(root, "releases", release, ".warp", "server.pid"))
+
+
 def start(req):
-    """Start the release's server in a session of its own, with a pidfile."""
+    """Start the release's server: as a systemd unit where systemd runs, else in a session of its own with a pidfile."""
     root, release, port = req["root"], req["release"], int(req["port"])
     if not _free(port):
         _fail(f"port {port} on 127.0.0.1 is already in use; stop what holds it")
     warp = os.path.join(root, "releases", release, ".warp")
     pidfile = os.path.join(warp, "server.pid")
     log = os.path.join(root, "shared", "logs", release + ".log")
-    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-        # A new session: the server outlives this SSH command and its
-        # process group can be stopped as a whole (Apache's workers too).
-        proc = subprocess.Popen(["sh", "-c", req["command"]], stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd="/")
-    _write(pidfile, str(proc.pid))
-    _update(root, release, port=port, pid=proc.pid, log=log, status="started")
-    print(json.dumps({"pid": proc.pid, "log": log}))
+    unit = None
+    if _systemd(req):
+        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server")
+    else:
+        with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
+            # A new session: the server outlives this SSH command and its
+            # process group can be stopped as a whole (Apache's workers too).
+            proc = subprocess.Popen(["sh", "-c", req["command"]], stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd="/")
+        pid = proc.pid
+    _write(pidfile, str(pid))
+    _update(root, release, port=port, pid=pid, log=log, status="started", unit=unit)
+    print(json.dumps({"pid": pid, "log": log, "unit": unit}))
 
 
 def _tail(path, lines=20):
@@ -222,7 +297,7 @@ def health(req):
     deadline = time.monotonic() + float(req.get("timeout", 60))
     last = "no answer"
     while time.monotonic() < deadline:
-        if not _alive(record.get("pid")):
+        if not _alive(_server_pid(root, release)):
             _update(root, release, status="failed")
             _fail("the server exited before answering {}; its log ends:\n{}".format(url, _tail(record.get("log", ""))))
         try:
@@ -281,7 +356,13 @@ def _stop_pid(pid, drain, timeout):
 def stop(req):
     root, release = req["root"], req["release"]
     pidfile = os.path.join(root, "releases", release, ".warp", "server.pid")
-    state = _stop_pid(_pid(pidfile), float(req.get("drain", 0)), float(req.get("timeout", 20)))
+    unit = _record(root, release).get("unit")
+    if unit:
+        time.sleep(float(req.get("drain", 0)))
+        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], capture_output=True)
+        state = "stopped" if not _unit_pid(unit) else "still running"
+    else:
+        state = _stop_pid(_pid(pidfile), float(req.get("drain", 0)), float(req.get("timeout", 20)))
     if os.path.exists(pidfile):
         os.unlink(pidfile)
     if req.get("status"):
@@ -307,7 +388,7 @@ def prune(req):
         if status in ("live", "retired") and len(good) < keep:
             good.append(name)
             continue
-        if _alive(_pid(os.path.join(root, "releases", name, ".warp", "server.pid"))):
+        if _alive(_server_pid(root, name)):
             continue
         shutil.rmtree(os.path.join(root, "releases", name), ignore_errors=True)
         removed.append(name)
@@ -331,11 +412,11 @@ def status(req):
     releases = []
     for name in _releases(root):
         record = _record(root, name)
-        pid = _pid(os.path.join(root, "releases", name, ".warp", "server.pid"))
+        pid = _server_pid(root, name)
         releases.append({"id": name, "status": record.get("status", "incomplete"), "port": record.get("port"),
                          "pid": pid if _alive(pid) else None, "commit": record.get("commit")})
     proxy = _json(os.path.join(root, "shared", "proxy.json")) or {}
-    proxy["running"] = _alive(_pid(os.path.join(root, "shared", "proxy.pid")))
+    proxy["running"] = _alive(_proxy_pid(os.path.join(root, "shared"), proxy))
     answer = None
     if current and proxy.get("port"):
         try:
@@ -346,34 +427,47 @@ def status(req):
                       "hostname": socket.gethostname()}))
 
 
+def _proxy_pid(shared, record):
+    if record.get("unit"):
+        return _unit_pid(record["unit"])
+    return _pid(os.path.join(shared, "proxy.pid"))
+
+
 def proxy(req):
-    """Make sure the front proxy listens on the public port, (re)starting it if its code changed."""
+    """Make sure the front proxy listens on the public port, (re)starting it if its code or address changed."""
     root = req["root"]
     shared = os.path.join(root, "shared")
     script = os.path.join(shared, "warp-proxy.py")
     digest = hashlib.sha256(req["source"].encode()).hexdigest()
     record = _json(os.path.join(shared, "proxy.json")) or {}
-    pidfile = os.path.join(shared, "proxy.pid")
-    pid = _pid(pidfile)
+    pid = _proxy_pid(shared, record)
     wanted = {"listen": req["listen"], "port": int(req["port"]), "digest": digest}
     if _alive(pid) and all(record.get(k) == v for k, v in wanted.items()):
         print(json.dumps({"proxy": "running", "pid": pid}))
         return
-    if _alive(pid):
+    if record.get("unit"):
+        subprocess.run(["systemctl", "disable", "--quiet", "--now", record["unit"]], capture_output=True)
+    elif _alive(pid):
         _stop_pid(pid, 0, 10)
     _write(script, req["source"])
     log = os.path.join(shared, "logs", "proxy.log")
-    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([req.get("python") or sys.executable, script, req["listen"], str(wanted["port"]), root],
-                                stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
-    _write(pidfile, str(proc.pid))
+    argv = [sys.executable, script, req["listen"], str(wanted["port"]), root]
+    proc = None
+    if _systemd(req):
+        command = shlex.join(argv)
+        wanted["unit"], pid = _unit_start(root, "proxy", wanted["port"], "exec " + command, log, "front proxy")
+    else:
+        with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(argv, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+        pid = proc.pid
+    _write(os.path.join(shared, "proxy.pid"), str(pid))
     _write(os.path.join(shared, "proxy.json"), json.dumps(wanted))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if (proc.poll() is not None) if proc else not _alive(_proxy_pid(shared, wanted)):
             _fail(f"the front proxy exited: {_tail(log, 5)}")
         if not _free(wanted["port"]) or req["listen"] not in ("127.0.0.1", "0.0.0.0", "localhost"):
-            print(json.dumps({"proxy": "started", "pid": proc.pid}))
+            print(json.dumps({"proxy": "started", "pid": pid, "unit": wanted.get("unit")}))
             return
         time.sleep(0.1)
     _fail("the front proxy did not listen on port {}: {}".format(wanted["port"], _tail(log, 5)))

@@ -37,6 +37,7 @@ HELP = {
     "python": "the host's Python command (default python3)",
     "no-migrate": "do not run the migrate hook / manage.py migrate",
     "force": "deploy even to hosts whose live release has exactly this source",
+    "no-systemd": "run servers as processes with a pidfile even where systemd runs",
 }
 
 
@@ -60,16 +61,17 @@ def _options(c: Any, **given: Any) -> dict[str, Any]:
 @task(iterable=["host"], auto_shortflags=False, help=HELP)
 def deploy(c, host=None, path=None, port=None, listen=None, project=None, server=None, wheels=False, keep=None, health=None,
            health_host=None, allow_partial=False, break_lock=False, identity=None, known_hosts=None, accept_unknown_host=False,
-           env_file=None, python=None, no_migrate=False, force=False):
+           env_file=None, python=None, no_migrate=False, force=False, no_systemd=False):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from . import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
-        opts = _options(c, path=path, port=_num(port), listen=listen, server=server, wheels=wheels, keep=_num(keep),
-                        health=health, health_host=health_host, allow_partial=allow_partial, break_lock=break_lock,
-                        identity=identity, known_hosts=known_hosts, accept_unknown_host=accept_unknown_host,
-                        env_file=env_file, python=python, migrate=False if no_migrate else None, force=force)
+        opts = _options(c, path=path, port=_num(port), listen=listen, server=server, wheels=_flag(wheels), keep=_num(keep),
+                        health=health, health_host=health_host, allow_partial=_flag(allow_partial), break_lock=_flag(break_lock),
+                        identity=identity, known_hosts=known_hosts, accept_unknown_host=_flag(accept_unknown_host),
+                        env_file=env_file, python=python, migrate=False if no_migrate else None, force=_flag(force),
+                        systemd=False if no_systemd else None)
         project = project or (c.config.get("warp", {}) or {}).get("project") or "."
         results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
         print(lib.summary(results))
@@ -89,7 +91,7 @@ def status(c, host=None, path=None, health=None, health_host=None, identity=None
     with reported():
         targets, _ = _targets(c, host)
         opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
-                        accept_unknown_host=accept_unknown_host, python=python)
+                        accept_unknown_host=_flag(accept_unknown_host), python=python)
         answers = lib.status(targets, opts, config=_fabric_config(c))
         if json:
             print(jsonlib.dumps(answers, indent=2))
@@ -101,21 +103,26 @@ def status(c, host=None, path=None, health=None, health_host=None, identity=None
 
 
 @task(iterable=["host"], auto_shortflags=False,
-      help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial")} | {"to": "the release id to go back to"})
+      help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")} | {"to": "the release id to go back to"})
 def rollback(c, host=None, path=None, to=None, health=None, health_host=None, identity=None, known_hosts=None,
-             accept_unknown_host=False, python=None, break_lock=False, allow_partial=False):
+             accept_unknown_host=False, python=None, break_lock=False, allow_partial=False, no_systemd=False):
     """Go back to the previous good release: started, health-checked, then switched."""
     from . import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
         opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
-                        accept_unknown_host=accept_unknown_host, python=python, break_lock=break_lock,
-                        allow_partial=allow_partial)
+                        accept_unknown_host=_flag(accept_unknown_host), python=python, break_lock=_flag(break_lock),
+                        allow_partial=_flag(allow_partial), systemd=False if no_systemd else None)
         results = lib.rollback(targets, opts, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
         print(lib.summary(results))
         if not all(r.ok for r in results):
             raise Exit("warp: error: the rollback failed on " + ", ".join(r.host for r in results if not r.ok), code=1)
+
+
+def _flag(value: bool) -> bool | None:
+    """A flag that is off says nothing: invoke.yaml may still turn it on."""
+    return True if value else None
 
 
 def _num(value: Any) -> int | None:
