@@ -238,3 +238,50 @@ def test_a_gunicorn_config_naming_wsgi_app_decides_the_entry_as_for_the_s2i_buil
     spec = detect(tmp_path, files)
     assert (spec.kind, spec.target) == ("wsgi", target)
     assert spec.why.startswith(decided_by)
+
+
+def test_the_build_context_has_fixed_times_and_owners_and_group_writable_files(tmp_path: Path) -> None:
+    import tarfile
+
+    from warptasks.image_build import _context
+
+    write_tree(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "six\n", "bin/run": Exe()})
+    spec = detect_app(tmp_path)
+    first, rest = img.split_context(spec, img.context_files(tmp_path))
+    build = image_build()
+    context = _context(img.app_dockerfile(build), build, b"wheel", {"/etc/ssl/certs/ca.pem": b"CA"},
+                       (tmp_path, first, rest), {"deps.sh": "true\n", "app.sh": "true\n"})
+    with tarfile.open(fileobj=context) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert archive.extractfile("Dockerfile").read().decode() == img.app_dockerfile(build)  # type: ignore[union-attr]
+    assert {"deps/requirements.txt", "src/wsgi.py", "src/bin/run", "warp/build/deps.sh", "warp/files/etc/ssl/certs/ca.pem",
+            f"warp/{build.wheel}", "warp/s2i/assemble"} <= set(members)
+    assert "src/requirements.txt" not in members and "deps/wsgi.py" not in members
+    assert {(m.mtime, m.uid, m.gid) for m in members.values()} == {(0, img.USER_ID, 0)}
+    assert members["src/wsgi.py"].mode == 0o664 and members["src/bin/run"].mode == 0o775
+    assert members["warp/s2i/run"].mode == 0o755
+
+
+def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> None:
+    import io
+    import tarfile
+
+    from warptasks.image_build import _rename_tar
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name in (".warp", ".warp/envs"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        data = tarfile.TarInfo(".warp/envs/a")
+        data.size = 2
+        archive.addfile(data, io.BytesIO(b"ok"))
+        link = tarfile.TarInfo(".warp/envs/b")
+        link.type, link.linkname = tarfile.LNKTYPE, ".warp/envs/a"
+        archive.addfile(link)
+    moved = _rename_tar(iter([buffer.getvalue()]), "artifacts")
+    with tarfile.open(fileobj=io.BytesIO(moved)) as archive:
+        names = [m.name for m in archive.getmembers()]
+        assert names == ["artifacts"] + [f"artifacts/.warp{rest}" for rest in ("", "/envs", "/envs/a", "/envs/b")]
+        assert archive.getmember("artifacts/.warp/envs/b").linkname == "artifacts/.warp/envs/a"

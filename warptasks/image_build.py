@@ -367,6 +367,11 @@ def build_app_image(spec: AppSpec, options: ImageOptions, *, client: docker.Dock
     prefix = engine_build(client, _context(img.prefix_dockerfile(build), build, wheel, options.extra_files), options, say)
     facts = image_facts(client, prefix.image_id)
     plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, installer=options.installer))
+    image_python = facts["python"]["version"]
+    if spec.python.version and spec.python.version != image_python:
+        notes.append(f"warning: {spec.python.why}, but {build.base_image} has Python {image_python}: "
+                     f"choose a matching --base-image (such as python:{spec.python.version}-slim)")
+        say(notes[-1])
     for note in plan.notes:
         say(note)
     dockerfile = img.app_dockerfile(build)
