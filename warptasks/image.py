@@ -247,11 +247,13 @@ def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, build
             "io.k8s.description": f"{name}: {spec.why}; served by {server} (warptasks)",
             "io.k8s.display-name": name,
         }
-    labels.update({
-        "io.openshift.s2i.scripts-url": SCRIPTS_URL,
-        "io.openshift.expose-services": f"{PORT}:http",
-        "io.openshift.s2i.destination": "/tmp",
-    })
+    labels.update(
+        {
+            "io.openshift.s2i.scripts-url": SCRIPTS_URL,
+            "io.openshift.expose-services": f"{PORT}:http",
+            "io.openshift.s2i.destination": "/tmp",
+        }
+    )
     if commit:
         labels.update({"io.openshift.build.commit.id": commit, "org.opencontainers.image.revision": commit})
     return labels

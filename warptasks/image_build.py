@@ -115,8 +115,9 @@ def ensure_base_image(client: docker.DockerClient, name: str, pull: bool, say: S
     except docker.errors.ImageNotFound:
         pass
     if not pull:
-        raise ConfigError(f"base image {name} is not in the engine",
-                          "pull it first (docker pull), or choose another with --base-image")
+        raise ConfigError(
+            f"base image {name} is not in the engine", "pull it first (docker pull), or choose another with --base-image"
+        )
     say(f"pulling base image {name}")
     try:
         client.images.pull(name)
@@ -143,14 +144,20 @@ def probe_image(client: docker.DockerClient, image: str, python: str, request: d
     script = f'"$1" -c "$2" "$3" && echo && {_TOOLS}'
     try:
         output = client.containers.run(
-            image, ["-c", script, "sh", python, PROBE, json.dumps(request)], entrypoint=["sh"],
-            network_mode="none", remove=True, stdout=True, stderr=True,
+            image,
+            ["-c", script, "sh", python, PROBE, json.dumps(request)],
+            entrypoint=["sh"],
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=True,
         )
     except docker.errors.ContainerError as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
         if exc.exit_status == 127:
-            raise ConfigError(f"image {image} has no {python}",
-                              "choose a base image with Python 3 (such as python:3.12-slim)") from None
+            raise ConfigError(
+                f"image {image} has no {python}", "choose a base image with Python 3 (such as python:3.12-slim)"
+            ) from None
         raise WarpError(f"could not read facts from image {image}: {tail(stderr, 5)}") from None
     except docker.errors.DockerException as exc:
         raise EngineError(f"could not run a container of {image}: {_api_message(exc)}") from None
@@ -212,8 +219,14 @@ def _prefix_context(archive: tarfile.TarFile, build: img.ImageBuild, wheel: byte
         _tar_add(archive, "warp/files/" + path.lstrip("/"), data)
 
 
-def _context(dockerfile: str, build: img.ImageBuild, wheel: bytes, extra_files: dict[str, bytes],
-             tree: tuple[Path, list[str], list[str]] | None = None, scripts: dict[str, str] | None = None) -> io.BytesIO:
+def _context(
+    dockerfile: str,
+    build: img.ImageBuild,
+    wheel: bytes,
+    extra_files: dict[str, bytes],
+    tree: tuple[Path, list[str], list[str]] | None = None,
+    scripts: dict[str, str] | None = None,
+) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         _tar_add(archive, "Dockerfile", dockerfile.encode())
@@ -247,8 +260,15 @@ def engine_build(client: docker.DockerClient, context: io.BytesIO, options: Imag
     pending = ""
     try:
         stream = client.api.build(
-            fileobj=context, custom_context=True, rm=True, forcerm=True, decode=True, pull=False, nocache=not options.cache,
-            network_mode=options.network, buildargs=dict(options.build_env) or None,
+            fileobj=context,
+            custom_context=True,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+            nocache=not options.cache,
+            network_mode=options.network,
+            buildargs=dict(options.build_env) or None,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -324,8 +344,9 @@ def _local_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def _prepare(spec: AppSpec | None, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
-             ) -> tuple[img.ImageBuild, bytes, list[str], dict[str, Any]]:
+def _prepare(
+    spec: AppSpec | None, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
+) -> tuple[img.ImageBuild, bytes, list[str], dict[str, Any]]:
     """The shared prefix: base image facts, system packages, warptasks; built and probed."""
     # A builder serves any app, so it gets what the default server (mod_wsgi) needs.
     server = img.server_of(spec) if spec and not builder else "mod_wsgi"
@@ -339,9 +360,16 @@ def _prepare(spec: AppSpec | None, options: ImageOptions, client: docker.DockerC
     base_facts = probe_image(client, base, "python3", {})
     packages, packages_why = img.system_packages(server, base_facts, base_facts["package_manager"])
     wheel_name, wheel = warptasks_wheel()
-    build = img.ImageBuild(base, packages, base_facts["python"]["executable"], wheel_name,
-                           img.image_labels(spec, server, git_commit(spec.root) if spec else None, builder=builder), builder,
-                           tuple(sorted(options.build_env)), tuple(sorted(options.extra_files)))
+    build = img.ImageBuild(
+        base,
+        packages,
+        base_facts["python"]["executable"],
+        wheel_name,
+        img.image_labels(spec, server, git_commit(spec.root) if spec else None, builder=builder),
+        builder,
+        tuple(sorted(options.build_env)),
+        tuple(sorted(options.extra_files)),
+    )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
     return build, wheel, notes, base_facts
 
@@ -349,12 +377,17 @@ def _prepare(spec: AppSpec | None, options: ImageOptions, client: docker.DockerC
 def image_facts(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
     """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
     root, envs = env_paths(img.PROJECT, ".warp", "")
-    return probe_image(client, image_id, f"{img.WARP_HOME}/bin/python",
-                       {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]})
+    return probe_image(
+        client,
+        image_id,
+        f"{img.WARP_HOME}/bin/python",
+        {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]},
+    )
 
 
-def build_app_image(spec: AppSpec, options: ImageOptions, *, client: docker.DockerClient | None = None,
-                    say: Say = _say) -> ImageResult:
+def build_app_image(
+    spec: AppSpec, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = _say
+) -> ImageResult:
     """Build the application image: the same plan as ``warp build``, in two cached phases."""
     started = time.monotonic()
     name = img.parse_image_name(options.tag or img.default_image_name(spec))
@@ -369,8 +402,10 @@ def build_app_image(spec: AppSpec, options: ImageOptions, *, client: docker.Dock
     plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, installer=options.installer))
     image_python = facts["python"]["version"]
     if spec.python.version and spec.python.version != image_python:
-        notes.append(f"warning: {spec.python.why}, but {build.base_image} has Python {image_python}: "
-                     f"choose a matching --base-image (such as python:{spec.python.version}-slim)")
+        notes.append(
+            f"warning: {spec.python.why}, but {build.base_image} has Python {image_python}: "
+            f"choose a matching --base-image (such as python:{spec.python.version}-slim)"
+        )
         say(notes[-1])
     for note in plan.notes:
         say(note)
@@ -383,8 +418,9 @@ def build_app_image(spec: AppSpec, options: ImageOptions, *, client: docker.Dock
     return ImageResult(str(name), result.image_id, plan, dockerfile, notes + list(plan.notes), result, time.monotonic() - started)
 
 
-def build_builder_image(spec: AppSpec | None, options: ImageOptions, *, client: docker.DockerClient | None = None,
-                        say: Say = _say) -> ImageResult:
+def build_builder_image(
+    spec: AppSpec | None, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = _say
+) -> ImageResult:
     """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label."""
     started = time.monotonic()
     name = img.parse_image_name(options.tag or "warp-builder:latest")
@@ -441,7 +477,7 @@ def save_artifacts(client: docker.DockerClient, image: str) -> bytes | None:
         return None
     # Through a file, not the container's log: logs are line-oriented text and would mangle a tar.
     saved = "/tmp/warp-artifacts.tar"
-    container = client.containers.create(image, ["sh", "-c", f'{img.S2I_SCRIPTS}/save-artifacts > {saved}'], network_mode="none")
+    container = client.containers.create(image, ["sh", "-c", f"{img.S2I_SCRIPTS}/save-artifacts > {saved}"], network_mode="none")
     try:
         container.start()
         status = container.wait(timeout=300)
@@ -458,8 +494,9 @@ def save_artifacts(client: docker.DockerClient, image: str) -> bytes | None:
         container.remove(force=True)
 
 
-def s2i_build(spec: AppSpec, options: ImageOptions, builder: str, *, client: docker.DockerClient | None = None,
-              say: Say = _say) -> ImageResult:
+def s2i_build(
+    spec: AppSpec, options: ImageOptions, builder: str, *, client: docker.DockerClient | None = None, say: Say = _say
+) -> ImageResult:
     """Build the app the S2I way, without the s2i tool: source into a builder container, assemble, commit with run."""
     import docker.errors
 
@@ -490,8 +527,12 @@ def s2i_build(spec: AppSpec, options: ImageOptions, builder: str, *, client: doc
                 sys.stdout.flush()
         status = container.wait(timeout=3600).get("StatusCode", 1)
         if status != 0:
-            raise StepFailed(f"assemble failed (exit {status}) in builder {builder}", "see its output above; nothing was tagged",
-                             output=tail("".join(output), 25) if options.quiet else "", exit_code=status)
+            raise StepFailed(
+                f"assemble failed (exit {status}) in builder {builder}",
+                "see its output above; nothing was tagged",
+                output=tail("".join(output), 25) if options.quiet else "",
+                exit_code=status,
+            )
         labels = img.image_labels(spec, img.server_of(spec), git_commit(spec.root), builder=False)
         changes = [f'CMD ["{img.S2I_SCRIPTS}/run"]', f"USER {img.USER_ID}"]
         changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]

@@ -37,8 +37,18 @@ def _build_env(values: list[str] | None) -> dict[str, str]:
     return env
 
 
-def _options(tag: Any, base_image: Any, network: Any, build_env: Any, installer: Any, quiet: bool, no_pull: bool,
-             no_cache: bool, ca_bundle: Any, incremental: bool = False) -> Any:
+def _options(
+    tag: Any,
+    base_image: Any,
+    network: Any,
+    build_env: Any,
+    installer: Any,
+    quiet: bool,
+    no_pull: bool,
+    no_cache: bool,
+    ca_bundle: Any,
+    incremental: bool = False,
+) -> Any:
     from pathlib import Path
 
     from .image_build import ImageOptions
@@ -51,24 +61,53 @@ def _options(tag: Any, base_image: Any, network: Any, build_env: Any, installer:
         except OSError as exc:
             raise ConfigError(f"cannot read the CA bundle {ca_bundle}: {exc.strerror}", "pass a readable PEM file") from None
         env = {name: BUILD_CA for name in CA_VARIABLES} | env
-    return ImageOptions(tag=tag, base_image=base_image, network=network, build_env=env, extra_files=files,
-                        installer=installer or "auto", quiet=quiet, pull=not no_pull, incremental=incremental,
-                        cache=not no_cache)
+    return ImageOptions(
+        tag=tag,
+        base_image=base_image,
+        network=network,
+        build_env=env,
+        extra_files=files,
+        installer=installer or "auto",
+        quiet=quiet,
+        pull=not no_pull,
+        incremental=incremental,
+        cache=not no_cache,
+    )
 
 
-@task(help=IMAGE_HELP | {"builder": "build the S2I way with this builder image (source into it, assemble, commit)",
-                         "incremental": "with --builder: reuse the environment saved in the previous image"},
-      iterable=["build_env"])
-def s2i(c, project=None, tag=None, base_image=None, network=None, build_env=None, server=None, installer=None,
-        builder=None, incremental=False, quiet=False, no_pull=False, no_cache=False, ca_bundle=None):
+@task(
+    help=IMAGE_HELP
+    | {
+        "builder": "build the S2I way with this builder image (source into it, assemble, commit)",
+        "incremental": "with --builder: reuse the environment saved in the previous image",
+    },
+    iterable=["build_env"],
+)
+def s2i(
+    c,
+    project=None,
+    tag=None,
+    base_image=None,
+    network=None,
+    build_env=None,
+    server=None,
+    installer=None,
+    builder=None,
+    incremental=False,
+    quiet=False,
+    no_pull=False,
+    no_cache=False,
+    ca_bundle=None,
+):
     """Build a runnable application image: the same build steps and server as warp build and warp start."""
     with reported():
         from . import image_build
 
         opts = actions.settings(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
-        options = _options(tag, base_image, network, build_env, opts["installer"], quiet, no_pull, no_cache, ca_bundle,
-                           incremental)
+        options = _options(
+            tag, base_image, network, build_env, opts["installer"], quiet, no_pull, no_cache, ca_bundle, incremental
+        )
         if builder:
             result = image_build.s2i_build(spec, options, builder)
         else:
@@ -80,8 +119,18 @@ BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "inst
 
 
 @task(help=BUILDER_HELP | {"tag": "the builder image name (default warp-builder:latest)"}, iterable=["build_env"])
-def builder(c, project=None, tag=None, base_image=None, network=None, build_env=None, quiet=False, no_pull=False,
-            no_cache=False, ca_bundle=None):
+def builder(
+    c,
+    project=None,
+    tag=None,
+    base_image=None,
+    network=None,
+    build_env=None,
+    quiet=False,
+    no_pull=False,
+    no_cache=False,
+    ca_bundle=None,
+):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
         from . import image_build
@@ -91,6 +140,8 @@ def builder(c, project=None, tag=None, base_image=None, network=None, build_env=
             spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
         except NoAppFound:
             spec = None
-        result = image_build.build_builder_image(spec, _options(tag or "warp-builder:latest", base_image, network, build_env,
-                                                                None, quiet, no_pull, no_cache, ca_bundle))
+        result = image_build.build_builder_image(
+            spec,
+            _options(tag or "warp-builder:latest", base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
+        )
         print(f"use it: s2i build <source> {result.name} <app-image>")
