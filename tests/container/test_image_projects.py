@@ -1,0 +1,52 @@
+"""Images of projects whose dependencies come from setup.py or Pipfile.lock, served by gunicorn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.cases import write_tree
+from tests.container.image_helpers import WSGI, build_options, get, remove_image, server_base, serving
+from tests.harness.images import IndexAccess
+from warptasks import image as img
+from warptasks.detect import detect_app
+from warptasks.image_build import build_app_image
+
+pytestmark = pytest.mark.container
+
+GUNICORN = {".s2i/environment": "WARP_SERVER=gunicorn\n"}
+SETUP_PY = GUNICORN | {
+    "setup.py": "from setuptools import setup\nsetup(name='hello', version='1', packages=['hello'], install_requires=['six'])\n",
+    "hello/__init__.py": "",
+    "hello/web.py": WSGI.replace("VERSION-1", "setup.py project"),
+    "gunicorn.conf.py": "wsgi_app = 'hello.web'\n",
+}
+PIPFILE_LOCK = GUNICORN | {
+    "Pipfile.lock": json.dumps({"_meta": {"sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}]},
+                                "default": {"six": {"version": "==1.17.0"}}, "develop": {}}),
+    "wsgi.py": WSGI.replace("VERSION-1", "Pipfile.lock project"),
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "answer", "split"),
+    [(SETUP_PY, b"setup.py project", False), (PIPFILE_LOCK, b"Pipfile.lock project", True)],
+    ids=["setup.py", "Pipfile.lock"],
+)
+def test_packaged_and_locked_projects_build_and_serve(
+    docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path, files: dict[str, str], answer: bytes,
+    split: bool,
+) -> None:
+    write_tree(project_dir, files)
+    tag = "warp-test-project:1"
+    result = build_app_image(detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)),
+                             client=docker_client)
+    # A package needs its code to install, so only a locked project gets a dependency layer of its own.
+    assert any(("depends only on" in note) == split for note in result.notes if note.startswith("dependency layer"))
+    with serving(docker_client, tag) as app:
+        assert get(app.url + "/") == (200, answer)
+        assert "six" in app.exec(f"{img.PROJECT}/.warp/current/bin/python", "-m", "pip", "list")
+    remove_image(docker_client, tag)
