@@ -285,3 +285,25 @@ def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> 
         names = [m.name for m in archive.getmembers()]
         assert names == ["artifacts"] + [f"artifacts/.warp{rest}" for rest in ("", "/envs", "/envs/a", "/envs/b")]
         assert archive.getmember("artifacts/.warp/envs/b").linkname == "artifacts/.warp/envs/a"
+
+
+@pytest.mark.parametrize(
+    ("output", "network_hint"),
+    [
+        (["ERROR: Could not find a version that satisfies the requirement zz", "No matching distribution found for zz"], False),
+        (["WARNING: Retrying ... Failed to establish a new connection: [Errno -3] Temporary failure in name resolution"], True),
+        (["error: Request failed after 3 retries", "dns error: failed to lookup address information"], True),
+    ],
+)
+def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_the_index_was_unreachable(
+    output: list[str], network_hint: bool
+) -> None:
+    from warptasks.errors import StepFailed
+    from warptasks.image_build import _fail
+
+    with pytest.raises(StepFailed) as failed:
+        _fail("The command '/bin/sh -c sh /opt/warptasks/build/deps.sh' returned a non-zero code: 2", "RUN sh deps.sh",
+              "[deps 3/5] install requirements: requirements.txt", output, True)
+    assert str(failed.value).startswith("image build failed: step 'install requirements' exited with 2")
+    assert failed.value.exit_code == 2 and output[-1] in failed.value.output
+    assert ("--network host" in failed.value.hint) == network_hint

@@ -310,25 +310,33 @@ def engine_build(client: docker.DockerClient, context: io.BytesIO, options: Imag
     return result
 
 
+# What a build step says when it cannot reach the package index (pip, uv, apt-get).
+_NO_NETWORK = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|Network is unreachable|No route to host|"
+    r"Failed to establish a new connection|dns error|failed to lookup address|Could not resolve|CERTIFICATE_VERIFY_FAILED|"
+    r"certificate verify failed|invalid peer certificate|UnknownIssuer",
+    re.IGNORECASE,
+)
+
+
 def _fail(error: str, instruction: str, plan_step: str, output: list[str], quiet: bool) -> None:
     code = _EXIT.search(error)
     exit_code = int(code.group(1)) if code else 1
     shown = tail("\n".join(line for line in output if line.strip()), 25) if quiet else ""
+    hint = "see {} output above; nothing was tagged".format("that step's" if plan_step else "the")
+    if _NO_NETWORK.search("\n".join(output)):
+        hint += (
+            "; the build could not reach the package index: use --network host where the engine's bridge has no "
+            "outbound access, --build-env PIP_INDEX_URL=... (and UV_INDEX_URL) for a mirror, --ca-bundle for a proxy's CA"
+        )
     if plan_step:
         marker = img.STEP_MARKER.match(plan_step)
         name = marker.group("name") if marker else plan_step
-        raise StepFailed(
-            f"image build failed: step '{name}' exited with {exit_code} ({plan_step.split(': ', 1)[-1]})",
-            "see that step's output above; nothing was tagged",
-            output=shown,
-            exit_code=exit_code,
-        )
-    raise StepFailed(
-        f"image build failed at '{instruction[:200]}': {error.strip().splitlines()[-1][:300] if error.strip() else 'error'}",
-        "see the output above; nothing was tagged",
-        output=shown,
-        exit_code=exit_code,
-    )
+        message = f"image build failed: step '{name}' exited with {exit_code} ({plan_step.split(': ', 1)[-1]})"
+    else:
+        last = error.strip().splitlines()[-1][:300] if error.strip() else "error"
+        message = f"image build failed at '{instruction[:200]}': {last}"
+    raise StepFailed(message, hint, output=shown, exit_code=exit_code)
 
 
 def git_commit(root: str) -> str | None:
