@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import tempfile
@@ -120,11 +121,38 @@ def _wait(process: subprocess.Popen[bytes], deadline: float) -> docker.DockerCli
     return None
 
 
+def _repair_default_bridge(client: docker.DockerClient) -> None:
+    """Put back the default bridge if it vanished under a running engine.
+
+    Any dockerd started with --bridge=none deletes docker0 at startup, even while
+    another engine uses it; bridge containers then fail to start until it is back.
+    """
+    try:
+        network = client.networks.get("bridge")
+    except docker.errors.DockerException:
+        return
+    name = network.attrs.get("Options", {}).get("com.docker.network.bridge.name", "docker0")
+    if Path("/sys/class/net", name).exists():
+        return
+    config = (network.attrs.get("IPAM", {}).get("Config") or [{}])[0]
+    subnet = ipaddress.ip_network(config.get("Subnet", "172.17.0.0/16"))
+    gateway = config.get("Gateway") or str(next(subnet.hosts()))
+    ip = require_command("ip", "iproute2")
+    for argv in (
+        [ip, "link", "add", "name", name, "type", "bridge"],
+        [ip, "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name],
+        [ip, "link", "set", name, "up"],
+    ):
+        subprocess.run(argv, check=False, capture_output=True)
+
+
 def ensure_engine(timeout: float = 60) -> docker.DockerClient:
     """A client for an engine that answers, starting the harness's own engine if none does."""
     for url in _candidates():
         client = _answering(url)
         if client is not None:
+            if url == f"unix://{SOCKET}":
+                _repair_default_bridge(client)
             return client
     state_dir(RUN_DIR)
     state_dir(STATE_DIR)
