@@ -230,7 +230,9 @@ class ImageBuild:
     wheel: str  # file name of the warptasks wheel in the context
     labels: dict[str, str]
     builder: bool = False
-    build_args: tuple[str, ...] = ()  # names of variables the build steps see (package index, proxy), never kept
+    # Variables the build steps see (package index, proxy): not in the running container's environment, but,
+    # like any Docker build argument, readable in the image's history, so never a secret.
+    build_args: tuple[str, ...] = ()
     extra_files: tuple[str, ...] = ()  # paths of files added before anything is installed (a CA bundle)
 
 

@@ -50,7 +50,7 @@ class ImageOptions:
     base_image: str | None = None
     network: str | None = None  # "host" where the engine's default bridge has no outbound access
     installer: str = "auto"
-    build_env: dict[str, str] = field(default_factory=dict)  # for the build only (package index, proxy): never in the image
+    build_env: dict[str, str] = field(default_factory=dict)  # build arguments: not for secrets (see ImageBuild.build_args)
     extra_files: dict[str, bytes] = field(default_factory=dict)  # image path -> content, e.g. a CA bundle for the index
     pull: bool = True  # pull a missing base image
     quiet: bool = False  # do not stream build output (a failing step's output is still shown)

@@ -15,7 +15,8 @@ IMAGE_HELP = {
     "tag": "the image name (default warp-<project folder>:latest)",
     "base-image": "the image to build on (default: the official python:X.Y-slim for the project's Python)",
     "network": "the build's network, e.g. host where the engine's default bridge has no outbound access",
-    "build-env": "NAME=VALUE seen by the build steps only (package index, proxy); repeatable",
+    "build-env": "NAME=VALUE for the build steps (package index, proxy), not the running app; shown by docker history: "
+    "no secrets; repeatable",
     "server": OPTION_HELP["server"],
     "installer": OPTION_HELP["installer"],
     "quiet": "do not stream the build output (a failing step's output is still shown)",
