@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,9 @@ import docker.errors
 
 from tests.harness.images import IndexAccess, base_image
 from warptasks.image_build import ImageOptions
+
+# Image tags of this test run, so two runs at once (two people, or CI and a person) never share an image.
+TAG = f"run{os.getpid()}"
 
 # What mod_wsgi needs on a Debian image; most tests build on a base that has it, to keep the tier fast.
 SERVER_BUILD_PACKAGES = ("apache2", "apache2-dev", "gcc", "libc6-dev", "python3-dev")
@@ -127,6 +131,20 @@ def startproject(root: Path, name: str = "mysite") -> None:
 
     subprocess.run([sys.executable, "-m", "django", "startproject", name, str(root)], check=True)
     (root / "requirements.txt").write_text(f"Django=={django.get_version()}\n")
+
+
+def files_in_image(client: docker.DockerClient, image: str, path: str) -> dict[str, bytes]:
+    """The files at ``path`` in ``image`` (name relative to its parent -> content), read without running anything."""
+    import io
+    import tarfile
+
+    container = client.containers.create(image, network_mode="none")
+    try:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    finally:
+        container.remove(force=True)
 
 
 def layers(client: docker.DockerClient, image: str) -> list[str]:

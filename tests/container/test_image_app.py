@@ -12,6 +12,7 @@ import pytest
 from tests.cases import write_tree
 from tests.container.image_helpers import (
     APP_PY,
+    TAG,
     WSGI,
     build_options,
     get,
@@ -39,7 +40,7 @@ def test_django_image_serves_pages_and_collected_static_files_as_a_non_root_user
 ) -> None:
     startproject(project_dir)
     (project_dir / ".env").write_text("SECRET_KEY=never-in-the-image\n")
-    tag = "warp-test-django:1"
+    tag = f"warp-test-django:{TAG}"
     result = build_app_image(detect_app(project_dir), build_options(index_access, tag, base), client=docker_client)
     assert result.plan is not None and "collectstatic" in [s.name for s in result.plan.runnable]
     with serving(docker_client, tag) as app:
@@ -72,7 +73,7 @@ def test_a_code_only_change_rebuilds_on_the_cached_dependency_layer_and_any_uid_
     for argv in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
         subprocess.run(git + argv, check=True)
     commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    tag = "warp-test-wsgi:1"
+    tag = f"warp-test-wsgi:{TAG}"
     options = build_options(index_access, tag, base)
     first = build_app_image(detect_app(project_dir), options, client=docker_client)
     assert docker_client.images.get(tag).labels["org.opencontainers.image.revision"] == commit
@@ -99,7 +100,7 @@ def test_an_app_py_image_runs_the_apps_own_server(
     docker_client: docker.DockerClient, base: str, index_access: IndexAccess, project_dir: Path
 ) -> None:
     write_tree(project_dir, {"app.py": APP_PY})
-    tag = "warp-test-app-py:1"
+    tag = f"warp-test-app-py:{TAG}"
     result = build_app_image(detect_app(project_dir), build_options(index_access, tag, base), client=docker_client)
     assert result.plan is not None
     with serving(docker_client, tag) as app:
@@ -113,7 +114,7 @@ def test_a_base_image_without_apxs_gets_apache_installed_by_the_dockerfile(
     docker_client: docker.DockerClient, python_image: str, index_access: IndexAccess, project_dir: Path
 ) -> None:
     write_tree(project_dir, {"wsgi.py": WSGI})
-    tag = "warp-test-apxs:1"
+    tag = f"warp-test-apxs:{TAG}"
     result = build_app_image(detect_app(project_dir), build_options(index_access, tag, python_image), client=docker_client)
     assert "apt-get install" in result.dockerfile and "apache2-dev" in result.dockerfile
     assert any("installed with apt-get" in note for note in result.notes)

@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from tests.cases import write_tree
-from tests.container.image_helpers import WSGI, build_options, get, remove_image, server_base, serving
+from tests.container.image_helpers import TAG, WSGI, build_options, files_in_image, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 from warptasks import image as img
 from warptasks.detect import detect_app
@@ -18,11 +18,11 @@ from warptasks.image_build import build_app_image, build_builder_image, s2i_buil
 
 pytestmark = pytest.mark.container
 
-BUILDER = "warp-test-builder:1"
+BUILDER = f"warp-test-builder:{TAG}"
 
 
 def env_key(client: docker.DockerClient, image: str) -> str:
-    state = client.containers.run(image, ["cat", f"{img.PROJECT}/.warp/state.json"], network_mode="none", remove=True)
+    state = files_in_image(client, image, f"{img.PROJECT}/.warp/state.json")["state.json"]
     return json.loads(state)["env_key"]
 
 
@@ -38,10 +38,10 @@ def test_builder_image_assembles_and_runs_an_app_like_the_s2i_tool_with_the_same
     assert builder.attrs["Config"]["User"] == str(img.USER_ID)
     usage = docker_client.containers.run(BUILDER, network_mode="none", remove=True).decode()
     assert "s2i build" in usage
-    scripts = docker_client.containers.run(BUILDER, ["ls", img.S2I_SCRIPTS], network_mode="none", remove=True).decode()
-    assert scripts.split() == ["assemble", "run", "save-artifacts", "usage"]
+    scripts = files_in_image(docker_client, BUILDER, img.S2I_SCRIPTS)
+    assert sorted(scripts) == [f"s2i/{name}" for name in ("assemble", "run", "save-artifacts", "usage")]
 
-    tag = "warp-test-s2i-app:1"
+    tag = f"warp-test-s2i-app:{TAG}"
     options = build_options(index_access, tag, base)
     first = s2i_build(spec, options, BUILDER, client=docker_client)
     assert "install requirements" in first.log and "install server" in first.log
@@ -51,7 +51,7 @@ def test_builder_image_assembles_and_runs_an_app_like_the_s2i_tool_with_the_same
     assert docker_client.images.get(tag).labels["io.openshift.expose-services"] == "8080:http"
 
     # The same source through warp.s2i makes the same environment: the same plan ran.
-    same = "warp-test-s2i-same:1"
+    same = f"warp-test-s2i-same:{TAG}"
     build_app_image(spec, build_options(index_access, same, base), client=docker_client)
     assert env_key(docker_client, same) == env_key(docker_client, tag)
 

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from tests.cases import write_tree
-from tests.container.image_helpers import WSGI, engine_url, get, remove_image, server_base, serving
+from tests.container.image_helpers import TAG, WSGI, engine_url, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 
 pytestmark = pytest.mark.container
@@ -38,7 +38,7 @@ def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
     docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path
 ) -> None:
     write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n"})
-    tag = "warp-test-cli:1"
+    tag = f"warp-test-cli:{TAG}"
     done = warp("s2i", "--tag", tag, "--base-image", server_base(docker_client), "--no-pull", *index_arguments(index_access),
                 cwd=project_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -51,7 +51,7 @@ def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
 
 
 def test_warp_builder_needs_no_project(docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path) -> None:
-    tag = "warp-test-cli-builder:1"
+    tag = f"warp-test-cli-builder:{TAG}"
     done = warp("builder", "--tag", tag, "--base-image", server_base(docker_client), "--no-pull", "--quiet",
                 *index_arguments(index_access), cwd=project_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

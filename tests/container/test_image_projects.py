@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from tests.cases import write_tree
-from tests.container.image_helpers import WSGI, build_options, get, remove_image, server_base, serving
+from tests.container.image_helpers import TAG, WSGI, build_options, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 from warptasks import image as img
 from warptasks.detect import detect_app
@@ -41,7 +41,7 @@ def test_packaged_and_locked_projects_build_and_serve(
     split: bool,
 ) -> None:
     write_tree(project_dir, files)
-    tag = "warp-test-project:1"
+    tag = f"warp-test-project:{TAG}"
     result = build_app_image(detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)),
                              client=docker_client)
     # A package needs its code to install, so only a locked project gets a dependency layer of its own.

@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from tests.cases import write_tree
-from tests.container.image_helpers import WSGI, build_options, get, remove_image, server_base, serving
+from tests.container.image_helpers import TAG, WSGI, build_options, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.image_build import build_builder_image, s2i_build
@@ -33,7 +33,7 @@ def test_an_s2i_python_builder_project_runs_unchanged(
     spec = detect_app(project_dir)
     assert spec.target == "hello.site:application" and "wsgi_app in gunicorn.conf.py" in spec.why
     base = server_base(docker_client)
-    builder, tag = "warp-test-builder-conventions:1", "warp-test-s2i-conventions:1"
+    builder, tag = f"warp-test-builder-conventions:{TAG}", f"warp-test-s2i-conventions:{TAG}"
     build_builder_image(spec, build_options(index_access, builder, base), client=docker_client)
     result = s2i_build(spec, build_options(index_access, tag, base), builder, client=docker_client)
     assert "install requirements" in result.log
