@@ -307,3 +307,8 @@ def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_th
     assert str(failed.value).startswith("image build failed: step 'install requirements' exited with 2")
     assert failed.value.exit_code == 2 and output[-1] in failed.value.output
     assert ("--network host" in failed.value.hint) == network_hint
+
+
+def test_a_server_chosen_at_build_time_is_remembered_for_warp_start_in_the_image() -> None:
+    assert "ENV INVOKE_WARP_SERVER=gunicorn\n" in img.app_dockerfile(image_build(server="gunicorn"))
+    assert "INVOKE_WARP_SERVER" not in img.app_dockerfile(image_build())

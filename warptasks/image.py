@@ -55,6 +55,7 @@ ALWAYS_EXCLUDED = (
     ".s2iignore",
 )
 IGNORE_FILES = (".dockerignore", ".s2iignore")
+SERVER_VARIABLE = "INVOKE_WARP_SERVER"  # invoke's environment form of the warp.server setting
 
 # Debian packages that let a server install on a base image that lacks them.
 SERVER_SYSTEM_PACKAGES = {
@@ -234,6 +235,7 @@ class ImageBuild:
     # like any Docker build argument, readable in the image's history, so never a secret.
     build_args: tuple[str, ...] = ()
     extra_files: tuple[str, ...] = ()  # paths of files added before anything is installed (a CA bundle)
+    server: str | None = None  # a server chosen with --server, which warp start in the image must be told too
 
 
 def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
@@ -302,10 +304,16 @@ def app_dockerfile(build: ImageBuild) -> str:
         f"COPY --chown={USER_ID}:0 src/ {PROJECT}/",
         f"COPY warp/build/app.sh {WARP_HOME}/build/app.sh",
         f"RUN sh {WARP_HOME}/build/app.sh",
+        *server_env_lines(build.server),
         _labels_line(build.labels),
         f'CMD ["{S2I_SCRIPTS}/run"]',
     ]
     return "\n".join(lines) + "\n"
+
+
+def server_env_lines(server: str | None) -> list[str]:
+    """The server chosen at build time, as the invoke setting ``warp start`` reads (``--server`` is not in the image)."""
+    return [f"ENV {SERVER_VARIABLE}={server}"] if server else []
 
 
 def builder_dockerfile(build: ImageBuild) -> str:

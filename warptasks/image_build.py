@@ -56,6 +56,7 @@ class ImageOptions:
     quiet: bool = False  # do not stream build output (a failing step's output is still shown)
     incremental: bool = False  # --builder: reuse the environment saved by the previous image
     cache: bool = True  # reuse the engine's cached layers
+    server: str | None = None  # the server chosen with --server (the image's warp start must use it too)
 
 
 @dataclass
@@ -377,6 +378,7 @@ def _prepare(
         builder,
         tuple(sorted(options.build_env)),
         tuple(sorted(options.extra_files)),
+        None if builder else options.server,
     )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
     return build, wheel, notes, base_facts
@@ -513,7 +515,8 @@ def s2i_build(
     client = client or engine()
     files = img.context_files(Path(spec.root))
     artifacts = save_artifacts(client, str(name)) if options.incremental else None
-    env_args = [f"{k}={v}" for k, v in sorted(options.build_env.items())]
+    chosen = {img.SERVER_VARIABLE: options.server} if options.server else {}
+    env_args = [f"{k}={v}" for k, v in sorted((options.build_env | chosen).items())]
     # The build environment goes on the command line, not into the container's config: a commit keeps the config.
     command = ["env", *env_args, f"{img.S2I_SCRIPTS}/assemble"]
     try:
@@ -542,7 +545,7 @@ def s2i_build(
                 exit_code=status,
             )
         labels = img.image_labels(spec, img.server_of(spec), git_commit(spec.root), builder=False)
-        changes = [f'CMD ["{img.S2I_SCRIPTS}/run"]', f"USER {img.USER_ID}"]
+        changes = [f'CMD ["{img.S2I_SCRIPTS}/run"]', f"USER {img.USER_ID}", *img.server_env_lines(options.server)]
         changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         committed = container.commit(changes=changes)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from invoke import task
@@ -109,6 +110,8 @@ def s2i(
         options = _options(
             tag, base_image, network, build_env, opts["installer"], quiet, no_pull, no_cache, ca_bundle, incremental
         )
+        if opts["server"]:  # chosen outside the project's files: the image must remember it
+            options = replace(options, server=spec.server)
         if builder:
             result = image_build.s2i_build(spec, options, builder)
         else:

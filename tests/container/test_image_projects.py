@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -49,4 +50,17 @@ def test_packaged_and_locked_projects_build_and_serve(
     with serving(docker_client, tag) as app:
         assert get(app.url + "/") == (200, answer)
         assert "six" in app.exec(f"{img.PROJECT}/.warp/current/bin/python", "-m", "pip", "list")
+    remove_image(docker_client, tag)
+
+
+def test_a_server_chosen_with_the_option_is_the_one_the_image_starts(
+    docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path
+) -> None:
+    write_tree(project_dir, {"wsgi.py": WSGI})
+    tag = f"warp-test-chosen-server:{TAG}"
+    options = replace(build_options(index_access, tag, server_base(docker_client)), server="waitress")
+    build_app_image(detect_app(project_dir, server="waitress"), options, client=docker_client)
+    with serving(docker_client, tag) as app:
+        assert get(app.url + "/") == (200, b"VERSION-1")
+        assert "waitress" in app.container.logs().decode(errors="replace")
     remove_image(docker_client, tag)
