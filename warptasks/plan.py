@@ -532,6 +532,10 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
             "--host", options.host, "--port", str(options.port),
             "--processes", str(processes), "--threads", str(threads),
             "--max-clients", str(max_clients),
+            # Start every Apache worker up front: otherwise mod_wsgi-express starts a fifth of them and a burst of
+            # slow clients (connections that never finish their headers) holds them all for seconds while Apache
+            # spawns more, and normal requests wait (measured by the benchmarks with 200 slow clients).
+            "--initial-workers", "1",
             "--working-directory", home, "--python-path", home,
             "--log-to-terminal", "--startup-log", "--locale", "C.UTF-8",
         )
