@@ -312,3 +312,12 @@ def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_th
 def test_a_server_chosen_at_build_time_is_remembered_for_warp_start_in_the_image() -> None:
     assert "ENV INVOKE_WARP_SERVER=gunicorn\n" in img.app_dockerfile(image_build(server="gunicorn"))
     assert "INVOKE_WARP_SERVER" not in img.app_dockerfile(image_build())
+
+
+def test_s2i_lock_file_settings_are_named_and_an_unlocked_pipfile_is_refused(tmp_path: Path) -> None:
+    lock = '{"_meta": {}, "default": {"six": {"version": "==1.17.0"}}, "develop": {}}'
+    spec = detect(tmp_path / "a", {"wsgi.py": WSGI, "Pipfile.lock": lock, ".s2i/environment": "ENABLE_MICROPIPENV=true\n"})
+    assert spec.dependencies.kind == "Pipfile.lock" and "ENABLE_MICROPIPENV" in spec.dependencies.why
+    with pytest.raises(ConfigError, match="no Pipfile.lock") as raised:
+        detect(tmp_path / "b", {"wsgi.py": WSGI, "Pipfile": "[packages]\nsix = '*'\n", ".s2i/environment": "ENABLE_PIPENV=1\n"})
+    assert "pipenv lock" in raised.value.hint

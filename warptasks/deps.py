@@ -109,11 +109,20 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
     with_setup = setup_py and not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING"))
     if (root / "uv.lock").is_file():
         return Dependencies("uv.lock", ("uv.lock", "pyproject.toml"), "uv.lock pins every package (installed with uv sync --frozen)")
+    # OpenShift's S2I Python builder reads lock files only when one of these is set; here they are always read.
+    flag = next((n for n in ("ENABLE_PIPENV", "ENABLE_MICROPIPENV") if _truthy(environment.get(n))), None)
+    said = f" ({flag} in the environment file, S2I convention)" if flag else ""
     if (root / "poetry.lock").is_file():
         files = ("poetry.lock", "pyproject.toml") if (root / "pyproject.toml").is_file() else ("poetry.lock",)
-        return Dependencies("poetry.lock", files, "poetry.lock pins every package (installed with micropipenv)")
+        return Dependencies("poetry.lock", files, "poetry.lock pins every package (installed with micropipenv)" + said)
     if (root / "Pipfile.lock").is_file():
-        return Dependencies("Pipfile.lock", ("Pipfile.lock",), "Pipfile.lock pins every package (installed with micropipenv)")
+        why = "Pipfile.lock pins every package (installed with micropipenv)" + said
+        return Dependencies("Pipfile.lock", ("Pipfile.lock",), why)
+    if flag == "ENABLE_PIPENV" and (root / "Pipfile").is_file():
+        raise ConfigError(
+            "ENABLE_PIPENV is set and there is a Pipfile, but no Pipfile.lock",
+            "lock it (pipenv lock) and add Pipfile.lock to the project: warptasks installs Pipfiles only from their lock",
+        )
     if (root / "requirements.txt").is_file():
         files = requirement_includes(root, "requirements.txt")
         why = "requirements.txt" + (f" (with {', '.join(files[1:])})" if len(files) > 1 else "")
