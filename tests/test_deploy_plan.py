@@ -274,3 +274,23 @@ def test_prune_keeps_the_newest_good_releases_and_their_environments(tmp_path: P
     assert sorted(os.listdir(tmp_path / "releases")) == ["r4", "r5"]
     assert set(answer["removed"]) == {"r1", "r2", "r3"}
     assert sorted(os.listdir(tmp_path / "shared" / "envs")) == ["e1", "e2"]
+
+
+def test_rsync_sends_exactly_the_release_files_with_the_connections_checks() -> None:
+    from warptasks.deploy_upload import rsync_step, ssh_command
+
+    ssh = ssh_command("deploy", 2222, ["/k/id"], ["/h/.ssh/known_hosts", "/extra hosts"], False, None)
+    assert ssh.startswith("ssh -F /dev/null -o BatchMode=yes")
+    assert "StrictHostKeyChecking=yes" in ssh and "'UserKnownHostsFile=/h/.ssh/known_hosts /extra hosts'" in ssh
+    assert "-l deploy -p 2222 -i /k/id -o IdentitiesOnly=yes" in ssh
+    assert "accept-new" in ssh_command(None, None, [], [], True, "/h/.ssh/config")
+    step = rsync_step("/src/site/", "/tmp/list", "::1", "/srv/a/releases/2", ssh, "/srv/a/releases/1")
+    assert step.argv[-2:] == ("/src/site/", "[::1]:/srv/a/releases/2/")
+    assert "--files-from=/tmp/list" in step.argv and "--from0" in step.argv
+    assert "--copy-dest=/srv/a/releases/1" in step.argv and "changed" in step.why
+    assert "--copy-dest" not in " ".join(rsync_step("/s", "/l", "web1", "/r", ssh, None).argv)
+
+
+def test_unknown_upload_method_is_refused() -> None:
+    with pytest.raises(ConfigError, match="upload method"):
+        deploy_opts(None, upload="ftp")

@@ -35,8 +35,11 @@ from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from typing import Any
 
+from invoke import Context
+from paramiko.ssh_exception import SSHException
+
 from .deploy_hosts import HostTarget, connect, open_checked
-from .deploy_upload import archive, commit_of, content_digest, release_id, source_files
+from .deploy_upload import archive, commit_of, content_digest, release_id, rsync_step, source_files, ssh_command
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import Say, execute, gather_facts, run_step, tail
@@ -70,6 +73,7 @@ DEPLOY_DEFAULTS: dict[str, Any] = {
     "env_file": None,  # local file uploaded as shared/environment (mode 0600)
     "migrate": True,  # run the migrate hook (Django: manage.py migrate) once per deploy
     "force": False,  # deploy even to hosts whose live release is made of the same source
+    "upload": "auto",  # rsync when both ends have it, else an archive over SFTP; or "rsync" / "sftp"
     "systemd": True,  # servers as systemd units where systemd runs (as root); else a process with a pidfile
 }
 
@@ -79,6 +83,15 @@ _SOURCE_SHARED = 'if [ -r "$1" ]; then set -a && . "$1" && set +a; fi && shift &
 
 class DeployFailed(WarpError):
     """A deploy, rollback or status did not complete on some host."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The release's files: their folder, a NUL-separated list of them (for rsync) and an archive (for SFTP)."""
+
+    root: str
+    list_file: str
+    archive: bytes
 
 
 @dataclass
@@ -194,7 +207,13 @@ class HostDeploy:
 
     def connect(self, config: Any) -> None:
         self.conn = connect(self.target, self.opts, config)
-        open_checked(self.conn)
+        try:
+            open_checked(self.conn)
+        except (OSError, EOFError) as error:
+            raise DeployFailed(f"cannot reach {self.target.label} over SSH: {error}") from None
+        except SSHException as error:
+            raise DeployFailed(f"cannot log in to {self.target.label}: {error}",
+                               "check the user and key (--identity, or IdentityFile in ~/.ssh/config)") from None
 
     def lock(self, owner: str) -> None:
         self.phase = "lock"
@@ -219,7 +238,7 @@ class HostDeploy:
             out.write(handle.read())
         sftp.posix_rename(remote + ".tmp", remote)
 
-    def upload(self, rid: str, payload: bytes, wheels: str | None) -> None:
+    def upload(self, rid: str, source: Source, wheels: str | None) -> None:
         self.phase = "upload"
         self.release = rid
         release = self.layout.release(rid)
@@ -227,18 +246,51 @@ class HostDeploy:
         sftp.mkdir(release, 0o755)
         sftp.mkdir(posixpath.join(release, ".warp"), 0o755)
         self.agent("mark", release=rid, values={"status": "uploading"})
-        tarball = posixpath.join(release, ".warp", "source.tar.gz")
-        with sftp.open(tarball, "wb") as out:
-            out.set_pipelined(True)
-            out.write(payload)
-        self.run(Step("unpack", ("tar", "-xzf", tarball, "--no-same-owner", "-C", release), "", "unpack the release"))
-        self.run(Step("unpacked", ("rm", "-f", tarball), "", "remove the archive"))
+        if not self._rsync(source, release):
+            tarball = posixpath.join(release, ".warp", "source.tar.gz")
+            self.say(f"upload: one archive over SFTP ({len(source.archive) // 1024} KiB)")
+            with sftp.open(tarball, "wb") as out:
+                out.set_pipelined(True)
+                out.write(source.archive)
+            self.run(Step("unpack", ("tar", "-xzf", tarball, "--no-same-owner", "-C", release), "", "unpack the release"))
+            self.run(Step("unpacked", ("rm", "-f", tarball), "", "remove the archive"))
         if wheels:
             have = set(self.info.get("wheels", []))
             for name in sorted(os.listdir(wheels)):
                 if name not in have:
                     sftp.put(os.path.join(wheels, name), posixpath.join(self.layout.wheels, name))
         self.upload_env_file()
+
+    def _rsync(self, source: Source, release: str) -> bool:
+        """Send the release with rsync when both ends have it (and ``upload`` allows); False to use SFTP."""
+        mode = self.opts.get("upload") or "auto"
+        if mode == "sftp":
+            return False
+        usable = bool(self.info.get("rsync")) and bool(shutil.which("rsync")) and bool(shutil.which("ssh"))
+        if not usable:
+            if mode == "rsync":
+                raise DeployFailed("rsync was asked for, but it is missing here or on the host",
+                                   "install rsync, or use --upload auto")
+            return False
+        keys = self.conn.connect_kwargs.get("key_filename") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        known = [os.path.expanduser("~/.ssh/known_hosts")] + ([os.path.expanduser(self.opts["known_hosts"])]
+                                                             if self.opts.get("known_hosts") else [])
+        config = os.path.expanduser("~/.ssh/config")
+        ssh = ssh_command(self.conn.user, self.conn.port, keys, known, bool(self.opts.get("accept_unknown_host")),
+                          config if os.path.exists(config) else None)
+        current = self.info.get("current")
+        step = rsync_step(source.root, source.list_file, self.conn.host, release, ssh,
+                          self.layout.release(current) if current else None)
+        self.say(f"upload: {step.why}")
+        result = Context().run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+        if result.exited == 0:
+            return True
+        error = tail(result.stderr or result.stdout, 5)
+        if mode == "auto" and ("Permission denied" in error or "verification failed" in error):
+            self.say(f"upload: rsync's ssh cannot log in ({error.strip().splitlines()[-1]}); using SFTP instead")
+            return False
+        raise DeployFailed(f"rsync failed (exit {result.exited}): {error}")
 
     def build(self, spec: AppSpec, install_env: dict[str, str]) -> None:
         self.phase = "build"
@@ -298,7 +350,8 @@ class HostDeploy:
         self.switched = True
         self.say(f"current -> {self.release}")
         if previous and previous != self.release:
-            self.agent("stop", release=previous, drain=self.opts["drain"])
+            stopped = self.agent("stop", release=previous, drain=self.opts["drain"])
+            self.say(f"old server of {previous}: {stopped['server']} ({stopped['seconds']}s)")
 
     def prune(self) -> None:
         self.phase = "prune"
@@ -411,6 +464,8 @@ def deploy_opts(config: Any, **given: Any) -> dict[str, Any]:
         merged[key] = section.get(key)
     merged.update({k: v for k, v in (section.get("deploy") or {}).items() if v is not None})
     merged.update({k: v for k, v in given.items() if v is not None and v != []})
+    if merged.get("upload") not in ("auto", "rsync", "sftp"):
+        raise ConfigError(f"unknown upload method {merged.get('upload')!r}", "use auto, rsync or sftp")
     if not str(merged["path"]).startswith("/"):
         raise ConfigError(f"deploy path {merged['path']!r} is not absolute", "set an absolute path, e.g. --path /srv/myapp")
     return merged
@@ -426,10 +481,15 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
     rid = release_id(spec.root)
     from . import __version__
 
-    source = content_digest(spec.root, names, __version__, str(opts.get("server")), str(opts.get("wheels")))
-    opts = dict(opts, commit=commit_of(spec.root), source=source)
+    digest = content_digest(spec.root, names, __version__, str(opts.get("server")), str(opts.get("wheels")))
+    opts = dict(opts, commit=commit_of(spec.root), source=digest)
     payload = archive(spec.root, names)
-    say(f"release {rid}: {len(names)} files ({why}), {len(payload) // 1024} KiB")
+    say(f"release {rid}: {len(names)} files ({why}), {len(payload) // 1024} KiB compressed")
+    scratch = tempfile.mkdtemp(prefix="warp-deploy-")
+    list_file = os.path.join(scratch, "files")
+    with open(list_file, "w", encoding="utf-8") as handle:
+        handle.write("\0".join(names) + "\0")
+    source = Source(spec.root, list_file, payload)
     lock = threading.Lock()
 
     def synced(text: str) -> None:
@@ -443,7 +503,7 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
         _parallel(hosts, lambda h: h.lock(owner_label()))
         _stop_unless_partial(hosts, opts)
         for h in hosts:
-            if not h.error and not opts.get("force") and h.same_as_live(source):
+            if not h.error and not opts.get("force") and h.same_as_live(digest):
                 h.unchanged = True
                 h.say(f"unchanged: the live release {h.info['current']} is this source (--force deploys anyway)")
         install_env: dict[str, str] = {}
@@ -453,12 +513,13 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
         need_wheels = [h for h in hosts if not h.error and not h.unchanged
                        and (h.info.get("current_record") or {}).get("deps") != deps]
         if opts["wheels"] and need_wheels:
-            wheels_dir = tempfile.mkdtemp(prefix="warp-wheels-")
+            wheels_dir = os.path.join(scratch, "wheels")
+            os.mkdir(wheels_dir)
             _download_wheels(spec, wheels_dir, need_wheels[0].info, synced)
             from .deploy_wheels import offline_install_env
 
             install_env = offline_install_env(Layout(opts["path"]).wheels)
-        _parallel(hosts, lambda h: h.upload(rid, payload, wheels_dir))
+        _parallel(hosts, lambda h: h.upload(rid, source, wheels_dir))
         _stop_unless_partial(hosts, opts)
         _parallel(hosts, lambda h: h.build(spec, install_env))
         _stop_unless_partial(hosts, opts)
@@ -478,8 +539,7 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
             if h.error:
                 h.abort()
         _parallel_cleanup(hosts)
-        if wheels_dir:
-            shutil.rmtree(wheels_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     say(f"deploy took {time.monotonic() - begin:.1f}s")
     return [_result(h) for h in hosts]
 
@@ -518,8 +578,6 @@ def _stop_unless_partial(hosts: list[HostDeploy], opts: dict[str, Any]) -> None:
 
 
 def _download_wheels(spec: AppSpec, dest: str, host_info: dict[str, Any], say: Say) -> None:
-    from invoke import Context
-
     from .deploy_wheels import download_steps
 
     for step in download_steps(spec, dest, host_info):

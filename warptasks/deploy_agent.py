@@ -357,6 +357,7 @@ def stop(req):
     root, release = req["root"], req["release"]
     pidfile = os.path.join(root, "releases", release, ".warp", "server.pid")
     unit = _record(root, release).get("unit")
+    begin = time.monotonic()
     if unit:
         time.sleep(float(req.get("drain", 0)))
         subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], capture_output=True)
@@ -367,7 +368,7 @@ def stop(req):
         os.unlink(pidfile)
     if req.get("status"):
         _update(root, release, status=req["status"])
-    print(json.dumps({"release": release, "server": state}))
+    print(json.dumps({"release": release, "server": state, "seconds": round(time.monotonic() - begin, 1)}))
 
 
 def mark(req):

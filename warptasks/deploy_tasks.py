@@ -38,6 +38,7 @@ HELP = {
     "no-migrate": "do not run the migrate hook / manage.py migrate",
     "force": "deploy even to hosts whose live release has exactly this source",
     "no-systemd": "run servers as processes with a pidfile even where systemd runs",
+    "upload": "auto (rsync when both ends have it, else an archive over SFTP), rsync or sftp",
 }
 
 
@@ -61,7 +62,7 @@ def _options(c: Any, **given: Any) -> dict[str, Any]:
 @task(iterable=["host"], auto_shortflags=False, help=HELP)
 def deploy(c, host=None, path=None, port=None, listen=None, project=None, server=None, wheels=False, keep=None, health=None,
            health_host=None, allow_partial=False, break_lock=False, identity=None, known_hosts=None, accept_unknown_host=False,
-           env_file=None, python=None, no_migrate=False, force=False, no_systemd=False):
+           env_file=None, python=None, no_migrate=False, force=False, no_systemd=False, upload=None):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from . import deploy as lib
 
@@ -71,7 +72,7 @@ def deploy(c, host=None, path=None, port=None, listen=None, project=None, server
                         health=health, health_host=health_host, allow_partial=_flag(allow_partial), break_lock=_flag(break_lock),
                         identity=identity, known_hosts=known_hosts, accept_unknown_host=_flag(accept_unknown_host),
                         env_file=env_file, python=python, migrate=False if no_migrate else None, force=_flag(force),
-                        systemd=False if no_systemd else None)
+                        systemd=False if no_systemd else None, upload=upload)
         project = project or (c.config.get("warp", {}) or {}).get("project") or "."
         results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
         print(lib.summary(results))

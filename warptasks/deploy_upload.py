@@ -12,12 +12,14 @@ import fnmatch
 import hashlib
 import io
 import os
+import shlex
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 from .detect import UNTRACKED_DIRS
+from .steps import Step
 
 NEVER_SHIPPED = (".env", ".env.*", "*.pyc", "*.pyo")
 
@@ -109,3 +111,39 @@ def archive(root: Path | str, files: list[str]) -> bytes:
             else:
                 tar.addfile(info)
     return buffer.getvalue()
+
+
+def ssh_command(
+    user: str | None,
+    port: int | None,
+    keys: list[str],
+    known_hosts: list[str],
+    accept_unknown: bool,
+    config_file: str | None,
+) -> str:
+    """The ``ssh`` command rsync runs: the same user, port, keys and host-key checks as the SSH connection."""
+    argv = ["ssh", "-F", config_file or "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+    argv += ["-o", f"StrictHostKeyChecking={'accept-new' if accept_unknown else 'yes'}"]
+    if known_hosts:
+        # OpenSSH reads ~/.ssh from the account's passwd entry, paramiko from $HOME: name them.
+        argv += ["-o", "UserKnownHostsFile=" + " ".join(known_hosts)]
+    if user:
+        argv += ["-l", user]
+    if port:
+        argv += ["-p", str(port)]
+    for key in keys:
+        argv += ["-i", key]
+    if keys:
+        argv += ["-o", "IdentitiesOnly=yes"]
+    return shlex.join(argv)
+
+
+def rsync_step(root: str, files_from: str, host: str, release: str, ssh: str, copy_dest: str | None) -> Step:
+    """Send exactly the release's files; with ``copy_dest`` (the live release) only what changed travels."""
+    argv = ["rsync", "-rlpt", "--chmod=Da+rx,Fa+rX,go-w", "--from0", f"--files-from={files_from}", "-e", ssh]
+    if copy_dest:
+        argv.append(f"--copy-dest={copy_dest}")
+    remote = f"[{host}]" if ":" in host else host
+    argv += [f"{root.rstrip('/')}/", f"{remote}:{release}/"]
+    why = "send what changed since the live release (rsync)" if copy_dest else "send the release (rsync)"
+    return Step("rsync", tuple(argv), "", why)

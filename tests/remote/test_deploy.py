@@ -32,13 +32,15 @@ PATH = "/srv/mysite"
 
 
 def free_port_run(count: int = 3) -> int:
-    """A port P with P..P+count-1 free on 127.0.0.1 (the public port and the two backend ports)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65000:
-            continue
+    """A port P with P..P+count-1 free on 127.0.0.1 (the public port and the two backend ports).
+
+    Chosen below the kernel's ephemeral range, where ports handed out for
+    outgoing connections and to other tests' ``bind(0)`` never land.
+    """
+    import random
+
+    for _ in range(500):
+        base = random.randrange(20000, 32000 - count)
         try:
             for port in range(base, base + count):
                 with socket.socket() as s:
@@ -127,6 +129,7 @@ def _sh(host: Any, command: str) -> str:
 
 def test_first_deploy_serves_pages_and_static_files_on_every_host(fleet: Fleet) -> None:
     _ok(fleet.deploy())
+    assert sum("upload: send the release (rsync)" in line for line in fleet.lines) == 2
     assert fleet.served() == ["1", "1"]
     for url in fleet.urls:
         status, css = get(url + "static/site.css")
@@ -165,6 +168,7 @@ def test_second_version_deploys_under_load_without_a_failed_request(fleet: Fleet
     assert load.failures == [], load.failures[:5]
     assert load.ok > 20 and {"1", "2"} <= load.seen
     assert fleet.served() == ["2", "2"]
+    assert sum("upload: send what changed since the live release (rsync)" in line for line in fleet.lines) == 2
     # Same dependencies: the environment of release 1 was reused, nothing reinstalled.
     assert any("skip install requirements" in line for line in fleet.lines)
     for host in fleet.hosts:
@@ -201,9 +205,10 @@ def test_build_failing_on_one_host_switches_no_host(fleet: Fleet) -> None:
     hook.chmod(0o755)
     set_version(fleet.project, "3")
     try:
-        results = fleet.deploy()
+        results = fleet.deploy(upload="sftp")
     finally:
         hook.unlink()
+    assert sum("upload: one archive over SFTP" in line for line in fleet.lines) == 2
     assert [r.ok for r in results] == [False, False]
     assert results[1].phase == "build" and "build broken on purpose" in results[1].message
     assert "not switched" in results[0].message
@@ -217,7 +222,7 @@ def test_failing_health_check_keeps_the_old_release(fleet: Fleet) -> None:
     views = fleet.project / "mysite" / "views.py"
     set_version(fleet.project, "4")
     views.write_text(views.read_text() + "\n\ndef home(request):\n    raise RuntimeError('broken release')\n")
-    results = fleet.deploy(health_timeout=20)
+    results = fleet.deploy(health_timeout=8)
     assert not any(r.ok for r in results)
     assert any(r.phase == "start" and "health check" in r.message for r in results), summary(results)
     assert _live(fleet) == live and fleet.served() == ["1", "1"]
@@ -227,7 +232,7 @@ def test_failing_health_check_keeps_the_old_release(fleet: Fleet) -> None:
 
 
 class CuttingRelay:
-    """A TCP relay to an SSH server that cuts its first connection once ``limit`` bytes went up."""
+    """A TCP relay to an SSH server that cuts the first connection to send more than ``limit`` bytes up."""
 
     def __init__(self, target: tuple[str, int], limit: int) -> None:
         self.target, self.limit = target, limit
@@ -245,8 +250,7 @@ class CuttingRelay:
                 return
             self.connections += 1
             server = socket.create_connection(self.target)
-            cutting = self.connections == 1
-            threading.Thread(target=self._pipe, args=(client, server, cutting), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, cutting: bool) -> None:
@@ -258,7 +262,7 @@ class CuttingRelay:
                     break
                 sink.sendall(data)
                 sent += len(data)
-                if cutting and sent > self.limit:
+                if cutting and sent > self.limit and not self.cut.is_set():
                     self.cut.set()
                     break
         except OSError:
@@ -329,3 +333,23 @@ def test_a_stale_lock_is_broken_only_when_asked(fleet: Fleet) -> None:
     # keep=3: old releases were pruned, and their environments with them.
     releases = _sh(online, f"ls {PATH}/releases").split()
     assert 3 <= len(releases) <= 4
+
+
+def test_a_host_that_is_down_fails_the_deploy_and_no_host_switches(fleet: Fleet) -> None:
+    online, offline = fleet.hosts
+    live = _live(fleet)[fleet.targets[1].label]
+    served = release_served(fleet.urls[1])
+    online.stop()
+    try:
+        set_version(fleet.project, "8")
+        results = fleet.deploy()
+        assert [r.ok for r in results] == [False, False]
+        assert results[0].phase == "connect" and "not switched" in results[1].message
+        assert release_served(fleet.urls[1]) == served
+        assert "cannot reach" in results[0].message
+        assert status(fleet.targets[1:], fleet.opts)[fleet.targets[1].label]["current"] == live
+    finally:
+        online.start()
+    # Back up (its processes did not survive the power cycle): the next deploy brings it back.
+    _ok(fleet.deploy())
+    assert fleet.served() == ["8", "8"]
