@@ -98,6 +98,24 @@ def test_redeploying_the_same_source_changes_nothing_unless_forced(site: Site) -
     assert release_served(site.url) == "1"
 
 
+def test_a_host_named_in_ssh_config_is_reached_by_its_name(site: Site) -> None:
+    ssh = site.home / ".ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    (ssh / "config").write_text(
+        f"Host web-alias\n    HostName {site.host.address}\n    Port {site.host.port}\n    User root\n"
+        f"    IdentityFile {site.host.key_filename}\n"
+    )
+    try:
+        set_version(site.project, "1b")
+        out = _ok(site.run("warp", "deploy", "--host", "web-alias", "--known-hosts", site.known_hosts, "--path", PATH,
+                           "--port", str(site.port), "--listen", "127.0.0.1"))
+        assert "ok   web-alias: live:" in out and "(rsync)" in out
+        assert release_served(site.url) == "1b"
+    finally:
+        (ssh / "config").unlink()
+        set_version(site.project, "1")
+
+
 def test_an_unknown_host_key_is_refused_unless_accepted(site: Site) -> None:
     empty = site.home / "empty_known_hosts"
     empty.write_text("")
