@@ -3,6 +3,7 @@ warpdrive's default, gunicorn's default, and hand-tuned settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from .djangoapp import PROJECT
 from .load import HOST, wait_for_200, wait_port_free
-from .proc import BenchError, Server
+from .proc import BenchError, Server, run
 from .sides import Plain, Warp, Warpdrive
 
 
@@ -53,6 +54,20 @@ def gunicorn(plain: Plain, name: str, args: tuple[str, ...], role: str = "tuned"
 def warp_auto(warp: Warp) -> Config:
     return Config("warp start (automatic)", "mod_wsgi", "auto",
                   lambda port: (warp.start_argv(port), warp.project, dict(warp.env)))
+
+
+def warp_direct(warp: Warp) -> Config:
+    """The exact server command warp start would exec (from `warp plan --json`), run without warp's own checks."""
+
+    def launch(port: int) -> tuple[list[str], str, dict[str, str]]:
+        out = run([*warp.tools.warp, "plan", "--project", warp.project, "--python", warp.tools.python, "--port", str(port),
+                   "--json"], env=warp.env).output
+        step = json.loads(out[out.index("{"):])["start"]["server"]
+        env = {**warp.env, **step["env"]}
+        env["PATH"] = ":".join([*step.get("path", []), env.get("PATH", "/usr/bin:/bin")])
+        return list(step["argv"]), step["cwd"], env
+
+    return Config("warp start's server command, run directly", "mod_wsgi", "diagnostic", launch)
 
 
 def warpdrive_default(wd: Warpdrive) -> Config:
