@@ -152,8 +152,20 @@ def _tree(root: Path, files: dict[str, str]) -> None:
 
 
 def test_outside_git_the_tree_is_shipped_without_envs_secrets_and_ignored_files(tmp_path: Path) -> None:
-    _tree(tmp_path, {"wsgi.py": "", "pkg/a.py": "", ".env": "SECRET=1", ".warp/x": "", ".git/config": "", "media/up.png": "",
-                     "pkg/__pycache__/a.pyc": "", ".gitignore": "media/\n*.log\n", "debug.log": ""})
+    _tree(
+        tmp_path,
+        {
+            "wsgi.py": "",
+            "pkg/a.py": "",
+            ".env": "SECRET=1",
+            ".warp/x": "",
+            ".git/config": "",
+            "media/up.png": "",
+            "pkg/__pycache__/a.pyc": "",
+            ".gitignore": "media/\n*.log\n",
+            "debug.log": "",
+        },
+    )
     files, why = source_files(tmp_path)
     assert files == [".gitignore", "pkg/a.py", "wsgi.py"]
     assert "without" in why
@@ -207,8 +219,17 @@ def test_wheels_for_another_python_version_ask_for_its_binaries(tmp_path: Path) 
 
 def _facts(tmp_path: Path) -> dict[str, Any]:
     python = {"executable": "/usr/bin/python3.11", "version": "3.11", "full_version": "3.11.2", "prefix": "/usr"}
-    return {"python": python, "uv": None, "apxs": "/usr/bin/apxs", "euid": 1000, "cache_home": "/home/u/.cache",
-            "complete_envs": [], "state": None, "current": None, "has_virtualenv": False}
+    return {
+        "python": python,
+        "uv": None,
+        "apxs": "/usr/bin/apxs",
+        "euid": 1000,
+        "cache_home": "/home/u/.cache",
+        "complete_envs": [],
+        "state": None,
+        "current": None,
+        "has_virtualenv": False,
+    }
 
 
 def test_offline_install_reaches_every_install_step_and_not_the_env_key(tmp_path: Path) -> None:

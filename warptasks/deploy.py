@@ -150,8 +150,15 @@ def migrate_step(spec: AppSpec, project: str, env: str, layout: Layout) -> Step 
         return None
     hook = "migrate" in spec.hooks
     cwd = project if hook else posixpath.normpath(posixpath.join(project, spec.home))
-    step = Step("migrate", argv, cwd, "migrate hook" if hook else "Django: manage.py migrate", phase="deploy",
-                env=hook_environment(spec, project, env, "deploy", "migrate"), path=(f"{env}/bin",))
+    step = Step(
+        "migrate",
+        argv,
+        cwd,
+        "migrate hook" if hook else "Django: manage.py migrate",
+        phase="deploy",
+        env=hook_environment(spec, project, env, "deploy", "migrate"),
+        path=(f"{env}/bin",),
+    )
     return with_shared_environment(with_env_hook(spec, "deploy-env", project, step), layout)
 
 
@@ -212,8 +219,10 @@ class HostDeploy:
         except (OSError, EOFError) as error:
             raise DeployFailed(f"cannot reach {self.target.label} over SSH: {error}") from None
         except SSHException as error:
-            raise DeployFailed(f"cannot log in to {self.target.label}: {error}",
-                               "check the user and key (--identity, or IdentityFile in ~/.ssh/config)") from None
+            raise DeployFailed(
+                f"cannot log in to {self.target.label}: {error}",
+                "check the user and key (--identity, or IdentityFile in ~/.ssh/config)",
+            ) from None
 
     def lock(self, owner: str) -> None:
         self.phase = "lock"
@@ -269,21 +278,30 @@ class HostDeploy:
         usable = bool(self.info.get("rsync")) and bool(shutil.which("rsync")) and bool(shutil.which("ssh"))
         if not usable:
             if mode == "rsync":
-                raise DeployFailed("rsync was asked for, but it is missing here or on the host",
-                                   "install rsync, or use --upload auto")
+                raise DeployFailed(
+                    "rsync was asked for, but it is missing here or on the host", "install rsync, or use --upload auto"
+                )
             return False
         keys = self.conn.connect_kwargs.get("key_filename") or []
         keys = [keys] if isinstance(keys, str) else list(keys)
-        known = [os.path.expanduser("~/.ssh/known_hosts")] + ([os.path.expanduser(self.opts["known_hosts"])]
-                                                             if self.opts.get("known_hosts") else [])
+        known = [os.path.expanduser("~/.ssh/known_hosts")] + (
+            [os.path.expanduser(self.opts["known_hosts"])] if self.opts.get("known_hosts") else []
+        )
         config = os.path.expanduser("~/.ssh/config")
-        ssh = ssh_command(self.conn.user, self.conn.port, keys, known, bool(self.opts.get("accept_unknown_host")),
-                          config if os.path.exists(config) else None)
+        ssh = ssh_command(
+            self.conn.user,
+            self.conn.port,
+            keys,
+            known,
+            bool(self.opts.get("accept_unknown_host")),
+            config if os.path.exists(config) else None,
+        )
         current = self.info.get("current")
-        step = rsync_step(source.root, source.list_file, self.conn.host, release, ssh,
-                          self.layout.release(current) if current else None)
+        step = rsync_step(
+            source.root, source.list_file, self.conn.host, release, ssh, self.layout.release(current) if current else None
+        )
         self.say(f"upload: {step.why}")
-        result = Context().run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+        result: Any = Context().run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
         if result.exited == 0:
             return True
         error = tail(result.stderr or result.stdout, 5)
@@ -295,11 +313,21 @@ class HostDeploy:
     def build(self, spec: AppSpec, install_env: dict[str, str]) -> None:
         self.phase = "build"
         project = self.layout.release(self.release)
-        request = {"env_dir": f"{project}/.warp", "envs_dir": self.layout.envs, "uv_candidates": [], "project": project,
-                   "ignore": untracked_dirs(".warp")}
+        request = {
+            "env_dir": f"{project}/.warp",
+            "envs_dir": self.layout.envs,
+            "uv_candidates": [],
+            "project": project,
+            "ignore": untracked_dirs(".warp"),
+        }
         facts = gather_facts(self.conn, self.opts["python"], request)
-        options = BuildOptions(project=project, env_dir=".warp", envs_dir=self.layout.envs,
-                               installer=self.opts.get("installer") or "auto", install_env=install_env)
+        options = BuildOptions(
+            project=project,
+            env_dir=".warp",
+            envs_dir=self.layout.envs,
+            installer=self.opts.get("installer") or "auto",
+            install_env=install_env,
+        )
         plan = plan_build(spec, facts, options)
         quiet = _Quiet(self.conn)
         try:
@@ -309,8 +337,13 @@ class HostDeploy:
             raise
         self.facts = gather_facts(self.conn, self.opts["python"], request)
         self.env = self.facts["current"]
-        values = {"status": "built", "env": self.env, "commit": self.opts.get("commit"), "source": self.opts.get("source"),
-                  "deps": self.opts.get("deps")}
+        values = {
+            "status": "built",
+            "env": self.env,
+            "commit": self.opts.get("commit"),
+            "source": self.opts.get("source"),
+            "deps": self.opts.get("deps"),
+        }
         self.agent("mark", release=self.release, values=values)
 
     def migrate(self, spec: AppSpec) -> None:
@@ -327,9 +360,16 @@ class HostDeploy:
         project = self.layout.release(self.release)
         record = self.info.get("current_record") or {}
         port = backend_port(self.public_port, record.get("port") if self.info.get("current") else None)
-        options = StartOptions(project=project, env_dir=".warp", host="127.0.0.1", port=port,
-                               processes=_int(self.opts.get("processes")), threads=_int(self.opts.get("threads")),
-                               user=self.opts.get("user"), group=self.opts.get("group"))
+        options = StartOptions(
+            project=project,
+            env_dir=".warp",
+            host="127.0.0.1",
+            port=port,
+            processes=_int(self.opts.get("processes")),
+            threads=_int(self.opts.get("threads")),
+            user=self.opts.get("user"),
+            group=self.opts.get("group"),
+        )
         plan = plan_start(spec, self.facts, options)
         before = tuple(with_shared_environment(s, self.layout) for s in plan.before)
         actions.run_checks(_Quiet(self.conn), replace(plan, before=before), say=self.say)
@@ -338,13 +378,23 @@ class HostDeploy:
         self.agent("start", release=self.release, port=port, command=command, systemd=bool(self.opts["systemd"]))
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.opts['health']}")
-        self.agent("health", release=self.release, path=self.opts["health"], host_header=self.opts.get("health_host"),
-                   timeout=self.opts["health_timeout"])
+        self.agent(
+            "health",
+            release=self.release,
+            path=self.opts["health"],
+            host_header=self.opts.get("health_host"),
+            timeout=self.opts["health_timeout"],
+        )
 
     def switch(self) -> None:
         self.phase = "switch"
-        self.agent("proxy", listen=self.target.listen or self.opts["listen"], port=self.public_port, source=PROXY,
-                   systemd=bool(self.opts["systemd"]))
+        self.agent(
+            "proxy",
+            listen=self.target.listen or self.opts["listen"],
+            port=self.public_port,
+            source=PROXY,
+            systemd=bool(self.opts["systemd"]),
+        )
         previous = self.info.get("current")
         self.agent("switch", release=self.release)
         self.switched = True
@@ -510,8 +560,9 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
         deps = _deps_digest(spec)
         opts["deps"] = deps
         # Hosts whose live environment has these dependencies reuse it: nothing to ship.
-        need_wheels = [h for h in hosts if not h.error and not h.unchanged
-                       and (h.info.get("current_record") or {}).get("deps") != deps]
+        need_wheels = [
+            h for h in hosts if not h.error and not h.unchanged and (h.info.get("current_record") or {}).get("deps") != deps
+        ]
         if opts["wheels"] and need_wheels:
             wheels_dir = os.path.join(scratch, "wheels")
             os.mkdir(wheels_dir)
@@ -615,8 +666,9 @@ def status(targets: list[HostTarget], opts: dict[str, Any], *, config: Any = Non
     return answers
 
 
-def rollback(targets: list[HostTarget], opts: dict[str, Any], *, say: Say, to: str | None = None,
-             config: Any = None) -> list[HostResult]:
+def rollback(
+    targets: list[HostTarget], opts: dict[str, Any], *, say: Say, to: str | None = None, config: Any = None
+) -> list[HostResult]:
     """Back to the previous good release on each host: started, checked, switched, the bad one stopped."""
     lock = threading.Lock()
 
@@ -629,17 +681,19 @@ def rollback(targets: list[HostTarget], opts: dict[str, Any], *, say: Say, to: s
     def prepare(h: HostDeploy) -> None:
         h.lock(owner_label() + " rollback")
         state = h.agent("status")
-        h.release = to or _previous_good(state)
-        if not h.release:
+        chosen = to or _previous_good(state)
+        if not chosen:
             raise DeployFailed("no earlier good release to roll back to")
+        h.release = chosen
         record = h.agent("mark", release=h.release, values={})
         if not record.get("command"):
             raise DeployFailed(f"release {h.release} has no recorded server command")
         h.say(f"rolling back {state['current']} -> {h.release}")
         h.agent("start", release=h.release, port=record["port"], command=record["command"], systemd=bool(opts["systemd"]))
         h.started = True
-        h.agent("health", release=h.release, path=opts["health"], host_header=opts.get("health_host"),
-                timeout=opts["health_timeout"])
+        h.agent(
+            "health", release=h.release, path=opts["health"], host_header=opts.get("health_host"), timeout=opts["health_timeout"]
+        )
 
     def finish(h: HostDeploy) -> None:
         previous = h.info.get("current")

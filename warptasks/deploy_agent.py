@@ -142,8 +142,10 @@ def lock(req):
             if time.monotonic() >= deadline:
                 _fail("deploy lock held by {} since {}".format(holder.get("owner"), holder.get("since", "?")), 3, holder=holder)
             time.sleep(0.5)
-    _write(os.path.join(path, "owner.json"), json.dumps({"owner": req["owner"], "token": req["token"],
-                                                          "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+    _write(
+        os.path.join(path, "owner.json"),
+        json.dumps({"owner": req["owner"], "token": req["token"], "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}),
+    )
     print(json.dumps({"locked": True, "info": _info(req)}))
 
 
@@ -216,8 +218,10 @@ def _unit_start(root, prefix, instance, command, log, what):
     """Run ``command`` as ``warp-<path>-<prefix>@<instance>``: started now, and again at boot."""
     run = os.path.join(root, "shared", "run")
     os.makedirs(run, mode=0o755, exist_ok=True)
-    _write(os.path.join(run, f"{prefix}-{instance}.sh"),
-           f"exec >>{shlex.quote(log)} 2>&1 </dev/null\nexec sh -c {shlex.quote(command)}\n")
+    _write(
+        os.path.join(run, f"{prefix}-{instance}.sh"),
+        f"exec >>{shlex.quote(log)} 2>&1 </dev/null\nexec sh -c {shlex.quote(command)}\n",
+    )
     template = f"warp-{_slug(root)}-{prefix}@.service"
     path = os.path.join("/etc/systemd/system", template)
     text = UNIT.format(root=root, prefix=prefix, what=what)
@@ -264,8 +268,9 @@ def start(req):
         with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
             # A new session: the server outlives this SSH command and its
             # process group can be stopped as a whole (Apache's workers too).
-            proc = subprocess.Popen(["sh", "-c", req["command"]], stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd="/")
+            proc = subprocess.Popen(
+                ["sh", "-c", req["command"]], stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
+            )
         pid = proc.pid
     _write(pidfile, str(pid))
     _update(root, release, port=port, pid=pid, log=log, status="started", unit=unit)
@@ -414,8 +419,15 @@ def status(req):
     for name in _releases(root):
         record = _record(root, name)
         pid = _server_pid(root, name)
-        releases.append({"id": name, "status": record.get("status", "incomplete"), "port": record.get("port"),
-                         "pid": pid if _alive(pid) else None, "commit": record.get("commit")})
+        releases.append(
+            {
+                "id": name,
+                "status": record.get("status", "incomplete"),
+                "port": record.get("port"),
+                "pid": pid if _alive(pid) else None,
+                "commit": record.get("commit"),
+            }
+        )
     proxy = _json(os.path.join(root, "shared", "proxy.json")) or {}
     proxy["running"] = _alive(_proxy_pid(os.path.join(root, "shared"), proxy))
     answer = None
@@ -424,8 +436,9 @@ def status(req):
             answer = _get("http://127.0.0.1:{}{}".format(proxy["port"], req.get("path", "/")), req.get("host_header"), 5)
         except (OSError, ValueError) as error:
             answer = str(getattr(error, "reason", error))
-    print(json.dumps({"current": current, "releases": releases, "proxy": proxy, "health": answer,
-                      "hostname": socket.gethostname()}))
+    print(
+        json.dumps({"current": current, "releases": releases, "proxy": proxy, "health": answer, "hostname": socket.gethostname()})
+    )
 
 
 def _proxy_pid(shared, record):

@@ -60,19 +60,57 @@ def _options(c: Any, **given: Any) -> dict[str, Any]:
 
 
 @task(iterable=["host"], auto_shortflags=False, help=HELP)
-def deploy(c, host=None, path=None, port=None, listen=None, project=None, server=None, wheels=False, keep=None, health=None,
-           health_host=None, allow_partial=False, break_lock=False, identity=None, known_hosts=None, accept_unknown_host=False,
-           env_file=None, python=None, no_migrate=False, force=False, no_systemd=False, upload=None):
+def deploy(
+    c,
+    host=None,
+    path=None,
+    port=None,
+    listen=None,
+    project=None,
+    server=None,
+    wheels=False,
+    keep=None,
+    health=None,
+    health_host=None,
+    allow_partial=False,
+    break_lock=False,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    env_file=None,
+    python=None,
+    no_migrate=False,
+    force=False,
+    no_systemd=False,
+    upload=None,
+):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from . import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
-        opts = _options(c, path=path, port=_num(port), listen=listen, server=server, wheels=_flag(wheels), keep=_num(keep),
-                        health=health, health_host=health_host, allow_partial=_flag(allow_partial), break_lock=_flag(break_lock),
-                        identity=identity, known_hosts=known_hosts, accept_unknown_host=_flag(accept_unknown_host),
-                        env_file=env_file, python=python, migrate=False if no_migrate else None, force=_flag(force),
-                        systemd=False if no_systemd else None, upload=upload)
+        opts = _options(
+            c,
+            path=path,
+            port=_num(port),
+            listen=listen,
+            server=server,
+            wheels=_flag(wheels),
+            keep=_num(keep),
+            health=health,
+            health_host=health_host,
+            allow_partial=_flag(allow_partial),
+            break_lock=_flag(break_lock),
+            identity=identity,
+            known_hosts=known_hosts,
+            accept_unknown_host=_flag(accept_unknown_host),
+            env_file=env_file,
+            python=python,
+            migrate=False if no_migrate else None,
+            force=_flag(force),
+            systemd=False if no_systemd else None,
+            upload=upload,
+        )
         project = project or (c.config.get("warp", {}) or {}).get("project") or "."
         results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
         print(lib.summary(results))
@@ -84,15 +122,33 @@ _REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "a
 
 
 @task(iterable=["host"], auto_shortflags=False, help={k: HELP[k] for k in _REACH} | {"json": "print JSON"})
-def status(c, host=None, path=None, health=None, health_host=None, identity=None, known_hosts=None, accept_unknown_host=False,
-           python=None, json=False):
+def status(
+    c,
+    host=None,
+    path=None,
+    health=None,
+    health_host=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    json=False,
+):
     """Each host's live release, its server's pid, the front proxy, and what the app answers."""
     from . import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
-        opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
-                        accept_unknown_host=_flag(accept_unknown_host), python=python)
+        opts = _options(
+            c,
+            path=path,
+            health=health,
+            health_host=health_host,
+            identity=identity,
+            known_hosts=known_hosts,
+            accept_unknown_host=_flag(accept_unknown_host),
+            python=python,
+        )
         answers = lib.status(targets, opts, config=_fabric_config(c))
         if json:
             print(jsonlib.dumps(answers, indent=2))
@@ -103,18 +159,44 @@ def status(c, host=None, path=None, health=None, health_host=None, identity=None
             raise Exit("warp: error: status could not be read from every host", code=1)
 
 
-@task(iterable=["host"], auto_shortflags=False,
-      help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")} | {"to": "the release id to go back to"})
-def rollback(c, host=None, path=None, to=None, health=None, health_host=None, identity=None, known_hosts=None,
-             accept_unknown_host=False, python=None, break_lock=False, allow_partial=False, no_systemd=False):
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")} | {"to": "the release id to go back to"},
+)
+def rollback(
+    c,
+    host=None,
+    path=None,
+    to=None,
+    health=None,
+    health_host=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    break_lock=False,
+    allow_partial=False,
+    no_systemd=False,
+):
     """Go back to the previous good release: started, health-checked, then switched."""
     from . import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
-        opts = _options(c, path=path, health=health, health_host=health_host, identity=identity, known_hosts=known_hosts,
-                        accept_unknown_host=_flag(accept_unknown_host), python=python, break_lock=_flag(break_lock),
-                        allow_partial=_flag(allow_partial), systemd=False if no_systemd else None)
+        opts = _options(
+            c,
+            path=path,
+            health=health,
+            health_host=health_host,
+            identity=identity,
+            known_hosts=known_hosts,
+            accept_unknown_host=_flag(accept_unknown_host),
+            python=python,
+            break_lock=_flag(break_lock),
+            allow_partial=_flag(allow_partial),
+            systemd=False if no_systemd else None,
+        )
         results = lib.rollback(targets, opts, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
         print(lib.summary(results))
         if not all(r.ok for r in results):
@@ -144,8 +226,10 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
     if live:
         lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
-    lines.append(f"  public {proxy.get('listen')}:{proxy.get('port')} ({'running' if proxy.get('running') else 'NOT RUNNING'}),"
-                 f" health: {state.get('health')}")
+    lines.append(
+        f"  public {proxy.get('listen')}:{proxy.get('port')} ({'running' if proxy.get('running') else 'NOT RUNNING'}),"
+        f" health: {state.get('health')}"
+    )
     for r in state["releases"]:
         lines.append(f"  {'*' if r['id'] == state['current'] else ' '} {r['id']} {r['status']}")
     return "\n".join(lines)

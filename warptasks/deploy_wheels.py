@@ -58,15 +58,33 @@ def download_steps(spec: AppSpec, dest: str, host: dict[str, Any], python: str =
     if host["python"] != local:
         machine = host.get("machine") or "x86_64"
         abi = "cp" + host["python"].replace(".", "")
-        target = ("--only-binary=:all:", "--python-version", host["python"], "--implementation", "cp", "--abi", abi,
-                  "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_28_{machine}",
-                  "--platform", f"linux_{machine}")
+        target = (
+            "--only-binary=:all:",
+            "--python-version",
+            host["python"],
+            "--implementation",
+            "cp",
+            "--abi",
+            abi,
+            "--platform",
+            f"manylinux2014_{machine}",
+            "--platform",
+            f"manylinux_2_28_{machine}",
+            "--platform",
+            f"linux_{machine}",
+        )
         target += ("--abi", "abi3", "--abi", "none")
     steps = [Step("download dependencies", pip + target + args, "", "wheels of the app's dependencies and server for the host")]
     steps.append(Step("download build tools", pip + target + BUILD_BACKEND, "", "what building a source package needs, offline"))
     if source:
-        steps.append(Step("download server source", pip + ("--no-deps", "--no-binary", ":all:") + source, "",
-                          f"{', '.join(source)} is compiled on the host, against its Python and Apache"))
+        steps.append(
+            Step(
+                "download server source",
+                pip + ("--no-deps", "--no-binary", ":all:") + source,
+                "",
+                f"{', '.join(source)} is compiled on the host, against its Python and Apache",
+            )
+        )
     return steps
 
 

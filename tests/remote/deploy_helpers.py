@@ -17,14 +17,14 @@ import django
 
 DJANGO = f"Django=={django.__version__}"
 
-VIEWS = '''from django.http import HttpResponse
+VIEWS = """from django.http import HttpResponse
 
 VERSION = "{version}"
 
 
 def home(request):
     return HttpResponse("release " + VERSION + "\\n", content_type="text/plain")
-'''
+"""
 
 MIGRATE_HOOK = """#!/bin/bash
 # Counts how often the deploy migrates: once per deploy, on one host.

@@ -105,8 +105,16 @@ def fleet() -> Iterator[Fleet]:
         secrets_file.write_text("SECRET_TOKEN=only-on-the-host\n")
         project = make_django_project(workdir / "site", "1")
         (project / ".env").write_text("NEVER=shipped\n")
-        opts = deploy_opts(None, path=PATH, identity=online.key_filename, known_hosts=online.known_hosts, wheels=True,
-                           env_file=str(secrets_file), keep=3, drain=1)
+        opts = deploy_opts(
+            None,
+            path=PATH,
+            identity=online.key_filename,
+            known_hosts=online.known_hosts,
+            wheels=True,
+            env_file=str(secrets_file),
+            keep=3,
+            drain=1,
+        )
         urls = [f"http://127.0.0.1:{port}/", f"http://{offline.address}:8080/"]
         yield Fleet(hosts, targets, urls, project, opts)
     finally:

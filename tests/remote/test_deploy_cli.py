@@ -45,13 +45,22 @@ class Site:
     def run(self, program: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         # HOME is a fresh folder: nothing from this machine's ~/.ssh is used.
         env = {**os.environ, "HOME": str(self.home)}
-        return subprocess.run([os.path.join(BIN, program), *args], cwd=cwd or self.project, capture_output=True, text=True,
-                              timeout=900, env=env)
+        return subprocess.run(
+            [os.path.join(BIN, program), *args], cwd=cwd or self.project, capture_output=True, text=True, timeout=900, env=env
+        )
 
     def reach(self, known_hosts: str | None = None) -> list[str]:
         host = self.host
-        return ["--host", host.host_string, "--identity", host.key_filename, "--known-hosts", known_hosts or self.known_hosts,
-                "--path", PATH]
+        return [
+            "--host",
+            host.host_string,
+            "--identity",
+            host.key_filename,
+            "--known-hosts",
+            known_hosts or self.known_hosts,
+            "--path",
+            PATH,
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +116,22 @@ def test_a_host_named_in_ssh_config_is_reached_by_its_name(site: Site) -> None:
     )
     try:
         set_version(site.project, "1b")
-        out = _ok(site.run("warp", "deploy", "--host", "web-alias", "--known-hosts", site.known_hosts, "--path", PATH,
-                           "--port", str(site.port), "--listen", "127.0.0.1"))
+        out = _ok(
+            site.run(
+                "warp",
+                "deploy",
+                "--host",
+                "web-alias",
+                "--known-hosts",
+                site.known_hosts,
+                "--path",
+                PATH,
+                "--port",
+                str(site.port),
+                "--listen",
+                "127.0.0.1",
+            )
+        )
         assert "ok   web-alias: live:" in out and "(rsync)" in out
         assert release_served(site.url) == "1b"
     finally:

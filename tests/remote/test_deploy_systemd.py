@@ -42,9 +42,15 @@ class SystemdHost:
         self.keys = session_keys()
         self.known_hosts = str(workdir / "known_hosts")
         self.container = client.containers.run(
-            systemd_image(client), ["/lib/systemd/systemd"], detach=True, network_mode="bridge", dns=["127.0.0.1"],
-            tmpfs={"/run": "", "/run/lock": ""}, volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
-            environment={"container": "docker"}, stop_signal="SIGRTMIN+3",
+            systemd_image(client),
+            ["/lib/systemd/systemd"],
+            detach=True,
+            network_mode="bridge",
+            dns=["127.0.0.1"],
+            tmpfs={"/run": "", "/run/lock": ""},
+            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+            environment={"container": "docker"},
+            stop_signal="SIGRTMIN+3",
             labels={LABEL: "ssh-host", SESSION_LABEL: str(os.getpid())},
         )
         self.boot()
