@@ -225,15 +225,32 @@ def test_build_failing_on_one_host_switches_no_host(fleet: Fleet) -> None:
     assert {r["id"]: r["status"] for r in state["releases"]}[results[0].release] == "failed"
 
 
-def test_failing_health_check_keeps_the_old_release(fleet: Fleet) -> None:
+def test_allow_partial_switches_the_hosts_that_succeeded(fleet: Fleet) -> None:
     live = _live(fleet)
+    hook = fleet.project / ".warpdrive" / "action_hooks" / "build"
+    hook.write_text(FAIL_ON_HOST.format(name=fleet.hosts[1].name))
+    hook.chmod(0o755)
+    set_version(fleet.project, "3b")
+    try:
+        results = fleet.deploy(allow_partial=True)
+    finally:
+        hook.unlink()
+    assert [r.ok for r in results] == [True, False]
+    assert fleet.served() == ["3b", "1"]
+    after = _live(fleet)
+    assert after[fleet.targets[0].label] != live[fleet.targets[0].label]
+    assert after[fleet.targets[1].label] == live[fleet.targets[1].label]
+
+
+def test_failing_health_check_keeps_the_old_release(fleet: Fleet) -> None:
+    live, served = _live(fleet), fleet.served()
     views = fleet.project / "mysite" / "views.py"
     set_version(fleet.project, "4")
     views.write_text(views.read_text() + "\n\ndef home(request):\n    raise RuntimeError('broken release')\n")
     results = fleet.deploy(health_timeout=8)
     assert not any(r.ok for r in results)
     assert any(r.phase == "start" and "health check" in r.message for r in results), summary(results)
-    assert _live(fleet) == live and fleet.served() == ["1", "1"]
+    assert _live(fleet) == live and fleet.served() == served
     for state in fleet.state().values():
         failed = [r for r in state["releases"] if r["status"] == "failed"]
         assert failed and all(r["pid"] is None for r in failed)
@@ -288,7 +305,7 @@ class CuttingRelay:
 
 def test_connection_cut_during_upload_keeps_the_old_release(fleet: Fleet) -> None:
     online = fleet.hosts[0]
-    live = _live(fleet)[fleet.targets[0].label]
+    live, served = _live(fleet)[fleet.targets[0].label], release_served(fleet.urls[0])
     set_version(fleet.project, "5")
     blob = fleet.project / "assets" / "blob.bin"
     blob.write_bytes(os.urandom(4 * 1024 * 1024))
@@ -305,7 +322,7 @@ def test_connection_cut_during_upload_keeps_the_old_release(fleet: Fleet) -> Non
     assert relay.cut.is_set()
     assert not results[0].ok and results[0].phase == "upload", summary(results)
     assert _live(fleet)[fleet.targets[0].label] == live
-    assert release_served(fleet.urls[0]) == "1"
+    assert release_served(fleet.urls[0]) == served
     # The lock was given back (over a new connection), so the next deploy goes through.
     _ok(fleet.deploy())
     assert fleet.served() == ["5", "5"]
