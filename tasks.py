@@ -38,7 +38,7 @@ def test(c, fast=False, k=None, tier=None):
 def lint(c):
     """ruff (lint and format check) and mypy over the library."""
     c.run(f"{_quote(sys.executable)} -m ruff check warptasks tests tasks.py")
-    c.run(f"{_quote(sys.executable)} -m ruff format --check warptasks tasks.py")
+    c.run(f"{_quote(sys.executable)} -m ruff format --check warptasks tests tasks.py")
     c.run(f"{_quote(sys.executable)} -m mypy warptasks")
 
 

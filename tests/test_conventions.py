@@ -14,11 +14,11 @@ from warptasks.errors import ConfigError
 ENVIRONMENT_CASES = [
     pytest.param("A=1\n", {"A": "1"}, id="plain"),
     pytest.param("export A=1\nexport  B=2\n", {"A": "1", "B": "2"}, id="export"),
-    pytest.param('A="x y"\nB=\'single $q\'\n', {"A": "x y", "B": "single $q"}, id="quotes-removed"),
-    pytest.param("A=\"unbalanced\nB='x\"\n", {"A": '"unbalanced', "B": "'x\""}, id="unbalanced-quotes-kept"),
+    pytest.param("A=\"x y\"\nB='single $q'\n", {"A": "x y", "B": "single $q"}, id="quotes-removed"),
+    pytest.param('A="unbalanced\nB=\'x"\n', {"A": '"unbalanced', "B": "'x\""}, id="unbalanced-quotes-kept"),
     pytest.param("# a comment\n\n   \n  B = 2  \n#C=3\n", {"B": "2"}, id="comments-blanks-spaces"),
     pytest.param("URL=postgres://u:p@h/db?x=1\n", {"URL": "postgres://u:p@h/db?x=1"}, id="equals-in-value"),
-    pytest.param("EMPTY=\nQUOTED=\"\"\n", {"EMPTY": "", "QUOTED": ""}, id="empty-values"),
+    pytest.param('EMPTY=\nQUOTED=""\n', {"EMPTY": "", "QUOTED": ""}, id="empty-values"),
     pytest.param("A=$HOME/x\nB=`id`\n", {"A": "$HOME/x", "B": "`id`"}, id="no-expansion"),
     pytest.param("A=1\nA=2\n", {"A": "2"}, id="later-line-wins"),
     pytest.param("_private9=x\n", {"_private9": "x"}, id="underscore-and-digits"),
@@ -63,21 +63,44 @@ def test_no_environment_files_is_empty(tmp_path: Path) -> None:
 # files -> (hooks, executable)
 HOOK_CASES = [
     pytest.param({}, ({}, {}), id="none"),
-    pytest.param({".warpdrive/action_hooks/build": Exe()}, ({"build": ".warpdrive/action_hooks/build"}, {"build": True}),
-                 id="warpdrive-executable"),
-    pytest.param({".s2i/action_hooks/pre_build": "echo\n"}, ({"pre-build": ".s2i/action_hooks/pre_build"}, {"pre-build": False}),
-                 id="s2i-underscore-not-executable"),
-    pytest.param({".s2i/action_hooks/deploy_env": "", ".s2i/action_hooks/build_env": Exe()},
-                 ({"build-env": ".s2i/action_hooks/build_env", "deploy-env": ".s2i/action_hooks/deploy_env"},
-                  {"build-env": True, "deploy-env": False}), id="env-hooks-underscore"),
-    pytest.param({".warpdrive/action_hooks/build": "", ".s2i/action_hooks/build": Exe()},
-                 ({"build": ".warpdrive/action_hooks/build"}, {"build": False}), id="warpdrive-beats-s2i"),
-    pytest.param({".warpdrive/action_hooks/deploy_env": "", ".s2i/action_hooks/deploy-env": ""},
-                 ({"deploy-env": ".warpdrive/action_hooks/deploy_env"}, {"deploy-env": False}), id="folder-beats-spelling"),
-    pytest.param({".warpdrive/action_hooks/pre-build": "", ".warpdrive/action_hooks/pre_build": ""},
-                 ({"pre-build": ".warpdrive/action_hooks/pre-build"}, {"pre-build": False}), id="dash-spelling-first"),
-    pytest.param({".warpdrive/action_hooks/post-build": Exe(), ".warpdrive/action_hooks/deploy/": ""}, ({}, {}),
-                 id="unknown-names-and-folders-ignored"),
+    pytest.param(
+        {".warpdrive/action_hooks/build": Exe()},
+        ({"build": ".warpdrive/action_hooks/build"}, {"build": True}),
+        id="warpdrive-executable",
+    ),
+    pytest.param(
+        {".s2i/action_hooks/pre_build": "echo\n"},
+        ({"pre-build": ".s2i/action_hooks/pre_build"}, {"pre-build": False}),
+        id="s2i-underscore-not-executable",
+    ),
+    pytest.param(
+        {".s2i/action_hooks/deploy_env": "", ".s2i/action_hooks/build_env": Exe()},
+        (
+            {"build-env": ".s2i/action_hooks/build_env", "deploy-env": ".s2i/action_hooks/deploy_env"},
+            {"build-env": True, "deploy-env": False},
+        ),
+        id="env-hooks-underscore",
+    ),
+    pytest.param(
+        {".warpdrive/action_hooks/build": "", ".s2i/action_hooks/build": Exe()},
+        ({"build": ".warpdrive/action_hooks/build"}, {"build": False}),
+        id="warpdrive-beats-s2i",
+    ),
+    pytest.param(
+        {".warpdrive/action_hooks/deploy_env": "", ".s2i/action_hooks/deploy-env": ""},
+        ({"deploy-env": ".warpdrive/action_hooks/deploy_env"}, {"deploy-env": False}),
+        id="folder-beats-spelling",
+    ),
+    pytest.param(
+        {".warpdrive/action_hooks/pre-build": "", ".warpdrive/action_hooks/pre_build": ""},
+        ({"pre-build": ".warpdrive/action_hooks/pre-build"}, {"pre-build": False}),
+        id="dash-spelling-first",
+    ),
+    pytest.param(
+        {".warpdrive/action_hooks/post-build": Exe(), ".warpdrive/action_hooks/deploy/": ""},
+        ({}, {}),
+        id="unknown-names-and-folders-ignored",
+    ),
 ]
 
 

@@ -17,43 +17,79 @@ EVERY_LOCK = {"uv.lock": "", "poetry.lock": "", "Pipfile.lock": "{}", "requireme
 
 # tree, environment -> expected Dependencies fields
 KIND_CASES = [
-    pytest.param(EVERY_LOCK, {}, {"kind": "uv.lock", "files": ("uv.lock", "pyproject.toml"), "install_project": False},
-                 id="uv.lock-first"),
-    pytest.param({**EVERY_LOCK, "uv.lock": None}, {}, {"kind": "poetry.lock", "files": ("poetry.lock", "pyproject.toml")},
-                 id="poetry.lock-second"),
+    pytest.param(
+        EVERY_LOCK, {}, {"kind": "uv.lock", "files": ("uv.lock", "pyproject.toml"), "install_project": False}, id="uv.lock-first"
+    ),
+    pytest.param(
+        {**EVERY_LOCK, "uv.lock": None},
+        {},
+        {"kind": "poetry.lock", "files": ("poetry.lock", "pyproject.toml")},
+        id="poetry.lock-second",
+    ),
     pytest.param({"poetry.lock": ""}, {}, {"kind": "poetry.lock", "files": ("poetry.lock",)}, id="poetry.lock-alone"),
-    pytest.param({"Pipfile.lock": "{}", "requirements.txt": "", "setup.py": ""}, {},
-                 {"kind": "Pipfile.lock", "files": ("Pipfile.lock",)},
-                 id="Pipfile.lock-beats-requirements"),
-    pytest.param({"requirements.txt": "flask\n", "pyproject.toml": BUILD_SYSTEM}, {},
-                 {"kind": "requirements.txt", "files": ("requirements.txt",), "install_project": False},
-                 id="requirements-beats-pyproject"),
-    pytest.param({"pyproject.toml": BUILD_SYSTEM}, {},
-                 {"kind": "pyproject.toml", "files": ("pyproject.toml",), "install_project": True, "packages": ()},
-                 id="pyproject-with-build-system-installs-the-project"),
-    pytest.param({"pyproject.toml": NO_BUILD_SYSTEM}, {},
-                 {"kind": "pyproject.toml", "install_project": False, "packages": ("flask>=3", "requests")},
-                 id="pyproject-without-build-system-installs-its-dependencies"),
-    pytest.param({"pyproject.toml": "[tool.black]\nline-length = 100\n"}, {},
-                 {"kind": "pyproject.toml", "install_project": False, "packages": ()}, id="pyproject-tool-config-only"),
-    pytest.param({"pyproject.toml": NO_BUILD_SYSTEM, "setup.py": ""}, {}, {"kind": "pyproject.toml", "install_project": True},
-                 id="pyproject-with-setup.py-installs-the-project"),
-    pytest.param({"pyproject.toml": NO_BUILD_SYSTEM, "setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "1"},
-                 {"kind": "pyproject.toml", "install_project": False, "packages": ("flask>=3", "requests")},
-                 id="pyproject-with-setup.py-processing-disabled"),
+    pytest.param(
+        {"Pipfile.lock": "{}", "requirements.txt": "", "setup.py": ""},
+        {},
+        {"kind": "Pipfile.lock", "files": ("Pipfile.lock",)},
+        id="Pipfile.lock-beats-requirements",
+    ),
+    pytest.param(
+        {"requirements.txt": "flask\n", "pyproject.toml": BUILD_SYSTEM},
+        {},
+        {"kind": "requirements.txt", "files": ("requirements.txt",), "install_project": False},
+        id="requirements-beats-pyproject",
+    ),
+    pytest.param(
+        {"pyproject.toml": BUILD_SYSTEM},
+        {},
+        {"kind": "pyproject.toml", "files": ("pyproject.toml",), "install_project": True, "packages": ()},
+        id="pyproject-with-build-system-installs-the-project",
+    ),
+    pytest.param(
+        {"pyproject.toml": NO_BUILD_SYSTEM},
+        {},
+        {"kind": "pyproject.toml", "install_project": False, "packages": ("flask>=3", "requests")},
+        id="pyproject-without-build-system-installs-its-dependencies",
+    ),
+    pytest.param(
+        {"pyproject.toml": "[tool.black]\nline-length = 100\n"},
+        {},
+        {"kind": "pyproject.toml", "install_project": False, "packages": ()},
+        id="pyproject-tool-config-only",
+    ),
+    pytest.param(
+        {"pyproject.toml": NO_BUILD_SYSTEM, "setup.py": ""},
+        {},
+        {"kind": "pyproject.toml", "install_project": True},
+        id="pyproject-with-setup.py-installs-the-project",
+    ),
+    pytest.param(
+        {"pyproject.toml": NO_BUILD_SYSTEM, "setup.py": ""},
+        {"DISABLE_SETUP_PY_PROCESSING": "1"},
+        {"kind": "pyproject.toml", "install_project": False, "packages": ("flask>=3", "requests")},
+        id="pyproject-with-setup.py-processing-disabled",
+    ),
     pytest.param({"setup.py": ""}, {}, {"kind": "setup.py", "files": ("setup.py",), "install_project": True}, id="setup.py"),
-    pytest.param({"setup.cfg": "", "setup.py": ""}, {}, {"kind": "setup.py", "files": ("setup.py", "setup.cfg")},
-                 id="setup.cfg-too"),
-    pytest.param({"setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "true"}, {"kind": "none", "files": ()},
-                 id="setup.py-disabled"),
+    pytest.param(
+        {"setup.cfg": "", "setup.py": ""}, {}, {"kind": "setup.py", "files": ("setup.py", "setup.cfg")}, id="setup.cfg-too"
+    ),
+    pytest.param(
+        {"setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "true"}, {"kind": "none", "files": ()}, id="setup.py-disabled"
+    ),
     pytest.param({"setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "false"}, {"kind": "setup.py"}, id="setup.py-disable-false"),
     pytest.param({"setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "0"}, {"kind": "setup.py"}, id="setup.py-disable-0"),
-    pytest.param({"requirements.txt": "", "setup.py": ""}, {},
-                 {"kind": "requirements.txt", "files": ("requirements.txt", "setup.py"), "install_project": True},
-                 id="requirements-then-setup.py"),
-    pytest.param({"requirements.txt": "", "setup.py": ""}, {"DISABLE_SETUP_PY_PROCESSING": "yes"},
-                 {"kind": "requirements.txt", "files": ("requirements.txt",), "install_project": False},
-                 id="requirements-setup.py-disabled"),
+    pytest.param(
+        {"requirements.txt": "", "setup.py": ""},
+        {},
+        {"kind": "requirements.txt", "files": ("requirements.txt", "setup.py"), "install_project": True},
+        id="requirements-then-setup.py",
+    ),
+    pytest.param(
+        {"requirements.txt": "", "setup.py": ""},
+        {"DISABLE_SETUP_PY_PROCESSING": "yes"},
+        {"kind": "requirements.txt", "files": ("requirements.txt",), "install_project": False},
+        id="requirements-setup.py-disabled",
+    ),
     pytest.param({"README.md": ""}, {}, {"kind": "none", "files": (), "install_project": False}, id="nothing"),
 ]
 
@@ -78,23 +114,48 @@ def test_invalid_pyproject_is_a_config_error(tmp_path: Path) -> None:
 # requirement files -> every file read, in reading order
 INCLUDE_CASES = [
     pytest.param({"requirements.txt": "flask\n"}, ("requirements.txt",), id="no-includes"),
-    pytest.param({"requirements.txt": "-r base.txt\n-c constraints.txt\nflask\n", "base.txt": "", "constraints.txt": ""},
-                 ("requirements.txt", "base.txt", "constraints.txt"), id="-r-and-c"),
-    pytest.param({"requirements.txt": "--requirement=base.txt\n--constraint  pins.txt  # pinned\n", "base.txt": "",
-                  "pins.txt": ""}, ("requirements.txt", "base.txt", "pins.txt"), id="long-options"),
-    pytest.param({"requirements.txt": "-rbase.txt\n-cpins.txt\n", "base.txt": "", "pins.txt": ""},
-                 ("requirements.txt", "base.txt", "pins.txt"), id="short-options-glued-to-the-file"),
-    pytest.param({"requirements.txt": "-r reqs/prod.txt\n", "reqs/prod.txt": "-r base.txt\n-r ../common.txt\n",
-                  "reqs/base.txt": "-c ./pins/p.txt\n", "reqs/pins/p.txt": "", "common.txt": ""},
-                 ("requirements.txt", "reqs/prod.txt", "reqs/base.txt", "reqs/pins/p.txt", "common.txt"),
-                 id="nested-relative-to-the-including-file"),
-    pytest.param({"requirements.txt": "-r a.txt\n", "a.txt": "-r b.txt\n", "b.txt": "-r a.txt\n-r requirements.txt\n"},
-                 ("requirements.txt", "a.txt", "b.txt"), id="cycle"),
+    pytest.param(
+        {"requirements.txt": "-r base.txt\n-c constraints.txt\nflask\n", "base.txt": "", "constraints.txt": ""},
+        ("requirements.txt", "base.txt", "constraints.txt"),
+        id="-r-and-c",
+    ),
+    pytest.param(
+        {"requirements.txt": "--requirement=base.txt\n--constraint  pins.txt  # pinned\n", "base.txt": "", "pins.txt": ""},
+        ("requirements.txt", "base.txt", "pins.txt"),
+        id="long-options",
+    ),
+    pytest.param(
+        {"requirements.txt": "-rbase.txt\n-cpins.txt\n", "base.txt": "", "pins.txt": ""},
+        ("requirements.txt", "base.txt", "pins.txt"),
+        id="short-options-glued-to-the-file",
+    ),
+    pytest.param(
+        {
+            "requirements.txt": "-r reqs/prod.txt\n",
+            "reqs/prod.txt": "-r base.txt\n-r ../common.txt\n",
+            "reqs/base.txt": "-c ./pins/p.txt\n",
+            "reqs/pins/p.txt": "",
+            "common.txt": "",
+        },
+        ("requirements.txt", "reqs/prod.txt", "reqs/base.txt", "reqs/pins/p.txt", "common.txt"),
+        id="nested-relative-to-the-including-file",
+    ),
+    pytest.param(
+        {"requirements.txt": "-r a.txt\n", "a.txt": "-r b.txt\n", "b.txt": "-r a.txt\n-r requirements.txt\n"},
+        ("requirements.txt", "a.txt", "b.txt"),
+        id="cycle",
+    ),
     pytest.param({"requirements.txt": "-r requirements.txt\n"}, ("requirements.txt",), id="includes-itself"),
-    pytest.param({"requirements.txt": "-r a.txt\n-r b.txt\n", "a.txt": "-r c.txt\n", "b.txt": "-r c.txt\n", "c.txt": ""},
-                 ("requirements.txt", "a.txt", "c.txt", "b.txt"), id="diamond-read-once"),
-    pytest.param({"requirements.txt": "# -r commented.txt\nflask  # -r not-an-include.txt\n"}, ("requirements.txt",),
-                 id="comments-are-not-includes"),
+    pytest.param(
+        {"requirements.txt": "-r a.txt\n-r b.txt\n", "a.txt": "-r c.txt\n", "b.txt": "-r c.txt\n", "c.txt": ""},
+        ("requirements.txt", "a.txt", "c.txt", "b.txt"),
+        id="diamond-read-once",
+    ),
+    pytest.param(
+        {"requirements.txt": "# -r commented.txt\nflask  # -r not-an-include.txt\n"},
+        ("requirements.txt",),
+        id="comments-are-not-includes",
+    ),
 ]
 
 
@@ -109,8 +170,12 @@ def test_requirement_includes_are_followed(tmp_path: Path, files: dict[str, str]
     ("files", "missing", "parent"),
     [
         pytest.param({"requirements.txt": "-r base.txt\n"}, "base.txt", "requirements.txt", id="direct"),
-        pytest.param({"requirements.txt": "-r reqs/prod.txt\n", "reqs/prod.txt": "-c pins.txt\n"},
-                     "reqs/pins.txt", "reqs/prod.txt", id="nested"),
+        pytest.param(
+            {"requirements.txt": "-r reqs/prod.txt\n", "reqs/prod.txt": "-c pins.txt\n"},
+            "reqs/pins.txt",
+            "reqs/prod.txt",
+            id="nested",
+        ),
     ],
 )
 def test_missing_include_names_the_including_file(tmp_path: Path, files: dict[str, str], missing: str, parent: str) -> None:
@@ -153,10 +218,16 @@ PYTHON_CASES = [
     pytest.param({".python-version": "cpython-3.11.2\n"}, ("3.11", "cpython-3.11.2"), id="python-version-cpython"),
     pytest.param({"runtime.txt": "python-3.11.4\n"}, ("3.11", "runtime.txt asks for python-3.11.4"), id="runtime.txt"),
     pytest.param({"runtime.txt": "3.13\n"}, ("3.13", "runtime.txt"), id="runtime.txt-bare"),
-    pytest.param({".python-version": "3.12\n", "runtime.txt": "python-3.9.1\n"}, ("3.12", ".python-version"),
-                 id="python-version-beats-runtime.txt"),
-    pytest.param({".python-version": "# nothing\n", "runtime.txt": "python-3.9.1\n"}, ("3.9", "runtime.txt"),
-                 id="comment-only-python-version-falls-through"),
+    pytest.param(
+        {".python-version": "3.12\n", "runtime.txt": "python-3.9.1\n"},
+        ("3.12", ".python-version"),
+        id="python-version-beats-runtime.txt",
+    ),
+    pytest.param(
+        {".python-version": "# nothing\n", "runtime.txt": "python-3.9.1\n"},
+        ("3.9", "runtime.txt"),
+        id="comment-only-python-version-falls-through",
+    ),
     pytest.param({}, (None, "no .python-version or runtime.txt"), id="none"),
 ]
 

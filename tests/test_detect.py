@@ -11,36 +11,57 @@ import pytest
 
 from tests.cases import ASGI, FLASK_APP, MANAGE, WSGI, django_tree, write_tree
 from warptasks.detect import LOOKED_FOR, SERVERS, UNTRACKED_DIRS, detect_app
-from warptasks.probe import tree_digest
 from warptasks.errors import ConfigError, NoAppFound
+from warptasks.probe import tree_digest
 
 DJANGO = django_tree("STATIC_URL = '/static/'\nSTATIC_ROOT = 'static'\n")
 
 # files in the tree -> (kind, target, a phrase of the reason)
 ENTRY_CASES = [
-    pytest.param({"app.sh": "exec x", "app.py": "", "wsgi.py": WSGI, **DJANGO}, ("shell", "app.sh", "app.sh exists"),
-                 id="app.sh-beats-everything"),
+    pytest.param(
+        {"app.sh": "exec x", "app.py": "", "wsgi.py": WSGI, **DJANGO},
+        ("shell", "app.sh", "app.sh exists"),
+        id="app.sh-beats-everything",
+    ),
     pytest.param({"app.py": "", "wsgi.py": WSGI, **DJANGO}, ("script", "app.py", "app.py exists"), id="app.py-beats-django"),
-    pytest.param({**DJANGO, "wsgi.py": WSGI, "paste.ini": ""}, ("django", "mysite.wsgi:application", "manage.py: Django"),
-                 id="django-beats-wsgi.py"),
-    pytest.param({"wsgi.py": WSGI, "paste.ini": "", "asgi.py": ASGI, "Procfile": "web: x"},
-                 ("wsgi", "wsgi:application", "callable 'application'"), id="wsgi.py-application"),
+    pytest.param(
+        {**DJANGO, "wsgi.py": WSGI, "paste.ini": ""},
+        ("django", "mysite.wsgi:application", "manage.py: Django"),
+        id="django-beats-wsgi.py",
+    ),
+    pytest.param(
+        {"wsgi.py": WSGI, "paste.ini": "", "asgi.py": ASGI, "Procfile": "web: x"},
+        ("wsgi", "wsgi:application", "callable 'application'"),
+        id="wsgi.py-application",
+    ),
     pytest.param({"wsgi.py": FLASK_APP}, ("wsgi", "wsgi:app", "callable 'app'"), id="wsgi.py-app"),
     pytest.param({"wsgi.py": "from mysite import app\n"}, ("wsgi", "wsgi:app", "callable 'app'"), id="wsgi.py-imported-app"),
-    pytest.param({"wsgi.py": "app = 1\napplication = 2\n"}, ("wsgi", "wsgi:application", "'application'"),
-                 id="wsgi.py-application-preferred-over-app"),
+    pytest.param(
+        {"wsgi.py": "app = 1\napplication = 2\n"},
+        ("wsgi", "wsgi:application", "'application'"),
+        id="wsgi.py-application-preferred-over-app",
+    ),
     pytest.param({"wsgi.py": "import os\n"}, ("wsgi", "wsgi:application", "wsgi.py exists"), id="wsgi.py-no-callable-defaults"),
-    pytest.param({"wsgi.py": "def broken(:\n"}, ("wsgi", "wsgi:application", "wsgi.py exists"),
-                 id="wsgi.py-syntax-error-defaults"),
-    pytest.param({"paste.ini": "", "production.ini": "", "asgi.py": ASGI}, ("paste", "paste.ini", "Paste Deploy"),
-                 id="paste.ini-beats-production.ini-and-asgi"),
-    pytest.param({"production.ini": "", "Procfile": "web: x"}, ("paste", "production.ini", "production.ini exists"),
-                 id="production.ini"),
+    pytest.param(
+        {"wsgi.py": "def broken(:\n"}, ("wsgi", "wsgi:application", "wsgi.py exists"), id="wsgi.py-syntax-error-defaults"
+    ),
+    pytest.param(
+        {"paste.ini": "", "production.ini": "", "asgi.py": ASGI},
+        ("paste", "paste.ini", "Paste Deploy"),
+        id="paste.ini-beats-production.ini-and-asgi",
+    ),
+    pytest.param(
+        {"production.ini": "", "Procfile": "web: x"}, ("paste", "production.ini", "production.ini exists"), id="production.ini"
+    ),
     pytest.param({"asgi.py": ASGI, "Procfile": "web: x"}, ("asgi", "asgi:application", "ASGI app"), id="asgi.py-beats-procfile"),
-    pytest.param({"asgi.py": "from fastapi import FastAPI\napp = FastAPI()\n"}, ("asgi", "asgi:app", "callable 'app'"),
-                 id="asgi.py-app"),
-    pytest.param({"Procfile": "worker: celery\nweb: gunicorn -b :$PORT mysite.wsgi\n"},
-                 ("procfile", "gunicorn -b :$PORT mysite.wsgi", "Procfile's web: line"), id="procfile-web-line"),
+    pytest.param(
+        {"asgi.py": "from fastapi import FastAPI\napp = FastAPI()\n"}, ("asgi", "asgi:app", "callable 'app'"), id="asgi.py-app"
+    ),
+    pytest.param(
+        {"Procfile": "worker: celery\nweb: gunicorn -b :$PORT mysite.wsgi\n"},
+        ("procfile", "gunicorn -b :$PORT mysite.wsgi", "Procfile's web: line"),
+        id="procfile-web-line",
+    ),
     pytest.param({"Procfile": "  web :  python serve.py  \n"}, ("procfile", "python serve.py", "web:"), id="procfile-spacing"),
 ]
 
@@ -110,13 +131,22 @@ SERVER_CASES = [
     pytest.param({".warpdrive/server_type": "  \n"}, ("auto", "default"), id="empty-server_type-file"),
     pytest.param({".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\n"}, ("uwsgi", "WARPDRIVE_SERVER_TYPE"), id="env-file"),
     pytest.param({".s2i/environment": "WARP_SERVER=waitress\n"}, ("waitress", "WARP_SERVER"), id="WARP_SERVER"),
-    pytest.param({".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=mod_wsgi-express\n"}, ("mod_wsgi", "WARPDRIVE_SERVER_TYPE"),
-                 id="warpdrive-alias"),
+    pytest.param(
+        {".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=mod_wsgi-express\n"},
+        ("mod_wsgi", "WARPDRIVE_SERVER_TYPE"),
+        id="warpdrive-alias",
+    ),
     pytest.param({".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=Gunicorn\n"}, ("gunicorn", ""), id="case-insensitive"),
-    pytest.param({".warpdrive/server_type": "gunicorn", ".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\n"},
-                 ("uwsgi", "environment file"), id="env-file-beats-server_type-file"),
-    pytest.param({".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\nWARP_SERVER=waitress\n"},
-                 ("uwsgi", "WARPDRIVE_SERVER_TYPE"), id="WARPDRIVE_SERVER_TYPE-read-first"),
+    pytest.param(
+        {".warpdrive/server_type": "gunicorn", ".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\n"},
+        ("uwsgi", "environment file"),
+        id="env-file-beats-server_type-file",
+    ),
+    pytest.param(
+        {".warpdrive/environment": "WARPDRIVE_SERVER_TYPE=uwsgi\nWARP_SERVER=waitress\n"},
+        ("uwsgi", "WARPDRIVE_SERVER_TYPE"),
+        id="WARPDRIVE_SERVER_TYPE-read-first",
+    ),
 ]
 
 
@@ -176,12 +206,21 @@ def test_a_missing_project_folder_is_no_app(tmp_path: Path) -> None:
 STATIC_CASES = [
     pytest.param({"wsgi.py": WSGI}, (None, None), id="none"),
     pytest.param({"wsgi.py": WSGI, "static/": ""}, ("/static/", "static"), id="static-folder"),
-    pytest.param({"wsgi.py": WSGI, ".s2i/environment": "WARP_STATIC_URL=/assets/\nWARP_STATIC_DIR=public\n"},
-                 ("/assets/", "public"), id="settings"),
-    pytest.param({"src/wsgi.py": WSGI, "src/static/": "", ".s2i/environment": "APP_HOME=src"}, ("/static/", "static"),
-                 id="static-folder-in-app-home"),
-    pytest.param({"src/wsgi.py": WSGI, "static/": "", ".s2i/environment": "APP_HOME=src"}, (None, None),
-                 id="static-folder-outside-app-home"),
+    pytest.param(
+        {"wsgi.py": WSGI, ".s2i/environment": "WARP_STATIC_URL=/assets/\nWARP_STATIC_DIR=public\n"},
+        ("/assets/", "public"),
+        id="settings",
+    ),
+    pytest.param(
+        {"src/wsgi.py": WSGI, "src/static/": "", ".s2i/environment": "APP_HOME=src"},
+        ("/static/", "static"),
+        id="static-folder-in-app-home",
+    ),
+    pytest.param(
+        {"src/wsgi.py": WSGI, "static/": "", ".s2i/environment": "APP_HOME=src"},
+        (None, None),
+        id="static-folder-outside-app-home",
+    ),
     pytest.param({**django_tree("STATIC_URL = '/s/'\nSTATIC_ROOT = 'x'\n"), "static/": ""}, ("/s/", None), id="django"),
 ]
 
@@ -194,8 +233,10 @@ def test_static_files_are_found(tmp_path: Path, files: dict[str, str], expected:
 
 
 def test_spec_is_plain_json_data(tmp_path: Path) -> None:
-    write_tree(tmp_path, {**django_tree("STATIC_ROOT = 'x'\n"), "requirements.txt": "django\n",
-                          ".warpdrive/action_hooks/build": "echo hi\n"})
+    write_tree(
+        tmp_path,
+        {**django_tree("STATIC_ROOT = 'x'\n"), "requirements.txt": "django\n", ".warpdrive/action_hooks/build": "echo hi\n"},
+    )
     data: dict[str, Any] = json.loads(json.dumps(detect_app(tmp_path).as_dict()))
     assert data["kind"] == "django"
     assert data["dependencies"]["files"] == ["requirements.txt"]
@@ -210,8 +251,10 @@ def source_digest(root: Path) -> str:
 def test_source_digest_changes_with_a_file_and_ignores_environments(tmp_path: Path) -> None:
     write_tree(tmp_path, {"wsgi.py": WSGI, ".warp/envs/x/lib.py": "a", "__pycache__/wsgi.cpython-311.pyc": "b"})
     before = source_digest(tmp_path)
-    write_tree(tmp_path, {".warp/envs/x/lib.py": "changed", ".git/HEAD": "ref", "mod.pyc": "c",
-                          "__pycache__/wsgi.cpython-311.pyc": "changed"})
+    write_tree(
+        tmp_path,
+        {".warp/envs/x/lib.py": "changed", ".git/HEAD": "ref", "mod.pyc": "c", "__pycache__/wsgi.cpython-311.pyc": "changed"},
+    )
     assert source_digest(tmp_path) == before
     (tmp_path / "wsgi.py").write_text(WSGI + "# changed\n", encoding="utf-8")
     assert source_digest(tmp_path) != before

@@ -28,8 +28,11 @@ def detect(root: Path, files: dict[str, Any]) -> AppSpec:
 
 def image_build(**overrides: Any) -> img.ImageBuild:
     values: dict[str, Any] = {
-        "base_image": "python:3.11-slim", "system_packages": (), "python": "/usr/local/bin/python3.11",
-        "wheel": "warptasks-0.1.0-py3-none-any.whl", "labels": {"io.openshift.s2i.scripts-url": img.SCRIPTS_URL},
+        "base_image": "python:3.11-slim",
+        "system_packages": (),
+        "python": "/usr/local/bin/python3.11",
+        "wheel": "warptasks-0.1.0-py3-none-any.whl",
+        "labels": {"io.openshift.s2i.scripts-url": img.SCRIPTS_URL},
     }
     values.update(overrides)
     return img.ImageBuild(**values)
@@ -72,29 +75,57 @@ def test_default_base_image_follows_the_projects_python(tmp_path: Path) -> None:
 
 
 def test_context_never_holds_vcs_data_environments_or_secrets(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
-        "wsgi.py": WSGI, "requirements.txt": "flask\n", "static/site.css": "body{}",
-        ".git/config": "x", ".warp/state.json": "{}", ".env": "SECRET=1", ".env.production": "SECRET=2",
-        "sub/.env": "SECRET=3", ".venv/bin/python": "", "__pycache__/wsgi.cpython-311.pyc": "",
-        "deploy/id_rsa": "key", "tls/site.pem": "cert", ".s2i/environment": "APP_MODULE=wsgi\n",
-    })
+    write_tree(
+        tmp_path,
+        {
+            "wsgi.py": WSGI,
+            "requirements.txt": "flask\n",
+            "static/site.css": "body{}",
+            ".git/config": "x",
+            ".warp/state.json": "{}",
+            ".env": "SECRET=1",
+            ".env.production": "SECRET=2",
+            "sub/.env": "SECRET=3",
+            ".venv/bin/python": "",
+            "__pycache__/wsgi.cpython-311.pyc": "",
+            "deploy/id_rsa": "key",
+            "tls/site.pem": "cert",
+            ".s2i/environment": "APP_MODULE=wsgi\n",
+        },
+    )
     assert img.context_files(tmp_path) == [".s2i/environment", "requirements.txt", "static/site.css", "wsgi.py"]
 
 
 def test_dockerignore_and_s2iignore_are_honoured_relative_to_the_root(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
-        "wsgi.py": WSGI, "docs/index.md": "", "docs/keep.md": "", "notes.txt": "", "sub/notes.txt": "",
-        "data/big.bin": "", "lib/data/small.bin": "",
-        ".dockerignore": "# comment\ndocs\n!docs/keep.md\n/notes.txt\n", ".s2iignore": "**/*.bin\n",
-    })
+    write_tree(
+        tmp_path,
+        {
+            "wsgi.py": WSGI,
+            "docs/index.md": "",
+            "docs/keep.md": "",
+            "notes.txt": "",
+            "sub/notes.txt": "",
+            "data/big.bin": "",
+            "lib/data/small.bin": "",
+            ".dockerignore": "# comment\ndocs\n!docs/keep.md\n/notes.txt\n",
+            ".s2iignore": "**/*.bin\n",
+        },
+    )
     assert img.context_files(tmp_path) == ["docs/keep.md", "sub/notes.txt", "wsgi.py"]
 
 
 def test_dependency_files_hooks_and_environment_files_come_first(tmp_path: Path) -> None:
-    spec = detect(tmp_path, {
-        "wsgi.py": WSGI, "requirements.txt": "-r base.txt\n", "base.txt": "flask\n", "views.py": "",
-        ".s2i/environment": "WARP_SERVER=gunicorn\n", ".s2i/action_hooks/build": Exe(),
-    })
+    spec = detect(
+        tmp_path,
+        {
+            "wsgi.py": WSGI,
+            "requirements.txt": "-r base.txt\n",
+            "base.txt": "flask\n",
+            "views.py": "",
+            ".s2i/environment": "WARP_SERVER=gunicorn\n",
+            ".s2i/action_hooks/build": Exe(),
+        },
+    )
     first, rest = img.split_context(spec, img.context_files(tmp_path))
     assert first == [".s2i/action_hooks/build", ".s2i/environment", "base.txt", "requirements.txt"]
     assert rest == ["views.py", "wsgi.py"]
@@ -123,8 +154,12 @@ def test_an_ignored_dependency_file_is_an_error(tmp_path: Path) -> None:
     ("server", "target", "manager", "expected"),
     [
         ("mod_wsgi", {"apxs": None, "cc": None}, "apt-get", ("apache2", "apache2-dev", "gcc", "libc6-dev", "python3-dev")),
-        ("mod_wsgi", {"apxs": None, "cc": None, "python": {"prefix": "/usr/local"}}, "apt-get",
-         ("apache2", "apache2-dev", "gcc", "libc6-dev")),
+        (
+            "mod_wsgi",
+            {"apxs": None, "cc": None, "python": {"prefix": "/usr/local"}},
+            "apt-get",
+            ("apache2", "apache2-dev", "gcc", "libc6-dev"),
+        ),
         ("mod_wsgi", {"apxs": "/usr/bin/apxs", "cc": "/usr/bin/cc"}, "apt-get", ()),
         ("mod_wsgi", {"apxs": "/usr/bin/apxs", "cc": "/usr/bin/cc"}, None, ()),
         ("uwsgi", {"cc": None}, "apt-get", ("gcc", "libc6-dev", "python3-dev")),
@@ -152,7 +187,7 @@ def test_phase_scripts_run_the_plans_own_command_lines(tmp_path: Path) -> None:
     plan = plan_build(spec, IMAGE_FACTS, BuildOptions(project=img.PROJECT))
     deps, app = img.phase_script(plan, "deps"), img.phase_script(plan, "app")
     for step in plan.runnable:
-        assert (f"( {command_line(step)} )" in (deps if step.phase == "deps" else app))
+        assert f"( {command_line(step)} )" in (deps if step.phase == "deps" else app)
         assert f"( {command_line(step)} )" not in (app if step.phase == "deps" else deps)
     markers = [line for line in deps.splitlines() if line.startswith("echo ")]
     assert len(markers) == len(plan.phase("deps").runnable)
@@ -176,9 +211,18 @@ def test_app_dockerfile_copies_dependency_files_before_installing_and_code_after
     text = img.app_dockerfile(image_build(system_packages=("apache2", "apache2-dev"), build_args=("PIP_INDEX_URL",)))
     lines = text.splitlines()
     order = [
-        "FROM python:3.11-slim", "ARG PIP_INDEX_URL", "USER root", "apache2-dev", f"-m venv {img.WARP_HOME}",
-        f"USER {img.USER_ID}", f"COPY --chown={img.USER_ID}:0 deps/ {img.PROJECT}/", "build/deps.sh\n",
-        f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/", "build/app.sh\n", "LABEL ", f'CMD ["{img.S2I_SCRIPTS}/run"]',
+        "FROM python:3.11-slim",
+        "ARG PIP_INDEX_URL",
+        "USER root",
+        "apache2-dev",
+        f"-m venv {img.WARP_HOME}",
+        f"USER {img.USER_ID}",
+        f"COPY --chown={img.USER_ID}:0 deps/ {img.PROJECT}/",
+        "build/deps.sh\n",
+        f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/",
+        "build/app.sh\n",
+        "LABEL ",
+        f'CMD ["{img.S2I_SCRIPTS}/run"]',
     ]
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions)
@@ -225,10 +269,16 @@ def test_the_warptasks_wheel_is_the_same_bytes_every_time_and_carries_the_s2i_sc
 @pytest.mark.parametrize(
     ("files", "target", "decided_by"),
     [
-        ({"gunicorn.conf.py": "bind = '0.0.0.0:8080'\nwsgi_app = 'site.web:app'\n", "site/web.py": ""}, "site.web:app",
-         "wsgi_app in gunicorn.conf.py"),
-        ({".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n", "conf/gunicorn.py": "wsgi_app = 'hello'\n", "wsgi.py": WSGI},
-         "hello:application", "wsgi_app in conf/gunicorn.py"),
+        (
+            {"gunicorn.conf.py": "bind = '0.0.0.0:8080'\nwsgi_app = 'site.web:app'\n", "site/web.py": ""},
+            "site.web:app",
+            "wsgi_app in gunicorn.conf.py",
+        ),
+        (
+            {".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n", "conf/gunicorn.py": "wsgi_app = 'hello'\n", "wsgi.py": WSGI},
+            "hello:application",
+            "wsgi_app in conf/gunicorn.py",
+        ),
         ({"gunicorn.conf.py": "workers = 2\n", "wsgi.py": WSGI}, "wsgi:application", "wsgi.py exists"),
     ],
 )
@@ -249,13 +299,26 @@ def test_the_build_context_has_fixed_times_and_owners_and_group_writable_files(t
     spec = detect_app(tmp_path)
     first, rest = img.split_context(spec, img.context_files(tmp_path))
     build = image_build()
-    context = _context(img.app_dockerfile(build), build, b"wheel", {"/etc/ssl/certs/ca.pem": b"CA"},
-                       (tmp_path, first, rest), {"deps.sh": "true\n", "app.sh": "true\n"})
+    context = _context(
+        img.app_dockerfile(build),
+        build,
+        b"wheel",
+        {"/etc/ssl/certs/ca.pem": b"CA"},
+        (tmp_path, first, rest),
+        {"deps.sh": "true\n", "app.sh": "true\n"},
+    )
     with tarfile.open(fileobj=context) as archive:
         members = {m.name: m for m in archive.getmembers()}
         assert archive.extractfile("Dockerfile").read().decode() == img.app_dockerfile(build)  # type: ignore[union-attr]
-    assert {"deps/requirements.txt", "src/wsgi.py", "src/bin/run", "warp/build/deps.sh", "warp/files/etc/ssl/certs/ca.pem",
-            f"warp/{build.wheel}", "warp/s2i/assemble"} <= set(members)
+    assert {
+        "deps/requirements.txt",
+        "src/wsgi.py",
+        "src/bin/run",
+        "warp/build/deps.sh",
+        "warp/files/etc/ssl/certs/ca.pem",
+        f"warp/{build.wheel}",
+        "warp/s2i/assemble",
+    } <= set(members)
     assert "src/requirements.txt" not in members and "deps/wsgi.py" not in members
     assert {(m.mtime, m.uid, m.gid) for m in members.values()} == {(0, img.USER_ID, 0)}
     assert members["src/wsgi.py"].mode == 0o664 and members["src/bin/run"].mode == 0o775
@@ -302,8 +365,13 @@ def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_th
     from warptasks.image_build import _fail
 
     with pytest.raises(StepFailed) as failed:
-        _fail("The command '/bin/sh -c sh /opt/warptasks/build/deps.sh' returned a non-zero code: 2", "RUN sh deps.sh",
-              "[deps 3/5] install requirements: requirements.txt", output, True)
+        _fail(
+            "The command '/bin/sh -c sh /opt/warptasks/build/deps.sh' returned a non-zero code: 2",
+            "RUN sh deps.sh",
+            "[deps 3/5] install requirements: requirements.txt",
+            output,
+            True,
+        )
     assert str(failed.value).startswith("image build failed: step 'install requirements' exited with 2")
     assert failed.value.exit_code == 2 and output[-1] in failed.value.output
     assert ("--network host" in failed.value.hint) == network_hint

@@ -48,15 +48,34 @@ def built_state(spec: AppSpec, target: dict[str, Any], installer: str = "uv", se
 
 # (installer option, uv on the target, virtualenv importable) -> (environment creation prefix, install prefix)
 INSTALLER_CASES = [
-    pytest.param("auto", "/opt/bin/uv", True, (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
-                 id="auto-picks-uv"),
-    pytest.param("uv", "/opt/bin/uv", False, (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
-                 id="uv-asked"),
-    pytest.param("auto", None, True, (("/usr/bin/python3.11", "-m", "virtualenv"), ("{env}/bin/python", "-m", "pip", "install")),
-                 id="auto-without-uv-uses-pip-and-virtualenv"),
-    pytest.param("pip", "/opt/bin/uv", False,
-                 (("/usr/bin/python3.11", "-m", "venv"), ("{env}/bin/python", "-m", "pip", "install")),
-                 id="pip-asked-without-virtualenv-uses-venv"),
+    pytest.param(
+        "auto",
+        "/opt/bin/uv",
+        True,
+        (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
+        id="auto-picks-uv",
+    ),
+    pytest.param(
+        "uv",
+        "/opt/bin/uv",
+        False,
+        (("/opt/bin/uv", "venv", "--seed"), ("/opt/bin/uv", "pip", "install", "--python")),
+        id="uv-asked",
+    ),
+    pytest.param(
+        "auto",
+        None,
+        True,
+        (("/usr/bin/python3.11", "-m", "virtualenv"), ("{env}/bin/python", "-m", "pip", "install")),
+        id="auto-without-uv-uses-pip-and-virtualenv",
+    ),
+    pytest.param(
+        "pip",
+        "/opt/bin/uv",
+        False,
+        (("/usr/bin/python3.11", "-m", "venv"), ("{env}/bin/python", "-m", "pip", "install")),
+        id="pip-asked-without-virtualenv-uses-venv",
+    ),
 ]
 
 
@@ -94,8 +113,15 @@ def test_compiled_servers_use_a_build_cache_per_python(tmp_path: Path, uv: str |
     cache = step.env["PIP_CACHE_DIR"]
     assert step.env["UV_CACHE_DIR"] == cache
     assert cache.startswith("/home/app/.cache/warptasks/python-")
-    other = facts(uv=uv, python={"executable": "/opt/pyenv/3.11.7/bin/python3.11", "version": "3.11", "full_version": "3.11.7",
-                                 "prefix": "/opt/pyenv/3.11.7"})
+    other = facts(
+        uv=uv,
+        python={
+            "executable": "/opt/pyenv/3.11.7/bin/python3.11",
+            "version": "3.11",
+            "full_version": "3.11.7",
+            "prefix": "/opt/pyenv/3.11.7",
+        },
+    )
     assert named(build(spec, other), "install server").env["PIP_CACHE_DIR"] != cache
     assert named(build(spec, facts(uv=uv)), "install server").env["PIP_CACHE_DIR"] == cache
 
@@ -110,7 +136,7 @@ def test_compiled_servers_use_a_build_cache_per_python(tmp_path: Path, uv: str |
 def test_pure_python_servers_install_from_the_shared_cache(tmp_path: Path, server: str, packages: tuple[str, ...]) -> None:
     plan = build(detect(tmp_path, WSGI, server=server), facts(apxs=None))
     step = named(plan, "install server")
-    assert step.argv[-len(packages):] == packages
+    assert step.argv[-len(packages) :] == packages
     assert "PIP_CACHE_DIR" not in step.env and "UV_CACHE_DIR" not in step.env
     support = named(plan, "support")
     assert support.argv[5] == f"{env_of(plan)}/warp/warp_app.py"
@@ -139,18 +165,44 @@ def test_apps_serving_themselves_install_no_server(tmp_path: Path) -> None:
 
 # tree -> the install steps, in order, each as (name, argv tail)
 DEPENDENCY_CASES = [
-    pytest.param({"Pipfile.lock": "{}"}, [("install micropipenv", ("micropipenv[toml]",)), ("export lock file", ("pipenv",)),
-                                          ("install lock file", ("--no-deps", "-r"))], id="Pipfile.lock"),
-    pytest.param({"poetry.lock": ""}, [("install micropipenv", ("micropipenv[toml]",)), ("export lock file", ("poetry",)),
-                                       ("install lock file", ("--no-deps", "-r"))], id="poetry.lock"),
-    pytest.param({"uv.lock": "", "pyproject.toml": "[project]\nname='x'\n"},
-                 [("install uv.lock", ("sync", "--frozen", "--no-dev", "--python"))], id="uv.lock"),
-    pytest.param({"pyproject.toml": "[project]\nname='x'\ndependencies=['flask', 'attrs>1']\n"},
-                 [("install dependencies", ("flask", "attrs>1"))], id="pyproject-dependencies"),
-    pytest.param({"pyproject.toml": "[build-system]\nrequires=['setuptools']\n"}, [("install project", ("-e", "."))],
-                 id="pyproject-package"),
-    pytest.param({"requirements.txt": "", "setup.py": ""}, [("install requirements", ("-r", "requirements.txt")),
-                                                            ("install project", ("-e", "."))], id="requirements-then-project"),
+    pytest.param(
+        {"Pipfile.lock": "{}"},
+        [
+            ("install micropipenv", ("micropipenv[toml]",)),
+            ("export lock file", ("pipenv",)),
+            ("install lock file", ("--no-deps", "-r")),
+        ],
+        id="Pipfile.lock",
+    ),
+    pytest.param(
+        {"poetry.lock": ""},
+        [
+            ("install micropipenv", ("micropipenv[toml]",)),
+            ("export lock file", ("poetry",)),
+            ("install lock file", ("--no-deps", "-r")),
+        ],
+        id="poetry.lock",
+    ),
+    pytest.param(
+        {"uv.lock": "", "pyproject.toml": "[project]\nname='x'\n"},
+        [("install uv.lock", ("sync", "--frozen", "--no-dev", "--python"))],
+        id="uv.lock",
+    ),
+    pytest.param(
+        {"pyproject.toml": "[project]\nname='x'\ndependencies=['flask', 'attrs>1']\n"},
+        [("install dependencies", ("flask", "attrs>1"))],
+        id="pyproject-dependencies",
+    ),
+    pytest.param(
+        {"pyproject.toml": "[build-system]\nrequires=['setuptools']\n"},
+        [("install project", ("-e", "."))],
+        id="pyproject-package",
+    ),
+    pytest.param(
+        {"requirements.txt": "", "setup.py": ""},
+        [("install requirements", ("-r", "requirements.txt")), ("install project", ("-e", "."))],
+        id="requirements-then-project",
+    ),
     pytest.param({}, [], id="nothing"),
 ]
 
@@ -188,8 +240,12 @@ def test_steps_run_in_the_app_home_and_the_environment_is_under_env_dir(tmp_path
 
 
 def test_deps_phase_comes_first_and_switch_is_last(tmp_path: Path) -> None:
-    files = {**django_tree(), "requirements.txt": "",
-             ".warpdrive/action_hooks/pre-build": "", ".warpdrive/action_hooks/build": ""}
+    files = {
+        **django_tree(),
+        "requirements.txt": "",
+        ".warpdrive/action_hooks/pre-build": "",
+        ".warpdrive/action_hooks/build": "",
+    }
     plan = build(detect(tmp_path, files))
     phases = [s.phase for s in plan.steps]
     assert phases == sorted(phases, key=lambda p: p != "deps"), phases
@@ -203,8 +259,16 @@ def test_deps_phase_comes_first_and_switch_is_last(tmp_path: Path) -> None:
 def test_a_fresh_build_runs_every_step(tmp_path: Path) -> None:
     plan = build(detect(tmp_path, WSGI))
     assert plan.runnable == plan.steps
-    assert [s.name for s in plan.steps] == ["clean", "virtualenv", "install requirements", "install server", "mark complete",
-                                            "static", "record", "switch"]
+    assert [s.name for s in plan.steps] == [
+        "clean",
+        "virtualenv",
+        "install requirements",
+        "install server",
+        "mark complete",
+        "static",
+        "record",
+        "switch",
+    ]
 
 
 def test_a_complete_environment_is_reused_for_a_changed_source(tmp_path: Path) -> None:
@@ -242,8 +306,11 @@ def test_environment_key_follows_python_installer_and_server(tmp_path: Path) -> 
     key = env_key(spec, facts(), "uv", "mod_wsgi")
     assert env_key(spec, facts(), "uv", "mod_wsgi") == key
     newer = facts(python={**facts()["python"], "full_version": "3.11.9"})
-    others = {env_key(spec, newer, "uv", "mod_wsgi"), env_key(spec, facts(), "pip", "mod_wsgi"),
-              env_key(spec, facts(), "uv", "gunicorn")}
+    others = {
+        env_key(spec, newer, "uv", "mod_wsgi"),
+        env_key(spec, facts(), "pip", "mod_wsgi"),
+        env_key(spec, facts(), "uv", "gunicorn"),
+    }
     assert key not in others and len(others) == 3
     assert key.startswith("py3.11-")
 
@@ -311,16 +378,22 @@ def test_build_hooks_run_before_and_after_dependencies(tmp_path: Path, folder: s
 
 
 def test_build_env_hook_is_sourced_before_install_hook_and_collectstatic_steps(tmp_path: Path) -> None:
-    files = {**django_tree(), "Pipfile.lock": "{}", ".s2i/action_hooks/build_env": "export A=1\n",
-             ".s2i/action_hooks/build": ""}
+    files = {**django_tree(), "Pipfile.lock": "{}", ".s2i/action_hooks/build_env": "export A=1\n", ".s2i/action_hooks/build": ""}
     spec = detect(tmp_path, files)
     plan = build(spec)
     wrapper = ("bash", "-c", SOURCE_THEN_EXEC, "bash", f"{PROJECT}/.s2i/action_hooks/build_env")
     wrapped = {s.name for s in plan.steps if s.argv[:5] == wrapper}
-    assert wrapped == {"install micropipenv", "export lock file", "install lock file", "install server", "hook build",
-                       "collectstatic"}
+    assert wrapped == {
+        "install micropipenv",
+        "export lock file",
+        "install lock file",
+        "install server",
+        "hook build",
+        "collectstatic",
+    }
     assert named(plan, "hook build").argv[5:] == ("bash", ".s2i/action_hooks/build")
     plain = build(detect(tmp_path / "plain", {k: v for k, v in files.items() if "build_env" not in k}))
+
     # The build-env hook is an input of the environment, so its key (and path) differs.
     def same_env(argv: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(a.replace(env_of(plain), env_of(plan)) for a in argv)
@@ -347,7 +420,11 @@ def test_marker_and_record_say_what_was_built(tmp_path: Path) -> None:
     assert request["project"] == PROJECT
     assert ".warp" in request["ignore"]
     assert request["record"] | {"warptasks": None} == {
-        "env_key": key, "env": env_of(plan), "server": "mod_wsgi", "kind": "wsgi", "warptasks": None,
+        "env_key": key,
+        "env": env_of(plan),
+        "server": "mod_wsgi",
+        "kind": "wsgi",
+        "warptasks": None,
     }
 
 
@@ -406,8 +483,11 @@ def test_mod_wsgi_refuses_paths_apache_would_misread_but_gunicorn_takes_them(tmp
 def test_root_building_mod_wsgi_with_a_private_python_is_warned(
     tmp_path: Path, euid: int, others_can_read: bool, server: str | None, warned: bool
 ) -> None:
-    python = {**facts()["python"], "executable": "/root/.pyenv/versions/3.11.7/bin/python3.11",
-              "others_can_read": others_can_read}
+    python = {
+        **facts()["python"],
+        "executable": "/root/.pyenv/versions/3.11.7/bin/python3.11",
+        "others_can_read": others_can_read,
+    }
     plan = build(detect(tmp_path, WSGI, server=server), facts(euid=euid, python=python))
     warnings = [n for n in plan.notes if n.startswith("warning:")]
     assert bool(warnings) is warned

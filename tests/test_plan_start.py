@@ -34,35 +34,123 @@ def contains(argv: tuple[str, ...], *words: str) -> bool:
 
 # tree, --server -> (argv start, groups of adjacent words the argv holds, last word or None)
 SERVER_CASES = [
-    pytest.param({"wsgi.py": ""}, None, (
-        (f"{ENV}/bin/mod_wsgi-express", "start-server", "wsgi", "--application-type", "module",
-         "--callable-object", "application"),
-        [("--host", "127.0.0.1", "--port", "8080"), ("--processes", "3"), ("--threads", "5"), ("--max-clients", "400"),
-         ("--working-directory", PROJECT), ("--python-path", PROJECT), ("--log-to-terminal",)], None), id="mod_wsgi-module"),
-    pytest.param({"wsgi.py": FLASK_APP}, "mod_wsgi", (
-        (f"{ENV}/bin/mod_wsgi-express", "start-server", "wsgi", "--application-type", "module", "--callable-object", "app"),
-        [], None), id="mod_wsgi-flask-app"),
-    pytest.param(django_tree(), None, (
-        (f"{ENV}/bin/mod_wsgi-express", "start-server", "mysite.wsgi", "--application-type", "module"),
-        [("--callable-object", "application")], None), id="mod_wsgi-django"),
-    pytest.param({"paste.ini": ""}, None, (
-        (f"{ENV}/bin/mod_wsgi-express", "start-server", f"{PROJECT}/paste.ini", "--application-type", "paste"), [], None),
-        id="mod_wsgi-paste"),
-    pytest.param({"wsgi.py": ""}, "gunicorn", (
-        (f"{ENV}/bin/gunicorn", "--bind", "127.0.0.1:8080", "--workers", "3", "--threads", "5", "--worker-class", "gthread",
-         "--chdir", PROJECT), [], "warp_app:application"), id="gunicorn"),
-    pytest.param({"wsgi.py": ""}, "uwsgi", (
-        (f"{ENV}/bin/uwsgi", "--http-socket", "127.0.0.1:8080", "--master", "--processes", "3", "--threads", "5",
-         "--chdir", PROJECT, "--module", "warp_app:application"), [("--die-on-term",), ("--need-app",)], None), id="uwsgi"),
-    pytest.param({"wsgi.py": ""}, "waitress", (
-        (f"{ENV}/bin/waitress-serve", "--listen=127.0.0.1:8080", "--threads=5"), [], "warp_app:application"), id="waitress"),
-    pytest.param({"asgi.py": ASGI}, None, (
-        (f"{ENV}/bin/uvicorn", "warp_app:application", "--host", "127.0.0.1", "--port", "8080", "--workers", "3"), [], None),
-        id="uvicorn"),
+    pytest.param(
+        {"wsgi.py": ""},
+        None,
+        (
+            (
+                f"{ENV}/bin/mod_wsgi-express",
+                "start-server",
+                "wsgi",
+                "--application-type",
+                "module",
+                "--callable-object",
+                "application",
+            ),
+            [
+                ("--host", "127.0.0.1", "--port", "8080"),
+                ("--processes", "3"),
+                ("--threads", "5"),
+                ("--max-clients", "400"),
+                ("--working-directory", PROJECT),
+                ("--python-path", PROJECT),
+                ("--log-to-terminal",),
+            ],
+            None,
+        ),
+        id="mod_wsgi-module",
+    ),
+    pytest.param(
+        {"wsgi.py": FLASK_APP},
+        "mod_wsgi",
+        (
+            (f"{ENV}/bin/mod_wsgi-express", "start-server", "wsgi", "--application-type", "module", "--callable-object", "app"),
+            [],
+            None,
+        ),
+        id="mod_wsgi-flask-app",
+    ),
+    pytest.param(
+        django_tree(),
+        None,
+        (
+            (f"{ENV}/bin/mod_wsgi-express", "start-server", "mysite.wsgi", "--application-type", "module"),
+            [("--callable-object", "application")],
+            None,
+        ),
+        id="mod_wsgi-django",
+    ),
+    pytest.param(
+        {"paste.ini": ""},
+        None,
+        ((f"{ENV}/bin/mod_wsgi-express", "start-server", f"{PROJECT}/paste.ini", "--application-type", "paste"), [], None),
+        id="mod_wsgi-paste",
+    ),
+    pytest.param(
+        {"wsgi.py": ""},
+        "gunicorn",
+        (
+            (
+                f"{ENV}/bin/gunicorn",
+                "--bind",
+                "127.0.0.1:8080",
+                "--workers",
+                "3",
+                "--threads",
+                "5",
+                "--worker-class",
+                "gthread",
+                "--chdir",
+                PROJECT,
+            ),
+            [],
+            "warp_app:application",
+        ),
+        id="gunicorn",
+    ),
+    pytest.param(
+        {"wsgi.py": ""},
+        "uwsgi",
+        (
+            (
+                f"{ENV}/bin/uwsgi",
+                "--http-socket",
+                "127.0.0.1:8080",
+                "--master",
+                "--processes",
+                "3",
+                "--threads",
+                "5",
+                "--chdir",
+                PROJECT,
+                "--module",
+                "warp_app:application",
+            ),
+            [("--die-on-term",), ("--need-app",)],
+            None,
+        ),
+        id="uwsgi",
+    ),
+    pytest.param(
+        {"wsgi.py": ""},
+        "waitress",
+        ((f"{ENV}/bin/waitress-serve", "--listen=127.0.0.1:8080", "--threads=5"), [], "warp_app:application"),
+        id="waitress",
+    ),
+    pytest.param(
+        {"asgi.py": ASGI},
+        None,
+        ((f"{ENV}/bin/uvicorn", "warp_app:application", "--host", "127.0.0.1", "--port", "8080", "--workers", "3"), [], None),
+        id="uvicorn",
+    ),
     pytest.param({"app.sh": ""}, None, (("bash", "app.sh"), [], None), id="app.sh"),
     pytest.param({"app.py": ""}, None, ((f"{ENV}/bin/python", "app.py"), [], None), id="app.py"),
-    pytest.param({"Procfile": "web: gunicorn -b :$PORT x:app\n"}, None,
-                 (("bash", "-c", "exec gunicorn -b :$PORT x:app"), [], None), id="procfile"),
+    pytest.param(
+        {"Procfile": "web: gunicorn -b :$PORT x:app\n"},
+        None,
+        (("bash", "-c", "exec gunicorn -b :$PORT x:app"), [], None),
+        id="procfile",
+    ),
 ]
 
 
@@ -88,12 +176,18 @@ def test_each_server_gets_its_command(tmp_path: Path, files: dict[str, str], ser
 @pytest.mark.parametrize(
     ("files", "server", "expected"),
     [
-        pytest.param({"wsgi.py": ""}, "gunicorn", {"WARP_APP_TYPE": "module", "WARP_APP_TARGET": "wsgi:application",
-                                                   "WARP_APP_PROTOCOL": "wsgi"}, id="wsgi"),
-        pytest.param({"paste.ini": ""}, "waitress", {"WARP_APP_TYPE": "paste", "WARP_APP_TARGET": f"{PROJECT}/paste.ini"},
-                     id="paste"),
-        pytest.param({"asgi.py": "app = 1\n"}, "uvicorn", {"WARP_APP_TARGET": "asgi:app", "WARP_APP_PROTOCOL": "asgi"},
-                     id="asgi"),
+        pytest.param(
+            {"wsgi.py": ""},
+            "gunicorn",
+            {"WARP_APP_TYPE": "module", "WARP_APP_TARGET": "wsgi:application", "WARP_APP_PROTOCOL": "wsgi"},
+            id="wsgi",
+        ),
+        pytest.param(
+            {"paste.ini": ""}, "waitress", {"WARP_APP_TYPE": "paste", "WARP_APP_TARGET": f"{PROJECT}/paste.ini"}, id="paste"
+        ),
+        pytest.param(
+            {"asgi.py": "app = 1\n"}, "uvicorn", {"WARP_APP_TARGET": "asgi:app", "WARP_APP_PROTOCOL": "asgi"}, id="asgi"
+        ),
     ],
 )
 def test_servers_other_than_mod_wsgi_load_the_app_through_warp_app(
@@ -106,10 +200,16 @@ def test_servers_other_than_mod_wsgi_load_the_app_through_warp_app(
 
 # static.json facts -> (mod_wsgi alias, uwsgi static map); None: not served
 STATIC_CASES = [
-    pytest.param({"static_url": "/static/", "static_root": "/srv/app/.warp/static"},
-                 (("/static/", "/srv/app/.warp/static/"), "/static=/srv/app/.warp/static"), id="root-gets-the-url-slash"),
-    pytest.param({"static_url": "/assets", "static_root": "/srv/static/"},
-                 (("/assets", "/srv/static"), "/assets=/srv/static"), id="root-loses-a-slash-the-url-lacks"),
+    pytest.param(
+        {"static_url": "/static/", "static_root": "/srv/app/.warp/static"},
+        (("/static/", "/srv/app/.warp/static/"), "/static=/srv/app/.warp/static"),
+        id="root-gets-the-url-slash",
+    ),
+    pytest.param(
+        {"static_url": "/assets", "static_root": "/srv/static/"},
+        (("/assets", "/srv/static"), "/assets=/srv/static"),
+        id="root-loses-a-slash-the-url-lacks",
+    ),
     pytest.param({"static_url": "static/", "static_root": "/s"}, (("/static/", "/s/"), "/static=/s"), id="relative-url"),
     pytest.param({"static_url": "https://cdn.example.com/s/", "static_root": "/s"}, (None, None), id="absolute-url-not-served"),
     pytest.param({"static_url": "//cdn.example.com/s/", "static_root": "/s"}, (None, None), id="protocol-relative-not-served"),
@@ -129,7 +229,7 @@ def test_static_files_are_served_with_agreeing_slashes(static: dict[str, str] | 
     else:
         assert "--url-alias" not in mod_wsgi
     uwsgi = start(detect_app(tmp_path, server="uwsgi"), built("uwsgi", static=static)).server.argv
-    assert (contains(uwsgi, "--static-map", static_map) if static_map else "--static-map" not in uwsgi)
+    assert contains(uwsgi, "--static-map", static_map) if static_map else "--static-map" not in uwsgi
     gunicorn = start(detect_app(tmp_path, server="gunicorn"), built("gunicorn", static=static)).server.env
     if alias:
         assert (gunicorn["WARP_STATIC_URL"], gunicorn["WARP_STATIC_ROOT"]) == alias
@@ -235,8 +335,9 @@ def test_impossible_start_is_a_config_error(
         pytest.param({"asgi.py": ASGI}, "uvicorn", ("--reload",), "--workers", id="uvicorn"),
     ],
 )
-def test_reload_uses_each_servers_reloader(tmp_path: Path, files: dict[str, str], server: str, words: tuple[str, ...],
-                                           absent: str | None) -> None:
+def test_reload_uses_each_servers_reloader(
+    tmp_path: Path, files: dict[str, str], server: str, words: tuple[str, ...], absent: str | None
+) -> None:
     plan = start(detect_app(write_tree(tmp_path, files), server=server), built(server), reload=True)
     assert contains(plan.server.argv, *words)
     assert absent is None or absent not in plan.server.argv
@@ -248,13 +349,15 @@ def test_reload_uses_each_servers_reloader(tmp_path: Path, files: dict[str, str]
     ("target", "server", "expected"),
     [
         pytest.param({"affinity": 4, "cpu_count": 8}, "mod_wsgi", ("4", "2"), id="one-process-per-cpu"),
-        pytest.param({"affinity": 4, "cgroup": {"v2": {"cpu.max": ["150000 100000"]}, "v1": {}}}, "gunicorn", ("2", "2"),
-                     id="cpu-quota"),
+        pytest.param(
+            {"affinity": 4, "cgroup": {"v2": {"cpu.max": ["150000 100000"]}, "v1": {}}}, "gunicorn", ("2", "2"), id="cpu-quota"
+        ),
         pytest.param({"affinity": 8, "memtotal": 300 * 1024**2}, "uwsgi", ("2", "2"), id="memory-caps-processes"),
     ],
 )
-def test_workers_follow_the_resources_of_the_target(tmp_path: Path, target: dict[str, Any], server: str,
-                                                    expected: tuple[str, str]) -> None:
+def test_workers_follow_the_resources_of_the_target(
+    tmp_path: Path, target: dict[str, Any], server: str, expected: tuple[str, str]
+) -> None:
     plan = start(detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server=server), built(server, **target))
     processes, threads = expected
     argv = plan.server.argv
@@ -270,8 +373,11 @@ def test_max_clients_grows_with_workers_and_can_be_set(tmp_path: Path) -> None:
 
 
 def test_deploy_hooks_run_before_the_server_with_deploy_env_sourced(tmp_path: Path) -> None:
-    files: dict[str, str | Exe] = {"wsgi.py": "", ".warpdrive/action_hooks/deploy": Exe(),
-                                   ".warpdrive/action_hooks/deploy-env": "export A=1\n"}
+    files: dict[str, str | Exe] = {
+        "wsgi.py": "",
+        ".warpdrive/action_hooks/deploy": Exe(),
+        ".warpdrive/action_hooks/deploy-env": "export A=1\n",
+    }
     plan = start(detect_app(write_tree(tmp_path, files)), built("mod_wsgi"), port=9000)
     wrapper = ("bash", "-c", SOURCE_THEN_EXEC, "bash", f"{PROJECT}/.warpdrive/action_hooks/deploy-env")
     [deploy] = plan.before
@@ -308,15 +414,27 @@ def test_gunicorn_reads_warptasks_settings_then_the_apps_app_config(tmp_path: Pa
     assert "WARP_GUNICORN_CONFIG" not in plain.server.env
 
 
-
-@pytest.mark.parametrize(("environment", "expected", "absent"), [
-    pytest.param("MOD_WSGI_PROCESSES=4\nMOD_WSGI_THREADS=7\n", [("--processes", "4"), ("--threads", "7")], [], id="processes-threads"),
-    pytest.param("WEB_CONCURRENCY=6\n", [("--processes", "6")], [], id="web-concurrency"),
-    pytest.param("MOD_WSGI_REQUEST_TIMEOUT=30\nMOD_WSGI_RELOAD_ON_CHANGES=1\n",
-                 [("--request-timeout", "30"), ("--reload-on-changes",)], [], id="value-and-flag"),
-    pytest.param("MOD_WSGI_RELOAD_ON_CHANGES=0\nMOD_WSGI_UNKNOWN_THING=1\n", [], ["--reload-on-changes", "--unknown-thing"],
-                 id="off-and-unknown-ignored"),
-])
+@pytest.mark.parametrize(
+    ("environment", "expected", "absent"),
+    [
+        pytest.param(
+            "MOD_WSGI_PROCESSES=4\nMOD_WSGI_THREADS=7\n", [("--processes", "4"), ("--threads", "7")], [], id="processes-threads"
+        ),
+        pytest.param("WEB_CONCURRENCY=6\n", [("--processes", "6")], [], id="web-concurrency"),
+        pytest.param(
+            "MOD_WSGI_REQUEST_TIMEOUT=30\nMOD_WSGI_RELOAD_ON_CHANGES=1\n",
+            [("--request-timeout", "30"), ("--reload-on-changes",)],
+            [],
+            id="value-and-flag",
+        ),
+        pytest.param(
+            "MOD_WSGI_RELOAD_ON_CHANGES=0\nMOD_WSGI_UNKNOWN_THING=1\n",
+            [],
+            ["--reload-on-changes", "--unknown-thing"],
+            id="off-and-unknown-ignored",
+        ),
+    ],
+)
 def test_warpdrive_mod_wsgi_settings_and_web_concurrency_reach_the_server(
     tmp_path: Path, environment: str, expected: list[tuple[str, ...]], absent: list[str]
 ) -> None:

@@ -23,30 +23,54 @@ RESOURCE_CASES = [
     pytest.param({"cpu_count": None, "affinity": None, "memtotal": None}, (1.0, None), id="nothing-known"),
     pytest.param({"affinity": 4, "cgroup": cgroup({"cpu.max": ["max 100000"]})}, (4.0, None), id="v2-cpu-max-unlimited"),
     pytest.param({"affinity": 4, "cgroup": cgroup({"cpu.max": ["150000 100000"]})}, (1.5, None), id="v2-cpu-quota"),
-    pytest.param({"affinity": 4, "cgroup": cgroup({"cpu.max": ["max 100000", "50000 100000"]})}, (0.5, None),
-                 id="v2-nested-smallest-quota"),
+    pytest.param(
+        {"affinity": 4, "cgroup": cgroup({"cpu.max": ["max 100000", "50000 100000"]})}, (0.5, None), id="v2-nested-smallest-quota"
+    ),
     pytest.param({"affinity": 2, "cgroup": cgroup({"cpu.max": ["800000 100000"]})}, (2.0, None), id="v2-quota-above-cpus"),
-    pytest.param({"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["max"]})}, (4.0, 8 * GiB),
-                 id="v2-memory-max-unlimited"),
-    pytest.param({"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["536870912"]})}, (4.0, 512 * MiB),
-                 id="v2-memory-max"),
-    pytest.param({"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["max", str(2 * GiB), str(GiB)]})},
-                 (4.0, GiB), id="v2-nested-smallest-memory"),
-    pytest.param({"affinity": 4, "memtotal": GiB, "cgroup": cgroup({"memory.max": [str(4 * GiB)]})}, (4.0, GiB),
-                 id="v2-memory-above-ram"),
-    pytest.param({"affinity": 4, "memtotal": None, "cgroup": cgroup({"memory.max": [str(GiB)]})}, (4.0, GiB),
-                 id="v2-memory-without-meminfo"),
-    pytest.param({"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "200000", "cfs_period_us": "100000"})}, (2.0, None),
-                 id="v1-quota"),
-    pytest.param({"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "-1", "cfs_period_us": "100000"})}, (4.0, None),
-                 id="v1-no-quota"),
-    pytest.param({"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": HUGE_V1})}, (2.0, 8 * GiB),
-                 id="v1-huge-limit-is-no-limit"),
-    pytest.param({"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": str(256 * MiB)})},
-                 (2.0, 256 * MiB), id="v1-memory-limit"),
-    pytest.param({"affinity": 4, "cgroup": cgroup({"cpu.max": ["300000 100000"]},
-                                                  {"cfs_quota_us": "100000", "cfs_period_us": "100000"})},
-                 (1.0, None), id="v1-and-v2-smallest"),
+    pytest.param(
+        {"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["max"]})},
+        (4.0, 8 * GiB),
+        id="v2-memory-max-unlimited",
+    ),
+    pytest.param(
+        {"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["536870912"]})},
+        (4.0, 512 * MiB),
+        id="v2-memory-max",
+    ),
+    pytest.param(
+        {"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": ["max", str(2 * GiB), str(GiB)]})},
+        (4.0, GiB),
+        id="v2-nested-smallest-memory",
+    ),
+    pytest.param(
+        {"affinity": 4, "memtotal": GiB, "cgroup": cgroup({"memory.max": [str(4 * GiB)]})}, (4.0, GiB), id="v2-memory-above-ram"
+    ),
+    pytest.param(
+        {"affinity": 4, "memtotal": None, "cgroup": cgroup({"memory.max": [str(GiB)]})},
+        (4.0, GiB),
+        id="v2-memory-without-meminfo",
+    ),
+    pytest.param(
+        {"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "200000", "cfs_period_us": "100000"})}, (2.0, None), id="v1-quota"
+    ),
+    pytest.param(
+        {"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "-1", "cfs_period_us": "100000"})}, (4.0, None), id="v1-no-quota"
+    ),
+    pytest.param(
+        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": HUGE_V1})},
+        (2.0, 8 * GiB),
+        id="v1-huge-limit-is-no-limit",
+    ),
+    pytest.param(
+        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": str(256 * MiB)})},
+        (2.0, 256 * MiB),
+        id="v1-memory-limit",
+    ),
+    pytest.param(
+        {"affinity": 4, "cgroup": cgroup({"cpu.max": ["300000 100000"]}, {"cfs_quota_us": "100000", "cfs_period_us": "100000"})},
+        (1.0, None),
+        id="v1-and-v2-smallest",
+    ),
 ]
 
 
@@ -63,8 +87,11 @@ def test_available_resources_take_the_tightest_limit(raw: dict[str, Any], expect
         pytest.param({"affinity": 2}, ["2 CPUs usable (affinity)"], id="affinity"),
         pytest.param({"cpu_count": 3}, ["3 CPUs usable (cpu_count)"], id="cpu_count"),
         pytest.param({"affinity": 4, "cgroup": cgroup({"cpu.max": ["150000 100000"]})}, ["cgroup CPU quota 1.5"], id="quota"),
-        pytest.param({"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": [str(GiB)]})},
-                     ["cgroup memory limit 1024 MiB"], id="memory-limit"),
+        pytest.param(
+            {"affinity": 4, "memtotal": 8 * GiB, "cgroup": cgroup({"memory.max": [str(GiB)]})},
+            ["cgroup memory limit 1024 MiB"],
+            id="memory-limit",
+        ),
         pytest.param({"affinity": 4, "memtotal": 2 * GiB}, ["2048 MiB memory"], id="memory"),
     ],
 )

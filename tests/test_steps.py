@@ -29,9 +29,9 @@ SHELL_ENV = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
 
 # Text a shell would love to interpret: quotes, $, ;, backticks, globs, newlines, unicode. NUL cannot be in argv.
 TOKENS = [*" \t\n\r'\"$;`\\|&<>(){}*?[]~#!%=-:", "$(id)", "${HOME}", "$1", "é", "中", "🙂"]
-nasty = st.lists(
-    st.one_of(st.sampled_from(TOKENS), st.characters(codec="utf-8", exclude_characters="\x00")), max_size=12
-).map("".join)
+nasty = st.lists(st.one_of(st.sampled_from(TOKENS), st.characters(codec="utf-8", exclude_characters="\x00")), max_size=12).map(
+    "".join
+)
 # A directory name: any of the above but / and NUL, and not . or ..
 dir_names = nasty.map(lambda s: "d" + s.replace("/", "_")).filter(lambda s: len(s.encode()) < 200)
 
@@ -47,8 +47,12 @@ def run(line: str) -> subprocess.CompletedProcess[bytes]:
 
 
 @settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(args=st.lists(nasty, max_size=5), values=st.lists(nasty, max_size=3), folder=dir_names,
-       path=st.lists(nasty.map(lambda s: s.replace(":", "_")), max_size=2))
+@given(
+    args=st.lists(nasty, max_size=5),
+    values=st.lists(nasty, max_size=3),
+    folder=dir_names,
+    path=st.lists(nasty.map(lambda s: s.replace(":", "_")), max_size=2),
+)
 def test_command_line_passes_every_word_through_the_shell_unchanged(
     scratch: Path, args: list[str], values: list[str], folder: str, path: list[str]
 ) -> None:
@@ -112,8 +116,11 @@ def test_write_file_carries_content_and_path_as_parameters_not_code() -> None:
 
 
 def test_plan_runnable_and_phases_keep_order() -> None:
-    steps = (Step("a", ("true",), "", "", phase="deps"), Step("b", ("true",), "", "", phase="deps", skip="done"),
-             Step("c", ("true",), "", "", phase="app"))
+    steps = (
+        Step("a", ("true",), "", "", phase="deps"),
+        Step("b", ("true",), "", "", phase="deps", skip="done"),
+        Step("c", ("true",), "", "", phase="app"),
+    )
     plan = Plan("build", steps, ("note",))
     assert [s.name for s in plan.runnable] == ["a", "c"]
     assert [s.name for s in plan.phase("deps").steps] == ["a", "b"]

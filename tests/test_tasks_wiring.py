@@ -49,14 +49,21 @@ def test_collection_nests_in_a_projects_own_tasks() -> None:
 
 # invoke config "warp" section, task options -> expected settings (subset)
 SETTINGS_CASES = [
-    pytest.param({}, {}, {"port": 8080, "host": "127.0.0.1", "env_dir": ".warp", "installer": "auto", "server": None},
-                 id="defaults"),
-    pytest.param({"port": 9000, "server": "gunicorn"}, {}, {"port": 9000, "server": "gunicorn", "host": "127.0.0.1"},
-                 id="config-over-defaults"),
-    pytest.param({"port": 9000, "server": "gunicorn"}, {"port": 7000}, {"port": 7000, "server": "gunicorn"},
-                 id="option-over-config"),
-    pytest.param({"port": 9000}, {"port": None, "host": "0.0.0.0"}, {"port": 9000, "host": "0.0.0.0"},
-                 id="option-not-given-keeps-config"),
+    pytest.param(
+        {}, {}, {"port": 8080, "host": "127.0.0.1", "env_dir": ".warp", "installer": "auto", "server": None}, id="defaults"
+    ),
+    pytest.param(
+        {"port": 9000, "server": "gunicorn"},
+        {},
+        {"port": 9000, "server": "gunicorn", "host": "127.0.0.1"},
+        id="config-over-defaults",
+    ),
+    pytest.param(
+        {"port": 9000, "server": "gunicorn"}, {"port": 7000}, {"port": 7000, "server": "gunicorn"}, id="option-over-config"
+    ),
+    pytest.param(
+        {"port": 9000}, {"port": None, "host": "0.0.0.0"}, {"port": 9000, "host": "0.0.0.0"}, id="option-not-given-keeps-config"
+    ),
     pytest.param({"port": None}, {}, {"port": 8080}, id="config-null-keeps-default"),
     pytest.param({"unknown_key": 1}, {}, {"port": 8080}, id="unknown-config-ignored"),
 ]
@@ -144,8 +151,9 @@ def test_plan_text_says_what_and_why(tmp_path: Path, capsys: pytest.CaptureFixtu
         pytest.param({".s2i/environment": "not a line\n"}, {}, "line 1", id="bad-environment-file"),
     ],
 )
-def test_foreseeable_errors_exit_non_zero_with_a_message(tmp_path: Path, files: dict[str, str], options: dict[str, str],
-                                                         message: str) -> None:
+def test_foreseeable_errors_exit_non_zero_with_a_message(
+    tmp_path: Path, files: dict[str, str], options: dict[str, str], message: str
+) -> None:
     write_tree(tmp_path, files)
     with pytest.raises(Exit) as exited:
         tasks.plan(probe_answers(facts()), project=str(tmp_path), **options)

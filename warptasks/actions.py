@@ -69,8 +69,13 @@ def _uv_find_python(version: str) -> str | None:
 
     for uv in uv_candidates():
         try:
-            found = subprocess.run([uv, "python", "find", "--no-project", version], capture_output=True, text=True, timeout=30,
-                                   env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+            found = subprocess.run(
+                [uv, "python", "find", "--no-project", version],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if found.returncode == 0 and found.stdout.strip():
@@ -97,8 +102,13 @@ class Target:
 
 def read_target(c: Runner, spec: AppSpec, project: str, opts: dict[str, Any], python: str) -> Target:
     root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
-    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates(), "project": project,
-               "ignore": untracked_dirs(opts["env_dir"])}
+    request = {
+        "env_dir": root,
+        "envs_dir": envs,
+        "uv_candidates": uv_candidates(),
+        "project": project,
+        "ignore": untracked_dirs(opts["env_dir"]),
+    }
     facts = gather_facts(c, python, request)
     return Target(project, facts)
 
@@ -191,9 +201,15 @@ def exec_command(spec: AppSpec, c: Runner, opts: dict[str, Any], argv: tuple[str
     if not os.path.isdir(env):
         raise NotBuilt(f"{spec.root} has not been built", "run warp build first")
     home = os.path.normpath(os.path.join(spec.root, spec.home))
-    step = Step(action, argv, home, f"{action} in the app's environment",
-                env=hook_environment(spec, spec.root, env, "deploy", action, int(opts["port"])),
-                path=(f"{env}/bin",), phase="start")
+    step = Step(
+        action,
+        argv,
+        home,
+        f"{action} in the app's environment",
+        env=hook_environment(spec, spec.root, env, "deploy", action, int(opts["port"])),
+        path=(f"{env}/bin",),
+        phase="start",
+    )
     return with_env_hook(spec, "deploy-env", spec.root, step)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -104,11 +105,14 @@ def detect_dependencies(root: Path, environment: dict[str, str] | None = None) -
 
 
 def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencies:
+    files: tuple[str, ...]
     environment = environment or {}
     setup_py = (root / "setup.py").is_file() or (root / "setup.cfg").is_file()
     with_setup = setup_py and not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING"))
     if (root / "uv.lock").is_file():
-        return Dependencies("uv.lock", ("uv.lock", "pyproject.toml"), "uv.lock pins every package (installed with uv sync --frozen)")
+        return Dependencies(
+            "uv.lock", ("uv.lock", "pyproject.toml"), "uv.lock pins every package (installed with uv sync --frozen)"
+        )
     # OpenShift's S2I Python builder reads lock files only when one of these is set; here they are always read.
     flag = next((n for n in ("ENABLE_PIPENV", "ENABLE_MICROPIPENV") if _truthy(environment.get(n))), None)
     said = f" ({flag} in the environment file, S2I convention)" if flag else ""
@@ -135,15 +139,25 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
         if "build-system" in data or with_setup:
             # setuptools reads setup.py/setup.cfg too: they decide the result as much as pyproject.toml.
             files = ("pyproject.toml", *(n for n in ("setup.py", "setup.cfg") if (root / n).is_file()))
-            return Dependencies("pyproject.toml", files, "pyproject.toml with a build system: the project is installed (editable)", install_project=True)
+            return Dependencies(
+                "pyproject.toml",
+                files,
+                "pyproject.toml with a build system: the project is installed (editable)",
+                install_project=True,
+            )
         packages = tuple(str(p) for p in data.get("project", {}).get("dependencies", []))
         return Dependencies(
-            "pyproject.toml", ("pyproject.toml",), "pyproject.toml without a build system: its [project].dependencies are installed", packages=packages
+            "pyproject.toml",
+            ("pyproject.toml",),
+            "pyproject.toml without a build system: its [project].dependencies are installed",
+            packages=packages,
         )
     if with_setup:
         files = tuple(n for n in ("setup.py", "setup.cfg") if (root / n).is_file())
         return Dependencies("setup.py", files, "setup.py: the project is installed (editable)", install_project=True)
-    return Dependencies("none", (), "no requirements.txt, pyproject.toml, Pipfile.lock, poetry.lock or uv.lock: nothing to install but the server")
+    return Dependencies(
+        "none", (), "no requirements.txt, pyproject.toml, Pipfile.lock, poetry.lock or uv.lock: nothing to install but the server"
+    )
 
 
 @dataclass(frozen=True)

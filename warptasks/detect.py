@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,8 +156,22 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
 
 
 # Never part of what a build depends on or ships: environments, VCS data, caches.
-UNTRACKED_DIRS = frozenset({".warp", ".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".nox",
-                            ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+UNTRACKED_DIRS = frozenset(
+    {
+        ".warp",
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        "node_modules",
+        ".venv",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+    }
+)
 
 
 def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str, str]) -> str:

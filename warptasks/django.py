@@ -95,7 +95,8 @@ def detect_django(root: Path, environment: dict[str, str]) -> DjangoProject:
         settings=settings,
         wsgi_application=wsgi,
         asgi_application=asgi,
-        has_static_root="STATIC_ROOT" in names and not (isinstance(names["STATIC_ROOT"], ast.Constant) and names["STATIC_ROOT"].value is None),
+        has_static_root="STATIC_ROOT" in names
+        and not (isinstance(names["STATIC_ROOT"], ast.Constant) and names["STATIC_ROOT"].value is None),
         static_url=_string(names.get("STATIC_URL")),
         why=f"manage.py: Django, settings {settings} ({settings_why}), application {wsgi} ({wsgi_why})",
     )

@@ -10,8 +10,9 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from . import __version__
 from .detect import UNTRACKED_DIRS, AppSpec
@@ -251,11 +252,19 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
 
     unchanged_why = "nothing changed since the last build (same dependencies, Python, server and source)"
     if "pre-build" in spec.hooks:
-        add("hook pre-build", _hook(spec, "pre-build"), "pre-build action hook", phase="deps",
-            skip=unchanged_why if unchanged else "", cwd=options.project, env=hook_env)
+        add(
+            "hook pre-build",
+            _hook(spec, "pre-build"),
+            "pre-build action hook",
+            phase="deps",
+            skip=unchanged_why if unchanged else "",
+            cwd=options.project,
+            env=hook_env,
+        )
 
     reuse = f"environment {key} is complete and its inputs are unchanged" if env_ready else ""
     add("clean", ("rm", "-rf", env), "remove what a failed build may have left", phase="deps", skip=reuse)
+    create: tuple[str, ...]
     if installer == "uv":
         create = (facts["uv"], "venv", "--seed", "--quiet", "--python", facts["python"]["executable"], env)
     elif facts.get("has_virtualenv"):
@@ -270,31 +279,78 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
     install_env = {**spec.environment, "VIRTUAL_ENV": env, **options.install_env}
     if deps.kind == "requirements.txt":
-        add("install requirements", _install(installer, facts, env, ("-r", "requirements.txt")), deps.why,
-            phase="deps", skip=reuse, env=install_env)
+        add(
+            "install requirements",
+            _install(installer, facts, env, ("-r", "requirements.txt")),
+            deps.why,
+            phase="deps",
+            skip=reuse,
+            env=install_env,
+        )
     elif deps.kind in ("Pipfile.lock", "poetry.lock"):
         method = "pipenv" if deps.kind == "Pipfile.lock" else "poetry"
-        add("install micropipenv", _install(installer, facts, env, ("micropipenv[toml]",)),
-            f"micropipenv reads {deps.kind}", phase="deps", skip=reuse, env=install_env)
+        add(
+            "install micropipenv",
+            _install(installer, facts, env, ("micropipenv[toml]",)),
+            f"micropipenv reads {deps.kind}",
+            phase="deps",
+            skip=reuse,
+            env=install_env,
+        )
         out = f"{env}/warp-requirements.txt"
-        add("export lock file",
+        add(
+            "export lock file",
             ("sh", "-c", '"$1" requirements --method "$2" --no-dev > "$3"', "sh", f"{env}/bin/micropipenv", method, out),
-            f"{deps.kind} as pinned requirements", phase="deps", skip=reuse)
-        add("install lock file", _install(installer, facts, env, ("--no-deps", "-r", out)), deps.why,
-            phase="deps", skip=reuse, env=install_env)
+            f"{deps.kind} as pinned requirements",
+            phase="deps",
+            skip=reuse,
+        )
+        add(
+            "install lock file",
+            _install(installer, facts, env, ("--no-deps", "-r", out)),
+            deps.why,
+            phase="deps",
+            skip=reuse,
+            env=install_env,
+        )
     elif deps.kind == "uv.lock":
         uv = facts["uv"]
         if installer != "uv":
-            add("install uv", _install(installer, facts, env, ("uv",)), "uv.lock is installed by uv", phase="deps", skip=reuse,
-                env=install_env)
+            add(
+                "install uv",
+                _install(installer, facts, env, ("uv",)),
+                "uv.lock is installed by uv",
+                phase="deps",
+                skip=reuse,
+                env=install_env,
+            )
             uv = f"{env}/bin/uv"
-        add("install uv.lock", (uv, "sync", "--frozen", "--no-dev", "--python", f"{env}/bin/python"), deps.why,
-            phase="deps", skip=reuse, env={"UV_PROJECT_ENVIRONMENT": env, **install_env})
+        add(
+            "install uv.lock",
+            (uv, "sync", "--frozen", "--no-dev", "--python", f"{env}/bin/python"),
+            deps.why,
+            phase="deps",
+            skip=reuse,
+            env={"UV_PROJECT_ENVIRONMENT": env, **install_env},
+        )
     elif deps.packages:
-        add("install dependencies", _install(installer, facts, env, deps.packages), deps.why, phase="deps", skip=reuse, env=install_env)
+        add(
+            "install dependencies",
+            _install(installer, facts, env, deps.packages),
+            deps.why,
+            phase="deps",
+            skip=reuse,
+            env=install_env,
+        )
     if deps.install_project and deps.kind != "uv.lock":
-        add("install project", _install(installer, facts, env, ("-e", ".")), "the project itself is a package",
-            phase="deps", skip=reuse, env=install_env)
+        add(
+            "install project",
+            _install(installer, facts, env, ("-e", ".")),
+            "the project itself is a package",
+            phase="deps",
+            skip=reuse,
+            env=install_env,
+        )
 
     packages = SERVER_PACKAGES[server]
     if spec.kind == "paste" and server != "mod_wsgi":
@@ -313,23 +369,63 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
                     "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
                     "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
                 )
-        add("install server", _install(installer, facts, env, args),
-            f"{', '.join(packages)} for {server}" + (" (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""),
-            phase="deps", skip=reuse, env=server_env)
+        add(
+            "install server",
+            _install(installer, facts, env, args),
+            f"{', '.join(packages)} for {server}"
+            + (" (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""),
+            phase="deps",
+            skip=reuse,
+            env=server_env,
+        )
     if server in USES_WARP_APP:
-        steps.append(write_file("support", f"{env}/warp/warp_app.py", source("warp_app.py"), home,
-                                "warp_app.py loads the app and serves static files", phase="deps", skip=reuse))
+        steps.append(
+            write_file(
+                "support",
+                f"{env}/warp/warp_app.py",
+                source("warp_app.py"),
+                home,
+                "warp_app.py loads the app and serves static files",
+                phase="deps",
+                skip=reuse,
+            )
+        )
     if server == "gunicorn":
-        steps.append(write_file("gunicorn config", f"{env}/warp/gunicorn_conf.py", source("gunicorn_conf.py"), home,
-                                "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)", phase="deps",
-                                skip=reuse))
+        steps.append(
+            write_file(
+                "gunicorn config",
+                f"{env}/warp/gunicorn_conf.py",
+                source("gunicorn_conf.py"),
+                home,
+                "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)",
+                phase="deps",
+                skip=reuse,
+            )
+        )
     marker = {"key": key, "python": facts["python"], "installer": installer, "server": server, "warptasks": __version__}
-    steps.append(write_file("mark complete", f"{env}/warp-env.json", json.dumps(marker, sort_keys=True), home,
-                            "marks the environment as complete, so later builds may reuse it", phase="deps", skip=reuse))
+    steps.append(
+        write_file(
+            "mark complete",
+            f"{env}/warp-env.json",
+            json.dumps(marker, sort_keys=True),
+            home,
+            "marks the environment as complete, so later builds may reuse it",
+            phase="deps",
+            skip=reuse,
+        )
+    )
 
     if "build" in spec.hooks:
-        add("hook build", _hook(spec, "build"), "build action hook", phase="app",
-            skip=unchanged_why if unchanged else "", cwd=options.project, env=hook_env, path=path)
+        add(
+            "hook build",
+            _hook(spec, "build"),
+            "build action hook",
+            phase="app",
+            skip=unchanged_why if unchanged else "",
+            cwd=options.project,
+            env=hook_env,
+            path=path,
+        )
 
     static_json = _join(root, "static.json")
     if spec.django:
@@ -340,26 +436,55 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
             why = "Django: reading STATIC_URL/STATIC_ROOT (collectstatic disabled by DISABLE_COLLECTSTATIC)"
         env_vars = dict(spec.environment)
         env_vars["DJANGO_SETTINGS_MODULE"] = spec.django.settings
-        add("collectstatic", (f"{env}/bin/python", "-c", source("django_static.py"), static_json, supplied, "0" if disabled else "1"),
-            why, phase="app", skip=unchanged_why if unchanged else "", env=env_vars, path=path)
+        add(
+            "collectstatic",
+            (f"{env}/bin/python", "-c", source("django_static.py"), static_json, supplied, "0" if disabled else "1"),
+            why,
+            phase="app",
+            skip=unchanged_why if unchanged else "",
+            env=env_vars,
+            path=path,
+        )
     elif spec.static_url and spec.static_dir:
         static = {"static_url": spec.static_url, "static_root": _join(home, spec.static_dir)}
-        steps.append(write_file("static", static_json, json.dumps(static), home, spec.static_why, phase="app",
-                                skip=unchanged_why if unchanged else ""))
+        steps.append(
+            write_file(
+                "static",
+                static_json,
+                json.dumps(static),
+                home,
+                spec.static_why,
+                phase="app",
+                skip=unchanged_why if unchanged else "",
+            )
+        )
     else:
-        steps.append(Step("static", ("rm", "-f", static_json), home, spec.static_why, phase="app",
-                          skip=unchanged_why if unchanged else ""))
+        steps.append(
+            Step("static", ("rm", "-f", static_json), home, spec.static_why, phase="app", skip=unchanged_why if unchanged else "")
+        )
 
     new_state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "warptasks": __version__}
-    request = {"record": new_state, "project": options.project, "state_file": _join(root, "state.json"),
-               "ignore": untracked_dirs(options.env_dir)}
-    add("record", (f"{env}/bin/python", "-c", probe_source(), json.dumps(request)),
-        "record what was built, with the tree's fingerprint as the build left it", phase="app",
-        skip=unchanged_why if unchanged else "")
+    request = {
+        "record": new_state,
+        "project": options.project,
+        "state_file": _join(root, "state.json"),
+        "ignore": untracked_dirs(options.env_dir),
+    }
+    add(
+        "record",
+        (f"{env}/bin/python", "-c", probe_source(), json.dumps(request)),
+        "record what was built, with the tree's fingerprint as the build left it",
+        phase="app",
+        skip=unchanged_why if unchanged else "",
+    )
     switch = "import os, sys; os.symlink(sys.argv[1], sys.argv[2] + '.new'); os.replace(sys.argv[2] + '.new', sys.argv[2])"
-    add("switch", ("sh", "-c", 'rm -f "$2.new" && "$3" -c "$1" "$4" "$2"', "sh", switch, _join(root, "current"), f"{env}/bin/python", env),
-        "make the new environment current, atomically (the old one serves until here)", phase="app",
-        skip="already current" if unchanged else "")
+    add(
+        "switch",
+        ("sh", "-c", 'rm -f "$2.new" && "$3" -c "$1" "$4" "$2"', "sh", switch, _join(root, "current"), f"{env}/bin/python", env),
+        "make the new environment current, atomically (the old one serves until here)",
+        phase="app",
+        skip="already current" if unchanged else "",
+    )
     sourced = ("install", "hook build", "collectstatic", "export")
     steps = [with_env_hook(spec, "build-env", options.project, s) if s.name.startswith(sourced) else s for s in steps]
     return Plan("build", tuple(steps), tuple(notes))
@@ -367,10 +492,28 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
 
 # warpdrive's MOD_WSGI_* settings, passed on to mod_wsgi-express as it did.
 MOD_WSGI_VALUE_SETTINGS = (
-    "ACCESS_LOG", "INITIAL_WORKERS", "MINIMUM_SPARE_WORKERS", "MAXIMUM_SPARE_WORKERS", "LIMIT_REQUEST_BODY",
-    "MAXIMUM_REQUESTS", "INACTIVITY_TIMEOUT", "REQUEST_TIMEOUT", "CONNECT_TIMEOUT", "SOCKET_TIMEOUT", "QUEUE_TIMEOUT",
-    "HEADER_TIMEOUT", "HEADER_MAX_TIMEOUT", "HEADER_MIN_RATE", "BODY_TIMEOUT", "BODY_MAX_TIMEOUT", "BODY_MIN_RATE",
-    "SERVER_BACKLOG", "DAEMON_BACKLOG", "SERVER_MPM", "LOG_LEVEL", "MAX_CLIENTS",
+    "ACCESS_LOG",
+    "INITIAL_WORKERS",
+    "MINIMUM_SPARE_WORKERS",
+    "MAXIMUM_SPARE_WORKERS",
+    "LIMIT_REQUEST_BODY",
+    "MAXIMUM_REQUESTS",
+    "INACTIVITY_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "SOCKET_TIMEOUT",
+    "QUEUE_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "HEADER_MAX_TIMEOUT",
+    "HEADER_MIN_RATE",
+    "BODY_TIMEOUT",
+    "BODY_MAX_TIMEOUT",
+    "BODY_MIN_RATE",
+    "SERVER_BACKLOG",
+    "DAEMON_BACKLOG",
+    "SERVER_MPM",
+    "LOG_LEVEL",
+    "MAX_CLIENTS",
 )
 MOD_WSGI_FLAG_SETTINGS = ("RELOAD_ON_CHANGES", "SERVER_STATUS")
 
@@ -455,8 +598,10 @@ def worker_account(facts: dict[str, Any], options: StartOptions) -> tuple[str, s
         return options.user, options.group or options.user, "--user"
     for user, group in facts.get("worker_accounts", []):
         return user, options.group or group, f"running as root: Apache's workers run as {user}"
-    raise ConfigError("running as root, and no non-root account (www-data, nobody) exists for Apache's workers",
-                      "pass --user and --group naming an unprivileged account")
+    raise ConfigError(
+        "running as root, and no non-root account (www-data, nobody) exists for Apache's workers",
+        "pass --user and --group naming an unprivileged account",
+    )
 
 
 def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> StartPlan:
@@ -470,8 +615,10 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         # An explicit choice must match the build; otherwise the build's choice stands.
         wanted, wanted_why = resolve_server(spec)
         if wanted != server:
-            raise ConfigError(f"the environment was built for {server}, but {wanted} is asked for now ({wanted_why})",
-                              f"run warp build --server {wanted} first, or start without --server")
+            raise ConfigError(
+                f"the environment was built for {server}, but {wanted} is asked for now ({wanted_why})",
+                f"run warp build --server {wanted} first, or start without --server",
+            )
     home = _join(options.project, spec.home)
     resources: Resources = available_resources(facts)
     capacity: Capacity = worker_capacity(resources, server)
@@ -503,12 +650,28 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
     python = f"{env}/bin/python"
     checks: list[Step] = []
     if server != "shell":
-        checks.append(Step("port", (python, "-c", PORT_CHECK, options.host, str(options.port)), home,
-                           f"{options.host}:{options.port} must be free", phase="start"))
+        checks.append(
+            Step(
+                "port",
+                (python, "-c", PORT_CHECK, options.host, str(options.port)),
+                home,
+                f"{options.host}:{options.port} must be free",
+                phase="start",
+            )
+        )
     before: list[Step] = []
     if "deploy" in spec.hooks:
-        before.append(Step("hook deploy", _hook(spec, "deploy"), options.project, "deploy action hook",
-                           env=dict(run_env), path=path, phase="start"))
+        before.append(
+            Step(
+                "hook deploy",
+                _hook(spec, "deploy"),
+                options.project,
+                "deploy action hook",
+                env=dict(run_env),
+                path=path,
+                phase="start",
+            )
+        )
     bind = f"{options.host}:{options.port}"
     module, _, callable_ = spec.target.partition(":")
     argv: tuple[str, ...]
@@ -529,15 +692,29 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
             argv += (module, "--application-type", "module", "--callable-object", callable_ or "application")
         max_clients = options.max_clients or max(400, processes * threads * 4)
         argv += (
-            "--host", options.host, "--port", str(options.port),
-            "--processes", str(processes), "--threads", str(threads),
-            "--max-clients", str(max_clients),
+            "--host",
+            options.host,
+            "--port",
+            str(options.port),
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--max-clients",
+            str(max_clients),
             # Start every Apache worker up front: otherwise mod_wsgi-express starts a fifth of them and a burst of
             # slow clients (connections that never finish their headers) holds them all for seconds while Apache
             # spawns more, and normal requests wait (measured by the benchmarks with 200 slow clients).
-            "--initial-workers", "1",
-            "--working-directory", home, "--python-path", home,
-            "--log-to-terminal", "--startup-log", "--locale", "C.UTF-8",
+            "--initial-workers",
+            "1",
+            "--working-directory",
+            home,
+            "--python-path",
+            home,
+            "--log-to-terminal",
+            "--startup-log",
+            "--locale",
+            "C.UTF-8",
         )
         if static_url and static_root:
             argv += ("--url-alias", static_url, static_root)
@@ -549,38 +726,86 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
             argv += ("--user", user, "--group", group)
             notes.append(account_why)
             paths = [python, env, home] + ([_join(home, spec.target)] if spec.kind == "paste" else [])
-            checks.append(Step("worker can read", (python, "-c", READ_CHECK, user, group, python, *paths), home,
-                               f"Apache's workers run as {user}:{group} and must read the Python, the environment and the app",
-                               phase="start"))
-        why = "Apache/mod_wsgi via mod_wsgi-express, daemon mode" + (", serving static files with an Apache alias" if static_url else "")
+            checks.append(
+                Step(
+                    "worker can read",
+                    (python, "-c", READ_CHECK, user, group, python, *paths),
+                    home,
+                    f"Apache's workers run as {user}:{group} and must read the Python, the environment and the app",
+                    phase="start",
+                )
+            )
+        why = "Apache/mod_wsgi via mod_wsgi-express, daemon mode" + (
+            ", serving static files with an Apache alias" if static_url else ""
+        )
     else:
-        run_env.update({"WARP_APP_TYPE": "paste" if spec.kind == "paste" else "module",
-                        "WARP_APP_TARGET": spec.target if spec.kind != "paste" else _join(home, spec.target),
-                        "WARP_APP_PROTOCOL": "asgi" if spec.is_asgi else "wsgi"})
+        run_env.update(
+            {
+                "WARP_APP_TYPE": "paste" if spec.kind == "paste" else "module",
+                "WARP_APP_TARGET": spec.target if spec.kind != "paste" else _join(home, spec.target),
+                "WARP_APP_PROTOCOL": "asgi" if spec.is_asgi else "wsgi",
+            }
+        )
         if static_url and static_root and server != "uwsgi":
             run_env.update({"WARP_STATIC_URL": static_url, "WARP_STATIC_ROOT": static_root})
         if options.reload:
             run_env["WARP_RELOAD"] = "1"
         run_env["PYTHONPATH"] = f"{env}/warp:{home}"
         if server == "gunicorn":
-            argv = (f"{env}/bin/gunicorn", "--bind", bind, "--workers", str(processes), "--threads", str(threads),
-                    "--worker-class", "gthread", "--chdir", home, "--access-logfile", "-",
-                    "--config", f"{env}/warp/gunicorn_conf.py")
+            argv = (
+                f"{env}/bin/gunicorn",
+                "--bind",
+                bind,
+                "--workers",
+                str(processes),
+                "--threads",
+                str(threads),
+                "--worker-class",
+                "gthread",
+                "--chdir",
+                home,
+                "--access-logfile",
+                "-",
+                "--config",
+                f"{env}/warp/gunicorn_conf.py",
+            )
             if spec.environment.get("APP_CONFIG"):
                 run_env["WARP_GUNICORN_CONFIG"] = _join(home, spec.environment["APP_CONFIG"])
             argv += ("--reload",) if options.reload else ()
             argv += ("warp_app:application",)
             why = "gunicorn (gthread workers), static files by servestatic"
         elif server == "waitress":
-            argv = (f"{env}/bin/waitress-serve", f"--listen={bind}", f"--threads={threads}", "--connection-limit=1000",
-                    "warp_app:application")
+            argv = (
+                f"{env}/bin/waitress-serve",
+                f"--listen={bind}",
+                f"--threads={threads}",
+                "--connection-limit=1000",
+                "warp_app:application",
+            )
             if options.reload:
                 raise ConfigError("waitress has no code reloader", "use --server gunicorn (or mod_wsgi) for --reload")
             why = "waitress, static files by servestatic"
         elif server == "uwsgi":
-            argv = (f"{env}/bin/uwsgi", "--http-socket", bind, "--master", "--processes", str(processes),
-                    "--threads", str(threads), "--chdir", home, "--module", "warp_app:application",
-                    "--die-on-term", "--need-app", "--enable-threads", "--disable-logging", "--log-5xx", "--log-4xx")
+            argv = (
+                f"{env}/bin/uwsgi",
+                "--http-socket",
+                bind,
+                "--master",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+                "--chdir",
+                home,
+                "--module",
+                "warp_app:application",
+                "--die-on-term",
+                "--need-app",
+                "--enable-threads",
+                "--disable-logging",
+                "--log-5xx",
+                "--log-4xx",
+            )
             if static_url and static_root:
                 argv += ("--static-map", f"{static_url.rstrip('/')}={static_root.rstrip('/')}")
             if options.reload:
@@ -590,6 +815,8 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
             argv = (f"{env}/bin/uvicorn", "warp_app:application", "--host", options.host, "--port", str(options.port))
             argv += ("--reload",) if options.reload else ("--workers", str(processes))
             why = "uvicorn (ASGI), static files by servestatic"
-    server_step = with_env_hook(spec, "deploy-env", options.project, Step(server, argv, home, why, env=run_env, path=path, phase="start"))
+    server_step = with_env_hook(
+        spec, "deploy-env", options.project, Step(server, argv, home, why, env=run_env, path=path, phase="start")
+    )
     before = [with_env_hook(spec, "deploy-env", options.project, s) for s in before]
     return StartPlan(tuple(checks), tuple(before), server_step, tuple(notes))

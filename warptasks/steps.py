@@ -52,13 +52,17 @@ class Step:
         }
 
 
-def write_file(name: str, path: str, content: str, cwd: str, why: str, *, mode: str = "644", phase: str = "app", skip: str = "") -> Step:
+def write_file(
+    name: str, path: str, content: str, cwd: str, why: str, *, mode: str = "644", phase: str = "app", skip: str = ""
+) -> Step:
     """A step that writes ``content`` to ``path`` using only a POSIX shell.
 
     Content and path travel as positional parameters, never as shell code, so
     this works the same through any runner.
     """
-    script = 'umask 022 && mkdir -p "$(dirname "$2")" && printf "%s" "$1" > "$2.tmp" && chmod "$3" "$2.tmp" && mv -f "$2.tmp" "$2"'
+    script = (
+        'umask 022 && mkdir -p "$(dirname "$2")" && printf "%s" "$1" > "$2.tmp" && chmod "$3" "$2.tmp" && mv -f "$2.tmp" "$2"'
+    )
     return Step(name, ("sh", "-c", script, "sh", content, path, mode), cwd, why, phase=phase, skip=skip)
 
 

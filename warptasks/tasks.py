@@ -57,7 +57,9 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
         except WarpError as not_yet:
             start, start_data = None, {"error": str(not_yet)}
         if json:
-            print(jsonlib.dumps({"app": spec.as_dict(), "build": build_plan.as_dict(), "start": start_data}, indent=2, default=str))
+            print(
+                jsonlib.dumps({"app": spec.as_dict(), "build": build_plan.as_dict(), "start": start_data}, indent=2, default=str)
+            )
             return
         print("Detected:")
         for note in build_plan.notes:
@@ -94,7 +96,9 @@ def _short(step: Any, limit: int = 160) -> str:
 def build(c, project=None, server=None, python=None, installer=None, env_dir=None, force=False):
     """Make the app's environment: virtualenv, dependencies, server, collectstatic, hooks."""
     with reported():
-        actions.build(c, _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir), force=force)
+        actions.build(
+            c, _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir), force=force
+        )
 
 
 @task(
@@ -112,12 +116,34 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "dry-run": "print the server command instead of running it",
     }
 )
-def start(c, project=None, host=None, port=None, processes=None, threads=None, reload=False, user=None, group=None,
-          server=None, env_dir=None, dry_run=False):
+def start(
+    c,
+    project=None,
+    host=None,
+    port=None,
+    processes=None,
+    threads=None,
+    reload=False,
+    user=None,
+    group=None,
+    server=None,
+    env_dir=None,
+    dry_run=False,
+):
     """Exec the server chosen at build time (it replaces this process)."""
     with reported():
-        opts = _opts(c, project=project, host=host, port=port, processes=processes, threads=threads, user=user,
-                     group=group, server=server, env_dir=env_dir)
+        opts = _opts(
+            c,
+            project=project,
+            host=host,
+            port=port,
+            processes=processes,
+            threads=threads,
+            user=user,
+            group=group,
+            server=server,
+            env_dir=env_dir,
+        )
         _, plan = actions.start_plan(c, opts, reload=reload)
         for note in plan.notes:
             print(note, flush=True)

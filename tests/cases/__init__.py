@@ -44,11 +44,7 @@ def write_tree(root: Path, files: Tree) -> Path:
 WSGI = "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
 FLASK_APP = "from flask import Flask\napp = Flask(__name__)\n"
 ASGI = "async def application(scope, receive, send):\n    pass\n"
-MANAGE = (
-    "import os, sys\n"
-    "if __name__ == '__main__':\n"
-    "    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
-)
+MANAGE = "import os, sys\nif __name__ == '__main__':\n    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
 
 
 def django_tree(settings: str = "", *, wsgi: bool = True, manage: str = MANAGE) -> dict[str, str]:
@@ -61,8 +57,13 @@ def django_tree(settings: str = "", *, wsgi: bool = True, manage: str = MANAGE) 
 
 # What probe.py printed on a Debian machine, as root, with nothing built yet.
 PROBE_FACTS: dict[str, Any] = {
-    "python": {"executable": "/usr/bin/python3.11", "version": "3.11", "full_version": "3.11.2", "prefix": "/usr",
-               "others_can_read": True},
+    "python": {
+        "executable": "/usr/bin/python3.11",
+        "version": "3.11",
+        "full_version": "3.11.2",
+        "prefix": "/usr",
+        "others_can_read": True,
+    },
     "has_virtualenv": True,
     "uv": "/opt/bin/uv",
     "apxs": "/usr/bin/apxs",

@@ -63,8 +63,16 @@ def server_base(client: docker.DockerClient) -> str:
 
 def build_options(index: IndexAccess, tag: str, base: str, **kw: Any) -> ImageOptions:
     """Options for a build that reaches the package index as this machine does (host network, its CA bundle)."""
-    return ImageOptions(tag=tag, base_image=base, network="host", build_env=dict(index.environment),
-                        extra_files=dict(index.files), pull=False, quiet=True, **kw)
+    return ImageOptions(
+        tag=tag,
+        base_image=base,
+        network="host",
+        build_env=dict(index.environment),
+        extra_files=dict(index.files),
+        pull=False,
+        quiet=True,
+        **kw,
+    )
 
 
 def free_port() -> int:
@@ -105,8 +113,9 @@ class Running:
 def serving(client: docker.DockerClient, image: str, *, user: str | None = None, wait: float = 60) -> Iterator[Running]:
     """Run ``image`` on the host network on a free port and wait (bounded) until it answers HTTP."""
     port = free_port()
-    container = client.containers.run(image, detach=True, network_mode="host", environment={"PORT": str(port)},
-                                      user=user, labels={"warptasks-test": "image"})
+    container = client.containers.run(
+        image, detach=True, network_mode="host", environment={"PORT": str(port)}, user=user, labels={"warptasks-test": "image"}
+    )
     running = Running(container, port)
     try:
         deadline = time.monotonic() + wait
@@ -117,8 +126,9 @@ def serving(client: docker.DockerClient, image: str, *, user: str | None = None,
             except (OSError, urllib.error.URLError):
                 container.reload()
                 if container.status == "exited" or time.monotonic() > deadline:
-                    raise AssertionError(f"the container did not answer on port {port}:\n"
-                                         + container.logs().decode(errors="replace")[-3000:]) from None
+                    raise AssertionError(
+                        f"the container did not answer on port {port}:\n" + container.logs().decode(errors="replace")[-3000:]
+                    ) from None
                 time.sleep(0.3)
         yield running
     finally:

@@ -82,8 +82,10 @@ def test_a_code_only_change_rebuilds_on_the_cached_dependency_layer_and_any_uid_
     (project_dir / "wsgi.py").write_text(WSGI.replace("VERSION-1", "VERSION-2"))
     second = build_app_image(detect_app(project_dir), options, client=docker_client)
     assert first.build and second.build
-    print(f"cold build {first.seconds:.1f} s, code-only rebuild {second.seconds:.1f} s, "
-          f"{docker_client.images.get(tag).attrs['Size'] / 1e6:.0f} MB")
+    print(
+        f"cold build {first.seconds:.1f} s, code-only rebuild {second.seconds:.1f} s, "
+        f"{docker_client.images.get(tag).attrs['Size'] / 1e6:.0f} MB"
+    )
     assert deps_run in second.build.cached
     assert f"RUN sh {img.WARP_HOME}/build/app.sh" not in second.build.cached
     after = layers(docker_client, tag)

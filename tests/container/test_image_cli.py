@@ -20,13 +20,14 @@ CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
 
 def warp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DOCKER_HOST": engine_url(), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "warptasks", *args], capture_output=True, text=True, timeout=600,
-                          cwd=cwd, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "warptasks", *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env, check=False
+    )
 
 
 def index_arguments(index: IndexAccess) -> list[str]:
     """The command-line form of how this machine reaches the package index: its CA bundle and index settings."""
-    (path, _), = index.host_files.items()
+    ((path, _),) = index.host_files.items()
     args = ["--network", "host", "--ca-bundle", path]
     for name, value in sorted(index.environment.items()):
         if name not in CA_VARIABLES:
@@ -39,8 +40,16 @@ def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
 ) -> None:
     write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n"})
     tag = f"warp-test-cli:{TAG}"
-    done = warp("s2i", "--tag", tag, "--base-image", server_base(docker_client), "--no-pull", *index_arguments(index_access),
-                cwd=project_dir)
+    done = warp(
+        "s2i",
+        "--tag",
+        tag,
+        "--base-image",
+        server_base(docker_client),
+        "--no-pull",
+        *index_arguments(index_access),
+        cwd=project_dir,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Step 1/" in done.stdout and "[deps 1/" in done.stdout  # the engine's output, as it happened
     assert "system packages: the base image has Apache's apxs" in done.stdout
@@ -52,8 +61,17 @@ def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
 
 def test_warp_builder_needs_no_project(docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path) -> None:
     tag = f"warp-test-cli-builder:{TAG}"
-    done = warp("builder", "--tag", tag, "--base-image", server_base(docker_client), "--no-pull", "--quiet",
-                *index_arguments(index_access), cwd=project_dir)
+    done = warp(
+        "builder",
+        "--tag",
+        tag,
+        "--base-image",
+        server_base(docker_client),
+        "--no-pull",
+        "--quiet",
+        *index_arguments(index_access),
+        cwd=project_dir,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Step 1/" not in done.stdout
     assert docker_client.images.get(tag).labels["io.openshift.s2i.scripts-url"] == "image:///usr/libexec/s2i"

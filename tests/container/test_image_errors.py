@@ -24,8 +24,9 @@ def test_a_failing_build_step_names_the_step_shows_its_output_and_tags_nothing(
     write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "warptasks-surely-no-such-package-zq==0.0.1\n"})
     tag = f"warp-test-failing:{TAG}"
     with pytest.raises(StepFailed) as failed:
-        build_app_image(detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)),
-                        client=docker_client)
+        build_app_image(
+            detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)), client=docker_client
+        )
     assert "step 'install requirements'" in str(failed.value)
     assert "warptasks-surely-no-such-package-zq" in failed.value.output
     assert '"errorDetail"' not in failed.value.output and "{" not in str(failed.value)

@@ -26,8 +26,13 @@ SETUP_PY = GUNICORN | {
     "gunicorn.conf.py": "wsgi_app = 'hello.web'\n",
 }
 PIPFILE_LOCK = GUNICORN | {
-    "Pipfile.lock": json.dumps({"_meta": {"sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}]},
-                                "default": {"six": {"version": "==1.17.0"}}, "develop": {}}),
+    "Pipfile.lock": json.dumps(
+        {
+            "_meta": {"sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}]},
+            "default": {"six": {"version": "==1.17.0"}},
+            "develop": {},
+        }
+    ),
     "wsgi.py": WSGI.replace("VERSION-1", "Pipfile.lock project"),
 }
 
@@ -38,13 +43,18 @@ PIPFILE_LOCK = GUNICORN | {
     ids=["setup.py", "Pipfile.lock"],
 )
 def test_packaged_and_locked_projects_build_and_serve(
-    docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path, files: dict[str, str], answer: bytes,
+    docker_client: docker.DockerClient,
+    index_access: IndexAccess,
+    project_dir: Path,
+    files: dict[str, str],
+    answer: bytes,
     split: bool,
 ) -> None:
     write_tree(project_dir, files)
     tag = f"warp-test-project:{TAG}"
-    result = build_app_image(detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)),
-                             client=docker_client)
+    result = build_app_image(
+        detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)), client=docker_client
+    )
     # A package needs its code to install, so only a locked project gets a dependency layer of its own.
     assert any(("depends only on" in note) == split for note in result.notes if note.startswith("dependency layer"))
     with serving(docker_client, tag) as app:

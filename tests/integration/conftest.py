@@ -10,10 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,7 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def warp(project: Path, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def warp(
+    project: Path, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``warp`` command in ``project``; output captured."""
     result = subprocess.run(
         [*WARP, *args], cwd=project, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
@@ -104,7 +106,11 @@ def serving(project: Path, *args: str, path: str = "/", timeout: float = 60) -> 
     log = project.parent / f"{project.name}-server-{port}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [*WARP, "start", "--port", str(port), *args], cwd=project, stdout=out, stderr=subprocess.STDOUT, text=True,
+            [*WARP, "start", "--port", str(port), *args],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"

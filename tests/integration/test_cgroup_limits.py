@@ -59,8 +59,13 @@ def test_start_sizes_workers_from_the_cgroup_it_runs_in(project_dir: Path, limit
     write(project_dir, {"wsgi.py": "def application(e, s):\n    s('200 OK', [])\n    return [b'']\n"})
     warp(project_dir, "build", "--server", "gunicorn")
     free = warp(project_dir, "start", "--dry-run").stdout
-    inside = subprocess.run(["sh", "-c", f'{limited} && exec "$@"', "sh", *WARP, "start", "--dry-run"], cwd=project_dir,
-                            capture_output=True, text=True, timeout=120)
+    inside = subprocess.run(
+        ["sh", "-c", f'{limited} && exec "$@"', "sh", *WARP, "start", "--dry-run"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert inside.returncode == 0, inside.stderr
     assert "cgroup CPU quota 0.5" in inside.stdout and "cgroup memory limit 300 MiB" in inside.stdout
     assert "--workers 1 " in inside.stdout

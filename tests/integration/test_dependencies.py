@@ -60,12 +60,15 @@ def _six_version(project: Path) -> str:
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_requirements_with_nested_includes(project_dir: Path, installer: str) -> None:
-    write(project_dir, {
-        "wsgi.py": WSGI,
-        "requirements.txt": "-r requirements/base.txt\n",
-        "requirements/base.txt": "-c ../constraints.txt\nsix\n",
-        "constraints.txt": "six==1.16.0\n",
-    })
+    write(
+        project_dir,
+        {
+            "wsgi.py": WSGI,
+            "requirements.txt": "-r requirements/base.txt\n",
+            "requirements/base.txt": "-c ../constraints.txt\nsix\n",
+            "constraints.txt": "six==1.16.0\n",
+        },
+    )
     warp(project_dir, "build", "--server", "waitress", "--installer", installer)
     assert _six_version(project_dir) == "six 1.16.0"
     (project_dir / "constraints.txt").write_text("six==1.15.0\n")
@@ -75,21 +78,27 @@ def test_requirements_with_nested_includes(project_dir: Path, installer: str) ->
 
 
 def test_pyproject_without_build_system_installs_its_dependencies(project_dir: Path) -> None:
-    write(project_dir, {"wsgi.py": WSGI, "pyproject.toml": '[project]\nname = "app"\nversion = "1"\ndependencies = ["six==1.16.0"]\n'})
+    write(
+        project_dir,
+        {"wsgi.py": WSGI, "pyproject.toml": '[project]\nname = "app"\nversion = "1"\ndependencies = ["six==1.16.0"]\n'},
+    )
     warp(project_dir, "build", "--server", "waitress")
     assert _six_version(project_dir) == "six 1.16.0"
 
 
 def test_pyproject_package_is_installed_editable(project_dir: Path) -> None:
-    write(project_dir, {
-        "pyproject.toml": (
-            '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-            '[project]\nname = "mypkg"\nversion = "1"\ndependencies = ["six==1.16.0"]\n'
-            '[tool.setuptools]\npackages = ["mypkg"]\n'
-        ),
-        "mypkg/__init__.py": "VALUE = 1\n",
-        "wsgi.py": WSGI,
-    })
+    write(
+        project_dir,
+        {
+            "pyproject.toml": (
+                '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+                '[project]\nname = "mypkg"\nversion = "1"\ndependencies = ["six==1.16.0"]\n'
+                '[tool.setuptools]\npackages = ["mypkg"]\n'
+            ),
+            "mypkg/__init__.py": "VALUE = 1\n",
+            "wsgi.py": WSGI,
+        },
+    )
     warp(project_dir, "build", "--server", "waitress")
     assert _six_version(project_dir) == "six 1.16.0"
     (project_dir / "mypkg/__init__.py").write_text("VALUE = 2\n")
@@ -113,7 +122,15 @@ def test_poetry_lock_installs(project_dir: Path) -> None:
 
 
 def test_uv_lock_installs_with_uv_sync(project_dir: Path) -> None:
-    write(project_dir, {"wsgi.py": WSGI, "pyproject.toml": '[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.10"\ndependencies = ["six==1.16.0"]\n'})
+    write(
+        project_dir,
+        {
+            "wsgi.py": WSGI,
+            "pyproject.toml": (
+                '[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.10"\ndependencies = ["six==1.16.0"]\n'
+            ),
+        },
+    )
     from uv import find_uv_bin
 
     subprocess.run([find_uv_bin(), "lock", "--python", sys.executable], cwd=project_dir, check=True, capture_output=True)

@@ -12,11 +12,11 @@ import pytest
 
 from .conftest import WARP, get, serving, startproject, warp, write
 
-HELLO = '''
+HELLO = """
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"version 1"]
-'''
+"""
 
 
 def _current(project: Path) -> str:
@@ -70,8 +70,14 @@ def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path
     before = _good_build(project_dir)
     # A dependency change forces a new environment; interrupt while it installs.
     (project_dir / "requirements.txt").write_text("six\nDjango\n")
-    process = subprocess.Popen([*WARP, "build", "--server", "gunicorn", "--installer", "pip"], cwd=project_dir,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [*WARP, "build", "--server", "gunicorn", "--installer", "pip"],
+        cwd=project_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     seen = ""
     assert process.stdout is not None

@@ -6,26 +6,26 @@ from pathlib import Path
 
 from .conftest import get, serving, warp, write
 
-ENV_ECHO = '''
+ENV_ECHO = """
 import os
 
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     keys = ("GREETING", "FROM_DEPLOY_ENV", "WARPDRIVE_PHASE")
     return [" ".join("%s=%s" % (k, os.environ.get(k, "-")) for k in keys).encode()]
-'''
+"""
 
 HOOKS = {
     "wsgi.py": ENV_ECHO,
     ".warpdrive/environment": "GREETING='hello there'\n",
-    ".warpdrive/action_hooks/pre-build": "#!/bin/sh\necho pre-build ran >> \"$WARPDRIVE_SRC_ROOT/hooks.log\"\n",
+    ".warpdrive/action_hooks/pre-build": '#!/bin/sh\necho pre-build ran >> "$WARPDRIVE_SRC_ROOT/hooks.log"\n',
     ".warpdrive/action_hooks/build-env": "BUILT_WITH=build-env\n",
     ".warpdrive/action_hooks/build": (
-        "#!/bin/sh\nset -e\necho \"build ran with $BUILT_WITH in $VIRTUAL_ENV\" >> \"$WARPDRIVE_SRC_ROOT/hooks.log\"\n"
+        '#!/bin/sh\nset -e\necho "build ran with $BUILT_WITH in $VIRTUAL_ENV" >> "$WARPDRIVE_SRC_ROOT/hooks.log"\n'
         "python -c 'import six'\n"
     ),
     ".warpdrive/action_hooks/deploy-env": "FROM_DEPLOY_ENV=yes\n",
-    ".warpdrive/action_hooks/deploy": "#!/bin/sh\necho deploy ran on $WARPDRIVE_HTTP_PORT >> \"$WARPDRIVE_SRC_ROOT/hooks.log\"\n",
+    ".warpdrive/action_hooks/deploy": '#!/bin/sh\necho deploy ran on $WARPDRIVE_HTTP_PORT >> "$WARPDRIVE_SRC_ROOT/hooks.log"\n',
     ".warpdrive/action_hooks/verify": "#!/bin/sh\necho verified $GREETING\n",
     "requirements.txt": "six\n",
 }
@@ -113,7 +113,13 @@ def test_shell_opens_in_the_environment(project_dir: Path) -> None:
 
     write(project_dir, HOOKS)
     warp(project_dir, "build", "--server", "waitress")
-    result = subprocess.run([*WARP, "shell"], cwd=project_dir, input='echo "in:$VIRTUAL_ENV:$GREETING"; exit 0\n',
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*WARP, "shell"],
+        cwd=project_dir,
+        input='echo "in:$VIRTUAL_ENV:$GREETING"; exit 0\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert f"in:{(project_dir / '.warp/current').resolve()}:hello there" in result.stdout

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import free_port, get, serving, wait_for, stop, write
+from .conftest import free_port, get, serving, stop, wait_for, write
 
-USER_TASKS = '''
+USER_TASKS = """
 from invoke import Collection, task
 import warptasks
 
@@ -21,25 +21,28 @@ def hello(c):
 
 
 ns = Collection(hello, warptasks.ns)
-'''
+"""
 
-APP = '''
+APP = """
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"%s"]
-'''
+"""
 
 
 def _inv(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     inv = os.path.join(os.path.dirname(sys.executable), "inv")
-    return subprocess.run([inv, *args], cwd=project, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [inv, *args], cwd=project, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 def test_user_tasks_py_gets_warp_tasks_and_invoke_config_applies(project_dir: Path) -> None:
     port = free_port()
-    write(project_dir, {"tasks.py": USER_TASKS, "wsgi.py": APP % b"v1".decode(),
-                        "invoke.yaml": f"warp:\n  server: waitress\n  port: {port}\n"})
+    write(
+        project_dir,
+        {"tasks.py": USER_TASKS, "wsgi.py": APP % b"v1".decode(), "invoke.yaml": f"warp:\n  server: waitress\n  port: {port}\n"},
+    )
     listed = _inv(project_dir, "--list")
     assert "warp.build" in listed.stdout and "warp.start" in listed.stdout and "hello" in listed.stdout
     built = _inv(project_dir, "warp.build")
@@ -47,8 +50,14 @@ def test_user_tasks_py_gets_warp_tasks_and_invoke_config_applies(project_dir: Pa
     assert "server: waitress" in built.stdout
     log = project_dir.parent / f"{project_dir.name}-inv.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "inv"), "warp.start"], cwd=project_dir,
-                                   stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "inv"), "warp.start"],
+            cwd=project_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     try:
         wait_for(f"http://127.0.0.1:{port}/", process, log)
         assert get(f"http://127.0.0.1:{port}/").text == "v1"

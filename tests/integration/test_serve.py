@@ -9,11 +9,11 @@ import pytest
 
 from .conftest import get, serving, startproject, warp, write
 
-SIMPLE_WSGI = '''
+SIMPLE_WSGI = """
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello from wsgi.py " + environ["wsgi.url_scheme"].encode()]
-'''
+"""
 
 
 @pytest.mark.parametrize("server", ["auto", "gunicorn", "uwsgi", "waitress"])
@@ -64,7 +64,7 @@ def test_paste_ini_app_on_mod_wsgi_and_gunicorn(project_dir: Path) -> None:
         assert get(site.url + "/").text == "hello from paste"
 
 
-APP_PY = '''
+APP_PY = """
 import os
 from wsgiref.simple_server import make_server
 
@@ -73,7 +73,7 @@ def app(environ, start_response):
     return [("app.py on %s" % os.environ["PORT"]).encode()]
 
 make_server(os.environ["HOST"], int(os.environ["PORT"]), app).serve_forever()
-'''
+"""
 
 
 def test_app_py_runs_its_own_server_with_host_and_port(project_dir: Path) -> None:
@@ -93,12 +93,12 @@ def test_app_sh_is_run_with_bash_and_execs_the_server(project_dir: Path) -> None
         assert get(site.url + "/").text.startswith("app.py on ")
 
 
-ASGI = '''
+ASGI = """
 async def application(scope, receive, send):
     assert scope["type"] == "http"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello from asgi"})
-'''
+"""
 
 
 def test_asgi_app_is_served_by_an_asgi_server_with_static_files(project_dir: Path) -> None:
@@ -138,8 +138,10 @@ def test_mod_wsgi_refuses_a_path_apache_would_misread_and_builds_nothing(project
 
 
 def test_procfile_web_line_runs_with_port_set(project_dir: Path) -> None:
-    write(project_dir, {"Procfile": "web: python server.py --port $PORT\nworker: python -c 'raise SystemExit(1)'\n",
-                        "server.py": APP_PY})
+    write(
+        project_dir,
+        {"Procfile": "web: python server.py --port $PORT\nworker: python -c 'raise SystemExit(1)'\n", "server.py": APP_PY},
+    )
     plan = json.loads(warp(project_dir, "plan", "--json").stdout)
     assert plan["app"]["kind"] == "procfile"
     warp(project_dir, "build")
