@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         side.setup(source)
     b = suite.Bench(tools, warp, wd, plain, suite.QUICK if args.quick else suite.FULL, os.path.join(args.work, "logs"), say=say)
     b.facts["load_start"] = load_start
-    wanted = [name for name in [*suite.SECTIONS, *optional.SECTIONS] if not args.only or args.only in name]
+    names = [*suite.SECTIONS, *optional.SECTIONS]
+    wanted = [args.only] if args.only in names else [name for name in names if not args.only or args.only in name]
     if not wanted:
         parser.error(f"no section matches {args.only!r}")
     sections: list[Section] = []

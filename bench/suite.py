@@ -3,6 +3,7 @@ the same run (A B C, B C A, ...) and reports medians and ratios."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from .servers import Config, gunicorn, mod_wsgi, start, warp_auto, warp_direct, 
 from .sides import Plain, Side, Warp, Warpdrive
 from .tools import Tools
 
+AT_LEAST_17 = "automatic choice at least 1.7x warpdrive's default"
 WITHIN_10 = "automatic choice within 10% of the best hand-tuned mod_wsgi setting"
 EXTRA_REQUIREMENT = "six"  # small, pure Python, not needed by Django
 
@@ -263,6 +265,13 @@ def ensure_gunicorn(b: Bench) -> None:
         run([os.path.join(b.plain.bin, "pip"), "install", "-q", "gunicorn"], env=b.plain.env)
 
 
+def auto_choice(b: Bench) -> str:
+    """What `warp start` chose by itself, from the notes of `warp plan --json`."""
+    out = run([*b.tools.warp, "plan", "--project", b.warp.project, "--python", b.tools.python, "--json"], env=b.warp.env).output
+    notes = json.loads(out[out.index("{"):])["start"]["notes"]
+    return "; ".join(note for note in notes if note.startswith(("workers:", "resources:"))) or "?"
+
+
 def throughput(b: Bench) -> Section:
     st = b.settings
     s = _section("5. Throughput and latency",
@@ -271,6 +280,9 @@ def throughput(b: Bench) -> Section:
                  "non-2xx; socket errors and timeouts count too). req/s counts 2xx answers only.")
     ensure_gunicorn(b)
     configs = _configs(b)
+    chosen = auto_choice(b)
+    b.facts["auto_workers"] = chosen
+    s.intro += f" `warp start` chose: {chosen}."
     rps, p50, p99, bad = Samples(), Samples(), Samples(), Samples()
     for n, order in rotations(configs, st.load_rounds):
         for config in order:
@@ -303,7 +315,7 @@ def throughput(b: Bench) -> Section:
     auto_rps = rps.median(auto.name)
     clean = {c.name: rps.median(c.name) for c in configs
              if c.family == auto.family and c.role == "tuned" and not any(bad.values.get(c.name, []))}
-    s.targets.append(Target("automatic choice at least 1.7x warpdrive's default", _le(1.7 * (reference or 0), auto_rps, 1.0)
+    s.targets.append(Target(AT_LEAST_17, _le(1.7 * (reference or 0), auto_rps, 1.0)
                             if auto_rps and reference else None,
                             f"{auto_rps or 0:.0f} vs {reference or 0:.0f} req/s: {times(ratio(auto_rps, reference))}"))
     if clean:
@@ -314,6 +326,7 @@ def throughput(b: Bench) -> Section:
                                 None if not auto_rps or not best else auto_rps >= 0.9 * best,
                                 f"{auto_rps or 0:.0f} vs {best or 0:.0f} req/s ({best_name}): {times(ratio(auto_rps, best))}"))
     s.load_after = load()
+    b.facts["throughput_load"] = f"{s.load_before} before, {s.load_after} after (1/5/15 min)"
     return s
 
 
@@ -401,6 +414,14 @@ def explain(b: Bench) -> None:
             "embedded mode runs the app inside Apache's own workers. But in embedded mode Apache's capacity is exactly "
             "processes x threads (mod_wsgi-express ignores --max-clients there), so a few threads per process means a "
             "few slow clients block the server, and --reload-on-changes needs daemon mode.")
+    auto = b.rps.get("warp start (automatic)")
+    daemon = {name: value for name, value in b.rps.items() if name.startswith("mod_wsgi daemon") and value}
+    if auto and daemon:
+        top = max(daemon, key=lambda k: daemon[k] or 0)
+        text += (f" Among daemon-mode settings the best was {top} ({daemon[top] or 0:.0f} req/s; the automatic choice, "
+                 f"daemon mode, {b.facts.get('auto_workers', '?')}, made {auto:.0f}, {auto / (daemon[top] or 1):.2f}x): "
+                 "this view never waits on I/O, so a second thread per process only contends for the GIL; warptasks "
+                 "gives each process 2 threads to overlap waits on a database or other services, which real views have.")
     survivors = [name for name, (ms, got, asked) in b.slow.items() if "embedded" in name and ms is not None and ms < 50
                  and got == asked]
     if survivors:
@@ -409,6 +430,16 @@ def explain(b: Bench) -> None:
                  + (f" ({figures})" if figures else "") + ": they need hundreds of threads per process, which the "
                  "processes x threads that warptasks derives from the CPUs (and its tests pin) do not give.")
     b.why[WITHIN_10] = text
+    reference = b.rps.get("warpdrive start (default: daemon 1x5)")
+    if auto and reference:
+        best_daemon = max(daemon.values()) if daemon else None
+        b.why[AT_LEAST_17] = (
+            "The gain over warpdrive's default (1 daemon process) comes from running one process per CPU, so on 2 cores it "
+            f"is bounded by 2x, and less while other work uses the CPUs (load average during the section: "
+            f"{b.facts.get('throughput_load', '?')}, on {os.cpu_count()} CPUs). "
+            + (f"The best daemon-mode setting reached {best_daemon / reference:.2f}x warpdrive's default in the same run. "
+               if best_daemon else "")
+            + "Embedded mode avoids the daemon hop; see the throughput section for what it costs.")
 
 
 SECTIONS = {
