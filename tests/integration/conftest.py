@@ -86,8 +86,13 @@ def wait_for(url: str, process: subprocess.Popen[str], log: Path, timeout: float
     raise AssertionError(f"no answer from {url} within {timeout}s:\n{log.read_text(errors='replace')}")
 
 
-def stop(process: subprocess.Popen[str], timeout: float = 20) -> int:
-    """SIGTERM, as a supervisor would; the server must exit by itself."""
+def stop(process: subprocess.Popen[str], timeout: float = 40) -> int:
+    """SIGTERM, as a supervisor would; the server must exit by itself.
+
+    Usually within a second. The bound allows gunicorn's worst case: a TERM
+    that lands while it forks a worker reaches that worker before its handlers
+    exist, and the master then waits out its 30 s graceful timeout.
+    """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
