@@ -53,14 +53,14 @@ def example(c, port=8080):
         import tempfile
 
         copy = os.path.join(tempfile.gettempdir(), "warptasks-example", "mysite")
-        print(f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}")
+        print(f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}", flush=True)
         shutil.copytree(project, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".warp", "__pycache__"))
         for directory in (os.path.dirname(copy), copy):
             os.chmod(directory, 0o755)
         project = copy
     warp = os.path.join(os.path.dirname(sys.executable), "warp")
     c.run(f"{_quote(warp)} build --project {_quote(project)}", pty=False)
-    print(f"example: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+    print(f"example: http://127.0.0.1:{port}/ (Ctrl-C stops it)", flush=True)
     os.execv(warp, [warp, "start", "--project", project, "--port", str(port)])
 
 
