@@ -53,7 +53,9 @@ def example(c, port=8080):
         import tempfile
 
         copy = os.path.join(tempfile.gettempdir(), "warptasks-example", "mysite")
-        print(f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}", flush=True)
+        print(
+            f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}", flush=True
+        )
         shutil.copytree(project, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".warp", "__pycache__"))
         for directory in (os.path.dirname(copy), copy):
             os.chmod(directory, 0o755)
