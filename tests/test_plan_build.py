@@ -126,6 +126,19 @@ def test_compiled_servers_use_a_build_cache_per_python(tmp_path: Path, uv: str |
     assert named(build(spec, facts(uv=uv)), "install server").env["PIP_CACHE_DIR"] == cache
 
 
+@pytest.mark.parametrize("server", ["mod_wsgi", "uwsgi"])
+def test_with_uv_a_compiled_server_comes_from_a_wheel_pip_keeps_per_python(tmp_path: Path, server: str) -> None:
+    plan = build(detect(tmp_path, WSGI, server=server), facts(uv="/opt/bin/uv"))
+    wheel, install = named(plan, "server wheel"), named(plan, "install server")
+    names = [s.name for s in plan.steps]
+    assert names.index("server wheel") + 1 == names.index("install server")
+    wheelhouse = wheel.argv[wheel.argv.index("--wheel-dir") + 1]
+    assert wheel.argv[1:4] == ("-m", "pip", "wheel") and wheel.argv[-1] == server
+    assert wheelhouse == wheel.env["PIP_CACHE_DIR"] + "/wheels"
+    assert ("--find-links", wheelhouse) == install.argv[install.argv.index("--find-links") :][:2]
+    assert "server wheel" not in [s.name for s in build(detect(tmp_path, WSGI, server=server), facts(uv=None)).steps]
+
+
 @pytest.mark.parametrize(
     ("server", "packages"),
     [
@@ -263,6 +276,7 @@ def test_a_fresh_build_runs_every_step(tmp_path: Path) -> None:
         "clean",
         "virtualenv",
         "install requirements",
+        "server wheel",
         "install server",
         "mark complete",
         "static",
@@ -384,6 +398,7 @@ def test_build_env_hook_is_sourced_before_install_hook_and_collectstatic_steps(t
     wrapper = ("bash", "-c", SOURCE_THEN_EXEC, "bash", f"{PROJECT}/.s2i/action_hooks/build_env")
     wrapped = {s.name for s in plan.steps if s.argv[:5] == wrapper}
     assert wrapped == {
+        "server wheel",
         "install micropipenv",
         "export lock file",
         "install lock file",

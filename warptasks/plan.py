@@ -369,6 +369,20 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
                     "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
                     "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
                 )
+        if server in COMPILED_AGAINST_PYTHON and installer == "uv":
+            # uv revalidates its cache with the index and recompiles whenever
+            # the index sends no caching headers; pip's wheel cache, kept per
+            # Python, is reused. So pip builds (or finds) the wheel, uv installs it.
+            wheelhouse = _join(_python_cache(facts), "wheels")
+            add(
+                "server wheel",
+                (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, server),
+                f"{server} compiled once for this Python, then reused from {wheelhouse}",
+                phase="deps",
+                skip=reuse,
+                env=server_env,
+            )
+            args = ("--find-links", wheelhouse, *args)
         add(
             "install server",
             _install(installer, facts, env, args),
@@ -485,7 +499,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
         phase="app",
         skip="already current" if unchanged else "",
     )
-    sourced = ("install", "hook build", "collectstatic", "export")
+    sourced = ("install", "server wheel", "hook build", "collectstatic", "export")
     steps = [with_env_hook(spec, "build-env", options.project, s) if s.name.startswith(sourced) else s for s in steps]
     return Plan("build", tuple(steps), tuple(notes))
 
