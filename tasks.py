@@ -66,10 +66,14 @@ def example(c, port=8080):
     os.execv(warp, [warp, "start", "--project", project, "--port", str(port)])
 
 
-@task(help={"only": "run only benchmarks whose name contains this"}, optional=["only"])
-def bench(c, only=None):
+@task(
+    help={"only": "run only benchmarks whose name contains this", "quick": "a short smoke run (not written to docs/)"},
+    optional=["only"],
+)
+def bench(c, only=None, quick=False):
     """Run the benchmarks side by side and write docs/benchmarks.md."""
     args = [sys.executable, os.path.join(HERE, "bench", "run.py")] + (["--only", only] if only else [])
+    args += ["--quick"] if quick else []
     c.run(" ".join(_quote(a) for a in args), pty=False)
 
 
