@@ -130,7 +130,7 @@ def test_plan_json_shows_the_start_command_once_built(tmp_path: Path, capsys: py
     start = json.loads(capsys.readouterr().out)["start"]
     assert start["server"]["argv"][:3] == [f"{env}/bin/gunicorn", "--bind", "127.0.0.1:9100"]
     assert [check["name"] for check in start["checks"]] == ["port"]
-    assert len(runs(c).call_args_list) == 2, "facts are read once for build and once for start"
+    assert len(runs(c).call_args_list) == 1, "one probe serves both plans"
 
 
 def test_plan_text_says_what_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

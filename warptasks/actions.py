@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, replace
 from typing import Any
 
 from .detect import AppSpec, detect_app
-from .errors import ConfigError, NotBuilt
+from .errors import ConfigError, NotBuilt, WarpError
 from .execute import Runner, Say, _say, execute, gather_facts, run_step
 from .plan import BuildOptions, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
 from .steps import Plan, Step
@@ -92,25 +91,13 @@ def uv_candidates() -> list[str]:
         return []
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a plan runs: the project path there, and facts read from it."""
-
-    project: str
-    facts: dict[str, Any]
-
-
-def read_target(c: Runner, spec: AppSpec, project: str, opts: dict[str, Any], python: str) -> Target:
+def read_facts(c: Runner, project: str, opts: dict[str, Any], python: str, *, tree: bool = True) -> dict[str, Any]:
+    """Facts about the machine the plan runs on; ``tree``: fingerprint the source too (only builds need it)."""
     root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
-    request = {
-        "env_dir": root,
-        "envs_dir": envs,
-        "uv_candidates": uv_candidates(),
-        "project": project,
-        "ignore": untracked_dirs(opts["env_dir"]),
-    }
-    facts = gather_facts(c, python, request)
-    return Target(project, facts)
+    request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()}
+    if tree:
+        request.update(project=project, ignore=untracked_dirs(opts["env_dir"]))
+    return gather_facts(c, python, request)
 
 
 def detect(opts: dict[str, Any]) -> AppSpec:
@@ -119,9 +106,23 @@ def detect(opts: dict[str, Any]) -> AppSpec:
 
 def build_plan(c: Runner, opts: dict[str, Any], *, force: bool = False) -> tuple[AppSpec, Plan]:
     spec = detect(opts)
-    target = read_target(c, spec, spec.root, opts, local_python(spec, opts["python"]))
-    options = BuildOptions(spec.root, opts["env_dir"], opts["envs_dir"], opts["installer"], force)
-    return spec, plan_build(spec, target.facts, options)
+    facts = read_facts(c, spec.root, opts, local_python(spec, opts["python"]))
+    return spec, _plan_build(spec, facts, opts, force)
+
+
+def _plan_build(spec: AppSpec, facts: dict[str, Any], opts: dict[str, Any], force: bool = False) -> Plan:
+    return plan_build(spec, facts, BuildOptions(spec.root, opts["env_dir"], opts["envs_dir"], opts["installer"], force))
+
+
+def both_plans(c: Runner, opts: dict[str, Any]) -> tuple[AppSpec, Plan, StartPlan | WarpError]:
+    """What build and start would do, from one detection and one probe (for warp plan)."""
+    spec = detect(opts)
+    facts = read_facts(c, spec.root, opts, local_python(spec, opts["python"]))
+    try:
+        start: StartPlan | WarpError = plan_start(spec, facts, start_options(spec.root, opts))
+    except WarpError as not_yet:
+        start = not_yet
+    return spec, _plan_build(spec, facts, opts), start
 
 
 def start_options(project: str, opts: dict[str, Any], reload: bool = False) -> StartOptions:
@@ -145,8 +146,8 @@ def start_options(project: str, opts: dict[str, Any], reload: bool = False) -> S
 
 def start_plan(c: Runner, opts: dict[str, Any], *, reload: bool = False) -> tuple[AppSpec, StartPlan]:
     spec = detect(opts)
-    target = read_target(c, spec, spec.root, opts, _built_python(spec, opts))
-    return spec, plan_start(spec, target.facts, start_options(spec.root, opts, reload))
+    facts = read_facts(c, spec.root, opts, _built_python(spec, opts), tree=False)
+    return spec, plan_start(spec, facts, start_options(spec.root, opts, reload))
 
 
 def _built_python(spec: AppSpec, opts: dict[str, Any]) -> str:
@@ -193,31 +194,9 @@ def _check_hint(check: Step) -> str:
     )
 
 
-def exec_command(spec: AppSpec, c: Runner, opts: dict[str, Any], argv: tuple[str, ...], action: str) -> Step:
-    """A step running ``argv`` inside the app's environment (for exec, shell, hooks)."""
-    from .plan import hook_environment, with_env_hook
-
+def current_env(spec: AppSpec, opts: dict[str, Any]) -> str:
+    """The environment ``warp build`` made current."""
     env = os.path.realpath(os.path.join(env_paths(spec.root, opts["env_dir"], opts["envs_dir"])[0], "current"))
     if not os.path.isdir(env):
         raise NotBuilt(f"{spec.root} has not been built", "run warp build first")
-    home = os.path.normpath(os.path.join(spec.root, spec.home))
-    step = Step(
-        action,
-        argv,
-        home,
-        f"{action} in the app's environment",
-        env=hook_environment(spec, spec.root, env, "deploy", action, int(opts["port"])),
-        path=(f"{env}/bin",),
-        phase="start",
-    )
-    return with_env_hook(spec, "deploy-env", spec.root, step)
-
-
-def hook_command(spec: AppSpec, name: str) -> tuple[str, ...] | None:
-    from .plan import _hook
-
-    return _hook(spec, name) if name in spec.hooks else None
-
-
-def with_project(step: Step, spec: AppSpec) -> Step:
-    return replace(step, cwd=spec.root)
+    return env

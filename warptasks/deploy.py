@@ -43,7 +43,14 @@ from .deploy_upload import archive, commit_of, content_digest, release_id, rsync
 from .detect import AppSpec, detect_app
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import Say, execute, gather_facts, run_step, tail
-from .plan import BuildOptions, StartOptions, _hook, hook_environment, plan_build, plan_start, untracked_dirs, with_env_hook
+from .plan import (
+    BuildOptions,
+    StartOptions,
+    plan_build,
+    plan_command,
+    plan_start,
+    untracked_dirs,
+)
 from .steps import Step, command_line
 
 AGENT = files("warptasks").joinpath("deploy_agent.py").read_text(encoding="utf-8")
@@ -136,30 +143,10 @@ def backend_port(public: int, current_port: int | None) -> int:
     return second if current_port == first else first
 
 
-def migrate_command(spec: AppSpec) -> tuple[str, ...] | None:
-    if "migrate" in spec.hooks:
-        return _hook(spec, "migrate")
-    if spec.django:
-        return ("python", "manage.py", "migrate", "--noinput")
-    return None
-
-
 def migrate_step(spec: AppSpec, project: str, env: str, layout: Layout) -> Step | None:
-    argv = migrate_command(spec)
-    if argv is None:
-        return None
-    hook = "migrate" in spec.hooks
-    cwd = project if hook else posixpath.normpath(posixpath.join(project, spec.home))
-    step = Step(
-        "migrate",
-        argv,
-        cwd,
-        "migrate hook" if hook else "Django: manage.py migrate",
-        phase="deploy",
-        env=hook_environment(spec, project, env, "deploy", "migrate"),
-        path=(f"{env}/bin",),
-    )
-    return with_shared_environment(with_env_hook(spec, "deploy-env", project, step), layout)
+    """The same migrate command as ``warp migrate``, seeing the shared environment file."""
+    step = plan_command(spec, project, env, "migrate")
+    return None if step is None else with_shared_environment(step, layout)
 
 
 @dataclass

@@ -168,7 +168,7 @@ def _install(installer: str, facts: dict[str, Any], env: str, args: tuple[str, .
     return (f"{env}/bin/python", "-m", "pip", "install", *args)
 
 
-def _hook(spec: AppSpec, name: str) -> tuple[str, ...]:
+def hook_argv(spec: AppSpec, name: str) -> tuple[str, ...]:
     path = spec.hooks[name]
     return (f"./{path}",) if spec.hook_executable.get(name) else ("bash", path)
 
@@ -210,6 +210,34 @@ def with_env_hook(spec: AppSpec, hook: str, project: str, step: Step) -> Step:
         return step
     argv = ("bash", "-c", _SOURCE_THEN_EXEC, "bash", _join(project, spec.hooks[hook]), *step.argv)
     return replace(step, argv=argv)
+
+
+def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], action: str, port: int = 8080) -> Step:
+    """``argv`` run in the app's environment, as ``warp exec``/``shell`` and the hook commands do."""
+    step = Step(
+        action,
+        argv,
+        _join(project, spec.home),
+        f"{action} in the app's environment",
+        env=hook_environment(spec, project, env, "deploy", action, port),
+        path=(f"{env}/bin",),
+        phase="deploy",
+    )
+    return with_env_hook(spec, "deploy-env", project, step)
+
+
+def plan_command(spec: AppSpec, project: str, env: str, action: str, port: int = 8080) -> Step | None:
+    """A warpdrive hook command (setup, migrate, verify, alive, ready), or None when the app has none.
+
+    Hooks run from the project root; ``migrate`` on Django without a hook is ``manage.py migrate``.
+    """
+    if action in spec.hooks:
+        step = plan_exec(spec, project, env, hook_argv(spec, action), action, port)
+        return replace(step, cwd=project, why=f"{action} action hook")
+    if action == "migrate" and spec.django:
+        step = plan_exec(spec, project, env, ("python", "manage.py", "migrate", "--noinput"), action, port)
+        return replace(step, why="Django: manage.py migrate")
+    return None
 
 
 def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> Plan:
@@ -254,7 +282,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     if "pre-build" in spec.hooks:
         add(
             "hook pre-build",
-            _hook(spec, "pre-build"),
+            hook_argv(spec, "pre-build"),
             "pre-build action hook",
             phase="deps",
             skip=unchanged_why if unchanged else "",
@@ -432,7 +460,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     if "build" in spec.hooks:
         add(
             "hook build",
-            _hook(spec, "build"),
+            hook_argv(spec, "build"),
             "build action hook",
             phase="app",
             skip=unchanged_why if unchanged else "",
@@ -678,7 +706,7 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         before.append(
             Step(
                 "hook deploy",
-                _hook(spec, "deploy"),
+                hook_argv(spec, "deploy"),
                 options.project,
                 "deploy action hook",
                 env=dict(run_env),

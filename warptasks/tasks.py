@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from . import actions
 from .errors import ConfigError, StepFailed, WarpError
 from .execute import exec_local
+from .plan import plan_command, plan_exec
 
 OPTION_HELP = {
     "project": "the project folder (default: the current folder)",
@@ -50,12 +51,9 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
     """Say what was detected and exactly what build and start will do, and why."""
     with reported():
         opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir, port=port)
-        spec, build_plan = actions.build_plan(c, opts)
-        try:
-            _, start = actions.start_plan(c, opts)
-            start_data: Any = start.as_dict()
-        except WarpError as not_yet:
-            start, start_data = None, {"error": str(not_yet)}
+        spec, build_plan, planned = actions.both_plans(c, opts)
+        start = None if isinstance(planned, WarpError) else planned
+        start_data: Any = {"error": str(planned)} if start is None else start.as_dict()
         if json:
             print(
                 jsonlib.dumps({"app": spec.as_dict(), "build": build_plan.as_dict(), "start": start_data}, indent=2, default=str)
@@ -175,7 +173,8 @@ def exec_(c, command="", project=None):
         if not argv:
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
         opts = _opts(c, project=project)
-        step = actions.exec_command(actions.detect(opts), c, opts, argv, "exec")
+        spec = actions.detect(opts)
+        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", int(opts["port"]))
         exec_local(step)
 
 
@@ -184,39 +183,31 @@ def shell(c, project=None):
     """Open an interactive shell in the app's environment."""
     with reported():
         opts = _opts(c, project=project)
-        step = actions.exec_command(actions.detect(opts), c, opts, ("bash", "-i"), "shell")
+        spec = actions.detect(opts)
+        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", int(opts["port"]))
         exec_local(step)
 
 
-def _hook_task(name: str, doc: str, fallback: Any = None):
+def _hook_task(name: str, doc: str):
     @task(name=name, help={"project": OPTION_HELP["project"]})
     def hook(c, project=None):
         with reported():
             opts = _opts(c, project=project)
             spec = actions.detect(opts)
-            argv = actions.hook_command(spec, name)
-            if argv is None and fallback is not None:
-                argv = fallback(spec)
-            if argv is None:
+            step = plan_command(spec, spec.root, actions.current_env(spec, opts), name, int(opts["port"]))
+            if step is None:
                 raise ConfigError(
                     f"this project has no {name} action hook",
                     f"add an executable .warpdrive/action_hooks/{name} (or .s2i/action_hooks/{name})",
                 )
-            step = actions.exec_command(spec, c, opts, argv, name)
-            if argv and argv[0].startswith("./") or (len(argv) > 1 and argv[0] == "bash"):
-                step = actions.with_project(step, spec)
             exec_local(step)
 
     hook.__doc__ = doc
     return hook
 
 
-def _django_migrate(spec: Any) -> tuple[str, ...] | None:
-    return ("python", "manage.py", "migrate", "--noinput") if spec.django else None
-
-
 setup = _hook_task("setup", "Run the app's setup action hook (one-off initialisation).")
-migrate = _hook_task("migrate", "Run the migrate hook (for Django without one: manage.py migrate).", _django_migrate)
+migrate = _hook_task("migrate", "Run the migrate hook (for Django without one: manage.py migrate).")
 verify = _hook_task("verify", "Run the verify action hook; fails when the app has none.")
 alive = _hook_task("alive", "Run the alive (liveness) action hook; fails when the app has none.")
 ready = _hook_task("ready", "Run the ready (readiness) action hook; fails when the app has none.")
