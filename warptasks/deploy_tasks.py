@@ -91,21 +91,15 @@ def deploy(
         targets, _ = _targets(c, host)
         opts = _options(
             c,
-            path=path,
+            **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python),
             port=_num(port),
             listen=listen,
             server=server,
             wheels=_flag(wheels),
             keep=_num(keep),
-            health=health,
-            health_host=health_host,
             allow_partial=_flag(allow_partial),
             break_lock=_flag(break_lock),
-            identity=identity,
-            known_hosts=known_hosts,
-            accept_unknown_host=_flag(accept_unknown_host),
             env_file=env_file,
-            python=python,
             migrate=False if no_migrate else None,
             force=_flag(force),
             systemd=False if no_systemd else None,
@@ -113,9 +107,7 @@ def deploy(
         )
         project = project or (c.config.get("warp", {}) or {}).get("project") or "."
         results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
-        print(lib.summary(results))
-        if not all(r.ok for r in results):
-            raise Exit("warp: error: the deploy failed on " + ", ".join(r.host for r in results if not r.ok), code=1)
+        _finish(lib.summary(results), results, "deploy")
 
 
 _REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "accept-unknown-host", "python")
@@ -139,16 +131,7 @@ def status(
 
     with reported():
         targets, _ = _targets(c, host)
-        opts = _options(
-            c,
-            path=path,
-            health=health,
-            health_host=health_host,
-            identity=identity,
-            known_hosts=known_hosts,
-            accept_unknown_host=_flag(accept_unknown_host),
-            python=python,
-        )
+        opts = _options(c, **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python))
         answers = lib.status(targets, opts, config=_fabric_config(c))
         if json:
             print(jsonlib.dumps(answers, indent=2))
@@ -186,21 +169,33 @@ def rollback(
         targets, _ = _targets(c, host)
         opts = _options(
             c,
-            path=path,
-            health=health,
-            health_host=health_host,
-            identity=identity,
-            known_hosts=known_hosts,
-            accept_unknown_host=_flag(accept_unknown_host),
-            python=python,
+            **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python),
             break_lock=_flag(break_lock),
             allow_partial=_flag(allow_partial),
             systemd=False if no_systemd else None,
         )
         results = lib.rollback(targets, opts, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
-        print(lib.summary(results))
-        if not all(r.ok for r in results):
-            raise Exit("warp: error: the rollback failed on " + ", ".join(r.host for r in results if not r.ok), code=1)
+        _finish(lib.summary(results), results, "rollback")
+
+
+def _reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python) -> dict[str, Any]:
+    """The options every task that reaches the hosts shares (invoke needs them spelt out in each signature)."""
+    return {
+        "path": path,
+        "health": health,
+        "health_host": health_host,
+        "identity": identity,
+        "known_hosts": known_hosts,
+        "accept_unknown_host": _flag(accept_unknown_host),
+        "python": python,
+    }
+
+
+def _finish(summary: str, results: list[Any], what: str) -> None:
+    print(summary)
+    failed = [r.host for r in results if not r.ok]
+    if failed:
+        raise Exit(f"warp: error: the {what} failed on " + ", ".join(failed), code=1)
 
 
 def _flag(value: bool) -> bool | None:
