@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -129,13 +130,26 @@ def test_start_before_build_says_to_build(project_dir: Path) -> None:
     _assert_clean_failure(result, "warp build")
 
 
-def test_sigterm_stops_every_server_promptly(project_dir: Path) -> None:
-    # serving() sends SIGTERM and fails the test if the server ignores it;
-    # here the exit status is checked too.
-    _good_build(project_dir)
-    with serving(project_dir) as site:
-        process = site.process
-    assert process.returncode is not None
+@pytest.mark.parametrize("server", ["mod_wsgi", "gunicorn", "uwsgi", "waitress"])
+def test_sigterm_stops_the_server_and_frees_its_port(project_dir: Path, server: str) -> None:
+    write(project_dir, {"wsgi.py": HELLO})
+    warp(project_dir, "build", "--server", server)
+    with serving(project_dir) as site:  # serving() sends SIGTERM and fails if the server ignores it
+        port = int(site.url.rsplit(":", 1)[1])
+    assert site.process.returncode is not None
+    # Nothing the server started (Apache children, workers) still holds the port.
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            # As servers bind: connections in TIME_WAIT do not count, a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"port {port} still held after the server stopped") from None
+        time.sleep(0.2)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands Apache's workers to another account")
