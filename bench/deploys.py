@@ -1,4 +1,4 @@
-"""8. Deploy benchmarks: `warp deploy` (warptasks.deploy) to real SSH hosts.
+"""8. Deploy benchmarks: `warp deploy` (warptasks.remote.deploy) to real SSH hosts.
 
 Optional: runs only when the deploy module exists in this checkout. The hosts
 are containers made by the project's own test harness, each with its own
@@ -23,8 +23,8 @@ def run(b: Any) -> tuple[Section | None, str]:
         from tests.harness.engine import ensure_engine
         from tests.harness.hosts import remove_hosts, ssh_hosts
         from tests.harness.images import SSH_PACKAGES, base_image
-        from warptasks.deploy import deploy, deploy_opts, summary
-        from warptasks.deploy_hosts import HostTarget
+        from warptasks.remote.deploy import deploy, deploy_opts, summary
+        from warptasks.remote.hosts import HostTarget
     except ImportError as error:
         return None, f"cannot import what it needs: {error}"
     s = Section("8. Deploy", load_before=load())

@@ -1,4 +1,4 @@
-"""7. Image benchmarks: `warp s2i` (warptasks.image_build) on a real Docker engine.
+"""7. Image benchmarks: `warp s2i` (warptasks.image.engine) on a real Docker engine.
 
 Optional: runs only when the image module exists in this checkout. The engine
 and the Debian base image come from the project's own test harness (no image
@@ -26,7 +26,7 @@ def run(b: Any) -> tuple[Section | None, str]:
         from tests.harness.engine import ensure_engine
         from tests.harness.images import base_image, index_access
         from warptasks.detect import detect_app
-        from warptasks.image_build import ImageOptions, build_app_image
+        from warptasks.image.engine import ImageOptions, build_app_image
     except ImportError as error:
         return None, f"cannot import what it needs: {error}"
     s = Section("7. Image", load_before=load())

@@ -1,5 +1,5 @@
 """Sections for features that may not exist yet in this checkout: images
-(``warptasks.image_build``) and remote deploy (``warptasks.deploy``). Each runs
+(``warptasks.image.engine``) and remote deploy (``warptasks.remote.deploy``). Each runs
 only when its module and what it needs are present, and otherwise says why not."""
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ def run(name: str, b: Any) -> tuple[Section | None, str]:
 
 def _run(name: str, b: Any) -> tuple[Section | None, str]:
     if name == "image":
-        why = _missing("warptasks.image_build")
+        why = _missing("warptasks.image.engine")
         if why:
             return None, why
         from . import images
 
         return images.run(b)
-    why = _missing("warptasks.deploy")
+    why = _missing("warptasks.remote.deploy")
     if why:
         return None, why
     from . import deploys

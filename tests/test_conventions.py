@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.cases import Exe, write_tree
-from warptasks.conventions import HOOKS, find_hooks, parse_environment, read_environment, read_setting_files
+from warptasks.detect.conventions import HOOKS, find_hooks, parse_environment, read_environment, read_setting_files
 from warptasks.errors import ConfigError
 
 # environment file text -> parsed values

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from warptasks import deploy_agent
-from warptasks.deploy import (
+from warptasks.detect import detect_app
+from warptasks.errors import ConfigError
+from warptasks.plan import BuildOptions, command_line, plan_build
+from warptasks.remote.deploy import (
     Layout,
     agent_step,
     backend_port,
@@ -21,15 +23,12 @@ from warptasks.deploy import (
     migrate_step,
     with_shared_environment,
 )
-from warptasks.deploy_hosts import HostTarget, check_host_keys, parse_host, parse_hosts
-from warptasks.deploy_proxy import _cache
-from warptasks.deploy_proxy import backend_port as proxy_backend_port
-from warptasks.deploy_upload import archive, release_id, source_files
-from warptasks.deploy_wheels import download_steps, offline_install_env, wheel_requirements
-from warptasks.detect import detect_app
-from warptasks.errors import ConfigError
-from warptasks.plan import BuildOptions, plan_build
-from warptasks.steps import command_line
+from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
+from warptasks.remote.upload import archive, release_id, source_files
+from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
+from warptasks.scripts import agent as deploy_agent
+from warptasks.scripts.proxy import _cache
+from warptasks.scripts.proxy import backend_port as proxy_backend_port
 
 
 @pytest.mark.parametrize(
@@ -88,7 +87,7 @@ def test_agent_request_travels_as_one_quoted_argument() -> None:
 
 
 def test_shared_environment_is_sourced_before_the_step() -> None:
-    from warptasks.steps import Step
+    from warptasks.plan import Step
 
     step = with_shared_environment(Step("gunicorn", ("gunicorn", "app"), "/srv/a/releases/1", "serve"), Layout("/srv/a"))
     assert step.argv[:3] == ("sh", "-c", step.argv[2])
@@ -298,7 +297,7 @@ def test_prune_keeps_the_newest_good_releases_and_their_environments(tmp_path: P
 
 
 def test_rsync_sends_exactly_the_release_files_with_the_connections_checks() -> None:
-    from warptasks.deploy_upload import rsync_step, ssh_command
+    from warptasks.remote.upload import rsync_step, ssh_command
 
     ssh = ssh_command("deploy", 2222, ["/k/id"], ["/h/.ssh/known_hosts", "/extra hosts"], False, None)
     assert ssh.startswith("ssh -F /dev/null -o BatchMode=yes")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.cases import write_tree
-from warptasks.deps import detect_dependencies, detect_python, requirement_includes
+from warptasks.detect.deps import detect_dependencies, detect_python, requirement_includes
 from warptasks.errors import ConfigError
 
 BUILD_SYSTEM = '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n[project]\nname = "x"\n'

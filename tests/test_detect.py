@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.cases import ASGI, FLASK_APP, MANAGE, WSGI, django_tree, write_tree
-from warptasks.detect import LOOKED_FOR, SERVERS, UNTRACKED_DIRS, detect_app
+from warptasks.detect.app import LOOKED_FOR, SERVERS, UNTRACKED_DIRS, detect_app
 from warptasks.errors import ConfigError, NoAppFound
-from warptasks.probe import tree_digest
+from warptasks.scripts.probe import tree_digest
 
 DJANGO = django_tree("STATIC_URL = '/static/'\nSTATIC_ROOT = 'static'\n")
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.cases import MANAGE, django_tree, write_tree
 from warptasks.detect import detect_app
-from warptasks.django import detect_django
+from warptasks.detect.django import detect_django
 from warptasks.errors import NoAppFound
 
 # settings.py text -> (has_static_root, static_url)

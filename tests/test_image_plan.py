@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from tests.cases import WSGI, Exe, django_tree, facts, write_tree
-from warptasks import image as img
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError
-from warptasks.image_wheel import warptasks_wheel
-from warptasks.plan import BuildOptions, plan_build
-from warptasks.steps import command_line
+from warptasks.image import dockerfile as img
+from warptasks.image.wheel import warptasks_wheel
+from warptasks.plan import BuildOptions, command_line, plan_build
 
 IMAGE_FACTS = facts(uv="/opt/warptasks/bin/uv", euid=1001, home=img.PROJECT, cache_home=f"{img.PROJECT}/.cache")
 
@@ -259,11 +258,11 @@ def test_the_warptasks_wheel_is_the_same_bytes_every_time_and_carries_the_s2i_sc
     assert warptasks_wheel()[1] == first
     with zipfile.ZipFile(io.BytesIO(first)) as wheel:
         names = wheel.namelist()
-        assert {"warptasks/probe.py", "warptasks/s2i/assemble", "warptasks/s2i/run"} <= set(names)
+        assert {"warptasks/scripts/probe.py", "warptasks/scripts/s2i/assemble", "warptasks/scripts/s2i/run"} <= set(names)
         info = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert info and "warp = warptasks.cli:main" in wheel.read(info[0]).decode()
         assert not [n for n in names if n.endswith(".pyc")]
-    assert os.path.isfile(Path(img.__file__).parent / "s2i" / "save-artifacts")
+    assert os.path.isfile(Path(img.__file__).parent.parent / "scripts" / "s2i" / "save-artifacts")
 
 
 @pytest.mark.parametrize(
@@ -293,7 +292,7 @@ def test_a_gunicorn_config_naming_wsgi_app_decides_the_entry_as_for_the_s2i_buil
 def test_the_build_context_has_fixed_times_and_owners_and_group_writable_files(tmp_path: Path) -> None:
     import tarfile
 
-    from warptasks.image_build import _context
+    from warptasks.image.engine import _context
 
     write_tree(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "six\n", "bin/run": Exe()})
     spec = detect_app(tmp_path)
@@ -329,7 +328,7 @@ def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> 
     import io
     import tarfile
 
-    from warptasks.image_build import _rename_tar
+    from warptasks.image.engine import _rename_tar
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -362,7 +361,7 @@ def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_th
     output: list[str], network_hint: bool
 ) -> None:
     from warptasks.errors import StepFailed
-    from warptasks.image_build import _fail
+    from warptasks.image.engine import _fail
 
     with pytest.raises(StepFailed) as failed:
         _fail(

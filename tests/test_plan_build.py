@@ -11,8 +11,8 @@ import pytest
 from tests.cases import ASGI, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError
-from warptasks.plan import BuildOptions, env_key, plan_build
-from warptasks.steps import Plan, Step, command_line
+from warptasks.plan import Plan, Step, command_line
+from warptasks.plan.build import BuildOptions, env_key, plan_build
 
 PROJECT = "/srv/app"  # where the plan runs, on the target
 ENV_ROOT = f"{PROJECT}/.warp"

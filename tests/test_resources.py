@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from warptasks.resources import MEMORY_PER_PROCESS, MiB, Resources, available_resources, worker_capacity
+from warptasks.plan.resources import MEMORY_PER_PROCESS, MiB, Resources, available_resources, worker_capacity
 
 GiB = 1024 * MiB
 HUGE_V1 = "9223372036854771712"  # cgroup v1's "no limit"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from warptasks.errors import ConfigError
-from warptasks.steps import Plan, Step, command_line, write_file
+from warptasks.plan import Plan, Step, command_line, write_file
 
 # Prints what the process received: its arguments, working directory, chosen variables and PATH.
 REPORT = (

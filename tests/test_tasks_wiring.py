@@ -15,8 +15,9 @@ from invoke.exceptions import Exit
 
 import warptasks
 from tests.cases import django_tree, facts, write_tree
-from warptasks import actions, tasks
-from warptasks.execute import PROBE
+from warptasks import tasks
+from warptasks.run import local as actions
+from warptasks.run.executor import PROBE
 
 CORE_TASKS = {"plan", "build", "start", "exec", "shell", "setup", "migrate", "verify", "alive", "ready"}
 
@@ -173,7 +174,7 @@ def test_probe_that_cannot_run_says_which_python(tmp_path: Path) -> None:
 def test_build_with_nothing_to_do_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_tree(tmp_path, {"wsgi.py": ""})
     spec = actions.detect(actions.settings(None, project=str(tmp_path)))
-    from warptasks.plan import env_key
+    from warptasks.plan.build import env_key
 
     key = env_key(spec, facts(), "uv", "mod_wsgi")
     env = os.path.join(str(tmp_path), ".warp", "envs", key)

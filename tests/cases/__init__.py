@@ -1,6 +1,6 @@
 """Shared helpers of the pure test tier: small source trees and fake facts.
 
-Facts copy the shape that :mod:`warptasks.probe` prints, so plans are made
+Facts copy the shape that :mod:`warptasks.scripts.probe` prints, so plans are made
 from the same data a real target would give.
 """
 

@@ -19,7 +19,7 @@ import docker
 import docker.errors
 
 from tests.harness.images import IndexAccess, base_image
-from warptasks.image_build import ImageOptions
+from warptasks.image.engine import ImageOptions
 
 # Image tags of this test run, so two runs at once (two people, or CI and a person) never share an image.
 TAG = f"run{os.getpid()}"

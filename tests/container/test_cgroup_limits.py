@@ -12,15 +12,17 @@ import os
 import docker
 import pytest
 
-from warptasks.resources import available_resources, worker_capacity
-from warptasks.support import probe_source
+from warptasks.plan.resources import available_resources, worker_capacity
+from warptasks.scripts import source
 
 pytestmark = pytest.mark.container
 MiB = 1024 * 1024
 
 
 def _facts_in_container(client: docker.DockerClient, image: str, **limits: object) -> dict:
-    container = client.containers.run(image, ["python3", "-c", probe_source(), "{}"], network_mode="none", detach=True, **limits)
+    container = client.containers.run(
+        image, ["python3", "-c", source("probe.py"), "{}"], network_mode="none", detach=True, **limits
+    )
     try:
         assert container.wait(timeout=60)["StatusCode"] == 0, container.logs().decode()
         output = container.logs(stdout=True, stderr=False).decode()

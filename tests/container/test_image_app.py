@@ -23,9 +23,9 @@ from tests.container.image_helpers import (
     startproject,
 )
 from tests.harness.images import IndexAccess
-from warptasks import image as img
 from warptasks.detect import detect_app
-from warptasks.image_build import build_app_image
+from warptasks.image import dockerfile as img
+from warptasks.image.engine import build_app_image
 
 pytestmark = pytest.mark.container
 

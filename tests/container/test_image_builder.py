@@ -12,9 +12,9 @@ import pytest
 from tests.cases import write_tree
 from tests.container.image_helpers import TAG, WSGI, build_options, files_in_image, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
-from warptasks import image as img
 from warptasks.detect import detect_app
-from warptasks.image_build import build_app_image, build_builder_image, s2i_build
+from warptasks.image import dockerfile as img
+from warptasks.image.engine import build_app_image, build_builder_image, s2i_build
 
 pytestmark = pytest.mark.container
 

@@ -12,9 +12,9 @@ import pytest
 from tests.cases import write_tree
 from tests.container.image_helpers import TAG, WSGI, build_options, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
-from warptasks import image as img
 from warptasks.detect import detect_app
-from warptasks.image_build import build_app_image
+from warptasks.image import dockerfile as img
+from warptasks.image.engine import build_app_image
 
 pytestmark = pytest.mark.container
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from warptasks.deploy import deploy, deploy_opts, rollback, status, summary
-from warptasks.deploy_hosts import HostTarget
+from warptasks.remote.deploy import deploy, deploy_opts, rollback, status, summary
+from warptasks.remote.hosts import HostTarget
 
 from .deploy_helpers import Load, get, make_django_project, release_served, set_version
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from warptasks.deploy import deploy, deploy_opts, status, summary
-from warptasks.deploy_hosts import HostTarget
+from warptasks.remote.deploy import deploy, deploy_opts, status, summary
+from warptasks.remote.hosts import HostTarget
 
 from .deploy_helpers import get, make_django_project, release_served, set_version
 from .test_deploy import deploy_image

@@ -49,7 +49,7 @@ def warptasks_wheel() -> tuple[str, bytes]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         for name, data in entries.items():
             item = zipfile.ZipInfo(name, _EPOCH)
-            item.external_attr = (0o755 if name.startswith("warptasks/s2i/") else 0o644) << 16
+            item.external_attr = (0o755 if name.startswith("warptasks/scripts/s2i/") else 0o644) << 16
             item.compress_type = zipfile.ZIP_DEFLATED
             wheel.writestr(item, data)
     return f"warptasks-{version}-py3-none-any.whl", buffer.getvalue()

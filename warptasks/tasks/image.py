@@ -1,4 +1,4 @@
-"""The image tasks, ``warp.s2i`` and ``warp.builder``: thin wrappers over :mod:`warptasks.image_build`."""
+"""The image tasks, ``warp.s2i`` and ``warp.builder``: thin wrappers over :mod:`warptasks.image.engine`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 from invoke import task
 
-from . import actions
-from .errors import ConfigError, NoAppFound
-from .tasks import OPTION_HELP, reported
+from ..errors import ConfigError, NoAppFound
+from ..run import local as actions
+from .report import OPTION_HELP, reported
 
 IMAGE_HELP = {
     "project": OPTION_HELP["project"],
@@ -53,7 +53,7 @@ def _options(
 ) -> Any:
     from pathlib import Path
 
-    from .image_build import ImageOptions
+    from ..image.engine import ImageOptions
 
     env = _build_env(build_env)
     files = {}
@@ -103,7 +103,7 @@ def s2i(
 ):
     """Build a runnable application image: the same build steps and server as warp build and warp start."""
     with reported():
-        from . import image_build
+        from ..image import engine as image_build
 
         opts = actions.settings(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
@@ -137,7 +137,7 @@ def builder(
 ):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
-        from . import image_build
+        from ..image import engine as image_build
 
         opts = actions.settings(c.config, project=project)
         try:

@@ -1,4 +1,4 @@
-"""Thin invoke tasks over :mod:`warptasks.deploy`: deploy, status, rollback.
+"""Thin invoke tasks over :mod:`warptasks.remote.deploy`: deploy, status, rollback.
 
 ``inv warp.deploy --host web1 --host deploy@web2:2222`` deploys to several
 hosts together (in parallel, switching only when all succeed);
@@ -14,8 +14,8 @@ from typing import Any
 from invoke import task
 from invoke.exceptions import Exit
 
-from .deploy_hosts import HostTarget, parse_hosts
-from .tasks import reported
+from ..remote.hosts import HostTarget, parse_hosts
+from .report import reported
 
 HELP = {
     "host": "a host to deploy to: name (from ~/.ssh/config too), user@host or user@host:port; repeatable",
@@ -43,7 +43,7 @@ HELP = {
 
 
 def _targets(c: Any, host: list[str]) -> tuple[list[HostTarget], dict[str, Any]]:
-    from .deploy import deploy_opts
+    from ..remote.deploy import deploy_opts
 
     opts = deploy_opts(c.config)
     if host:
@@ -54,7 +54,7 @@ def _targets(c: Any, host: list[str]) -> tuple[list[HostTarget], dict[str, Any]]
 
 
 def _options(c: Any, **given: Any) -> dict[str, Any]:
-    from .deploy import deploy_opts
+    from ..remote.deploy import deploy_opts
 
     return deploy_opts(c.config, **given)
 
@@ -85,7 +85,7 @@ def deploy(
     upload=None,
 ):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
-    from . import deploy as lib
+    from ..remote import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
@@ -127,7 +127,7 @@ def status(
     json=False,
 ):
     """Each host's live release, its server's pid, the front proxy, and what the app answers."""
-    from . import deploy as lib
+    from ..remote import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)
@@ -163,7 +163,7 @@ def rollback(
     no_systemd=False,
 ):
     """Go back to the previous good release: started, health-checked, then switched."""
-    from . import deploy as lib
+    from ..remote import deploy as lib
 
     with reported():
         targets, _ = _targets(c, host)

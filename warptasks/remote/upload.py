@@ -18,8 +18,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from .detect import UNTRACKED_DIRS
-from .steps import Step
+from ..detect import UNTRACKED_DIRS
+from ..plan import Step
 
 NEVER_SHIPPED = (".env", ".env.*", "*.pyc", "*.pyo")
 

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 HOOK_DIRS = (".warpdrive/action_hooks", ".s2i/action_hooks")
 ENV_FILES = (".s2i/environment", ".warpdrive/environment")

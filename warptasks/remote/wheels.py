@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .detect import AppSpec
-from .errors import ConfigError
-from .plan import SERVER_PACKAGES, resolve_server
-from .steps import Step
+from ..detect import AppSpec
+from ..errors import ConfigError
+from ..plan import SERVER_PACKAGES, Step, resolve_server
 
 # Building an sdist (mod_wsgi) with --no-index needs its build backend at hand.
 BUILD_BACKEND = ("setuptools", "wheel")

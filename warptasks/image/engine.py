@@ -22,13 +22,12 @@ from importlib.resources import files as package_files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import image as img
-from .detect import AppSpec
-from .errors import ConfigError, StepFailed, WarpError
-from .execute import PROBE, tail
-from .image_wheel import warptasks_wheel
-from .plan import BuildOptions, env_paths, plan_build
-from .steps import Plan
+from ..detect import AppSpec
+from ..errors import ConfigError, StepFailed, WarpError
+from ..plan import BuildOptions, Plan, env_paths, plan_build
+from ..run.executor import PROBE, tail
+from . import dockerfile as img
+from .wheel import warptasks_wheel
 
 if TYPE_CHECKING:
     import docker
@@ -207,7 +206,7 @@ def _tar_tree(archive: tarfile.TarFile, root: Path, files: Iterable[str], prefix
 
 
 def _s2i_scripts() -> dict[str, bytes]:
-    folder = package_files("warptasks").joinpath("s2i")
+    folder = package_files("warptasks.scripts").joinpath("s2i")
     return {name: folder.joinpath(name).read_bytes() for name in ("assemble", "run", "save-artifacts", "usage")}
 
 

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, NoAppFound
 from .conventions import SERVER_SETTINGS, find_hooks, read_environment, read_setting_files
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
-from .errors import ConfigError, NoAppFound
 
 # How an app is served, in the order detection tries them.
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")

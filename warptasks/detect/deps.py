@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Most exact first: a lock file pins everything, requirements.txt may pin,
 # pyproject.toml and setup.py only state ranges.

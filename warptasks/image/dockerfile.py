@@ -3,7 +3,7 @@
 Pure functions, like :mod:`warptasks.plan`: they read the source tree and
 return data. The image runs the same build plan as ``warp build`` does
 locally: the plan's steps are written, through
-:func:`warptasks.steps.command_line`, into one shell script per phase, and
+:func:`warptasks.plan.command_line`, into one shell script per phase, and
 the Dockerfile runs the dependency phase after copying only the files it
 depends on, so a change to application code alone reuses that layer.
 """
@@ -21,10 +21,9 @@ from typing import Any
 
 import pathspec
 
-from .detect import UNTRACKED_DIRS, AppSpec
-from .errors import ConfigError
-from .plan import resolve_server
-from .steps import Plan, command_line
+from ..detect import UNTRACKED_DIRS, AppSpec
+from ..errors import ConfigError
+from ..plan import Plan, command_line, resolve_server
 
 APP_ROOT = "/opt/app-root"
 PROJECT = f"{APP_ROOT}/src"  # where sclorg's S2I images keep the source; kept for familiarity

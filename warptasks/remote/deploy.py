@@ -11,7 +11,7 @@ new release on a free backend port -> health check -> switch ``current`` ->
 stop the old server -> prune. Hosts run each phase in parallel; no host
 switches unless every host got that far (``allow_partial`` says otherwise).
 
-Zero downtime: a small front proxy (:mod:`warptasks.deploy_proxy`) owns the
+Zero downtime: a small front proxy (:mod:`warptasks.scripts.proxy`) owns the
 public port for good and sends each new connection to whatever release
 ``current`` points at; two backend ports (public+1, public+2) alternate
 between releases, so the new server starts beside the old one.
@@ -32,29 +32,34 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib.resources import files
 from typing import Any
 
 from invoke import Context
 from paramiko.ssh_exception import SSHException
 
-from .deploy_hosts import HostTarget, connect, open_checked
-from .deploy_upload import archive, commit_of, content_digest, release_id, rsync_step, source_files, ssh_command
-from .detect import AppSpec, detect_app
-from .errors import ConfigError, StepFailed, WarpError
-from .execute import Say, execute, gather_facts, run_step, tail
-from .plan import (
+from .. import __version__
+from ..detect import AppSpec, detect_app
+from ..errors import ConfigError, StepFailed, WarpError
+from ..plan import (
+    SERVER_PACKAGES,
     BuildOptions,
     StartOptions,
+    Step,
+    command_line,
     plan_build,
     plan_command,
     plan_start,
+    resolve_server,
     untracked_dirs,
 )
-from .steps import Step, command_line
+from ..run.executor import Say, execute, gather_facts, run_checks, run_step, tail
+from ..scripts import source
+from .hosts import HostTarget, connect, open_checked
+from .upload import archive, commit_of, content_digest, release_id, rsync_step, source_files, ssh_command
+from .wheels import download_steps, offline_install_env
 
-AGENT = files("warptasks").joinpath("deploy_agent.py").read_text(encoding="utf-8")
-PROXY = files("warptasks").joinpath("deploy_proxy.py").read_text(encoding="utf-8")
+AGENT = source("agent.py")
+PROXY = source("proxy.py")
 
 # Every deploy setting, with its default; invoke config ``warp: deploy:`` and
 # task options override them.
@@ -128,7 +133,7 @@ class Layout:
 
 
 def agent_step(python: str, action: str, /, **request: Any) -> Step:
-    """The step that runs one action of :mod:`warptasks.deploy_agent` on the host."""
+    """The step that runs one action of :mod:`warptasks.scripts.agent` on the host."""
     return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
 
 
@@ -342,8 +347,6 @@ class HostDeploy:
 
     def start(self, spec: AppSpec) -> None:
         self.phase = "start"
-        from . import actions
-
         project = self.layout.release(self.release)
         record = self.info.get("current_record") or {}
         port = backend_port(self.public_port, record.get("port") if self.info.get("current") else None)
@@ -359,7 +362,7 @@ class HostDeploy:
         )
         plan = plan_start(spec, self.facts, options)
         before = tuple(with_shared_environment(s, self.layout) for s in plan.before)
-        actions.run_checks(_Quiet(self.conn), replace(plan, before=before), say=self.say)
+        run_checks(_Quiet(self.conn), replace(plan, before=before), say=self.say)
         command = command_line(with_shared_environment(plan.server, self.layout))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
         self.agent("start", release=self.release, port=port, command=command, systemd=bool(self.opts["systemd"]))
@@ -516,8 +519,6 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
     spec = detect_app(project, server=opts.get("server"))
     names, why = source_files(spec.root)
     rid = release_id(spec.root)
-    from . import __version__
-
     digest = content_digest(spec.root, names, __version__, str(opts.get("server")), str(opts.get("wheels")))
     opts = dict(opts, commit=commit_of(spec.root), source=digest)
     payload = archive(spec.root, names)
@@ -554,8 +555,6 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
             wheels_dir = os.path.join(scratch, "wheels")
             os.mkdir(wheels_dir)
             _download_wheels(spec, wheels_dir, need_wheels[0].info, synced)
-            from .deploy_wheels import offline_install_env
-
             install_env = offline_install_env(Layout(opts["path"]).wheels)
         _parallel(hosts, lambda h: h.upload(rid, source, wheels_dir))
         _stop_unless_partial(hosts, opts)
@@ -583,8 +582,6 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
 
 
 def _deps_digest(spec: AppSpec) -> str:
-    from .plan import SERVER_PACKAGES, resolve_server
-
     server, _ = resolve_server(spec)
     d = spec.dependencies
     return json.dumps([d.kind, d.digest, list(d.packages), list(SERVER_PACKAGES[server])])
@@ -616,8 +613,6 @@ def _stop_unless_partial(hosts: list[HostDeploy], opts: dict[str, Any]) -> None:
 
 
 def _download_wheels(spec: AppSpec, dest: str, host_info: dict[str, Any], say: Say) -> None:
-    from .deploy_wheels import download_steps
-
     for step in download_steps(spec, dest, host_info):
         say(f"wheels: {step.why}")
         run_step(Context(), step, hide=True)

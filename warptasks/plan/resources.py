@@ -1,6 +1,6 @@
 """How many CPUs and how much memory a server may use, and what that buys.
 
-Pure functions over the raw facts :mod:`warptasks.probe` reads (cgroup v1
+Pure functions over the raw facts :mod:`warptasks.scripts.probe` reads (cgroup v1
 and v2 limits, CPU affinity, /proc/meminfo).
 """
 

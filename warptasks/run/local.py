@@ -11,11 +11,10 @@ import shutil
 import sys
 from typing import Any
 
-from .detect import AppSpec, detect_app
-from .errors import ConfigError, NotBuilt, WarpError
-from .execute import Runner, Say, _say, execute, gather_facts, run_step
-from .plan import BuildOptions, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
-from .steps import Plan, Step
+from ..detect import AppSpec, detect_app
+from ..errors import ConfigError, NotBuilt, WarpError
+from ..plan import BuildOptions, Plan, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
+from .executor import Runner, Say, _say, execute, gather_facts
 
 # The defaults of every setting; invoke config (``warp:`` in invoke.yaml,
 # INVOKE_WARP_* variables) overrides them and task options override that.
@@ -169,29 +168,6 @@ def build(c: Runner, opts: dict[str, Any], *, force: bool = False, say: Say = _s
     count = execute(plan, c, say=say)
     say(f"build: done ({count} step(s) run, {len(plan.steps) - count} skipped)")
     return plan
-
-
-def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
-    from .errors import PreflightFailed, StepFailed
-
-    for check in plan.checks:
-        try:
-            run_step(c, check, hide=True)
-        except StepFailed as failed:
-            raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
-    for step in plan.before:
-        say(f"{step.name}: {step.why}")
-        run_step(c, step)
-
-
-def _check_hint(check: Step) -> str:
-    if check.name == "port":
-        return "stop whatever uses that port, or choose another with --port"
-    return (
-        "Apache runs its workers as an unprivileged user, which must be able to read the Python installation, "
-        "the environment and the app. Build with a Python outside /root (for example --python /usr/bin/python3), "
-        "keep the project in a readable folder, or pass --user/--group naming an account that can read them"
-    )
 
 
 def current_env(spec: AppSpec, opts: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 ``c`` is anything with invoke's ``run(command, warn=, hide=, ...)``: an
 invoke ``Context`` locally or a fabric ``Connection`` on a remote host. Every
-step becomes a command line in :func:`warptasks.steps.command_line` and
+step becomes a command line in :func:`warptasks.plan.command_line` and
 nowhere else.
 """
 
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .errors import ConfigError, StepFailed, WarpError
-from .steps import Plan, Step, command_line
-from .support import probe_source
+from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
+from ..plan import Plan, StartPlan, Step, command_line
+from ..scripts import source
 
 Say = Callable[[str], None]
 
@@ -66,11 +66,11 @@ def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
     return len(runnable)
 
 
-PROBE = probe_source()
+PROBE = source("probe.py")
 
 
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Read the target's facts by running :mod:`warptasks.probe` with ``python``."""
+    """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, "-c", PROBE, json.dumps(request)), "", "read facts")
     result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
     if result.exited != 0:
@@ -99,3 +99,24 @@ def exec_local(step: Step) -> None:
         os.execvpe(step.argv[0], list(step.argv), env)
     except OSError as exc:
         raise WarpError(f"cannot start {step.argv[0]}: {exc.strerror}", "run warp build again") from None
+
+
+def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
+    for check in plan.checks:
+        try:
+            run_step(c, check, hide=True)
+        except StepFailed as failed:
+            raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
+    for step in plan.before:
+        say(f"{step.name}: {step.why}")
+        run_step(c, step)
+
+
+def _check_hint(check: Step) -> str:
+    if check.name == "port":
+        return "stop whatever uses that port, or choose another with --port"
+    return (
+        "Apache runs its workers as an unprivileged user, which must be able to read the Python installation, "
+        "the environment and the app. Build with a Python outside /root (for example --python /usr/bin/python3), "
+        "keep the project in a readable folder, or pass --user/--group naming an account that can read them"
+    )

@@ -1,45 +1,20 @@
-"""The warp task collection: thin tasks over :mod:`warptasks.actions`.
-
-Used as ``inv warp.<task>`` from a project's own tasks.py
-(``ns = Collection(warptasks.ns)``) and as the standalone ``warp`` command.
-"""
+"""The local tasks: plan, build, start, exec, shell and the hook commands, thin over :mod:`warptasks.run.local`."""
 
 from __future__ import annotations
 
 import json as jsonlib
+import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from invoke import Collection, Context, task
-from invoke.exceptions import Exit
+from invoke import Context, task
 
-from . import actions
-from .errors import ConfigError, StepFailed, WarpError
-from .execute import exec_local
-from .plan import plan_command, plan_exec
-
-OPTION_HELP = {
-    "project": "the project folder (default: the current folder)",
-    "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
-    "python": "the Python to build with: an executable or a version such as 3.12",
-    "installer": "auto (uv when available), uv or pip",
-    "env-dir": "where the environment lives, relative to the project (default .warp)",
-}
-
-
-@contextmanager
-def reported() -> Iterator[None]:
-    """Turn a foreseeable failure into a clear message and a non-zero exit."""
-    try:
-        yield
-    except StepFailed as failed:
-        if failed.output:
-            print(failed.output, file=sys.stderr)
-        raise Exit(f"warp: error: {failed}", code=failed.exit_code or 1) from None
-    except WarpError as error:
-        raise Exit(f"warp: error: {error}", code=error.exit_code) from None
+from ..errors import ConfigError, WarpError
+from ..plan import command_line, plan_command, plan_exec
+from ..run import local as actions
+from ..run.executor import exec_local
+from .report import OPTION_HELP, reported
 
 
 def _opts(c: Context, **given: Any) -> dict[str, Any]:
@@ -82,10 +57,6 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
 
 def _short(step: Any, limit: int = 160) -> str:
     """The step's command line, with long embedded scripts or file contents elided."""
-    from dataclasses import replace
-
-    from .steps import command_line
-
     argv = tuple(a if len(a) <= limit else f"<{len(a)} characters: {a[:40].strip()}...>" for a in step.argv)
     return command_line(replace(step, argv=argv))
 
@@ -145,8 +116,6 @@ def start(
         _, plan = actions.start_plan(c, opts, reload=reload)
         for note in plan.notes:
             print(note, flush=True)
-        from .steps import command_line
-
         if dry_run:
             print(command_line(plan.server))
             return
@@ -157,8 +126,6 @@ def start(
 
 def _remainder(command: str) -> tuple[str, ...]:
     if command:
-        import shlex
-
         return tuple(shlex.split(command))
     if "--" in sys.argv:
         return tuple(sys.argv[sys.argv.index("--") + 1 :])
@@ -211,25 +178,3 @@ migrate = _hook_task("migrate", "Run the migrate hook (for Django without one: m
 verify = _hook_task("verify", "Run the verify action hook; fails when the app has none.")
 alive = _hook_task("alive", "Run the alive (liveness) action hook; fails when the app has none.")
 ready = _hook_task("ready", "Run the ready (readiness) action hook; fails when the app has none.")
-
-ns = Collection("warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready)
-# invoke reads INVOKE_WARP_* variables only for keys its config already has.
-ns.configure({"warp": dict(actions.DEFAULTS)})
-
-
-def _add_optional(module: str, names: tuple[str, ...]) -> None:
-    """Tasks from modules that other work adds (image, deploy), when present."""
-    import importlib
-
-    try:
-        found = importlib.import_module(f"warptasks.{module}")
-    except ModuleNotFoundError as missing:
-        if missing.name != f"warptasks.{module}":
-            raise
-        return
-    for name in names:
-        ns.add_task(getattr(found, name))
-
-
-_add_optional("image_tasks", ("s2i", "builder"))
-_add_optional("deploy_tasks", ("deploy", "status", "rollback"))

@@ -1,0 +1,30 @@
+"""Planning: what will run, as data. Nothing here touches the system.
+
+An :class:`~warptasks.detect.AppSpec` and facts about the target go in; a
+:class:`Plan` of :class:`Step` (argv, cwd, env, why) comes out. The same
+plans run on this machine, inside an image and on remote hosts.
+"""
+
+from .build import SERVER_PACKAGES, BuildOptions, plan_build
+from .environment import env_paths, hook_environment, plan_command, plan_exec, untracked_dirs
+from .start import StartOptions, StartPlan, plan_start, resolve_server
+from .steps import Plan, Step, command_line, write_file
+
+__all__ = [
+    "SERVER_PACKAGES",
+    "BuildOptions",
+    "Plan",
+    "StartOptions",
+    "StartPlan",
+    "Step",
+    "command_line",
+    "env_paths",
+    "hook_environment",
+    "plan_build",
+    "plan_command",
+    "plan_exec",
+    "plan_start",
+    "resolve_server",
+    "untracked_dirs",
+    "write_file",
+]

@@ -1,0 +1,99 @@
+"""The environment every step sees: hooks' variables, the build-env/deploy-env hooks, exec and hook commands.
+
+Shared by build, start, ``warp exec`` and the deploy's migrate step, so a
+command runs in exactly the environment the server runs in.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import replace
+
+from ..detect import UNTRACKED_DIRS, AppSpec
+from .steps import Step
+
+
+def _join(*parts: str) -> str:
+    return posixpath.normpath(posixpath.join(*parts))
+
+
+def env_paths(project: str, env_dir: str, envs_dir: str = "") -> tuple[str, str]:
+    root = _join(project, env_dir)
+    return root, _join(project, envs_dir) if envs_dir else _join(root, "envs")
+
+
+def untracked_dirs(env_dir: str) -> list[str]:
+    """Folder names that are not source: environments, VCS data, caches, and the environment folder itself."""
+    return sorted(UNTRACKED_DIRS | {env_dir.strip("/").split("/")[0]})
+
+
+def hook_argv(spec: AppSpec, name: str) -> tuple[str, ...]:
+    path = spec.hooks[name]
+    return (f"./{path}",) if spec.hook_executable.get(name) else ("bash", path)
+
+
+def hook_environment(spec: AppSpec, project: str, env: str, phase: str, action: str, port: int = 8080) -> dict[str, str]:
+    """Variables hooks, the server and ``warp exec`` see, beside the environment file's.
+
+    The WARPDRIVE_* names are warpdrive's, so its hooks keep working.
+    """
+    home = _join(project, spec.home)
+    values = dict(spec.environment)
+    values.update(
+        {
+            "VIRTUAL_ENV": env,
+            "WARP_PROJECT": project,
+            "WARP_APP_HOME": home,
+            "WARP_ENV": env,
+            "WARP_PHASE": phase,
+            "WARP_ACTION": action,
+            "WARPDRIVE_PHASE": phase,
+            "WARPDRIVE_ACTION": action,
+            "WARPDRIVE_APP_ROOT": env,
+            "WARPDRIVE_SRC_ROOT": project,
+            "WARPDRIVE_APP_HOME": home,
+            "WARPDRIVE_HTTP_PORT": str(port),
+            "WARPDRIVE_BUILD_SYSTEM": spec.environment.get("WARPDRIVE_BUILD_SYSTEM", "local"),
+            "WARPDRIVE_BUILD_TARGET": "application",
+        }
+    )
+    return values
+
+
+_SOURCE_THEN_EXEC = 'set -a && . "$1" && set +a && shift && exec "$@"'
+
+
+def with_env_hook(spec: AppSpec, hook: str, project: str, step: Step) -> Step:
+    """``step`` run after sourcing the ``build-env``/``deploy-env`` hook, if the app has one."""
+    if hook not in spec.hooks:
+        return step
+    argv = ("bash", "-c", _SOURCE_THEN_EXEC, "bash", _join(project, spec.hooks[hook]), *step.argv)
+    return replace(step, argv=argv)
+
+
+def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], action: str, port: int = 8080) -> Step:
+    """``argv`` run in the app's environment, as ``warp exec``/``shell`` and the hook commands do."""
+    step = Step(
+        action,
+        argv,
+        _join(project, spec.home),
+        f"{action} in the app's environment",
+        env=hook_environment(spec, project, env, "deploy", action, port),
+        path=(f"{env}/bin",),
+        phase="deploy",
+    )
+    return with_env_hook(spec, "deploy-env", project, step)
+
+
+def plan_command(spec: AppSpec, project: str, env: str, action: str, port: int = 8080) -> Step | None:
+    """A warpdrive hook command (setup, migrate, verify, alive, ready), or None when the app has none.
+
+    Hooks run from the project root; ``migrate`` on Django without a hook is ``manage.py migrate``.
+    """
+    if action in spec.hooks:
+        step = plan_exec(spec, project, env, hook_argv(spec, action), action, port)
+        return replace(step, cwd=project, why=f"{action} action hook")
+    if action == "migrate" and spec.django:
+        step = plan_exec(spec, project, env, ("python", "manage.py", "migrate", "--noinput"), action, port)
+        return replace(step, why="Django: manage.py migrate")
+    return None

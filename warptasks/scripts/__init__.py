@@ -1,0 +1,23 @@
+"""Everything warptasks ships verbatim to a target and runs there.
+
+Nothing in this folder imports warptasks: each file is sent as source to the
+target's own Python (``python -c``), written into an app's environment at
+build time, or copied into an image. The Python files keep to the oldest
+syntax a target may have (see pyproject's ruff settings).
+
+- ``probe.py``: reads a target's facts (one JSON object); also records a build.
+- ``port_check.py``, ``read_check.py``: checks before a server starts.
+- ``switch.py``: makes an environment current, atomically.
+- ``agent.py``: the deploy's actions on a host (lock, start, health, switch...).
+- ``proxy.py``: the deploy's front proxy on a host.
+- ``warp_app.py``, ``gunicorn_conf.py``: loaded by servers from the environment.
+- ``django_static.py``: Django's collectstatic, with a STATIC_ROOT supplied.
+- ``s2i/``: the S2I builder image's scripts.
+"""
+
+from importlib.resources import files
+
+
+def source(name: str) -> str:
+    """The text of the shipped file ``name`` (a path inside this folder)."""
+    return files(__name__).joinpath(name).read_text(encoding="utf-8")

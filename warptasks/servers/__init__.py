@@ -1,0 +1,1 @@
+"""The servers warptasks can start, one module each."""

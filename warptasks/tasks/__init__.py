@@ -1,0 +1,27 @@
+"""The warp task collection, ``warp.*``: thin invoke tasks over the library.
+
+Used as ``inv warp.<task>`` from a project's own tasks.py
+(``ns = Collection(warptasks.ns)``) and as the standalone ``warp`` command.
+Each task parses its options, calls the library and prints; the image and
+deploy tasks import the Docker SDK and fabric only when they run.
+
+- ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
+- ``image.py``: s2i, builder.
+- ``remote.py``: deploy, status, rollback.
+- ``report.py``: help texts and error reporting every task shares.
+"""
+
+from invoke import Collection
+
+from ..run.local import DEFAULTS
+from .image import builder, s2i
+from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
+from .remote import deploy, rollback, status
+
+ns = Collection(
+    "warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready, s2i, builder, deploy, status, rollback
+)
+# invoke reads INVOKE_WARP_* variables only for keys its config already has.
+ns.configure({"warp": dict(DEFAULTS)})
+
+__all__ = ["ns"]
