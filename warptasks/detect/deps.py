@@ -22,6 +22,7 @@ from ..errors import ConfigError
 DEPENDENCY_KINDS = ("uv.lock", "poetry.lock", "Pipfile.lock", "requirements.txt", "pyproject.toml", "setup.py", "none")
 
 # pip also takes the short options glued to their value: -rbase.txt.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(?:(?<=[rc])\s*=?\s*|\s*=\s*|\s+)(\S+)")
 
 
@@ -71,6 +72,14 @@ def requirement_includes(root: Path, name: str) -> tuple[str, ...]:
         seen.append(rel)
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             match = _INCLUDE.match(line)
+            if match and _URL.match(match.group(2)):
+                # pip could fetch it, but an environment is keyed by the content of its inputs:
+                # a file that can change on a server without the project changing would be reused stale.
+                raise ConfigError(
+                    f"{rel} includes {match.group(2)!r} from the network ({line.strip()})",
+                    "download that file into the project and include it by its path (-r requirements/base.txt), "
+                    "so every build installs exactly what the project says",
+                )
             if match:
                 child = (Path(rel).parent / match.group(2)).as_posix()
                 visit(_normal(child), rel)
@@ -94,6 +103,10 @@ def _normal(rel: str) -> str:
 def _pyproject(root: Path) -> dict:
     try:
         return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"pyproject.toml is not UTF-8 text (byte {exc.start}: {exc.reason})", "save the file as UTF-8, as TOML requires"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"pyproject.toml is not valid TOML: {exc}", "fix the file, or remove it") from None
 
