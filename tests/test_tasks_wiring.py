@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast
 from unittest.mock import Mock
@@ -14,10 +15,12 @@ from invoke import Collection, Config, MockContext, Result
 from invoke.exceptions import Exit
 
 import warptasks
-from tests.cases import django_tree, facts, write_tree
+from tests.cases import django_tree, facts, probe_output, write_tree
 from warptasks import tasks
+from warptasks.errors import ConfigError
 from warptasks.run import local as actions
 from warptasks.run.executor import PROBE
+from warptasks.settings import DeploySettings, Settings
 
 CORE_TASKS = {"plan", "build", "start", "exec", "shell", "setup", "migrate", "verify", "alive", "ready"}
 
@@ -74,25 +77,75 @@ SETTINGS_CASES = [
 def test_task_option_beats_config_beats_defaults(
     section: dict[str, Any], given: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    merged = actions.settings(Config(overrides={"warp": section}), **given)
-    assert {k: merged[k] for k in expected} == expected
-    assert "unknown_key" not in merged
+    merged = Settings.resolve(Config(overrides={"warp": section}), **given)
+    assert {k: getattr(merged, k) for k in expected} == expected
+    assert not hasattr(merged, "unknown_key")
+
+
+# invoke config "warp" section, task options -> the ConfigError's message
+INVALID_SETTINGS = [
+    pytest.param({}, {"port": "http"}, "port 'http' is not a number", id="port-not-a-number"),
+    pytest.param({"port": 70000}, {}, "port 70000 is out of range", id="port-out-of-range"),
+    pytest.param({"processes": "many"}, {}, "processes 'many' is not a number", id="processes-not-a-number"),
+    pytest.param({}, {"threads": -2}, "threads -2 is out of range", id="threads-negative"),
+    pytest.param({"max_clients": 1.5}, {}, "max_clients 1.5 is not a number", id="max-clients-fraction"),
+]
+
+
+@pytest.mark.parametrize(("section", "given", "message"), INVALID_SETTINGS)
+def test_invalid_settings_are_config_errors_naming_the_key(section: dict[str, Any], given: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.resolve({"warp": section}, **given)
+
+
+def test_counts_from_text_are_numbers_and_zero_means_computed() -> None:
+    merged = Settings.resolve({"warp": {"processes": "3", "threads": 0, "port": "9000"}})
+    assert (merged.processes, merged.threads, merged.port) == (3, None, 9000)
+
+
+def test_an_unknown_task_option_is_a_bug_not_a_setting() -> None:
+    with pytest.raises(TypeError, match="no setting prot"):
+        Settings.resolve(None, prot=1)
+
+
+def test_the_collection_configures_every_key() -> None:
+    configured = warptasks.ns.configuration()["warp"]
+    assert set(configured) - {"deploy"} == {f.name for f in fields(Settings)}
+    assert set(configured["deploy"]) == {f.name for f in fields(DeploySettings)}
 
 
 def test_invoke_environment_variables_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVOKE_WARP_PORT", "9001")
     monkeypatch.setenv("INVOKE_WARP_ENV_DIR", "build/env")
+    monkeypatch.setenv("INVOKE_WARP_PROCESSES", "4")
+    monkeypatch.setenv("INVOKE_WARP_DEPLOY_KEEP", "2")
+    monkeypatch.setenv("INVOKE_WARP_DEPLOY_HOSTS", "web1,deploy@web2:2222")
+    monkeypatch.setenv("INVOKE_WARP_DEPLOY_WHEELS", "1")
     config = Config()
     config.load_collection(warptasks.ns.configuration())
     config.load_shell_env()
-    merged = actions.settings(config)
-    assert (merged["port"], merged["env_dir"]) == (9001, "build/env")
-    assert actions.settings(config, port=7000)["port"] == 7000
+    merged = Settings.resolve(config)
+    assert (merged.port, merged.env_dir, merged.processes) == (9001, "build/env", 4)
+    assert Settings.resolve(config, port=7000).port == 7000
+    deploy = DeploySettings.resolve(config)
+    assert (deploy.keep, deploy.wheels, deploy.port) == (2, True, 8080)
+    assert [t.label for t in deploy.hosts] == ["web1", "deploy@web2:2222"]
+
+
+def test_a_parent_collection_that_configures_warp_keeps_the_defaults() -> None:
+    # invoke replaces (does not merge) a sub-collection's "warp" with its parent's.
+    root = Collection(warptasks.ns)
+    root.configure({"warp": {"port": 9000}})
+    config = Config()
+    config.load_collection(root.configuration("warp.build"))
+    merged = Settings.resolve(config)
+    assert (merged.port, merged.env_dir, merged.host) == (9000, ".warp", "127.0.0.1")
+    assert DeploySettings.resolve(config).path == "/srv/app"
 
 
 def test_tasks_read_the_contexts_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_tree(tmp_path, {"wsgi.py": ""})
-    c = probe_answers(facts())
+    c = probe_answers(probe_output())
     c.config.warp = {"project": str(tmp_path), "server": "gunicorn"}
     tasks.plan(c, json=True)
     data = json.loads(capsys.readouterr().out)
@@ -104,7 +157,7 @@ def test_plan_json_shows_the_app_the_build_and_why_start_cannot_run_yet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_tree(tmp_path, {**django_tree("STATIC_URL = '/static/'\n"), "requirements.txt": "django\n"})
-    c = probe_answers(facts())
+    c = probe_answers(probe_output())
     tasks.plan(c, project=str(tmp_path), json=True)
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"app", "build", "start"}
@@ -126,7 +179,7 @@ def test_plan_json_shows_the_start_command_once_built(tmp_path: Path, capsys: py
     write_tree(tmp_path, {"wsgi.py": "", ".warp/current/bin/python": ""})
     env = f"{tmp_path}/.warp/envs/py3.11-x"
     state = {"env_key": "py3.11-x", "env": env, "server": "gunicorn", "kind": "wsgi", "source": ""}
-    c = probe_answers(facts(state=state, current=env))
+    c = probe_answers(probe_output(state=state, current=env))
     tasks.plan(c, project=str(tmp_path), port="9100", json=True)
     start = json.loads(capsys.readouterr().out)["start"]
     assert start["server"]["argv"][:3] == [f"{env}/bin/gunicorn", "--bind", "127.0.0.1:9100"]
@@ -136,7 +189,7 @@ def test_plan_json_shows_the_start_command_once_built(tmp_path: Path, capsys: py
 
 def test_plan_text_says_what_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_tree(tmp_path, {"wsgi.py": "", "static/": ""})
-    tasks.plan(probe_answers(facts()), project=str(tmp_path))
+    tasks.plan(probe_answers(probe_output()), project=str(tmp_path))
     out = capsys.readouterr().out
     assert "Detected:" in out and "Build steps:" in out
     assert "static: static/ is served at /static/" in out
@@ -157,7 +210,7 @@ def test_foreseeable_errors_exit_non_zero_with_a_message(
 ) -> None:
     write_tree(tmp_path, files)
     with pytest.raises(Exit) as exited:
-        tasks.plan(probe_answers(facts()), project=str(tmp_path), **options)
+        tasks.plan(probe_answers(probe_output()), project=str(tmp_path), **options)
     assert exited.value.code == 1
     assert str(exited.value.message).startswith("warp: error: ")
     assert message in str(exited.value.message)
@@ -179,7 +232,7 @@ def test_build_with_nothing_to_do_runs_nothing(tmp_path: Path, capsys: pytest.Ca
     key = env_key(spec, facts(), "uv", "mod_wsgi")
     env = os.path.join(str(tmp_path), ".warp", "envs", key)
     state = {"env_key": key, "env": env, "server": "mod_wsgi", "kind": "wsgi", "source": "tree-1"}
-    c = probe_answers(facts(state=state, current=env, complete_envs=[key], source_digest="tree-1"))
+    c = probe_answers(probe_output(state=state, current=env, complete_envs=[key], source_digest="tree-1"))
     tasks.build(c, project=str(tmp_path))
     assert "nothing to do" in capsys.readouterr().out
     assert len(runs(c).call_args_list) == 1, "only the probe ran"
@@ -188,7 +241,7 @@ def test_build_with_nothing_to_do_runs_nothing(tmp_path: Path, capsys: pytest.Ca
 def test_start_dry_run_prints_the_server_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_tree(tmp_path, {"wsgi.py": "", ".warp/current/bin/python": ""})
     env = f"{tmp_path}/.warp/envs/py3.11-x"
-    c = probe_answers(facts(state={"server": "mod_wsgi"}, current=env))
+    c = probe_answers(probe_output(state={"server": "mod_wsgi"}, current=env))
     tasks.start(c, project=str(tmp_path), port=9200, dry_run=True)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"cd {tmp_path} && PATH={env}/bin:")

@@ -13,7 +13,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 
 from invoke import Collection
 
-from ..run.local import DEFAULTS
+from ..settings import config_defaults
 from .image import builder, s2i
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
 from .remote import deploy, rollback, status
@@ -21,7 +21,7 @@ from .remote import deploy, rollback, status
 ns = Collection(
     "warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready, s2i, builder, deploy, status, rollback
 )
-# invoke reads INVOKE_WARP_* variables only for keys its config already has.
-ns.configure({"warp": dict(DEFAULTS)})
+# invoke reads INVOKE_WARP_* variables only for keys its config already has: every key, deploy's included.
+ns.configure(config_defaults())
 
 __all__ = ["ns"]

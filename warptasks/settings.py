@@ -1,0 +1,235 @@
+"""Every setting of the warp tasks, in one table, and the one rule that decides each value.
+
+A setting is a field of :class:`Settings` (``warp:``: the project, its build
+and its server) or of :class:`DeploySettings` (``warp: deploy:``: the hosts and
+how a release reaches them). The field is the table row: its name is the key
+in invoke's configuration and the task option, its default is the default,
+and its metadata holds what it means and how a value is checked.
+
+The rule, in :func:`_layered`: a task option that was given beats invoke's
+configuration (``invoke.yaml``, ``INVOKE_WARP_*`` variables, a collection's
+``configure``), which beats the default. "Given" means not None (and, for the
+hosts, not empty): an option left out, or a ``null`` in ``invoke.yaml``, says
+nothing.
+
+Values are checked as they are read, so a mistake in ``invoke.yaml`` or an
+environment variable is a :class:`~warptasks.errors.ConfigError` naming the
+key, not a traceback from deep inside a build or on a host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+from .remote.hosts import HostTarget, parse_hosts
+
+Check = Callable[[str, Any], Any]
+T = TypeVar("T", "Settings", "DeploySettings")
+
+
+def _as_is(key: str, value: Any) -> Any:
+    return value
+
+
+def _text(key: str, value: Any) -> Any:
+    """A string setting; None stays None (the default decides later, e.g. the local Python)."""
+    return None if value is None else str(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    return bool(value)
+
+
+def _integer(key: str, value: Any, *, low: int, high: int | None = None, hint: str = "") -> int:
+    """A whole number within bounds; "8080" from an environment variable is one, 80.5 and True are not."""
+    number: int | None = None
+    if not isinstance(value, bool):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, float) and number != value:
+            number = None
+    if number is None:
+        raise ConfigError(f"{key} {value!r} is not a number", hint or f"set {key} to a whole number such as {max(low, 1)}")
+    if number < low or (high is not None and number > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{key} {value!r} is out of range", hint or f"set {key} to a number {span}")
+    return number
+
+
+def _port(key: str, value: Any) -> int:
+    return _integer(key, value, low=1, high=65535, hint=f"pass --{key.replace('_', '-')} with a number such as 8080")
+
+
+def _count(key: str, value: Any) -> int | None:
+    """Processes, threads, clients: empty or 0 leaves it to the computed value."""
+    if value in (None, "", 0, "0"):
+        return None
+    return _integer(key, value, low=1, hint=f"set {key} to a whole number of at least 1, or leave it out to compute it")
+
+
+def _whole(key: str, value: Any) -> int:
+    return _integer(key, value, low=0)
+
+
+def _seconds(key: str, value: Any) -> float | int:
+    """A duration in seconds; whole numbers stay ints (they travel as JSON to the host)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number >= 0:
+        raise ConfigError(f"{key} {value!r} is not a number of seconds", f"set {key} to a number such as 10")
+    return int(number) if number == int(number) else number
+
+
+def _upload(key: str, value: Any) -> str:
+    if value not in ("auto", "rsync", "sftp"):
+        raise ConfigError(f"unknown upload method {value!r}", "use auto, rsync or sftp")
+    return str(value)
+
+
+def _deploy_path(key: str, value: Any) -> str:
+    if not str(value).startswith("/"):
+        raise ConfigError(f"deploy path {value!r} is not absolute", "set an absolute path, e.g. --path /srv/myapp")
+    return str(value)
+
+
+def _hosts(key: str, value: Any) -> tuple[HostTarget, ...]:
+    return tuple(parse_hosts(value))
+
+
+def setting(default: Any, meaning: str, check: Check = _as_is, *, shared: bool = False) -> Any:
+    """One row of the table. ``shared``: a deploy setting read from ``warp:`` too, as for a local build."""
+    return field(default=default, metadata={"meaning": meaning, "check": check, "shared": shared})
+
+
+def meaning(cls: type, key: str) -> str:
+    """What ``key`` of a settings class means, for help texts."""
+    return str(next(f for f in fields(cls) if f.name == key).metadata["meaning"])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``warp:`` in invoke's configuration: the project, its build and its server."""
+
+    project: str = setting(".", "the project folder", _text)
+    env_dir: str = setting(".warp", "where environments live, relative to the project", _text)
+    envs_dir: str = setting("", "where the keyed environments are kept (may be shared); empty: <env_dir>/envs", _text)
+    installer: str = setting("auto", "auto (uv when available, else pip), uv or pip", _text)
+    python: str | None = setting(None, "the Python to build with: an executable or a version such as 3.12", _text)
+    server: str | None = setting(None, "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn", _text)
+    host: str = setting("127.0.0.1", "the address to listen on", _text)
+    port: int = setting(8080, "the port to listen on", _port)
+    processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _count)
+    threads: int | None = setting(None, "threads per process (default: computed)", _count)
+    max_clients: int | None = setting(None, "mod_wsgi-express's Apache capacity (default: at least 400)", _count)
+    user: str | None = setting(None, "as root: the account mod_wsgi's workers run as", _text)
+    group: str | None = setting(None, "as root: the group mod_wsgi's workers run as", _text)
+
+    @classmethod
+    def resolve(cls, config: Any, **given: Any) -> Settings:
+        """Task options over ``warp:`` in ``config`` (an invoke Config, a dict, or None) over the defaults."""
+        return _layered(cls, _section(config, "warp"), given)
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """``warp: deploy:``: which hosts, where on them, and how a release gets there and goes live.
+
+    The build and server settings a deploy shares with a local build (``shared``)
+    are read from ``warp:``; ``warp: deploy:`` may set them for deploys alone.
+    """
+
+    hosts: tuple[HostTarget, ...] = setting((), "host, user@host:port, or {host:, port:, listen:}; a list", _hosts)
+    path: str = setting("/srv/app", "the deploy folder on the hosts", _deploy_path)
+    port: int = setting(8080, "the public port, held by the front proxy", _port)
+    listen: str = setting("0.0.0.0", "the front proxy's address", _text)
+    health: str = setting("/", "the path checked on the new server before the switch", _text)
+    health_host: str | None = setting(None, "the Host header of that check (Django's ALLOWED_HOSTS)", _text)
+    health_timeout: float = setting(90, "seconds the new server has to answer the check", _seconds)
+    keep: int = setting(5, "releases kept per host", _whole)
+    python: str = setting("python3", "the host's Python", _text)
+    wheels: bool = setting(False, "ship the dependencies as wheels: the hosts need no package index", _flag)
+    allow_partial: bool = setting(False, "switch the hosts that succeeded even when another failed", _flag)
+    break_lock: bool = setting(False, "take a deploy lock another deploy left", _flag)
+    lock_wait: float = setting(10, "seconds to wait for another deploy's lock", _seconds)
+    drain: float = setting(2, "seconds the old server keeps running after the switch", _seconds)
+    identity: str | None = setting(None, "the SSH private key file", _text)
+    known_hosts: str | None = setting(None, "a known_hosts file checked besides ~/.ssh/known_hosts", _text)
+    accept_unknown_host: bool = setting(False, "accept (and record) host keys not in known_hosts", _flag)
+    ssh_user: str | None = setting(None, "the SSH user for hosts that name none", _text)
+    connect_timeout: float = setting(15, "seconds to wait for an SSH connection", _seconds)
+    env_file: str | None = setting(None, "a local secrets file uploaded as shared/environment (mode 0600)", _text)
+    migrate: bool = setting(True, "run the migrate hook (Django: manage.py migrate) once per deploy", _flag)
+    force: bool = setting(False, "deploy even to hosts whose live release is made of the same source", _flag)
+    upload: str = setting("auto", "rsync when both ends have it, else an archive over SFTP; or rsync, sftp", _upload)
+    systemd: bool = setting(True, "servers as systemd units where systemd runs (as root), else with a pidfile", _flag)
+    server: str | None = setting(None, meaning(Settings, "server"), _text, shared=True)
+    installer: str = setting("auto", meaning(Settings, "installer"), _text, shared=True)
+    processes: int | None = setting(None, "worker processes on each host (default: computed there)", _count, shared=True)
+    threads: int | None = setting(None, "threads per process (default: computed)", _count, shared=True)
+    user: str | None = setting(None, "as root: the account mod_wsgi's workers run as", _text, shared=True)
+    group: str | None = setting(None, "as root: the group mod_wsgi's workers run as", _text, shared=True)
+
+    @classmethod
+    def resolve(cls, config: Any, **given: Any) -> DeploySettings:
+        """Task options over ``warp: deploy:`` over ``warp:`` (shared settings only) over the defaults."""
+        warp = _section(config, "warp")
+        shared = {f.name: warp.get(f.name) for f in fields(cls) if f.metadata["shared"]}
+        return _layered(cls, shared, _section(warp, "deploy"), given)
+
+
+def _section(config: Any, name: str) -> Mapping[str, Any]:
+    """``config[name]`` as a mapping; a missing or empty section is an empty one."""
+    if config is None:
+        return {}
+    section = config.get(name) or {}
+    if not isinstance(section, Mapping) and not hasattr(section, "get"):
+        raise ConfigError(f"the {name!r} configuration is not a mapping: {section!r}", f"write {name}: as key: value lines")
+    return section
+
+
+def _says(value: Any) -> bool:
+    """Whether a layer says anything about a key: None, and an empty host list, leave it to the layers below."""
+    return value is not None and not (isinstance(value, (list, tuple)) and not value)
+
+
+def _layered(cls: type[T], *layers: Mapping[str, Any]) -> T:
+    """The one precedence rule: for each key, the last layer that says something wins, else the default."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(layers[-1]) - known  # the last layer is the task's options: a typo there is a bug
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no setting {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for row in fields(cls):
+        value = _default(row)
+        for layer in layers:
+            if _says(layer.get(row.name)):
+                value = layer.get(row.name)
+        values[row.name] = row.metadata["check"](row.name, value)
+    return cls(**values)
+
+
+def _default(row: Field[Any]) -> Any:
+    return None if row.default is MISSING else row.default
+
+
+def config_defaults() -> dict[str, Any]:
+    """Every key, for the collection's ``configure``.
+
+    invoke reads an ``INVOKE_WARP_*`` variable only for a key its configuration
+    already has, and casts the value to the type of what is there; a list
+    cannot be cast, so the hosts start as None (a comma list from the variable
+    is read by :func:`~warptasks.remote.hosts.parse_hosts`).
+    """
+
+    def rows(cls: type[Settings] | type[DeploySettings]) -> dict[str, Any]:
+        # A shared deploy key starts empty, or it would hide the same key under warp:.
+        return {f.name: None if f.metadata["shared"] or f.default == () else _default(f) for f in fields(cls)}
+
+    return {"warp": {**rows(Settings), "deploy": rows(DeploySettings)}}
