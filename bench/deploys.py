@@ -1,7 +1,6 @@
 """8. Deploy benchmarks: `warp deploy` (warptasks.remote.deploy) to real SSH hosts.
 
-Optional: runs only when the deploy module exists in this checkout. The hosts
-are containers made by the project's own test harness, each with its own
+The hosts are containers made by the project's own test harness, each with its own
 address on the engine's bridge network and no outbound access (so the
 dependencies are shipped as wheels built on this machine).
 """
@@ -12,21 +11,20 @@ import os
 import time
 from typing import Any
 
+from tests.harness.engine import ensure_engine
+from tests.harness.hosts import remove_hosts, ssh_hosts
+from tests.harness.images import SSH_PACKAGES, base_image
+from warptasks.remote.deploy import deploy, deploy_opts, summary
+from warptasks.remote.hosts import HostTarget
+
 from .djangoapp import PROJECT, copy_project, touch_view
 from .measure import Section, Target, load, ratio, secs, times
+from .proc import BenchError
 
 PATH = "/srv/benchsite"
 
 
-def run(b: Any) -> tuple[Section | None, str]:
-    try:
-        from tests.harness.engine import ensure_engine
-        from tests.harness.hosts import remove_hosts, ssh_hosts
-        from tests.harness.images import SSH_PACKAGES, base_image
-        from warptasks.remote.deploy import deploy, deploy_opts, summary
-        from warptasks.remote.hosts import HostTarget
-    except ImportError as error:
-        return None, f"cannot import what it needs: {error}"
+def run(b: Any) -> Section:
     s = Section("8. Deploy", load_before=load())
     s.intro = ("`warp deploy --wheels` of the same Django project to SSH hosts (containers on the engine's bridge network, "
                "each with its own address, no outbound network). 1 host and 3 hosts are each a first deploy to fresh hosts; "
@@ -47,7 +45,7 @@ def run(b: Any) -> tuple[Section | None, str]:
             results = deploy(group, project, dict(opts), say=lambda _: None)
             took = time.perf_counter() - started
             if not all(r.ok for r in results):
-                raise RuntimeError(f"{label} failed: {summary(results)}")
+                raise BenchError(f"{label} failed: {summary(results)}")
             b.note(f"  deploy {label}: {took:.1f} s")
             return took
 
@@ -67,4 +65,4 @@ def run(b: Any) -> tuple[Section | None, str]:
                      "have their own; the parallel part cannot scale here.")
     s.targets.append(Target("no-op redeploy under 3 s", noop < 3, secs(noop)))
     s.load_after = load()
-    return s, ""
+    return s

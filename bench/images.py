@@ -1,8 +1,7 @@
 """7. Image benchmarks: `warp s2i` (warptasks.image.engine) on a real Docker engine.
 
-Optional: runs only when the image module exists in this checkout. The engine
-and the Debian base image come from the project's own test harness (no image
-registry is needed). No warpdrive image is built for comparison: warpdrive's
+The engine and the Debian base image come from the project's own test harness
+(no image registry is needed). No warpdrive image is built for comparison: warpdrive's
 `image` command needs the s2i tool and its builder images from a registry.
 """
 
@@ -13,22 +12,29 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from tests.harness.engine import ensure_engine
+from tests.harness.images import base_image, index_access
+from warptasks.detect import detect_app
+from warptasks.errors import WarpError
+from warptasks.image.engine import ImageOptions, build_app_image
+
 from .djangoapp import PROJECT, copy_project, touch_view
 from .measure import Samples, Section, Target, load, secs
+from .proc import BenchError
 
 TAG = "warp-bench-app:latest"
 # What compiling and running mod_wsgi needs in a Debian image.
 SERVER_PACKAGES = ("apache2", "apache2-dev", "gcc", "libc6-dev", "python3-dev")
 
 
-def run(b: Any) -> tuple[Section | None, str]:
+def run(b: Any) -> Section:
     try:
-        from tests.harness.engine import ensure_engine
-        from tests.harness.images import base_image, index_access
-        from warptasks.detect import detect_app
-        from warptasks.image.engine import ImageOptions, build_app_image
-    except ImportError as error:
-        return None, f"cannot import what it needs: {error}"
+        return _run(b)
+    except WarpError as error:  # a failed image build is a broken section, listed under "Not run"
+        raise BenchError(f"image build failed: {error}") from error
+
+
+def _run(b: Any) -> Section:
     s = Section("7. Image", load_before=load())
     client = ensure_engine()
     b.note("  image: base image (made once by the test harness, then cached)")
@@ -61,4 +67,4 @@ def run(b: Any) -> tuple[Section | None, str]:
     s.targets.append(Target("image rebuild after a code-only change under 10 s", None if median is None else median < 10,
                             secs(median)))
     s.load_after = load()
-    return s, ""
+    return s

@@ -23,7 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench import optional, suite  # noqa: E402
+from uv import find_uv_bin  # noqa: E402
+
+import warptasks  # noqa: E402
+from bench import deploys, images, suite  # noqa: E402
 from bench.djangoapp import make_project  # noqa: E402
 from bench.measure import Section, load  # noqa: E402
 from bench.proc import BenchError  # noqa: E402
@@ -32,6 +35,8 @@ from bench.sides import sides  # noqa: E402
 from bench.tools import WARPDRIVE_VERSION, prepare  # noqa: E402
 
 DEFAULT_WORK = "/var/tmp/warptasks-bench"  # world-readable: Apache's workers must read the apps
+# Sections that build their own copy of the project (an image, releases on hosts): the sides need not be built first.
+APART = {"image": images.run, "deploy": deploys.run}
 
 
 def say(text: str) -> None:
@@ -61,8 +66,6 @@ def machine_facts(b: suite.Bench) -> list[tuple[str, str]]:
         pass
     env_python = os.path.join(b.warp.bin, "python")
     commit = _out(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT)
-    import warptasks
-
     return [
         ("date (UTC)", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")),
         ("machine", f"{platform.system()} {platform.release()}, {platform.machine()}, {cpu}"),
@@ -86,17 +89,15 @@ def machine_facts(b: suite.Bench) -> list[tuple[str, str]]:
 
 def _uv() -> str:
     try:
-        from uv import find_uv_bin
-
         return find_uv_bin()
-    except (ImportError, FileNotFoundError):
+    except FileNotFoundError:  # the uv package without its binary
         return shutil.which("uv") or "uv"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run only sections whose name contains this: " + ", ".join(
-        [*suite.SECTIONS, *optional.SECTIONS]))
+        [*suite.SECTIONS, *APART]))
     parser.add_argument("--quick", action="store_true", help="one short round of everything (a smoke run)")
     parser.add_argument("--work", default=os.environ.get("WARP_BENCH_WORK", DEFAULT_WORK),
                         help=f"work folder, world-readable (default {DEFAULT_WORK})")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         side.setup(source)
     b = suite.Bench(tools, warp, wd, plain, suite.QUICK if args.quick else suite.FULL, os.path.join(args.work, "logs"), say=say)
     b.facts["load_start"] = load_start
-    names = [*suite.SECTIONS, *optional.SECTIONS]
+    names = [*suite.SECTIONS, *APART]
     wanted = [args.only] if args.only in names else [name for name in names if not args.only or args.only in name]
     if not wanted:
         parser.error(f"no section matches {args.only!r}")
@@ -123,15 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[tuple[str, str]] = []
     for name in wanted:
         say(f"section {name} (load {load()})")
-        if name in optional.SECTIONS:
-            result, why = optional.run(name, b)
-            if result is None:
-                skipped.append((name, why))
-                say(f"  not run: {why}")
-            else:
-                sections.append(result)
-            continue
         try:
+            if name in APART:
+                sections.append(APART[name](b))
+                continue
             if name != "build":
                 suite.prepare_builds(b)
             for section in suite.SECTIONS[name]:

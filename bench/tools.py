@@ -9,7 +9,9 @@ unreadable to that account).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import sys
 from dataclasses import dataclass
@@ -71,9 +73,6 @@ def _venv(path: str, *packages: str) -> str:
 def worker_account() -> tuple[str, str] | None:
     if os.geteuid() != 0:
         return None
-    import grp
-    import pwd
-
     for user in ("www-data", "nobody"):
         try:
             entry = pwd.getpwnam(user)
