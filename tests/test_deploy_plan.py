@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.cases import facts
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
+from warptasks.facts import Facts
 from warptasks.plan import BuildOptions, command_line, plan_build
 from warptasks.remote.deploy import (
     Layout,
@@ -216,19 +218,8 @@ def test_wheels_for_another_python_version_ask_for_its_binaries(tmp_path: Path) 
     assert "manylinux2014_aarch64" in argv and "gunicorn" in argv and len(steps) == 2
 
 
-def _facts(tmp_path: Path) -> dict[str, Any]:
-    python = {"executable": "/usr/bin/python3.11", "version": "3.11", "full_version": "3.11.2", "prefix": "/usr"}
-    return {
-        "python": python,
-        "uv": None,
-        "apxs": "/usr/bin/apxs",
-        "euid": 1000,
-        "cache_home": "/home/u/.cache",
-        "complete_envs": [],
-        "state": None,
-        "current": None,
-        "has_virtualenv": False,
-    }
+def _facts(tmp_path: Path) -> Facts:
+    return facts(uv=None, cache_home="/home/u/.cache", has_virtualenv=False)
 
 
 def test_offline_install_reaches_every_install_step_and_not_the_env_key(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cases import WSGI, Exe, django_tree, facts, write_tree
+from tests.cases import PROBE_FACTS, WSGI, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError
 from warptasks.image import dockerfile as img
@@ -168,8 +168,7 @@ def test_an_ignored_dependency_file_is_an_error(tmp_path: Path) -> None:
 def test_system_packages_are_added_only_when_the_base_image_lacks_them(
     server: str, target: dict[str, Any], manager: str | None, expected: tuple[str, ...]
 ) -> None:
-    data = facts(**{k: v for k, v in target.items() if k != "python"})
-    data["python"].update(target.get("python", {}))
+    data = facts(**{**target, "python": {**PROBE_FACTS["python"], **target.get("python", {})}})
     packages, why = img.system_packages(server, data, manager)
     assert packages == expected
     assert why

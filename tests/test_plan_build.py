@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cases import ASGI, Exe, django_tree, facts, write_tree
+from tests.cases import ASGI, PROBE_FACTS, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError
+from warptasks.facts import BuildState, Facts
 from warptasks.plan import Plan, Step, command_line
 from warptasks.plan.build import BuildOptions, env_key, plan_build
 
@@ -24,7 +26,7 @@ def detect(tmp_path: Path, files: dict[str, Any], server: str | None = None) -> 
     return detect_app(write_tree(tmp_path, files), server=server)
 
 
-def build(spec: AppSpec, target: dict[str, Any] | None = None, **options: Any) -> Plan:
+def build(spec: AppSpec, target: Facts | None = None, **options: Any) -> Plan:
     return plan_build(spec, target or facts(), BuildOptions(project=PROJECT, **options))
 
 
@@ -38,12 +40,12 @@ def env_of(plan: Plan) -> str:
     return named(plan, "virtualenv").argv[-1]
 
 
-def built_state(spec: AppSpec, target: dict[str, Any], installer: str = "uv", server: str = "mod_wsgi") -> dict[str, Any]:
+def built_state(spec: AppSpec, target: Facts, installer: str = "uv", server: str = "mod_wsgi") -> Facts:
     """Facts of a target where the build of ``spec`` completed and is current."""
     key = env_key(spec, target, installer, server)
     env = f"{ENV_ROOT}/envs/{key}"
-    state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "source": "tree-1"}
-    return {**target, "complete_envs": [key], "state": state, "current": env, "source_digest": "tree-1"}
+    state = BuildState(env_key=key, env=env, server=server, kind=spec.kind, source="tree-1")
+    return replace(target, complete_envs=(key,), state=state, current=env, source_digest="tree-1")
 
 
 # (installer option, uv on the target, virtualenv importable) -> (environment creation prefix, install prefix)
@@ -116,6 +118,7 @@ def test_compiled_servers_use_a_build_cache_per_python(tmp_path: Path, uv: str |
     other = facts(
         uv=uv,
         python={
+            **PROBE_FACTS["python"],
             "executable": "/opt/pyenv/3.11.7/bin/python3.11",
             "version": "3.11",
             "full_version": "3.11.7",
@@ -287,7 +290,7 @@ def test_a_fresh_build_runs_every_step(tmp_path: Path) -> None:
 
 def test_a_complete_environment_is_reused_for_a_changed_source(tmp_path: Path) -> None:
     spec = detect(tmp_path, WSGI)
-    target = {**built_state(spec, facts()), "source_digest": "tree-2"}
+    target = replace(built_state(spec, facts()), source_digest="tree-2")
     plan = build(spec, target)
     assert all(s.skip.startswith("environment py3.11-") for s in plan.phase("deps").steps)
     assert [s.name for s in plan.runnable] == ["static", "record", "switch"]
@@ -309,7 +312,7 @@ def test_force_rebuilds_everything(tmp_path: Path) -> None:
 
 def test_a_new_current_environment_elsewhere_is_switched_back(tmp_path: Path) -> None:
     spec = detect(tmp_path, WSGI)
-    target = {**built_state(spec, facts()), "current": f"{ENV_ROOT}/envs/another"}
+    target = replace(built_state(spec, facts()), current=f"{ENV_ROOT}/envs/another")
     plan = build(spec, target)
     assert "switch" in [s.name for s in plan.runnable]
     assert "clean" not in [s.name for s in plan.runnable]
@@ -319,7 +322,7 @@ def test_environment_key_follows_python_installer_and_server(tmp_path: Path) -> 
     spec = detect(tmp_path, WSGI)
     key = env_key(spec, facts(), "uv", "mod_wsgi")
     assert env_key(spec, facts(), "uv", "mod_wsgi") == key
-    newer = facts(python={**facts()["python"], "full_version": "3.11.9"})
+    newer = facts(python={**PROBE_FACTS["python"], "full_version": "3.11.9"})
     others = {
         env_key(spec, newer, "uv", "mod_wsgi"),
         env_key(spec, facts(), "pip", "mod_wsgi"),
@@ -499,7 +502,7 @@ def test_root_building_mod_wsgi_with_a_private_python_is_warned(
     tmp_path: Path, euid: int, others_can_read: bool, server: str | None, warned: bool
 ) -> None:
     python = {
-        **facts()["python"],
+        **PROBE_FACTS["python"],
         "executable": "/root/.pyenv/versions/3.11.7/bin/python3.11",
         "others_can_read": others_can_read,
     }

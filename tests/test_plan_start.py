@@ -10,6 +10,7 @@ import pytest
 from tests.cases import ASGI, FLASK_APP, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError, NotBuilt
+from warptasks.facts import Facts
 from warptasks.plan import StartOptions, StartPlan, plan_start
 
 PROJECT = "/srv/app"
@@ -17,13 +18,13 @@ ENV = f"{PROJECT}/.warp/envs/py3.11-0123456789abcdef"
 SOURCE_THEN_EXEC = 'set -a && . "$1" && set +a && shift && exec "$@"'
 
 
-def built(server: str, **overrides: Any) -> dict[str, Any]:
+def built(server: str, **overrides: Any) -> Facts:
     """Facts of a target whose current environment was built for ``server``."""
     state = {"env_key": "py3.11-0123456789abcdef", "env": ENV, "server": server, "kind": "wsgi", "source": "s"}
     return facts(state=state, current=ENV, **overrides)
 
 
-def start(spec: AppSpec, target: dict[str, Any], **options: Any) -> StartPlan:
+def start(spec: AppSpec, target: Facts, **options: Any) -> StartPlan:
     return plan_start(spec, target, StartOptions(project=PROJECT, **options))
 
 
@@ -294,7 +295,7 @@ def test_port_is_checked_before_a_server_but_not_before_the_apps_own(tmp_path: P
         pytest.param(facts(state={"server": "mod_wsgi"}), id="no-current-environment"),
     ],
 )
-def test_start_before_build_is_not_built(tmp_path: Path, target: dict[str, Any]) -> None:
+def test_start_before_build_is_not_built(tmp_path: Path, target: Facts) -> None:
     with pytest.raises(NotBuilt, match="has not been built") as error:
         start(detect_app(write_tree(tmp_path, {"wsgi.py": ""})), target)
     assert "warp build" in error.value.hint

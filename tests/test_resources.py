@@ -6,17 +6,25 @@ from typing import Any
 
 import pytest
 
+from tests.cases import facts
+from warptasks.facts import Facts
 from warptasks.plan.resources import MEMORY_PER_PROCESS, MiB, Resources, available_resources, worker_capacity
 
 GiB = 1024 * MiB
 HUGE_V1 = "9223372036854771712"  # cgroup v1's "no limit"
 
 
-def cgroup(v2: dict[str, list[str]] | None = None, v1: dict[str, str] | None = None) -> dict[str, Any]:
+def cgroup(v2: dict[str, list[str]] | None = None, v1: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """The probe's cgroup object: each file's values from the innermost cgroup outwards."""
     return {"v2": v2 or {}, "v1": v1 or {}}
 
 
-# raw facts -> (cpus, memory)
+def target(**raw: Any) -> Facts:
+    """Facts of a machine about which nothing but ``raw`` (probe keys) is known."""
+    return facts(**{"cpu_count": None, "affinity": None, "memtotal": None, **raw})
+
+
+# probe keys -> (cpus, memory)
 RESOURCE_CASES = [
     pytest.param({"cpu_count": 4, "affinity": None, "memtotal": 8 * GiB}, (4.0, 8 * GiB), id="cpu_count"),
     pytest.param({"cpu_count": 8, "affinity": 2, "memtotal": 8 * GiB}, (2.0, 8 * GiB), id="affinity-wins"),
@@ -50,24 +58,20 @@ RESOURCE_CASES = [
         (4.0, GiB),
         id="v2-memory-without-meminfo",
     ),
+    pytest.param({"affinity": 4, "cgroup": cgroup(v1={"cpu": [["200000", "100000"]]})}, (2.0, None), id="v1-quota"),
+    pytest.param({"affinity": 4, "cgroup": cgroup(v1={"cpu": [["-1", "100000"]]})}, (4.0, None), id="v1-no-quota"),
     pytest.param(
-        {"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "200000", "cfs_period_us": "100000"})}, (2.0, None), id="v1-quota"
-    ),
-    pytest.param(
-        {"affinity": 4, "cgroup": cgroup(v1={"cfs_quota_us": "-1", "cfs_period_us": "100000"})}, (4.0, None), id="v1-no-quota"
-    ),
-    pytest.param(
-        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": HUGE_V1})},
+        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": [HUGE_V1]})},
         (2.0, 8 * GiB),
         id="v1-huge-limit-is-no-limit",
     ),
     pytest.param(
-        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": str(256 * MiB)})},
+        {"affinity": 2, "memtotal": 8 * GiB, "cgroup": cgroup(v1={"limit_in_bytes": [str(256 * MiB)]})},
         (2.0, 256 * MiB),
         id="v1-memory-limit",
     ),
     pytest.param(
-        {"affinity": 4, "cgroup": cgroup({"cpu.max": ["300000 100000"]}, {"cfs_quota_us": "100000", "cfs_period_us": "100000"})},
+        {"affinity": 4, "cgroup": cgroup({"cpu.max": ["300000 100000"]}, {"cpu": [["100000", "100000"]]})},
         (1.0, None),
         id="v1-and-v2-smallest",
     ),
@@ -76,7 +80,7 @@ RESOURCE_CASES = [
 
 @pytest.mark.parametrize(("raw", "expected"), RESOURCE_CASES)
 def test_available_resources_take_the_tightest_limit(raw: dict[str, Any], expected: tuple[float, int | None]) -> None:
-    found = available_resources({"memtotal": None, **raw})
+    found = available_resources(target(**raw))
     assert (found.cpus, found.memory) == expected
     assert found.why
 
@@ -96,7 +100,7 @@ def test_available_resources_take_the_tightest_limit(raw: dict[str, Any], expect
     ],
 )
 def test_resources_say_where_they_came_from(raw: dict[str, Any], phrases: list[str]) -> None:
-    why = available_resources(raw).why
+    why = available_resources(target(**raw)).why
     for phrase in phrases:
         assert phrase in why
 

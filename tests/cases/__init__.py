@@ -1,7 +1,7 @@
 """Shared helpers of the pure test tier: small source trees and fake facts.
 
-Facts copy the shape that :mod:`warptasks.scripts.probe` prints, so plans are made
-from the same data a real target would give.
+Facts copy the shape that :mod:`warptasks.scripts.probe` prints and go through
+:meth:`Facts.parse`, so plans are made from the same data a real target would give.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from warptasks.facts import Facts
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ PROBE_FACTS: dict[str, Any] = {
         "full_version": "3.11.2",
         "prefix": "/usr",
         "others_can_read": True,
+        "running": "/usr/bin/python3.11",
     },
     "has_virtualenv": True,
     "uv": "/opt/bin/uv",
@@ -77,15 +80,19 @@ PROBE_FACTS: dict[str, Any] = {
     "cgroup": {"v2": {}, "v1": {}},
     "state": None,
     "current": None,
-    "current_env": None,
     "complete_envs": [],
     "static": None,
     "source_digest": "tree-0",
 }
 
 
-def facts(**overrides: Any) -> dict[str, Any]:
-    """A fresh copy of :data:`PROBE_FACTS` with ``overrides`` applied (top-level keys)."""
+def probe_output(**overrides: Any) -> dict[str, Any]:
+    """A fresh copy of :data:`PROBE_FACTS` with ``overrides`` applied (top-level keys): what the probe prints."""
     data = copy.deepcopy(PROBE_FACTS)
     data.update(copy.deepcopy(overrides))
     return data
+
+
+def facts(**overrides: Any) -> Facts:
+    """:func:`probe_output` as the planners get it."""
+    return Facts.parse(probe_output(**overrides))

@@ -12,6 +12,7 @@ import os
 import docker
 import pytest
 
+from warptasks.facts import Facts
 from warptasks.plan.resources import available_resources, worker_capacity
 from warptasks.scripts import source
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.container
 MiB = 1024 * 1024
 
 
-def _facts_in_container(client: docker.DockerClient, image: str, **limits: object) -> dict:
+def _facts_in_container(client: docker.DockerClient, image: str, **limits: object) -> Facts:
     container = client.containers.run(
         image, ["python3", "-c", source("probe.py"), "{}"], network_mode="none", detach=True, **limits
     )
@@ -28,7 +29,7 @@ def _facts_in_container(client: docker.DockerClient, image: str, **limits: objec
         output = container.logs(stdout=True, stderr=False).decode()
     finally:
         container.remove(force=True)
-    return json.loads(output.strip().splitlines()[-1])
+    return Facts.parse(json.loads(output.strip().splitlines()[-1]))
 
 
 def test_a_limited_container_gets_workers_for_its_half_cpu_and_300_mib(docker_client, python_image) -> None:

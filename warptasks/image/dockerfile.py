@@ -17,12 +17,12 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pathspec
 
 from ..detect import UNTRACKED_DIRS, AppSpec
 from ..errors import ConfigError
+from ..facts import Facts
 from ..plan import Plan, command_line, resolve_server
 
 APP_ROOT = "/opt/app-root"
@@ -181,15 +181,15 @@ def split_context(spec: AppSpec, files: list[str]) -> tuple[list[str], list[str]
     return first, [f for f in files if f not in wanted]
 
 
-def system_packages(server: str, facts: dict[str, Any], package_manager: str | None) -> tuple[tuple[str, ...], str]:
+def system_packages(server: str, facts: Facts, package_manager: str | None) -> tuple[tuple[str, ...], str]:
     """Debian packages the base image needs for ``server``, and why (empty when it has what it needs)."""
     wanted = SERVER_SYSTEM_PACKAGES.get(server, ())
     if not wanted:
         return (), f"{server} needs no system packages"
-    needs_python_headers = facts["python"]["prefix"] == "/usr"  # Debian's own Python keeps its headers in python3-dev
-    if server == "mod_wsgi" and facts.get("apxs") and facts.get("cc"):
+    needs_python_headers = facts.python.prefix == "/usr"  # Debian's own Python keeps its headers in python3-dev
+    if server == "mod_wsgi" and facts.apxs and facts.cc:
         return (), "the base image has Apache's apxs and a C compiler for mod_wsgi"
-    if server == "uwsgi" and facts.get("cc"):
+    if server == "uwsgi" and facts.cc:
         return (), "the base image has a C compiler for uWSGI"
     packages = wanted + (("python3-dev",) if needs_python_headers else ())
     if package_manager != "apt-get":

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..detect import AppSpec
 from ..errors import ConfigError, StepFailed, WarpError
+from ..facts import Facts
 from ..plan import BuildOptions, Plan, env_paths, plan_build
 from ..run.executor import PROBE, tail
 from . import dockerfile as img
@@ -137,7 +138,7 @@ def _api_message(exc: BaseException) -> str:
 _TOOLS = 'for t in apt-get cc gcc; do command -v "$t" || true; done'
 
 
-def probe_image(client: docker.DockerClient, image: str, python: str, request: dict[str, Any]) -> dict[str, Any]:
+def probe_image(client: docker.DockerClient, image: str, python: str, request: dict[str, Any]) -> Facts:
     """Facts about ``image``, read by warptasks' probe in a throwaway container (no network)."""
     import docker.errors
 
@@ -166,7 +167,7 @@ def probe_image(client: docker.DockerClient, image: str, python: str, request: d
     tools = {Path(line.strip()).name: line.strip() for line in lines[1:] if line.strip()}
     facts["package_manager"] = "apt-get" if "apt-get" in tools else None
     facts["cc"] = tools.get("cc") or tools.get("gcc")
-    return facts
+    return Facts.parse(facts)
 
 
 def _tar_add(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -354,7 +355,7 @@ def _local_version() -> str:
 
 def _prepare(
     spec: AppSpec | None, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
-) -> tuple[img.ImageBuild, bytes, list[str], dict[str, Any]]:
+) -> tuple[img.ImageBuild, bytes, list[str], Facts]:
     """The shared prefix: base image facts, system packages, warptasks; built and probed."""
     # A builder serves any app, so it gets what the default server (mod_wsgi) needs.
     server = img.server_of(spec) if spec and not builder else "mod_wsgi"
@@ -366,12 +367,12 @@ def _prepare(
         base, base_why = f"python:{_local_version()}-slim", f"official Python image for the local Python {_local_version()}"
     ensure_base_image(client, base, options.pull, say)
     base_facts = probe_image(client, base, "python3", {})
-    packages, packages_why = img.system_packages(server, base_facts, base_facts["package_manager"])
+    packages, packages_why = img.system_packages(server, base_facts, base_facts.package_manager)
     wheel_name, wheel = warptasks_wheel()
     build = img.ImageBuild(
         base,
         packages,
-        base_facts["python"]["executable"],
+        base_facts.python.executable,
         wheel_name,
         img.image_labels(spec, server, git_commit(spec.root) if spec else None, builder=builder),
         builder,
@@ -383,7 +384,7 @@ def _prepare(
     return build, wheel, notes, base_facts
 
 
-def image_facts(client: docker.DockerClient, image_id: str) -> dict[str, Any]:
+def image_facts(client: docker.DockerClient, image_id: str) -> Facts:
     """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
     root, envs = env_paths(img.PROJECT, ".warp", "")
     return probe_image(
@@ -409,7 +410,7 @@ def build_app_image(
     prefix = engine_build(client, _context(img.prefix_dockerfile(build), build, wheel, options.extra_files), options, say)
     facts = image_facts(client, prefix.image_id)
     plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, installer=options.installer))
-    image_python = facts["python"]["version"]
+    image_python = facts.python.version
     if spec.python.version and spec.python.version != image_python:
         notes.append(
             f"warning: {spec.python.why}, but {build.base_image} has Python {image_python}: "

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import __version__
 from ..detect import AppSpec
 from ..errors import ConfigError
+from ..facts import Facts
 from ..scripts import source
 from .environment import _join, env_paths, hook_argv, hook_environment, untracked_dirs, with_env_hook
 from .start import require_apache_safe, resolve_server
@@ -51,52 +52,52 @@ class BuildOptions:
     install_env: Mapping[str, str] = field(default_factory=dict)
 
 
-def pick_installer(requested: str, facts: dict[str, Any]) -> tuple[str, str]:
+def pick_installer(requested: str, facts: Facts) -> tuple[str, str]:
     if requested not in INSTALLERS:
         raise ConfigError(f"unknown installer {requested!r}", f"valid installers: {', '.join(INSTALLERS)}")
-    if requested == "uv" and not facts.get("uv"):
+    if requested == "uv" and not facts.uv:
         raise ConfigError("installer 'uv' asked for, but uv is not installed on the target", "install uv, or use --installer pip")
     if requested == "pip":
         return "pip", "pip (asked for)"
-    if facts.get("uv"):
-        return "uv", f"uv ({facts['uv']}) is available: much faster than pip"
+    if facts.uv:
+        return "uv", f"uv ({facts.uv}) is available: much faster than pip"
     return "pip", "uv is not available"
 
 
-def env_key(spec: AppSpec, facts: dict[str, Any], installer: str, server: str) -> str:
+def env_key(spec: AppSpec, facts: Facts, installer: str, server: str) -> str:
     """Names an environment by everything that decides its content."""
-    python = facts["python"]
+    python = facts.python
     data = {
         "format": ENV_FORMAT,
         "warptasks": __version__,
-        "python": [python["executable"], python["full_version"]],
+        "python": [python.executable, python.full_version],
         "installer": installer,
         "server": SERVER_PACKAGES[server],
         "deps": [spec.dependencies.kind, spec.dependencies.digest, list(spec.dependencies.packages)],
         "build_inputs": spec.build_inputs_digest,
     }
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    return f"py{python['version']}-{digest[:16]}"
+    return f"py{python.version}-{digest[:16]}"
 
 
-def _python_cache(facts: dict[str, Any]) -> str:
+def _python_cache(facts: Facts) -> str:
     """A build cache for compiled servers, private to one Python installation.
 
     A mod_wsgi compiled for one Python and reused from a shared wheel cache
     by another of the same version starts, then fails every request.
     """
-    python = facts["python"]
-    key = hashlib.sha256(f"{python['executable']}\0{python['full_version']}\0{python['prefix']}".encode()).hexdigest()[:16]
-    return _join(facts["cache_home"], "warptasks", f"python-{key}")
+    python = facts.python
+    key = hashlib.sha256(f"{python.executable}\0{python.full_version}\0{python.prefix}".encode()).hexdigest()[:16]
+    return _join(facts.cache_home, "warptasks", f"python-{key}")
 
 
-def _install(installer: str, facts: dict[str, Any], env: str, args: tuple[str, ...]) -> tuple[str, ...]:
+def _install(installer: str, facts: Facts, env: str, args: tuple[str, ...]) -> tuple[str, ...]:
     if installer == "uv":
-        return (facts["uv"], "pip", "install", "--python", f"{env}/bin/python", *args)
+        return (str(facts.uv), "pip", "install", "--python", f"{env}/bin/python", *args)
     return (f"{env}/bin/python", "-m", "pip", "install", *args)
 
 
-def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> Plan:
+def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
     """The steps ``warp build`` runs, each with why, skipped ones included."""
     server, server_why = resolve_server(spec)
     installer, installer_why = pick_installer(options.installer, facts)
@@ -104,13 +105,10 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     home = _join(options.project, spec.home)
     key = env_key(spec, facts, installer, server)
     env = _join(envs, key)
-    state = facts.get("state") or {}
-    env_ready = key in facts.get("complete_envs", []) and not options.force
+    state = facts.state
+    env_ready = key in facts.complete_envs and not options.force
     unchanged = (
-        env_ready
-        and state.get("env_key") == key
-        and state.get("source") == facts.get("source_digest")
-        and facts.get("current") == env
+        env_ready and state is not None and state.env_key == key and state.source == facts.source_digest and facts.current == env
     )
     hook_env = hook_environment(spec, options.project, env, "build", "build")
     path = (f"{env}/bin",)
@@ -119,13 +117,13 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
         f"app: {spec.why}",
         f"server: {server} ({server_why})",
         f"dependencies: {spec.dependencies.why}",
-        f"python: {facts['python']['executable']} {facts['python']['full_version']} ({spec.python.why})",
+        f"python: {facts.python.executable} {facts.python.full_version} ({spec.python.why})",
         f"installer: {installer_why}",
         f"environment: {env}",
     ]
-    if facts.get("euid") == 0 and server == "mod_wsgi" and facts["python"].get("others_can_read") is False:
+    if facts.euid == 0 and server == "mod_wsgi" and not facts.python.others_can_read:
         notes.append(
-            f"warning: {facts['python']['executable']} is not readable by other accounts, but as root Apache runs its "
+            f"warning: {facts.python.executable} is not readable by other accounts, but as root Apache runs its "
             "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)"
         )
     if spec.environment_files:
@@ -150,14 +148,14 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
     add("clean", ("rm", "-rf", env), "remove what a failed build may have left", phase="deps", skip=reuse)
     create: tuple[str, ...]
     if installer == "uv":
-        create = (facts["uv"], "venv", "--seed", "--quiet", "--python", facts["python"]["executable"], env)
-    elif facts.get("has_virtualenv"):
+        create = (str(facts.uv), "venv", "--seed", "--quiet", "--python", facts.python.executable, env)
+    elif facts.has_virtualenv:
         # virtualenv is importable by the Python that ran the probe, which may be another venv's.
-        runner = facts["python"].get("running") or facts["python"]["executable"]
-        create = (runner, "-m", "virtualenv", "--quiet", "--python", facts["python"]["executable"], env)
+        runner = facts.python.running or facts.python.executable
+        create = (runner, "-m", "virtualenv", "--quiet", "--python", facts.python.executable, env)
     else:
-        create = (facts["python"]["executable"], "-m", "venv", env)
-    add("virtualenv", create, f"a new environment for Python {facts['python']['full_version']}", phase="deps", skip=reuse)
+        create = (facts.python.executable, "-m", "venv", env)
+    add("virtualenv", create, f"a new environment for Python {facts.python.full_version}", phase="deps", skip=reuse)
 
     deps = spec.dependencies
     # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
@@ -198,7 +196,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
             env=install_env,
         )
     elif deps.kind == "uv.lock":
-        uv = facts["uv"]
+        uv = str(facts.uv)
         if installer != "uv":
             add(
                 "install uv",
@@ -247,7 +245,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
             server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
         if server == "mod_wsgi":
             require_apache_safe(home, env)
-            if not facts.get("apxs"):
+            if not facts.apxs:
                 raise ConfigError(
                     "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
                     "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
@@ -300,7 +298,7 @@ def plan_build(spec: AppSpec, facts: dict[str, Any], options: BuildOptions) -> P
                 skip=reuse,
             )
         )
-    marker = {"key": key, "python": facts["python"], "installer": installer, "server": server, "warptasks": __version__}
+    marker = {"key": key, "python": asdict(facts.python), "installer": installer, "server": server, "warptasks": __version__}
     steps.append(
         write_file(
             "mark complete",

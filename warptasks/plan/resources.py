@@ -1,14 +1,15 @@
 """How many CPUs and how much memory a server may use, and what that buys.
 
-Pure functions over the raw facts :mod:`warptasks.scripts.probe` reads (cgroup v1
-and v2 limits, CPU affinity, /proc/meminfo).
+Pure functions over the :class:`~warptasks.facts.Facts` :mod:`warptasks.scripts.probe`
+reads (cgroup v1 and v2 limits, CPU affinity, /proc/meminfo).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from ..facts import Facts
 
 MiB = 1024 * 1024
 # A Django worker process with its imports takes about this much; used to
@@ -38,28 +39,19 @@ def _limit(text: str) -> int | None:
     return None if value >= 2**60 else value
 
 
-def available_resources(facts: dict[str, Any]) -> Resources:
+def available_resources(facts: Facts) -> Resources:
     """CPUs and memory this process may use, and how that was found."""
     why: list[str] = []
-    cpus = float(facts.get("affinity") or facts.get("cpu_count") or 1)
-    why.append(f"{cpus:g} CPUs usable ({'affinity' if facts.get('affinity') else 'cpu_count'})")
-    cgroup = facts.get("cgroup") or {}
-    quotas = [q for q in (_cpu_max(t) for t in cgroup.get("v2", {}).get("cpu.max", [])) if q]
-    v1 = cgroup.get("v1", {})
-    pairs = list(v1.get("cpu", []))
-    if v1.get("cfs_quota_us") and v1.get("cfs_period_us"):
-        pairs.append([v1["cfs_quota_us"], v1["cfs_period_us"]])
-    quotas.extend(int(q) / int(p) for q, p in pairs if int(q) > 0 and int(p) > 0)
+    cpus = float(facts.affinity or facts.cpu_count or 1)
+    why.append(f"{cpus:g} CPUs usable ({'affinity' if facts.affinity else 'cpu_count'})")
+    cgroup = facts.cgroup
+    quotas = [q for q in (_cpu_max(t) for t in cgroup.cpu_max) if q]
+    quotas.extend(int(q) / int(p) for q, p in cgroup.cfs if int(q) > 0 and int(p) > 0)
     if quotas and min(quotas) < cpus:
         cpus = min(quotas)
         why.append(f"cgroup CPU quota {cpus:g}")
-    memory = facts.get("memtotal")
-    limits = [m for m in (_limit(t) for t in cgroup.get("v2", {}).get("memory.max", [])) if m]
-    v1_limits = v1.get("limit_in_bytes") or []
-    for text in [v1_limits] if isinstance(v1_limits, str) else v1_limits:
-        limit = _limit(text)
-        if limit:
-            limits.append(limit)
+    memory = facts.memtotal
+    limits = [m for m in (_limit(t) for t in (*cgroup.memory_max, *cgroup.limit_in_bytes)) if m]
     if limits and (memory is None or min(limits) < memory):
         memory = min(limits)
         why.append(f"cgroup memory limit {memory // MiB} MiB")

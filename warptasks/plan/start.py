@@ -8,6 +8,7 @@ from typing import Any
 
 from ..detect import AppSpec
 from ..errors import ConfigError, NotBuilt
+from ..facts import Facts, StaticFiles
 from ..scripts import source
 from .environment import _join, hook_argv, hook_environment, with_env_hook
 from .resources import Capacity, Resources, available_resources, worker_capacity
@@ -148,10 +149,10 @@ def _static_url(url: str) -> str | None:
     return "/" + url.lstrip("/")
 
 
-def worker_account(facts: dict[str, Any], options: StartOptions) -> tuple[str, str, str]:
+def worker_account(facts: Facts, options: StartOptions) -> tuple[str, str, str]:
     if options.user:
         return options.user, options.group or options.user, "--user"
-    for user, group in facts.get("worker_accounts", []):
+    for user, group in facts.worker_accounts:
         return user, options.group or group, f"running as root: Apache's workers run as {user}"
     raise ConfigError(
         "running as root, and no non-root account (www-data, nobody) exists for Apache's workers",
@@ -159,13 +160,13 @@ def worker_account(facts: dict[str, Any], options: StartOptions) -> tuple[str, s
     )
 
 
-def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> StartPlan:
+def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     """The server command ``warp start`` execs, with the checks before it."""
-    state = facts.get("state") or {}
-    env = facts.get("current")
+    state = facts.state
+    env = facts.current
     if not env or not state:
         raise NotBuilt(f"{options.project} has not been built", "run warp build first")
-    server = state["server"]
+    server = state.server
     if spec.server != "auto":
         # An explicit choice must match the build; otherwise the build's choice stands.
         wanted, wanted_why = resolve_server(spec)
@@ -192,9 +193,9 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         f"resources: {resources.why}",
         f"workers: {processes} process(es) x {threads} thread(s) ({tuning})",
     ]
-    static = facts.get("static") or {}
-    static_url = _static_url(static.get("static_url", ""))
-    static_root = static.get("static_root", "").rstrip("/")
+    static = facts.static or StaticFiles()
+    static_url = _static_url(static.url)
+    static_root = static.root.rstrip("/")
     if static_url and static_root:
         # Apache's alias needs both ends to agree on the trailing slash.
         static_root += "/" if static_url.endswith("/") else ""
@@ -276,7 +277,7 @@ def plan_start(spec: AppSpec, facts: dict[str, Any], options: StartOptions) -> S
         argv += mod_wsgi_env_options(spec.environment)
         if options.reload:
             argv += ("--reload-on-changes",)
-        if facts.get("euid") == 0:
+        if facts.euid == 0:
             user, group, account_why = worker_account(facts, options)
             argv += ("--user", user, "--group", group)
             notes.append(account_why)

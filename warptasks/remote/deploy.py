@@ -40,6 +40,7 @@ from paramiko.ssh_exception import SSHException
 from .. import __version__
 from ..detect import AppSpec, detect_app
 from ..errors import ConfigError, StepFailed, WarpError
+from ..facts import Facts
 from ..plan import (
     SERVER_PACKAGES,
     BuildOptions,
@@ -172,7 +173,7 @@ class HostDeploy:
     unchanged: bool = False
     phase: str = "connect"
     env: str = ""
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -328,7 +329,7 @@ class HostDeploy:
             failed.output = failed.output or quiet.last_output()
             raise
         self.facts = gather_facts(self.conn, self.opts["python"], request)
-        self.env = self.facts["current"]
+        self.env = self.facts.current or ""
         values = {
             "status": "built",
             "env": self.env,
@@ -360,6 +361,7 @@ class HostDeploy:
             user=self.opts.get("user"),
             group=self.opts.get("group"),
         )
+        assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
         before = tuple(with_shared_environment(s, self.layout) for s in plan.before)
         run_checks(_Quiet(self.conn), replace(plan, before=before), say=self.say)

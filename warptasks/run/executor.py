@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
+from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import source
 
@@ -69,7 +70,7 @@ def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
 PROBE = source("probe.py")
 
 
-def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> dict[str, Any]:
+def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, "-c", PROBE, json.dumps(request)), "", "read facts")
     result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
@@ -81,9 +82,10 @@ def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> dict[str, A
             )
         raise WarpError(f"could not read facts with {python}: {tail(result.stderr or result.stdout, 5)}")
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise WarpError(f"unexpected output from {python}: {tail(result.stdout, 5)}") from None
+    return Facts.parse(data)
 
 
 def exec_local(step: Step) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..detect import AppSpec, detect_app
 from ..errors import ConfigError, NotBuilt, WarpError
+from ..facts import Facts
 from ..plan import BuildOptions, Plan, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
 from .executor import Runner, Say, _say, execute, gather_facts
 
@@ -90,7 +91,7 @@ def uv_candidates() -> list[str]:
         return []
 
 
-def read_facts(c: Runner, project: str, opts: dict[str, Any], python: str, *, tree: bool = True) -> dict[str, Any]:
+def read_facts(c: Runner, project: str, opts: dict[str, Any], python: str, *, tree: bool = True) -> Facts:
     """Facts about the machine the plan runs on; ``tree``: fingerprint the source too (only builds need it)."""
     root, envs = env_paths(project, opts["env_dir"], opts["envs_dir"])
     request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()}
@@ -109,7 +110,7 @@ def build_plan(c: Runner, opts: dict[str, Any], *, force: bool = False) -> tuple
     return spec, _plan_build(spec, facts, opts, force)
 
 
-def _plan_build(spec: AppSpec, facts: dict[str, Any], opts: dict[str, Any], force: bool = False) -> Plan:
+def _plan_build(spec: AppSpec, facts: Facts, opts: dict[str, Any], force: bool = False) -> Plan:
     return plan_build(spec, facts, BuildOptions(spec.root, opts["env_dir"], opts["envs_dir"], opts["installer"], force))
 
 

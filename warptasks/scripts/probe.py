@@ -210,7 +210,6 @@ def main(argv):
         "cgroup": _cgroup(),
         "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
         "current": os.path.realpath(current) if current and os.path.islink(current) else None,
-        "current_env": _json(os.path.join(current, "warp-env.json")) if current else None,
         "complete_envs": _envs(envs_dir) if envs_dir else [],
         "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
         "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
