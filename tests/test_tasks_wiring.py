@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +42,15 @@ def test_collection_is_importable_from_the_package() -> None:
     assert isinstance(warptasks.ns, Collection)
     assert warptasks.ns.name == "warp"
     assert warptasks.ns is tasks.ns
+
+
+def test_every_public_name_is_there_and_importing_the_package_stays_light() -> None:
+    assert all(getattr(warptasks, name) is not None for name in warptasks.__all__)
+    # Until a name is used, importing the package loads none of invoke, fabric, the Docker SDK or the collection.
+    heavy = "('invoke', 'fabric', 'docker', 'warptasks.tasks')"
+    code = f"import sys, warptasks; print(sorted(m for m in {heavy} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_collection_has_the_warp_tasks() -> None:
