@@ -19,7 +19,9 @@ from invoke.exceptions import Exit
 import warptasks
 from tests.cases import django_tree, facts, probe_output, write_tree
 from warptasks import tasks
+from warptasks.cli import program
 from warptasks.errors import ConfigError
+from warptasks.plan.build import env_key
 from warptasks.run import local as actions
 from warptasks.run.executor import PROBE
 from warptasks.settings import DeploySettings, Settings
@@ -237,9 +239,7 @@ def test_probe_that_cannot_run_says_which_python(tmp_path: Path) -> None:
 
 def test_build_with_nothing_to_do_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_tree(tmp_path, {"wsgi.py": ""})
-    spec = actions.detect(actions.settings(None, project=str(tmp_path)))
-    from warptasks.plan.build import env_key
-
+    spec = actions.detect(Settings.resolve(None, project=str(tmp_path)))
     key = env_key(spec, facts(), "uv", "mod_wsgi")
     env = os.path.join(str(tmp_path), ".warp", "envs", key)
     state = {"env_key": key, "env": env, "server": "mod_wsgi", "kind": "wsgi", "source": "tree-1"}
@@ -261,8 +261,6 @@ def test_start_dry_run_prints_the_server_command(tmp_path: Path, capsys: pytest.
 
 
 def test_warp_command_lists_the_tasks(capsys: pytest.CaptureFixture[str]) -> None:
-    from warptasks.cli import program
-
     program.run(["warp", "--list"], exit=False)
     listed = capsys.readouterr().out
     for name in CORE_TASKS:

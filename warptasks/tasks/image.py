@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from invoke import task
 
 from ..errors import ConfigError, NoAppFound
 from ..run import local as actions
+from ..settings import Settings
 from .report import OPTION_HELP, reported
 
 IMAGE_HELP = {
@@ -51,8 +53,6 @@ def _options(
     ca_bundle: Any,
     incremental: bool = False,
 ) -> Any:
-    from pathlib import Path
-
     from ..image.engine import ImageOptions
 
     env = _build_env(build_env)
@@ -105,12 +105,10 @@ def s2i(
     with reported():
         from ..image import engine as image_build
 
-        opts = actions.settings(c.config, project=project, server=server, installer=installer)
+        opts = Settings.resolve(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
-        options = _options(
-            tag, base_image, network, build_env, opts["installer"], quiet, no_pull, no_cache, ca_bundle, incremental
-        )
-        if opts["server"]:  # chosen outside the project's files: the image must remember it
+        options = _options(tag, base_image, network, build_env, opts.installer, quiet, no_pull, no_cache, ca_bundle, incremental)
+        if opts.server:  # chosen outside the project's files: the image must remember it
             options = replace(options, server=spec.server)
         if builder:
             result = image_build.s2i_build(spec, options, builder)
@@ -139,7 +137,7 @@ def builder(
     with reported():
         from ..image import engine as image_build
 
-        opts = actions.settings(c.config, project=project)
+        opts = Settings.resolve(c.config, project=project)
         try:
             spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
         except NoAppFound:

@@ -13,12 +13,13 @@ from invoke import Context, task
 from ..errors import ConfigError, WarpError
 from ..plan import command_line, plan_command, plan_exec
 from ..run import local as actions
-from ..run.executor import exec_local
+from ..run.executor import exec_local, run_checks
+from ..settings import Settings
 from .report import OPTION_HELP, reported
 
 
-def _opts(c: Context, **given: Any) -> dict[str, Any]:
-    return actions.settings(c.config, **given)
+def _opts(c: Context, **given: Any) -> Settings:
+    return Settings.resolve(c.config, **given)
 
 
 @task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use"})
@@ -119,7 +120,7 @@ def start(
         if dry_run:
             print(command_line(plan.server))
             return
-        actions.run_checks(c, plan)
+        run_checks(c, plan)
         print(f"start: {plan.server.why}", flush=True)
         exec_local(plan.server)
 
@@ -141,7 +142,7 @@ def exec_(c, command="", project=None):
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
-        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", int(opts["port"]))
+        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
         exec_local(step)
 
 
@@ -151,7 +152,7 @@ def shell(c, project=None):
     with reported():
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
-        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", int(opts["port"]))
+        step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", opts.port)
         exec_local(step)
 
 
@@ -161,7 +162,7 @@ def _hook_task(name: str, doc: str):
         with reported():
             opts = _opts(c, project=project)
             spec = actions.detect(opts)
-            step = plan_command(spec, spec.root, actions.current_env(spec, opts), name, int(opts["port"]))
+            step = plan_command(spec, spec.root, actions.current_env(spec, opts), name, opts.port)
             if step is None:
                 raise ConfigError(
                     f"this project has no {name} action hook",
