@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import servers
 from ..facts import Facts
+from ..servers import Server
 
 MiB = 1024 * 1024
 # A Django worker process with its imports takes about this much; used to
@@ -67,13 +69,16 @@ class Capacity:
     why: str
 
 
-def worker_capacity(resources: Resources, server: str) -> Capacity:
-    """Processes and threads for ``server`` on ``resources``.
+def worker_capacity(resources: Resources, server: Server | str) -> Capacity:
+    """Processes and threads for ``server`` (a name, for callers that hold only that) on ``resources``.
 
     One process per usable CPU (rounded up: a fractional quota still runs one),
     capped so that every process fits in memory; threads cover waiting on I/O
-    (databases, upstream calls) without more memory per request.
+    (databases, upstream calls) without more memory per request. The server's
+    :class:`~warptasks.servers.CapacityRule` says how many threads, or that it
+    runs one process whose threads grow instead.
     """
+    rule = (servers.server(server) if isinstance(server, str) else server).capacity
     processes = max(1, math.ceil(resources.cpus))
     why = f"{processes} process(es): one per CPU"
     if resources.memory:
@@ -81,11 +86,7 @@ def worker_capacity(resources: Resources, server: str) -> Capacity:
         if fit < processes:
             processes = int(fit)
             why = f"{processes} process(es): memory fits {fit} at {MEMORY_PER_PROCESS // MiB} MiB each"
-    if server == "waitress":
-        # One process: all concurrency is threads.
-        threads = max(4, 4 * processes)
-        return Capacity(1, threads, f"1 process (waitress is single-process), {threads} threads: 4 per CPU")
-    if server == "uvicorn":
-        return Capacity(processes, 1, why + "; asynchronous, so 1 thread each")
-    threads = 2
-    return Capacity(processes, threads, why + f"; {threads} threads each, to overlap I/O")
+    if rule.single_process:
+        threads = max(rule.threads, rule.threads * processes)
+        return Capacity(1, threads, rule.why.format(threads=threads))
+    return Capacity(processes, rule.threads, why + "; " + rule.why.format(threads=rule.threads))

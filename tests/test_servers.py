@@ -1,0 +1,101 @@
+"""The server registry: one row per server, so adding a server is its module plus a row here."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import warptasks.servers as servers
+from tests.cases import ASGI, write_tree
+from warptasks.detect import detect_app
+from warptasks.errors import ConfigError
+from warptasks.plan.resources import Resources, worker_capacity
+from warptasks.servers import SERVERS, Server, names, resolve_server, server
+
+GiB = 1024**3
+
+# name -> (packages, protocol, compiled, warp_app, reload, (processes, threads) on 2 CPUs and 8 GiB)
+EXPECTED = {
+    "mod_wsgi": (("mod_wsgi",), "wsgi", True, False, True, (2, 2)),
+    "gunicorn": (("gunicorn", "servestatic"), "wsgi", False, True, True, (2, 2)),
+    "uwsgi": (("uwsgi",), "wsgi", True, True, True, (2, 2)),
+    "waitress": (("waitress", "servestatic"), "wsgi", False, True, False, (1, 8)),
+    "uvicorn": (("uvicorn", "servestatic"), "asgi", False, True, True, (2, 1)),
+    "shell": ((), "own", False, False, True, (2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_server_is_described_by_its_row(name: str) -> None:
+    packages, protocol, compiled, warp_app, reload, capacity = EXPECTED[name]
+    found = server(name)
+    assert found.name == name
+    assert (found.packages, found.protocol, found.compiled, found.warp_app, found.reload) == (
+        packages,
+        protocol,
+        compiled,
+        warp_app,
+        reload,
+    )
+    sized = worker_capacity(Resources(2, 8 * GiB, ""), found)
+    assert (sized.processes, sized.threads) == capacity
+    assert sized.why
+
+
+def test_every_registered_server_has_a_row_and_every_module_is_registered() -> None:
+    assert list(SERVERS) == list(EXPECTED)
+    modules = [m.name for m in pkgutil.iter_modules([str(Path(servers.__file__).parent)]) if m.name != "base"]
+    defined = [importlib.import_module(f"warptasks.servers.{m}").SERVER for m in modules]
+    assert sorted(s.name for s in defined) == sorted(SERVERS)
+    assert all(SERVERS[s.name] is s for s in defined)
+
+
+@pytest.mark.parametrize("alias", ["mod_wsgi-express", "modwsgi", "asgi"])
+def test_warpdrives_names_are_aliases(alias: str) -> None:
+    assert server(alias).name in names()
+    assert alias in server(alias).aliases
+
+
+def test_an_unknown_server_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown server type 'tomcat'") as error:
+        server("tomcat")
+    assert all(name in error.value.hint for name in ("auto", *names()))
+
+
+def test_help_lists_the_servers_a_user_picks() -> None:
+    assert servers.choices_help() == "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param({"wsgi.py": ""}, "mod_wsgi", id="wsgi"),
+        pytest.param({"asgi.py": ASGI}, "uvicorn", id="asgi"),
+        pytest.param({"app.sh": ""}, "shell", id="own"),
+    ],
+)
+def test_auto_picks_the_default_for_the_apps_protocol(tmp_path: Path, files: dict[str, str], expected: str) -> None:
+    name, why = resolve_server(detect_app(write_tree(tmp_path, files)))
+    assert name == expected
+    assert why == server(expected).default_why.format(target=detect_app(tmp_path).target)
+
+
+def test_exactly_one_default_per_protocol() -> None:
+    for protocol in ("wsgi", "asgi", "own"):
+        assert len([s for s in SERVERS.values() if s.protocol == protocol and s.default_why]) == 1
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_servers_are_frozen_data(name: str) -> None:
+    with pytest.raises(AttributeError):
+        server(name).name = "other"  # type: ignore[misc]
+    assert isinstance(server(name), Server)
+
+
+def test_paste_apps_get_pastedeploy_where_warp_app_loads_them() -> None:
+    assert server("gunicorn").install_packages("paste") == ("gunicorn", "servestatic", "PasteDeploy")
+    assert server("mod_wsgi").install_packages("paste") == ("mod_wsgi",)
+    assert server("gunicorn").install_packages("wsgi") == ("gunicorn", "servestatic")

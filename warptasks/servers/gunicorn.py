@@ -1,0 +1,47 @@
+"""gunicorn with gthread workers, loading the app through warp_app.py (static files by servestatic)."""
+
+from __future__ import annotations
+
+from .base import Command, Server, StartContext, SupportFile, join, warp_app_env
+
+
+def command(ctx: StartContext) -> Command:
+    env = warp_app_env(ctx, static=True)
+    argv: tuple[str, ...] = (
+        f"{ctx.env}/bin/gunicorn",
+        "--bind",
+        ctx.bind,
+        "--workers",
+        str(ctx.processes),
+        "--threads",
+        str(ctx.threads),
+        "--worker-class",
+        "gthread",
+        "--chdir",
+        ctx.home,
+        "--access-logfile",
+        "-",
+        "--config",
+        f"{ctx.env}/warp/gunicorn_conf.py",
+    )
+    app_config = ctx.spec.environment.get("APP_CONFIG")
+    if app_config:
+        # S2I's gunicorn settings file, read by gunicorn_conf.py after warptasks' own.
+        env["WARP_GUNICORN_CONFIG"] = join(ctx.home, app_config)
+    argv += ("--reload",) if ctx.reload else ()
+    argv += ("warp_app:application",)
+    return Command(argv, "gunicorn (gthread workers), static files by servestatic", env=env)
+
+
+SERVER = Server(
+    name="gunicorn",
+    command=command,
+    protocol="wsgi",
+    packages=("gunicorn", "servestatic"),
+    warp_app=True,
+    support_files=(
+        SupportFile(
+            "gunicorn config", "gunicorn_conf.py", "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)"
+        ),
+    ),
+)

@@ -1,0 +1,180 @@
+"""Apache/mod_wsgi through mod_wsgi-express: the default for WSGI apps, as in warpdrive."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ConfigError
+from ..scripts import source
+from .base import BuildContext, Check, Command, Server, StartContext, SystemNeeds, join
+
+# mod_wsgi-express writes paths unquoted into Apache's config and into a shell
+# script (apachectl); outside this set they break it or are run as shell code.
+_APACHE_SAFE = re.compile(r"^[A-Za-z0-9_./+@%,:=-]*$")
+
+
+def require_apache_safe(*paths: str) -> None:
+    for path in paths:
+        if not _APACHE_SAFE.match(path):
+            raise ConfigError(
+                f"mod_wsgi-express cannot serve from {path!r}: it writes paths unquoted into Apache's configuration "
+                "and its apachectl shell script, where spaces, quotes, $, ; or ` would break it or run as commands",
+                "move the project to a path of letters, digits and ._-/ only, or use --server gunicorn (or uwsgi, waitress)",
+            )
+
+
+# warpdrive's MOD_WSGI_* settings, passed on to mod_wsgi-express as it did.
+MOD_WSGI_VALUE_SETTINGS = (
+    "ACCESS_LOG",
+    "INITIAL_WORKERS",
+    "MINIMUM_SPARE_WORKERS",
+    "MAXIMUM_SPARE_WORKERS",
+    "LIMIT_REQUEST_BODY",
+    "MAXIMUM_REQUESTS",
+    "INACTIVITY_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "SOCKET_TIMEOUT",
+    "QUEUE_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "HEADER_MAX_TIMEOUT",
+    "HEADER_MIN_RATE",
+    "BODY_TIMEOUT",
+    "BODY_MAX_TIMEOUT",
+    "BODY_MIN_RATE",
+    "SERVER_BACKLOG",
+    "DAEMON_BACKLOG",
+    "SERVER_MPM",
+    "LOG_LEVEL",
+    "MAX_CLIENTS",
+)
+MOD_WSGI_FLAG_SETTINGS = ("RELOAD_ON_CHANGES", "SERVER_STATUS")
+
+
+def mod_wsgi_env_options(environment: dict[str, str]) -> tuple[str, ...]:
+    """mod_wsgi-express options from MOD_WSGI_* settings in the environment file."""
+    args: list[str] = []
+    for name in MOD_WSGI_VALUE_SETTINGS:
+        value = environment.get(f"MOD_WSGI_{name}")
+        if value:
+            args += [f"--{name.lower().replace('_', '-')}", value]
+    for name in MOD_WSGI_FLAG_SETTINGS:
+        if environment.get(f"MOD_WSGI_{name}", "").lower() not in ("", "0", "false", "no", "off"):
+            args.append(f"--{name.lower().replace('_', '-')}")
+    return tuple(args)
+
+
+def worker_account(ctx: StartContext) -> tuple[str, str, str]:
+    """(user, group, why) Apache's workers run as when it starts as root."""
+    if ctx.user:
+        return ctx.user, ctx.group or ctx.user, "--user"
+    for user, group in ctx.facts.worker_accounts:
+        return user, ctx.group or group, f"running as root: Apache's workers run as {user}"
+    raise ConfigError(
+        "running as root, and no non-root account (www-data, nobody) exists for Apache's workers",
+        "pass --user and --group naming an unprivileged account",
+    )
+
+
+def _application(ctx: StartContext) -> tuple[str, ...]:
+    spec = ctx.spec
+    if spec.kind == "paste":
+        return (join(ctx.home, spec.target), "--application-type", "paste")
+    module, _, callable_ = spec.target.partition(":")
+    return (module, "--application-type", "module", "--callable-object", callable_ or "application")
+
+
+def _as_root(ctx: StartContext) -> tuple[tuple[str, ...], Check, str]:
+    """Apache started as root runs its workers as another account, which must be able to read everything they load."""
+    user, group, why = worker_account(ctx)
+    paths = [ctx.python, ctx.env, ctx.home] + ([join(ctx.home, ctx.spec.target)] if ctx.spec.kind == "paste" else [])
+    check = Check(
+        "worker can read",
+        (ctx.python, "-c", source("read_check.py"), user, group, ctx.python, *paths),
+        f"Apache's workers run as {user}:{group} and must read the Python, the environment and the app",
+    )
+    return ("--user", user, "--group", group), check, why
+
+
+def command(ctx: StartContext) -> Command:
+    require_apache_safe(ctx.home, ctx.env, ctx.static_root, ctx.static_url or "")
+    max_clients = ctx.max_clients or max(400, ctx.processes * ctx.threads * 4)
+    argv = (f"{ctx.env}/bin/mod_wsgi-express", "start-server", *_application(ctx))
+    argv += (
+        "--host",
+        ctx.host,
+        "--port",
+        str(ctx.port),
+        "--processes",
+        str(ctx.processes),
+        "--threads",
+        str(ctx.threads),
+        "--max-clients",
+        str(max_clients),
+        # Start every Apache worker up front: otherwise mod_wsgi-express starts a fifth of them and a burst of
+        # slow clients (connections that never finish their headers) holds them all for seconds while Apache
+        # spawns more, and normal requests wait (measured by the benchmarks with 200 slow clients).
+        "--initial-workers",
+        "1",
+        "--working-directory",
+        ctx.home,
+        "--python-path",
+        ctx.home,
+        "--log-to-terminal",
+        "--startup-log",
+        "--locale",
+        "C.UTF-8",
+    )
+    if ctx.static_url and ctx.static_root:
+        argv += ("--url-alias", ctx.static_url, ctx.static_root)
+    argv += mod_wsgi_env_options(ctx.spec.environment)
+    if ctx.reload:
+        argv += ("--reload-on-changes",)
+    checks: tuple[Check, ...] = ()
+    notes: tuple[str, ...] = ()
+    if ctx.facts.euid == 0:
+        account, check, why = _as_root(ctx)
+        argv += account
+        checks, notes = (check,), (why,)
+    why = "Apache/mod_wsgi via mod_wsgi-express, daemon mode" + (
+        ", serving static files with an Apache alias" if ctx.static_url else ""
+    )
+    return Command(argv, why, checks=checks, notes=notes)
+
+
+def check_build(ctx: BuildContext) -> tuple[str, ...]:
+    """Paths Apache can use and apxs to compile against; a warning when root's Apache workers could not read the Python."""
+    require_apache_safe(ctx.home, ctx.env)
+    if not ctx.facts.apxs:
+        raise ConfigError(
+            "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
+            "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
+            "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
+        )
+    python = ctx.facts.python
+    if ctx.facts.euid == 0 and python.others_can_read is False:
+        return (
+            f"warning: {python.executable} is not readable by other accounts, but as root Apache runs its "
+            "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)",
+        )
+    return ()
+
+
+SERVER = Server(
+    name="mod_wsgi",
+    command=command,
+    protocol="wsgi",
+    packages=("mod_wsgi",),
+    compiled=True,
+    source_on_host=True,
+    system=SystemNeeds(
+        tools=("apxs", "cc"),
+        packages={"apt-get": ("apache2", "apache2-dev", "gcc", "libc6-dev")},
+        has="Apache's apxs and a C compiler for mod_wsgi",
+        lacks="Apache and its development files (apxs) and a C compiler",
+        needs="Apache development files (apxs) and a C compiler",
+    ),
+    aliases=("mod_wsgi-express", "modwsgi"),
+    default_why="WSGI app: Apache/mod_wsgi (mod_wsgi-express) is the default",
+    check_build=check_build,
+)

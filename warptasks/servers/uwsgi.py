@@ -1,0 +1,52 @@
+"""uWSGI speaking HTTP itself, loading the app through warp_app.py and serving static files with its static map."""
+
+from __future__ import annotations
+
+from .base import Command, Server, StartContext, SystemNeeds, warp_app_env
+
+
+def command(ctx: StartContext) -> Command:
+    argv: tuple[str, ...] = (
+        f"{ctx.env}/bin/uwsgi",
+        "--http-socket",
+        ctx.bind,
+        "--master",
+        "--processes",
+        str(ctx.processes),
+        "--threads",
+        str(ctx.threads),
+        "--chdir",
+        ctx.home,
+        "--module",
+        "warp_app:application",
+        "--die-on-term",
+        "--need-app",
+        "--enable-threads",
+        "--disable-logging",
+        "--log-5xx",
+        "--log-4xx",
+    )
+    if ctx.static_url and ctx.static_root:
+        argv += ("--static-map", f"{ctx.static_url.rstrip('/')}={ctx.static_root.rstrip('/')}")
+    if ctx.reload:
+        argv += ("--py-autoreload", "1")
+    # Static files are uWSGI's own job here, so warp_app.py is not told about them.
+    env = warp_app_env(ctx, static=False)
+    return Command(argv, "uWSGI speaking HTTP, static files by its static map", env=env)
+
+
+SERVER = Server(
+    name="uwsgi",
+    command=command,
+    protocol="wsgi",
+    packages=("uwsgi",),
+    compiled=True,
+    warp_app=True,
+    system=SystemNeeds(
+        tools=("cc",),
+        packages={"apt-get": ("gcc", "libc6-dev")},
+        has="a C compiler for uWSGI",
+        lacks="a C compiler",
+        needs="a C compiler",
+    ),
+)
