@@ -301,6 +301,13 @@ def test_start_before_build_is_not_built(tmp_path: Path, target: Facts) -> None:
     assert "warp build" in error.value.hint
 
 
+def test_a_build_record_naming_an_unknown_server_asks_for_a_new_build(tmp_path: Path) -> None:
+    # state.json may come from another version of warptasks; its server must be one this version can start.
+    with pytest.raises(NotBuilt, match="does not know \\('granian'\\)") as error:
+        start(detect_app(write_tree(tmp_path, {"wsgi.py": ""})), built("granian"))
+    assert "warp build" in error.value.hint
+
+
 def test_asking_for_another_server_than_was_built_is_an_error(tmp_path: Path) -> None:
     spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server="mod_wsgi")
     with pytest.raises(ConfigError, match="built for gunicorn, but mod_wsgi is asked for") as error:
