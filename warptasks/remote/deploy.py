@@ -42,7 +42,6 @@ from ..detect import AppSpec, detect_app
 from ..errors import ConfigError, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import (
-    SERVER_PACKAGES,
     BuildOptions,
     StartOptions,
     Step,
@@ -50,11 +49,11 @@ from ..plan import (
     plan_build,
     plan_command,
     plan_start,
-    resolve_server,
     untracked_dirs,
 )
 from ..run.executor import Say, execute, gather_facts, run_checks, run_step, tail
 from ..scripts import source
+from ..servers import resolve_server, server
 from .hosts import HostTarget, connect, open_checked
 from .upload import archive, commit_of, content_digest, release_id, rsync_step, source_files, ssh_command
 from .wheels import download_steps, offline_install_env
@@ -584,9 +583,8 @@ def deploy(targets: list[HostTarget], project: str, opts: dict[str, Any], *, say
 
 
 def _deps_digest(spec: AppSpec) -> str:
-    server, _ = resolve_server(spec)
     d = spec.dependencies
-    return json.dumps([d.kind, d.digest, list(d.packages), list(SERVER_PACKAGES[server])])
+    return json.dumps([d.kind, d.digest, list(d.packages), list(server(resolve_server(spec)[0]).packages)])
 
 
 def _parallel_cleanup(hosts: list[HostDeploy]) -> None:
