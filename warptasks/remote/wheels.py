@@ -2,8 +2,9 @@
 
 The wheelhouse holds everything the build's install steps ask for: the app's
 dependencies, the server's packages and what building a source package
-needs. mod_wsgi is shipped as source, because it must be compiled on the host
-against the host's own Python and Apache.
+needs. A server marked ``source_on_host`` in its registry entry (mod_wsgi) is
+shipped as source, because it must be compiled on the host against the host's
+own Python and Apache.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from typing import Any
 
 from ..detect import AppSpec
 from ..errors import ConfigError
-from ..plan import SERVER_PACKAGES, Step, resolve_server
+from ..plan import Step
+from ..servers import resolve_server, server
 
-# Building an sdist (mod_wsgi) with --no-index needs its build backend at hand.
+# Building an sdist (a server compiled on the host, such as mod_wsgi) with --no-index needs its build backend at hand.
 BUILD_BACKEND = ("setuptools", "wheel")
 
 
 def wheel_requirements(spec: AppSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(pip arguments naming what to download, packages to fetch as source)."""
     deps = spec.dependencies
-    server, _ = resolve_server(spec)
+    chosen = server(resolve_server(spec)[0])
     home = Path(spec.root) / spec.home
     args: list[str] = []
     if deps.kind == "requirements.txt":
@@ -36,11 +38,8 @@ def wheel_requirements(spec: AppSpec) -> tuple[tuple[str, ...], tuple[str, ...]]
     args += list(deps.packages)
     if deps.install_project:
         args += [str(home)]
-    packages = SERVER_PACKAGES[server]
-    if spec.kind == "paste" and server != "mod_wsgi":
-        packages += ("PasteDeploy",)
-    source = ("mod_wsgi",) if server == "mod_wsgi" else ()
-    args += [p for p in packages if p not in source]
+    source = chosen.packages if chosen.source_on_host else ()
+    args += [p for p in chosen.install_packages(spec.kind) if p not in source]
     return tuple(args), source
 
 
