@@ -23,7 +23,8 @@ import pathspec
 from ..detect import UNTRACKED_DIRS, AppSpec
 from ..errors import ConfigError
 from ..facts import Facts
-from ..plan import Plan, command_line, resolve_server
+from ..plan import Plan, command_line
+from ..servers import resolve_server, server
 
 APP_ROOT = "/opt/app-root"
 PROJECT = f"{APP_ROOT}/src"  # where sclorg's S2I images keep the source; kept for familiarity
@@ -56,11 +57,9 @@ ALWAYS_EXCLUDED = (
 IGNORE_FILES = (".dockerignore", ".s2iignore")
 SERVER_VARIABLE = "INVOKE_WARP_SERVER"  # invoke's environment form of the warp.server setting
 
-# Debian packages that let a server install on a base image that lacks them.
-SERVER_SYSTEM_PACKAGES = {
-    "mod_wsgi": ("apache2", "apache2-dev", "gcc", "libc6-dev"),
-    "uwsgi": ("gcc", "libc6-dev"),
-}
+# A compiled server needs the Python headers too where the base's Python is the distribution's own (prefix /usr):
+# Debian keeps them in python3-dev. Per package manager, as a server's own system packages are.
+PYTHON_HEADERS = {"apt-get": ("python3-dev",)}
 
 _REFERENCE = re.compile(
     r"^(?:(?P<domain>(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
@@ -181,25 +180,24 @@ def split_context(spec: AppSpec, files: list[str]) -> tuple[list[str], list[str]
     return first, [f for f in files if f not in wanted]
 
 
-def system_packages(server: str, facts: Facts, package_manager: str | None) -> tuple[tuple[str, ...], str]:
-    """Debian packages the base image needs for ``server``, and why (empty when it has what it needs)."""
-    wanted = SERVER_SYSTEM_PACKAGES.get(server, ())
-    if not wanted:
-        return (), f"{server} needs no system packages"
-    needs_python_headers = facts.python.prefix == "/usr"  # Debian's own Python keeps its headers in python3-dev
-    if server == "mod_wsgi" and facts.apxs and facts.cc:
-        return (), "the base image has Apache's apxs and a C compiler for mod_wsgi"
-    if server == "uwsgi" and facts.cc:
-        return (), "the base image has a C compiler for uWSGI"
-    packages = wanted + (("python3-dev",) if needs_python_headers else ())
-    if package_manager != "apt-get":
+def system_packages(name: str, facts: Facts, package_manager: str | None) -> tuple[tuple[str, ...], str]:
+    """System packages the base image needs for server ``name``, and why (empty when it has what it needs)."""
+    chosen = server(name)
+    needs = chosen.system
+    if needs is None:
+        return (), f"{name} needs no system packages"
+    if all(getattr(facts, tool) for tool in needs.tools):
+        return (), f"the base image has {needs.has}"
+    wanted = needs.packages.get(package_manager or "")
+    if wanted is None or package_manager is None:
         raise ConfigError(
-            f"{server} needs {'Apache development files (apxs) and ' if server == 'mod_wsgi' else ''}a C compiler, "
-            "which the base image lacks, and warptasks installs them only on Debian-based images (apt-get)",
+            f"{name} needs {needs.needs}, which the base image lacks, "
+            "and warptasks installs them only on Debian-based images (apt-get)",
             "use a Debian-based base image (such as python:3.12-slim), one that has them already, or --server gunicorn",
         )
-    what = "Apache and its development files (apxs) and a C compiler" if server == "mod_wsgi" else "a C compiler"
-    return packages, f"the base image lacks {what} for {server}: installed with apt-get"
+    if chosen.compiled and facts.python.prefix == "/usr":
+        wanted += PYTHON_HEADERS.get(package_manager, ())
+    return wanted, f"the base image lacks {needs.lacks} for {name}: installed with {package_manager}"
 
 
 def phase_script(plan: Plan, phase: str) -> str:

@@ -60,7 +60,7 @@ WARP_APP = SupportFile("support", "warp_app.py", "warp_app.py loads the app and 
 class SystemNeeds:
     """What an image's base must have to build a server, and the system packages that provide it."""
 
-    tools: tuple[str, ...]  # facts that must be set on the base (Facts.apxs, Facts.cc)
+    tools: tuple[Literal["apxs", "cc"], ...]  # the Facts attributes that must be set on the base
     packages: Mapping[str, tuple[str, ...]]  # per package manager
     has: str  # "the base image has {has}"
     lacks: str  # "the base image lacks {lacks}"
