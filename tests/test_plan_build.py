@@ -424,6 +424,46 @@ def test_build_env_hook_is_sourced_before_install_hook_and_collectstatic_steps(t
             assert step.argv[:5] != wrapper
 
 
+# Steps that never see the build-env hook's variables, whatever the app.
+NEVER_SOURCED = {
+    "clean",
+    "virtualenv",
+    "hook pre-build",
+    "support",
+    "gunicorn config",
+    "mark complete",
+    "static",
+    "record",
+    "switch",
+}
+
+
+@pytest.mark.parametrize("server", ["mod_wsgi", "gunicorn"])
+@pytest.mark.parametrize("uv", ["/opt/bin/uv", None])
+@pytest.mark.parametrize("deps", [pytest.param(case.values[0], id=case.id) for case in DEPENDENCY_CASES])
+def test_every_install_step_sources_build_env_and_the_environment_steps_do_not(
+    tmp_path: Path, deps: dict[str, str], uv: str | None, server: str
+) -> None:
+    hooks = {".s2i/action_hooks/build_env": "", ".s2i/action_hooks/pre_build": "", ".s2i/action_hooks/build": ""}
+    plan = build(detect(tmp_path, {"wsgi.py": "", **deps, **hooks}, server=server), facts(uv=uv))
+    wrapper = ("bash", "-c", SOURCE_THEN_EXEC, "bash", f"{PROJECT}/.s2i/action_hooks/build_env")
+    for step in plan.steps:
+        # The field is what decides, and what warp plan shows: it and the argv agree.
+        assert (step.env_hook == "build-env") is (step.argv[:5] == wrapper), step.name
+        assert step.as_dict()["env_hook"] == step.env_hook
+        if step.name.startswith("install"):
+            assert step.env_hook == "build-env", step.name
+        if step.name in NEVER_SOURCED:
+            assert step.env_hook == "", step.name
+    assert named(plan, "hook build").env_hook == "build-env"
+
+
+def test_without_a_build_env_hook_no_step_says_it_sources_one(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, {**django_tree(), "Pipfile.lock": "{}", ".s2i/action_hooks/build": ""}))
+    assert all(s.env_hook == "" for s in plan.steps)
+    assert all(s.argv[0] != "bash" or s.name == "hook build" for s in plan.steps)
+
+
 def test_marker_and_record_say_what_was_built(tmp_path: Path) -> None:
     spec = detect(tmp_path, WSGI)
     plan = build(spec)

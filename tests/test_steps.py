@@ -15,8 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.cases import write_tree
+from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.plan import Plan, Step, command_line, write_file
+from warptasks.plan.environment import source_env_hooks
 
 # Prints what the process received: its arguments, working directory, chosen variables and PATH.
 REPORT = (
@@ -128,3 +131,17 @@ def test_plan_runnable_and_phases_keep_order() -> None:
     data = json.loads(json.dumps(plan.as_dict()))
     assert [s["name"] for s in data["steps"]] == ["a", "b", "c"]
     assert data["steps"][1]["skip"] == "done"
+
+
+def test_the_env_hook_field_not_the_name_decides_what_sources_the_hook(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": "", ".s2i/action_hooks/build_env": "export A=1\n"}))
+    asked = Step("anything at all", ("true",), "/p", "w", env_hook="build-env")
+    named_like_an_install = Step("install requirements", ("true",), "/p", "w")
+    other_hook = Step("s", ("true",), "/p", "w", env_hook="deploy-env")
+    sourced, plain, absent = source_env_hooks(spec, "/p", [asked, named_like_an_install, other_hook])
+    assert sourced.argv[:2] == ("bash", "-c") and sourced.argv[4] == "/p/.s2i/action_hooks/build_env"
+    assert sourced.argv[5:] == ("true",) and sourced.env_hook == "build-env"
+    assert plain == named_like_an_install
+    # The app has no deploy-env hook: nothing is sourced, and the step no longer claims it.
+    assert absent.argv == ("true",) and absent.env_hook == ""
+    assert [s.as_dict()["env_hook"] for s in (sourced, plain, absent)] == ["build-env", "", ""]

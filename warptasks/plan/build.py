@@ -10,14 +10,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from .. import __version__
 from ..detect import AppSpec
+from ..detect.django import DjangoProject
 from ..errors import ConfigError
 from ..facts import Facts
 from ..scripts import source
-from .environment import _join, env_paths, hook_argv, hook_environment, untracked_dirs, with_env_hook
+from .environment import _join, env_paths, hook_argv, hook_environment, source_env_hooks, untracked_dirs
 from .start import require_apache_safe, resolve_server
 from .steps import Plan, Step, write_file
 
@@ -38,6 +38,8 @@ COMPILED_AGAINST_PYTHON = ("mod_wsgi", "uwsgi")
 # Servers that load the app through warp_app.py rather than natively.
 USES_WARP_APP = ("gunicorn", "waitress", "uwsgi", "uvicorn")
 INSTALLERS = ("auto", "uv", "pip")
+# The hook whose variables the install, export, collectstatic and build-hook steps see.
+BUILD_ENV = "build-env"
 
 
 @dataclass(frozen=True)
@@ -91,18 +93,41 @@ def _python_cache(facts: Facts) -> str:
     return _join(facts.cache_home, "warptasks", f"python-{key}")
 
 
-def _install(installer: str, facts: Facts, env: str, args: tuple[str, ...]) -> tuple[str, ...]:
-    if installer == "uv":
-        return (str(facts.uv), "pip", "install", "--python", f"{env}/bin/python", *args)
-    return (f"{env}/bin/python", "-m", "pip", "install", *args)
+@dataclass(frozen=True)
+class _Build:
+    """What every step builder of one build reads: the inputs, and what was decided from them once."""
+
+    spec: AppSpec
+    facts: Facts
+    options: BuildOptions
+    server: str
+    server_why: str
+    installer: str
+    installer_why: str
+    uv: str  # uv on the target when it is the installer, else ""
+    key: str  # the environment's name, from everything that decides its content
+    env: str  # the environment's folder
+    root: str  # the project's environment folder (.warp): state, static.json, current
+    home: str  # the app's home, where most steps run
+    reuse: str  # why the dependency steps are skipped, or "" when the environment is (re)built
+    unchanged: bool  # nothing changed since the last build: the app steps are skipped too
+    install_env: Mapping[str, str]
+
+    @property
+    def unchanged_why(self) -> str:
+        return "nothing changed since the last build (same dependencies, Python, server and source)" if self.unchanged else ""
+
+    def install(self, args: tuple[str, ...]) -> tuple[str, ...]:
+        if self.installer == "uv":
+            return (self.uv, "pip", "install", "--python", f"{self.env}/bin/python", *args)
+        return (f"{self.env}/bin/python", "-m", "pip", "install", *args)
 
 
-def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
-    """The steps ``warp build`` runs, each with why, skipped ones included."""
+def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> _Build:
+    """The server, installer and environment of this build, and whether anything changed since the last."""
     server, server_why = resolve_server(spec)
     installer, installer_why = pick_installer(options.installer, facts)
     root, envs = env_paths(options.project, options.env_dir, options.envs_dir)
-    home = _join(options.project, spec.home)
     key = env_key(spec, facts, installer, server)
     env = _join(envs, key)
     state = facts.state
@@ -110,276 +135,279 @@ def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
     unchanged = (
         env_ready and state is not None and state.env_key == key and state.source == facts.source_digest and facts.current == env
     )
-    hook_env = hook_environment(spec, options.project, env, "build", "build")
-    path = (f"{env}/bin",)
-    steps: list[Step] = []
+    return _Build(
+        spec=spec,
+        facts=facts,
+        options=options,
+        server=server,
+        server_why=server_why,
+        installer=installer,
+        installer_why=installer_why,
+        uv=(facts.uv or "") if installer == "uv" else "",
+        key=key,
+        env=env,
+        root=root,
+        home=_join(options.project, spec.home),
+        reuse=f"environment {key} is complete and its inputs are unchanged" if env_ready else "",
+        unchanged=unchanged,
+        # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
+        install_env={**spec.environment, "VIRTUAL_ENV": env, **options.install_env},
+    )
+
+
+def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
+    """The steps ``warp build`` runs, each with why, skipped ones included."""
+    b = _decide(spec, facts, options)
+    steps = [
+        *_hook_steps(b, "pre-build"),
+        *_venv_steps(b),
+        *_dependency_steps(b),
+        *_server_steps(b),
+        *_support_files(b),
+        _mark_complete(b),
+        *_hook_steps(b, "build"),
+        _static_step(b),
+        *_record_and_switch(b),
+    ]
+    return Plan("build", source_env_hooks(spec, options.project, steps), _notes(b))
+
+
+def _notes(b: _Build) -> tuple[str, ...]:
+    spec, python = b.spec, b.facts.python
     notes = [
         f"app: {spec.why}",
-        f"server: {server} ({server_why})",
+        f"server: {b.server} ({b.server_why})",
         f"dependencies: {spec.dependencies.why}",
-        f"python: {facts.python.executable} {facts.python.full_version} ({spec.python.why})",
-        f"installer: {installer_why}",
-        f"environment: {env}",
+        f"python: {python.executable} {python.full_version} ({spec.python.why})",
+        f"installer: {b.installer_why}",
+        f"environment: {b.env}",
     ]
-    if facts.euid == 0 and server == "mod_wsgi" and not facts.python.others_can_read:
+    if b.facts.euid == 0 and b.server == "mod_wsgi" and not python.others_can_read:
         notes.append(
-            f"warning: {facts.python.executable} is not readable by other accounts, but as root Apache runs its "
+            f"warning: {python.executable} is not readable by other accounts, but as root Apache runs its "
             "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)"
         )
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
+    return tuple(notes)
 
-    def add(name: str, argv: tuple[str, ...], why: str, *, phase: str, skip: str = "", cwd: str = home, **kw: Any) -> None:
-        steps.append(Step(name, argv, cwd, why, phase=phase, skip=skip, **kw))
 
-    unchanged_why = "nothing changed since the last build (same dependencies, Python, server and source)"
-    if "pre-build" in spec.hooks:
-        add(
-            "hook pre-build",
-            hook_argv(spec, "pre-build"),
-            "pre-build action hook",
-            phase="deps",
-            skip=unchanged_why if unchanged else "",
-            cwd=options.project,
-            env=hook_env,
-        )
+def _deps_step(
+    b: _Build, name: str, argv: tuple[str, ...], why: str, *, env: Mapping[str, str] | None = None, env_hook: str = ""
+) -> Step:
+    """A step that makes the environment: skipped, with the rest of them, when the environment is reused."""
+    return Step(name, argv, b.home, why, env=dict(env or {}), phase="deps", skip=b.reuse, env_hook=env_hook)
 
-    reuse = f"environment {key} is complete and its inputs are unchanged" if env_ready else ""
-    add("clean", ("rm", "-rf", env), "remove what a failed build may have left", phase="deps", skip=reuse)
+
+def _install_step(b: _Build, name: str, argv: tuple[str, ...], why: str, env: Mapping[str, str] | None = None) -> Step:
+    """A step that installs into the environment, with the environment file's variables and the build-env hook's."""
+    return _deps_step(b, name, argv, why, env=b.install_env if env is None else env, env_hook=BUILD_ENV)
+
+
+def _hook_steps(b: _Build, hook: str) -> list[Step]:
+    """The pre-build hook (before anything is installed) or the build hook (in the finished environment), if the app has it."""
+    if hook not in b.spec.hooks:
+        return []
+    after = hook == "build"
+    step = Step(
+        f"hook {hook}",
+        hook_argv(b.spec, hook),
+        b.options.project,
+        f"{hook} action hook",
+        env=hook_environment(b.spec, b.options.project, b.env, "build", "build"),
+        path=(f"{b.env}/bin",) if after else (),
+        phase="app" if after else "deps",
+        skip=b.unchanged_why,
+        env_hook=BUILD_ENV if after else "",
+    )
+    return [step]
+
+
+def _venv_steps(b: _Build) -> list[Step]:
+    python = b.facts.python
     create: tuple[str, ...]
-    if installer == "uv":
-        create = (str(facts.uv), "venv", "--seed", "--quiet", "--python", facts.python.executable, env)
-    elif facts.has_virtualenv:
+    if b.installer == "uv":
+        create = (b.uv, "venv", "--seed", "--quiet", "--python", python.executable, b.env)
+    elif b.facts.has_virtualenv:
         # virtualenv is importable by the Python that ran the probe, which may be another venv's.
-        runner = facts.python.running or facts.python.executable
-        create = (runner, "-m", "virtualenv", "--quiet", "--python", facts.python.executable, env)
+        create = (python.running or python.executable, "-m", "virtualenv", "--quiet", "--python", python.executable, b.env)
     else:
-        create = (facts.python.executable, "-m", "venv", env)
-    add("virtualenv", create, f"a new environment for Python {facts.python.full_version}", phase="deps", skip=reuse)
+        create = (python.executable, "-m", "venv", b.env)
+    return [
+        _deps_step(b, "clean", ("rm", "-rf", b.env), "remove what a failed build may have left"),
+        _deps_step(b, "virtualenv", create, f"a new environment for Python {python.full_version}"),
+    ]
 
-    deps = spec.dependencies
-    # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
-    install_env = {**spec.environment, "VIRTUAL_ENV": env, **options.install_env}
+
+def _dependency_steps(b: _Build) -> list[Step]:
+    """The app's dependencies, installed the way their kind asks for, then the project itself if it is a package."""
+    deps = b.spec.dependencies
+    steps: list[Step]
     if deps.kind == "requirements.txt":
-        add(
-            "install requirements",
-            _install(installer, facts, env, ("-r", "requirements.txt")),
-            deps.why,
-            phase="deps",
-            skip=reuse,
-            env=install_env,
-        )
+        steps = [_install_step(b, "install requirements", b.install(("-r", "requirements.txt")), deps.why)]
     elif deps.kind in ("Pipfile.lock", "poetry.lock"):
-        method = "pipenv" if deps.kind == "Pipfile.lock" else "poetry"
-        add(
-            "install micropipenv",
-            _install(installer, facts, env, ("micropipenv[toml]",)),
-            f"micropipenv reads {deps.kind}",
-            phase="deps",
-            skip=reuse,
-            env=install_env,
-        )
-        out = f"{env}/warp-requirements.txt"
-        add(
-            "export lock file",
-            ("sh", "-c", '"$1" requirements --method "$2" --no-dev > "$3"', "sh", f"{env}/bin/micropipenv", method, out),
-            f"{deps.kind} as pinned requirements",
-            phase="deps",
-            skip=reuse,
-        )
-        add(
-            "install lock file",
-            _install(installer, facts, env, ("--no-deps", "-r", out)),
-            deps.why,
-            phase="deps",
-            skip=reuse,
-            env=install_env,
-        )
+        steps = _lock_file_steps(b)
     elif deps.kind == "uv.lock":
-        uv = str(facts.uv)
-        if installer != "uv":
-            add(
-                "install uv",
-                _install(installer, facts, env, ("uv",)),
-                "uv.lock is installed by uv",
-                phase="deps",
-                skip=reuse,
-                env=install_env,
-            )
-            uv = f"{env}/bin/uv"
-        add(
-            "install uv.lock",
-            (uv, "sync", "--frozen", "--no-dev", "--python", f"{env}/bin/python"),
-            deps.why,
-            phase="deps",
-            skip=reuse,
-            env={"UV_PROJECT_ENVIRONMENT": env, **install_env},
-        )
+        steps = _uv_lock_steps(b)
     elif deps.packages:
-        add(
-            "install dependencies",
-            _install(installer, facts, env, deps.packages),
-            deps.why,
-            phase="deps",
-            skip=reuse,
-            env=install_env,
-        )
-    if deps.install_project and deps.kind != "uv.lock":
-        add(
-            "install project",
-            _install(installer, facts, env, ("-e", ".")),
-            "the project itself is a package",
-            phase="deps",
-            skip=reuse,
-            env=install_env,
-        )
-
-    packages = SERVER_PACKAGES[server]
-    if spec.kind == "paste" and server != "mod_wsgi":
-        packages = packages + ("PasteDeploy",)
-    if packages:
-        server_env = dict(install_env)
-        args: tuple[str, ...] = packages
-        if server in COMPILED_AGAINST_PYTHON:
-            cache = _python_cache(facts)
-            server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
-        if server == "mod_wsgi":
-            require_apache_safe(home, env)
-            if not facts.apxs:
-                raise ConfigError(
-                    "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
-                    "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
-                    "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
-                )
-        if server in COMPILED_AGAINST_PYTHON and installer == "uv":
-            # uv revalidates its cache with the index and recompiles whenever
-            # the index sends no caching headers; pip's wheel cache, kept per
-            # Python, is reused. So pip builds (or finds) the wheel, uv installs it.
-            wheelhouse = _join(_python_cache(facts), "wheels")
-            add(
-                "server wheel",
-                (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, server),
-                f"{server} compiled once for this Python, then reused from {wheelhouse}",
-                phase="deps",
-                skip=reuse,
-                env=server_env,
-            )
-            args = ("--find-links", wheelhouse, *args)
-        add(
-            "install server",
-            _install(installer, facts, env, args),
-            f"{', '.join(packages)} for {server}"
-            + (" (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""),
-            phase="deps",
-            skip=reuse,
-            env=server_env,
-        )
-    if server in USES_WARP_APP:
-        steps.append(
-            write_file(
-                "support",
-                f"{env}/warp/warp_app.py",
-                source("warp_app.py"),
-                home,
-                "warp_app.py loads the app and serves static files",
-                phase="deps",
-                skip=reuse,
-            )
-        )
-    if server == "gunicorn":
-        steps.append(
-            write_file(
-                "gunicorn config",
-                f"{env}/warp/gunicorn_conf.py",
-                source("gunicorn_conf.py"),
-                home,
-                "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)",
-                phase="deps",
-                skip=reuse,
-            )
-        )
-    marker = {"key": key, "python": asdict(facts.python), "installer": installer, "server": server, "warptasks": __version__}
-    steps.append(
-        write_file(
-            "mark complete",
-            f"{env}/warp-env.json",
-            json.dumps(marker, sort_keys=True),
-            home,
-            "marks the environment as complete, so later builds may reuse it",
-            phase="deps",
-            skip=reuse,
-        )
-    )
-
-    if "build" in spec.hooks:
-        add(
-            "hook build",
-            hook_argv(spec, "build"),
-            "build action hook",
-            phase="app",
-            skip=unchanged_why if unchanged else "",
-            cwd=options.project,
-            env=hook_env,
-            path=path,
-        )
-
-    static_json = _join(root, "static.json")
-    if spec.django:
-        disabled = spec.environment.get("DISABLE_COLLECTSTATIC", "").strip().lower() not in ("", "0", "false", "no", "off")
-        supplied = "" if spec.django.has_static_root else _join(root, "static")
-        why = "Django: collectstatic" + (f", into {supplied} (settings have no STATIC_ROOT)" if supplied else "")
-        if disabled:
-            why = "Django: reading STATIC_URL/STATIC_ROOT (collectstatic disabled by DISABLE_COLLECTSTATIC)"
-        env_vars = dict(spec.environment)
-        env_vars["DJANGO_SETTINGS_MODULE"] = spec.django.settings
-        add(
-            "collectstatic",
-            (f"{env}/bin/python", "-c", source("django_static.py"), static_json, supplied, "0" if disabled else "1"),
-            why,
-            phase="app",
-            skip=unchanged_why if unchanged else "",
-            env=env_vars,
-            path=path,
-        )
-    elif spec.static_url and spec.static_dir:
-        static = {"static_url": spec.static_url, "static_root": _join(home, spec.static_dir)}
-        steps.append(
-            write_file(
-                "static",
-                static_json,
-                json.dumps(static),
-                home,
-                spec.static_why,
-                phase="app",
-                skip=unchanged_why if unchanged else "",
-            )
-        )
+        steps = [_install_step(b, "install dependencies", b.install(deps.packages), deps.why)]
     else:
-        steps.append(
-            Step("static", ("rm", "-f", static_json), home, spec.static_why, phase="app", skip=unchanged_why if unchanged else "")
-        )
+        steps = []
+    # uv sync installs the project itself.
+    if deps.install_project and deps.kind != "uv.lock":
+        steps.append(_install_step(b, "install project", b.install(("-e", ".")), "the project itself is a package"))
+    return steps
 
-    new_state = {"env_key": key, "env": env, "server": server, "kind": spec.kind, "warptasks": __version__}
-    request = {
-        "record": new_state,
-        "project": options.project,
-        "state_file": _join(root, "state.json"),
-        "ignore": untracked_dirs(options.env_dir),
+
+def _lock_file_steps(b: _Build) -> list[Step]:
+    """Pipfile.lock and poetry.lock: micropipenv turns them into pinned requirements, installed without resolving."""
+    deps = b.spec.dependencies
+    method = "pipenv" if deps.kind == "Pipfile.lock" else "poetry"
+    out = f"{b.env}/warp-requirements.txt"
+    export = ("sh", "-c", '"$1" requirements --method "$2" --no-dev > "$3"', "sh", f"{b.env}/bin/micropipenv", method, out)
+    return [
+        _install_step(b, "install micropipenv", b.install(("micropipenv[toml]",)), f"micropipenv reads {deps.kind}"),
+        _deps_step(b, "export lock file", export, f"{deps.kind} as pinned requirements", env_hook=BUILD_ENV),
+        _install_step(b, "install lock file", b.install(("--no-deps", "-r", out)), deps.why),
+    ]
+
+
+def _uv_lock_steps(b: _Build) -> list[Step]:
+    steps = []
+    uv = b.uv
+    if b.installer != "uv":
+        steps.append(_install_step(b, "install uv", b.install(("uv",)), "uv.lock is installed by uv"))
+        uv = f"{b.env}/bin/uv"
+    sync = (uv, "sync", "--frozen", "--no-dev", "--python", f"{b.env}/bin/python")
+    env = {"UV_PROJECT_ENVIRONMENT": b.env, **b.install_env}
+    steps.append(_install_step(b, "install uv.lock", sync, b.spec.dependencies.why, env=env))
+    return steps
+
+
+def _server_steps(b: _Build) -> list[Step]:
+    """The server's packages; one compiled against Python gets a build cache private to that Python."""
+    server, env = b.server, b.env
+    packages = SERVER_PACKAGES[server]
+    if b.spec.kind == "paste" and server != "mod_wsgi":
+        packages = packages + ("PasteDeploy",)
+    if not packages:
+        return []
+    steps = []
+    server_env = dict(b.install_env)
+    args: tuple[str, ...] = packages
+    if server in COMPILED_AGAINST_PYTHON:
+        cache = _python_cache(b.facts)
+        server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
+    if server == "mod_wsgi":
+        require_apache_safe(b.home, env)
+        if not b.facts.apxs:
+            raise ConfigError(
+                "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
+                "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
+                "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
+            )
+    if server in COMPILED_AGAINST_PYTHON and b.installer == "uv":
+        # uv revalidates its cache with the index and recompiles whenever
+        # the index sends no caching headers; pip's wheel cache, kept per
+        # Python, is reused. So pip builds (or finds) the wheel, uv installs it.
+        wheelhouse = _join(_python_cache(b.facts), "wheels")
+        wheel = (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, server)
+        why = f"{server} compiled once for this Python, then reused from {wheelhouse}"
+        steps.append(_install_step(b, "server wheel", wheel, why, env=server_env))
+        args = ("--find-links", wheelhouse, *args)
+    why = f"{', '.join(packages)} for {server}" + (
+        " (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""
+    )
+    steps.append(_install_step(b, "install server", b.install(args), why, env=server_env))
+    return steps
+
+
+def _support_files(b: _Build) -> list[Step]:
+    """Files warptasks adds to the environment for the server to read."""
+    files = []
+    if b.server in USES_WARP_APP:
+        files.append(("support", "warp_app.py", "warp_app.py loads the app and serves static files"))
+    if b.server == "gunicorn":
+        files.append(
+            ("gunicorn config", "gunicorn_conf.py", "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)")
+        )
+    return [
+        write_file(name, f"{b.env}/warp/{script}", source(script), b.home, why, phase="deps", skip=b.reuse)
+        for name, script, why in files
+    ]
+
+
+def _mark_complete(b: _Build) -> Step:
+    """The environment's last step: only a complete environment has the marker, and only those are reused."""
+    marker = {
+        "key": b.key,
+        "python": asdict(b.facts.python),
+        "installer": b.installer,
+        "server": b.server,
+        "warptasks": __version__,
     }
-    add(
-        "record",
-        (f"{env}/bin/python", "-c", source("probe.py"), json.dumps(request)),
-        "record what was built, with the tree's fingerprint as the build left it",
-        phase="app",
-        skip=unchanged_why if unchanged else "",
+    why = "marks the environment as complete, so later builds may reuse it"
+    return write_file(
+        "mark complete", f"{b.env}/warp-env.json", json.dumps(marker, sort_keys=True), b.home, why, phase="deps", skip=b.reuse
     )
-    add(
-        "switch",
-        (f"{env}/bin/python", "-c", source("switch.py"), _join(root, "current"), env),
-        "make the new environment current, atomically (the old one serves until here)",
+
+
+def _static_step(b: _Build) -> Step:
+    """Where static files are (static.json, read by start): collected by Django, the app's folder, or none."""
+    spec, static_json = b.spec, _join(b.root, "static.json")
+    if spec.django:
+        return _collectstatic(b, spec.django, static_json)
+    if spec.static_url and spec.static_dir:
+        static = {"static_url": spec.static_url, "static_root": _join(b.home, spec.static_dir)}
+        return write_file("static", static_json, json.dumps(static), b.home, spec.static_why, phase="app", skip=b.unchanged_why)
+    return Step("static", ("rm", "-f", static_json), b.home, spec.static_why, phase="app", skip=b.unchanged_why)
+
+
+def _collectstatic(b: _Build, django: DjangoProject, static_json: str) -> Step:
+    spec = b.spec
+    disabled = spec.environment.get("DISABLE_COLLECTSTATIC", "").strip().lower() not in ("", "0", "false", "no", "off")
+    supplied = "" if django.has_static_root else _join(b.root, "static")
+    why = "Django: collectstatic" + (f", into {supplied} (settings have no STATIC_ROOT)" if supplied else "")
+    if disabled:
+        why = "Django: reading STATIC_URL/STATIC_ROOT (collectstatic disabled by DISABLE_COLLECTSTATIC)"
+    return Step(
+        "collectstatic",
+        (f"{b.env}/bin/python", "-c", source("django_static.py"), static_json, supplied, "0" if disabled else "1"),
+        b.home,
+        why,
+        env={**spec.environment, "DJANGO_SETTINGS_MODULE": django.settings},
+        path=(f"{b.env}/bin",),
         phase="app",
-        skip="already current" if unchanged else "",
+        skip=b.unchanged_why,
+        env_hook=BUILD_ENV,
     )
-    sourced = ("install", "server wheel", "hook build", "collectstatic", "export")
-    steps = [with_env_hook(spec, "build-env", options.project, s) if s.name.startswith(sourced) else s for s in steps]
-    return Plan("build", tuple(steps), tuple(notes))
+
+
+def _record_and_switch(b: _Build) -> list[Step]:
+    """Record what was built, then make it current: the old environment serves until the switch."""
+    state = {"env_key": b.key, "env": b.env, "server": b.server, "kind": b.spec.kind, "warptasks": __version__}
+    request = {
+        "record": state,
+        "project": b.options.project,
+        "state_file": _join(b.root, "state.json"),
+        "ignore": untracked_dirs(b.options.env_dir),
+    }
+    python = f"{b.env}/bin/python"
+    return [
+        Step(
+            "record",
+            (python, "-c", source("probe.py"), json.dumps(request)),
+            b.home,
+            "record what was built, with the tree's fingerprint as the build left it",
+            phase="app",
+            skip=b.unchanged_why,
+        ),
+        Step(
+            "switch",
+            (python, "-c", source("switch.py"), _join(b.root, "current"), b.env),
+            b.home,
+            "make the new environment current, atomically (the old one serves until here)",
+            phase="app",
+            skip="already current" if b.unchanged else "",
+        ),
+    ]

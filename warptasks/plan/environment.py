@@ -7,6 +7,7 @@ command runs in exactly the environment the server runs in.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ..detect import UNTRACKED_DIRS, AppSpec
@@ -64,11 +65,19 @@ _SOURCE_THEN_EXEC = 'set -a && . "$1" && set +a && shift && exec "$@"'
 
 
 def with_env_hook(spec: AppSpec, hook: str, project: str, step: Step) -> Step:
-    """``step`` run after sourcing the ``build-env``/``deploy-env`` hook, if the app has one."""
+    """``step`` run after sourcing the ``build-env``/``deploy-env`` hook, if the app has one.
+
+    ``env_hook`` of the result names the hook sourced, or is empty: a plan shows what really runs.
+    """
     if hook not in spec.hooks:
-        return step
+        return replace(step, env_hook="")
     argv = ("bash", "-c", _SOURCE_THEN_EXEC, "bash", _join(project, spec.hooks[hook]), *step.argv)
-    return replace(step, argv=argv)
+    return replace(step, argv=argv, env_hook=hook)
+
+
+def source_env_hooks(spec: AppSpec, project: str, steps: Iterable[Step]) -> tuple[Step, ...]:
+    """``steps``, each that asks for an env hook (:attr:`Step.env_hook`) made to source it: the one place that happens."""
+    return tuple(with_env_hook(spec, s.env_hook, project, s) if s.env_hook else s for s in steps)
 
 
 def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], action: str, port: int = 8080) -> Step:

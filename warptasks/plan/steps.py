@@ -27,6 +27,10 @@ class Step:
     ``skip`` is empty for a step that will run, else the reason it will not
     (skipped steps stay in the plan so ``warp plan`` can show them).
     ``path`` lists directories put in front of the runner's own ``PATH``.
+    ``env_hook`` names the app's hook (``build-env``, ``deploy-env``) whose
+    variables the step sees: a planner asks for it by setting the field, and
+    :func:`~warptasks.plan.environment.source_env_hooks` makes ``argv`` source
+    the hook, or clears the field when the app has no such hook.
     """
 
     name: str
@@ -37,6 +41,7 @@ class Step:
     path: tuple[str, ...] = ()
     phase: str = "app"
     skip: str = ""
+    env_hook: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,7 @@ class Step:
             "phase": self.phase,
             "why": self.why,
             "skip": self.skip,
+            "env_hook": self.env_hook,
             "command": command_line(self),
         }
 
