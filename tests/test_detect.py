@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cases import ASGI, FLASK_APP, MANAGE, WSGI, django_tree, write_tree
-from warptasks.detect.app import LOOKED_FOR, SERVERS, UNTRACKED_DIRS, detect_app
+from warptasks.detect.app import LOOKED_FOR, SERVER_ALIASES, SERVERS, UNTRACKED_DIRS, detect_app
 from warptasks.errors import ConfigError, NoAppFound
 from warptasks.scripts.probe import tree_digest
 
@@ -154,6 +154,14 @@ SERVER_CASES = [
 def test_server_type_comes_from_settings(tmp_path: Path, files: dict[str, str], expected: tuple[str, str]) -> None:
     spec = detect_app(write_tree(tmp_path, {"wsgi.py": WSGI, **files}))
     assert (spec.server, expected[1] in spec.server_why) == (expected[0], True)
+
+
+@pytest.mark.parametrize(("alias", "name"), sorted(SERVER_ALIASES.items()))
+def test_every_servers_aliases_are_read_as_its_name(tmp_path: Path, alias: str, name: str) -> None:
+    # Each server's module lists its aliases; detection accepts them wherever a server is named.
+    write_tree(tmp_path, {"wsgi.py": WSGI, ".warpdrive/environment": f"WARPDRIVE_SERVER_TYPE={alias.upper()}\n"})
+    assert detect_app(tmp_path).server == name
+    assert detect_app(tmp_path, server=alias).server == name
 
 
 def test_server_option_beats_the_environment_file(tmp_path: Path) -> None:

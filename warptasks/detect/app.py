@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NoAppFound
+from ..servers import ALIASES, AUTO, names, normal_name
 from .conventions import SERVER_SETTINGS, find_hooks, read_environment, read_setting_files
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
@@ -19,9 +20,10 @@ from .django import DjangoProject, detect_django
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
 LOOKED_FOR = "app.sh, app.py, manage.py (Django), wsgi.py, paste.ini/production.ini, asgi.py, a Procfile with a web: line"
 
-SERVERS = ("auto", "mod_wsgi", "gunicorn", "uwsgi", "waitress", "uvicorn", "shell")
-# warpdrive's own names for servers, kept working.
-SERVER_ALIASES = {"mod_wsgi-express": "mod_wsgi", "modwsgi": "mod_wsgi", "asgi": "uvicorn"}
+# The server settings a project may hold: auto or a registered server (see warptasks.servers).
+SERVERS = (AUTO, *names())
+# Other names for servers, warpdrive's among them, kept working; each server's module lists its own.
+SERVER_ALIASES = ALIASES
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class AppSpec:
 
 
 def normal_server(value: str, source: str) -> str:
-    name = SERVER_ALIASES.get(value.strip().lower(), value.strip().lower())
+    name = normal_name(value)
     if name not in SERVERS:
         raise ConfigError(
             f"unknown server type {value!r} ({source})",
