@@ -10,6 +10,13 @@ Layout under ``root``: ``releases/<id>/`` (one per deploy, with its own
 ``.warp/`` environment link, ``deploy.json`` record and ``server.pid``),
 ``shared/`` (``environment`` mode 0600, ``envs/``, ``wheels/``, ``logs/``,
 the front proxy) and ``current`` -> the live release.
+
+The deploy lock is ``.warp-deploy.lock/owner.json`` (0600, in a 0700
+folder): a lease its holder renews (``renew``) while it works, taken over
+by the next deploy once it has expired, so a deploy killed anywhere does not
+lock the host for good. Every change to it happens under an ``flock`` of
+``.warp-deploy.guard``. Actions that change the host accept the holder's
+``token`` and then refuse to act for a deploy that has lost the lock.
 """
 
 import hashlib
@@ -26,10 +33,13 @@ import urllib.error
 import urllib.request
 
 LOCK = ".warp-deploy.lock"
+GUARD = ".warp-deploy.guard"
+DEFAULT_LEASE = 60.0
+MAX_LOCK_AGE = 3600.0
 
 
 def _write(path, text, mode=0o644):
-    tmp = path + ".tmp"
+    tmp = "{}.tmp{}".format(path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
@@ -120,7 +130,111 @@ def _free(port):
         s.close()
 
 
+def _quiet(holder):
+    """The lock holder as told to others: without its token, which would let them release or renew it."""
+    return {k: v for k, v in (holder or {}).items() if k != "token"}
+
+
+def _clock(ts):
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+class _Guard(object):
+    """An exclusive ``flock`` on ``<root>/.warp-deploy.guard`` around every change to the lock.
+
+    Reading the lock, deciding and writing it happen under it, so two agents
+    never both take over the same expired lease. The file is 0600: another
+    account on the host cannot open it, let alone hold it. Waits at most
+    ``timeout`` seconds.
+    """
+
+    def __init__(self, root, timeout=10.0):
+        self.path = os.path.join(root, GUARD)
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            _fail(f"cannot open the deploy lock's guard {self.path}: {error}")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    _fail(f"the deploy lock's guard {self.path} stayed taken for {self.timeout:.0f}s")
+                time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
+
+
+def _holder(root):
+    """The lock's holder record; None when nobody holds the lock."""
+    path = os.path.join(root, LOCK)
+    if not os.path.isdir(path):
+        return None
+    return _json(os.path.join(path, "owner.json")) or {"owner": "unknown (no owner.json)"}
+
+
+def _expired(holder, now):
+    expires = holder.get("expires")
+    return isinstance(expires, (int, float)) and now > expires
+
+
+def _describe(holder, now):
+    text = "deploy lock held by {} since {}".format(holder.get("owner"), holder.get("since", "?"))
+    expires = holder.get("expires")
+    if isinstance(expires, (int, float)):
+        if now > expires:
+            return text + f"; its lease expired at {_clock(expires)}"
+        return text + f"; its lease runs until {_clock(expires)} ({expires - now:.0f}s from now) unless renewed"
+    return text + " (it has no lease: it is held until released, or broken with --break-lock)"
+
+
+def _take(root, req, now, since=None):
+    lease = req.get("lease")
+    record = {
+        "owner": req["owner"],
+        "token": req["token"],
+        "since": _clock(now if since is None else since),
+        "since_ts": now if since is None else since,
+        "heartbeat": now,
+        "lease": float(lease) if lease else None,
+        "expires": now + float(lease) if lease else None,
+        "hostname": socket.gethostname(),
+    }
+    path = os.path.join(root, LOCK)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    _write(os.path.join(path, "owner.json"), json.dumps(record, sort_keys=True), 0o600)
+    return record
+
+
 def lock(req):
+    """Take the deploy lock of ``root``: a lease, renewed by its holder, taken over once it expires.
+
+    Request keys: ``owner`` (who, shown to others), ``token`` (the holder's
+    secret), ``wait`` (seconds to wait for a held lock, default 0),
+    ``lease`` (seconds the lock holds without a ``renew``; none given: the
+    lock never expires, as before leases, and only ``break`` frees it),
+    ``break`` (take the lock from a holder whose lease has expired, who
+    has no lease, or who has held it longer than ``max_age``; a live lease
+    is never broken), ``max_age`` (seconds, default 3600).
+
+    Answer: ``locked``, ``info``, ``lease``, ``expires`` (epoch seconds or
+    null), ``took_over`` (the expired holder replaced, or null), ``broke``
+    (the holder broken with ``break``, or null). Exit 3 while held.
+    """
     root = req["root"]
     for sub in ("releases", "shared", "shared/logs", "shared/envs", "shared/wheels"):
         os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
@@ -128,33 +242,102 @@ def lock(req):
     env_file = os.path.join(root, "shared", "environment")
     if not os.path.exists(env_file):
         _write(env_file, "# KEY=VALUE lines: the app's secrets, sourced before the server and hooks start\n", 0o600)
-    path = os.path.join(root, LOCK)
     deadline = time.monotonic() + float(req.get("wait", 0))
+    max_age = float(req.get("max_age", MAX_LOCK_AGE))
+    took_over = broke = None
     while True:
-        try:
-            os.mkdir(path)
-            break
-        except FileExistsError:
-            holder = _json(os.path.join(path, "owner.json")) or {"owner": "unknown (no owner.json)"}
+        with _Guard(root):
+            now = time.time()
+            holder = _holder(root)
+            if holder is None or holder.get("token") == req["token"]:
+                since = holder.get("since_ts") if holder else None
+                record = _take(root, req, now, since if isinstance(since, (int, float)) else None)
+                break
+            if _expired(holder, now):
+                took_over = _quiet(holder)
+                record = _take(root, req, now)
+                break
             if req.get("break"):
-                shutil.rmtree(path, ignore_errors=True)
-                continue
-            if time.monotonic() >= deadline:
-                _fail("deploy lock held by {} since {}".format(holder.get("owner"), holder.get("since", "?")), 3, holder=holder)
-            time.sleep(0.5)
-    _write(
-        os.path.join(path, "owner.json"),
-        json.dumps({"owner": req["owner"], "token": req["token"], "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}),
+                since = holder.get("since_ts")
+                too_old = isinstance(since, (int, float)) and now - since > max_age
+                if holder.get("expires") is None or too_old:
+                    broke = _quiet(holder)
+                    record = _take(root, req, now)
+                    break
+                _fail(_describe(holder, now) + ": not breaking a live lease", 3, holder=_quiet(holder))
+        if time.monotonic() >= deadline:
+            _fail(_describe(holder, now), 3, holder=_quiet(holder))
+        time.sleep(0.2)
+    answer = {"locked": True, "lease": record["lease"], "expires": record["expires"], "took_over": took_over, "broke": broke}
+    answer["info"] = _info(req)
+    print(json.dumps(answer))
+
+
+def _held(root, token, renew=None):
+    """Under the guard: the holder's record if ``token`` holds the lock (its lease renewed), else fail with exit 3."""
+    now = time.time()
+    holder = _holder(root)
+    if holder is None:
+        _fail("the deploy lock of {} is not held by this deploy: nobody holds it".format(root), 3, holder=None)
+    if holder.get("token") != token:
+        _fail("the deploy lock is no longer held by this deploy: " + _describe(holder, now), 3, holder=_quiet(holder))
+    lease = float(renew) if renew else holder.get("lease")
+    if lease:
+        holder.update(heartbeat=now, lease=lease, expires=now + lease)
+        _write(os.path.join(root, LOCK, "owner.json"), json.dumps(holder, sort_keys=True), 0o600)
+    return holder
+
+
+def renew(req):
+    """Extend the lease of the lock ``token`` holds; fails (exit 3) if it no longer holds it.
+
+    Request keys: ``token``, ``lease`` (seconds from now; default the
+    lease the lock was taken with, or 60 for a lock taken without one).
+    The deploy side calls it well within every lease period (a third of
+    it, say) for as long as it holds the lock.
+
+    Answer: ``renewed`` (true), ``lease``, ``expires`` (epoch seconds).
+    """
+    root = req["root"]
+    with _Guard(root):
+        holder = _holder(root) or {}
+        lease = req.get("lease") or holder.get("lease") or DEFAULT_LEASE
+        record = _held(root, req["token"], lease)
+    print(json.dumps({"renewed": True, "lease": record["lease"], "expires": record["expires"]}))
+
+
+def check(req):
+    """Whether ``token`` still holds the lock (exit 3 if not); a lease it holds is renewed.
+
+    Request keys: ``token``. Answer: ``held`` (true), ``owner``, ``since``,
+    ``expires``.
+    """
+    root = req["root"]
+    with _Guard(root):
+        record = _held(root, req["token"])
+    print(
+        json.dumps({"held": True, "owner": record.get("owner"), "since": record.get("since"), "expires": record.get("expires")})
     )
-    print(json.dumps({"locked": True, "info": _info(req)}))
+
+
+def _require(req):
+    """Fail unless the request's ``token`` (when it has one) holds the lock."""
+    if req.get("token"):
+        with _Guard(req["root"]):
+            _held(req["root"], req["token"])
 
 
 def unlock(req):
-    path = os.path.join(req["root"], LOCK)
-    holder = _json(os.path.join(path, "owner.json")) or {}
-    if holder.get("token") == req["token"]:
-        shutil.rmtree(path, ignore_errors=True)
-    print(json.dumps({"unlocked": holder.get("token") == req["token"]}))
+    root = req["root"]
+    if not os.path.isdir(os.path.join(root, LOCK)):
+        print(json.dumps({"unlocked": False}))
+        return
+    with _Guard(root):
+        holder = _holder(root) or {}
+        mine = holder.get("token") == req["token"]
+        if mine:
+            shutil.rmtree(os.path.join(root, LOCK), ignore_errors=True)
+    print(json.dumps({"unlocked": mine}))
 
 
 def _info(req):
@@ -254,7 +437,12 @@ def _server_pid(root, release):
 
 
 def start(req):
-    """Start the release's server: as a systemd unit where systemd runs, else in a session of its own with a pidfile."""
+    """Start the release's server: as a systemd unit where systemd runs, else in a session of its own with a pidfile.
+
+    Request keys: ``release``, ``port``, ``command`` (a shell command line),
+    ``systemd``, ``token`` (optional: fail unless it holds the deploy lock).
+    """
+    _require(req)
     root, release, port = req["root"], req["release"], int(req["port"])
     if not _free(port):
         _fail(f"port {port} on 127.0.0.1 is already in use; stop what holds it")
@@ -320,7 +508,23 @@ def health(req):
 
 
 def switch(req):
-    """Point ``current`` at the release: a new symlink renamed over the old one, atomic."""
+    """Point ``current`` at the release: a new symlink renamed over the old one, atomic.
+
+    Request keys: ``release``, ``retire`` (the status given to the release
+    that was live, default "retired"), ``token`` (optional: the lock holder's
+    token; the switch happens only if it still holds the lock, checked and
+    done under the lock's guard so no other deploy takes it in between).
+    """
+    root = req["root"]
+    if req.get("token"):
+        with _Guard(root):
+            _held(root, req["token"])
+            _switch(req)
+    else:
+        _switch(req)
+
+
+def _switch(req):
     root, release = req["root"], req["release"]
     target = os.path.join(root, "releases", release)
     if not os.path.isdir(target):
@@ -359,6 +563,13 @@ def _stop_pid(pid, drain, timeout):
 
 
 def stop(req):
+    """Stop the release's server.
+
+    Request keys: ``release``, ``drain`` (seconds to wait first), ``timeout``,
+    ``status`` (recorded for the release afterwards), ``token`` (optional:
+    fail unless it holds the deploy lock).
+    """
+    _require(req)
     root, release = req["root"], req["release"]
     pidfile = os.path.join(root, "releases", release, ".warp", "server.pid")
     unit = _record(root, release).get("unit")
@@ -381,7 +592,12 @@ def mark(req):
 
 
 def prune(req):
-    """Keep the newest ``keep`` good releases (and the live one); drop failed ones and unused environments."""
+    """Keep the newest ``keep`` good releases (and the live one); drop failed ones and unused environments.
+
+    Request keys: ``keep``, ``protect`` (release ids kept whatever their
+    status), ``token`` (optional: fail unless it holds the deploy lock).
+    """
+    _require(req)
     root, keep = req["root"], int(req["keep"])
     current = _current(root)
     protect = set(req.get("protect", [])) | {current}
@@ -487,7 +703,7 @@ def proxy(req):
     _fail("the front proxy did not listen on port {}: {}".format(wanted["port"], _tail(log, 5)))
 
 
-ACTIONS = {f.__name__: f for f in (lock, unlock, info, start, health, switch, stop, mark, prune, status, proxy)}
+ACTIONS = {f.__name__: f for f in (lock, renew, check, unlock, info, start, health, switch, stop, mark, prune, status, proxy)}
 
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
