@@ -1,4 +1,4 @@
-"""7. Image benchmarks: `warp s2i` (warptasks.image.engine) on a real Docker engine.
+"""7. Image benchmarks: `warp s2i` (warptasks.image.build) on a real Docker engine.
 
 The engine and the Debian base image come from the project's own test harness
 (no image registry is needed). No warpdrive image is built for comparison: warpdrive's
@@ -16,7 +16,8 @@ from tests.harness.engine import ensure_engine
 from tests.harness.images import base_image, index_access
 from warptasks.detect import detect_app
 from warptasks.errors import WarpError
-from warptasks.image.engine import ImageOptions, build_app_image
+from warptasks.image.build import build_app_image
+from warptasks.image.engine import ImageOptions
 
 from .djangoapp import PROJECT, copy_project, touch_view
 from .measure import Samples, Section, Target, load, secs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 
 from tests.cases import PROBE_FACTS, WSGI, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
-from warptasks.errors import ConfigError
+from warptasks.errors import ConfigError, StepFailed
 from warptasks.image import dockerfile as img
+from warptasks.image.context import build_context, moved_under
+from warptasks.image.engine import build_failure
 from warptasks.image.wheel import warptasks_wheel
 from warptasks.plan import BuildOptions, command_line, plan_build
 
@@ -289,15 +292,11 @@ def test_a_gunicorn_config_naming_wsgi_app_decides_the_entry_as_for_the_s2i_buil
 
 
 def test_the_build_context_has_fixed_times_and_owners_and_group_writable_files(tmp_path: Path) -> None:
-    import tarfile
-
-    from warptasks.image.engine import _context
-
     write_tree(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "six\n", "bin/run": Exe()})
     spec = detect_app(tmp_path)
     first, rest = img.split_context(spec, img.context_files(tmp_path))
     build = image_build()
-    context = _context(
+    context = build_context(
         img.app_dockerfile(build),
         build,
         b"wheel",
@@ -324,11 +323,6 @@ def test_the_build_context_has_fixed_times_and_owners_and_group_writable_files(t
 
 
 def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> None:
-    import io
-    import tarfile
-
-    from warptasks.image.engine import _rename_tar
-
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name in (".warp", ".warp/envs"):
@@ -341,7 +335,7 @@ def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> 
         link = tarfile.TarInfo(".warp/envs/b")
         link.type, link.linkname = tarfile.LNKTYPE, ".warp/envs/a"
         archive.addfile(link)
-    moved = _rename_tar(iter([buffer.getvalue()]), "artifacts")
+    moved = moved_under(iter([buffer.getvalue()]), "artifacts")
     with tarfile.open(fileobj=io.BytesIO(moved)) as archive:
         names = [m.name for m in archive.getmembers()]
         assert names == ["artifacts"] + [f"artifacts/.warp{rest}" for rest in ("", "/envs", "/envs/a", "/envs/b")]
@@ -359,11 +353,8 @@ def test_saved_artifacts_are_moved_under_the_folder_assemble_restores_from() -> 
 def test_a_failing_step_is_named_with_its_output_and_a_network_hint_only_when_the_index_was_unreachable(
     output: list[str], network_hint: bool
 ) -> None:
-    from warptasks.errors import StepFailed
-    from warptasks.image.engine import _fail
-
     with pytest.raises(StepFailed) as failed:
-        _fail(
+        build_failure(
             "The command '/bin/sh -c sh /opt/warptasks/build/deps.sh' returned a non-zero code: 2",
             "RUN sh deps.sh",
             "[deps 3/5] install requirements: requirements.txt",

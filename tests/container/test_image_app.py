@@ -25,7 +25,7 @@ from tests.container.image_helpers import (
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.image import dockerfile as img
-from warptasks.image.engine import build_app_image
+from warptasks.image.build import build_app_image
 
 pytestmark = pytest.mark.container
 

@@ -14,7 +14,8 @@ from tests.container.image_helpers import TAG, WSGI, build_options, files_in_ima
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.image import dockerfile as img
-from warptasks.image.engine import build_app_image, build_builder_image, s2i_build
+from warptasks.image.build import build_app_image, build_builder_image
+from warptasks.image.s2i import s2i_build
 
 pytestmark = pytest.mark.container
 

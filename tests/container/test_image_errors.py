@@ -13,7 +13,7 @@ from tests.container.image_helpers import TAG, WSGI, build_options, server_base
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError, StepFailed
-from warptasks.image.engine import build_app_image
+from warptasks.image.build import build_app_image
 
 pytestmark = pytest.mark.container
 

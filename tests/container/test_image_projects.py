@@ -14,7 +14,7 @@ from tests.container.image_helpers import TAG, WSGI, build_options, get, remove_
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.image import dockerfile as img
-from warptasks.image.engine import build_app_image
+from warptasks.image.build import build_app_image
 
 pytestmark = pytest.mark.container
 

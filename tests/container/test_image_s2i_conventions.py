@@ -11,7 +11,8 @@ from tests.cases import write_tree
 from tests.container.image_helpers import TAG, WSGI, build_options, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
-from warptasks.image.engine import build_builder_image, s2i_build
+from warptasks.image.build import build_builder_image
+from warptasks.image.s2i import s2i_build
 
 pytestmark = pytest.mark.container
 

@@ -1,4 +1,8 @@
-"""The image tasks, ``warp.s2i`` and ``warp.builder``: thin wrappers over :mod:`warptasks.image.engine`."""
+"""The image tasks, ``warp.s2i`` and ``warp.builder``: thin wrappers over :mod:`warptasks.image`.
+
+They import the image modules (and with them the Docker SDK) only when they run: the
+collection is loaded by every ``warp build`` and ``warp start``, which need neither.
+"""
 
 from __future__ import annotations
 
@@ -103,7 +107,8 @@ def s2i(
 ):
     """Build a runnable application image: the same build steps and server as warp build and warp start."""
     with reported():
-        from ..image import engine as image_build
+        from ..image.build import build_app_image
+        from ..image.s2i import s2i_build
 
         opts = Settings.resolve(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
@@ -111,9 +116,9 @@ def s2i(
         if opts.server:  # chosen outside the project's files: the image must remember it
             options = replace(options, server=spec.server)
         if builder:
-            result = image_build.s2i_build(spec, options, builder)
+            result = s2i_build(spec, options, builder)
         else:
-            result = image_build.build_app_image(spec, options)
+            result = build_app_image(spec, options)
         print(f"run it: docker run --rm -p 8080:8080 {result.name}")
 
 
@@ -135,14 +140,14 @@ def builder(
 ):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
-        from ..image import engine as image_build
+        from ..image.build import build_builder_image
 
         opts = Settings.resolve(c.config, project=project)
         try:
             spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
         except NoAppFound:
             spec = None
-        result = image_build.build_builder_image(
+        result = build_builder_image(
             spec,
             _options(tag or "warp-builder:latest", base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
         )

@@ -1,0 +1,143 @@
+"""Application and S2I builder images: the same build plan as ``warp build``, run by the engine.
+
+An application image is built in two phases, each a cached layer: the
+dependencies (from the dependency files alone), then the code. Facts about the
+base image and about warptasks' own environment in it are read with the probe,
+and :func:`warptasks.plan.plan_build` plans the build, as it does locally.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from ..detect import AppSpec
+from ..facts import Facts
+from ..plan import BuildOptions, Plan, env_paths, plan_build
+from . import dockerfile as img
+from .context import build_context
+from .engine import EngineBuild, ImageOptions, Say, engine, engine_build, ensure_base_image, probe_image, say_line, tag_image
+from .wheel import warptasks_wheel
+
+
+@dataclass
+class ImageResult:
+    name: str
+    image_id: str
+    plan: Plan | None
+    dockerfile: str
+    notes: list[str]
+    build: EngineBuild | None
+    seconds: float
+    log: str = ""  # the assemble output of an S2I build
+
+
+def git_commit(root: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def _local_version() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _prepare(
+    spec: AppSpec | None, options: ImageOptions, client: docker.DockerClient, say: Say, *, builder: bool
+) -> tuple[img.ImageBuild, bytes, list[str], Facts]:
+    """The shared prefix: base image facts, system packages, warptasks; built and probed."""
+    # A builder serves any app, so it gets what the default server (mod_wsgi) needs.
+    server = img.server_of(spec) if spec and not builder else "mod_wsgi"
+    if options.base_image:
+        base, base_why = options.base_image, "--base-image"
+    elif spec:
+        base, base_why = img.default_base_image(spec, _local_version())
+    else:
+        base, base_why = f"python:{_local_version()}-slim", f"official Python image for the local Python {_local_version()}"
+    ensure_base_image(client, base, options.pull, say)
+    base_facts = probe_image(client, base, "python3", {})
+    packages, packages_why = img.system_packages(server, base_facts, base_facts.package_manager)
+    wheel_name, wheel = warptasks_wheel()
+    build = img.ImageBuild(
+        base,
+        packages,
+        base_facts.python.executable,
+        wheel_name,
+        img.image_labels(spec, server, git_commit(spec.root) if spec else None, builder=builder),
+        builder,
+        tuple(sorted(options.build_env)),
+        tuple(sorted(options.extra_files)),
+        None if builder else options.server,
+    )
+    notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
+    return build, wheel, notes, base_facts
+
+
+def image_facts(client: docker.DockerClient, image_id: str) -> Facts:
+    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
+    root, envs = env_paths(img.PROJECT, ".warp", "")
+    return probe_image(
+        client,
+        image_id,
+        f"{img.WARP_HOME}/bin/python",
+        {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]},
+    )
+
+
+def build_app_image(
+    spec: AppSpec, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = say_line
+) -> ImageResult:
+    """Build the application image: the same plan as ``warp build``, in two cached phases."""
+    started = time.monotonic()
+    name = img.parse_image_name(options.tag or img.default_image_name(spec))
+    client = client or engine()
+    build, wheel, notes, _ = _prepare(spec, options, client, say, builder=False)
+    files = img.context_files(Path(spec.root))
+    first, rest = img.split_context(spec, files)
+    for note in notes:
+        say(note)
+    prefix = engine_build(client, build_context(img.prefix_dockerfile(build), build, wheel, options.extra_files), options, say)
+    facts = image_facts(client, prefix.image_id)
+    plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, installer=options.installer))
+    image_python = facts.python.version
+    if spec.python.version and spec.python.version != image_python:
+        notes.append(
+            f"warning: {spec.python.why}, but {build.base_image} has Python {image_python}: "
+            f"choose a matching --base-image (such as python:{spec.python.version}-slim)"
+        )
+        say(notes[-1])
+    for note in plan.notes:
+        say(note)
+    dockerfile = img.app_dockerfile(build)
+    scripts = {"deps.sh": img.phase_script(plan, "deps"), "app.sh": img.phase_script(plan, "app")}
+    context = build_context(dockerfile, build, wheel, options.extra_files, (Path(spec.root), first, rest), scripts)
+    result = engine_build(client, context, options, say)
+    tag_image(client, result.image_id, name)
+    say(f"image {name} built ({len(result.cached)} of {len(result.steps)} Dockerfile steps from the cache)")
+    return ImageResult(str(name), result.image_id, plan, dockerfile, notes + list(plan.notes), result, time.monotonic() - started)
+
+
+def build_builder_image(
+    spec: AppSpec | None, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = say_line
+) -> ImageResult:
+    """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label."""
+    started = time.monotonic()
+    name = img.parse_image_name(options.tag or "warp-builder:latest")
+    client = client or engine()
+    build, wheel, notes, _ = _prepare(spec, options, client, say, builder=True)
+    for note in notes[:2]:
+        say(note)
+    dockerfile = img.builder_dockerfile(build)
+    result = engine_build(client, build_context(dockerfile, build, wheel, options.extra_files), options, say)
+    tag_image(client, result.image_id, name)
+    say(f"builder image {name} built")
+    return ImageResult(str(name), result.image_id, None, dockerfile, notes, result, time.monotonic() - started)
