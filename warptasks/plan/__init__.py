@@ -5,13 +5,13 @@ An :class:`~warptasks.detect.AppSpec` and facts about the target go in; a
 plans run on this machine, inside an image and on remote hosts.
 """
 
-from .build import SERVER_PACKAGES, BuildOptions, plan_build
+from ..servers import resolve_server
+from .build import BuildOptions, plan_build
 from .environment import env_paths, hook_environment, plan_command, plan_exec, untracked_dirs
-from .start import StartOptions, StartPlan, plan_start, resolve_server
+from .start import StartOptions, StartPlan, plan_start
 from .steps import Plan, Step, command_line, write_file
 
 __all__ = [
-    "SERVER_PACKAGES",
     "BuildOptions",
     "Plan",
     "StartOptions",

@@ -17,26 +17,13 @@ from ..detect.django import DjangoProject
 from ..errors import ConfigError
 from ..facts import Facts
 from ..scripts import source
+from ..servers import BuildContext, Server, resolve_server, server
 from .environment import _join, env_paths, hook_argv, hook_environment, source_env_hooks, untracked_dirs
-from .start import require_apache_safe, resolve_server
 from .steps import Plan, Step, write_file
 
 # Bump when the layout of an environment changes, so old ones are rebuilt.
 ENV_FORMAT = 2
 
-SERVER_PACKAGES = {
-    "mod_wsgi": ("mod_wsgi",),
-    "gunicorn": ("gunicorn", "servestatic"),
-    "waitress": ("waitress", "servestatic"),
-    "uwsgi": ("uwsgi",),
-    "uvicorn": ("uvicorn", "servestatic"),
-    "shell": (),
-}
-# Servers that embed Python: a build for one Python installation must never be
-# reused for another of the same version, so their build cache is per Python.
-COMPILED_AGAINST_PYTHON = ("mod_wsgi", "uwsgi")
-# Servers that load the app through warp_app.py rather than natively.
-USES_WARP_APP = ("gunicorn", "waitress", "uwsgi", "uvicorn")
 INSTALLERS = ("auto", "uv", "pip")
 # The hook whose variables the install, export, collectstatic and build-hook steps see.
 BUILD_ENV = "build-env"
@@ -66,7 +53,7 @@ def pick_installer(requested: str, facts: Facts) -> tuple[str, str]:
     return "pip", "uv is not available"
 
 
-def env_key(spec: AppSpec, facts: Facts, installer: str, server: str) -> str:
+def env_key(spec: AppSpec, facts: Facts, installer: str, server_name: str) -> str:
     """Names an environment by everything that decides its content."""
     python = facts.python
     data = {
@@ -74,7 +61,7 @@ def env_key(spec: AppSpec, facts: Facts, installer: str, server: str) -> str:
         "warptasks": __version__,
         "python": [python.executable, python.full_version],
         "installer": installer,
-        "server": SERVER_PACKAGES[server],
+        "server": server(server_name).packages,
         "deps": [spec.dependencies.kind, spec.dependencies.digest, list(spec.dependencies.packages)],
         "build_inputs": spec.build_inputs_digest,
     }
@@ -100,8 +87,9 @@ class _Build:
     spec: AppSpec
     facts: Facts
     options: BuildOptions
-    server: str
+    server: Server
     server_why: str
+    server_notes: tuple[str, ...]  # the server's warnings about this target (Server.check_build)
     installer: str
     installer_why: str
     uv: str  # uv on the target when it is the installer, else ""
@@ -125,11 +113,15 @@ class _Build:
 
 def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> _Build:
     """The server, installer and environment of this build, and whether anything changed since the last."""
-    server, server_why = resolve_server(spec)
+    name, server_why = resolve_server(spec)
+    chosen = server(name)
     installer, installer_why = pick_installer(options.installer, facts)
     root, envs = env_paths(options.project, options.env_dir, options.envs_dir)
-    key = env_key(spec, facts, installer, server)
+    key = env_key(spec, facts, installer, name)
     env = _join(envs, key)
+    home = _join(options.project, spec.home)
+    # Refuses a target the server cannot be built on before any step is planned.
+    server_notes = chosen.check_build(BuildContext(spec, facts, home, env)) if chosen.check_build else ()
     state = facts.state
     env_ready = key in facts.complete_envs and not options.force
     unchanged = (
@@ -139,15 +131,16 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> _Build:
         spec=spec,
         facts=facts,
         options=options,
-        server=server,
+        server=chosen,
         server_why=server_why,
+        server_notes=server_notes,
         installer=installer,
         installer_why=installer_why,
         uv=(facts.uv or "") if installer == "uv" else "",
         key=key,
         env=env,
         root=root,
-        home=_join(options.project, spec.home),
+        home=home,
         reuse=f"environment {key} is complete and its inputs are unchanged" if env_ready else "",
         unchanged=unchanged,
         # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
@@ -176,17 +169,13 @@ def _notes(b: _Build) -> tuple[str, ...]:
     spec, python = b.spec, b.facts.python
     notes = [
         f"app: {spec.why}",
-        f"server: {b.server} ({b.server_why})",
+        f"server: {b.server.name} ({b.server_why})",
         f"dependencies: {spec.dependencies.why}",
         f"python: {python.executable} {python.full_version} ({spec.python.why})",
         f"installer: {b.installer_why}",
         f"environment: {b.env}",
     ]
-    if b.facts.euid == 0 and b.server == "mod_wsgi" and not python.others_can_read:
-        notes.append(
-            f"warning: {python.executable} is not readable by other accounts, but as root Apache runs its "
-            "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)"
-        )
+    notes += b.server_notes
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
     return tuple(notes)
@@ -286,37 +275,27 @@ def _uv_lock_steps(b: _Build) -> list[Step]:
 
 def _server_steps(b: _Build) -> list[Step]:
     """The server's packages; one compiled against Python gets a build cache private to that Python."""
-    server, env = b.server, b.env
-    packages = SERVER_PACKAGES[server]
-    if b.spec.kind == "paste" and server != "mod_wsgi":
-        packages = packages + ("PasteDeploy",)
+    chosen, env = b.server, b.env
+    packages = chosen.install_packages(b.spec.kind)
     if not packages:
         return []
     steps = []
     server_env = dict(b.install_env)
     args: tuple[str, ...] = packages
-    if server in COMPILED_AGAINST_PYTHON:
+    if chosen.compiled:
         cache = _python_cache(b.facts)
         server_env.update({"UV_CACHE_DIR": cache, "PIP_CACHE_DIR": cache})
-    if server == "mod_wsgi":
-        require_apache_safe(b.home, env)
-        if not b.facts.apxs:
-            raise ConfigError(
-                "mod_wsgi needs Apache's apxs tool to compile, and it is not installed on the target",
-                "install Apache's development package (Debian/Ubuntu: apt-get install apache2-dev; "
-                "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
-            )
-    if server in COMPILED_AGAINST_PYTHON and b.installer == "uv":
+    if chosen.compiled and b.installer == "uv":
         # uv revalidates its cache with the index and recompiles whenever
         # the index sends no caching headers; pip's wheel cache, kept per
         # Python, is reused. So pip builds (or finds) the wheel, uv installs it.
         wheelhouse = _join(_python_cache(b.facts), "wheels")
-        wheel = (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, server)
-        why = f"{server} compiled once for this Python, then reused from {wheelhouse}"
+        wheel = (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, *chosen.packages)
+        why = f"{chosen.name} compiled once for this Python, then reused from {wheelhouse}"
         steps.append(_install_step(b, "server wheel", wheel, why, env=server_env))
         args = ("--find-links", wheelhouse, *args)
-    why = f"{', '.join(packages)} for {server}" + (
-        " (compiled for this Python, cached per Python)" if server in COMPILED_AGAINST_PYTHON else ""
+    why = f"{', '.join(packages)} for {chosen.name}" + (
+        " (compiled for this Python, cached per Python)" if chosen.compiled else ""
     )
     steps.append(_install_step(b, "install server", b.install(args), why, env=server_env))
     return steps
@@ -324,16 +303,9 @@ def _server_steps(b: _Build) -> list[Step]:
 
 def _support_files(b: _Build) -> list[Step]:
     """Files warptasks adds to the environment for the server to read."""
-    files = []
-    if b.server in USES_WARP_APP:
-        files.append(("support", "warp_app.py", "warp_app.py loads the app and serves static files"))
-    if b.server == "gunicorn":
-        files.append(
-            ("gunicorn config", "gunicorn_conf.py", "gunicorn settings warptasks adds (the app's APP_CONFIG is read after)")
-        )
     return [
-        write_file(name, f"{b.env}/warp/{script}", source(script), b.home, why, phase="deps", skip=b.reuse)
-        for name, script, why in files
+        write_file(f.step, f"{b.env}/warp/{f.script}", source(f.script), b.home, f.why, phase="deps", skip=b.reuse)
+        for f in b.server.files()
     ]
 
 
@@ -343,7 +315,7 @@ def _mark_complete(b: _Build) -> Step:
         "key": b.key,
         "python": asdict(b.facts.python),
         "installer": b.installer,
-        "server": b.server,
+        "server": b.server.name,
         "warptasks": __version__,
     }
     why = "marks the environment as complete, so later builds may reuse it"
@@ -385,7 +357,7 @@ def _collectstatic(b: _Build, django: DjangoProject, static_json: str) -> Step:
 
 def _record_and_switch(b: _Build) -> list[Step]:
     """Record what was built, then make it current: the old environment serves until the switch."""
-    state = {"env_key": b.key, "env": b.env, "server": b.server, "kind": b.spec.kind, "warptasks": __version__}
+    state = {"env_key": b.key, "env": b.env, "server": b.server.name, "kind": b.spec.kind, "warptasks": __version__}
     request = {
         "record": state,
         "project": b.options.project,

@@ -16,9 +16,6 @@ from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import source
 from ..servers import SERVERS, Command, Server, StartContext, resolve_server
-
-# plan.build still imports this from here until its server steps read the registry.
-from ..servers.mod_wsgi import require_apache_safe as require_apache_safe
 from .environment import _join, hook_argv, hook_environment, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step

@@ -152,7 +152,7 @@ def check_build(ctx: BuildContext) -> tuple[str, ...]:
             "Fedora/RHEL: dnf install httpd-devel), or choose another server with --server gunicorn",
         )
     python = ctx.facts.python
-    if ctx.facts.euid == 0 and python.others_can_read is False:
+    if ctx.facts.euid == 0 and not python.others_can_read:
         return (
             f"warning: {python.executable} is not readable by other accounts, but as root Apache runs its "
             "workers as one: start will fail. Build with a system Python (--python /usr/bin/python3)",
