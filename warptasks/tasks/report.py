@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from invoke.exceptions import Exit
 
 from ..errors import StepFailed, WarpError
+from ..servers import choices_help
 
 OPTION_HELP = {
     "project": "the project folder (default: the current folder)",
-    "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
+    "server": choices_help(),  # the registry's servers, so a new one is listed without editing this
     "python": "the Python to build with: an executable or a version such as 3.12",
     "installer": "auto (uv when available), uv or pip",
     "env-dir": "where the environment lives, relative to the project (default .warp)",
