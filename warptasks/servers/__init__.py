@@ -80,7 +80,8 @@ def app_protocol(spec: AppSpec) -> Protocol:
     return "asgi" if spec.is_asgi else "wsgi"
 
 
-def _default(protocol: Protocol) -> Server:
+def default_for(protocol: Protocol) -> Server:
+    """The server --server auto picks for an app of ``protocol`` (an image builder, serving any app, prepares for it too)."""
     return next(s for s in SERVERS.values() if s.protocol == protocol and s.default_why)
 
 
@@ -88,7 +89,7 @@ def resolve_server(spec: AppSpec) -> tuple[str, str]:
     """The server that will run the app, and why."""
     needs = app_protocol(spec)
     if spec.server == AUTO:
-        default = _default(needs)
+        default = default_for(needs)
         return default.name, default.default_why.format(target=spec.target)
     chosen = server(spec.server)
     if needs == "own" and chosen.protocol != "own":
@@ -126,6 +127,7 @@ __all__ = [
     "SystemNeeds",
     "app_protocol",
     "choices_help",
+    "default_for",
     "either",
     "names",
     "normal_name",
