@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from warptasks.scripts import agent as agent_module
 from warptasks.scripts import source
 
 AGENT = source("agent.py")
@@ -57,6 +65,153 @@ def ok(action: str, root: Path | str, **request: Any) -> Answer:
 
 def record(root: Path, release: str) -> dict[str, Any]:
     return json.loads((root / "releases" / release / ".warp" / "deploy.json").read_text())
+
+
+def wait_for(condition: Any, timeout: float = 10, what: str = "the condition") -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def fetch(port: int, path: str = "/", host: str | None = None, timeout: float = 10) -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return {"status": response.status, "body": response.read().decode()}
+    except urllib.error.HTTPError as error:
+        return {"status": error.code, "body": error.read().decode()}
+    except OSError as error:
+        return {"error": repr(error)}
+
+
+# A stand-in app server. Modes: "graceful" finishes its requests on SIGWINCH
+# and dies at once on SIGTERM (as Apache does); "stubborn" notes SIGWINCH and
+# SIGTERM and carries on; "picky" answers 500 on / and 200 on /ready only for
+# Host app.example; "chatty" writes CHATTY bytes of output as it starts.
+APP = """
+import http.server, os, signal, sys, threading, time
+
+port, mode, state = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+def note(text):
+    with open(os.path.join(state, "events"), "a") as handle:
+        handle.write(text + "\\n")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            note("slow begun")
+            time.sleep(2)
+        code = 200
+        if mode == "picky" and self.path == "/":
+            code = 500
+        if self.path == "/ready" and self.headers.get("Host") != "app.example":
+            code = 400
+        body = ("ok " + self.path).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        sys.stdout.write(format % args + "\\n")
+        sys.stdout.flush()
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+server.daemon_threads = False  # server_close() waits for the requests in flight
+
+
+def graceful(signum, frame):
+    note("got " + signal.Signals(signum).name)
+    threading.Thread(target=server.shutdown).start()
+
+
+def stubborn(signum, frame):
+    note("got " + signal.Signals(signum).name)
+
+
+if mode == "graceful":
+    signal.signal(signal.SIGWINCH, graceful)
+elif mode == "stubborn":
+    signal.signal(signal.SIGWINCH, stubborn)
+    signal.signal(signal.SIGTERM, stubborn)
+elif mode == "chatty":
+    line = "x" * 99 + "\\n"
+    for _ in range(int(os.environ.get("CHATTY", "0")) // 100):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+note("serving")
+server.serve_forever()
+server.server_close()
+note("exited")
+"""
+
+
+class Servers:
+    """Starts the stand-in app through the agent's ``start``; whatever is left is killed at the end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.app = tmp_path / "app_server.py"
+        self.app.write_text(APP)
+        self.state = tmp_path / "state"
+        self.state.mkdir()
+        self.pids: list[int] = []
+
+    def command(self, port: int, mode: str, env: str = "") -> str:
+        return (
+            f"{env}exec {shlex.quote(sys.executable)} {shlex.quote(str(self.app))} {port} {mode} {shlex.quote(str(self.state))}"
+        )
+
+    def start(self, root: Path, release: str, port: int, mode: str = "graceful", env: str = "", **request: Any) -> Answer:
+        (root / "releases" / release / ".warp").mkdir(parents=True, exist_ok=True)
+        (root / "shared" / "logs").mkdir(parents=True, exist_ok=True)
+        answer = agent("start", root, release=release, port=port, command=self.command(port, mode, env), **request)
+        if answer.code == 0:
+            self.pids.append(answer["pid"])
+        return answer
+
+    def events(self) -> list[str]:
+        try:
+            return (self.state / "events").read_text().splitlines()
+        except OSError:
+            return []
+
+    def kill_all(self) -> None:
+        for pid in self.pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    started = Servers(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
 
 
 # -- the lock is a lease ---------------------------------------------------------
@@ -144,3 +299,50 @@ def test_the_lock_files_are_private(tmp_path: Path) -> None:
     ok("lock", root, owner="o", token="secret", lease=60)
     assert (root / ".warp-deploy.lock").stat().st_mode & 0o777 == 0o700
     assert (root / ".warp-deploy.lock" / "owner.json").stat().st_mode & 0o777 == 0o600
+
+
+# -- a graceful stop ---------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_stop_lets_a_graceful_server_finish_the_request_in_flight(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    started = servers.start(root, "r1", port, "graceful", stop_signal="SIGWINCH", stop_timeout=10)
+    assert started.code == 0, started
+    assert record(root, "r1")["stop_signal"] == "SIGWINCH" and record(root, "r1")["stop_timeout"] == 10
+    ok("health", root, release="r1", timeout=10)
+    answers: dict[str, Any] = {}
+    request = threading.Thread(target=lambda: answers.update(fetch(port, "/slow")))
+    request.start()
+    wait_for(lambda: "slow begun" in servers.events(), what="the slow request reaching the server")
+    stopped = ok("stop", root, release="r1", drain=0)  # the signal comes from what start recorded
+    request.join(timeout=15)
+    assert answers == {"status": 200, "body": "ok /slow"}
+    assert stopped["server"] == "stopped" and stopped["signals"] == ["SIGWINCH"], stopped
+    assert servers.events()[-1] == "exited" and port_free(port)
+
+
+@pytest.mark.integration
+def test_a_server_that_ignores_its_stop_signal_gets_sigterm_then_sigkill(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, "stubborn", stop_signal="SIGWINCH", stop_timeout=0.5).code == 0
+    ok("health", root, release="r1", timeout=10)
+    begin = time.monotonic()
+    stopped = ok("stop", root, release="r1", drain=0, term_timeout=0.5)
+    assert stopped["server"] == "killed" and stopped["signals"] == ["SIGWINCH", "SIGTERM", "SIGKILL"], stopped
+    assert [e for e in servers.events() if e.startswith("got")] == ["got SIGWINCH", "got SIGTERM"]
+    assert time.monotonic() - begin < 8 and port_free(port)
+
+
+def test_an_unknown_stop_signal_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "releases" / "r1" / ".warp").mkdir(parents=True)
+    (root / "shared" / "logs").mkdir(parents=True)
+    refused = agent("start", root, release="r1", port=free_port(), command="exit 0", stop_signal="SIGNOPE")
+    assert refused.code != 0 and "SIGNOPE" in refused.data["error"]
+    assert not (root / "releases" / "r1" / ".warp" / "server.pid").exists()
+
+
+def test_systemd_units_stop_with_the_servers_signal_and_timeout() -> None:
+    dropin = agent_module._stop_dropin(signal.SIGWINCH, 30)
+    assert dropin == "[Service]\nKillSignal=SIGWINCH\nTimeoutStopSec=30\n"

@@ -34,6 +34,7 @@ import urllib.request
 
 LOCK = ".warp-deploy.lock"
 GUARD = ".warp-deploy.guard"
+UNIT_DIR = "/etc/systemd/system"
 DEFAULT_LEASE = 60.0
 MAX_LOCK_AGE = 3600.0
 
@@ -101,6 +102,57 @@ def _pid(path):
             return int(handle.read().strip() or 0)
     except (OSError, ValueError):
         return 0
+
+
+def _stat(pid):
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _starttime(pid):
+    """When ``pid`` started (clock ticks since boot): with the pid, it names one process, never a reused pid."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def _group_alive(pgid):
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    if not pgid:
+        return False
+    if os.path.isdir("/proc/self"):
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                fields = _stat(name)
+                if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                    return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _signal_number(value, what="stop_signal"):
+    """A signal from its name ("SIGWINCH", "WINCH") or number; a clear failure for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return signal.Signals(value)
+        except ValueError:
+            pass
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        number = getattr(signal, name, None)
+        if isinstance(number, signal.Signals) and not name.startswith("SIG_"):
+            return number
+    _fail(f"{what} {value!r} is not a signal this host knows (e.g. SIGTERM, SIGWINCH, SIGQUIT, SIGINT)")
 
 
 def _current(root):
@@ -397,8 +449,36 @@ WantedBy=multi-user.target
 """
 
 
-def _unit_start(root, prefix, instance, command, log, what):
-    """Run ``command`` as ``warp-<path>-<prefix>@<instance>``: started now, and again at boot."""
+def _write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless it already holds it; whether it was written."""
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    _write(path, text)
+    return True
+
+
+def _stop_dropin(sig, timeout):
+    """The drop-in giving one unit instance its server's graceful stop: that signal, then SIGKILL after ``timeout``."""
+    return "[Service]\nKillSignal={}\nTimeoutStopSec={}\n".format(signal.Signals(sig).name, max(1, int(round(timeout))))
+
+
+def _write_stop_dropin(unit, sig, timeout):
+    path = os.path.join(UNIT_DIR, unit + ".d", "warp-stop.conf")
+    if _write_if_changed(path, _stop_dropin(sig, timeout)):
+        _systemctl("daemon-reload")
+
+
+def _unit_start(root, prefix, instance, command, log, what, stop=None):
+    """Run ``command`` as ``warp-<path>-<prefix>@<instance>``: started now, and again at boot.
+
+    ``stop`` is (signal, timeout): written into the instance's drop-in, so
+    ``systemctl stop`` stops it gracefully too.
+    """
     run = os.path.join(root, "shared", "run")
     os.makedirs(run, mode=0o755, exist_ok=True)
     _write(
@@ -406,18 +486,12 @@ def _unit_start(root, prefix, instance, command, log, what):
         f"exec >>{shlex.quote(log)} 2>&1 </dev/null\nexec sh -c {shlex.quote(command)}\n",
     )
     template = f"warp-{_slug(root)}-{prefix}@.service"
-    path = os.path.join("/etc/systemd/system", template)
-    text = UNIT.format(root=root, prefix=prefix, what=what)
-    old = None
-    try:
-        with open(path) as handle:
-            old = handle.read()
-    except OSError:
-        pass
-    if old != text:
-        _write(path, text)
-        _systemctl("daemon-reload")
+    changed = _write_if_changed(os.path.join(UNIT_DIR, template), UNIT.format(root=root, prefix=prefix, what=what))
     unit = template.replace("@.service", f"@{instance}.service")
+    sig, timeout = stop or (signal.SIGTERM, 20)
+    changed = _write_if_changed(os.path.join(UNIT_DIR, unit + ".d", "warp-stop.conf"), _stop_dropin(sig, timeout)) or changed
+    if changed:
+        _systemctl("daemon-reload")
     _systemctl("enable", "--quiet", unit)
     _systemctl("restart", unit)
     return unit, int(_systemctl("show", "--property=MainPID", "--value", unit) or 0)
@@ -429,21 +503,39 @@ def _unit_pid(unit):
 
 
 def _server_pid(root, release):
-    """The pid serving ``release``: its systemd unit's main process, or the pidfile's."""
-    unit = _record(root, release).get("unit")
-    if unit:
-        return _unit_pid(unit)
-    return _pid(os.path.join(root, "releases", release, ".warp", "server.pid"))
+    """The pid serving ``release``: its systemd unit's main process, or the pidfile's.
+
+    A pidfile's pid whose process started at another time than the recorded
+    ``pid_start`` is some other process that got the pid after a reboot or a
+    crash: 0, never to be signalled.
+    """
+    record = _record(root, release)
+    if record.get("unit"):
+        return _unit_pid(record["unit"])
+    pid = _pid(os.path.join(root, "releases", release, ".warp", "server.pid"))
+    if pid and record.get("pid") == pid and record.get("pid_start") is not None and _starttime(pid) != record["pid_start"]:
+        return 0
+    return pid
 
 
 def start(req):
     """Start the release's server: as a systemd unit where systemd runs, else in a session of its own with a pidfile.
 
     Request keys: ``release``, ``port``, ``command`` (a shell command line),
-    ``systemd``, ``token`` (optional: fail unless it holds the deploy lock).
+    ``systemd``, ``token`` (optional: fail unless it holds the deploy lock),
+    ``stop_signal`` (the signal that stops this server gracefully, by name:
+    "SIGTERM" for gunicorn and uvicorn, "SIGWINCH" for Apache/mod_wsgi-express's
+    graceful-stop; default SIGTERM) and ``stop_timeout`` (seconds it gets to
+    finish its requests before SIGTERM/SIGKILL, default 20); both are
+    recorded with the release and used by ``stop``.
+
+    Answer: ``pid``, ``log``, ``unit``, ``stop_signal``, ``stop_timeout``.
     """
     _require(req)
     root, release, port = req["root"], req["release"], int(req["port"])
+    record = _record(root, release)
+    sig = _signal_number(req.get("stop_signal") or record.get("stop_signal") or "SIGTERM")
+    stop_timeout = float(req.get("stop_timeout") or record.get("stop_timeout") or 20)
     if not _free(port):
         _fail(f"port {port} on 127.0.0.1 is already in use; stop what holds it")
     warp = os.path.join(root, "releases", release, ".warp")
@@ -451,7 +543,7 @@ def start(req):
     log = os.path.join(root, "shared", "logs", release + ".log")
     unit = None
     if _systemd(req):
-        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server")
+        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout))
     else:
         with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
             # A new session: the server outlives this SSH command and its
@@ -461,8 +553,10 @@ def start(req):
             )
         pid = proc.pid
     _write(pidfile, str(pid))
-    _update(root, release, port=port, pid=pid, log=log, status="started", unit=unit)
-    print(json.dumps({"pid": pid, "log": log, "unit": unit}))
+    values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
+    values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout)
+    _update(root, release, **values)
+    print(json.dumps({"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout}))
 
 
 def _tail(path, lines=20):
@@ -542,49 +636,105 @@ def _switch(req):
     print(json.dumps({"current": release, "previous": previous}))
 
 
-def _stop_pid(pid, drain, timeout):
-    if not _alive(pid):
-        return "not running"
-    # Requests the front proxy sent before the switch finish during the drain.
-    time.sleep(drain)
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+def _signal_group(pid, sig):
+    """Send ``sig`` to the process group ``pid`` leads (the server and its workers), else to ``pid`` alone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
         try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return "stopped"
-        except PermissionError:
             os.kill(pid, sig)
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            if not _alive(pid):
-                return "stopped"
-            time.sleep(0.1)
-    return "killed"
+        except ProcessLookupError:
+            pass
+    except PermissionError:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop_group(pid, first=signal.SIGTERM, timeout=20.0, term_timeout=5.0, kill_timeout=5.0):
+    """Stop the process group ``pid`` leads: ``first``, then SIGTERM, then SIGKILL, each given its time to work.
+
+    The group is done when no process of it runs any more (not only ``pid``:
+    a shell wrapper may die at once while the server it started still
+    finishes its requests). Returns how it ended and the signals sent.
+    """
+    sent = []
+    if not _alive(pid) and not _group_alive(pid):
+        return "not running", sent
+    steps = [(first, timeout)]
+    if first != signal.SIGTERM:
+        steps.append((signal.SIGTERM, term_timeout))
+    steps.append((signal.SIGKILL, kill_timeout))
+    for index, (sig, wait) in enumerate(steps):
+        _signal_group(pid, sig)
+        sent.append(signal.Signals(sig).name)
+        end = time.monotonic() + max(float(wait), 0.0)
+        while True:
+            if not _alive(pid) and not _group_alive(pid):
+                if index == 0:
+                    return "stopped", sent
+                return ("killed" if sig == signal.SIGKILL else "stopped by SIGTERM"), sent
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.05)
+    return "still running", sent
+
+
+def _stop_settings(req, record):
+    """The stop signal and timeouts: the request's, else those recorded when the server started, else SIGTERM and 20s."""
+    sig = req.get("stop_signal") or record.get("stop_signal") or "SIGTERM"
+    timeout = req.get("stop_timeout", req.get("timeout"))
+    if timeout is None:
+        timeout = record.get("stop_timeout", 20)
+    return _signal_number(sig), float(timeout), float(req.get("term_timeout", 5))
 
 
 def stop(req):
-    """Stop the release's server.
+    """Stop the release's server: its stop signal to its process group, then SIGTERM, then SIGKILL.
 
-    Request keys: ``release``, ``drain`` (seconds to wait first), ``timeout``,
-    ``status`` (recorded for the release afterwards), ``token`` (optional:
-    fail unless it holds the deploy lock).
+    Request keys: ``release``; ``drain`` (seconds the server keeps running
+    first, for connections the front proxy sent before the switch);
+    ``stop_signal`` and ``stop_timeout`` (override what ``start`` recorded:
+    the signal that stops the server gracefully and the seconds it gets to
+    finish its requests; ``timeout`` is an older name of ``stop_timeout``);
+    ``term_timeout`` (seconds after the SIGTERM that follows a stop signal
+    other than SIGTERM, default 5); ``status`` (recorded for the release
+    afterwards); ``token`` (optional: fail unless it holds the deploy lock).
+
+    A systemd unit is stopped by systemd with the unit's ``KillSignal=`` and
+    ``TimeoutStopSec=`` (written from the same settings), then SIGKILL.
+
+    Answer: ``release``, ``server`` ("stopped": gone after the stop signal;
+    "stopped by SIGTERM"; "killed"; "still running"; "not running"),
+    ``signals`` (names of the signals sent, in order), ``seconds``.
     """
     _require(req)
     root, release = req["root"], req["release"]
-    pidfile = os.path.join(root, "releases", release, ".warp", "server.pid")
-    unit = _record(root, release).get("unit")
     begin = time.monotonic()
-    if unit:
-        time.sleep(float(req.get("drain", 0)))
-        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], capture_output=True)
-        state = "stopped" if not _unit_pid(unit) else "still running"
-    else:
-        state = _stop_pid(_pid(pidfile), float(req.get("drain", 0)), float(req.get("timeout", 20)))
-    if os.path.exists(pidfile):
-        os.unlink(pidfile)
+    time.sleep(float(req.get("drain", 0)))
+    state, sent = _stop_release(root, release, req)
     if req.get("status"):
         _update(root, release, status=req["status"])
-    print(json.dumps({"release": release, "server": state, "seconds": round(time.monotonic() - begin, 1)}))
+    print(json.dumps({"release": release, "server": state, "signals": sent, "seconds": round(time.monotonic() - begin, 1)}))
+
+
+def _stop_release(root, release, req):
+    """Stop ``release``'s server as its settings say; its pidfile removed. Returns (state, signals sent)."""
+    pidfile = os.path.join(root, "releases", release, ".warp", "server.pid")
+    record = _record(root, release)
+    sig, timeout, term_timeout = _stop_settings(req, record)
+    unit = record.get("unit")
+    if unit:
+        if req.get("stop_signal") or req.get("stop_timeout") or req.get("timeout"):
+            _write_stop_dropin(unit, sig, timeout)
+        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], capture_output=True)
+        state, sent = ("stopped" if not _unit_pid(unit) else "still running"), [signal.Signals(sig).name]
+    else:
+        state, sent = _stop_group(_server_pid(root, release), sig, timeout, term_timeout)
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+    return state, sent
 
 
 def mark(req):
@@ -678,7 +828,7 @@ def proxy(req):
     if record.get("unit"):
         subprocess.run(["systemctl", "disable", "--quiet", "--now", record["unit"]], capture_output=True)
     elif _alive(pid):
-        _stop_pid(pid, 0, 10)
+        _stop_group(pid, signal.SIGTERM, 10)
     _write(script, req["source"])
     log = os.path.join(shared, "logs", "proxy.log")
     argv = [sys.executable, script, req["listen"], str(wanted["port"]), root]
