@@ -346,3 +346,55 @@ def test_an_unknown_stop_signal_is_refused_before_anything_starts(tmp_path: Path
 def test_systemd_units_stop_with_the_servers_signal_and_timeout() -> None:
     dropin = agent_module._stop_dropin(signal.SIGWINCH, 30)
     assert dropin == "[Service]\nKillSignal=SIGWINCH\nTimeoutStopSec=30\n"
+
+
+# -- a port held by a dead deploy's server ------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("left_as, becomes", [("healthy", "abandoned"), ("retired", "retired")])
+def test_start_takes_back_the_port_of_a_release_that_is_not_live(
+    tmp_path: Path, servers: Servers, left_as: str, becomes: str
+) -> None:
+    """The last deploy was cut off between start and stop: its server still holds the port."""
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, "graceful", stop_signal="SIGWINCH", stop_timeout=5).code == 0
+    ok("health", root, release="r1", timeout=10)
+    ok("mark", root, release="r1", values={"status": left_as})
+    started = servers.start(root, "r2", port, "graceful")
+    assert started.code == 0, started
+    (reclaimed,) = started["reclaimed"]
+    assert reclaimed["release"] == "r1" and reclaimed["status"] == becomes and reclaimed["signals"] == ["SIGWINCH"]
+    assert record(root, "r1")["status"] == becomes
+    ok("health", root, release="r2", timeout=10)
+    assert "got SIGWINCH" in servers.events()
+
+
+@pytest.mark.integration
+def test_a_port_held_by_the_live_release_or_by_a_stranger_is_not_taken(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, "graceful").code == 0
+    ok("health", root, release="r1", timeout=10)
+    ok("switch", root, release="r1")
+    refused = servers.start(root, "r2", port, "graceful")
+    assert refused.code != 0 and "held by the live release r1" in refused.data["error"]
+    assert fetch(port)["status"] == 200
+    # A stranger listens on the port, and a release's stale pidfile names a pid
+    # that now belongs to another process: neither is touched.
+    other = free_port()
+    stranger = socket.socket()
+    stranger.bind(("127.0.0.1", other))
+    stranger.listen()
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (root / "releases" / "r0" / ".warp").mkdir(parents=True)
+        (root / "releases" / "r0" / ".warp" / "server.pid").write_text(str(sleeper.pid))
+        values = {"status": "healthy", "port": other, "pid": sleeper.pid, "pid_start": 1}
+        (root / "releases" / "r0" / ".warp" / "deploy.json").write_text(json.dumps(values))
+        taken = servers.start(root, "r3", other, "graceful")
+        assert taken.code != 0 and f"pid {os.getpid()}" in taken.data["error"], taken
+        assert sleeper.poll() is None and record(root, "r0")["status"] == "healthy"
+    finally:
+        stranger.close()
+        sleeper.kill()
+        sleeper.wait(timeout=10)

@@ -272,6 +272,48 @@ def _take(root, req, now, since=None):
     return record
 
 
+def _port_holders(port):
+    """The pids with a socket listening on ``port`` (this host's, as far as /proc lets us see)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add("socket:[{}]".format(fields[9]))
+    pids = set()
+    if not inodes or not os.path.isdir("/proc/self"):
+        return pids
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{name}/fd/{fd}") in inodes:
+                    pids.add(int(name))
+                    break
+            except OSError:
+                continue
+    return pids
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            text = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def lock(req):
     """Take the deploy lock of ``root``: a lease, renewed by its holder, taken over once it expires.
 
@@ -529,15 +571,28 @@ def start(req):
     finish its requests before SIGTERM/SIGKILL, default 20); both are
     recorded with the release and used by ``stop``.
 
-    Answer: ``pid``, ``log``, ``unit``, ``stop_signal``, ``stop_timeout``.
+    A port held by the server of a release that is not live (a deploy cut
+    off between its start and its stop) is taken back first; see
+    :func:`_reclaim`. A port held by the live release or by anything else
+    is an error naming the holder.
+
+    Answer: ``pid``, ``log``, ``unit``, ``stop_signal``, ``stop_timeout``,
+    ``reclaimed`` (a list, one entry per release whose server was stopped to
+    free the port: ``release``, ``pid``, ``server``, ``signals``, ``status``
+    (its status now: "abandoned", or "retired"/"rolled-back" kept)).
     """
     _require(req)
     root, release, port = req["root"], req["release"], int(req["port"])
     record = _record(root, release)
     sig = _signal_number(req.get("stop_signal") or record.get("stop_signal") or "SIGTERM")
     stop_timeout = float(req.get("stop_timeout") or record.get("stop_timeout") or 20)
+    reclaimed = [] if _free(port) else _reclaim(root, release, port)
+    if reclaimed:
+        end = time.monotonic() + 5
+        while not _free(port) and time.monotonic() < end:
+            time.sleep(0.05)
     if not _free(port):
-        _fail(f"port {port} on 127.0.0.1 is already in use; stop what holds it")
+        _fail(_port_taken(root, port), reclaimed=reclaimed)
     warp = os.path.join(root, "releases", release, ".warp")
     pidfile = os.path.join(warp, "server.pid")
     log = os.path.join(root, "shared", "logs", release + ".log")
@@ -556,7 +611,66 @@ def start(req):
     values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
     values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout)
     _update(root, release, **values)
-    print(json.dumps({"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout}))
+    answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
+    print(json.dumps(answer))
+
+
+def _serving(root, name):
+    """The pid of ``name``'s running server, or 0."""
+    pid = _server_pid(root, name)
+    return pid if pid and (_alive(pid) or _group_alive(pid)) else 0
+
+
+def _reclaim(root, release, port):
+    """Stop the servers of releases that are not live but still hold ``port`` (a deploy that died before its stop).
+
+    A release qualifies when its record names ``port``, ``current`` does not
+    point at it and its server runs (and, where /proc shows who listens,
+    it is that server's process group that listens). Its server is stopped
+    as ``stop`` would; a release that never went live is marked
+    "abandoned", one that did ("retired", "rolled-back") keeps its status,
+    so it stays a rollback target.
+    """
+    current = _current(root)
+    holders = _port_holders(port)
+    groups = set()
+    for pid in holders:
+        fields = _stat(pid)
+        if fields and len(fields) > 2:
+            groups.add(int(fields[2]))
+    reclaimed = []
+    for name in _releases(root):
+        record = _record(root, name)
+        try:
+            same = int(record.get("port") or 0) == port
+        except (TypeError, ValueError):
+            same = False
+        if name == current or not same:
+            continue
+        pid = _serving(root, name)
+        if not pid or (holders and not record.get("unit") and pid not in groups):
+            continue
+        state, sent = _stop_release(root, name, {})
+        status = record.get("status") if record.get("status") in ("retired", "rolled-back") else "abandoned"
+        _update(root, name, status=status, reclaimed_by=release, reclaimed_at=time.time())
+        reclaimed.append({"release": name, "pid": pid, "server": state, "signals": sent, "status": status})
+    return reclaimed
+
+
+def _port_taken(root, port):
+    """Why ``port`` cannot be had: the live release holds it, or something that is not one of our servers."""
+    current = _current(root)
+    if current and str(_record(root, current).get("port")) == str(port) and _serving(root, current):
+        return (
+            f"port {port} on 127.0.0.1 is held by the live release {current} (pid {_serving(root, current)}); "
+            "a new release starts on the other backend port"
+        )
+    holders = sorted(_port_holders(port))
+    who = ", ".join(f"pid {pid}: {_cmdline(pid)}" for pid in holders) or "a process this account cannot see"
+    return (
+        f"port {port} on 127.0.0.1 is already in use by something that is not a server of a release under {root} "
+        f"({who}); stop what holds it"
+    )
 
 
 def _tail(path, lines=20):
