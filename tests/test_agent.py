@@ -398,3 +398,102 @@ def test_a_port_held_by_the_live_release_or_by_a_stranger_is_not_taken(tmp_path:
         stranger.close()
         sleeper.kill()
         sleeper.wait(timeout=10)
+
+
+# -- logs that stay small --------------------------------------------------------------
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(b"line %06d %s\n" % (n, b"y" * 40) for n in range(count))
+
+
+def test_the_log_writer_rotates_at_the_cap_and_keeps_disk_use_bounded(tmp_path: Path) -> None:
+    log = tmp_path / "r1.log"
+    log.write_bytes(b"z" * 10_000)  # a log from before the cap, already too big
+    payload = json.dumps({"action": "logpipe", "path": str(log), "max_bytes": 4096, "keep": 2})
+    data = _lines(3000)
+    result = subprocess.run([sys.executable, "-c", AGENT, payload], input=data, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1.log", "r1.log.1", "r1.log.2"]
+    files = [tmp_path / "r1.log.2", tmp_path / "r1.log.1", log]
+    assert all(0 < f.stat().st_size <= 4096 and f.read_bytes().endswith(b"\n") for f in files)
+    assert b"".join(f.read_bytes() for f in files) == data[-sum(f.stat().st_size for f in files) :]
+    assert log.stat().st_mode & 0o777 == 0o640 and (tmp_path / "r1.log.1").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.integration
+def test_a_servers_output_goes_through_the_capped_writer_which_ends_with_it(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    started = servers.start(root, "r1", port, "chatty", env="CHATTY=60000 ", log_max_bytes=8192, log_keep=1)
+    assert started.code == 0 and started["log_capped"], started
+    ok("health", root, release="r1", timeout=10)
+    log = root / "shared" / "logs" / "r1.log"
+    wait_for(lambda: (log.parent / "r1.log.1").exists(), what="the log rotating")
+    assert sorted(p.name for p in log.parent.iterdir()) == ["r1.log", "r1.log.1"]
+    assert all(p.stat().st_size <= 8192 for p in log.parent.iterdir())
+    writer = record(root, "r1")["log_writer_pid"]
+    assert writer and writer != started["pid"]
+    ok("stop", root, release="r1", drain=0)
+    wait_for(lambda: not _running(writer), timeout=5, what="the log writer ending with its server")
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_systemd_run_script_keeps_the_server_main_and_its_output_capped(tmp_path: Path) -> None:
+    (tmp_path / "warp-agent.py").write_text(AGENT)
+    log, fifo = tmp_path / "r1.log", tmp_path / "server.fifo"
+    config = json.dumps({"action": "logpipe", "path": str(log), "max_bytes": 2048, "keep": 1})
+    writer = [sys.executable, str(tmp_path / "warp-agent.py"), config]
+    command = 'i=0; while [ $i -lt 400 ]; do echo "line $i of the server\'s output"; i=$((i+1)); done'
+    script = agent_module._run_script(command, str(log), writer, str(fifo))
+    assert script.splitlines()[-1].startswith("exec sh -c ")  # the server replaces the script: systemd's main process
+    subprocess.run(["sh", "-c", script], check=True, timeout=30)
+    wait_for(lambda: log.exists() and log.read_text().endswith("line 399 of the server's output\n"), what="the last line")
+    assert (tmp_path / "r1.log.1").exists() and all(p.stat().st_size <= 2048 for p in (log, tmp_path / "r1.log.1"))
+
+
+def test_prune_removes_the_logs_of_the_releases_it_removes(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    logs = root / "shared" / "logs"
+    logs.mkdir(parents=True)
+    for rid in ("r1", "r2", "r3"):
+        (root / "releases" / rid / ".warp").mkdir(parents=True)
+        (root / "releases" / rid / ".warp" / "deploy.json").write_text(json.dumps({"status": "retired"}))
+        for name in (f"{rid}.log", f"{rid}.log.1"):
+            (logs / name).write_text("x")
+    (logs / "proxy.log").write_text("x")
+    (root / "current").symlink_to("releases/r3")
+    answer = ok("prune", root, keep=1)
+    assert answer["removed"] == ["r2", "r1"] and len(answer["logs_removed"]) == 4
+    assert sorted(p.name for p in logs.iterdir()) == ["proxy.log", "r3.log", "r3.log.1"]
+
+
+def test_the_front_proxy_logs_through_the_capped_writer_too(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    (root / "shared" / "logs").mkdir(parents=True)
+    started = ok("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"), log_max_bytes=4096)
+    servers.pids.append(started["pid"])
+    proxy = json.loads((root / "shared" / "proxy.json").read_text())
+    assert proxy["port"] == port and not port_free(port)
+    writers = [p for p in _processes_named("warp-agent.py") if str(root) in _cmdline(p)]
+    assert len(writers) == 1 and "proxy.log" in _cmdline(writers[0])
+    os.killpg(started["pid"], signal.SIGTERM)
+    wait_for(lambda: not _running(writers[0]), timeout=5, what="the proxy's log writer ending with it")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _processes_named(name: str) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and name in _cmdline(int(p)) and _running(int(p))]

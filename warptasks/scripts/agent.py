@@ -36,6 +36,8 @@ LOCK = ".warp-deploy.lock"
 GUARD = ".warp-deploy.guard"
 UNIT_DIR = "/etc/systemd/system"
 DEFAULT_LEASE = 60.0
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
 
 
@@ -333,6 +335,7 @@ def lock(req):
     for sub in ("releases", "shared", "shared/logs", "shared/envs", "shared/wheels"):
         os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
     os.chmod(root, 0o755)
+    os.chmod(os.path.join(root, "shared", "logs"), 0o750)
     env_file = os.path.join(root, "shared", "environment")
     if not os.path.exists(env_file):
         _write(env_file, "# KEY=VALUE lines: the app's secrets, sourced before the server and hooks start\n", 0o600)
@@ -434,6 +437,186 @@ def unlock(req):
     print(json.dumps({"unlocked": mine}))
 
 
+# -- capped logs -----------------------------------------------------------------
+#
+# A server's output (and the front proxy's) goes through a pipe to this same
+# agent, run as ``python3 shared/warp-agent.py '{"action": "logpipe", ...}'``
+# (the agent writes its own source there), which appends it to
+# ``shared/logs/<release>.log`` and rotates that file at ``log_max_bytes``,
+# keeping ``log_keep`` older ones (``.1`` the newest): a log never takes more
+# than (log_keep + 1) x log_max_bytes. The writer ignores the stop signals and
+# ends when the server's side of the pipe closes, so it writes the server's
+# last words. Under systemd the same writer reads a FIFO, so the server stays
+# the unit's main process. Logs are 0640 in a 0750 folder: a server's output
+# may hold secrets.
+
+
+def _open_log(path):
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+
+def _own_source():
+    """This agent's source: its file, or the ``-c`` argument it was started with (read from /proc)."""
+    path = globals().get("__file__")
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return None
+    if b"-c" not in args or args.index(b"-c") + 1 >= len(args):
+        return None
+    text = args[args.index(b"-c") + 1].decode("utf-8", "replace")
+    return text if "def logpipe(" in text else None
+
+
+def _log_writer(root, log, req):
+    """The argv of the capped writer for ``log``; None when the request turns the cap off or this agent cannot copy itself."""
+    max_bytes = int(req.get("log_max_bytes", LOG_MAX_BYTES) or 0)
+    if max_bytes <= 0:
+        return None
+    text = _own_source()
+    if not text:
+        return None
+    script = os.path.join(root, "shared", "warp-agent.py")
+    _write_if_changed(script, text)
+    config = {"action": "logpipe", "path": log, "max_bytes": max_bytes, "keep": int(req.get("log_keep", LOG_KEEP))}
+    return [sys.executable or "python3", script, json.dumps(config, sort_keys=True)]
+
+
+def _spawn(argv, log, writer):
+    """Start ``argv`` in a session of its own, its output to ``log`` through ``writer``; (process, writer's pid)."""
+    with open(os.devnull, "rb") as devnull:
+        if writer is None:
+            out = _open_log(log)
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
+                )
+            finally:
+                os.close(out)
+            return proc, None
+        read_end, write_end = os.pipe()
+        try:
+            pipe = subprocess.Popen(
+                writer, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/"
+            )
+        finally:
+            os.close(read_end)
+        try:
+            # A new session: the server outlives this SSH command and its
+            # process group can be stopped as a whole (Apache's workers too).
+            proc = subprocess.Popen(
+                argv, stdin=devnull, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
+            )
+        finally:
+            os.close(write_end)
+    return proc, pipe.pid
+
+
+def _run_script(command, log, writer, fifo):
+    """The shell script a systemd unit runs: ``command`` as the main process, its output capped by ``writer``."""
+    quote = shlex.quote
+    if writer is None:
+        return f"exec >>{quote(log)} 2>&1 </dev/null\nexec sh -c {quote(command)}\n"
+    return (
+        f"rm -f {quote(fifo)} && mkfifo -m 600 {quote(fifo)} || exit 1\n"
+        f"{' '.join(quote(a) for a in writer)} <{quote(fifo)} >/dev/null 2>&1 &\n"
+        f"exec sh -c {quote(command)} >{quote(fifo)} 2>&1 </dev/null\n"
+    )
+
+
+def _rotate(path, keep):
+    for index in range(keep, 0, -1):
+        older = path if index == 1 else f"{path}.{index - 1}"
+        if os.path.exists(older):
+            os.replace(older, f"{path}.{index}")
+    if keep <= 0 and os.path.exists(path):
+        os.unlink(path)
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def logpipe(req):
+    """Copy stdin to ``path``, rotating it at ``max_bytes`` and keeping ``keep`` older files; until end of input.
+
+    Request keys: ``path``, ``max_bytes`` (0: no cap), ``keep``. Ignores
+    SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGWINCH: it ends when every writer
+    has closed the pipe. A full disk loses lines, never blocks the server.
+    Files are cut at a line end where a line fits.
+    """
+    path, max_bytes, keep = req["path"], int(req.get("max_bytes") or 0), int(req.get("keep", LOG_KEEP))
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGWINCH"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    out, size = None, 0
+
+    def reopen(rotate):
+        if out is not None:
+            os.close(out)
+        if rotate:
+            _rotate(path, keep)
+        fd = _open_log(path)
+        return fd, os.fstat(fd).st_size
+
+    try:
+        out, size = reopen(False)
+        if max_bytes and size >= max_bytes:
+            out, size = reopen(True)
+    except OSError:
+        out, size = None, 0
+    while True:
+        try:
+            chunk = os.read(0, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        try:
+            if out is None:
+                out, size = reopen(False)
+            while chunk:
+                if max_bytes and size + len(chunk) > max_bytes:
+                    room = max(max_bytes - size, 0)
+                    cut = chunk.rfind(b"\n", 0, room) + 1
+                    if cut == 0 and size == 0:
+                        cut = room  # one line longer than the cap: cut it
+                    _write_all(out, chunk[:cut])
+                    chunk = chunk[cut:]
+                    out, size = reopen(True)
+                else:
+                    _write_all(out, chunk)
+                    size += len(chunk)
+                    chunk = b""
+        except OSError:
+            # Disk full or the folder gone: this chunk is lost; the next one tries again.
+            if out is not None:
+                try:
+                    os.close(out)
+                except OSError:
+                    pass
+            out = None
+    print(json.dumps({"path": path, "bytes": size}))
+
+
+def _end_writer(pid, pid_start):
+    """Wait (briefly) for a server's log writer to finish its last lines after the server ended; kill it if it lingers."""
+    if not pid or (pid_start is not None and _starttime(pid) != pid_start):
+        return
+    end = time.monotonic() + 3
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    if _alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def _info(req):
     import platform
 
@@ -515,18 +698,17 @@ def _write_stop_dropin(unit, sig, timeout):
         _systemctl("daemon-reload")
 
 
-def _unit_start(root, prefix, instance, command, log, what, stop=None):
+def _unit_start(root, prefix, instance, command, log, what, stop=None, writer=None):
     """Run ``command`` as ``warp-<path>-<prefix>@<instance>``: started now, and again at boot.
 
     ``stop`` is (signal, timeout): written into the instance's drop-in, so
-    ``systemctl stop`` stops it gracefully too.
+    ``systemctl stop`` stops it gracefully too. ``writer``: the capped log
+    writer its output goes through (see :func:`_run_script`).
     """
     run = os.path.join(root, "shared", "run")
     os.makedirs(run, mode=0o755, exist_ok=True)
-    _write(
-        os.path.join(run, f"{prefix}-{instance}.sh"),
-        f"exec >>{shlex.quote(log)} 2>&1 </dev/null\nexec sh -c {shlex.quote(command)}\n",
-    )
+    fifo = os.path.join(run, f"{prefix}-{instance}.log.fifo")
+    _write(os.path.join(run, f"{prefix}-{instance}.sh"), _run_script(command, log, writer, fifo))
     template = f"warp-{_slug(root)}-{prefix}@.service"
     changed = _write_if_changed(os.path.join(UNIT_DIR, template), UNIT.format(root=root, prefix=prefix, what=what))
     unit = template.replace("@.service", f"@{instance}.service")
@@ -576,7 +758,12 @@ def start(req):
     :func:`_reclaim`. A port held by the live release or by anything else
     is an error naming the holder.
 
-    Answer: ``pid``, ``log``, ``unit``, ``stop_signal``, ``stop_timeout``,
+    Its output goes to ``shared/logs/<release>.log`` through the capped
+    writer (see ``logpipe``): request keys ``log_max_bytes`` (default 10 MiB;
+    0 turns the cap off) and ``log_keep`` (rotated files kept, default 3).
+
+    Answer: ``pid``, ``log``, ``log_capped`` (false when the output goes to
+    the file uncapped), ``unit``, ``stop_signal``, ``stop_timeout``,
     ``reclaimed`` (a list, one entry per release whose server was stopped to
     free the port: ``release``, ``pid``, ``server``, ``signals``, ``status``
     (its status now: "abandoned", or "retired"/"rolled-back" kept)).
@@ -596,22 +783,21 @@ def start(req):
     warp = os.path.join(root, "releases", release, ".warp")
     pidfile = os.path.join(warp, "server.pid")
     log = os.path.join(root, "shared", "logs", release + ".log")
-    unit = None
+    unit = writer_pid = None
+    writer = _log_writer(root, log, req)
     if _systemd(req):
-        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout))
+        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout), writer)
     else:
-        with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-            # A new session: the server outlives this SSH command and its
-            # process group can be stopped as a whole (Apache's workers too).
-            proc = subprocess.Popen(
-                ["sh", "-c", req["command"]], stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
-            )
+        proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer)
         pid = proc.pid
     _write(pidfile, str(pid))
     values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
+    values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
+    values.update(log_capped=writer is not None)
     values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout)
     _update(root, release, **values)
     answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
+    answer["log_capped"] = writer is not None
     print(json.dumps(answer))
 
 
@@ -846,6 +1032,7 @@ def _stop_release(root, release, req):
         state, sent = ("stopped" if not _unit_pid(unit) else "still running"), [signal.Signals(sig).name]
     else:
         state, sent = _stop_group(_server_pid(root, release), sig, timeout, term_timeout)
+        _end_writer(record.get("log_writer_pid"), record.get("log_writer_start"))
     if os.path.exists(pidfile):
         os.unlink(pidfile)
     return state, sent
@@ -860,6 +1047,9 @@ def prune(req):
 
     Request keys: ``keep``, ``protect`` (release ids kept whatever their
     status), ``token`` (optional: fail unless it holds the deploy lock).
+
+    Answer: ``kept``, ``removed``, ``envs_removed``, ``logs_removed`` (the
+    log files of the removed releases, rotated ones included).
     """
     _require(req)
     root, keep = req["root"], int(req["keep"])
@@ -889,7 +1079,13 @@ def prune(req):
         if name not in used:
             shutil.rmtree(os.path.join(envs, name), ignore_errors=True)
             dropped.append(name)
-    print(json.dumps({"kept": sorted(good), "removed": removed, "envs_removed": dropped}))
+    logs = os.path.join(root, "shared", "logs")
+    logs_removed = []
+    for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        if any(name == f"{r}.log" or name.startswith(f"{r}.log.") for r in removed):
+            os.unlink(os.path.join(logs, name))
+            logs_removed.append(name)
+    print(json.dumps({"kept": sorted(good), "removed": removed, "envs_removed": dropped, "logs_removed": logs_removed}))
 
 
 def status(req):
@@ -928,7 +1124,12 @@ def _proxy_pid(shared, record):
 
 
 def proxy(req):
-    """Make sure the front proxy listens on the public port, (re)starting it if its code or address changed."""
+    """Make sure the front proxy listens on the public port, (re)starting it if its code or address changed.
+
+    Request keys: ``listen``, ``port``, ``source`` (the proxy's code),
+    ``systemd``, ``log_max_bytes`` and ``log_keep`` (its log's cap, as for
+    ``start``).
+    """
     root = req["root"]
     shared = os.path.join(root, "shared")
     script = os.path.join(shared, "warp-proxy.py")
@@ -947,12 +1148,12 @@ def proxy(req):
     log = os.path.join(shared, "logs", "proxy.log")
     argv = [sys.executable, script, req["listen"], str(wanted["port"]), root]
     proc = None
+    writer = _log_writer(root, log, req)
     if _systemd(req):
-        command = shlex.join(argv)
-        wanted["unit"], pid = _unit_start(root, "proxy", wanted["port"], "exec " + command, log, "front proxy")
+        command = " ".join(shlex.quote(a) for a in argv)
+        wanted["unit"], pid = _unit_start(root, "proxy", wanted["port"], "exec " + command, log, "front proxy", None, writer)
     else:
-        with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen(argv, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+        proc, _ = _spawn(argv, log, writer)
         pid = proc.pid
     _write(os.path.join(shared, "proxy.pid"), str(pid))
     _write(os.path.join(shared, "proxy.json"), json.dumps(wanted))
@@ -967,7 +1168,9 @@ def proxy(req):
     _fail("the front proxy did not listen on port {}: {}".format(wanted["port"], _tail(log, 5)))
 
 
-ACTIONS = {f.__name__: f for f in (lock, renew, check, unlock, info, start, health, switch, stop, mark, prune, status, proxy)}
+ACTIONS = {
+    f.__name__: f for f in (lock, renew, check, unlock, info, start, health, switch, stop, mark, prune, status, proxy, logpipe)
+}
 
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
