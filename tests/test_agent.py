@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -497,3 +499,58 @@ def _cmdline(pid: int) -> str:
 
 def _processes_named(name: str) -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and name in _cmdline(int(p)) and _running(int(p))]
+
+
+# -- unit names and paths under systemd ----------------------------------------------------
+
+
+def test_every_deploy_path_gets_units_of_its_own() -> None:
+    paths = ["/srv/a.b", "/srv/a-b", "/srv/a b", "/srv/a/b", "/srv/a%b", "/srv/ä-b"]
+    names = [agent_module._unit_name(p, "server") for p in paths]
+    assert len(set(names)) == len(paths)
+    assert all(re.fullmatch(r"warp-[A-Za-z0-9-]+-[0-9a-f]{8}-server@\.service", n) for n in names), names
+    assert agent_module._unit_name("/srv/app/", "server") == agent_module._unit_name("/srv/app", "server")
+    assert len(agent_module._unit_name("/" + "x" * 4000, "proxy")) < 128
+
+
+ODD_ROOT = '/srv/my app%i$HOME"quoted\\'
+
+
+def _systemd_words(value: str, instance: str) -> list[str]:
+    """A command line as systemd reads it: specifiers, then quoted words with C escapes, then ``$$``."""
+    resolved, i = "", 0
+    while i < len(value):
+        if value[i] == "%":
+            resolved += {"%": "%", "i": instance}[value[i + 1]]
+            i += 2
+        else:
+            resolved += value[i]
+            i += 1
+    words: list[str] = []
+    for match in re.finditer(r'"((?:[^"\\]|\\.)*)"|(\S+)', resolved):
+        word = re.sub(r"\\(.)", r"\1", match.group(1)) if match.group(1) is not None else match.group(2)
+        words.append(word.replace("$$", "$"))
+    return words
+
+
+def test_a_unit_runs_the_script_of_its_own_path_whatever_characters_the_path_has(tmp_path: Path) -> None:
+    text = agent_module._unit_text(ODD_ROOT, "server", "app server")
+    settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert _systemd_words(settings["ExecStart"], "8081") == ["/bin/sh", ODD_ROOT + "/shared/run/server-8081.sh"]
+    assert settings["Description"].replace("%%", "%").replace(" (%i)", "") == f"warptasks: app server of {ODD_ROOT}"
+    if shutil.which("systemd-analyze"):
+        unit = tmp_path / "warp-check-server@8081.service"
+        unit.write_text(text)
+        checked = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0 and "ExecStart" not in checked.stderr, checked.stderr
+
+
+def test_a_path_with_a_control_character_or_a_release_outside_releases_is_refused(tmp_path: Path) -> None:
+    injected = agent("lock", tmp_path / "app\nExecStartPre=/bin/false", owner="o", token="t")
+    assert injected.code != 0 and "control character" in injected.data["error"]
+    assert os.listdir(tmp_path) == []
+    root = tmp_path / "app"
+    ok("lock", root, owner="o", token="t")
+    wandering = agent("mark", root, release="../../elsewhere", values={"status": "x"})
+    assert wandering.code != 0 and "plain folder name" in wandering.data["error"]
+    assert not (tmp_path / "elsewhere").exists()

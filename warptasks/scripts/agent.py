@@ -35,6 +35,7 @@ import urllib.request
 LOCK = ".warp-deploy.lock"
 GUARD = ".warp-deploy.guard"
 UNIT_DIR = "/etc/systemd/system"
+ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 DEFAULT_LEASE = 60.0
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_KEEP = 3
@@ -647,8 +648,46 @@ def _systemd(req):
     return bool(req.get("systemd")) and os.path.isdir("/run/systemd/system") and os.geteuid() == 0
 
 
-def _slug(root):
-    return "".join(c if c.isalnum() else "-" for c in root.strip("/")) or "root"
+def _bad_path(text):
+    """Why ``text`` cannot be a deploy path: not absolute, or holding a control character.
+
+    A newline in a path written into a unit file would add a line, a directive, of its own.
+    """
+    if not isinstance(text, str) or not text.startswith("/"):
+        return "is not an absolute path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "holds a control character (a newline, a tab...)"
+    return None
+
+
+def _unit_name(root, prefix):
+    """The template unit of ``prefix`` ("server", "proxy") for the deploy at ``root``.
+
+    ``warp-<readable path>-<hash>-<prefix>@.service``: the readable part keeps
+    letters and digits (everything else becomes "-"), the hash of the whole
+    normalised path tells ``/srv/a.b``, ``/srv/a-b`` and ``/srv/a b`` apart,
+    so two apps never share (and overwrite) a unit.
+    """
+    path = os.path.normpath(root)
+    path = "/" if path == "//" else path
+    readable = "".join(c if c in ALNUM else "-" for c in path.strip("/"))[:80] or "root"
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"warp-{readable}-{digest}-{prefix}@.service"
+
+
+def _unit_quote(text):
+    """``text`` as one word of a systemd command line: double-quoted, C escapes, ``%`` and ``$`` doubled."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{text}"'
+
+
+def _unit_text(root, prefix, what):
+    """The template unit running ``<root>/shared/run/<prefix>-<instance>.sh``, with ``root`` quoted for systemd."""
+    why = _bad_path(root)
+    if why:
+        _fail(f"deploy path {root!r} {why}")
+    script = _unit_quote(os.path.join(root, "shared", "run", prefix + "-"))[:-1] + '%i.sh"'
+    return UNIT.format(what=what, root=root.replace("%", "%%"), script=script)
 
 
 def _systemctl(*args):
@@ -664,7 +703,7 @@ After=network.target
 
 [Service]
 Type=simple
-ExecStart=/bin/sh {root}/shared/run/{prefix}-%i.sh
+ExecStart=/bin/sh {script}
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec=20
@@ -709,8 +748,8 @@ def _unit_start(root, prefix, instance, command, log, what, stop=None, writer=No
     os.makedirs(run, mode=0o755, exist_ok=True)
     fifo = os.path.join(run, f"{prefix}-{instance}.log.fifo")
     _write(os.path.join(run, f"{prefix}-{instance}.sh"), _run_script(command, log, writer, fifo))
-    template = f"warp-{_slug(root)}-{prefix}@.service"
-    changed = _write_if_changed(os.path.join(UNIT_DIR, template), UNIT.format(root=root, prefix=prefix, what=what))
+    template = _unit_name(root, prefix)
+    changed = _write_if_changed(os.path.join(UNIT_DIR, template), _unit_text(root, prefix, what))
     unit = template.replace("@.service", f"@{instance}.service")
     sig, timeout = stop or (signal.SIGTERM, 20)
     changed = _write_if_changed(os.path.join(UNIT_DIR, unit + ".d", "warp-stop.conf"), _stop_dropin(sig, timeout)) or changed
@@ -1172,6 +1211,22 @@ ACTIONS = {
     f.__name__: f for f in (lock, renew, check, unlock, info, start, health, switch, stop, mark, prune, status, proxy, logpipe)
 }
 
+
+def _check(req):
+    """Refuse a request whose root or release could point anywhere but one release folder of one deploy."""
+    if "root" in req:
+        why = _bad_path(req["root"])
+        if why:
+            _fail("deploy path {!r} {}".format(req["root"], why))
+    release = req.get("release")
+    if release is not None:
+        if not isinstance(release, str) or release in ("", ".", "..") or "/" in release or _bad_path("/" + release):
+            _fail(f"release id {release!r} is not one plain folder name")
+
+
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
+    if request.get("action") not in ACTIONS:
+        _fail("unknown action {!r}; this agent knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
+    _check(request)
     ACTIONS[request["action"]](request)
