@@ -53,10 +53,10 @@ class Answer:
         return f"Answer(code={self.code}, data={self.data}, stderr={self.stderr[-2000:]!r})"
 
 
-def agent(action: str, root: Path | str, timeout: float = 60, **request: Any) -> Answer:
-    """Run one agent action as the deploy does: a separate ``python -c`` process."""
+def agent(action: str, root: Path | str, **request: Any) -> Answer:
+    """Run one agent action as the deploy does: a separate ``python -c`` process (killed after 90s)."""
     payload = json.dumps({"action": action, "root": str(root), **request})
-    return Answer(subprocess.run([sys.executable, "-c", AGENT, payload], capture_output=True, text=True, timeout=timeout))
+    return Answer(subprocess.run([sys.executable, "-c", AGENT, payload], capture_output=True, text=True, timeout=90))
 
 
 def ok(action: str, root: Path | str, **request: Any) -> Answer:
@@ -554,3 +554,40 @@ def test_a_path_with_a_control_character_or_a_release_outside_releases_is_refuse
     wandering = agent("mark", root, release="../../elsewhere", values={"status": "x"})
     assert wandering.code != 0 and "plain folder name" in wandering.data["error"]
     assert not (tmp_path / "elsewhere").exists()
+
+
+# -- each release's own health settings ------------------------------------------------------
+
+READY = {"path": "/ready", "host_header": "app.example", "timeout": 5}
+
+
+@pytest.mark.integration
+def test_health_falls_back_to_the_settings_recorded_with_the_release(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, "picky", health=READY).code == 0  # "/" answers 500 on this one
+    checked = ok("health", root, release="r1")
+    assert checked["url"].endswith("/ready") and checked["status"] == 200 and checked["health"] == READY
+    ok("mark", root, release="r1", health={"timeout": 7})
+    (listed,) = ok("status", root)["releases"]
+    assert listed["health"] == dict(READY, timeout=7) and listed["stop_signal"] == "SIGTERM"
+
+
+@pytest.mark.integration
+def test_the_settings_of_a_passing_check_are_recorded_for_a_later_rollback(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, "picky").code == 0
+    ok("health", root, release="r1", path="/ready", host_header="app.example", timeout=5)
+    assert record(root, "r1")["health"] == READY
+
+
+@pytest.mark.integration
+def test_a_failed_check_during_a_rollback_leaves_the_target_a_rollback_target(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    (root / "releases" / "r1" / ".warp").mkdir(parents=True)
+    ok("mark", root, release="r1", values={"status": "retired"})
+    assert servers.start(root, "r1", port, "picky").code == 0
+    refused = agent("health", root, release="r1", path="/", timeout=0.5, mark_failed=False)
+    assert refused.code != 0 and refused["release_status"] == "retired"
+    assert record(root, "r1")["status"] == "retired"
+    assert agent("health", root, release="r1", path="/", timeout=0.5).code != 0
+    assert record(root, "r1")["status"] == "failed"

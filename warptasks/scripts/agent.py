@@ -790,7 +790,9 @@ def start(req):
     "SIGTERM" for gunicorn and uvicorn, "SIGWINCH" for Apache/mod_wsgi-express's
     graceful-stop; default SIGTERM) and ``stop_timeout`` (seconds it gets to
     finish its requests before SIGTERM/SIGKILL, default 20); both are
-    recorded with the release and used by ``stop``.
+    recorded with the release and used by ``stop``. ``health`` (optional:
+    ``path``, ``host_header``, ``timeout``): the release's health check
+    settings, recorded with it for ``health`` to fall back on.
 
     A port held by the server of a release that is not live (a deploy cut
     off between its start and its stop) is taken back first; see
@@ -834,7 +836,12 @@ def start(req):
     values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
     values.update(log_capped=writer is not None)
     values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout)
+    # What the release was before this start (a rollback target: "retired"),
+    # given back by a failed health check that must not mark it failed.
+    if record.get("status") != "started" or "status_before_start" not in record:
+        values["status_before_start"] = record.get("status")
     _update(root, release, **values)
+    _record_health(root, release, req.get("health"))
     answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
     answer["log_capped"] = writer is not None
     print(json.dumps(answer))
@@ -915,29 +922,77 @@ def _get(url, host_header, timeout):
         return error.code
 
 
+HEALTH_KEYS = ("path", "host_header", "timeout")
+
+
+def _health_values(given):
+    """The health settings in ``given`` (a request's ``health``): path, host_header, timeout; others dropped."""
+    if not isinstance(given, dict):
+        return {}
+    return {k: given[k] for k in HEALTH_KEYS if given.get(k) is not None}
+
+
+def _record_health(root, release, given):
+    """Merge health settings into the release's record (``health``); the record."""
+    values = _health_values(given)
+    if not values:
+        return _record(root, release)
+    merged = dict(_record(root, release).get("health") or {})
+    merged.update(values)
+    return _update(root, release, health=merged)
+
+
 def health(req):
-    """Poll the release's server over HTTP until it answers below 400."""
+    """Poll the release's server over HTTP until it answers below 400.
+
+    Request keys: ``release``; ``path``, ``host_header``, ``timeout``
+    (seconds): each one omitted (or null) is taken from the settings
+    recorded with the release (see ``start`` and ``mark``), else "/", no
+    Host header, 60s; the settings of a check that passed are recorded
+    with the release, so a rollback checks it as its deploy did.
+    ``mark_failed`` (default true): false leaves the release's status as it
+    was before ``start`` (a rollback target stays "retired") instead of
+    marking it "failed".
+
+    Answer: ``url``, ``status`` (HTTP), ``health`` (the settings used). On
+    failure, exit 1 with ``error`` and ``release_status``.
+    """
     root, release = req["root"], req["release"]
     record = _record(root, release)
-    url = "http://127.0.0.1:{}{}".format(record["port"], req.get("path", "/"))
-    deadline = time.monotonic() + float(req.get("timeout", 60))
+    if not record.get("port"):
+        _fail(f"release {release} has no recorded port: was it started?")
+    recorded = record.get("health") or {}
+    used = {}
+    for key, default in (("path", "/"), ("host_header", None), ("timeout", 60)):
+        value = req.get(key)
+        used[key] = value if value is not None else recorded.get(key, default)
+    url = "http://127.0.0.1:{}{}".format(record["port"], used["path"])
+    deadline = time.monotonic() + float(used["timeout"])
     last = "no answer"
+
+    def failed(message):
+        if req.get("mark_failed", True):
+            after = "failed"
+        else:
+            after = _record(root, release).get("status_before_start") or _record(root, release).get("status")
+        _update(root, release, status=after)
+        _fail(message, release_status=after)
+
     while time.monotonic() < deadline:
         if not _alive(_server_pid(root, release)):
-            _update(root, release, status="failed")
-            _fail("the server exited before answering {}; its log ends:\n{}".format(url, _tail(record.get("log", ""))))
+            failed("the server exited before answering {}; its log ends:\n{}".format(url, _tail(record.get("log", ""))))
         try:
-            status = _get(url, req.get("host_header"), 5)
+            status = _get(url, used["host_header"], 5)
             if status < 400:
+                _record_health(root, release, used)
                 _update(root, release, status="healthy")
-                print(json.dumps({"url": url, "status": status}))
+                print(json.dumps({"url": url, "status": status, "health": used}))
                 return
             last = f"HTTP {status}"
         except (OSError, ValueError) as error:
             last = str(getattr(error, "reason", error))
         time.sleep(0.3)
-    _update(root, release, status="failed")
-    _fail("health check of {} failed ({}); the server's log ends:\n{}".format(url, last, _tail(record.get("log", ""))))
+    failed("health check of {} failed ({}); the server's log ends:\n{}".format(url, last, _tail(record.get("log", ""))))
 
 
 def switch(req):
@@ -1078,7 +1133,13 @@ def _stop_release(root, release, req):
 
 
 def mark(req):
-    print(json.dumps(_update(req["root"], req["release"], **req["values"])))
+    """Record ``values`` (a dict) with the release; answer its whole record.
+
+    Request keys: ``release``, ``values``, ``health`` (optional: path,
+    host_header, timeout, merged into the record's ``health``).
+    """
+    _update(req["root"], req["release"], **(req.get("values") or {}))
+    print(json.dumps(_record_health(req["root"], req["release"], req.get("health"))))
 
 
 def prune(req):
@@ -1128,6 +1189,13 @@ def prune(req):
 
 
 def status(req):
+    """The host's releases, the proxy, and the answer of the public port.
+
+    Request keys: ``path``, ``host_header`` (the public check). Answer:
+    ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
+    ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
+    ``stop_timeout``), ``proxy``, ``health``, ``hostname``.
+    """
     root = req["root"]
     current = _current(root)
     releases = []
@@ -1141,6 +1209,9 @@ def status(req):
                 "port": record.get("port"),
                 "pid": pid if _alive(pid) else None,
                 "commit": record.get("commit"),
+                "health": record.get("health"),
+                "stop_signal": record.get("stop_signal"),
+                "stop_timeout": record.get("stop_timeout"),
             }
         )
     proxy = _json(os.path.join(root, "shared", "proxy.json")) or {}
