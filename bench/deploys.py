@@ -14,8 +14,10 @@ from typing import Any
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
 from tests.harness.images import SSH_PACKAGES, base_image
-from warptasks.remote.deploy import deploy, deploy_opts, summary
+from warptasks.remote.deploy import deploy
+from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
+from warptasks.settings import DeploySettings
 
 from .djangoapp import PROJECT, copy_project, touch_view
 from .measure import Section, Target, load, ratio, secs, times
@@ -36,13 +38,13 @@ def run(b: Any) -> Section:
     try:
         project = os.path.join(b.tools.work, "deploy", PROJECT)
         copy_project(os.path.join(b.tools.work, "source"), project)
-        opts = deploy_opts(None, path=PATH, identity=hosts[0].key_filename, known_hosts=hosts[0].known_hosts, wheels=True,
-                           health_host="localhost")
+        opts = DeploySettings.resolve(None, path=PATH, identity=hosts[0].key_filename, known_hosts=hosts[0].known_hosts,
+                                      wheels=True, health_host="localhost")
         targets = [HostTarget(h.address, h.user, h.port) for h in hosts]
 
         def timed(group: list[Any], label: str) -> float:
             started = time.perf_counter()
-            results = deploy(group, project, dict(opts), say=lambda _: None)
+            results = deploy(group, project, opts, say=lambda _: None)
             took = time.perf_counter() - started
             if not all(r.ok for r in results):
                 raise BenchError(f"{label} failed: {summary(results)}")

@@ -11,26 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fabric import Connection
+from paramiko import AutoAddPolicy, RejectPolicy
 
 from tests.cases import facts
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.facts import Facts
-from warptasks.plan import BuildOptions, command_line, plan_build
-from warptasks.remote.deploy import (
-    Layout,
-    agent_step,
-    backend_port,
-    deploy_opts,
-    migrate_step,
-    with_shared_environment,
-)
+from warptasks.plan import BuildOptions, Step, command_line, plan_build
 from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
-from warptasks.remote.upload import archive, release_id, source_files
+from warptasks.remote.layout import Layout, backend_port, migrate_step, with_shared_environment
+from warptasks.remote.session import agent_step
+from warptasks.remote.upload import archive, release_id, rsync_step, source_files, ssh_command
 from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
 from warptasks.scripts import agent as deploy_agent
 from warptasks.scripts.proxy import _cache
 from warptasks.scripts.proxy import backend_port as proxy_backend_port
+from warptasks.settings import DeploySettings
 
 
 @pytest.mark.parametrize(
@@ -61,9 +58,6 @@ def test_hosts_from_a_comma_list_and_duplicates_refused() -> None:
 
 
 def test_connections_refuse_unknown_host_keys_unless_asked(tmp_path: Path) -> None:
-    from fabric import Connection
-    from paramiko import AutoAddPolicy, RejectPolicy
-
     known = tmp_path / "known_hosts"
     known.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
     conn = Connection("127.0.0.1", port=2222)
@@ -89,8 +83,6 @@ def test_agent_request_travels_as_one_quoted_argument() -> None:
 
 
 def test_shared_environment_is_sourced_before_the_step() -> None:
-    from warptasks.plan import Step
-
     step = with_shared_environment(Step("gunicorn", ("gunicorn", "app"), "/srv/a/releases/1", "serve"), Layout("/srv/a"))
     assert step.argv[:3] == ("sh", "-c", step.argv[2])
     assert step.argv[4:] == ("/srv/a/shared/environment", "gunicorn", "app")
@@ -133,13 +125,20 @@ def test_a_plain_wsgi_app_has_nothing_to_migrate(tmp_path: Path) -> None:
 
 def test_deploy_settings_merge_config_then_options() -> None:
     config = {"warp": {"server": "gunicorn", "deploy": {"path": "/srv/site", "keep": 3, "hosts": ["web1"]}}}
-    opts = deploy_opts(config, keep=7, wheels=False, port=None)
-    got = (opts["path"], opts["keep"], opts["hosts"], opts["server"], opts["port"])
-    assert got == ("/srv/site", 7, ["web1"], "gunicorn", 8080)
+    settings = DeploySettings.resolve(config, keep=7, wheels=False, port=None)
+    got = (settings.path, settings.keep, settings.hosts, settings.server, settings.port)
+    assert got == ("/srv/site", 7, (HostTarget("web1"),), "gunicorn", 8080)
     # An option given as off wins over the config turning it on.
-    assert deploy_opts({"warp": {"deploy": {"systemd": True, "migrate": True}}}, systemd=False, migrate=False)["systemd"] is False
+    on = {"warp": {"deploy": {"systemd": True, "migrate": True}}}
+    assert DeploySettings.resolve(on, systemd=False, migrate=False).systemd is False
+    # warp: deploy: may set a build setting for deploys alone.
+    assert DeploySettings.resolve({"warp": {"server": "gunicorn", "deploy": {"server": "waitress"}}}).server == "waitress"
     with pytest.raises(ConfigError, match="not absolute"):
-        deploy_opts(config, path="srv")
+        DeploySettings.resolve(config, path="srv")
+    with pytest.raises(ConfigError, match="keep 'all' is not a number"):
+        DeploySettings.resolve({"warp": {"deploy": {"keep": "all"}}})
+    with pytest.raises(ConfigError, match="drain 'soon' is not a number of seconds"):
+        DeploySettings.resolve(None, drain="soon")
 
 
 # -- what is shipped ---------------------------------------------------------
@@ -288,8 +287,6 @@ def test_prune_keeps_the_newest_good_releases_and_their_environments(tmp_path: P
 
 
 def test_rsync_sends_exactly_the_release_files_with_the_connections_checks() -> None:
-    from warptasks.remote.upload import rsync_step, ssh_command
-
     ssh = ssh_command("deploy", 2222, ["/k/id"], ["/h/.ssh/known_hosts", "/extra hosts"], False, None)
     assert ssh.startswith("ssh -F /dev/null -o BatchMode=yes")
     assert "StrictHostKeyChecking=yes" in ssh and "'UserKnownHostsFile=/h/.ssh/known_hosts /extra hosts'" in ssh
@@ -304,4 +301,4 @@ def test_rsync_sends_exactly_the_release_files_with_the_connections_checks() -> 
 
 def test_unknown_upload_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="upload method"):
-        deploy_opts(None, upload="ftp")
+        DeploySettings.resolve(None, upload="ftp")

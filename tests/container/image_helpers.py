@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import django
 import docker
 import docker.errors
 
+from tests.harness import engine
 from tests.harness.images import IndexAccess, base_image
 from warptasks.image.engine import ImageOptions
 
@@ -49,8 +53,6 @@ APP_PY = (
 
 def engine_url() -> str:
     """The DOCKER_HOST of the engine the harness uses, for the warp command run as a subprocess."""
-    from tests.harness import engine
-
     for url in engine._candidates():
         if engine._quick_ping(url):
             return url
@@ -137,17 +139,12 @@ def serving(client: docker.DockerClient, image: str, *, user: str | None = None,
 
 def startproject(root: Path, name: str = "mysite") -> None:
     """A real ``django-admin startproject``, with requirements.txt pinning the Django that made it."""
-    import django
-
     subprocess.run([sys.executable, "-m", "django", "startproject", name, str(root)], check=True)
     (root / "requirements.txt").write_text(f"Django=={django.get_version()}\n")
 
 
 def files_in_image(client: docker.DockerClient, image: str, path: str) -> dict[str, bytes]:
     """The files at ``path`` in ``image`` (name relative to its parent -> content), read without running anything."""
-    import io
-    import tarfile
-
     container = client.containers.create(image, network_mode="none")
     try:
         stream, _ = container.get_archive(path)

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from warptasks.remote.deploy import deploy, deploy_opts, rollback, status, summary
+from tests.harness.engine import ensure_engine
+from tests.harness.hosts import remove_hosts, ssh_hosts
+from tests.harness.images import SSH_PACKAGES, base_image
+from warptasks.remote.deploy import deploy
+from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
+from warptasks.remote.rollback import rollback, status
+from warptasks.settings import DeploySettings
 
 from .deploy_helpers import Load, get, make_django_project, release_served, set_version
 
@@ -37,8 +45,6 @@ def free_port_run(count: int = 3) -> int:
     Chosen below the kernel's ephemeral range, where ports handed out for
     outgoing connections and to other tests' ``bind(0)`` never land.
     """
-    import random
-
     for _ in range(500):
         base = random.randrange(20000, 32000 - count)
         try:
@@ -52,8 +58,6 @@ def free_port_run(count: int = 3) -> int:
 
 
 def deploy_image(client: Any) -> str:
-    from tests.harness.images import SSH_PACKAGES, base_image
-
     # mod_wsgi-express runs Apache itself: apache2, not only apache2-dev (apxs).
     return base_image(client, (*SSH_PACKAGES, "apache2"))
 
@@ -64,7 +68,7 @@ class Fleet:
     targets: list[HostTarget]
     urls: list[str]
     project: Path
-    opts: dict[str, Any]
+    opts: DeploySettings
     lines: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -73,7 +77,7 @@ class Fleet:
 
     def deploy(self, **extra: Any) -> list[Any]:
         self.lines.clear()
-        results = deploy(self.targets, str(self.project), dict(self.opts, **extra), say=self.say)
+        results = deploy(self.targets, str(self.project), replace(self.opts, **extra), say=self.say)
         print(summary(results))
         return results
 
@@ -86,9 +90,6 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    from tests.harness.engine import ensure_engine
-    from tests.harness.hosts import remove_hosts, ssh_hosts
-
     client = ensure_engine()
     image = deploy_image(client)
     hosts = ssh_hosts(client, 1, network="host", image=image) + ssh_hosts(client, 1, network="bridge", image=image)
@@ -105,7 +106,7 @@ def fleet() -> Iterator[Fleet]:
         secrets_file.write_text("SECRET_TOKEN=only-on-the-host\n")
         project = make_django_project(workdir / "site", "1")
         (project / ".env").write_text("NEVER=shipped\n")
-        opts = deploy_opts(
+        opts = DeploySettings.resolve(
             None,
             path=PATH,
             identity=online.key_filename,
@@ -120,8 +121,6 @@ def fleet() -> Iterator[Fleet]:
     finally:
         remove_hosts(hosts)
         if os.environ.get("WARP_TEST_KEEP") != "1":
-            import shutil
-
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -315,7 +314,7 @@ def test_connection_cut_during_upload_keeps_the_old_release(fleet: Fleet) -> Non
     known.write_text("".join(f"[127.0.0.1]:{relay.port} {line.split(' ', 1)[1]}\n" for line in online.host_keys))
     target = HostTarget("127.0.0.1", online.user, relay.port, app_port=fleet.targets[0].app_port, listen="127.0.0.1")
     try:
-        results = deploy([target], str(fleet.project), dict(fleet.opts, known_hosts=str(known)), say=print)
+        results = deploy([target], str(fleet.project), replace(fleet.opts, known_hosts=str(known)), say=print)
     finally:
         relay.close()
         blob.unlink()
@@ -337,7 +336,7 @@ def test_a_second_deploy_to_a_locked_host_fails_naming_the_holder(fleet: Fleet) 
     deadline = time.monotonic() + 60
     while online.exec(f"test -d {PATH}/.warp-deploy.lock")[0] != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = deploy(fleet.targets[:1], str(fleet.project), dict(fleet.opts, lock_wait=1), say=print)
+    second = deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, lock_wait=1), say=print)
     thread.join(timeout=600)
     assert not second[0].ok and second[0].phase == "lock"
     assert "lock held by" in second[0].message and "pid" in second[0].message
@@ -350,10 +349,10 @@ def test_a_stale_lock_is_broken_only_when_asked(fleet: Fleet) -> None:
     owner = json.dumps({"owner": "ci@build-7 (pid 4242)", "token": "gone", "since": "yesterday"})
     _sh(online, f"mkdir {PATH}/.warp-deploy.lock && echo '{owner}' > {PATH}/.warp-deploy.lock/owner.json")
     set_version(fleet.project, "7")
-    refused = deploy(fleet.targets[:1], str(fleet.project), dict(fleet.opts, lock_wait=0), say=print)
+    refused = deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, lock_wait=0), say=print)
     assert not refused[0].ok and "ci@build-7 (pid 4242)" in refused[0].message
     assert release_served(fleet.urls[0]) == "6"
-    _ok(deploy(fleet.targets[:1], str(fleet.project), dict(fleet.opts, break_lock=True), say=print))
+    _ok(deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, break_lock=True), say=print))
     assert release_served(fleet.urls[0]) == "7"
     # keep=3: old releases were pruned, and their environments with them.
     releases = _sh(online, f"ls {PATH}/releases").split()

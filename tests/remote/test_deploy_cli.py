@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.harness.engine import ensure_engine
+from tests.harness.hosts import remove_hosts, ssh_hosts
+
 from .deploy_helpers import make_django_project, release_served, set_version
 from .test_deploy import deploy_image, free_port_run
 
@@ -65,9 +68,6 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    from tests.harness.engine import ensure_engine
-    from tests.harness.hosts import remove_hosts, ssh_hosts
-
     client = ensure_engine()
     (host,) = ssh_hosts(client, 1, network="host", image=deploy_image(client))
     workdir = Path(tempfile.mkdtemp(prefix="warp-deploy-cli-", dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))

@@ -14,8 +14,14 @@ from typing import Any
 
 import pytest
 
-from warptasks.remote.deploy import deploy, deploy_opts, status, summary
+from tests.harness.engine import ensure_engine
+from tests.harness.hosts import LABEL, SESSION_LABEL, session_keys
+from tests.harness.images import SSH_PACKAGES, base_image
+from warptasks.remote.deploy import deploy
+from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
+from warptasks.remote.rollback import status
+from warptasks.settings import DeploySettings
 
 from .deploy_helpers import get, make_django_project, release_served, set_version
 from .test_deploy import deploy_image
@@ -27,8 +33,6 @@ SERVER_UNIT = "warp-srv-sys-site-server@{port}.service"
 
 
 def systemd_image(client: Any) -> str:
-    from tests.harness.images import SSH_PACKAGES, base_image
-
     deploy_image(client)  # the same packages, so the cached tree is shared
     return base_image(client, (*SSH_PACKAGES, "apache2", "systemd", "systemd-sysv", "dbus"))
 
@@ -37,8 +41,6 @@ class SystemdHost:
     """A bridge-network container booted by systemd (no outbound network), reachable over SSH on port 22."""
 
     def __init__(self, client: Any, workdir: Path) -> None:
-        from tests.harness.hosts import LABEL, SESSION_LABEL, session_keys
-
         self.keys = session_keys()
         self.known_hosts = str(workdir / "known_hosts")
         self.container = client.containers.run(
@@ -99,8 +101,6 @@ class SystemdHost:
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[SystemdHost]:
-    from tests.harness.engine import ensure_engine
-
     workdir = Path(tempfile.mkdtemp(prefix="warp-deploy-systemd-", dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))
     os.chmod(workdir, 0o755)
     machine = SystemdHost(ensure_engine(), workdir)
@@ -125,7 +125,9 @@ def _until(check: Any, seconds: float = 60) -> Any:
 def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: SystemdHost) -> None:
     workdir = Path(host.known_hosts).parent
     project = make_django_project(workdir / "site", "1", server="gunicorn")
-    opts = deploy_opts(None, path=PATH, identity=host.keys.key_filename, known_hosts=host.known_hosts, wheels=True, drain=1)
+    opts = DeploySettings.resolve(
+        None, path=PATH, identity=host.keys.key_filename, known_hosts=host.known_hosts, wheels=True, drain=1
+    )
     target = HostTarget(host.address, "root")
     results = deploy([target], str(project), opts, say=print)
     assert all(r.ok for r in results), summary(results)

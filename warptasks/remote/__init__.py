@@ -1,6 +1,11 @@
 """The hosts target: the same build and start on remote hosts over SSH (fabric).
 
-- ``deploy.py``: deploy, status and rollback across hosts.
+- ``deploy.py``: deploy across hosts, phase by phase.
+- ``rollback.py``: status and rollback across hosts.
+- ``fleet.py``: a phase on every host in parallel; per-host results and their summary.
+- ``host.py``: one host's deploy lifecycle (lock, upload, build, migrate, start, switch, prune, abort).
+- ``session.py``: one host's SSH session: steps, and the host agent's JSON answers.
+- ``layout.py``: paths on a host, the release, the shared environment file (pure).
 - ``hosts.py``: parsing host names, connecting, checking host keys.
 - ``upload.py``: which files a release holds, and sending them.
 - ``wheels.py``: wheels for hosts without a package index.

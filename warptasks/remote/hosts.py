@@ -3,6 +3,10 @@
 fabric 3.2 accepts any host key out of the box (paramiko's AutoAddPolicy and
 no known_hosts loaded); every connection made here loads known_hosts and
 refuses a key it does not know, unless accepting unknown hosts was asked for.
+
+fabric and paramiko are imported inside the functions that connect: this
+module is loaded with the settings by every ``warp build`` and ``warp start``,
+which never reach a host.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..settings import DeploySettings
 
 _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
@@ -82,22 +89,22 @@ def check_host_keys(connection: Any, known_hosts: str | None, accept_unknown: bo
     client.set_missing_host_key_policy(AutoAddPolicy() if accept_unknown else RejectPolicy())
 
 
-def connect(target: HostTarget, opts: dict[str, Any], config: Any = None) -> Any:
+def connect(target: HostTarget, settings: DeploySettings, config: Any = None) -> Any:
     """A fabric Connection to ``target`` that checks its host key."""
     from fabric import Config, Connection
 
     connect_kwargs: dict[str, Any] = {}
-    if opts.get("identity"):
-        connect_kwargs["key_filename"] = [os.path.expanduser(opts["identity"])]
+    if settings.identity:
+        connect_kwargs["key_filename"] = [os.path.expanduser(settings.identity)]
     conn = Connection(
         target.host,
-        user=target.user or opts.get("ssh_user") or None,
+        user=target.user or settings.ssh_user or None,
         port=target.port,
         config=config if isinstance(config, Config) else None,
         connect_kwargs=connect_kwargs,
-        connect_timeout=int(opts.get("connect_timeout") or 15),
+        connect_timeout=int(settings.connect_timeout or 15),
     )
-    check_host_keys(conn, opts.get("known_hosts"), bool(opts.get("accept_unknown_host")))
+    check_host_keys(conn, settings.known_hosts, settings.accept_unknown_host)
     return conn
 
 

@@ -1,4 +1,4 @@
-"""What a deploy ships: the release's files, its id, and an archive of them.
+"""What a deploy ships: the release's files, its id, an archive of them, and sending them with rsync.
 
 The files are what git tracks (as they are in the working tree), or, outside
 git, the tree without version-control data, environments, caches and what
@@ -13,13 +13,21 @@ import hashlib
 import io
 import os
 import shlex
+import shutil
 import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
+
+from invoke import Context
 
 from ..detect import UNTRACKED_DIRS
-from ..plan import Step
+from ..plan import Step, command_line
+from ..run.executor import Say, tail
+from ..settings import DeploySettings
+from .layout import Source
+from .session import DeployFailed
 
 NEVER_SHIPPED = (".env", ".env.*", "*.pyc", "*.pyo")
 
@@ -147,3 +155,41 @@ def rsync_step(root: str, files_from: str, host: str, release: str, ssh: str, co
     argv += [f"{root.rstrip('/')}/", f"{remote}:{release}/"]
     why = "send what changed since the live release (rsync)" if copy_dest else "send the release (rsync)"
     return Step("rsync", tuple(argv), "", why)
+
+
+def send_with_rsync(
+    conn: Any, settings: DeploySettings, host_has_rsync: bool, source: Source, release: str, copy_dest: str | None, say: Say
+) -> bool:
+    """Send the release with rsync when both ends have it (and ``upload`` allows); False to use SFTP instead."""
+    mode = settings.upload
+    if mode == "sftp":
+        return False
+    if not (host_has_rsync and shutil.which("rsync") and shutil.which("ssh")):
+        if mode == "rsync":
+            raise DeployFailed(
+                "rsync was asked for, but it is missing here or on the host", "install rsync, or use --upload auto"
+            )
+        return False
+    step = rsync_step(source.root, source.list_file, conn.host, release, _ssh_like(conn, settings), copy_dest)
+    say(f"upload: {step.why}")
+    result: Any = Context().run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+    if result.exited == 0:
+        return True
+    error = tail(result.stderr or result.stdout, 5)
+    if mode == "auto" and ("Permission denied" in error or "verification failed" in error):
+        say(f"upload: rsync's ssh cannot log in ({error.strip().splitlines()[-1]}); using SFTP instead")
+        return False
+    raise DeployFailed(f"rsync failed (exit {result.exited}): {error}")
+
+
+def _ssh_like(conn: Any, settings: DeploySettings) -> str:
+    """The ssh command for rsync, reaching the host as ``conn`` does."""
+    keys = conn.connect_kwargs.get("key_filename") or []
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    known = [os.path.expanduser("~/.ssh/known_hosts")] + (
+        [os.path.expanduser(settings.known_hosts)] if settings.known_hosts else []
+    )
+    config = os.path.expanduser("~/.ssh/config")
+    return ssh_command(
+        conn.user, conn.port, keys, known, settings.accept_unknown_host, config if os.path.exists(config) else None
+    )

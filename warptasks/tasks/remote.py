@@ -4,6 +4,9 @@
 hosts together (in parallel, switching only when all succeed);
 ``fab -H web1,web2 warp.deploy`` runs the task once per host with fabric's
 Connection as ``c``, and deploys to that host.
+
+The deploy modules (and with them fabric and paramiko) are imported only when a
+task runs: the collection is loaded by every ``warp build`` and ``warp start``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 from invoke import task
 from invoke.exceptions import Exit
 
-from ..remote.hosts import HostTarget, parse_hosts
+from ..remote.hosts import HostTarget
+from ..settings import DeploySettings, Settings
 from .report import reported
 
 HELP = {
@@ -42,21 +46,12 @@ HELP = {
 }
 
 
-def _targets(c: Any, host: list[str]) -> tuple[list[HostTarget], dict[str, Any]]:
-    from ..remote.deploy import deploy_opts
-
-    opts = deploy_opts(c.config)
-    if host:
-        return parse_hosts(host), opts
-    if hasattr(c, "original_host"):  # fab -H: fabric made a Connection for one host
-        return [HostTarget(c.original_host, c.user, c.port)], opts
-    return parse_hosts(opts.get("hosts")), opts
-
-
-def _options(c: Any, **given: Any) -> dict[str, Any]:
-    from ..remote.deploy import deploy_opts
-
-    return deploy_opts(c.config, **given)
+def _settings(c: Any, host: list[str] | None, **given: Any) -> tuple[list[HostTarget], DeploySettings]:
+    """The hosts (--host, else fab -H, else the configured ones) and the deploy settings."""
+    settings = DeploySettings.resolve(c.config, hosts=host, **given)
+    if not host and hasattr(c, "original_host"):  # fab -H: fabric made a Connection for one host
+        return [HostTarget(c.original_host, c.user, c.port)], settings
+    return list(settings.hosts), settings
 
 
 @task(iterable=["host"], auto_shortflags=False, help=HELP)
@@ -85,12 +80,13 @@ def deploy(
     upload=None,
 ):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
-    from ..remote import deploy as lib
+    from ..remote.deploy import deploy as deploy_to
+    from ..remote.fleet import summary
 
     with reported():
-        targets, _ = _targets(c, host)
-        opts = _options(
+        targets, settings = _settings(
             c,
+            host,
             **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python),
             port=_num(port),
             listen=listen,
@@ -105,9 +101,9 @@ def deploy(
             systemd=False if no_systemd else None,
             upload=upload,
         )
-        project = project or (c.config.get("warp", {}) or {}).get("project") or "."
-        results = lib.deploy(targets, project, opts, say=lambda t: print(t, flush=True), config=_fabric_config(c))
-        _finish(lib.summary(results), results, "deploy")
+        project = Settings.resolve(c.config, project=project).project
+        results = deploy_to(targets, project, settings, say=lambda t: print(t, flush=True), config=_fabric_config(c))
+        _finish(summary(results), results, "deploy")
 
 
 _REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "accept-unknown-host", "python")
@@ -127,12 +123,12 @@ def status(
     json=False,
 ):
     """Each host's live release, its server's pid, the front proxy, and what the app answers."""
-    from ..remote import deploy as lib
+    from ..remote.rollback import status as status_of
 
     with reported():
-        targets, _ = _targets(c, host)
-        opts = _options(c, **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python))
-        answers = lib.status(targets, opts, config=_fabric_config(c))
+        reach = _reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach)
+        answers = status_of(targets, settings, config=_fabric_config(c))
         if json:
             print(jsonlib.dumps(answers, indent=2))
         else:
@@ -163,19 +159,20 @@ def rollback(
     no_systemd=False,
 ):
     """Go back to the previous good release: started, health-checked, then switched."""
-    from ..remote import deploy as lib
+    from ..remote.fleet import summary
+    from ..remote.rollback import rollback as roll_back
 
     with reported():
-        targets, _ = _targets(c, host)
-        opts = _options(
+        targets, settings = _settings(
             c,
+            host,
             **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python),
             break_lock=_flag(break_lock),
             allow_partial=_flag(allow_partial),
             systemd=False if no_systemd else None,
         )
-        results = lib.rollback(targets, opts, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
-        _finish(lib.summary(results), results, "rollback")
+        results = roll_back(targets, settings, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
+        _finish(summary(results), results, "rollback")
 
 
 def _reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""Running a phase on every host at once, holding back the others when one failed, and a line per host at the end."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import StepFailed, WarpError
+from ..run.executor import Say
+from .host import HostDeploy
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: bool
+    release: str
+    phase: str
+    message: str
+    timings: dict[str, float]
+
+
+def one_at_a_time(say: Say) -> Say:
+    """``say`` for hosts that run in threads: whole lines, never interleaved."""
+    lock = threading.Lock()
+
+    def synced(text: str) -> None:
+        with lock:
+            say(text)
+
+    return synced
+
+
+def parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> None:
+    """Run ``work`` on every host still in the deploy, in threads; a failure is recorded on its host."""
+    active = [h for h in hosts if not h.error and not h.unchanged]
+
+    def guarded(host: HostDeploy) -> None:
+        begin = time.monotonic()
+        try:
+            work(host)
+        except StepFailed as failed:
+            host.error = f"{failed.message}\n{failed.output}".strip()
+        except Exception as error:  # noqa: BLE001 - a lost connection is a host failure, reported
+            host.error = f"{type(error).__name__}: {error}" if not isinstance(error, WarpError) else str(error)
+        finally:
+            host.timings[host.phase] = host.timings.get(host.phase, 0.0) + time.monotonic() - begin
+
+    if len(active) <= 1:
+        for host in active:
+            guarded(host)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(active), 8)) as pool:
+        list(pool.map(guarded, active))
+
+
+def stop_unless_partial(hosts: list[HostDeploy], allow_partial: bool) -> None:
+    """When a host failed, the others go no further (no host switches to a release that failed elsewhere)."""
+    failed = [h for h in hosts if h.error]
+    if not failed or allow_partial:
+        return
+    names = ", ".join(h.target.label for h in failed)
+    for h in hosts:
+        if not h.error and not h.unchanged:
+            h.error = f"not switched: the deploy failed on {names} (--allow-partial switches the others anyway)"
+
+
+def release_all(hosts: list[HostDeploy]) -> None:
+    """Each host's lock released and its connection closed."""
+    for h in hosts:
+        h.unlock()
+        h.close()
+
+
+def result(h: HostDeploy) -> HostResult:
+    if h.error:
+        return HostResult(h.target.label, False, h.release, h.phase, h.error, h.timings)
+    if h.unchanged:
+        live = h.info["current"]
+        return HostResult(h.target.label, True, live, "lock", f"unchanged: {live} stays live", h.timings)
+    return HostResult(h.target.label, True, h.release, h.phase, f"live: {h.release}" if h.release else "ok", h.timings)
+
+
+def summary(results: list[HostResult]) -> str:
+    lines = []
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        timing = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
+        detail = r.message if r.ok else f"failed at {r.phase}: {r.message}"
+        lines.append(f"{mark} {r.host}: {detail}" + (f" ({timing})" if timing and r.ok else ""))
+    return "\n".join(lines)
+
+
+def owner_label() -> str:
+    """Who holds a deploy lock: user, machine and process, for the message another deploy shows."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"

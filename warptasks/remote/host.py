@@ -1,0 +1,231 @@
+"""One host's part of a deploy: lock, upload, build, migrate, start and check, switch, stop the old, prune; or abort.
+
+Each phase is a method of :class:`HostDeploy`; :mod:`warptasks.remote.deploy`
+runs each phase on every host in parallel and moves on only when all got
+there. What runs on the host goes through its :class:`~.session.Session`:
+plan steps, and the agent's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..detect import AppSpec
+from ..errors import StepFailed
+from ..facts import Facts
+from ..plan import BuildOptions, StartOptions, Step, command_line, plan_build, plan_start, untracked_dirs
+from ..run.executor import Say, execute, gather_facts, run_checks
+from ..scripts import source
+from ..settings import DeploySettings
+from .hosts import HostTarget
+from .layout import Layout, Release, Source, backend_port, migrate_step, with_shared_environment
+from .session import Session
+from .upload import send_with_rsync
+
+PROXY = source("proxy.py")
+
+
+@dataclass
+class HostDeploy:
+    """One host's part of a deploy: its session, what it has done, and how it ended."""
+
+    target: HostTarget
+    settings: DeploySettings
+    say_all: Say
+    session: Session = field(init=False)
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    info: dict[str, Any] = field(default_factory=dict)
+    locked: bool = False
+    release: str = ""
+    started: bool = False
+    switched: bool = False
+    error: str = ""
+    unchanged: bool = False
+    phase: str = "connect"
+    env: str = ""
+    facts: Facts | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.session = Session(self.target, self.settings)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.settings.path)
+
+    @property
+    def public_port(self) -> int:
+        return int(self.target.app_port or self.settings.port)
+
+    def say(self, text: str) -> None:
+        self.say_all(f"[{self.target.label}] {text}")
+
+    def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
+        return self.session.agent(action, **request)
+
+    # -- phases ---------------------------------------------------------
+
+    def connect(self, config: Any) -> None:
+        self.session.open(config)
+
+    def lock(self, owner: str) -> None:
+        self.phase = "lock"
+        take = {"break": self.settings.break_lock}
+        answer = self.agent("lock", owner=owner, token=self.token, wait=self.settings.lock_wait, **take)
+        self.locked = True
+        self.info = answer["info"]
+
+    def same_as_live(self, digest: str) -> bool:
+        """Whether the live release is made of exactly this source and still serving."""
+        record = self.info.get("current_record") or {}
+        return record.get("source") == digest and record.get("status") == "live" and bool(self.info.get("current_alive"))
+
+    def upload(self, rid: str, source: Source, wheels: str | None) -> None:
+        self.phase = "upload"
+        self.release = rid
+        release = self.layout.release(rid)
+        sftp = self.session.sftp()
+        sftp.mkdir(release, 0o755)
+        sftp.mkdir(posixpath.join(release, ".warp"), 0o755)
+        self.agent("mark", release=rid, values={"status": "uploading"})
+        current = self.info.get("current")
+        copy_dest = self.layout.release(current) if current else None
+        has_rsync = bool(self.info.get("rsync"))
+        if not send_with_rsync(self.session.conn, self.settings, has_rsync, source, release, copy_dest, self.say):
+            tarball = posixpath.join(release, ".warp", "source.tar.gz")
+            self.say(f"upload: one archive over SFTP ({len(source.archive) // 1024} KiB)")
+            with sftp.open(tarball, "wb") as out:
+                out.set_pipelined(True)
+                out.write(source.archive)
+            self.session.run(Step("unpack", ("tar", "-xzf", tarball, "--no-same-owner", "-C", release), "", "unpack the release"))
+            self.session.run(Step("unpacked", ("rm", "-f", tarball), "", "remove the archive"))
+        if wheels:
+            have = set(self.info.get("wheels", []))
+            for name in sorted(os.listdir(wheels)):
+                if name not in have:
+                    sftp.put(os.path.join(wheels, name), posixpath.join(self.layout.wheels, name))
+        self._upload_env_file()
+
+    def _upload_env_file(self) -> None:
+        if not self.settings.env_file:
+            return
+        # Through SFTP with its mode set before any content is written.
+        sftp = self.session.sftp()
+        remote = self.layout.env_file
+        with open(os.path.expanduser(self.settings.env_file), "rb") as handle, sftp.open(remote + ".tmp", "wb") as out:
+            sftp.chmod(remote + ".tmp", 0o600)
+            out.write(handle.read())
+        sftp.posix_rename(remote + ".tmp", remote)
+
+    def build(self, spec: AppSpec, install_env: dict[str, str], release: Release) -> None:
+        self.phase = "build"
+        project = self.layout.release(self.release)
+        request = {
+            "env_dir": f"{project}/.warp",
+            "envs_dir": self.layout.envs,
+            "uv_candidates": [],
+            "project": project,
+            "ignore": untracked_dirs(".warp"),
+        }
+        facts = gather_facts(self.session.conn, self.settings.python, request)
+        options = BuildOptions(
+            project=project,
+            env_dir=".warp",
+            envs_dir=self.layout.envs,
+            installer=self.settings.installer,
+            install_env=install_env,
+        )
+        plan = plan_build(spec, facts, options)
+        quiet = self.session.quiet()
+        try:
+            execute(plan, quiet, say=self.say)
+        except StepFailed as failed:
+            failed.output = failed.output or quiet.last_output()
+            raise
+        self.facts = gather_facts(self.session.conn, self.settings.python, request)
+        self.env = self.facts.current or ""
+        values = {"status": "built", "env": self.env, "commit": release.commit, "source": release.source, "deps": release.deps}
+        self.agent("mark", release=self.release, values=values)
+
+    def migrate(self, spec: AppSpec) -> None:
+        self.phase = "migrate"
+        step = migrate_step(spec, self.layout.release(self.release), self.env, self.layout)
+        if step is not None:
+            self.say(f"{step.name}: {step.why} (once, on this host)")
+            self.session.run(step)
+
+    def start(self, spec: AppSpec) -> None:
+        self.phase = "start"
+        record = self.info.get("current_record") or {}
+        port = backend_port(self.public_port, record.get("port") if self.info.get("current") else None)
+        options = StartOptions(
+            project=self.layout.release(self.release),
+            env_dir=".warp",
+            host="127.0.0.1",
+            port=port,
+            processes=self.settings.processes,
+            threads=self.settings.threads,
+            user=self.settings.user,
+            group=self.settings.group,
+        )
+        assert self.facts is not None, "start follows build"
+        plan = plan_start(spec, self.facts, options)
+        before = tuple(with_shared_environment(s, self.layout) for s in plan.before)
+        run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
+        command = command_line(with_shared_environment(plan.server, self.layout))
+        self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
+        self.agent("start", release=self.release, port=port, command=command, systemd=self.settings.systemd)
+        self.started = True
+        self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.settings.health}")
+        self.check_health()
+
+    def check_health(self) -> None:
+        s = self.settings
+        self.agent("health", release=self.release, path=s.health, host_header=s.health_host, timeout=s.health_timeout)
+
+    def switch(self) -> None:
+        self.phase = "switch"
+        listen = self.target.listen or self.settings.listen
+        self.agent("proxy", listen=listen, port=self.public_port, source=PROXY, systemd=self.settings.systemd)
+        previous = self.info.get("current")
+        self.agent("switch", release=self.release)
+        self.switched = True
+        self.say(f"current -> {self.release}")
+        if previous and previous != self.release:
+            stopped = self.agent("stop", release=previous, drain=self.settings.drain)
+            self.say(f"old server of {previous}: {stopped['server']} ({stopped['seconds']}s)")
+
+    def prune(self) -> None:
+        self.phase = "prune"
+        answer = self.agent("prune", keep=self.settings.keep, protect=[self.release])
+        if answer.get("removed"):
+            self.say(f"removed old releases: {', '.join(answer['removed'])}")
+
+    def abort(self) -> None:
+        """Leave the host as it was: the new server stopped, the release marked failed, the lock released."""
+        if self.session.conn is None or self.switched:
+            return
+        if not self.release:
+            return
+        try:
+            self.session.reopen_if_lost()
+            self.agent("stop", release=self.release, status="failed")
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the first failure
+            self.say(f"could not mark {self.release} failed: {error}")
+
+    def unlock(self) -> None:
+        if not self.locked:
+            return
+        try:
+            self.session.reopen_if_lost()
+            self.agent("unlock", token=self.token)
+            self.locked = False
+        except Exception as error:  # noqa: BLE001
+            self.say(f"could not release the deploy lock: {error}; the next deploy may need --break-lock")
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,107 @@
+"""One host's SSH session: connected with its host key checked, running steps and the host agent.
+
+The agent (:mod:`warptasks.scripts.agent`) is sent as source with each call
+and answers one JSON line; its bookkeeping (locks, release records, servers,
+the switch) happens on the host, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from paramiko.ssh_exception import SSHException
+
+from ..errors import WarpError
+from ..plan import Step, command_line
+from ..run.executor import run_step, tail
+from ..scripts import source
+from ..settings import DeploySettings
+from .hosts import HostTarget, connect, open_checked
+
+AGENT = source("agent.py")
+
+
+class DeployFailed(WarpError):
+    """A deploy, rollback or status did not complete on some host."""
+
+
+def agent_step(python: str, action: str, /, **request: Any) -> Step:
+    """The step that runs one action of :mod:`warptasks.scripts.agent` on the host."""
+    return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
+
+
+@dataclass
+class Session:
+    """An SSH connection to ``target``, made with ``settings`` (key, known hosts, user, timeout)."""
+
+    target: HostTarget
+    settings: DeploySettings
+    conn: Any = None
+
+    def open(self, config: Any = None) -> None:
+        """Connect, checking the host key; a host that cannot be reached or logged in to is a DeployFailed."""
+        self.conn = connect(self.target, self.settings, config)
+        try:
+            open_checked(self.conn)
+        except (OSError, EOFError) as error:
+            raise DeployFailed(f"cannot reach {self.target.label} over SSH: {error}") from None
+        except SSHException as error:
+            raise DeployFailed(
+                f"cannot log in to {self.target.label}: {error}",
+                "check the user and key (--identity, or IdentityFile in ~/.ssh/config)",
+            ) from None
+
+    def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
+        """Run one agent action under the deploy path; its JSON answer, or DeployFailed with the agent's error."""
+        step = agent_step(self.settings.python, action, root=self.settings.path, **request)
+        result = self.conn.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+        lines = (result.stdout or "").strip().splitlines()
+        try:
+            data = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            data = {}
+        if result.exited != 0:
+            message = data.get("error") or tail(result.stderr or result.stdout or f"exit {result.exited}", 10)
+            raise DeployFailed(f"{action}: {message}")
+        return data
+
+    def run(self, step: Step) -> Any:
+        return run_step(self.conn, step, hide=True)
+
+    def quiet(self) -> QuietRunner:
+        return QuietRunner(self.conn)
+
+    def sftp(self) -> Any:
+        return self.conn.sftp()
+
+    def reopen_if_lost(self) -> None:
+        """Connect again when the connection dropped (cleanup after a failure needs the host)."""
+        transport = self.conn.client.get_transport() if self.conn else None
+        if transport is None or not transport.is_active():
+            self.conn.close()
+            self.conn = connect(self.target, self.settings)
+            open_checked(self.conn)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class QuietRunner:
+    """A runner that hides step output (hosts run in parallel) and keeps it for the error."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.last: Any = None
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        kwargs["hide"] = True
+        self.last = self.conn.run(command, **kwargs)
+        return self.last
+
+    def last_output(self) -> str:
+        if self.last is None:
+            return ""
+        return tail((self.last.stderr or "") + "\n" + (self.last.stdout or ""))
