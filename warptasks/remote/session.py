@@ -39,9 +39,11 @@ class Session:
     target: HostTarget
     settings: DeploySettings
     conn: Any = None
+    config: Any = None  # fabric's configuration (fab -i KEY, fabric.yaml), kept for reconnecting
 
     def open(self, config: Any = None) -> None:
         """Connect, checking the host key; a host that cannot be reached or logged in to is a DeployFailed."""
+        self.config = config
         self.conn = connect(self.target, self.settings, config)
         try:
             open_checked(self.conn)
@@ -81,7 +83,7 @@ class Session:
         transport = self.conn.client.get_transport() if self.conn else None
         if transport is None or not transport.is_active():
             self.conn.close()
-            self.conn = connect(self.target, self.settings)
+            self.conn = connect(self.target, self.settings, self.config)
             open_checked(self.conn)
 
     def close(self) -> None:
