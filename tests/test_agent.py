@@ -350,6 +350,30 @@ def test_systemd_units_stop_with_the_servers_signal_and_timeout() -> None:
     assert dropin == "[Service]\nKillSignal=SIGWINCH\nTimeoutStopSec=30\n"
 
 
+def test_a_server_already_gone_is_not_drained_for(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "releases" / "r1" / ".warp").mkdir(parents=True)
+    begin = time.monotonic()
+    assert ok("stop", root, release="r1", drain=5)["server"] == "not running"
+    assert time.monotonic() - begin < 3
+
+
+def test_a_stale_proxy_pidfile_never_gets_another_process_stopped(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    (root / "shared" / "logs").mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (root / "shared" / "proxy.pid").write_text(str(sleeper.pid))
+        stale = {"listen": "127.0.0.1", "port": port, "digest": "old", "pid_start": 1}
+        (root / "shared" / "proxy.json").write_text(json.dumps(stale))
+        started = ok("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"))
+        servers.pids.append(started["pid"])
+        assert started["proxy"] == "started" and sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+
+
 # -- a port held by a dead deploy's server ------------------------------------------
 
 

@@ -547,12 +547,13 @@ def logpipe(req):
     """Copy stdin to ``path``, rotating it at ``max_bytes`` and keeping ``keep`` older files; until end of input.
 
     Request keys: ``path``, ``max_bytes`` (0: no cap), ``keep``. Ignores
-    SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGWINCH: it ends when every writer
+    SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1 and SIGUSR2 (under
+    systemd it gets the server's stop signal too): it ends when every writer
     has closed the pipe. A full disk loses lines, never blocks the server.
     Files are cut at a line end where a line fits.
     """
     path, max_bytes, keep = req["path"], int(req.get("max_bytes") or 0), int(req.get("keep", LOG_KEEP))
-    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGWINCH"):
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1", "SIGUSR2"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     out, size = None, 0
 
@@ -604,16 +605,22 @@ def logpipe(req):
     print(json.dumps({"path": path, "bytes": size}))
 
 
-def _end_writer(pid, pid_start):
-    """Wait (briefly) for a server's log writer to finish its last lines after the server ended; kill it if it lingers."""
+def _wait_writer(record, seconds):
+    """Wait up to ``seconds`` for a server's log writer to write the last lines and end; whether it ended."""
+    pid, pid_start = record.get("log_writer_pid"), record.get("log_writer_start")
     if not pid or (pid_start is not None and _starttime(pid) != pid_start):
-        return
-    end = time.monotonic() + 3
+        return True
+    end = time.monotonic() + seconds
     while _alive(pid) and time.monotonic() < end:
         time.sleep(0.05)
-    if _alive(pid):
+    return not _alive(pid)
+
+
+def _end_writer(record):
+    """After its server stopped: let the log writer finish (3s at most), then kill it if it lingers."""
+    if not _wait_writer(record, 3):
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(record["log_writer_pid"], signal.SIGKILL)
         except OSError:
             pass
 
@@ -980,6 +987,7 @@ def health(req):
 
     while time.monotonic() < deadline:
         if not _alive(_server_pid(root, release)):
+            _wait_writer(record, 2)  # the server's last words, before its log is quoted
             failed("the server exited before answering {}; its log ends:\n{}".format(url, _tail(record.get("log", ""))))
         try:
             status = _get(url, used["host_header"], 5)
@@ -1054,7 +1062,7 @@ def _stop_group(pid, first=signal.SIGTERM, timeout=20.0, term_timeout=5.0, kill_
     finishes its requests). Returns how it ended and the signals sent.
     """
     sent = []
-    if not _alive(pid) and not _group_alive(pid):
+    if not pid or pid <= 1 or (not _alive(pid) and not _group_alive(pid)):
         return "not running", sent
     steps = [(first, timeout)]
     if first != signal.SIGTERM:
@@ -1106,7 +1114,8 @@ def stop(req):
     _require(req)
     root, release = req["root"], req["release"]
     begin = time.monotonic()
-    time.sleep(float(req.get("drain", 0)))
+    if _serving(root, release):
+        time.sleep(float(req.get("drain", 0)))
     state, sent = _stop_release(root, release, req)
     if req.get("status"):
         _update(root, release, status=req["status"])
@@ -1126,7 +1135,7 @@ def _stop_release(root, release, req):
         state, sent = ("stopped" if not _unit_pid(unit) else "still running"), [signal.Signals(sig).name]
     else:
         state, sent = _stop_group(_server_pid(root, release), sig, timeout, term_timeout)
-        _end_writer(record.get("log_writer_pid"), record.get("log_writer_start"))
+        _end_writer(record)
     if os.path.exists(pidfile):
         os.unlink(pidfile)
     return state, sent
@@ -1228,9 +1237,13 @@ def status(req):
 
 
 def _proxy_pid(shared, record):
+    """The front proxy's pid; 0 when the pidfile's pid now names another process (see :func:`_server_pid`)."""
     if record.get("unit"):
         return _unit_pid(record["unit"])
-    return _pid(os.path.join(shared, "proxy.pid"))
+    pid = _pid(os.path.join(shared, "proxy.pid"))
+    if pid and record.get("pid_start") is not None and _starttime(pid) != record["pid_start"]:
+        return 0
+    return pid
 
 
 def proxy(req):
@@ -1266,7 +1279,7 @@ def proxy(req):
         proc, _ = _spawn(argv, log, writer)
         pid = proc.pid
     _write(os.path.join(shared, "proxy.pid"), str(pid))
-    _write(os.path.join(shared, "proxy.json"), json.dumps(wanted))
+    _write(os.path.join(shared, "proxy.json"), json.dumps(dict(wanted, pid_start=None if proc is None else _starttime(pid))))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if (proc.poll() is not None) if proc else not _alive(_proxy_pid(shared, wanted)):
