@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import free_port, get, serving, stop, wait_for, write
+from .conftest import free_port, get, serving, stop, wait_for, warp, write
 
 USER_TASKS = """
 from invoke import Collection, task
@@ -74,8 +74,6 @@ def test_user_tasks_py_gets_warp_tasks_and_invoke_config_applies(project_dir: Pa
 
 def test_reload_picks_up_code_changes(project_dir: Path) -> None:
     write(project_dir, {"wsgi.py": APP % "v1"})
-    from .conftest import warp
-
     warp(project_dir, "build", "--server", "gunicorn")
     with serving(project_dir, "--reload") as site:
         assert get(site.url + "/").text == "v1"
