@@ -12,6 +12,7 @@ from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError, NotBuilt
 from warptasks.facts import Facts
 from warptasks.plan import StartOptions, StartPlan, plan_start
+from warptasks.scripts import source
 
 PROJECT = "/srv/app"
 ENV = f"{PROJECT}/.warp/envs/py3.11-0123456789abcdef"
@@ -26,6 +27,16 @@ def built(server: str, **overrides: Any) -> Facts:
 
 def start(spec: AppSpec, target: Facts, **options: Any) -> StartPlan:
     return plan_start(spec, target, StartOptions(project=PROJECT, **options))
+
+
+PRIVATE_DIRS = source("private_dirs.py")
+
+
+def server_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The server's own command line, after the private_dirs.py that mod_wsgi's starts with."""
+    if len(argv) > 2 and argv[2] == PRIVATE_DIRS:
+        return argv[argv.index("--") + 1 :]
+    return argv
 
 
 def contains(argv: tuple[str, ...], *words: str) -> bool:
@@ -162,7 +173,7 @@ def test_each_server_gets_its_command(tmp_path: Path, files: dict[str, str], ser
 
     plan = start(spec, built(resolve_server(spec)[0]), processes=3, threads=5)
     head, groups, last = expected
-    argv = plan.server.argv
+    argv = server_argv(plan.server.argv)
     assert argv[: len(head)] == head, argv
     for group in groups:
         assert contains(argv, *group), (group, argv)
@@ -266,6 +277,48 @@ def test_root_without_an_unprivileged_account_is_an_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="no non-root account") as error:
         start(spec, built("mod_wsgi", euid=0, worker_accounts=[]))
     assert "--user" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("project", "euid", "group"),
+    [
+        pytest.param(PROJECT, 1000, "", id="user"),
+        pytest.param(PROJECT, 0, "www-data", id="root-gives-the-workers-group"),
+        pytest.param("/srv/" + "p" * 50, 1000, "", id="longest-path-for-sockets-in-the-server-root"),
+    ],
+)
+def test_mod_wsgi_gets_a_private_server_root_in_the_environment_folder(
+    tmp_path: Path, project: str, euid: int, group: str
+) -> None:
+    # Without --server-root, mod_wsgi-express uses /tmp/mod_wsgi-HOST:PORT:UID, which another account can make first.
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}))
+    plan = plan_start(spec, built("mod_wsgi", euid=euid), StartOptions(project=project, host="::1", port=9000))
+    root = f"{project}/.warp/run/::1-9000"
+    argv = plan.server.argv
+    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-c", PRIVATE_DIRS, group, root, "--")
+    assert server_argv(argv)[-2:] == ("--server-root", root) and "--socket-prefix" not in argv
+    assert len(root) == 74 or project == PROJECT
+
+
+def test_mod_wsgi_sockets_too_long_for_the_server_root_get_a_checked_folder_of_their_own(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}))
+    project = "/srv/" + "p" * 51  # one character more than the server root can have
+    plan = plan_start(spec, built("mod_wsgi", euid=0), StartOptions(project=project, host="::1", port=9000))
+    root = f"{project}/.warp/run/::1-9000"
+    argv = plan.server.argv
+    [sockets] = [argv[i + 1] for i, word in enumerate(argv) if word == "--socket-prefix"]
+    assert sockets.startswith("/tmp/warp-wsgi-0-") and len(sockets + "/wsgi.4194304.u4294967295.99.sock") <= 107
+    # private_dirs.py makes, checks and closes both, at every start.
+    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-c", PRIVATE_DIRS, "www-data", root, sockets, "--")
+    assert contains(argv, "--server-root", root)
+    other = plan_start(spec, built("mod_wsgi", euid=0), StartOptions(project=project, host="::1", port=9001))
+    assert sockets not in other.server.argv, "each server root has its own socket folder"
+
+
+def test_mod_wsgi_server_root_follows_the_environment_folder(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}))
+    plan = start(spec, built("mod_wsgi"), env_dir="build/env")
+    assert contains(plan.server.argv, "--server-root", f"{PROJECT}/build/env/run/127.0.0.1-8080")
 
 
 @pytest.mark.parametrize("server", ["mod_wsgi", "gunicorn"])
@@ -393,7 +446,7 @@ def test_deploy_hooks_run_before_the_server_with_deploy_env_sourced(tmp_path: Pa
     assert deploy.cwd == PROJECT
     assert deploy.env["WARPDRIVE_PHASE"] == "deploy" and deploy.env["WARPDRIVE_HTTP_PORT"] == "9000"
     assert plan.server.argv[:5] == wrapper
-    assert plan.server.argv[5] == f"{ENV}/bin/mod_wsgi-express"
+    assert server_argv(plan.server.argv[5:])[0] == f"{ENV}/bin/mod_wsgi-express"
 
 
 def test_environment_file_values_reach_the_server(tmp_path: Path) -> None:
@@ -409,7 +462,7 @@ def test_start_plan_is_plain_data(tmp_path: Path) -> None:
     plan = start(detect_app(write_tree(tmp_path, django_tree())), built("mod_wsgi", euid=0))
     data = json.loads(json.dumps(plan.as_dict()))
     assert set(data) == {"notes", "checks", "before", "server"}
-    assert data["server"]["argv"][0] == f"{ENV}/bin/mod_wsgi-express"
+    assert server_argv(tuple(data["server"]["argv"]))[0] == f"{ENV}/bin/mod_wsgi-express"
     assert data["server"]["command"].startswith(f"cd {PROJECT} && ")
 
 

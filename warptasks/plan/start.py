@@ -16,7 +16,7 @@ from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import source
 from ..servers import SERVERS, Command, Server, StartContext, resolve_server
-from .environment import _join, hook_argv, hook_environment, with_env_hook
+from .environment import _join, env_paths, hook_argv, hook_environment, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step
 
@@ -139,6 +139,7 @@ def _context(spec: AppSpec, facts: Facts, options: StartOptions, env: str, serve
         threads=threads,
         static_url=static_url,
         static_root=static_root,
+        runtime=_join(env_paths(options.project, options.env_dir)[0], "run"),
         reload=options.reload,
         user=options.user,
         group=options.group,

@@ -91,6 +91,8 @@ class StartContext:
     threads: int
     static_url: str | None  # None: static files are not served by the server
     static_root: str
+    # A folder for the server's own runtime files (the project's environment folder's run/): never a shared /tmp path.
+    runtime: str
     reload: bool = False
     user: str | None = None
     group: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ..errors import ConfigError
@@ -76,6 +77,44 @@ def worker_account(ctx: StartContext) -> tuple[str, str, str]:
     )
 
 
+# Apache binds a daemon socket at <folder>/wsgi.<pid>.u<uid>.<id>.sock (mod_wsgi-express turns socket rotation off),
+# and a Unix socket's path holds at most 107 bytes: with the widest pid, uid and id, the folder may have this many.
+_SOCKET_FOLDER_ROOM = 107 - len("/wsgi.4194304.u4294967295.99.sock")
+
+
+def server_root(ctx: StartContext) -> str:
+    """mod_wsgi-express's folder: its Apache configuration, apachectl, envvars, pid file and (when they fit) sockets.
+
+    Its default, /tmp/mod_wsgi-HOST:PORT:UID, is a name any local account can make first; mod_wsgi-express
+    reuses it, and its apachectl sources the envvars file there: as root, another account's file would run as root.
+    """
+    return join(ctx.runtime, re.sub(r"[^A-Za-z0-9.:-]", "_", f"{ctx.host}-{ctx.port}"))
+
+
+def socket_folder(root: str, euid: int | None) -> str:
+    """Where Apache binds mod_wsgi's daemon sockets: the server root, or, when its path is too long for a socket, a short
+    folder of their own in /tmp, per server root and account, checked like the server root at every start."""
+    if len(root) <= _SOCKET_FOLDER_ROOM:
+        return root
+    account = "x" if euid is None else str(euid)
+    return f"/tmp/warp-wsgi-{account}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
+
+
+def _private_folders(ctx: StartContext, group: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The words before mod_wsgi-express that make (or check) its folders private, and the options naming them.
+
+    private_dirs.py is part of the command itself, so a server started again without warp (systemd at boot, after
+    /tmp was emptied) gets its folders made and checked too. As root, ``group`` (the workers') may enter them:
+    Apache's children connect to the daemon sockets, and the daemons read the handler script.
+    """
+    root = server_root(ctx)
+    sockets = socket_folder(root, ctx.facts.euid)
+    require_apache_safe(root, sockets)
+    folders = (root,) if sockets == root else (root, sockets)
+    prefix = (ctx.python, "-c", source("private_dirs.py"), group, *folders, "--")
+    return prefix, ("--server-root", root) + (("--socket-prefix", sockets) if sockets != root else ())
+
+
 def _application(ctx: StartContext) -> tuple[str, ...]:
     spec = ctx.spec
     if spec.kind == "paste":
@@ -132,14 +171,16 @@ def command(ctx: StartContext) -> Command:
         argv += ("--reload-on-changes",)
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
+    group = ""
     if ctx.facts.euid == 0:
         account, check, why = _as_root(ctx)
         argv += account
-        checks, notes = (check,), (why,)
+        checks, notes, group = (check,), (why,), account[-1]
+    prefix, folders = _private_folders(ctx, group)
     why = "Apache/mod_wsgi via mod_wsgi-express, daemon mode" + (
         ", serving static files with an Apache alias" if ctx.static_url else ""
     )
-    return Command(argv, why, checks=checks, notes=notes)
+    return Command(prefix + argv + folders, why, checks=checks, notes=notes)
 
 
 def check_build(ctx: BuildContext) -> tuple[str, ...]:
