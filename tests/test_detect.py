@@ -97,6 +97,69 @@ def test_s2i_settings_name_the_entry_point(
     assert spec.environment_files == (f"{env_dir}/environment",)
 
 
+# The app's module and callable reach mod_wsgi-express's generated handler and other servers' arguments:
+# only what can be imported (dotted Python names, an optional :callable) is accepted.
+GOOD_MODULES = [
+    pytest.param("mysite.web:", "mysite.web:application", id="empty-callable-is-application"),
+    pytest.param("_a.b2:App_1", "_a.b2:App_1", id="underscores-and-digits"),
+]
+
+
+@pytest.mark.parametrize(("value", "target"), GOOD_MODULES)
+def test_app_module_names_a_module_and_callable(tmp_path: Path, value: str, target: str) -> None:
+    spec = detect_app(write_tree(tmp_path, {".s2i/environment": f"APP_MODULE={value}\n"}))
+    assert (spec.kind, spec.target) == ("wsgi", target)
+
+
+BAD_MODULES = [
+    pytest.param("mysite.web;touch /tmp/x", id="shell"),
+    pytest.param("mysite.web:app;import os", id="code-after-callable"),
+    pytest.param("mysite.web:create_app()", id="factory-call"),
+    pytest.param("mysite.web:app.attr", id="dotted-callable"),
+    pytest.param("mysite.web:a:b", id="two-colons"),
+    pytest.param("my-site.web", id="dash"),
+    pytest.param("mysite..web", id="empty-module-part"),
+    pytest.param(".mysite", id="relative"),
+    pytest.param("mysite web", id="space"),
+    pytest.param("mysite.web:app'", id="quote"),
+    pytest.param("1mysite", id="leading-digit"),
+    pytest.param("mysite.class", id="keyword"),
+    pytest.param("mysit\u00e9", id="non-ascii"),
+    pytest.param(":app", id="no-module"),
+]
+
+
+@pytest.mark.parametrize("value", BAD_MODULES)
+def test_app_module_that_is_not_a_dotted_python_name_is_refused(tmp_path: Path, value: str) -> None:
+    write_tree(tmp_path, {".s2i/environment": f"APP_MODULE={value}\n", "wsgi.py": WSGI})
+    with pytest.raises(ConfigError, match="APP_MODULE") as error:
+        detect_app(tmp_path)
+    assert repr(value) in str(error.value) and "package.module:callable" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("files", "setting", "value"),
+    [
+        pytest.param(
+            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:create_app()'\n"},
+            "wsgi_app",
+            "mysite.web:create_app()",
+            id="gunicorn-wsgi_app",
+        ),
+        pytest.param(
+            django_tree("WSGI_APPLICATION = 'mysite.wsgi.application; x'\n"),
+            "WSGI_APPLICATION",
+            "mysite.wsgi.application; x",
+            id="django-WSGI_APPLICATION",
+        ),
+    ],
+)
+def test_other_settings_naming_the_app_are_checked_too(tmp_path: Path, files: dict[str, str], setting: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=setting) as error:
+        detect_app(write_tree(tmp_path, files))
+    assert repr(value) in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("files", "home"),
     [

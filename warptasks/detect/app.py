@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import keyword
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +75,35 @@ def normal_server(value: str, source: str) -> str:
     return name
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # ASCII, as module files and Apache's configuration take them
+
+
+def _is_name(word: str) -> bool:
+    return bool(_IDENTIFIER.match(word)) and not keyword.iskeyword(word)
+
+
+def checked_target(setting: str, where: str, value: str, module: str, name: str) -> str:
+    """``module:name``, once both are Python names (the module dotted); else an error naming ``setting``, ``where`` it is
+    set, and ``value``.
+
+    The target reaches mod_wsgi-express's generated handler script and other servers' arguments as it is, and
+    the loaders only import a module and read one attribute: anything else could only fail there, or do worse.
+    """
+    if not (all(_is_name(part) for part in module.split(".")) and _is_name(name)):
+        raise ConfigError(
+            f"{setting}={value!r} ({where}) does not name a Python module and callable",
+            f"fix {setting} {where}: write it as package.module or package.module:callable (letters, digits and _, "
+            "dots between the module's parts; the callable defaults to application)",
+        )
+    return f"{module}:{name}"
+
+
+def module_target(setting: str, where: str, value: str) -> str:
+    """``package.module[:callable]`` as ``module:callable``, checked; no callable is ``application``, as the loaders read it."""
+    module, _, name = value.partition(":")
+    return checked_target(setting, where, value, module, name or "application")
+
+
 def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
     """The first of ``candidates`` defined at the top level of a module."""
     try:
@@ -123,8 +153,7 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
     if environment.get("APP_FILE"):
         return "script", environment["APP_FILE"], "APP_FILE in the environment file (S2I convention)", None
     if environment.get("APP_MODULE"):
-        module = environment["APP_MODULE"]
-        target = module if ":" in module else f"{module}:application"
+        target = module_target("APP_MODULE", "in the environment file", environment["APP_MODULE"])
         return "wsgi", target, "APP_MODULE in the environment file (S2I convention)", None
     if (root / "app.sh").is_file():
         return "shell", "app.sh", "app.sh exists: it is run with bash and must exec the server", None
@@ -133,11 +162,13 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
     if (root / "manage.py").is_file():
         django = detect_django(root, environment)
         module, _, name = django.wsgi_application.rpartition(".")
-        return "django", f"{module}:{name}", django.why, django
+        where = f"in the Django settings {django.settings}"
+        target = checked_target("WSGI_APPLICATION", where, django.wsgi_application, module, name)
+        return "django", target, django.why, django
     config = environment.get("APP_CONFIG") or ("gunicorn.conf.py" if (root / "gunicorn.conf.py").is_file() else "")
     wsgi_app = _wsgi_app_in(root / config) if config else None
     if wsgi_app:
-        target = wsgi_app if ":" in wsgi_app else f"{wsgi_app}:application"
+        target = module_target("wsgi_app", f"in {config}", wsgi_app)
         return "wsgi", target, f"wsgi_app in {config} (gunicorn setting, S2I convention)", None
     if (root / "wsgi.py").is_file():
         name = _callable_in(root / "wsgi.py", ("application", "app")) or "application"
