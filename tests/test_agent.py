@@ -426,6 +426,36 @@ def test_a_port_held_by_the_live_release_or_by_a_stranger_is_not_taken(tmp_path:
         sleeper.wait(timeout=10)
 
 
+def test_under_systemd_the_unit_of_the_live_releases_port_is_never_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releases on one port share its unit: an older release naming it must not get the live server stopped."""
+    unit = agent_module._unit_name(str(tmp_path), "server").replace("@.service", "@8081.service")
+    for rid, status, port in [("r1", "retired", 8081), ("r2", "healthy", 8081), ("r3", "live", 8082), ("r4", "live", 8081)]:
+        (tmp_path / "releases" / rid / ".warp").mkdir(parents=True)
+        (tmp_path / "releases" / rid / ".warp" / "deploy.json").write_text(
+            json.dumps({"status": status, "port": port, "unit": unit})
+        )
+    stopped: list[str] = []
+
+    def stop_release(root: str, name: str, req: dict[str, Any]) -> tuple[str, list[str]]:
+        stopped.append(name)
+        return "stopped", []
+
+    monkeypatch.setattr(agent_module, "_unit_pid", lambda name: os.getpid())
+    monkeypatch.setattr(agent_module, "_stop_release", stop_release)
+    monkeypatch.setattr(agent_module, "_port_holders", lambda port: set())
+    (tmp_path / "current").symlink_to("releases/r4")
+    assert agent_module._reclaim(str(tmp_path), "r5", 8081) == [] and stopped == []
+    # The live release is elsewhere: the unit is stopped once, and only its newest release is marked.
+    os.unlink(tmp_path / "current")
+    (tmp_path / "current").symlink_to("releases/r3")
+    (tmp_path / "releases" / "r4" / ".warp" / "deploy.json").write_text(json.dumps({"status": "retired", "port": 8082}))
+    reclaimed = agent_module._reclaim(str(tmp_path), "r5", 8081)
+    assert stopped == ["r2"] and [(r["release"], r["status"]) for r in reclaimed] == [("r2", "abandoned")]
+    assert record(tmp_path, "r1")["status"] == "retired"
+
+
 # -- logs that stay small --------------------------------------------------------------
 
 

@@ -871,24 +871,25 @@ def _reclaim(root, release, port):
     so it stays a rollback target.
     """
     current = _current(root)
+    if current and _same_port(_record(root, current), port) and _serving(root, current):
+        return []  # the live release holds it (under systemd, the unit of that port runs it): never touched
     holders = _port_holders(port)
     groups = set()
     for pid in holders:
         fields = _stat(pid)
         if fields and len(fields) > 2:
             groups.add(int(fields[2]))
-    reclaimed = []
-    for name in _releases(root):
+    reclaimed, units = [], set()
+    # Newest first: releases on one port share its systemd unit, which runs the newest of them.
+    for name in reversed(_releases(root)):
         record = _record(root, name)
-        try:
-            same = int(record.get("port") or 0) == port
-        except (TypeError, ValueError):
-            same = False
-        if name == current or not same:
+        if name == current or not _same_port(record, port) or record.get("unit") in units:
             continue
         pid = _serving(root, name)
         if not pid or (holders and not record.get("unit") and pid not in groups):
             continue
+        if record.get("unit"):
+            units.add(record["unit"])
         state, sent = _stop_release(root, name, {})
         status = record.get("status") if record.get("status") in ("retired", "rolled-back") else "abandoned"
         _update(root, name, status=status, reclaimed_by=release, reclaimed_at=time.time())
@@ -896,10 +897,17 @@ def _reclaim(root, release, port):
     return reclaimed
 
 
+def _same_port(record, port):
+    try:
+        return int(record.get("port") or 0) == port
+    except (TypeError, ValueError):
+        return False
+
+
 def _port_taken(root, port):
     """Why ``port`` cannot be had: the live release holds it, or something that is not one of our servers."""
     current = _current(root)
-    if current and str(_record(root, current).get("port")) == str(port) and _serving(root, current):
+    if current and _same_port(_record(root, current), port) and _serving(root, current):
         return (
             f"port {port} on 127.0.0.1 is held by the live release {current} (pid {_serving(root, current)}); "
             "a new release starts on the other backend port"
