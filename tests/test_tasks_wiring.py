@@ -111,9 +111,14 @@ def test_invalid_settings_are_config_errors_naming_the_key(section: dict[str, An
         Settings.resolve({"warp": section}, **given)
 
 
-def test_counts_from_text_are_numbers_and_zero_means_computed() -> None:
-    merged = Settings.resolve({"warp": {"processes": "3", "threads": 0, "port": "9000"}})
+def test_counts_from_text_are_numbers_and_empty_means_computed() -> None:
+    merged = Settings.resolve({"warp": {"processes": "3", "threads": "", "port": "9000"}})
     assert (merged.processes, merged.threads, merged.port) == (3, None, 9000)
+
+
+def test_zero_processes_is_a_mistake_not_computed() -> None:
+    with pytest.raises(ConfigError, match="processes 0 is out of range: it must be at least 1"):
+        Settings.resolve({"warp": {"processes": 0}})
 
 
 def test_an_unknown_task_option_is_a_bug_not_a_setting() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from invoke import Program
 
 from . import __version__
@@ -11,4 +14,11 @@ program = Program(name="warp", binary="warp", version=__version__, namespace=ns)
 
 
 def main() -> None:
-    program.run()
+    try:
+        program.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `warp plan | head`: the reader has gone, which is not an error of ours. Point stdout
+        # at /dev/null so the interpreter's own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # what a shell reports for a command ended by SIGPIPE

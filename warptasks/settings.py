@@ -56,8 +56,8 @@ def _integer(key: str, value: Any, *, low: int, high: int | None = None, hint: s
     if number is None:
         raise ConfigError(f"{key} {value!r} is not a number", hint or f"set {key} to a whole number such as {max(low, 1)}")
     if number < low or (high is not None and number > high):
-        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ConfigError(f"{key} {value!r} is out of range", hint or f"set {key} to a number {span}")
+        span = f"{low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{key} {number} is out of range: it must be {span}", hint or f"set {key} to a number {span}")
     return number
 
 
@@ -66,8 +66,8 @@ def _port(key: str, value: Any) -> int:
 
 
 def _count(key: str, value: Any) -> int | None:
-    """Processes, threads, clients: empty or 0 leaves it to the computed value."""
-    if value in (None, "", 0, "0"):
+    """Processes, threads, clients: left out (None or empty), it is computed; 0 is a mistake, not "compute it"."""
+    if value in (None, ""):
         return None
     return _integer(key, value, low=1, hint=f"set {key} to a whole number of at least 1, or leave it out to compute it")
 

@@ -70,6 +70,9 @@ def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
 PROBE = source("probe.py")
 
 
+_PYTHON_HINT = "choose a Python 3 interpreter with --python (an executable or a version such as 3.12)"
+
+
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, "-c", PROBE, json.dumps(request)), "", "read facts")
@@ -80,11 +83,17 @@ def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
                 f"Python {python!r} is not available on the target",
                 "install that Python version, or choose another with --python (an executable or a version such as 3.12)",
             )
-        raise WarpError(f"could not read facts with {python}: {tail(result.stderr or result.stdout, 5)}")
+        said = tail(result.stderr or result.stdout, 5).strip()
+        raise ConfigError(
+            f"{python!r} is not a working Python on the target: it exited {result.exited}"
+            + (f" saying:\n{said}" if said else " and printed nothing"),
+            _PYTHON_HINT,
+        )
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise WarpError(f"unexpected output from {python}: {tail(result.stdout, 5)}") from None
+        said = tail(result.stdout, 5).strip() or "nothing"
+        raise ConfigError(f"{python!r} is not a working Python on the target: it printed {said}", _PYTHON_HINT) from None
     return Facts.parse(data)
 
 
