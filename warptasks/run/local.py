@@ -21,6 +21,7 @@ from ..facts import Facts
 from ..plan import BuildOptions, Plan, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
 from ..settings import Settings
 from .executor import Runner, Say, _say, execute, gather_facts
+from .lock import build_lock
 
 
 def local_python(spec: AppSpec, requested: str | None) -> str:
@@ -127,6 +128,13 @@ def _built_python(spec: AppSpec, settings: Settings) -> str:
 
 
 def build(c: Runner, settings: Settings, *, force: bool = False, say: Say = _say) -> Plan:
+    spec = detect(settings)
+    # Planned under the lock: a build that waited must see what the other one built.
+    with build_lock(env_paths(spec.root, settings.env_dir, settings.envs_dir)[0], say):
+        return _build(c, settings, force, say)
+
+
+def _build(c: Runner, settings: Settings, force: bool, say: Say) -> Plan:
     spec, plan = build_plan(c, settings, force=force)
     for note in plan.notes:
         say(note)
