@@ -310,6 +310,48 @@ def test_force_rebuilds_everything(tmp_path: Path) -> None:
     assert plan.runnable == plan.steps
 
 
+def _touches(step: Step, path: str) -> bool:
+    """``step`` names ``path`` or something in it (an rm, a virtualenv created over it, an install into it)."""
+    return any(word == path or word.startswith(path + "/") for word in step.argv)
+
+
+def test_force_builds_beside_the_live_environment_and_switches_last(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    target = built_state(spec, facts())
+    live = target.current
+    assert live is not None
+    plan = build(spec, target, force=True)
+    names = [s.name for s in plan.steps]
+    switch = names.index("switch")
+    # Nothing before the switch removes, recreates or installs into the live environment: a failed step leaves it serving.
+    assert not [s.name for s in plan.steps[:switch] if _touches(s, live)]
+    new = env_of(plan)
+    assert new != live and new.startswith(f"{ENV_ROOT}/envs/") and named(plan, "clean").argv == ("rm", "-rf", new)
+    assert named(plan, "switch").argv[-2:] == (f"{ENV_ROOT}/current", new)
+    assert plan.runnable == plan.steps
+
+
+def test_forced_builds_alternate_and_a_plain_build_reuses_the_one_that_is_live(tmp_path: Path) -> None:
+    spec = detect(tmp_path, WSGI)
+    first = built_state(spec, facts())
+    key = first.complete_envs[0]
+    beside = env_of(build(spec, first, force=True))
+    assert first.state is not None
+    # After the forced build switched: both folders complete, the new one current.
+    after = replace(
+        first,
+        complete_envs=tuple(sorted((key, beside.rsplit("/", 1)[1]))),
+        current=beside,
+        state=replace(first.state, env=beside),
+    )
+    again = build(spec, after, force=True)
+    assert env_of(again) == f"{ENV_ROOT}/envs/{key}", "the next forced build goes back to the folder not live"
+    assert not [s.name for s in again.steps[: [s.name for s in again.steps].index("switch")] if _touches(s, beside)]
+    plain = build(spec, after)
+    assert plain.runnable == (), "a plain build reuses the live folder of the same key"
+    assert named(plain, "switch").skip == "already current"
+
+
 def test_a_new_current_environment_elsewhere_is_switched_back(tmp_path: Path) -> None:
     spec = detect(tmp_path, WSGI)
     target = replace(built_state(spec, facts()), current=f"{ENV_ROOT}/envs/another")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +26,8 @@ from .steps import Plan, Step, write_file
 ENV_FORMAT = 2
 
 INSTALLERS = ("auto", "uv", "pip")
+# The folder a forced rebuild of the live environment builds in, beside it (and back in the key's own the next time).
+REBUILD_SUFFIX = "-rebuild"
 # The hook whose variables the install, export, collectstatic and build-hook steps see.
 BUILD_ENV = "build-env"
 
@@ -67,6 +70,21 @@ def env_key(spec: AppSpec, facts: Facts, installer: str, server_name: str) -> st
     }
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return f"py{python.version}-{digest[:16]}"
+
+
+def env_folder(facts: Facts, envs: str, key: str, force: bool) -> str:
+    """Where this build's environment is: ``KEY``, or ``KEY-rebuild`` beside it.
+
+    A forced rebuild never builds in the live environment: it builds in the other of the two folders and switches
+    last, so a failure leaves the live one serving, and current. Otherwise the live folder of this key is reused
+    (either of the two), then a complete one, then ``KEY`` is built.
+    """
+    names = (key, key + REBUILD_SUFFIX)
+    live = next((name for name in names if facts.current == _join(envs, name)), None)
+    if force:
+        return _join(envs, names[1] if live == names[0] else names[0])
+    complete = [name for name in (live, *names) if name and name in facts.complete_envs]
+    return _join(envs, complete[0] if complete else names[0])
 
 
 def _python_cache(facts: Facts) -> str:
@@ -118,12 +136,12 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> _Build:
     installer, installer_why = pick_installer(options.installer, facts)
     root, envs = env_paths(options.project, options.env_dir, options.envs_dir)
     key = env_key(spec, facts, installer, name)
-    env = _join(envs, key)
+    env = env_folder(facts, envs, key, options.force)
     home = _join(options.project, spec.home)
     # Refuses a target the server cannot be built on before any step is planned.
     server_notes = chosen.check_build(BuildContext(spec, facts, home, env)) if chosen.check_build else ()
     state = facts.state
-    env_ready = key in facts.complete_envs and not options.force
+    env_ready = posixpath.basename(env) in facts.complete_envs and not options.force
     unchanged = (
         env_ready and state is not None and state.env_key == key and state.source == facts.source_digest and facts.current == env
     )
