@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .remote.hosts import HostTarget, parse_hosts
+from .servers import choices_help
 
 Check = Callable[[str, Any], Any]
 T = TypeVar("T", "Settings", "DeploySettings")
@@ -122,7 +123,7 @@ class Settings:
     envs_dir: str = setting("", "where the keyed environments are kept (may be shared); empty: <env_dir>/envs", _text)
     installer: str = setting("auto", "auto (uv when available, else pip), uv or pip", _text)
     python: str | None = setting(None, "the Python to build with: an executable or a version such as 3.12", _text)
-    server: str | None = setting(None, "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn", _text)
+    server: str | None = setting(None, choices_help(), _text)
     host: str = setting("127.0.0.1", "the address to listen on", _text)
     port: int = setting(8080, "the port to listen on", _port)
     processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _count)
