@@ -9,9 +9,10 @@ from ..servers import resolve_server
 from .build import BuildOptions, plan_build
 from .environment import env_paths, hook_environment, plan_command, plan_exec, untracked_dirs
 from .start import StartOptions, StartPlan, plan_start
-from .steps import Plan, Step, command_line, write_file
+from .steps import MASKED, Plan, Step, command_line, masked_env, write_file
 
 __all__ = [
+    "MASKED",
     "BuildOptions",
     "Plan",
     "StartOptions",
@@ -20,6 +21,7 @@ __all__ = [
     "command_line",
     "env_paths",
     "hook_environment",
+    "masked_env",
     "plan_build",
     "plan_command",
     "plan_exec",

@@ -8,6 +8,7 @@ the ``deploy-env`` hook sourced around it all.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,12 +57,13 @@ class StartPlan:
     server: Step
     notes: tuple[str, ...]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, mask: Collection[str] = ()) -> dict[str, Any]:
+        """The plan as plain data; the values of the variables named in ``mask`` shown as ``***``."""
         return {
             "notes": list(self.notes),
-            "checks": [s.as_dict() for s in self.checks],
-            "before": [s.as_dict() for s in self.before],
-            "server": self.server.as_dict(),
+            "checks": [s.as_dict(mask=mask) for s in self.checks],
+            "before": [s.as_dict(mask=mask) for s in self.before],
+            "server": self.server.as_dict(mask=mask),
         }
 
 

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would accept a trailing newline
+# What a masked value is shown as: environment files hold secrets (database URLs, keys) that plans must not print.
+MASKED = "***"
+
+
+def masked_env(env: Mapping[str, str], mask: Collection[str]) -> dict[str, str]:
+    """``env`` with the values of the names in ``mask`` shown as ``***``: for printing, never for running."""
+    return {name: MASKED if name in mask else value for name, value in env.items()}
 
 
 @dataclass(frozen=True)
@@ -43,18 +50,19 @@ class Step:
     skip: str = ""
     env_hook: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, mask: Collection[str] = ()) -> dict[str, Any]:
+        """The step as plain data; the values of the variables named in ``mask`` shown as ``***``."""
         return {
             "name": self.name,
             "argv": list(self.argv),
             "cwd": self.cwd,
-            "env": dict(self.env),
+            "env": masked_env(self.env, mask),
             "path": list(self.path),
             "phase": self.phase,
             "why": self.why,
             "skip": self.skip,
             "env_hook": self.env_hook,
-            "command": command_line(self),
+            "command": command_line(self, mask=mask),
         }
 
 
@@ -72,8 +80,11 @@ def write_file(
     return Step(name, ("sh", "-c", script, "sh", content, path, mode), cwd, why, phase=phase, skip=skip)
 
 
-def command_line(step: Step) -> str:
-    """The one shell command line that runs ``step``."""
+def command_line(step: Step, *, mask: Collection[str] = ()) -> str:
+    """The one shell command line that runs ``step``.
+
+    ``mask`` names variables whose values are shown as ``***``: the line is then for showing, not running.
+    """
     parts = [f"cd {shlex.quote(step.cwd)} &&"] if step.cwd else []
     for name in step.env:
         if not _ENV_NAME.match(name):
@@ -84,7 +95,7 @@ def command_line(step: Step) -> str:
     if step.path:
         joined = ":".join(step.path)
         parts.append(f'PATH={shlex.quote(joined)}:"$PATH"')
-    parts.extend(f"{name}={shlex.quote(value)}" for name, value in step.env.items())
+    parts.extend(f"{name}={MASKED if name in mask else shlex.quote(value)}" for name, value in step.env.items())
     parts.append(shlex.join(step.argv))
     return " ".join(parts)
 
@@ -104,9 +115,9 @@ class Plan:
     def phase(self, name: str) -> Plan:
         return Plan(self.action, tuple(s for s in self.steps if s.phase == name), self.notes)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, mask: Collection[str] = ()) -> dict[str, Any]:
         return {
             "action": self.action,
             "notes": list(self.notes),
-            "steps": [s.as_dict() for s in self.steps],
+            "steps": [s.as_dict(mask=mask) for s in self.steps],
         }

@@ -10,8 +10,9 @@ from typing import Any
 
 from invoke import Context, task
 
+from ..detect import AppSpec
 from ..errors import ConfigError, WarpError
-from ..plan import command_line, plan_command, plan_exec
+from ..plan import command_line, masked_env, plan_command, plan_exec
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
@@ -22,18 +23,28 @@ def _opts(c: Context, **given: Any) -> Settings:
     return Settings.resolve(c.config, **given)
 
 
-@task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use"})
-def plan(c, project=None, server=None, python=None, installer=None, env_dir=None, port=None, json=False):
+REVEAL_HELP = "show the environment files' values (by default only their names, with ***)"
+
+
+def _hidden(spec: AppSpec, reveal: bool) -> frozenset[str]:
+    """The variables whose values are not printed: the environment files' (database URLs, keys), unless ``reveal``."""
+    return frozenset() if reveal else frozenset(spec.environment)
+
+
+@task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use", "reveal": REVEAL_HELP})
+def plan(c, project=None, server=None, python=None, installer=None, env_dir=None, port=None, json=False, reveal=False):
     """Say what was detected and exactly what build and start will do, and why."""
     with reported():
         opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir, port=port)
         spec, build_plan, planned = actions.both_plans(c, opts)
         start = None if isinstance(planned, WarpError) else planned
-        start_data: Any = {"error": str(planned)} if start is None else start.as_dict()
+        hidden = _hidden(spec, reveal)
+        start_data: Any = {"error": str(planned)} if start is None else start.as_dict(mask=hidden)
         if json:
-            print(
-                jsonlib.dumps({"app": spec.as_dict(), "build": build_plan.as_dict(), "start": start_data}, indent=2, default=str)
-            )
+            app = spec.as_dict()
+            app["environment"] = masked_env(app["environment"], hidden)
+            data = {"app": app, "build": build_plan.as_dict(mask=hidden), "start": start_data}
+            print(jsonlib.dumps(data, indent=2, default=str))
             return
         print("Detected:")
         for note in build_plan.notes:
@@ -44,7 +55,7 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
         print("Build steps:")
         for number, step in enumerate(build_plan.steps, 1):
             state = f"skip: {step.skip}" if step.skip else "run"
-            print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(step)}")
+            print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(step, hidden)}")
         if start is None:
             print(f"Start: {start_data['error']}")
             return
@@ -53,13 +64,13 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
             print(f"  {note}")
         for step in (*start.checks, *start.before):
             print(f"  before: {step.name}: {step.why}")
-        print(f"  exec: {_short(start.server)}")
+        print(f"  exec: {_short(start.server, hidden)}")
 
 
-def _short(step: Any, limit: int = 160) -> str:
-    """The step's command line, with long embedded scripts or file contents elided."""
+def _short(step: Any, hidden: frozenset[str], limit: int = 160) -> str:
+    """The step's command line, with long embedded scripts or file contents elided and the ``hidden`` values masked."""
     argv = tuple(a if len(a) <= limit else f"<{len(a)} characters: {a[:40].strip()}...>" for a in step.argv)
-    return command_line(replace(step, argv=argv))
+    return command_line(replace(step, argv=argv), mask=hidden)
 
 
 @task(help=OPTION_HELP | {"force": "rebuild every step, even when nothing changed"})
@@ -84,6 +95,7 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "server": OPTION_HELP["server"],
         "env-dir": OPTION_HELP["env-dir"],
         "dry-run": "print the server command instead of running it",
+        "reveal": REVEAL_HELP,
     }
 )
 def start(
@@ -99,6 +111,7 @@ def start(
     server=None,
     env_dir=None,
     dry_run=False,
+    reveal=False,
 ):
     """Exec the server chosen at build time (it replaces this process)."""
     with reported():
@@ -114,11 +127,11 @@ def start(
             server=server,
             env_dir=env_dir,
         )
-        _, plan = actions.start_plan(c, opts, reload=reload)
+        spec, plan = actions.start_plan(c, opts, reload=reload)
         for note in plan.notes:
             print(note, flush=True)
         if dry_run:
-            print(command_line(plan.server))
+            print(command_line(plan.server, mask=_hidden(spec, reveal)))
             return
         run_checks(c, plan)
         print(f"start: {plan.server.why}", flush=True)
