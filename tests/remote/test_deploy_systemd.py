@@ -29,7 +29,8 @@ from .test_deploy import deploy_image
 pytestmark = pytest.mark.remote
 
 PATH = "/srv/sys-site"
-SERVER_UNIT = "warp-srv-sys-site-server@{port}.service"
+SERVER_UNIT = "warp-srv-sys-site-2216ea5f-server@{port}.service"
+PROXY_UNIT = "warp-srv-sys-site-2216ea5f-proxy@8080.service"
 
 
 def systemd_image(client: Any) -> str:
@@ -135,7 +136,7 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     first = SERVER_UNIT.format(port=8081)
     assert host.run(f"systemctl is-active {first}").strip() == "active"
     assert host.run(f"systemctl is-enabled {first}").strip() == "enabled"
-    assert host.run("systemctl is-enabled warp-srv-sys-site-proxy@8080.service").strip() == "enabled"
+    assert host.run(f"systemctl is-enabled {PROXY_UNIT}").strip() == "enabled"
 
     # The server dies: systemd starts it again.
     pid = host.run(f"systemctl show --property=MainPID --value {first}").strip()
