@@ -8,10 +8,10 @@ Projects laid out for them work unchanged: action hooks in
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..scripts import envfile
 
 HOOK_DIRS = (".warpdrive/action_hooks", ".s2i/action_hooks")
 ENV_FILES = (".s2i/environment", ".warpdrive/environment")
@@ -36,28 +36,17 @@ HOOKS = {
 # Environment names that select the WSGI server, in the order they are read.
 SERVER_SETTINGS = ("WARPDRIVE_SERVER_TYPE", "WARP_SERVER")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 def parse_environment(text: str, source: str) -> dict[str, str]:
-    """Parse ``KEY=VALUE`` lines (``export`` and surrounding quotes allowed, no expansion)."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].strip()
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        # ASCII only, as a shell accepts; str.isalnum() would let "É" through to fail later without a line number.
-        if not sep or not _NAME.match(name):
-            raise ConfigError(f"{source}, line {number}: expected NAME=VALUE, found {raw.strip()!r}", "fix or remove that line")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[name] = value
-    return values
+    """Parse ``KEY=VALUE`` lines (``export`` and surrounding quotes allowed, no expansion).
+
+    The parser is :func:`warptasks.scripts.envfile.parse`, the one a target runs too, so a file means the same
+    to detection, to a build and to the server.
+    """
+    try:
+        return envfile.parse(text, source)
+    except envfile.EnvFileError as error:
+        raise ConfigError(str(error), "fix or remove that line") from None
 
 
 def read_environment(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
