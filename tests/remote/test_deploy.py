@@ -150,8 +150,9 @@ def test_first_deploy_serves_pages_and_static_files_on_every_host(fleet: Fleet) 
         assert _sh(host, f"stat -c %a {PATH}/shared/environment").strip() == "600"
         assert "only-on-the-host" in _sh(host, f"cat {PATH}/shared/environment")
         assert _sh(host, f"ls -A {PATH}/current/ | grep -c '^.env$' || true").strip() == "0"
-        # Apache serves it: mod_wsgi-express's own server root exists for the backend port.
-        assert "mod_wsgi-" in _sh(host, "ls /tmp")
+        # Apache serves it from the release's own server root (.warp/run/HOST-PORT), never a predictable one in /tmp.
+        assert "/httpd.conf" in _sh(host, f"ls -d {PATH}/current/.warp/run/127.0.0.1-*/httpd.conf")
+        assert "mod_wsgi-" not in _sh(host, "ls /tmp")
 
 
 def test_the_offline_host_really_has_no_network(fleet: Fleet) -> None:
