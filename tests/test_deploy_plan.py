@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from warptasks.plan import BuildOptions, Step, command_line, plan_build
 from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
 from warptasks.remote.layout import Layout, backend_port, migrate_step, with_shared_environment
 from warptasks.remote.session import agent_step
-from warptasks.remote.upload import archive, release_id, rsync_step, source_files, ssh_command
+from warptasks.remote.upload import release_id, rsync_step, source_files, ssh_command
 from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
 from warptasks.scripts import agent as deploy_agent
 from warptasks.scripts.proxy import _cache
@@ -159,16 +157,16 @@ def test_outside_git_the_tree_is_shipped_without_envs_secrets_and_ignored_files(
             "pkg/a.py": "",
             ".env": "SECRET=1",
             ".warp/x": "",
-            ".git/config": "",
+            ".hg/store/data": "",
             "media/up.png": "",
             "pkg/__pycache__/a.pyc": "",
             ".gitignore": "media/\n*.log\n",
             "debug.log": "",
         },
     )
-    files, why = source_files(tmp_path)
-    assert files == [".gitignore", "pkg/a.py", "wsgi.py"]
-    assert "without" in why
+    selection = source_files(tmp_path)
+    assert selection.files == [".gitignore", "pkg/a.py", "wsgi.py"]
+    assert "without" in selection.why
 
 
 def test_in_git_the_tracked_files_are_shipped(tmp_path: Path) -> None:
@@ -177,23 +175,14 @@ def test_in_git_the_tracked_files_are_shipped(tmp_path: Path) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "wsgi.py", "tracked.txt", ".env"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    files, why = source_files(tmp_path)
-    assert files == ["tracked.txt", "wsgi.py"] and "git" in why
+    selection = source_files(tmp_path)
+    assert selection.files == ["tracked.txt", "wsgi.py"] and "git" in selection.why
     assert release_id(tmp_path, now=0).startswith("19700101T000000000Z-")
 
 
 def test_release_ids_sort_by_time(tmp_path: Path) -> None:
     ids = [release_id(tmp_path, now=t) for t in (1_700_000_000.5, 1_700_000_000.75, 1_700_000_060.0)]
     assert ids == sorted(ids) and len(set(ids)) == 3
-
-
-def test_archive_is_readable_by_everyone_and_keeps_executables(tmp_path: Path) -> None:
-    _tree(tmp_path, {"wsgi.py": "x", "run.sh": "#!/bin/sh\n"})
-    (tmp_path / "wsgi.py").chmod(0o600)
-    (tmp_path / "run.sh").chmod(0o700)
-    with tarfile.open(fileobj=io.BytesIO(archive(tmp_path, ["run.sh", "wsgi.py"]))) as tar:
-        modes = {m.name: (m.mode, m.uid) for m in tar.getmembers()}
-    assert modes == {"run.sh": (0o755, 0), "wsgi.py": (0o644, 0)}
 
 
 # -- wheels for hosts without an index -----------------------------------------

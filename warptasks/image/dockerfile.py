@@ -11,20 +11,18 @@ depends on, so a change to application code alone reuses that layer.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
-
-from ..detect import UNTRACKED_DIRS, AppSpec
+from ..detect import AppSpec
 from ..errors import ConfigError
 from ..facts import Facts
 from ..plan import Plan, command_line
 from ..servers import resolve_server, server
+from ..sourcefiles import image_files
 
 APP_ROOT = "/opt/app-root"
 PROJECT = f"{APP_ROOT}/src"  # where sclorg's S2I images keep the source; kept for familiarity
@@ -34,27 +32,6 @@ SCRIPTS_URL = f"image://{S2I_SCRIPTS}"
 USER_ID = 1001
 PORT = 8080
 
-# Never sent to an engine: VCS data, local environments, caches and files that usually hold secrets.
-ALWAYS_EXCLUDED = (
-    *(f"{name}/" for name in sorted(UNTRACKED_DIRS)),
-    ".env",
-    ".env.*",
-    ".envrc",
-    "*.pyc",
-    "*.pem",
-    "*.key",
-    "id_rsa*",
-    "id_ed25519*",
-    "id_ecdsa*",
-    ".netrc",
-    ".pypirc",
-    ".ssh/",
-    ".aws/",
-    ".docker/",
-    ".dockerignore",
-    ".s2iignore",
-)
-IGNORE_FILES = (".dockerignore", ".s2iignore")
 SERVER_VARIABLE = "INVOKE_WARP_SERVER"  # invoke's environment form of the warp.server setting
 
 # A compiled server needs the Python headers too where the base's Python is the distribution's own (prefix /usr):
@@ -104,50 +81,13 @@ def default_base_image(spec: AppSpec, local_version: str) -> tuple[str, str]:
     return f"python:{version}-slim", f"official Python image for Python {version} ({why})"
 
 
-def ignore_rules(root: Path) -> tuple[pathspec.GitIgnoreSpec, tuple[str, ...]]:
-    """The exclusion rules for ``root``, and the ignore files that were read.
-
-    ``.dockerignore`` and ``.s2iignore`` patterns are relative to the
-    project root (not to any folder, as in ``.gitignore``), so each is
-    anchored; ``**`` and ``!`` work as in Docker.
-    """
-    lines = list(ALWAYS_EXCLUDED)
-    read = []
-    for name in IGNORE_FILES:
-        path = root / name
-        if not path.is_file():
-            continue
-        read.append(name)
-        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            pattern = line[1:].strip() if negate else line
-            pattern = posixpath.normpath(pattern.lstrip("/")) if pattern.strip("/") else ""
-            if not pattern or pattern == ".":
-                continue
-            lines.append(("!" if negate else "") + "/" + pattern)
-    return pathspec.GitIgnoreSpec.from_lines(lines), tuple(read)
-
-
 def context_files(root: Path) -> list[str]:
-    """Every file (or symlink) of the project that goes into the image, relative, sorted."""
-    rules, _ = ignore_rules(root)
-    found = []
-    for directory, dirs, files in os.walk(root):
-        # Pruned here because they can be huge; the rules exclude them anyway.
-        dirs[:] = sorted(d for d in dirs if d not in UNTRACKED_DIRS and not os.path.islink(os.path.join(directory, d)))
-        links = [d for d in os.listdir(directory) if _linked_dir(os.path.join(directory, d))]
-        for name in sorted(files + links):
-            rel = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
-            if not rules.match_file(rel):
-                found.append(rel)
-    return sorted(found)
+    """Every file (or symlink) of the project that goes into the image, relative, sorted.
 
-
-def _linked_dir(path: str) -> bool:
-    return os.path.islink(path) and os.path.isdir(path)
+    The exclusion list is the one releases use (:mod:`warptasks.sourcefiles`),
+    with ``.dockerignore`` and ``.s2iignore`` on top.
+    """
+    return image_files(root).files
 
 
 def dependency_inputs(spec: AppSpec) -> tuple[str, ...] | None:

@@ -89,7 +89,10 @@ def deploy(
 def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, Source, str]:
     """The release (its dependency digest still to come), its files listed (for rsync) and archived (for SFTP), and the
     scratch folder that holds the list."""
-    names, why = source_files(spec.root)
+    selection = source_files(spec.root)
+    names, why = selection.files, selection.why
+    for note in selection.withheld:
+        say(f"not shipped: {note}")
     rid = release_id(spec.root)
     digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels))
     release = Release(rid, commit_of(spec.root), digest, deps="")

@@ -1,19 +1,25 @@
 """What a deploy ships: the release's files, its id, an archive of them, and sending them with rsync.
 
-The files are what git tracks (as they are in the working tree), or, outside
-git, the tree without version-control data, environments, caches and what
-``.gitignore``/``.warpignore`` exclude. Secrets never travel with a release:
-``.env`` files are left out; the host's ``shared/environment`` holds them.
+Which files: :func:`warptasks.sourcefiles.release_files` (what git tracks, or
+the folder less its ignore files; secrets never, whatever git tracks; the
+host's ``shared/environment`` holds the app's secrets).
+
+Their modes: what they are here, never wider, and never writable by group or
+others (nor setuid). A file only its owner may read here stays so on the host.
+Readable files are not narrowed further, because the app's server may run as
+another account than the one that deploys: Apache's workers run as www-data
+when mod_wsgi is deployed as root. A release holds code, not secrets, and the
+host's deploy root, releases and environments stay readable for that reason.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
@@ -22,17 +28,19 @@ from typing import Any
 
 from invoke import Context
 
-from ..detect import UNTRACKED_DIRS
 from ..plan import Step, command_line
 from ..run.executor import Say, tail
 from ..settings import DeploySettings
+from ..sourcefiles import Selection, release_files
 from .layout import Source
 from .session import DeployFailed
 
-NEVER_SHIPPED = (".env", ".env.*", "*.pyc", "*.pyo")
+# rsync's form of shipped_mode: the owner may read and write, group and others never write, no set-id or sticky bits.
+RSYNC_CHMOD = "--chmod=Du+rwx,Fu+rw,go-w,a-st"
 
 
 def _git(root: Path, *args: str) -> str | None:
+    """git's answer, or None (no commit yet, no git): only for the release's id, which works without one."""
     try:
         result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -40,44 +48,15 @@ def _git(root: Path, *args: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def _ignore_patterns(root: Path) -> list[str]:
-    patterns: list[str] = []
-    for name in (".gitignore", ".warpignore"):
-        path = root / name
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                line = line.strip()
-                if line and not line.startswith(("#", "!")):
-                    patterns.append(line.rstrip("/").lstrip("/"))
-    return patterns
+def source_files(root: Path | str) -> Selection:
+    """The release's files (relative paths), how they were chosen, and the secrets left out."""
+    return release_files(root)
 
 
-def _ignored(rel: str, patterns: list[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    if any(fnmatch.fnmatch(name, p) for p in NEVER_SHIPPED):
-        return True
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
-
-
-def source_files(root: Path | str) -> tuple[list[str], str]:
-    """The release's files (relative paths), and how they were chosen."""
-    root = Path(root)
-    tracked = _git(root, "ls-files", "-z", "--cached")
-    if tracked is not None:
-        files = [f for f in tracked.split("\0") if f and (root / f).is_file() and not _ignored(f, [])]
-        return sorted(files), "the files git tracks"
-    patterns = _ignore_patterns(root)
-    files = []
-    for directory, dirs, names in os.walk(root):
-        rel_dir = os.path.relpath(directory, root)
-        dirs[:] = sorted(
-            d for d in dirs if d not in UNTRACKED_DIRS and not _ignored(os.path.normpath(os.path.join(rel_dir, d)), patterns)
-        )
-        for name in sorted(names):
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if not _ignored(rel, patterns) and os.path.isfile(os.path.join(directory, name)):
-                files.append(rel)
-    return sorted(files), "the folder's files, without VCS data, environments, caches and ignored files"
+def shipped_mode(mode: int) -> int:
+    """The permission bits a file or folder with ``mode`` has on the host: never more than here (see the module)."""
+    owner = 0o700 if stat.S_ISDIR(mode) else 0o600
+    return (stat.S_IMODE(mode) & 0o755) | owner
 
 
 def release_id(root: Path | str, now: float | None = None) -> str:
@@ -97,22 +76,23 @@ def content_digest(root: Path | str, files: list[str], *extra: str) -> str:
     sha = hashlib.sha256("\0".join(extra).encode() + b"\0")
     for rel in files:
         path = Path(root) / rel
-        sha.update(f"{rel}\0{os.access(path, os.X_OK)}\0".encode())
+        sha.update(f"{rel}\0{shipped_mode(path.stat().st_mode) if path.exists() else 0}\0".encode())
         sha.update(path.read_bytes() if path.is_file() else b"")
         sha.update(b"\0")
     return sha.hexdigest()
 
 
 def archive(root: Path | str, files: list[str]) -> bytes:
-    """A gzip'd tar of ``files``: owned by nobody in particular, readable by all (Apache's workers read them)."""
+    """A gzip'd tar of ``files`` and their folders: owned by nobody in particular, modes as :func:`shipped_mode` says."""
     root = Path(root)
     buffer = io.BytesIO()
+    folders = sorted({"/".join(rel.split("/")[:depth]) for rel in files for depth in range(1, rel.count("/") + 1)})
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-        for rel in files:
+        for rel in [*folders, *files]:
             info = tar.gettarinfo(str(root / rel), arcname=rel)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            info.mode = 0o755 if info.mode & 0o111 else 0o644
+            info.mode = shipped_mode(info.mode | (stat.S_IFDIR if info.isdir() else 0))
             if info.isfile():
                 with open(root / rel, "rb") as handle:
                     tar.addfile(info, handle)
@@ -148,7 +128,7 @@ def ssh_command(
 
 def rsync_step(root: str, files_from: str, host: str, release: str, ssh: str, copy_dest: str | None) -> Step:
     """Send exactly the release's files; with ``copy_dest`` (the live release) only what changed travels."""
-    argv = ["rsync", "-rlpt", "--chmod=Da+rx,Fa+rX,go-w", "--from0", f"--files-from={files_from}", "-e", ssh]
+    argv = ["rsync", "-rlpt", RSYNC_CHMOD, "--from0", f"--files-from={files_from}", "-e", ssh]
     if copy_dest:
         argv.append(f"--copy-dest={copy_dest}")
     remote = f"[{host}]" if ":" in host else host
