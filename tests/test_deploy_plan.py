@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from fabric import Connection
-from paramiko import AutoAddPolicy, RejectPolicy
 
 from tests.cases import facts
 from warptasks.detect import detect_app
@@ -18,6 +17,7 @@ from warptasks.errors import ConfigError
 from warptasks.facts import Facts
 from warptasks.plan import BuildOptions, Step, command_line, plan_build
 from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
+from warptasks.remote.known_hosts import CheckedPolicy
 from warptasks.remote.layout import Layout, backend_port, migrate_step, with_shared_environment
 from warptasks.remote.session import agent_step
 from warptasks.remote.upload import release_id, rsync_step, source_files, ssh_command
@@ -60,11 +60,11 @@ def test_connections_refuse_unknown_host_keys_unless_asked(tmp_path: Path) -> No
     known.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
     conn = Connection("127.0.0.1", port=2222)
     check_host_keys(conn, str(known), accept_unknown=False)
-    assert isinstance(conn.client._policy, RejectPolicy)
+    assert isinstance(conn.client._policy, CheckedPolicy) and not conn.client._policy.accept_unknown
     assert conn.client.get_host_keys().lookup("[127.0.0.1]:2222") is not None
     other = Connection("127.0.0.1", port=2222)
     check_host_keys(other, None, accept_unknown=True)
-    assert isinstance(other.client._policy, AutoAddPolicy)
+    assert isinstance(other.client._policy, CheckedPolicy) and other.client._policy.accept_unknown
 
 
 @pytest.mark.parametrize("current, expected", [(None, 8081), (8081, 8082), (8082, 8081), (9999, 8081)])

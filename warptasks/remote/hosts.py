@@ -1,8 +1,10 @@
 """Which hosts a deploy goes to, and SSH connections to them with host keys checked.
 
 fabric 3.2 accepts any host key out of the box (paramiko's AutoAddPolicy and
-no known_hosts loaded); every connection made here loads known_hosts and
-refuses a key it does not know, unless accepting unknown hosts was asked for.
+no known_hosts loaded), and so do the connections it makes for each ProxyJump
+hop. Every connection made here, and each of its hops, checks the key against
+known_hosts (:mod:`.known_hosts`) and refuses one it does not know, unless
+accepting unknown hosts was asked for.
 
 fabric and paramiko are imported inside the functions that connect: this
 module is loaded with the settings by every ``warp build`` and ``warp start``,
@@ -20,6 +22,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..settings import DeploySettings
+    from .known_hosts import HostKeyRefused
 
 _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
@@ -78,15 +81,10 @@ def parse_hosts(values: Any) -> list[HostTarget]:
 
 
 def check_host_keys(connection: Any, known_hosts: str | None, accept_unknown: bool) -> None:
-    """Make ``connection`` verify the server's key before it opens."""
-    from paramiko import AutoAddPolicy, RejectPolicy
+    """Make ``connection`` verify the server's key before it opens (see :mod:`.known_hosts`)."""
+    from .known_hosts import check_host_keys as check
 
-    client = connection.client
-    client.load_system_host_keys()
-    path = os.path.expanduser(known_hosts) if known_hosts else None
-    if path and os.path.exists(path):
-        client.load_host_keys(path)
-    client.set_missing_host_key_policy(AutoAddPolicy() if accept_unknown else RejectPolicy())
+    check(connection, known_hosts, accept_unknown)
 
 
 def connect(target: HostTarget, settings: DeploySettings, config: Any = None) -> Any:
@@ -105,25 +103,51 @@ def connect(target: HostTarget, settings: DeploySettings, config: Any = None) ->
         connect_timeout=int(settings.connect_timeout or 15),
     )
     check_host_keys(conn, settings.known_hosts, settings.accept_unknown_host)
+    # fabric makes a Connection per ProxyJump hop (ssh_config), each its own SSH session: each checked alike.
+    hop = conn.gateway
+    while isinstance(hop, Connection):
+        check_host_keys(hop, settings.known_hosts, settings.accept_unknown_host)
+        hop = hop.gateway
     return conn
 
 
 def open_checked(conn: Any) -> None:
-    """Open ``conn``, turning an unknown or changed host key into a clear error."""
-    from paramiko.ssh_exception import BadHostKeyException, SSHException
+    """Open ``conn`` (and its ProxyJump hops), turning a host key that is not trusted into a clear error."""
+    from paramiko.ssh_exception import BadHostKeyException
+
+    from .known_hosts import HostKeyRefused
 
     try:
         conn.open()
     except BadHostKeyException as bad:
         raise ConfigError(
-            f"the host key of {conn.host} has CHANGED since it was recorded in known_hosts ({bad.key.get_name()})",
+            f"the host key of {bad.hostname} has CHANGED since it was recorded in known_hosts "
+            f"(it now presents {bad.key.get_name()} {bad.key.fingerprint})",
             "if the host was really reinstalled, remove its old line from known_hosts; otherwise do not deploy to it",
         ) from None
-    except SSHException as error:
-        if "not found in known_hosts" in str(error):
-            raise ConfigError(
-                f"{conn.host} is not in known_hosts: its identity cannot be checked",
-                "add its key (ssh-keyscan HOST >> ~/.ssh/known_hosts, after checking the fingerprint) "
-                "or pass --accept-unknown-host",
-            ) from None
-        raise
+    except HostKeyRefused as refused:
+        raise ConfigError(*_refusal(refused)) from None
+
+
+def _refusal(refused: HostKeyRefused) -> tuple[str, str]:
+    """The message and hint for a key the known_hosts files do not let through."""
+    from .known_hosts import HostCertificate, RevokedHostKey
+
+    name, key = refused.hostname, refused.key
+    presented = f"{key.get_name()} {key.fingerprint}"
+    match = re.fullmatch(r"\[(.*)\]:(\d+)", name)
+    scan = f"ssh-keyscan -p {match.group(2)} {match.group(1)}" if match else f"ssh-keyscan {name}"
+    if isinstance(refused, RevokedHostKey):
+        return (
+            f"the host key of {name} ({presented}) is marked @revoked in known_hosts",
+            "do not deploy to it; if the host has a new key, list that one in known_hosts",
+        )
+    if isinstance(refused, HostCertificate):
+        return (
+            f"{name} is trusted through a @cert-authority line only: host certificates are not supported",
+            f"list the host key itself in known_hosts ({scan}, after checking the fingerprint {presented})",
+        )
+    return (
+        f"{name} is not in known_hosts: its identity cannot be checked (it presents {presented})",
+        f"add its key ({scan} >> ~/.ssh/known_hosts, after checking the fingerprint) or pass --accept-unknown-host",
+    )

@@ -166,9 +166,10 @@ def _ssh_like(conn: Any, settings: DeploySettings) -> str:
     """The ssh command for rsync, reaching the host as ``conn`` does."""
     keys = conn.connect_kwargs.get("key_filename") or []
     keys = [keys] if isinstance(keys, str) else list(keys)
-    known = [os.path.expanduser("~/.ssh/known_hosts")] + (
-        [os.path.expanduser(settings.known_hosts)] if settings.known_hosts else []
-    )
+    # ssh's accept-new appends to the first file: the given one, where the SSH connection appends too.
+    known = ([os.path.expanduser(settings.known_hosts)] if settings.known_hosts else []) + [
+        os.path.expanduser("~/.ssh/known_hosts")
+    ]
     config = os.path.expanduser("~/.ssh/config")
     return ssh_command(
         conn.user, conn.port, keys, known, settings.accept_unknown_host, config if os.path.exists(config) else None
