@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from warptasks.remote.session import agent_step
 from warptasks.remote.upload import release_id, rsync_step, source_files, ssh_command
 from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
 from warptasks.scripts import agent as deploy_agent
+from warptasks.scripts import envfile, source
 from warptasks.scripts.proxy import _cache
 from warptasks.scripts.proxy import backend_port as proxy_backend_port
 from warptasks.settings import DeploySettings
@@ -80,10 +82,41 @@ def test_agent_request_travels_as_one_quoted_argument() -> None:
     assert "'/srv/my app; rm -rf /'" not in line  # inside the JSON argument, quoted as a whole
 
 
-def test_shared_environment_is_sourced_before_the_step() -> None:
-    step = with_shared_environment(Step("gunicorn", ("gunicorn", "app"), "/srv/a/releases/1", "serve"), Layout("/srv/a"))
-    assert step.argv[:3] == ("sh", "-c", step.argv[2])
-    assert step.argv[4:] == ("/srv/a/shared/environment", "gunicorn", "app")
+def test_a_host_step_gets_its_environment_from_files_never_from_its_command_line() -> None:
+    step = Step("gunicorn", ("gunicorn", "app"), "/srv/a/releases/1", "serve", env={"TOKEN": "s3cr$t-9"}, path=("/e/bin",))
+    values = "/srv/a/releases/1/.warp/env/server"
+    literal, text = with_shared_environment(step, Layout("/srv/a"), "python3", values)
+    envfile_py = source("envfile.py")
+    assert literal.argv == ("python3", "-c", envfile_py, values, "/srv/a/shared/environment", "--", "gunicorn", "app")
+    assert literal.env == {} and literal.path == ("/e/bin",) and literal.cwd == step.cwd
+    assert "s3cr$t-9" not in command_line(literal)
+    assert envfile.parse(text, values) == {"TOKEN": "s3cr$t-9"}
+
+
+def test_the_shared_environment_wins_and_no_value_is_run(tmp_path: Path) -> None:
+    # As a sourcing shell gave it precedence, without ever running (or cutting) a value.
+    marker = tmp_path / "ran"
+    shared = tmp_path / "shared" / "environment"
+    shared.parent.mkdir()
+    shared.write_text(f"SECRET_KEY=k9$x2&(z)!=a\nTICKS=`touch {marker}`\nPORT=9999\n")
+    show = "import json, os; print(json.dumps({n: os.environ[n] for n in ('SECRET_KEY', 'TICKS', 'PORT', 'OWN')}))"
+    step = Step("show", (sys.executable, "-c", show), str(tmp_path), "show", env={"PORT": "8081", "OWN": "it's $HOME"})
+    literal, text = with_shared_environment(step, Layout(str(tmp_path)), sys.executable, str(tmp_path / "values"))
+    (tmp_path / "values").write_text(text)
+    result = subprocess.run(["sh", "-c", command_line(literal)], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == {
+        "SECRET_KEY": "k9$x2&(z)!=a",
+        "TICKS": f"`touch {marker}`",
+        "PORT": "9999",
+        "OWN": "it's $HOME",
+    }
+    assert not marker.exists()
+
+
+def test_a_value_no_file_can_hold_is_a_config_error() -> None:
+    step = Step("gunicorn", ("gunicorn",), "/r", "serve", env={"BAD": "two\nlines"})
+    with pytest.raises(ConfigError, match="BAD"):
+        with_shared_environment(step, Layout("/srv/a"), "python3", "/r/.warp/env/server")
 
 
 def _django(root: Path, hook: bool = False) -> Path:
@@ -103,7 +136,7 @@ def _django(root: Path, hook: bool = False) -> Path:
 
 def test_django_migrates_with_manage_py_in_the_release(tmp_path: Path) -> None:
     spec = detect_app(_django(tmp_path))
-    step = migrate_step(spec, "/srv/a/releases/7", "/srv/a/shared/envs/e1", Layout("/srv/a"))
+    step = migrate_step(spec, "/srv/a/releases/7", "/srv/a/shared/envs/e1")
     assert step is not None
     assert step.argv[-4:] == ("python", "manage.py", "migrate", "--noinput")
     assert step.cwd == "/srv/a/releases/7" and step.path == ("/srv/a/shared/envs/e1/bin",)
@@ -112,13 +145,13 @@ def test_django_migrates_with_manage_py_in_the_release(tmp_path: Path) -> None:
 
 def test_a_migrate_hook_wins_over_manage_py(tmp_path: Path) -> None:
     spec = detect_app(_django(tmp_path, hook=True))
-    step = migrate_step(spec, "/srv/a/releases/7", "/e", Layout("/srv/a"))
+    step = migrate_step(spec, "/srv/a/releases/7", "/e")
     assert step is not None and step.argv[-1] == "./.warpdrive/action_hooks/migrate"
 
 
 def test_a_plain_wsgi_app_has_nothing_to_migrate(tmp_path: Path) -> None:
     (tmp_path / "wsgi.py").write_text("application = None\n")
-    assert migrate_step(detect_app(tmp_path), "/srv/a/releases/1", "/e", Layout("/srv/a")) is None
+    assert migrate_step(detect_app(tmp_path), "/srv/a/releases/1", "/e") is None
 
 
 def test_deploy_settings_merge_config_then_options() -> None:

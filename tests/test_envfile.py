@@ -63,6 +63,15 @@ def test_the_files_values_win_over_the_environment_and_the_rest_is_kept(tmp_path
     assert json.loads(result.stdout) == {"A": "from-file", "B": "kept"}
 
 
+def test_several_files_are_read_in_order_later_ones_winning(tmp_path: Path) -> None:
+    first, second = tmp_path / "values", tmp_path / "shared"
+    first.write_text("A=first\nB=first\n")
+    second.write_text("B=second\n")
+    missing = tmp_path / "no-such-file"
+    result = run(str(first), str(missing), str(second), "--", sys.executable, "-c", SHOW, "A", "B")
+    assert json.loads(result.stdout) == {"A": "first", "B": "second"}
+
+
 def test_a_missing_file_adds_nothing_and_the_commands_arguments_and_exit_pass_through(tmp_path: Path) -> None:
     script = "import sys; print(sys.argv[1:]); sys.exit(3)"
     result = run(str(tmp_path / "no-such-file"), "--", sys.executable, "-c", script, "a b", "$HOME", "--", "")
@@ -122,3 +131,25 @@ def test_any_value_without_surrounding_space_or_quotes_reads_back_as_written(val
     values = {n: v for n, v in values.items() if not (len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"")}
     text = "".join(f"{name}={value}\n" for name, value in values.items())
     assert envfile.parse(text, "env") == values
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20).filter(
+            lambda v: v == "".join(v.splitlines()) and "\0" not in v
+        ),
+    )
+)
+def test_rendered_values_read_back_exactly_spaces_quotes_and_all(values: dict[str, str]) -> None:
+    # What a deploy writes for a server (its environment, off its command line) must reach it unchanged.
+    assert envfile.parse(envfile.render(values), "env") == values
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"A": "two\nlines"}, {"A": "carriage\rreturn"}, {"A": "sep\u2028arated"}, {"A": "n\0ul"}, {"2BAD": "x"}, {"A\n": "x"}],
+)
+def test_values_a_file_cannot_hold_are_refused(values: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        envfile.render(values)

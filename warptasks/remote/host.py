@@ -153,10 +153,10 @@ class HostDeploy:
 
     def migrate(self, spec: AppSpec) -> None:
         self.phase = "migrate"
-        step = migrate_step(spec, self.layout.release(self.release), self.env, self.layout)
+        step = migrate_step(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"{step.name}: {step.why} (once, on this host)")
-            self.session.run(step)
+            self.session.run(self._literal(step, "migrate"))
 
     def start(self, spec: AppSpec) -> None:
         self.phase = "start"
@@ -174,14 +174,34 @@ class HostDeploy:
         )
         assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
-        before = tuple(with_shared_environment(s, self.layout) for s in plan.before)
+        before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
-        command = command_line(with_shared_environment(plan.server, self.layout))
+        command = command_line(self._literal(plan.server, "server"))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
         self.agent("start", release=self.release, port=port, command=command, systemd=self.settings.systemd)
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.settings.health}")
         self.check_health()
+
+    def _literal(self, step: Step, name: str) -> Step:
+        """``step`` getting its environment from the release's file ``.warp/env/<name>`` and shared/environment.
+
+        The file is written here, in a folder only the deploy's account can enter: the values never appear on a
+        command line, and no other account can open the file, not even in the moment before its mode is set.
+        """
+        folder = posixpath.join(self.layout.release(self.release), ".warp", "env")
+        sftp = self.session.sftp()
+        try:
+            sftp.mkdir(folder, 0o700)
+        except OSError:
+            pass  # made for an earlier step of this release
+        sftp.chmod(folder, 0o700)
+        values = posixpath.join(folder, name)
+        literal, text = with_shared_environment(step, self.layout, self.settings.python, values)
+        with sftp.open(values, "wb") as out:
+            sftp.chmod(values, 0o600)
+            out.write(text.encode())
+        return literal
 
     def check_health(self) -> None:
         s = self.settings

@@ -9,10 +9,12 @@ import posixpath
 from dataclasses import dataclass, replace
 
 from ..detect import AppSpec
+from ..errors import ConfigError
 from ..plan import Step, plan_command
+from ..scripts import envfile, source
 
 SHARED_ENV = "shared/environment"
-_SOURCE_SHARED = 'if [ -r "$1" ]; then set -a && . "$1" && set +a; fi && shift && exec "$@"'
+ENVFILE = source("envfile.py")
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,22 @@ class Release:
     deps: str  # digest of the dependencies and the server's packages: a host with these reuses its environment
 
 
-def with_shared_environment(step: Step, layout: Layout) -> Step:
-    """``step`` run after sourcing the host's secret ``shared/environment`` file."""
-    return replace(step, argv=("sh", "-c", _SOURCE_SHARED, "sh", layout.env_file, *step.argv))
+def with_shared_environment(step: Step, layout: Layout, python: str, values: str) -> tuple[Step, str]:
+    """``step`` made to get its environment from files, never from a shell or its command line; and ``values``'s text.
+
+    Its own environment (the project's environment file, the hooks' variables) moves off its command line, which
+    ``ps`` shows to every account on the host, into the file ``values`` the deploy writes (0600) with the returned
+    text. envfile.py reads that file, then the host's secret ``shared/environment`` (whose values win, as when a
+    shell sourced it), literally: ``$``, backticks and quotes in a value are kept, never run. Only ``PATH``, which
+    extends the host's own, stays on the command line.
+    """
+    try:
+        text = envfile.render(dict(step.env))
+    except ValueError as error:
+        hint = "environment values cannot hold line breaks; fix the environment file"
+        raise ConfigError(f"{step.name}: {error}", hint) from None
+    argv = (python, "-c", ENVFILE, values, layout.env_file, "--", *step.argv)
+    return replace(step, argv=argv, env={}), text
 
 
 def backend_port(public: int, current_port: int | None) -> int:
@@ -71,7 +86,6 @@ def backend_port(public: int, current_port: int | None) -> int:
     return second if current_port == first else first
 
 
-def migrate_step(spec: AppSpec, project: str, env: str, layout: Layout) -> Step | None:
-    """The same migrate command as ``warp migrate``, seeing the shared environment file."""
-    step = plan_command(spec, project, env, "migrate")
-    return None if step is None else with_shared_environment(step, layout)
+def migrate_step(spec: AppSpec, project: str, env: str) -> Step | None:
+    """The same migrate command as ``warp migrate``; the deploy runs it with the shared environment file."""
+    return plan_command(spec, project, env, "migrate")

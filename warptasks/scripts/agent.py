@@ -339,7 +339,7 @@ def lock(req):
     os.chmod(os.path.join(root, "shared", "logs"), 0o750)
     env_file = os.path.join(root, "shared", "environment")
     if not os.path.exists(env_file):
-        _write(env_file, "# KEY=VALUE lines: the app's secrets, sourced before the server and hooks start\n", 0o600)
+        _write(env_file, "# KEY=VALUE lines: the app's secrets, read literally (no shell) by the server and hooks\n", 0o600)
     deadline = time.monotonic() + float(req.get("wait", 0))
     max_age = float(req.get("max_age", MAX_LOCK_AGE))
     took_over = broke = None

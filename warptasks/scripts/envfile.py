@@ -9,16 +9,17 @@ and ``=`` inside a value are kept as written, because no shell ever reads it.
 ``k9$x2&(z)!=a`` and ran backticks.)
 
 Detection imports :func:`parse` for a project's ``.s2i/environment`` and
-``.warpdrive/environment``. As a script it is sent to a target and runs a
-command with a file's values added to its environment::
+``.warpdrive/environment``; a deploy writes files with :func:`render`, which
+:func:`parse` reads back exactly. As a script it is sent to a target and runs
+a command with the files' values added to its environment::
 
-    python envfile.py FILE -- COMMAND ARGS...
+    python envfile.py FILE [FILE...] -- COMMAND ARGS...
 
-A missing FILE adds nothing. A line that is not ``NAME=VALUE`` stops with the
-file and line named and exit status 2; a COMMAND that cannot run, 127 (126
-when not executable), as a shell would. The command is exec'd directly, never
-through a shell. Standard library only and old syntax: it runs on whatever
-Python a target has.
+Later files win. A missing FILE adds nothing. A line that is not
+``NAME=VALUE`` stops with the file and line named and exit status 2; a
+COMMAND that cannot run, 127 (126 when not executable), as a shell would.
+The command is exec'd directly, never through a shell. Standard library only
+and old syntax: it runs on whatever Python a target has.
 """
 
 import errno
@@ -27,7 +28,7 @@ import os
 import re
 import sys
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would accept a trailing newline
 
 
 class EnvFileError(ValueError):
@@ -71,23 +72,45 @@ def read(path):
     return parse(text, path)
 
 
+# What str.splitlines() ends a line at: a value holding one cannot be written on one line.
+_LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def render(values):
+    """``values`` as a file :func:`parse` reads back exactly: each value in double quotes, which parse removes.
+
+    A name that is not a variable name, or a value holding a line break or a NUL byte (which no environment
+    can carry), is a ValueError naming it.
+    """
+    lines = []
+    for name in sorted(values):
+        value = values[name]
+        if not _NAME.match(name):
+            raise ValueError("%r is not an environment variable name" % name)
+        if "\0" in value or any(brk in value for brk in _LINE_BREAKS):
+            raise ValueError("the value of %s holds a line break or a NUL byte" % name)
+        lines.append('%s="%s"\n' % (name, value))
+    return "".join(lines)
+
+
 def _fail(message, status):
     sys.stderr.write("envfile.py: %s\n" % message)
     sys.exit(status)
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] != "--":
-        _fail("usage: envfile.py FILE -- COMMAND ARGS...", 2)
-    path, command = argv[0], argv[2:]
-    try:
-        values = read(path)
-    except EnvFileError as error:
-        _fail(str(error), 2)
-    except (IOError, OSError) as error:
-        _fail("cannot read %s: %s" % (path, error.strerror), 2)
+    split = argv.index("--") if "--" in argv else -1
+    if split < 1 or split == len(argv) - 1:
+        _fail("usage: envfile.py FILE [FILE...] -- COMMAND ARGS...", 2)
+    paths, command = argv[:split], argv[split + 1 :]
     env = dict(os.environ)
-    env.update(values)
+    for path in paths:
+        try:
+            env.update(read(path))
+        except EnvFileError as error:
+            _fail(str(error), 2)
+        except (IOError, OSError) as error:
+            _fail("cannot read %s: %s" % (path, error.strerror), 2)
     try:
         os.execvpe(command[0], command, env)
     except ValueError as error:  # a NUL byte in a value or an argument
