@@ -22,7 +22,12 @@ LOCK_NAME = "build.lock"
 
 @contextmanager
 def build_lock(env_root: str, say: Callable[[str], None]) -> Iterator[None]:
-    """Hold the project's build lock; when another build holds it, say who and wait for it."""
+    """Hold the project's build lock; when another build holds it, say who and wait for it.
+
+    A first build that fails (say, a setting refused before anything ran)
+    leaves no environment folder behind just for its lock.
+    """
+    created = not os.path.isdir(env_root)
     os.makedirs(env_root, exist_ok=True)
     path = os.path.join(env_root, LOCK_NAME)
     # O_NOFOLLOW: the folder is the user's, but never write through a planted link.
@@ -37,6 +42,11 @@ def build_lock(env_root: str, say: Callable[[str], None]) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         yield
+    except BaseException:
+        if created and os.listdir(env_root) == [LOCK_NAME]:
+            os.unlink(path)
+            os.rmdir(env_root)
+        raise
     finally:
         os.close(fd)  # closing releases the flock
 
