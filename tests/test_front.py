@@ -267,3 +267,14 @@ def test_merge_base_keeps_the_apps_and_updates_their_servers() -> None:
     assert merged["apps"]["http"]["grace_period"] == "1m"
     same = script._merge_base(copy.deepcopy(config), front.base_config(HOST), front.server_template(HOST))
     assert same == config
+
+
+def test_the_unit_runs_caddy_resuming_its_autosave() -> None:
+    home = "/var/lib/warp-front"
+    text = script._unit_text({"grace_seconds": 30}, home, home + "/venv/bin/caddy")
+    command = f"{home}/venv/bin/caddy run --config {home}/base.json --resume --pidfile {home}/run/caddy.pid"
+    assert f"ExecStart={command}\n" in text
+    assert f"Environment=XDG_CONFIG_HOME={home}/config\n" in text and "Type=notify" in text
+    assert "TimeoutStopSec=40" in text and "Restart=on-failure" in text
+    assert script._unit(home) == "warp-front.service"
+    assert script._unit("/home/deploy/.local/share/warp-front") == "warp-front-home-deploy--local-share-warp-front.service"

@@ -102,6 +102,20 @@ def test_two_apps_by_host_name_never_touch_each_other(caddy_venv: str, tmp_path:
             f.site(front.Site(one, hosts=("two.test",), port=port), backend=one_a)
 
 
+def test_a_site_caddy_refuses_leaves_the_running_config_alone(caddy_venv: str, tmp_path: Path) -> None:
+    with running_front(caddy_venv, **ports()) as f, backend("A", tmp_path) as a, socket.socket() as busy:
+        app, port = front.app_id("/srv/app"), free_port()
+        f.site(front.Site(app, port=port), backend=a)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        bad = front.app_id("/srv/bad")
+        with pytest.raises(AssertionError, match="Caddy refused the new config"):
+            f.site(front.Site(bad, port=busy.getsockname()[1]), backend=a)
+        assert get(port)[1]["name"] == "A"
+        assert list(f.status()["apps"]) == [app]
+        assert not Path(f.host.upstream_file(bad)).exists()
+
+
 def test_forwarded_headers_come_from_the_front_not_the_client(caddy_venv: str, tmp_path: Path) -> None:
     spoofed = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.test"}
     with running_front(caddy_venv, **ports()) as f, backend("A", tmp_path) as a:

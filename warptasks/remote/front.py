@@ -43,6 +43,7 @@ CHALLENGES = ("http-01", "tls-alpn-01")
 
 _ALNUM = re.compile(r"[^A-Za-z0-9]")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
 _DURATION = re.compile(r"^\d+(\.\d+)?(ns|us|ms|s|m|h)$")
 
 
@@ -154,8 +155,9 @@ def _duration(name: str, value: str | None) -> None:
 
 def check_host(host: FrontHost) -> None:
     """Refuse a host-wide setting Caddy would refuse or that would break a placeholder path."""
-    if not host.home.startswith("/") or any(c in host.home for c in "{}\n\r\t "):
-        raise ConfigError(f"front home {host.home!r} must be an absolute path without spaces or braces")
+    if not _SAFE_PATH.match(host.home):
+        # It goes into a {file.*} placeholder and a unit file unquoted: the host script refuses the same.
+        raise ConfigError(f"front home {host.home!r} must be an absolute path of letters, digits and ./_- (no spaces or braces)")
     if host.http_port == host.https_port:
         raise ConfigError(f"the HTTP and HTTPS ports are both {host.http_port}")
     for name in ("read_header", "read", "write", "idle"):

@@ -420,15 +420,17 @@ def _systemctl(*args):
     return result.stdout.strip()
 
 
+def _unit_text(req, home, caddy):
+    """The unit running Caddy; every path matched SAFE_PATH (no spaces, quotes or %), so none needs quoting."""
+    env = sorted(_env(home).items())
+    environment = "\n".join("Environment={}={}".format(k, v) for k, v in env if SAFE_PATH.match(v) or k == "PATH")
+    stop = int(req.get("grace_seconds", 30)) + 10  # Caddy's grace period for requests in flight, then some
+    return UNIT.format(home=home, command=" ".join(_argv(caddy, home)), environment=environment, stop=stop)
+
+
 def _start_unit(req, home, caddy, restart):
-    """Caddy as a systemd unit (restarted if it dies, started at boot); paths are plain (SAFE_PATH), so no quoting."""
-    name = _unit(home)
-    environment = "\n".join(
-        "Environment={}={}".format(k, v) for k, v in sorted(_env(home).items()) if SAFE_PATH.match(v) or k == "PATH"
-    )
-    text = UNIT.format(
-        home=home, command=" ".join(_argv(caddy, home)), environment=environment, stop=int(req.get("grace_seconds", 30)) + 10
-    )
+    """Caddy as a systemd unit: restarted if it dies, started at boot."""
+    name, text = _unit(home), _unit_text(req, home, caddy)
     path = os.path.join(UNIT_DIR, name)
     if _read(path) != text.strip():
         _write(path, text)
@@ -548,8 +550,18 @@ def site(req):
     with _Lock(home):
         if not _answers(home):
             _fail("the front is not running in {} (ensure first)".format(home))
-        changed = _change(home, lambda config: _put_site(config, req["pieces"], req["server"]))
-        previous = _switch(home, app, req["backend"]) if req.get("backend") else _read(os.path.join(home, "upstreams", app))
+        upstream = os.path.join(home, "upstreams", app)
+        previous = _read(upstream)
+        if req.get("backend") and previous is None:
+            _switch(home, app, req["backend"])  # a new site: its first request must find its backend
+        try:
+            changed = _change(home, lambda config: _put_site(config, req["pieces"], req["server"]))
+        except SystemExit:
+            if previous is None and os.path.exists(upstream):
+                os.unlink(upstream)  # refused: leave nothing of a site that never was
+            raise
+        if req.get("backend") and previous is not None:
+            _switch(home, app, req["backend"])  # a known site switches only once its new pieces are in
     print(
         json.dumps(
             {
@@ -573,11 +585,14 @@ def switch(req):
 def remove(req):
     home, app = _home(req), _app(req)
     with _Lock(home):
-        changed = _answers(home) and _change(home, lambda config: _remove_app(config, app))
+        if not _answers(home):
+            # Its route would come back with Caddy's autosave, pointing nowhere.
+            _fail("the front is not running in {} (ensure first, then remove)".format(home))
+        changed = _change(home, lambda config: _remove_app(config, app))
         path = os.path.join(home, "upstreams", app)
         if os.path.exists(path):
             os.unlink(path)
-    print(json.dumps({"app": app, "changed": bool(changed)}))
+    print(json.dumps({"app": app, "changed": changed}))
 
 
 def _apps(config, home):
