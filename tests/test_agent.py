@@ -599,6 +599,13 @@ def test_a_unit_runs_the_script_of_its_own_path_whatever_characters_the_path_has
         assert checked.returncode == 0 and "ExecStart" not in checked.stderr, checked.stderr
 
 
+def test_units_give_the_server_a_tmp_of_its_own_and_no_way_to_gain_privileges() -> None:
+    text = agent_module._unit_text("/srv/app", "server", "app server")
+    service = text.split("[Service]\n", 1)[1].split("\n[", 1)[0]
+    settings = dict(line.split("=", 1) for line in service.splitlines() if "=" in line)
+    assert settings["PrivateTmp"] == "yes" and settings["NoNewPrivileges"] == "yes"
+
+
 def test_a_path_with_a_control_character_or_a_release_outside_releases_is_refused(tmp_path: Path) -> None:
     injected = agent("lock", tmp_path / "app\nExecStartPre=/bin/false", owner="o", token="t")
     assert injected.code != 0 and "control character" in injected.data["error"]

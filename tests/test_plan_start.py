@@ -333,6 +333,83 @@ def test_gunicorn_as_root_passes_no_apache_account(tmp_path: Path) -> None:
     assert "--user" not in plan.server.argv
 
 
+RUN_AS = source("run_as.py")
+PYTHON = f"{ENV}/bin/python"
+
+
+@pytest.mark.parametrize(("files", "server", "expected"), [c for c in SERVER_CASES if not str(c.id).startswith("mod_wsgi")])
+def test_as_root_every_server_but_mod_wsgi_runs_as_an_unprivileged_account(
+    tmp_path: Path, files: dict[str, str], server: str | None, expected: Any
+) -> None:
+    # The same command as a user's start, run by run_as.py as www-data: an app served as root hands over the machine.
+    spec = detect_app(write_tree(tmp_path, files), server=server)
+    from warptasks.plan import resolve_server
+
+    name = resolve_server(spec)[0]
+    as_user = start(spec, built(name), processes=3, threads=5)
+    as_root = start(spec, built(name, euid=0), processes=3, threads=5)
+    assert as_root.server.argv == (PYTHON, "-c", RUN_AS, "www-data", "www-data", "--", *as_user.server.argv)
+    assert (as_root.server.env, as_root.server.cwd, as_root.server.path) == (
+        as_user.server.env,
+        as_user.server.cwd,
+        as_user.server.path,
+    )
+    # Checked as that account before the start: it must read the Python, the environment and the app.
+    assert [c.name for c in as_root.checks] == [c.name for c in as_user.checks] + ["worker can read"]
+    check = as_root.checks[-1]
+    assert check.argv[:3] == (PYTHON, "-c", source("read_check.py"))
+    assert check.argv[3:] == ("www-data", "www-data", PYTHON, PYTHON, ENV, PROJECT)
+    assert f"running as root: {name} runs as www-data:www-data" in "\n".join(as_root.notes)
+
+
+@pytest.mark.parametrize(
+    ("accounts", "options", "expected"),
+    [
+        pytest.param([["nobody", "nogroup"]], {}, ("nobody", "nogroup"), id="nobody"),
+        pytest.param([["www-data", "www-data"]], {"user": "app", "group": "staff"}, ("app", "staff"), id="user-and-group"),
+        pytest.param([], {"user": "app"}, ("app", "app"), id="user-option-names-the-group"),
+    ],
+)
+def test_the_account_a_root_server_runs_as_is_mod_wsgis(
+    tmp_path: Path, accounts: list[list[str]], options: dict[str, str], expected: tuple[str, str]
+) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server="waitress")
+    plan = start(spec, built("waitress", euid=0, worker_accounts=accounts), **options)
+    assert plan.server.argv[:6] == (PYTHON, "-c", RUN_AS, *expected, "--")
+    assert plan.checks[-1].argv[3:5] == expected
+
+
+def test_as_root_the_deploy_env_hook_is_sourced_as_the_account_which_must_read_it(tmp_path: Path) -> None:
+    files = {"wsgi.py": "", ".warpdrive/action_hooks/deploy-env": "export A=1\n"}
+    spec = detect_app(write_tree(tmp_path, files), server="gunicorn")
+    plan = start(spec, built("gunicorn", euid=0))
+    hook = f"{PROJECT}/.warpdrive/action_hooks/deploy-env"
+    assert plan.server.argv[6:11] == ("bash", "-c", SOURCE_THEN_EXEC, "bash", hook)
+    assert plan.checks[-1].argv[-1] == hook
+
+
+def test_root_without_an_unprivileged_account_cannot_start_any_server(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server="gunicorn")
+    with pytest.raises(ConfigError, match="no non-root account") as error:
+        start(spec, built("gunicorn", euid=0, worker_accounts=[]))
+    assert "--user" in error.value.hint
+
+
+def test_as_root_user_root_keeps_the_server_root_and_says_so(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server="gunicorn")
+    plan = start(spec, built("gunicorn", euid=0), user="root")
+    assert plan.server.argv == start(spec, built("gunicorn")).server.argv
+    assert [c.name for c in plan.checks] == ["port"]
+    assert "running as root: gunicorn too, as --user root asks" in plan.notes
+
+
+def test_mod_wsgi_as_root_stays_root_and_drops_its_own_workers(tmp_path: Path) -> None:
+    # Apache binds as root and runs its workers as the account itself (--user/--group): no run_as.py around it.
+    plan = start(detect_app(write_tree(tmp_path, {"wsgi.py": ""})), built("mod_wsgi", euid=0))
+    assert RUN_AS not in plan.server.argv and contains(plan.server.argv, "--user", "www-data", "--group", "www-data")
+    assert [c.name for c in plan.checks] == ["port", "worker can read"]
+
+
 def test_port_is_checked_before_a_server_but_not_before_the_apps_own(tmp_path: Path) -> None:
     plan = start(detect_app(write_tree(tmp_path / "a", {"wsgi.py": ""})), built("mod_wsgi"), host="::1", port=9000)
     assert [c.name for c in plan.checks] == ["port"]

@@ -129,8 +129,8 @@ class Settings:
     processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _count)
     threads: int | None = setting(None, "threads per process (default: computed)", _count)
     max_clients: int | None = setting(None, "mod_wsgi-express's Apache capacity (default: at least 400)", _count)
-    user: str | None = setting(None, "as root: the account mod_wsgi's workers run as", _text)
-    group: str | None = setting(None, "as root: the group mod_wsgi's workers run as", _text)
+    user: str | None = setting(None, "as root: the account the server runs as (mod_wsgi: Apache's workers)", _text)
+    group: str | None = setting(None, "as root: the group the server runs as (mod_wsgi: Apache's workers)", _text)
 
     @classmethod
     def resolve(cls, config: Any, **given: Any) -> Settings:
@@ -174,8 +174,8 @@ class DeploySettings:
     installer: str = setting("auto", meaning(Settings, "installer"), _text, shared=True)
     processes: int | None = setting(None, "worker processes on each host (default: computed there)", _count, shared=True)
     threads: int | None = setting(None, "threads per process (default: computed)", _count, shared=True)
-    user: str | None = setting(None, "as root: the account mod_wsgi's workers run as", _text, shared=True)
-    group: str | None = setting(None, "as root: the group mod_wsgi's workers run as", _text, shared=True)
+    user: str | None = setting(None, "as root: the account the server runs as (mod_wsgi: Apache's workers)", _text, shared=True)
+    group: str | None = setting(None, "as root: the group the server runs as (mod_wsgi: Apache's workers)", _text, shared=True)
 
     @classmethod
     def resolve(cls, config: Any, **given: Any) -> DeploySettings:

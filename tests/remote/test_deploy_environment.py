@@ -140,3 +140,16 @@ def test_no_command_line_on_the_host_carries_a_value(deployed: Deployed) -> None
     assert "gunicorn" in records
     for secret in SECRETS:
         assert secret not in records, f"{secret!r} is in the recorded command"
+
+
+def test_a_root_deploys_server_runs_as_www_data(deployed: Deployed) -> None:
+    # The deploy logs in as root; the server and its workers must not be (the sh that starts it stays root).
+    uid, gid = deployed.sh("id -u www-data").strip(), deployed.sh("id -g www-data").strip()
+    table = deployed.sh("ps -eo pid=,uid=,args=")
+    rows = [line.split(None, 2) for line in table.splitlines()]
+    servers = [(pid, owner) for pid, owner, args in rows if args.split()[:2][-1].endswith("/bin/gunicorn")]
+    assert len(servers) >= 2, table  # the master and its worker(s)
+    assert {owner for _, owner in servers} == {uid}, table
+    for pid, _ in servers:
+        ids = deployed.sh(f"grep -E '^(Uid|Gid):' /proc/{pid}/status").split()
+        assert set(ids[1:5]) == {uid} and set(ids[6:10]) == {gid}, ids

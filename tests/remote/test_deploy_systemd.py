@@ -137,6 +137,11 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     assert host.run(f"systemctl is-active {first}").strip() == "active"
     assert host.run(f"systemctl is-enabled {first}").strip() == "enabled"
     assert host.run(f"systemctl is-enabled {PROXY_UNIT}").strip() == "enabled"
+    # Confined: a /tmp of its own, no privileges to gain, and the app itself not root (the deploy logs in as root).
+    assert host.run(f"systemctl show --property=PrivateTmp,NoNewPrivileges --value {first}").split() == ["yes", "yes"]
+    rows = [line.split(None, 1) for line in host.run("ps -eo user=,args=").splitlines()]
+    owners = [user for user, args in rows if args.split()[:2][-1].endswith("/bin/gunicorn")]
+    assert len(owners) >= 2 and set(owners) == {"www-data"}, rows
 
     # The server dies: systemd starts it again.
     pid = host.run(f"systemctl show --property=MainPID --value {first}").strip()

@@ -9,14 +9,14 @@ the ``deploy-env`` hook sourced around it all.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..detect import AppSpec
 from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import source
-from ..servers import SERVERS, Command, Server, StartContext, resolve_server
+from ..servers import SERVERS, Command, Server, StartContext, read_check, resolve_server, worker_account
 from .environment import _join, env_paths, hook_argv, hook_environment, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step
@@ -160,6 +160,25 @@ def _checks(ctx: StartContext, server: Server, command: Command) -> tuple[Step, 
     return tuple(checks)
 
 
+def _unprivileged(ctx: StartContext, server: Server, project: str, step: Step) -> tuple[Step, tuple[Step, ...], tuple[str, ...]]:
+    """As root, ``step`` run as an unprivileged account by run_as.py; the check that it can read the app; the note.
+
+    An app served as root hands the machine to whoever breaks it. Unchanged when not root, and for a server that
+    drops its own privileges (Apache binds as root, then runs its workers as the account). The deploy-env hook is
+    inside ``step``, so it is sourced as the account too, which must read it.
+    """
+    if ctx.facts.euid != 0 or server.drops_privileges:
+        return step, (), ()
+    user, group, why = worker_account(ctx)
+    if user == "root":
+        return step, (), (f"running as root: {server.name} too, as --user root asks",)
+    hook = (_join(project, ctx.spec.hooks["deploy-env"]),) if step.env_hook else ()
+    check = read_check(ctx, user, group, f"{server.name}'s processes", hook)
+    argv = (ctx.python, "-c", source("run_as.py"), user, group, "--", *step.argv)
+    checks = (Step(check.name, check.argv, ctx.home, check.why, phase="start"),)
+    return replace(step, argv=argv), checks, (f"running as root: {server.name} runs as {user}:{group} ({why})",)
+
+
 def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     """The server command ``warp start`` execs, with the checks before it."""
     env, server = _built_server(spec, facts, options)
@@ -183,9 +202,11 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
+    step = with_env_hook(spec, "deploy-env", options.project, step)
+    step, account_checks, account_notes = _unprivileged(ctx, server, options.project, step)
     return StartPlan(
-        _checks(ctx, server, command),
+        _checks(ctx, server, command) + account_checks,
         tuple(before),
-        with_env_hook(spec, "deploy-env", options.project, step),
-        (f"app: {spec.why}", f"server: {server.name}", *notes, *command.notes),
+        step,
+        (f"app: {spec.why}", f"server: {server.name}", *notes, *command.notes, *account_notes),
     )

@@ -127,7 +127,8 @@ def _check_hint(check: Step) -> str:
     if check.name == "port":
         return "stop whatever uses that port, or choose another with --port"
     return (
-        "Apache runs its workers as an unprivileged user, which must be able to read the Python installation, "
-        "the environment and the app. Build with a Python outside /root (for example --python /usr/bin/python3), "
-        "keep the project in a readable folder, or pass --user/--group naming an account that can read them"
+        "started as root, the server (mod_wsgi: Apache's workers) runs as an unprivileged account, which must be able "
+        "to read the Python installation, the environment and the app. Build with a Python outside /root (for example "
+        "--python /usr/bin/python3), keep the project in a folder that account can read, or pass --user/--group naming "
+        "an account that can read them"
     )

@@ -8,6 +8,7 @@ syntax a target may have (see pyproject's ruff settings).
 - ``probe.py``: reads a target's facts (one JSON object); also records a build.
 - ``port_check.py``, ``read_check.py``: checks before a server starts.
 - ``private_dirs.py``: makes a server's runtime folders private, then execs it (mod_wsgi-express).
+- ``run_as.py``: as root, runs a server (all but mod_wsgi) as an unprivileged account.
 - ``envfile.py``: the one environment-file parser (detection imports it); runs a command with a file's values.
 - ``switch.py``: makes an environment current, atomically.
 - ``agent.py``: the deploy's actions on a host (lock, start, health, switch...).

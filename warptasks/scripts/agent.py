@@ -704,6 +704,9 @@ def _systemctl(*args):
     return result.stdout.strip()
 
 
+# PrivateTmp: a /tmp no other account (nor another app) shares, so no name there can be made first or read by them.
+# NoNewPrivileges: nothing the app runs gains privileges from a setuid binary or file capabilities; dropping them
+# (run_as.py, Apache's workers) still works.
 UNIT = """[Unit]
 Description=warptasks: {what} of {root} (%i)
 After=network.target
@@ -714,6 +717,8 @@ ExecStart=/bin/sh {script}
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec=20
+PrivateTmp=yes
+NoNewPrivileges=yes
 
 [Install]
 WantedBy=multi-user.target

@@ -1,7 +1,8 @@
 """Check that an account can use a Python and read paths: ``read_check.py USER GROUP PYTHON PATH...``.
 
-Run as root before mod_wsgi-express starts: Apache's workers run as USER, and
-a Python or project they cannot read makes every request fail later, unclearly.
+Run as root before a server starts: the server (mod_wsgi: Apache's workers)
+runs as USER, and a Python or project it cannot read makes the start or every
+request fail later, unclearly.
 """
 
 import grp

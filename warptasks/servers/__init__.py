@@ -26,6 +26,8 @@ from .base import (
     StartContext,
     SupportFile,
     SystemNeeds,
+    read_check,
+    worker_account,
 )
 
 if TYPE_CHECKING:
@@ -131,6 +133,8 @@ __all__ = [
     "either",
     "names",
     "normal_name",
+    "read_check",
     "resolve_server",
     "server",
+    "worker_account",
 ]

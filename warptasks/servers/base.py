@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ..errors import ConfigError
+from ..scripts import source
+
 if TYPE_CHECKING:
     from ..detect import AppSpec
     from ..facts import Facts
@@ -149,6 +152,9 @@ class Server:
     system: SystemNeeds | None = None
     capacity: CapacityRule = CapacityRule()
     reload: bool = True  # False: --reload is refused
+    # Started as root, it runs its own workers as an unprivileged account and must stay root itself (Apache binds,
+    # then drops its children): the planner does not wrap it in run_as.py as it does every other server.
+    drops_privileges: bool = False
     aliases: tuple[str, ...] = ()
     # The reason it is chosen for its protocol under --server auto ({target}: the app's entry); "": never chosen.
     default_why: str = ""
@@ -179,3 +185,28 @@ def warp_app_env(ctx: StartContext, *, static: bool) -> dict[str, str]:
         env["WARP_RELOAD"] = "1"
     env["PYTHONPATH"] = f"{ctx.env}/warp:{ctx.home}"
     return env
+
+def worker_account(ctx: StartContext) -> tuple[str, str, str]:
+    """(user, group, why): the unprivileged account a server started as root runs as (Apache: its workers).
+
+    ``--user``/``--group`` when given, else the first of www-data, nobody... that exists on the target.
+    """
+    if ctx.user:
+        return ctx.user, ctx.group or ctx.user, "--user"
+    for user, group in ctx.facts.worker_accounts:
+        return user, ctx.group or group, "the first unprivileged account there; --user/--group choose another"
+    raise ConfigError(
+        "running as root, and no non-root account (www-data, nobody) exists for the server to run as",
+        "pass --user and --group naming an unprivileged account",
+    )
+
+
+def read_check(ctx: StartContext, user: str, group: str, who: str, extra: tuple[str, ...] = ()) -> Check:
+    """The check that ``user`` can use the environment's Python and read the environment, the app and ``extra``."""
+    spec = ctx.spec
+    paths = [ctx.python, ctx.env, ctx.home] + ([join(ctx.home, spec.target)] if spec.kind == "paste" else []) + list(extra)
+    return Check(
+        "worker can read",
+        (ctx.python, "-c", source("read_check.py"), user, group, ctx.python, *paths),
+        f"{who} run as {user}:{group} and must read the Python, the environment and the app",
+    )

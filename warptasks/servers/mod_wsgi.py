@@ -7,7 +7,7 @@ import re
 
 from ..errors import ConfigError
 from ..scripts import source
-from .base import BuildContext, Check, Command, Server, StartContext, SystemNeeds, join
+from .base import BuildContext, Check, Command, Server, StartContext, SystemNeeds, join, read_check, worker_account
 
 # mod_wsgi-express writes paths unquoted into Apache's config and into a shell
 # script (apachectl); outside this set they break it or are run as shell code.
@@ -65,18 +65,6 @@ def mod_wsgi_env_options(environment: dict[str, str]) -> tuple[str, ...]:
     return tuple(args)
 
 
-def worker_account(ctx: StartContext) -> tuple[str, str, str]:
-    """(user, group, why) Apache's workers run as when it starts as root."""
-    if ctx.user:
-        return ctx.user, ctx.group or ctx.user, "--user"
-    for user, group in ctx.facts.worker_accounts:
-        return user, ctx.group or group, f"running as root: Apache's workers run as {user}"
-    raise ConfigError(
-        "running as root, and no non-root account (www-data, nobody) exists for Apache's workers",
-        "pass --user and --group naming an unprivileged account",
-    )
-
-
 # Apache binds a daemon socket at <folder>/wsgi.<pid>.u<uid>.<id>.sock (mod_wsgi-express turns socket rotation off),
 # and a Unix socket's path holds at most 107 bytes: with the widest pid, uid and id, the folder may have this many.
 _SOCKET_FOLDER_ROOM = 107 - len("/wsgi.4194304.u4294967295.99.sock")
@@ -126,13 +114,8 @@ def _application(ctx: StartContext) -> tuple[str, ...]:
 def _as_root(ctx: StartContext) -> tuple[tuple[str, ...], Check, str]:
     """Apache started as root runs its workers as another account, which must be able to read everything they load."""
     user, group, why = worker_account(ctx)
-    paths = [ctx.python, ctx.env, ctx.home] + ([join(ctx.home, ctx.spec.target)] if ctx.spec.kind == "paste" else [])
-    check = Check(
-        "worker can read",
-        (ctx.python, "-c", source("read_check.py"), user, group, ctx.python, *paths),
-        f"Apache's workers run as {user}:{group} and must read the Python, the environment and the app",
-    )
-    return ("--user", user, "--group", group), check, why
+    check = read_check(ctx, user, group, "Apache's workers")
+    return ("--user", user, "--group", group), check, f"running as root: Apache's workers run as {user}:{group} ({why})"
 
 
 def command(ctx: StartContext) -> Command:
@@ -215,6 +198,7 @@ SERVER = Server(
         lacks="Apache and its development files (apxs) and a C compiler",
         needs="Apache development files (apxs) and a C compiler",
     ),
+    drops_privileges=True,
     aliases=("mod_wsgi-express", "modwsgi"),
     default_why="WSGI app: Apache/mod_wsgi (mod_wsgi-express) is the default",
     check_build=check_build,
