@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from warptasks.errors import ConfigError
 from warptasks.facts import Facts
 from warptasks.plan import BuildOptions, Step, command_line, plan_build
 from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
+from warptasks.remote.interrupt import Interrupted, signals_as_interrupts
 from warptasks.remote.known_hosts import CheckedPolicy
 from warptasks.remote.layout import Layout, backend_port, migrate_step, with_shared_environment
 from warptasks.remote.session import agent_step
@@ -324,3 +327,17 @@ def test_rsync_sends_exactly_the_release_files_with_the_connections_checks() -> 
 def test_unknown_upload_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="upload method"):
         DeploySettings.resolve(None, upload="ftp")
+
+
+# -- faults: what a deploy sends, and how it takes a signal ----------------------------
+
+
+def test_sigterm_during_a_deploy_is_an_interrupt_and_the_handlers_come_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with signals_as_interrupts() as came:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert came.name == "SIGTERM" and signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(Interrupted):
+        came.check()  # a step that swallowed the interrupt still stops the deploy

@@ -249,7 +249,7 @@ def test_failing_health_check_keeps_the_old_release(fleet: Fleet) -> None:
     views.write_text(views.read_text() + "\n\ndef home(request):\n    raise RuntimeError('broken release')\n")
     results = fleet.deploy(health_timeout=8)
     assert not any(r.ok for r in results)
-    assert any(r.phase == "start" and "health check" in r.message for r in results), summary(results)
+    assert any(r.phase == "health" and "health check" in r.message for r in results), summary(results)
     assert _live(fleet) == live and fleet.served() == served
     for state in fleet.state().values():
         failed = [r for r in state["releases"] if r["status"] == "failed"]

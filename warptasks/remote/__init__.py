@@ -2,8 +2,10 @@
 
 - ``deploy.py``: deploy across hosts, phase by phase.
 - ``rollback.py``: status and rollback across hosts.
-- ``fleet.py``: a phase on every host in parallel; per-host results and their summary.
-- ``host.py``: one host's deploy lifecycle (lock, upload, build, migrate, start, switch, prune, abort).
+- ``fleet.py``: a phase on every host in parallel; the cleanup after any end; per-host results and their summary.
+- ``host.py``: one host's deploy lifecycle (lock, upload, build, migrate, start, health, switch, stop the old,
+  prune, clean up).
+- ``interrupt.py``: Ctrl-C and SIGTERM handled like a failure; the fault tests' pause hook.
 - ``session.py``: one host's SSH session: steps, and the host agent's JSON answers.
 - ``layout.py``: paths on a host, the release, the shared environment file (pure).
 - ``hosts.py``: parsing host names, connecting, checking host keys.

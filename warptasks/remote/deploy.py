@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +37,7 @@ from ..errors import ConfigError
 from ..run.executor import Say, run_step
 from ..servers import resolve_server, server
 from ..settings import DeploySettings
-from .fleet import HostResult, one_at_a_time, owner_label, parallel, release_all, result, stop_unless_partial
+from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
 from .host import HostDeploy
 from .hosts import HostTarget
 from .layout import Layout, Release, Source
@@ -56,34 +57,52 @@ def deploy(
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     try:
-        parallel(hosts, lambda h: h.connect(config))
-        parallel(hosts, lambda h: h.lock(owner_label()))
-        stop_unless_partial(hosts, settings.allow_partial)
-        for h in hosts:
-            if not h.error and not settings.force and h.same_as_live(packed.source):
-                h.unchanged = True
-                h.say(f"unchanged: the live release {h.info['current']} is this source (--force deploys anyway)")
-        release = replace(packed, deps=_deps_digest(spec))
-        wheels_dir, install_env = _wheels(spec, settings, hosts, release, scratch, synced)
-        parallel(hosts, lambda h: h.upload(release.id, source, wheels_dir))
-        stop_unless_partial(hosts, settings.allow_partial)
-        parallel(hosts, lambda h: h.build(spec, install_env, release))
-        stop_unless_partial(hosts, settings.allow_partial)
-        if settings.migrate:
-            _migrate_once(spec, hosts)
-        stop_unless_partial(hosts, settings.allow_partial)
-        parallel(hosts, lambda h: h.start(spec))
-        stop_unless_partial(hosts, settings.allow_partial)
-        parallel(hosts, lambda h: h.switch())
-        parallel(hosts, lambda h: h.prune())
+        with cleaned_up_after(hosts, say) as interrupted:
+            _phases(hosts, spec, settings, packed, source, scratch, config, interrupted.check)
     finally:
-        for h in hosts:
-            if h.error:
-                h.abort()
-        release_all(hosts)
         shutil.rmtree(scratch, ignore_errors=True)
     say(f"deploy took {time.monotonic() - begin:.1f}s")
     return [result(h) for h in hosts]
+
+
+def _phases(
+    hosts: list[HostDeploy],
+    spec: AppSpec,
+    settings: DeploySettings,
+    packed: Release,
+    source: Source,
+    scratch: str,
+    config: Any,
+    check: Callable[[], None],
+) -> None:
+    """Each phase on every host, a host that failed holding the others back; ``check`` raises after an interrupt
+    that a step swallowed (the executor turns one into a failed step)."""
+
+    def phase(work: Callable[[HostDeploy], None]) -> None:
+        parallel(hosts, work)
+        check()
+        stop_unless_partial(hosts, settings.allow_partial)
+
+    phase(lambda h: h.connect(config))
+    phase(lambda h: h.lock(owner_label()))
+    for h in hosts:
+        if not h.error and not settings.force and h.same_as_live(packed.source):
+            h.unchanged = True
+            h.say(f"unchanged: the live release {h.info['current']} is this source (--force deploys anyway)")
+    release = replace(packed, deps=_deps_digest(spec))
+    wheels_dir, install_env = _wheels(spec, settings, hosts, release, scratch, hosts[0].say_all)
+    check()
+    phase(lambda h: h.upload(release.id, source, wheels_dir))
+    phase(lambda h: h.build(spec, install_env, release))
+    if settings.migrate:
+        _migrate_once(spec, hosts)
+        check()
+        stop_unless_partial(hosts, settings.allow_partial)
+    phase(lambda h: h.start(spec))
+    parallel(hosts, lambda h: h.switch())
+    check()
+    parallel(hosts, lambda h: h.finish())
+    check()
 
 
 def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, Source, str]:

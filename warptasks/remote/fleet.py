@@ -7,13 +7,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from paramiko.ssh_exception import SSHException
 
 from ..errors import StepFailed, WarpError
 from ..run.executor import Say
 from .host import HostDeploy
+from .interrupt import Caught, Interrupted, signals_as_interrupts
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,10 @@ def parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> Non
             work(host)
         except StepFailed as failed:
             host.error = f"{failed.message}\n{failed.output}".strip()
-        except Exception as error:  # noqa: BLE001 - a lost connection is a host failure, reported
+        except Exception as error:  # noqa: BLE001 - any failure is this host's, reported
             host.error = f"{type(error).__name__}: {error}" if not isinstance(error, WarpError) else str(error)
+            if _connection_lost(host, error):
+                host.error = f"the SSH connection dropped during {host.phase} ({host.error})"
         finally:
             host.timings[host.phase] = host.timings.get(host.phase, 0.0) + time.monotonic() - begin
 
@@ -56,8 +62,27 @@ def parallel(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> Non
         for host in active:
             guarded(host)
         return
-    with ThreadPoolExecutor(max_workers=min(len(active), 8)) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(len(active), 8))
+    try:
         list(pool.map(guarded, active))
+    except BaseException:
+        # An interrupt reaches the main thread only; the hosts' threads wait in SSH calls it does not reach.
+        # Closing their connections ends those calls, so the cleanup does not wait for a whole build.
+        for host in active:
+            host.stopping = True
+            host.session.close()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _connection_lost(host: HostDeploy, error: Exception) -> bool:
+    """Whether ``error`` is the host's SSH connection dropping (not, say, a local file that is missing)."""
+    if isinstance(error, (SSHException, EOFError, ConnectionError)):
+        return True
+    conn = host.session.conn
+    transport = conn.client.get_transport() if conn is not None else None
+    return isinstance(error, OSError) and not isinstance(error, WarpError) and (transport is None or not transport.is_active())
 
 
 def stop_unless_partial(hosts: list[HostDeploy], allow_partial: bool) -> None:
@@ -76,6 +101,38 @@ def release_all(hosts: list[HostDeploy]) -> None:
     for h in hosts:
         h.unlock()
         h.close()
+
+
+@contextmanager
+def cleaned_up_after(hosts: list[HostDeploy], say: Say) -> Iterator[Caught]:
+    """Whatever ends the work inside (success, a failure, Ctrl-C, SIGTERM): every host cleaned up, its lock released.
+
+    An interrupt fails every host that had not switched yet, as an error would, and is raised again once the hosts
+    are clean, after a line per host.
+    """
+    with signals_as_interrupts() as came:
+        try:
+            yield came
+        except KeyboardInterrupt as stop:
+            why = str(stop) if isinstance(stop, Interrupted) else "interrupted (Ctrl-C)"
+            for h in hosts:
+                h.stopping = True
+                if not h.switched and not h.unchanged:
+                    h.error = f"{why}; {h.error}" if h.error else why
+            say(f"{why}: cleaning up (interrupt again to leave it to the next deploy)")
+            _clean(hosts)
+            say(summary([result(h) for h in hosts]))
+            raise
+        except BaseException:
+            _clean(hosts)
+            raise
+        _clean(hosts)
+
+
+def _clean(hosts: list[HostDeploy]) -> None:
+    for h in hosts:
+        h.clean_up()
+    release_all(hosts)
 
 
 def result(h: HostDeploy) -> HostResult:

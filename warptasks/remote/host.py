@@ -22,6 +22,7 @@ from ..run.executor import Say, execute, gather_facts, run_checks
 from ..scripts import source
 from ..settings import DeploySettings
 from .hosts import HostTarget
+from .interrupt import pause_for_tests
 from .layout import Layout, Release, Source, backend_port, migrate_step, with_shared_environment
 from .session import Session
 from .upload import send_with_rsync
@@ -43,12 +44,14 @@ class HostDeploy:
     release: str = ""
     started: bool = False
     switched: bool = False
+    previous: str = ""  # the release that was live, while its server still runs after the switch
     error: str = ""
     unchanged: bool = False
     phase: str = "connect"
     env: str = ""
     facts: Facts | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    stopping: bool = False  # the deploy was interrupted: a paused phase goes no further
 
     def __post_init__(self) -> None:
         self.session = Session(self.target, self.settings)
@@ -67,13 +70,18 @@ class HostDeploy:
     def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
         return self.session.agent(action, **request)
 
+    def enter(self, phase: str) -> None:
+        """Begin ``phase`` (where a fault test may hold the deploy: see :func:`.interrupt.pause_for_tests`)."""
+        self.phase = phase
+        pause_for_tests(phase, lambda: self.stopping)
+
     # -- phases ---------------------------------------------------------
 
     def connect(self, config: Any) -> None:
         self.session.open(config)
 
     def lock(self, owner: str) -> None:
-        self.phase = "lock"
+        self.enter("lock")
         take = {"break": self.settings.break_lock}
         answer = self.agent("lock", owner=owner, token=self.token, wait=self.settings.lock_wait, **take)
         self.locked = True
@@ -85,7 +93,7 @@ class HostDeploy:
         return record.get("source") == digest and record.get("status") == "live" and bool(self.info.get("current_alive"))
 
     def upload(self, rid: str, source: Source, wheels: str | None) -> None:
-        self.phase = "upload"
+        self.enter("upload")
         self.release = rid
         release = self.layout.release(rid)
         sftp = self.session.sftp()
@@ -122,7 +130,7 @@ class HostDeploy:
         sftp.posix_rename(remote + ".tmp", remote)
 
     def build(self, spec: AppSpec, install_env: dict[str, str], release: Release) -> None:
-        self.phase = "build"
+        self.enter("build")
         project = self.layout.release(self.release)
         request = {
             "env_dir": f"{project}/.warp",
@@ -152,14 +160,14 @@ class HostDeploy:
         self.agent("mark", release=self.release, values=values)
 
     def migrate(self, spec: AppSpec) -> None:
-        self.phase = "migrate"
+        self.enter("migrate")
         step = migrate_step(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"{step.name}: {step.why} (once, on this host)")
             self.session.run(self._literal(step, "migrate"))
 
     def start(self, spec: AppSpec) -> None:
-        self.phase = "start"
+        self.enter("start")
         record = self.info.get("current_record") or {}
         port = backend_port(self.public_port, record.get("port") if self.info.get("current") else None)
         options = StartOptions(
@@ -174,11 +182,15 @@ class HostDeploy:
         )
         assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
+        # The agent's start checks the port itself, and takes it back from the server of a release that is not live
+        # (one a killed or cut-off deploy left running); the plan's check would refuse it instead.
+        plan = replace(plan, checks=tuple(check for check in plan.checks if check.name != "port"))
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
-        self.agent("start", release=self.release, port=port, command=command, systemd=self.settings.systemd)
+        request = {"port": port, "command": command, "systemd": self.settings.systemd}
+        self.agent("start", release=self.release, **request)
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.settings.health}")
         self.check_health()
@@ -204,38 +216,78 @@ class HostDeploy:
         return literal
 
     def check_health(self) -> None:
+        self.enter("health")
         s = self.settings
         self.agent("health", release=self.release, path=s.health, host_header=s.health_host, timeout=s.health_timeout)
 
     def switch(self) -> None:
-        self.phase = "switch"
+        self.enter("switch")
         listen = self.target.listen or self.settings.listen
         self.agent("proxy", listen=listen, port=self.public_port, source=PROXY, systemd=self.settings.systemd)
         previous = self.info.get("current")
         self.agent("switch", release=self.release)
         self.switched = True
+        self.previous = previous if previous and previous != self.release else ""
         self.say(f"current -> {self.release}")
-        if previous and previous != self.release:
-            stopped = self.agent("stop", release=previous, drain=self.settings.drain)
-            self.say(f"old server of {previous}: {stopped['server']} ({stopped['seconds']}s)")
+
+    def finish(self) -> None:
+        """After the switch: the old server stopped, old releases pruned.
+
+        The new release is live whatever happens here, so a failure is a warning, not a failed deploy: what it
+        leaves (an old server running), the cleanup tries again over a new connection, and the next deploy's start
+        takes its port back.
+        """
+        for phase in (self.stop_previous, self.prune):
+            try:
+                phase()
+            except Exception as error:  # noqa: BLE001 - reported, and cleaned up after
+                self.say(f"warning: {self.phase} after the switch failed: {error}")
+                self._reconnect()
+
+    def stop_previous(self) -> None:
+        """The old server stopped after the drain: its own graceful signal, then SIGTERM, then SIGKILL."""
+        if not self.previous:
+            return
+        self.enter("stop")
+        answer = self.agent("stop", release=self.previous, drain=self.settings.drain)
+        signals = ", ".join(answer.get("signals") or ())
+        self.say(f"old server of {self.previous}: {answer['server']} ({answer['seconds']}s; {signals or 'no signal'})")
+        self.previous = ""
 
     def prune(self) -> None:
-        self.phase = "prune"
+        self.enter("prune")
         answer = self.agent("prune", keep=self.settings.keep, protect=[self.release])
         if answer.get("removed"):
             self.say(f"removed old releases: {', '.join(answer['removed'])}")
 
-    def abort(self) -> None:
-        """Leave the host as it was: the new server stopped, the release marked failed, the lock released."""
-        if self.session.conn is None or self.switched:
+    def clean_up(self) -> None:
+        """After a failure or an interrupt, leave the host as it was.
+
+        Not switched: the new server stopped and its release marked failed. Switched: the old server stopped, if
+        that had not happened yet. Over a new connection when the old one dropped.
+        """
+        if self.session.conn is None or self.unchanged:
             return
-        if not self.release:
+        if self.switched:
+            release, values = self.previous, {}
+        elif self.error and self.release:
+            release, values = self.release, {"status": "failed"}
+        else:
+            return
+        if not release:
             return
         try:
             self.session.reopen_if_lost()
-            self.agent("stop", release=self.release, status="failed")
+            self.agent("stop", release=release, **values)
+            self.previous = ""
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the first failure
-            self.say(f"could not mark {self.release} failed: {error}")
+            self.say(f"could not stop the server of {release}: {error}; the next deploy takes its port back")
+
+    def _reconnect(self) -> None:
+        try:
+            self.session.reopen_if_lost()
+        except Exception:  # noqa: BLE001 - the next step, or the cleanup, reports the host unreachable
+            pass
 
     def unlock(self) -> None:
         if not self.locked:

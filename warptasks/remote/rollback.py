@@ -6,7 +6,7 @@ from typing import Any
 
 from ..run.executor import Say
 from ..settings import DeploySettings
-from .fleet import HostResult, one_at_a_time, owner_label, parallel, release_all, result, stop_unless_partial
+from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
 from .host import HostDeploy
 from .hosts import HostTarget
 from .session import DeployFailed
@@ -32,47 +32,48 @@ def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any =
 def rollback(
     targets: list[HostTarget], settings: DeploySettings, *, say: Say, to: str | None = None, config: Any = None
 ) -> list[HostResult]:
-    """Back to the previous good release on each host: started, checked, switched, the bad one stopped."""
+    """Back to the previous good release (or ``to``) on each host: started, checked, switched, the bad one stopped."""
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
-
-    def prepare(h: HostDeploy) -> None:
-        h.lock(owner_label() + " rollback")
-        state = h.agent("status")
-        chosen = to or _previous_good(state)
-        if not chosen:
-            raise DeployFailed("no earlier good release to roll back to")
-        h.release = chosen
-        record = h.agent("mark", release=h.release, values={})
-        if not record.get("command"):
-            raise DeployFailed(f"release {h.release} has no recorded server command")
-        h.say(f"rolling back {state['current']} -> {h.release}")
-        h.agent("start", release=h.release, port=record["port"], command=record["command"], systemd=settings.systemd)
-        h.started = True
-        h.check_health()
-
-    def finish(h: HostDeploy) -> None:
-        previous = h.info.get("current")
-        h.agent("switch", release=h.release)
-        h.switched = True
-        h.say(f"current -> {h.release}")
-        if previous and previous != h.release:
-            h.agent("stop", release=previous, drain=settings.drain, status="rolled-back")
-
-    try:
+    with cleaned_up_after(hosts, say) as interrupted:
         parallel(hosts, lambda h: h.connect(config))
-        parallel(hosts, prepare)
+        interrupted.check()
+        parallel(hosts, lambda h: _prepare(h, settings, to))
+        interrupted.check()
         stop_unless_partial(hosts, settings.allow_partial)
-        parallel(hosts, finish)
-    finally:
-        for h in hosts:
-            if h.error and h.started and not h.switched:
-                try:
-                    h.agent("stop", release=h.release)
-                except Exception:  # noqa: BLE001 - the failure that got us here is the one reported
-                    pass
-        release_all(hosts)
+        parallel(hosts, _switch_back)
+        interrupted.check()
     return [result(h) for h in hosts]
+
+
+def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
+    """Lock, choose the target, start its recorded server and check it."""
+    h.lock(owner_label() + " rollback")
+    state = h.agent("status")
+    current = state.get("current")
+    chosen = to or _previous_good(state)
+    if not chosen:
+        raise DeployFailed("no earlier good release to roll back to")
+    record = h.agent("mark", release=chosen, values={})
+    if not record.get("command"):
+        raise DeployFailed(f"release {chosen} has no recorded server command")
+    h.release, h.previous = chosen, current or ""
+    h.say(f"rolling back {current} -> {chosen}")
+    h.enter("start")
+    h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd)
+    h.started = True
+    h.check_health()
+
+
+def _switch_back(h: HostDeploy) -> None:
+    h.enter("switch")
+    h.agent("switch", release=h.release, retire="rolled-back")
+    h.switched = True
+    h.say(f"current -> {h.release}")
+    try:
+        h.stop_previous()
+    except Exception as error:  # noqa: BLE001 - the target is live: the cleanup stops the old server
+        h.say(f"warning: stopping the old server failed: {error}")
 
 
 def _previous_good(state: dict[str, Any]) -> str | None:

@@ -76,6 +76,11 @@ class Session:
         return QuietRunner(self.conn)
 
     def sftp(self) -> Any:
+        """The connection's SFTP client, opened again when its channel is closed: fabric keeps its first one, even
+        after the connection dropped and fabric connected again for the next command."""
+        cached = getattr(self.conn, "_sftp", None)
+        if cached is not None and cached.get_channel().closed:
+            self.conn._sftp = None
         return self.conn.sftp()
 
     def reopen_if_lost(self) -> None:
