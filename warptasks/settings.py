@@ -159,6 +159,9 @@ class DeploySettings:
     allow_partial: bool = setting(False, "switch the hosts that succeeded even when another failed", _flag)
     break_lock: bool = setting(False, "take a deploy lock another deploy left", _flag)
     lock_wait: float = setting(10, "seconds to wait for another deploy's lock", _seconds)
+    lock_lease: float = setting(
+        60, "seconds the deploy lock holds unless renewed, so a killed deploy's lapses (0: until released)", _seconds
+    )
     drain: float = setting(2, "seconds the old server keeps running after the switch", _seconds)
     identity: str | None = setting(None, "the SSH private key file", _text)
     known_hosts: str | None = setting(None, "a known_hosts file checked besides ~/.ssh/known_hosts", _text)

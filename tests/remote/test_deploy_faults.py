@@ -25,11 +25,12 @@ from tests.harness.hosts import remove_hosts, ssh_hosts
 
 from .deploy_helpers import make_django_project, release_served, set_version
 from .test_deploy import deploy_image, free_port_run
-from .warp_runs import Warp
+from .warp_runs import Warp, sigkill, statuses
 
 pytestmark = pytest.mark.remote
 
 PATH = "/srv/fault-site"
+LEASE = 6
 _versions = count(2)
 
 
@@ -41,7 +42,8 @@ def warp() -> Iterator[Warp]:
     os.chmod(workdir, 0o755)
     try:
         project = make_django_project(workdir / "site", "1", server="gunicorn")
-        env = {"INVOKE_WARP_DEPLOY_DRAIN": "0"}
+        # A short lease, so a killed deploy's lock lapses within the next deploy's lock wait (10s).
+        env = {"INVOKE_WARP_DEPLOY_LOCK_LEASE": str(LEASE), "INVOKE_WARP_DEPLOY_DRAIN": "0"}
         env["INVOKE_WARP_DEPLOY_HEALTH_TIMEOUT"] = "30"
         site = Warp(host, project, PATH, free_port_run(), workdir, env)
         site.ok("deploy")
@@ -91,3 +93,53 @@ def test_an_interrupt_during_the_health_check_cleans_up_and_the_next_deploy_goes
     version = next_version(warp)
     warp.ok("deploy")
     assert release_served(warp.url) == version
+
+
+# -- item 10: the lock is a lease, renewed while the deploy runs ------------------------
+
+
+def test_a_killed_deploys_lock_lapses_and_the_next_deploy_takes_it_over(warp: Warp) -> None:
+    next_version(warp)
+    killed = warp.start("deploy")
+    killed.wait_for("] [1/")  # building: the lock is held
+    sigkill(killed)
+    assert locked(warp)
+    version = next_version(warp)
+    text = warp.ok("deploy")  # no --break-lock: the lease lapses within the lock wait
+    assert "took over the lapsed lock of" in text, text[-3000:]
+    assert release_served(warp.url) == version
+
+
+def test_two_deploys_at_once_never_run_side_by_side(warp: Warp) -> None:
+    version = next_version(warp)
+    first = warp.start("deploy", pause_at="build")
+    first.wait_paused()
+    time.sleep(2.5 * LEASE)  # longer than its lease: it holds only because it is renewed
+    code, text = warp.run("deploy", env={"INVOKE_WARP_DEPLOY_LOCK_WAIT": "2"})
+    assert code != 0 and "lock held by" in text and "pid" in text, text[-3000:]
+    first.go()
+    code, text = first.finish()
+    assert code == 0, text[-3000:]
+    assert release_served(warp.url) == version
+
+
+def test_a_deploy_that_lost_its_lock_fails_cleanly_and_leaves_the_new_holder_alone(warp: Warp) -> None:
+    live, served = warp.status()["current"], release_served(warp.url)
+    next_version(warp)
+    run = warp.start("deploy", pause_at="build")
+    run.wait_paused()
+    # Another deploy has the lock now (as after a lease that lapsed while this one was cut off).
+    holder = '{"owner": "someone else", "token": "theirs", "since": "now"}'
+    code, output = warp.host.exec(f"echo '{holder}' > {PATH}/.warp-deploy.lock/owner.json")
+    assert code == 0, output
+    time.sleep(LEASE / 3 + 1)
+    run.go()
+    code, text = run.finish()
+    try:
+        assert code != 0 and "no longer this deploy's" in text, text[-3000:]
+        assert warp.host.exec(f"cat {PATH}/.warp-deploy.lock/owner.json")[1].count("someone else") == 1
+        state = warp.status()
+        assert state["current"] == live and statuses(state)[run.release_id()] == "failed"
+        assert release_served(warp.url) == served
+    finally:
+        warp.host.exec(f"rm -rf {PATH}/.warp-deploy.lock")

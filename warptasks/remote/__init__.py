@@ -5,6 +5,7 @@
 - ``fleet.py``: a phase on every host in parallel; the cleanup after any end; per-host results and their summary.
 - ``host.py``: one host's deploy lifecycle (lock, upload, build, migrate, start, health, switch, stop the old,
   prune, clean up).
+- ``lease.py``: the deploy lock's lease, renewed from a thread of its own while a host deploys.
 - ``interrupt.py``: Ctrl-C and SIGTERM handled like a failure; the fault tests' pause hook.
 - ``session.py``: one host's SSH session: steps, and the host agent's JSON answers.
 - ``layout.py``: paths on a host, the release, the shared environment file (pure).

@@ -24,7 +24,8 @@ from ..settings import DeploySettings
 from .hosts import HostTarget
 from .interrupt import pause_for_tests
 from .layout import Layout, Release, Source, backend_port, migrate_step, with_shared_environment
-from .session import Session
+from .lease import LeaseKeeper
+from .session import DeployFailed, Session
 from .upload import send_with_rsync
 
 PROXY = source("proxy.py")
@@ -51,6 +52,7 @@ class HostDeploy:
     env: str = ""
     facts: Facts | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    keeper: LeaseKeeper | None = None
     stopping: bool = False  # the deploy was interrupted: a paused phase goes no further
 
     def __post_init__(self) -> None:
@@ -71,9 +73,11 @@ class HostDeploy:
         return self.session.agent(action, **request)
 
     def enter(self, phase: str) -> None:
-        """Begin ``phase`` (where a fault test may hold the deploy: see :func:`.interrupt.pause_for_tests`)."""
+        """Begin ``phase``: not with a lock this deploy no longer holds (its lease lost, see :mod:`.lease`)."""
         self.phase = phase
         pause_for_tests(phase, lambda: self.stopping)
+        if self.keeper is not None and self.keeper.lost:
+            raise DeployFailed(self.keeper.lost, "another deploy may hold the host now; deploy again once it is done")
 
     # -- phases ---------------------------------------------------------
 
@@ -81,11 +85,22 @@ class HostDeploy:
         self.session.open(config)
 
     def lock(self, owner: str) -> None:
+        """Take the host's deploy lock as a lease, renewed from a thread of its own until :meth:`unlock`."""
         self.enter("lock")
-        take = {"break": self.settings.break_lock}
-        answer = self.agent("lock", owner=owner, token=self.token, wait=self.settings.lock_wait, **take)
+        s = self.settings
+        take = {"break": s.break_lock, "lease": s.lock_lease or None}
+        answer = self.agent("lock", owner=owner, token=self.token, wait=s.lock_wait, **take)
         self.locked = True
         self.info = answer["info"]
+        for before, word in (
+            (answer.get("took_over"), "took over the lapsed lock of"),
+            (answer.get("broke"), "broke the lock of"),
+        ):
+            if before:
+                self.say(f"{word} {before.get('owner')} (since {before.get('since')})")
+        if s.lock_lease:
+            self.keeper = LeaseKeeper(self.target, s, self.session.config, self.token, s.lock_lease)
+            self.keeper.start()
 
     def same_as_live(self, digest: str) -> bool:
         """Whether the live release is made of exactly this source and still serving."""
@@ -189,7 +204,7 @@ class HostDeploy:
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
-        request = {"port": port, "command": command, "systemd": self.settings.systemd}
+        request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}
         self.agent("start", release=self.release, **request)
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.settings.health}")
@@ -225,7 +240,8 @@ class HostDeploy:
         listen = self.target.listen or self.settings.listen
         self.agent("proxy", listen=listen, port=self.public_port, source=PROXY, systemd=self.settings.systemd)
         previous = self.info.get("current")
-        self.agent("switch", release=self.release)
+        # With the token, the agent switches only while this deploy still holds the lock.
+        self.agent("switch", release=self.release, token=self.token)
         self.switched = True
         self.previous = previous if previous and previous != self.release else ""
         self.say(f"current -> {self.release}")
@@ -249,14 +265,14 @@ class HostDeploy:
         if not self.previous:
             return
         self.enter("stop")
-        answer = self.agent("stop", release=self.previous, drain=self.settings.drain)
+        answer = self.agent("stop", release=self.previous, drain=self.settings.drain, token=self.token)
         signals = ", ".join(answer.get("signals") or ())
         self.say(f"old server of {self.previous}: {answer['server']} ({answer['seconds']}s; {signals or 'no signal'})")
         self.previous = ""
 
     def prune(self) -> None:
         self.enter("prune")
-        answer = self.agent("prune", keep=self.settings.keep, protect=[self.release])
+        answer = self.agent("prune", keep=self.settings.keep, protect=[self.release], token=self.token)
         if answer.get("removed"):
             self.say(f"removed old releases: {', '.join(answer['removed'])}")
 
@@ -290,6 +306,9 @@ class HostDeploy:
             pass
 
     def unlock(self) -> None:
+        """The lease no longer renewed, the lock released."""
+        if self.keeper is not None:
+            self.keeper.stop()
         if not self.locked:
             return
         try:
@@ -297,7 +316,11 @@ class HostDeploy:
             self.agent("unlock", token=self.token)
             self.locked = False
         except Exception as error:  # noqa: BLE001
-            self.say(f"could not release the deploy lock: {error}; the next deploy may need --break-lock")
+            lease = self.settings.lock_lease
+            lapse = f"it lapses once its {lease}s lease runs out" if lease else "--break-lock frees it"
+            self.say(f"could not release the deploy lock: {error}; {lapse}")
 
     def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
         self.session.close()

@@ -60,14 +60,14 @@ def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     h.release, h.previous = chosen, current or ""
     h.say(f"rolling back {current} -> {chosen}")
     h.enter("start")
-    h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd)
+    h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd, token=h.token)
     h.started = True
     h.check_health()
 
 
 def _switch_back(h: HostDeploy) -> None:
     h.enter("switch")
-    h.agent("switch", release=h.release, retire="rolled-back")
+    h.agent("switch", release=h.release, token=h.token, retire="rolled-back")
     h.switched = True
     h.say(f"current -> {h.release}")
     try:

@@ -27,6 +27,13 @@ class DeployFailed(WarpError):
     """A deploy, rollback or status did not complete on some host."""
 
 
+class LockLost(DeployFailed):
+    """The agent refused to act for this deploy: it does not hold the host's deploy lock (the agent's exit 3)."""
+
+
+LOCK_NOT_HELD = 3
+
+
 def agent_step(python: str, action: str, /, **request: Any) -> Step:
     """The step that runs one action of :mod:`warptasks.scripts.agent` on the host."""
     return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
@@ -66,7 +73,7 @@ class Session:
             data = {}
         if result.exited != 0:
             message = data.get("error") or tail(result.stderr or result.stdout or f"exit {result.exited}", 10)
-            raise DeployFailed(f"{action}: {message}")
+            raise (LockLost if result.exited == LOCK_NOT_HELD else DeployFailed)(f"{action}: {message}")
         return data
 
     def run(self, step: Step) -> Any:
