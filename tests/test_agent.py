@@ -620,6 +620,7 @@ def test_a_path_with_a_control_character_or_a_release_outside_releases_is_refuse
 # -- each release's own health settings ------------------------------------------------------
 
 READY = {"path": "/ready", "host_header": "app.example", "timeout": 5}
+CHECKED = dict(READY, accept="2xx-3xx")  # what a check records: the settings it used, its default accept too
 
 
 @pytest.mark.integration
@@ -627,10 +628,10 @@ def test_health_falls_back_to_the_settings_recorded_with_the_release(tmp_path: P
     root, port = tmp_path / "app", free_port()
     assert servers.start(root, "r1", port, "picky", health=READY).code == 0  # "/" answers 500 on this one
     checked = ok("health", root, release="r1")
-    assert checked["url"].endswith("/ready") and checked["status"] == 200 and checked["health"] == READY
+    assert checked["url"].endswith("/ready") and checked["status"] == 200 and checked["health"] == CHECKED
     ok("mark", root, release="r1", health={"timeout": 7})
     (listed,) = ok("status", root)["releases"]
-    assert listed["health"] == dict(READY, timeout=7) and listed["stop_signal"] == "SIGTERM"
+    assert listed["health"] == dict(CHECKED, timeout=7) and listed["stop_signal"] == "SIGTERM"
 
 
 @pytest.mark.integration
@@ -638,7 +639,7 @@ def test_the_settings_of_a_passing_check_are_recorded_for_a_later_rollback(tmp_p
     root, port = tmp_path / "app", free_port()
     assert servers.start(root, "r1", port, "picky").code == 0
     ok("health", root, release="r1", path="/ready", host_header="app.example", timeout=5)
-    assert record(root, "r1")["health"] == READY
+    assert record(root, "r1")["health"] == CHECKED
 
 
 @pytest.mark.integration

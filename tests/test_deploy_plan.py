@@ -19,6 +19,7 @@ from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.facts import Facts
 from warptasks.plan import BuildOptions, Step, command_line, plan_build
+from warptasks.remote.host import HostDeploy
 from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, parse_hosts
 from warptasks.remote.interrupt import Interrupted, signals_as_interrupts
 from warptasks.remote.known_hosts import CheckedPolicy
@@ -330,6 +331,13 @@ def test_unknown_upload_method_is_refused() -> None:
 
 
 # -- faults: what a deploy sends, and how it takes a signal ----------------------------
+
+
+def test_the_default_health_check_accepts_any_answer_below_500_and_a_given_path_2xx_or_3xx() -> None:
+    default = HostDeploy(HostTarget("web1"), DeploySettings.resolve(None), print).health_settings()
+    assert default["path"] == "/" and default["accept"] == "any-below-500"
+    given = HostDeploy(HostTarget("web1"), DeploySettings.resolve(None, health="/ready/"), print).health_settings()
+    assert given["path"] == "/ready/" and given["accept"] == "2xx-3xx"
 
 
 def test_sigterm_during_a_deploy_is_an_interrupt_and_the_handlers_come_back() -> None:

@@ -150,7 +150,12 @@ class DeploySettings:
     path: str = setting("/srv/app", "the deploy folder on the hosts", _deploy_path)
     port: int = setting(8080, "the public port, held by the front proxy", _port)
     listen: str = setting("0.0.0.0", "the front proxy's address", _text)
-    health: str = setting("/", "the path checked on the new server before the switch", _text)
+    health: str | None = setting(
+        None,
+        "the path checked on the new server before the switch: it must answer 2xx or 3xx (default: / may answer "
+        "anything below 500)",
+        _text,
+    )
     health_host: str | None = setting(None, "the Host header of that check (Django's ALLOWED_HOSTS)", _text)
     health_timeout: float = setting(90, "seconds the new server has to answer the check", _seconds)
     keep: int = setting(5, "releases kept per host", _whole)

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pytest
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
 
-from .deploy_helpers import make_django_project, release_served, set_version
+from .deploy_helpers import get, make_django_project, release_served, set_version
 from .test_deploy import deploy_image, free_port_run
 from .warp_runs import Warp, sigkill, statuses
 
@@ -143,3 +144,48 @@ def test_a_deploy_that_lost_its_lock_fails_cleanly_and_leaves_the_new_holder_alo
         assert release_served(warp.url) == served
     finally:
         warp.host.exec(f"rm -rf {PATH}/.warp-deploy.lock")
+
+
+# -- item 13: what the health check accepts --------------------------------------------
+
+
+@contextmanager
+def _with_settings(warp: Warp, text: str) -> Iterator[None]:
+    """The project's settings ending with ``text`` for a while."""
+    settings = warp.project / "mysite" / "settings.py"
+    original = settings.read_text()
+    settings.write_text(original + "\n" + text + "\n")
+    try:
+        yield
+    finally:
+        settings.write_text(original)
+
+
+def test_without_health_a_project_whose_root_is_404_deploys(warp: Warp) -> None:
+    # django-admin startproject with DEBUG off answers 404 at /: loaded and answering is enough.
+    next_version(warp)
+    urls = warp.project / "mysite" / "urls.py"
+    original = urls.read_text()
+    urls.write_text(original.replace("path('', views.home), ", ""))
+    try:
+        warp.ok("deploy")
+        assert get(warp.url)[0] == 404
+    finally:
+        urls.write_text(original)
+
+
+def test_a_redirect_to_https_is_an_answer_not_followed(warp: Warp) -> None:
+    next_version(warp)
+    with _with_settings(warp, "SECURE_SSL_REDIRECT = True"):
+        warp.ok("deploy")
+        warp.ok("deploy", "--health", "/admin/login/", "--force")
+
+
+def test_a_health_path_that_is_404_fails_at_once_naming_the_option(warp: Warp) -> None:
+    live = warp.status()["current"]
+    next_version(warp)
+    begin = time.monotonic()
+    code, text = warp.run("deploy", "--health", "/no-such-page/", env={"INVOKE_WARP_DEPLOY_HEALTH_TIMEOUT": "300"})
+    assert code != 0 and "HTTP 404" in text and "--health" in text, text[-3000:]
+    assert time.monotonic() - begin < 120  # not the 300s timeout
+    assert warp.status()["current"] == live

@@ -205,9 +205,10 @@ class HostDeploy:
         command = command_line(self._literal(plan.server, "server"))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
         request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}
-        self.agent("start", release=self.release, **request)
+        # Its health settings are recorded with it: a rollback to it checks it as this deploy does.
+        self.agent("start", release=self.release, health=self.health_settings(), **request)
         self.started = True
-        self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.settings.health}")
+        self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.health_settings()['path']}")
         self.check_health()
 
     def _literal(self, step: Step, name: str) -> Step:
@@ -230,10 +231,16 @@ class HostDeploy:
             out.write(text.encode())
         return literal
 
-    def check_health(self) -> None:
-        self.enter("health")
+    def health_settings(self) -> dict[str, Any]:
+        """The check of a new release: a --health path must answer 2xx or 3xx; the default "/" anything below 500."""
         s = self.settings
-        self.agent("health", release=self.release, path=s.health, host_header=s.health_host, timeout=s.health_timeout)
+        accept = "2xx-3xx" if s.health else "any-below-500"
+        return {"path": s.health or "/", "host_header": s.health_host, "timeout": s.health_timeout, "accept": accept}
+
+    def check_health(self, **request: Any) -> None:
+        """The release's health check; ``request`` replaces the deploy's settings (a rollback's: those given)."""
+        self.enter("health")
+        self.agent("health", release=self.release, **(request or self.health_settings()))
 
     def switch(self) -> None:
         self.enter("switch")

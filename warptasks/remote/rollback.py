@@ -18,7 +18,7 @@ def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any =
 
     def one(h: HostDeploy) -> None:
         h.connect(config)
-        answers[h.target.label] = h.agent("status", path=settings.health, host_header=settings.health_host)
+        answers[h.target.label] = h.agent("status", path=settings.health or "/", host_header=settings.health_host)
 
     hosts = [HostDeploy(t, settings, lambda _t: None) for t in targets]
     parallel(hosts, one)

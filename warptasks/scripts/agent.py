@@ -824,6 +824,7 @@ def start(req):
     _require(req)
     root, release, port = req["root"], req["release"], int(req["port"])
     record = _record(root, release)
+    _health_values(req.get("health"))  # a health setting no check could use is refused before anything starts
     sig = _signal_number(req.get("stop_signal") or record.get("stop_signal") or "SIGTERM")
     stop_timeout = float(req.get("stop_timeout") or record.get("stop_timeout") or 20)
     reclaimed = [] if _free(port) else _reclaim(root, release, port)
@@ -933,23 +934,47 @@ def _tail(path, lines=20):
         return ""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is the server's own answer: following it would check another server (with Django's
+    SECURE_SSL_REDIRECT, the public https name), not the one just started."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+# No proxy either: the check is of this host's 127.0.0.1, whatever http_proxy the account has set.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+
 def _get(url, host_header, timeout):
+    """The HTTP status ``url`` answers, redirects not followed (a 3xx is the answer)."""
     request = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as error:
+        error.close()
         return error.code
 
 
-HEALTH_KEYS = ("path", "host_header", "timeout")
+HEALTH_KEYS = ("path", "host_header", "timeout", "accept")
+# What a check accepts: a path given on purpose must answer 2xx or 3xx; the default check of "/" only proves the
+# app loaded and answers (a fresh Django project with DEBUG off answers 404 there).
+ACCEPT = {"2xx-3xx": lambda status: 200 <= status < 400, "any-below-500": lambda status: status < 500}
+# Answers that settle a check at once when given this many times in a row: they will not change by waiting (a
+# server still starting refuses the connection instead, and is waited for).
+DEFINITE_4XX = 3
+DEFINITE_5XX = 5
 
 
 def _health_values(given):
     """The health settings in ``given`` (a request's ``health``): path, host_header, timeout; others dropped."""
     if not isinstance(given, dict):
         return {}
-    return {k: given[k] for k in HEALTH_KEYS if given.get(k) is not None}
+    values = {k: given[k] for k in HEALTH_KEYS if given.get(k) is not None}
+    if values.get("accept", "2xx-3xx") not in ACCEPT:
+        _fail("health accept {!r} is not one of {}".format(values["accept"], ", ".join(sorted(ACCEPT))))
+    return values
 
 
 def _record_health(root, release, given):
@@ -963,16 +988,20 @@ def _record_health(root, release, given):
 
 
 def health(req):
-    """Poll the release's server over HTTP until it answers below 400.
+    """Poll the release's server over HTTP until its answer is accepted; a definite refusal ends it at once.
 
     Request keys: ``release``; ``path``, ``host_header``, ``timeout``
-    (seconds): each one omitted (or null) is taken from the settings
-    recorded with the release (see ``start`` and ``mark``), else "/", no
-    Host header, 60s; the settings of a check that passed are recorded
-    with the release, so a rollback checks it as its deploy did.
-    ``mark_failed`` (default true): false leaves the release's status as it
-    was before ``start`` (a rollback target stays "retired") instead of
-    marking it "failed".
+    (seconds), ``accept`` ("2xx-3xx", or "any-below-500": any answer but a
+    server error proves the app loaded): each one omitted (or null) is
+    taken from the settings recorded with the release (see ``start`` and
+    ``mark``), else "/", no Host header, 60s, "2xx-3xx"; the settings of a
+    check that passed are recorded with the release, so a rollback checks
+    it as its deploy did. Redirects are not followed: a 3xx is the answer.
+    A 4xx not accepted (3 in a row) or a 5xx (5 in a row) fails the check
+    without waiting for the timeout; a refused connection (a server still
+    starting) is retried. ``mark_failed`` (default true): false leaves the
+    release's status as it was before ``start`` (a rollback target stays
+    "retired") instead of marking it "failed".
 
     Answer: ``url``, ``status`` (HTTP), ``health`` (the settings used). On
     failure, exit 1 with ``error`` and ``release_status``.
@@ -981,14 +1010,10 @@ def health(req):
     record = _record(root, release)
     if not record.get("port"):
         _fail(f"release {release} has no recorded port: was it started?")
-    recorded = record.get("health") or {}
-    used = {}
-    for key, default in (("path", "/"), ("host_header", None), ("timeout", 60)):
-        value = req.get(key)
-        used[key] = value if value is not None else recorded.get(key, default)
+    used = _health_settings(req, record.get("health") or {})
     url = "http://127.0.0.1:{}{}".format(record["port"], used["path"])
     deadline = time.monotonic() + float(used["timeout"])
-    last = "no answer"
+    last, streak, previous = "no answer", 0, None
 
     def failed(message):
         if req.get("mark_failed", True):
@@ -996,24 +1021,55 @@ def health(req):
         else:
             after = _record(root, release).get("status_before_start") or _record(root, release).get("status")
         _update(root, release, status=after)
-        _fail(message, release_status=after)
+        _fail("{}; the server's log ends:\n{}".format(message, _tail(record.get("log", ""))), release_status=after)
 
     while time.monotonic() < deadline:
         if not _alive(_server_pid(root, release)):
             _wait_writer(record, 2)  # the server's last words, before its log is quoted
-            failed("the server exited before answering {}; its log ends:\n{}".format(url, _tail(record.get("log", ""))))
+            failed(f"the server exited before answering {url}")
         try:
             status = _get(url, used["host_header"], 5)
-            if status < 400:
+        except (OSError, ValueError) as error:
+            last, streak, previous = str(getattr(error, "reason", error)), 0, None
+        else:
+            if ACCEPT[used["accept"]](status):
                 _record_health(root, release, used)
                 _update(root, release, status="healthy")
                 print(json.dumps({"url": url, "status": status, "health": used}))
                 return
-            last = f"HTTP {status}"
-        except (OSError, ValueError) as error:
-            last = str(getattr(error, "reason", error))
+            streak = streak + 1 if status // 100 == previous else 1
+            last, previous = f"HTTP {status}", status // 100
+            definite = _definite(url, status, streak, used["accept"])
+            if definite:
+                failed(definite)
         time.sleep(0.3)
-    failed("health check of {} failed ({}); the server's log ends:\n{}".format(url, last, _tail(record.get("log", ""))))
+    failed("health check of {} failed: {} within {}s".format(url, last, used["timeout"]))
+
+
+def _health_settings(req, recorded):
+    """The check's settings: the request's, else those recorded with the release, else the defaults."""
+    used = {}
+    for key, default in (("path", "/"), ("host_header", None), ("timeout", 60), ("accept", "2xx-3xx")):
+        value = req.get(key)
+        used[key] = value if value is not None else recorded.get(key, default)
+    if used["accept"] not in ACCEPT:
+        _fail("health accept {!r} is not one of {}".format(used["accept"], ", ".join(sorted(ACCEPT))))
+    return used
+
+
+def _definite(url, status, streak, accept):
+    """Why ``streak`` answers like ``status`` in a row end the check now, or None to keep trying."""
+    if status >= 500 and streak >= DEFINITE_5XX:
+        return (
+            f"health check of {url} answered HTTP {status} {streak} times in a row: the app fails there "
+            "(if only that page does, pass --health PATH naming one that works)"
+        )
+    if 400 <= status < 500 and accept == "2xx-3xx" and streak >= DEFINITE_4XX:
+        return (
+            f"health check of {url} answered HTTP {status} {streak} times in a row: a health path must answer 2xx "
+            "or 3xx; pass --health PATH naming a page the app serves (without --health, / may answer anything below 500)"
+        )
+    return None
 
 
 def switch(req):

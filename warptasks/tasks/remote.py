@@ -30,7 +30,8 @@ HELP = {
     "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
     "wheels": "build the dependencies as wheels here and ship them: the hosts need no package index",
     "keep": "how many releases to keep on each host (default 5)",
-    "health": "the URL path checked on the new release before switching (default /)",
+    "health": "a URL path the new release must answer with 2xx or 3xx before switching (default: / may answer "
+    "anything below 500); a rollback reuses the release's own",
     "health-host": "the Host header of that check (a name in Django's ALLOWED_HOSTS)",
     "allow-partial": "switch the hosts that succeeded even when another failed",
     "break-lock": "take the deploy lock even if another deploy holds it (after checking it is stale)",
