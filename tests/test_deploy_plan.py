@@ -31,6 +31,7 @@ from warptasks.scripts import agent as deploy_agent
 from warptasks.scripts import envfile, source
 from warptasks.scripts.proxy import _cache
 from warptasks.scripts.proxy import backend_port as proxy_backend_port
+from warptasks.servers import SERVERS, server
 from warptasks.settings import DeploySettings
 
 
@@ -349,3 +350,11 @@ def test_sigterm_during_a_deploy_is_an_interrupt_and_the_handlers_come_back() ->
     assert came.name == "SIGTERM" and signal.getsignal(signal.SIGTERM) is before
     with pytest.raises(Interrupted):
         came.check()  # a step that swallowed the interrupt still stops the deploy
+
+
+@pytest.mark.parametrize(
+    "name, stop_signal", [("mod_wsgi", "SIGWINCH"), ("gunicorn", "SIGTERM"), ("uwsgi", "SIGHUP"), ("waitress", "SIGINT")]
+)
+def test_each_server_is_stopped_with_the_signal_that_lets_its_requests_finish(name: str, stop_signal: str) -> None:
+    assert server(name).stop_signal == stop_signal
+    assert all(s.stop_timeout > 0 and hasattr(signal, s.stop_signal) for s in SERVERS.values())

@@ -17,13 +17,21 @@ import django
 
 DJANGO = f"Django=={django.__version__}"
 
-VIEWS = """from django.http import HttpResponse
+VIEWS = """import time
+
+from django.http import HttpResponse
 
 VERSION = "{version}"
 
 
 def home(request):
     return HttpResponse("release " + VERSION + "\\n", content_type="text/plain")
+
+
+def slow(request):
+    # A request still in flight when its server is told to stop.
+    time.sleep(float(request.GET.get("seconds", "3")))
+    return HttpResponse("release " + VERSION + " slow\\n", content_type="text/plain")
 """
 
 MIGRATE_HOOK = """#!/bin/bash
@@ -48,7 +56,7 @@ def make_django_project(root: Path, version: str = "1", server: str | None = Non
     urls = root / "mysite" / "urls.py"
     urls.write_text(
         "from django.contrib import admin\nfrom django.urls import path\n\nfrom . import views\n\n"
-        "urlpatterns = [path('', views.home), path('admin/', admin.site.urls)]\n"
+        "urlpatterns = [path('', views.home), path('slow/', views.slow), path('admin/', admin.site.urls)]\n"
     )
     (root / "requirements.txt").write_text(DJANGO + "\n")
     hooks = root / ".warpdrive" / "action_hooks"

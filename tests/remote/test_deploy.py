@@ -29,6 +29,7 @@ from tests.harness.images import SSH_PACKAGES, base_image
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
+from warptasks.remote.interrupt import PAUSE_AT, PAUSE_DIR
 from warptasks.remote.rollback import rollback, status
 from warptasks.settings import DeploySettings
 
@@ -378,3 +379,31 @@ def test_a_host_that_is_down_fails_the_deploy_and_no_host_switches(fleet: Fleet)
     # Back up (its processes did not survive the power cycle): the next deploy brings it back.
     _ok(fleet.deploy())
     assert fleet.served() == ["8", "8"]
+
+
+def test_a_request_in_flight_when_the_old_apache_stops_completes(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Apache (mod_wsgi-express) stops gracefully on SIGWINCH; SIGTERM would cut the request off.
+    old = release_served(fleet.urls[0])
+    set_version(fleet.project, "9")
+    monkeypatch.setenv(PAUSE_AT, "switch")  # held before the switch: the request below goes to the old server
+    monkeypatch.setenv(PAUSE_DIR, str(tmp_path))
+    results: list[Any] = []
+    deploying = threading.Thread(target=lambda: results.extend(fleet.deploy(drain=0)), daemon=True)
+    deploying.start()
+    deadline = time.monotonic() + 600
+    while not (tmp_path / "paused-switch").exists():
+        assert deploying.is_alive() and time.monotonic() < deadline, "the deploy did not get to the switch"
+        time.sleep(0.05)
+    answers: list[tuple[int, str]] = []
+    slow = threading.Thread(target=lambda: answers.append(get(fleet.urls[0] + "slow/?seconds=3", timeout=30)))
+    slow.start()
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    deploying.join(timeout=600)
+    slow.join(timeout=30)
+    _ok(results)
+    assert answers == [(200, f"release {old} slow\n")], answers
+    assert any("SIGWINCH" in line and "old server of" in line for line in fleet.lines), fleet.lines
+    assert fleet.served() == ["9", "9"]

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,3 +190,26 @@ def test_a_health_path_that_is_404_fails_at_once_naming_the_option(warp: Warp) -
     assert code != 0 and "HTTP 404" in text and "--health" in text, text[-3000:]
     assert time.monotonic() - begin < 120  # not the 300s timeout
     assert warp.status()["current"] == live
+
+
+# -- item 14: a request in flight during the switch completes -----------------------------
+
+
+def test_a_request_in_flight_when_the_old_gunicorn_stops_completes(warp: Warp) -> None:
+    next_version(warp)
+    warp.ok("deploy")  # a live release that serves its pages (the ones above answer 404 or redirect at /)
+    old = release_served(warp.url)
+    version = next_version(warp)
+    run = warp.start("deploy", pause_at="switch")
+    run.wait_paused()
+    answers: list[tuple[int, str]] = []
+    slow = threading.Thread(target=lambda: answers.append(get(warp.url + "slow/?seconds=3", timeout=30)))
+    slow.start()
+    time.sleep(0.5)  # the request is in the old server before the switch
+    run.go()
+    code, text = run.finish()
+    slow.join(timeout=30)
+    assert code == 0, text[-3000:]
+    assert answers == [(200, f"release {old} slow\n")], (answers, text[-2000:])
+    assert "SIGTERM" in text and "old server of" in text
+    assert release_served(warp.url) == version

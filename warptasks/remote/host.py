@@ -20,6 +20,7 @@ from ..facts import Facts
 from ..plan import BuildOptions, StartOptions, Step, command_line, plan_build, plan_start, untracked_dirs
 from ..run.executor import Say, execute, gather_facts, run_checks
 from ..scripts import source
+from ..servers import server as registered
 from ..settings import DeploySettings
 from .hosts import HostTarget
 from .interrupt import pause_for_tests
@@ -204,9 +205,11 @@ class HostDeploy:
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
         self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
+        chosen = registered(plan.server.name)
+        stop = {"stop_signal": chosen.stop_signal, "stop_timeout": chosen.stop_timeout}
         request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}
         # Its health settings are recorded with it: a rollback to it checks it as this deploy does.
-        self.agent("start", release=self.release, health=self.health_settings(), **request)
+        self.agent("start", release=self.release, health=self.health_settings(), **request, **stop)
         self.started = True
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.health_settings()['path']}")
         self.check_health()

@@ -160,6 +160,10 @@ class Server:
     default_why: str = ""
     # Raises a ConfigError when the server cannot be built there; returns warnings for the build's notes.
     check_build: Callable[[BuildContext], tuple[str, ...]] | None = None
+    # How the deploy stops it (sent to its whole process group, or by systemd to its unit): the signal that lets the
+    # requests in flight finish, and the seconds that may take before SIGTERM, then SIGKILL, follow.
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 20
 
     def install_packages(self, kind: str) -> tuple[str, ...]:
         """The packages a build installs for an app of ``kind``: warp_app.py loads Paste Deploy apps with PasteDeploy."""
@@ -185,6 +189,7 @@ def warp_app_env(ctx: StartContext, *, static: bool) -> dict[str, str]:
         env["WARP_RELOAD"] = "1"
     env["PYTHONPATH"] = f"{ctx.env}/warp:{ctx.home}"
     return env
+
 
 def worker_account(ctx: StartContext) -> tuple[str, str, str]:
     """(user, group, why): the unprivileged account a server started as root runs as (Apache: its workers).

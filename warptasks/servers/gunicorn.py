@@ -36,6 +36,9 @@ def command(ctx: StartContext) -> Command:
 SERVER = Server(
     name="gunicorn",
     command=command,
+    # SIGTERM is gunicorn's graceful stop: workers finish their requests within its graceful_timeout (30s).
+    stop_signal="SIGTERM",
+    stop_timeout=35,
     protocol="wsgi",
     packages=("gunicorn", "servestatic"),
     warp_app=True,

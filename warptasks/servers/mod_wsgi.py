@@ -187,6 +187,10 @@ def check_build(ctx: BuildContext) -> tuple[str, ...]:
 SERVER = Server(
     name="mod_wsgi",
     command=command,
+    # Apache's graceful-stop: requests in flight finish (measured through mod_wsgi-express's process group; SIGTERM
+    # cuts them). No GracefulShutdownTimeout is set, so mod_wsgi's request-timeout (60s) bounds the wait.
+    stop_signal="SIGWINCH",
+    stop_timeout=65,
     protocol="wsgi",
     packages=("mod_wsgi",),
     compiled=True,

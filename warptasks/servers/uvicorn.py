@@ -15,6 +15,9 @@ def command(ctx: StartContext) -> Command:
 SERVER = Server(
     name="uvicorn",
     command=command,
+    # SIGTERM: uvicorn stops accepting and waits for its requests (with --workers, each worker does).
+    stop_signal="SIGTERM",
+    stop_timeout=30,
     protocol="asgi",
     packages=("uvicorn", "servestatic"),
     warp_app=True,

@@ -20,6 +20,9 @@ def command(ctx: StartContext) -> Command:
         "--module",
         "warp_app:application",
         "--die-on-term",
+        # SIGHUP stops gracefully (the deploy's stop signal) instead of reloading.
+        "--hook-master-start",
+        "unix_signal:1 gracefully_kill_them_all",
         "--need-app",
         "--enable-threads",
         "--disable-logging",
@@ -38,6 +41,11 @@ def command(ctx: StartContext) -> Command:
 SERVER = Server(
     name="uwsgi",
     command=command,
+    # SIGTERM and SIGINT cut requests in flight even with --die-on-term; SIGHUP, mapped to a graceful shutdown by the
+    # command's hook, lets them finish (a worker that gets it directly finishes its request too). Its
+    # worker-reload-mercy (60s) bounds the wait.
+    stop_signal="SIGHUP",
+    stop_timeout=65,
     protocol="wsgi",
     packages=("uwsgi",),
     compiled=True,

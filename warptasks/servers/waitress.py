@@ -19,6 +19,9 @@ def command(ctx: StartContext) -> Command:
 SERVER = Server(
     name="waitress",
     command=command,
+    # SIGINT ends waitress's loop and lets its threads finish their requests; SIGTERM ends the process at once.
+    stop_signal="SIGINT",
+    stop_timeout=30,
     protocol="wsgi",
     packages=("waitress", "servestatic"),
     warp_app=True,
