@@ -213,3 +213,38 @@ def test_a_request_in_flight_when_the_old_gunicorn_stops_completes(warp: Warp) -
     assert answers == [(200, f"release {old} slow\n")], (answers, text[-2000:])
     assert "SIGTERM" in text and "old server of" in text
     assert release_served(warp.url) == version
+
+
+# -- item 17: rollback -----------------------------------------------------
+
+
+def test_a_rollback_checks_its_target_as_its_deploy_did(warp: Warp) -> None:
+    # Three releases whose / answers 500 (the home page needs a table not there yet), deployed with a health path
+    # that works (/admin/login/). A rollback given no --health must check that path, not /.
+    views = warp.project / "mysite" / "views.py"
+    ids = []
+    for _ in range(3):
+        next_version(warp)
+        views.write_text(views.read_text() + "\n\ndef home(request):\n    raise RuntimeError('no table yet')\n")
+        run = warp.start("deploy", "--health", "/admin/login/")
+        code, text = run.finish()
+        assert code == 0, text[-3000:]
+        ids.append(run.release_id())
+    next_version(warp)  # the page works again for the tests that follow
+    text = warp.ok("rollback")
+    assert f"-> {ids[1]}" in text, text[-3000:]
+    state = warp.status()
+    assert state["current"] == ids[1] and statuses(state)[ids[2]] == "rolled-back"
+    assert get(warp.url + "admin/login/")[0] == 200
+
+
+def test_a_failed_rollback_changes_nothing_and_a_later_one_finds_the_same_target(warp: Warp) -> None:
+    before = warp.status()
+    code, text = warp.run("rollback", "--health", "/no-such-page/")
+    assert code != 0 and "HTTP 404" in text and "--health" in text, text[-3000:]
+    target = text.split("rolling back ", 1)[1].split(" -> ", 1)[1].split()[0]
+    after = warp.status()
+    assert after["current"] == before["current"] and statuses(after) == statuses(before)
+    assert not locked(warp)
+    text = warp.ok("rollback")
+    assert f"-> {target}" in text and warp.status()["current"] == target

@@ -47,6 +47,7 @@ class HostDeploy:
     started: bool = False
     switched: bool = False
     previous: str = ""  # the release that was live, while its server still runs after the switch
+    failed_status: str = "failed"  # what a release this deploy started and then gave up becomes
     error: str = ""
     unchanged: bool = False
     phase: str = "connect"
@@ -297,7 +298,7 @@ class HostDeploy:
         if self.switched:
             release, values = self.previous, {}
         elif self.error and self.release:
-            release, values = self.release, {"status": "failed"}
+            release, values = self.release, {"status": self.failed_status}
         else:
             return
         if not release:

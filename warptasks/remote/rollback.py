@@ -32,7 +32,11 @@ def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any =
 def rollback(
     targets: list[HostTarget], settings: DeploySettings, *, say: Say, to: str | None = None, config: Any = None
 ) -> list[HostResult]:
-    """Back to the previous good release (or ``to``) on each host: started, checked, switched, the bad one stopped."""
+    """Back to the previous good release (or ``to``) on each host: started, checked, switched, the bad one stopped.
+
+    The target is checked with the health settings recorded when it was deployed, unless some are given. A rollback
+    that fails leaves every release as it was: the target keeps its status (it stays a rollback target).
+    """
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     with cleaned_up_after(hosts, say) as interrupted:
@@ -58,11 +62,26 @@ def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     if not record.get("command"):
         raise DeployFailed(f"release {chosen} has no recorded server command")
     h.release, h.previous = chosen, current or ""
+    # Given back if the rollback fails: the target stays what it was (a "retired" release stays a rollback target).
+    h.failed_status = record.get("status") or "failed"
     h.say(f"rolling back {current} -> {chosen}")
     h.enter("start")
     h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd, token=h.token)
     h.started = True
-    h.check_health()
+    h.check_health(**_health_given(settings))
+
+
+def _health_given(settings: DeploySettings) -> dict[str, Any]:
+    """The health settings given to this rollback; the rest come from those recorded with the target.
+
+    A failed check leaves the target's status as it was (``mark_failed``): it is not the release that failed.
+    """
+    given: dict[str, Any] = {"timeout": settings.health_timeout, "mark_failed": False}
+    if settings.health:
+        given.update(path=settings.health, accept="2xx-3xx")
+    if settings.health_host:
+        given["host_header"] = settings.health_host
+    return given
 
 
 def _switch_back(h: HostDeploy) -> None:
