@@ -24,6 +24,7 @@ from warptasks.remote.hosts import HostTarget, check_host_keys, parse_host, pars
 from warptasks.remote.interrupt import Interrupted, signals_as_interrupts
 from warptasks.remote.known_hosts import CheckedPolicy
 from warptasks.remote.layout import Layout, backend_port, migrate_step, with_shared_environment
+from warptasks.remote.rollback import rollback
 from warptasks.remote.session import agent_step
 from warptasks.remote.upload import release_id, rsync_step, source_files, ssh_command
 from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
@@ -332,6 +333,13 @@ def test_unknown_upload_method_is_refused() -> None:
 
 
 # -- faults: what a deploy sends, and how it takes a signal ----------------------------
+
+
+@pytest.mark.parametrize("to", ["../../x", "20250101T120000000Z/../..", "current", ""])
+def test_rollback_to_is_refused_unless_it_looks_like_a_release_id(to: str) -> None:
+    # Refused before any host is reached (this one would never answer).
+    with pytest.raises(ConfigError, match="not a release id"):
+        rollback([HostTarget("192.0.2.1", "root", 22)], DeploySettings.resolve(None), say=print, to=to)
 
 
 def test_the_default_health_check_accepts_any_answer_below_500_and_a_given_path_2xx_or_3xx() -> None:

@@ -215,7 +215,7 @@ def test_a_request_in_flight_when_the_old_gunicorn_stops_completes(warp: Warp) -
     assert release_served(warp.url) == version
 
 
-# -- item 17: rollback -----------------------------------------------------
+# -- item 17 and item 8: rollback -----------------------------------------------------
 
 
 def test_a_rollback_checks_its_target_as_its_deploy_did(warp: Warp) -> None:
@@ -248,3 +248,16 @@ def test_a_failed_rollback_changes_nothing_and_a_later_one_finds_the_same_target
     assert not locked(warp)
     text = warp.ok("rollback")
     assert f"-> {target}" in text and warp.status()["current"] == target
+
+
+def test_rollback_to_takes_only_a_release_of_the_host(warp: Warp) -> None:
+    listing = warp.host.exec(f"ls -a {PATH} {PATH}/releases /srv")[1]
+    current = warp.status()["current"]
+    code, text = warp.run("rollback", "--to", "../../x")
+    assert code != 0 and "not a release id" in text, text[-2000:]
+    code, text = warp.run("rollback", "--to", "20990101T000000000Z")
+    assert code != 0 and "there is no release 20990101T000000000Z" in text, text[-2000:]
+    code, text = warp.run("rollback", "--to", current)
+    assert code != 0 and "live already" in text, text[-2000:]
+    assert warp.host.exec(f"ls -a {PATH} {PATH}/releases /srv")[1] == listing
+    assert warp.status()["current"] == current and not locked(warp)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from ..errors import ConfigError
 from ..run.executor import Say
 from ..settings import DeploySettings
 from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
 from .host import HostDeploy
 from .hosts import HostTarget
 from .session import DeployFailed
+
+# What upload.release_id makes: UTC time to the millisecond, then the short git commit when there is one.
+RELEASE_ID = re.compile(r"^[0-9]{8}T[0-9]{9}Z(-[0-9a-f]{4,40})?$")
 
 
 def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any = None) -> dict[str, Any]:
@@ -37,6 +42,10 @@ def rollback(
     The target is checked with the health settings recorded when it was deployed, unless some are given. A rollback
     that fails leaves every release as it was: the target keeps its status (it stays a rollback target).
     """
+    if to is not None and not RELEASE_ID.match(to):
+        raise ConfigError(
+            f"--to {to!r} is not a release id", "release ids look like 20250101T120000000Z-1a2b3c4d5e; warp status lists them"
+        )
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     with cleaned_up_after(hosts, say) as interrupted:
@@ -55,9 +64,7 @@ def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     h.lock(owner_label() + " rollback")
     state = h.agent("status")
     current = state.get("current")
-    chosen = to or _previous_good(state)
-    if not chosen:
-        raise DeployFailed("no earlier good release to roll back to")
+    chosen = _chosen(state, to)
     record = h.agent("mark", release=chosen, values={})
     if not record.get("command"):
         raise DeployFailed(f"release {chosen} has no recorded server command")
@@ -69,6 +76,21 @@ def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd, token=h.token)
     h.started = True
     h.check_health(**_health_given(settings))
+
+
+def _chosen(state: dict[str, Any], to: str | None) -> str:
+    """``to`` if it is one of the host's releases and not the live one; else the previous good release."""
+    ids = [r["id"] for r in state.get("releases", [])]
+    if to is not None:
+        if to not in ids:
+            raise DeployFailed(f"there is no release {to} on this host", f"its releases: {', '.join(ids) or 'none'}")
+        if to == state.get("current"):
+            raise DeployFailed(f"release {to} is live already")
+        return to
+    chosen = _previous_good(state)
+    if not chosen:
+        raise DeployFailed("no earlier good release to roll back to")
+    return chosen
 
 
 def _health_given(settings: DeploySettings) -> dict[str, Any]:

@@ -142,7 +142,8 @@ def status(
 @task(
     iterable=["host"],
     auto_shortflags=False,
-    help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")} | {"to": "the release id to go back to"},
+    help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")}
+    | {"to": "the release id to go back to (one warp status lists)"},
 )
 def rollback(
     c,
