@@ -25,6 +25,38 @@ from warptasks.remote.interrupt import PAUSE_AT, PAUSE_DIR
 BIN = os.path.dirname(sys.executable)
 _runs = itertools.count(1)
 
+# Run inside a host (through the engine, not SSH) with a signal name: send it to every sshd process but the
+# listener, i.e. to every SSH connection's processes (the deploy's, its lease keeper's); new connections are still
+# accepted. SIGSTOP freezes the connections (open, but nothing answers), SIGKILL drops them.
+SIGNAL_SSH = r"""
+import os, signal, sys
+procs = {}
+for name in os.listdir("/proc"):
+    if not name.isdigit():
+        continue
+    try:
+        comm = open("/proc/%s/comm" % name).read().strip()
+        ppid = int(open("/proc/%s/stat" % name).read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        continue
+    procs[int(name)] = (comm, ppid)
+# The listener is the sshd whose parent is no sshd (its title is rewritten: its arguments cannot tell).
+hit = [p for p, (comm, ppid) in procs.items() if comm.startswith("sshd") and procs.get(ppid, ("",))[0].startswith("sshd")]
+for pid in hit:
+    try:
+        os.kill(pid, getattr(signal, sys.argv[1]))
+    except OSError:
+        pass
+print(len(hit))
+"""
+
+
+def signal_ssh(host: Any, name: str) -> int:
+    """Send signal ``name`` to the processes of every SSH connection to ``host``; how many there were."""
+    code, output = host.exec(["python3", "-c", SIGNAL_SSH, name])
+    assert code == 0, output
+    return int(output.strip().splitlines()[-1])
+
 
 @dataclass
 class Run:
