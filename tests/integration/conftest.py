@@ -105,9 +105,9 @@ def stop(process: subprocess.Popen[str], timeout: float = 40) -> int:
 
 
 @contextmanager
-def serving(project: Path, *args: str, path: str = "/", timeout: float = 60) -> Iterator[Server]:
-    """``warp start`` for real, on a free port; stopped with SIGTERM afterwards."""
-    port = free_port()
+def serving(project: Path, *args: str, path: str = "/", timeout: float = 60, port: int = 0) -> Iterator[Server]:
+    """``warp start`` for real, on ``port`` (default: a free one); stopped with SIGTERM afterwards."""
+    port = port or free_port()
     log = project.parent / f"{project.name}-server-{port}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(

@@ -18,7 +18,7 @@ import pytest
 
 from warptasks.servers.mod_wsgi import socket_folder
 
-from .conftest import WARP, free_port, get, stop, wait_for, warp, write
+from .conftest import free_port, get, serving, warp, write
 
 HELLO = """
 def application(environ, start_response):
@@ -43,26 +43,6 @@ def _planted(port: int, marker: Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def _serving(project: Path, port: int) -> Iterator[Path]:
-    """``warp start`` on ``port``, stopped with SIGTERM afterwards; yields its log."""
-    log = project.parent / f"{project.name}-server-{port}.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [*WARP, "start", "--port", str(port)],
-            cwd=project,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/", process, log)
-        yield log
-    finally:
-        stop(process)
 
 
 def _refuses(account: str, path: Path) -> bool:
@@ -105,7 +85,7 @@ def test_a_planted_tmp_server_root_is_never_used_and_the_projects_own_is_private
         os.chmod(base, 0o755)
         write(project, {"wsgi.py": HELLO})
         warp(project, "build")
-        with _planted(port, marker) as planted, _serving(project, port):
+        with _planted(port, marker) as planted, serving(project, port=port):
             assert get(f"http://127.0.0.1:{port}/").text == "hello"
             # apachectl sources envvars before Apache starts: by now a planted one would have run.
             assert not marker.exists(), "mod_wsgi-express ran the planted envvars"
