@@ -79,6 +79,10 @@ _SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRETS)
 _PRIVATE_KEY = re.compile(rb"^\s*(-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----|PuTTY-User-Key-File-)")
 _NO_RULES = pathspec.GitIgnoreSpec.from_lines([])
 
+# Every git call warptasks makes: a project's .git/config is the project's to write, and core.fsmonitor (a command run
+# by ls-files and status) or core.hooksPath would run its commands on this machine.
+GIT = ("git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -225,9 +229,7 @@ def git_files(root: Path) -> list[str] | None:
     if not any((folder / ".git").exists() for folder in (root.resolve(), *root.resolve().parents)):
         return None
     try:
-        result = subprocess.run(
-            ["git", "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True, text=True, timeout=60
-        )
+        result = subprocess.run([*GIT, "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True, text=True, timeout=60)
         problem = result.stderr.strip() if result.returncode else ""
     except (OSError, subprocess.TimeoutExpired) as error:
         problem = f"git could not be run: {error}"

@@ -20,6 +20,7 @@ import docker
 from ..detect import AppSpec
 from ..facts import Facts
 from ..plan import BuildOptions, Plan, env_paths, plan_build
+from ..sourcefiles import GIT
 from . import dockerfile as img
 from .context import build_context
 from .engine import EngineBuild, ImageOptions, Say, engine, engine_build, ensure_base_image, probe_image, say_line, tag_image
@@ -40,7 +41,8 @@ class ImageResult:
 
 def git_commit(root: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+        argv = [*GIT, "-C", root, "rev-parse", "HEAD"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     commit = done.stdout.strip()

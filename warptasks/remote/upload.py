@@ -31,7 +31,7 @@ from invoke import Context
 from ..plan import Step, command_line
 from ..run.executor import Say, tail
 from ..settings import DeploySettings
-from ..sourcefiles import Selection, release_files
+from ..sourcefiles import GIT, Selection, release_files
 from .layout import Source
 from .session import DeployFailed
 
@@ -42,7 +42,7 @@ RSYNC_CHMOD = "--chmod=Du+rwx,Fu+rw,go-w,a-st"
 def _git(root: Path, *args: str) -> str | None:
     """git's answer, or None (no commit yet, no git): only for the release's id, which works without one."""
     try:
-        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([*GIT, "-C", str(root), *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
