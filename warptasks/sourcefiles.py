@@ -18,7 +18,8 @@ a file under an excluded folder stays excluded, as in git):
 
 Secrets are withheld even when git tracks them, and each is named (:attr:`Selection.withheld`).
 A negation that matches one in ``.warpignore`` (releases) or in ``.dockerignore``
-/ ``.s2iignore`` (images), such as ``!certs/ca.pem``, ships it deliberately.
+/ ``.s2iignore`` (images), such as ``!certs/ca.pem``, ships it deliberately, and
+each one so shipped is named too (:attr:`Selection.on_purpose`).
 
 A release (:func:`release_files`) is, inside a git work tree, the files git
 tracks (untracked files never travel, ignored or not), less what
@@ -91,6 +92,7 @@ class Selection:
     files: list[str]
     why: str
     withheld: tuple[str, ...] = ()  # "path (why it looks like a secret)"
+    on_purpose: tuple[str, ...] = ()  # "path on purpose (listed in .warpignore)": secrets a negation ships
 
 
 def excluded(spec: pathspec.PathSpec, rel: str) -> bool:
@@ -129,16 +131,24 @@ def negations(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(line[1:] for line in lines if line.startswith("!"))
 
 
-def _keep_secrets_out(root: Path, files: Iterable[str], wanted: pathspec.PathSpec, hint: str) -> tuple[list[str], list[str]]:
-    """(files that go, notes on the secrets held back); ``wanted`` matches the secrets the project ships on purpose."""
-    kept, withheld = [], []
+def _keep_secrets_out(
+    root: Path, files: Iterable[str], wanted: pathspec.PathSpec, hint: str, listed_in: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(files that go, notes on the secrets held back, notes on the secrets shipped on purpose).
+
+    ``wanted`` matches the secrets the project ships on purpose, with a ``!`` line of ``listed_in``: they go, but
+    never silently, so a line copied from another project cannot ship credentials unnoticed.
+    """
+    kept, withheld, on_purpose = [], [], []
     for rel in files:
-        reason = None if wanted.match_file(rel) else secret_reason(root, rel)
-        if reason:
+        reason = secret_reason(root, rel)
+        if reason and wanted.match_file(rel):
+            on_purpose.append(f"{rel} on purpose (listed in {listed_in})")
+        elif reason:
             withheld.append(f"{rel} (looks like a secret: {reason}; {hint.format(path=rel)})")
-        else:
-            kept.append(rel)
-    return kept, withheld
+            continue
+        kept.append(rel)
+    return kept, withheld, on_purpose
 
 
 def _walk(root: Path, prune: Callable[[str], bool], enter: Callable[[str], None] = lambda _: None) -> list[str]:
@@ -183,9 +193,9 @@ def image_files(root: Path | str) -> Selection:
     # Per file, as Docker matches: a negation brings a file back from an excluded folder.
     files = [rel for rel in _walk(root, lambda _: False) if not rules.match_file(rel)]
     hint = "a !{path} line in .dockerignore puts it in the image"
-    kept, withheld = _keep_secrets_out(root, files, negations(lines), hint)
+    kept, withheld, on_purpose = _keep_secrets_out(root, files, negations(lines), hint, " or ".join(read))
     why = "the folder's files, without VCS data, environments, caches, secrets" + (f" and {', '.join(read)}" if read else "")
-    return Selection(kept, why, tuple(withheld))
+    return Selection(kept, why, tuple(withheld), tuple(on_purpose))
 
 
 # -- releases ----------------------------------------------------------------
@@ -262,11 +272,11 @@ def release_files(root: Path | str) -> Selection:
     if tracked is not None:
         warp = pathspec.GitIgnoreSpec.from_lines(warp_lines)
         files = [f for f in tracked if (root / f).is_file() and not excluded(_NOT_SOURCE, f) and not excluded(warp, f)]
-        kept, withheld = _keep_secrets_out(root, files, wanted, hint)
-        return Selection(kept, "the files git tracks, without secrets", tuple(withheld))
+        kept, withheld, on_purpose = _keep_secrets_out(root, files, wanted, hint, RELEASE_IGNORE)
+        return Selection(kept, "the files git tracks, without secrets", tuple(withheld), tuple(on_purpose))
     ignores = _GitIgnores(root)
     walked = _walk(root, lambda rel: ignores.ignores(rel + "/"), ignores.enter)
     files = [rel for rel in walked if not ignores.ignores(rel) and (root / rel).is_file()]
-    kept, withheld = _keep_secrets_out(root, files, wanted, hint)
+    kept, withheld, on_purpose = _keep_secrets_out(root, files, wanted, hint, RELEASE_IGNORE)
     why = "the folder's files, without VCS data, environments, caches, secrets and ignored files"
-    return Selection(kept, why, tuple(withheld))
+    return Selection(kept, why, tuple(withheld), tuple(on_purpose))

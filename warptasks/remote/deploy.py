@@ -112,6 +112,8 @@ def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, S
     names, why = selection.files, selection.why
     for note in selection.withheld:
         say(f"not shipped: {note}")
+    for note in selection.on_purpose:
+        say(f"shipping {note}")
     rid = release_id(spec.root)
     digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels))
     release = Release(rid, commit_of(spec.root), digest, deps="")
