@@ -426,6 +426,121 @@ def test_a_port_held_by_the_live_release_or_by_a_stranger_is_not_taken(tmp_path:
         sleeper.wait(timeout=10)
 
 
+# Another account's listener: binds 127.0.0.1:PORT (as soon as it is free), says "bound", answers 200 to everyone.
+SQUATTER = """
+import socket, sys, time
+
+port = int(sys.argv[1])
+s = socket.socket()
+while True:
+    try:
+        s.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        time.sleep(0.01)
+s.listen(16)
+print("bound", flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\nhijacked")
+    c.close()
+"""
+
+
+class Squatter:
+    """The squatter as another account: ``nobody`` when the tests run as root, else a process of our own."""
+
+    def __init__(self, port: int) -> None:
+        import pwd
+
+        root = os.geteuid() == 0
+        self.user = "nobody" if root else pwd.getpwuid(os.geteuid()).pw_name
+        account = {"user": "nobody", "group": "nogroup" if _has_group("nogroup") else "nobody"} if root else {}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SQUATTER, str(port)], stdout=subprocess.PIPE, text=True, start_new_session=True, **account
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "bound"
+        self.held = f"port {port} is held by pid {self.proc.pid} (user {self.user}, cmd "
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.mark.integration
+def test_start_names_the_account_whose_process_holds_the_port(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    squatter = Squatter(port)
+    try:
+        refused = servers.start(root, "r1", port, "graceful")
+        assert refused.code != 0 and squatter.held in refused.data["error"], refused
+    finally:
+        squatter.close()
+
+
+@pytest.mark.integration
+def test_health_never_takes_another_accounts_answer_for_the_servers(tmp_path: Path, servers: Servers) -> None:
+    """Another account binds the new backend port after start found it free, before the server does."""
+    root, port = tmp_path / "app", free_port()
+    (root / "releases" / "r1" / ".warp").mkdir(parents=True)
+    ok("start", root, release="r1", port=port, command="exec sleep 60")  # a server slow to bind: it never does
+    servers.pids.append(record(root, "r1")["pid"])
+    squatter = Squatter(port)
+    try:
+        checked = agent("health", root, release="r1", timeout=10)
+        assert checked.code != 0 and squatter.held in checked.data["error"], checked
+        assert "not by the server of release r1" in checked.data["error"]
+        assert checked["release_status"] == "failed" and record(root, "r1")["status"] == "failed"
+    finally:
+        squatter.close()
+
+
+def test_a_listener_in_the_units_cgroup_or_the_servers_group_is_the_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    server = subprocess.Popen(["sleep", "30"], start_new_session=True)  # a server whose family this process is not
+    try:
+        assert agent_module._intruders(port, os.getpgid(0)) == []  # this process's own group: the server's
+        (stranger,) = agent_module._intruders(port, server.pid)
+        assert stranger.startswith(f"pid {os.getpid()} (user ")
+        monkeypatch.setattr(agent_module, "_in_unit", lambda pid, unit: pid == os.getpid() and unit == "warp-x@1.service")
+        assert agent_module._intruders(port, server.pid, "warp-x@1.service") == []  # under systemd: the unit's cgroup
+        assert agent_module._intruders(port, server.pid, "warp-y@1.service") == [stranger]
+    finally:
+        listener.close()
+        server.kill()
+        server.wait(timeout=10)
+    assert agent_module._intruders(port, server.pid) is None  # nobody listens
+
+
+@pytest.mark.integration
+def test_the_front_proxy_never_counts_another_accounts_listener_as_its_own(tmp_path: Path, servers: Servers) -> None:
+    root, port = tmp_path / "app", free_port()
+    (root / "shared" / "logs").mkdir(parents=True)
+    squatter = Squatter(port)
+    try:
+        refused = agent("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"))
+        assert refused.code != 0 and squatter.held in refused.data["error"], refused
+    finally:
+        squatter.close()
+        servers.pids.append(int((root / "shared" / "proxy.pid").read_text()))
+
+
 def test_under_systemd_the_unit_of_the_live_releases_port_is_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -275,43 +275,138 @@ def _take(root, req, now, since=None):
     return record
 
 
-def _port_holders(port):
-    """The pids with a socket listening on ``port`` (this host's, as far as /proc lets us see)."""
-    inodes = set()
+def _listeners(port):
+    """The sockets listening on ``port``: {"socket:[inode]": uid}; None when /proc/net/tcp{,6} cannot be read."""
+    found, readable = {}, False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
                 lines = handle.read().splitlines()[1:]
         except OSError:
             continue
+        readable = True
         for line in lines:
             fields = line.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add("socket:[{}]".format(fields[9]))
-    pids = set()
+                found["socket:[{}]".format(fields[9])] = int(fields[7])
+    return found if readable else None
+
+
+def _holders(inodes, pids=None):
+    """{inode: pids with it open}, looking at ``pids`` (default: every process /proc lets this account see)."""
+    held = {}
     if not inodes or not os.path.isdir("/proc/self"):
-        return pids
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+        return held
+    if pids is None:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    for pid in pids:
         try:
-            fds = os.listdir(f"/proc/{name}/fd")
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{name}/fd/{fd}") in inodes:
-                    pids.add(int(name))
-                    break
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
+            if target in inodes:
+                held.setdefault(target, set()).add(pid)
+    return held
+
+
+def _port_holders(port):
+    """The pids with a socket listening on ``port`` (this host's, as far as /proc lets us see)."""
+    pids = set()
+    for found in _holders(set(_listeners(port) or ())).values():
+        pids |= found
     return pids
+
+
+def _family(pid):
+    """The processes of the server ``pid`` started: its process group, its session and every descendant of them."""
+    procs = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc/self") else []:
+        if name.isdigit():
+            fields = _stat(name)
+            if fields and len(fields) > 3:
+                procs[int(name)] = fields
+    family = {pid} | {p for p, fields in procs.items() if str(pid) in (fields[2], fields[3])}
+    grown = True
+    while grown:
+        grown = False
+        for p, fields in procs.items():
+            if p not in family and fields[1].isdigit() and int(fields[1]) in family:
+                family.add(p)
+                grown = True
+    return family
+
+
+def _in_unit(pid, unit):
+    """Whether ``pid`` runs in the cgroup of systemd unit ``unit``."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as handle:
+            return any(line.rstrip().endswith("/" + unit) for line in handle)
+    except OSError:
+        return False
+
+
+def _user(uid):
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
+
+
+def _who(pid):
+    """``pid P (user U, cmd ...)``: a process named for a message."""
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return f"pid {pid} (gone, cmd ?)"
+    return f"pid {pid} (user {_user(uid)}, cmd {_cmdline(pid)})"
+
+
+def _intruders(port, pid, unit=None):
+    """Who listens on ``port`` besides the server ``pid`` (its group, session, descendants; ``unit``'s cgroup).
+
+    Answer: None when nothing listens on the port; [] when every listener is
+    the server's (or /proc cannot tell: not Linux); else one description per
+    other listener, ``pid P (user U, cmd ...)``, or its owner alone when this
+    account cannot see the process. Another account may bind a port on
+    127.0.0.1 before the server does: whatever answers there is the server
+    only when this says so.
+    """
+    listeners = _listeners(port)
+    if listeners is None or not os.path.isdir("/proc/self"):
+        return []
+    if not listeners:
+        return None
+    ours = _holders(set(listeners), _family(pid) if pid else ())
+    others = [inode for inode in listeners if inode not in ours]
+    held = _holders(set(others))
+    found = []
+    for inode in others:
+        pids = sorted(held.get(inode, ()))
+        if unit and pids and all(_in_unit(p, unit) for p in pids):
+            continue
+        if pids:
+            found.extend(_who(p) for p in pids)
+        else:
+            found.append(f"a process of user {_user(listeners[inode])} that this account cannot see")
+    return found
+
+
+def _held_by(port, intruders):
+    """The message for a port another process holds: ``port N is held by pid P (user U, cmd ...)``."""
+    return "port {} is held by {}".format(port, "; ".join(intruders))
 
 
 def _cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            text = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            text = " ".join(handle.read().replace(b"\0", b" ").decode("utf-8", "replace").split())
     except OSError:
         return "?"
     return text if len(text) <= 160 else text[:157] + "..."
@@ -918,12 +1013,8 @@ def _port_taken(root, port):
             f"port {port} on 127.0.0.1 is held by the live release {current} (pid {_serving(root, current)}); "
             "a new release starts on the other backend port"
         )
-    holders = sorted(_port_holders(port))
-    who = ", ".join(f"pid {pid}: {_cmdline(pid)}" for pid in holders) or "a process this account cannot see"
-    return (
-        f"port {port} on 127.0.0.1 is already in use by something that is not a server of a release under {root} "
-        f"({who}); stop what holds it"
-    )
+    who = "; ".join(_intruders(port, 0) or ()) or "a process this account cannot see"
+    return f"port {port} is held by {who}: not a server of a release under {root}; stop what holds it"
 
 
 def _tail(path, lines=20):
@@ -1024,7 +1115,8 @@ def health(req):
         _fail("{}; the server's log ends:\n{}".format(message, _tail(record.get("log", ""))), release_status=after)
 
     while time.monotonic() < deadline:
-        if not _alive(_server_pid(root, release)):
+        pid = _server_pid(root, release)
+        if not _alive(pid):
             _wait_writer(record, 2)  # the server's last words, before its log is quoted
             failed(f"the server exited before answering {url}")
         try:
@@ -1032,6 +1124,17 @@ def health(req):
         except (OSError, ValueError) as error:
             last, streak, previous = str(getattr(error, "reason", error)), 0, None
         else:
+            # Whoever listens there answered: the server's own answer only if the port is its.
+            intruders = _intruders(record["port"], pid, record.get("unit"))
+            if intruders:
+                failed(
+                    f"{_held_by(record['port'], intruders)}, not by the server of release {release} (pid {pid}): "
+                    "another process took the port before the server could; this release is not used"
+                )
+            if intruders is None:
+                last, streak, previous = "an answer from a listener that is gone", 0, None
+                time.sleep(0.3)
+                continue
             if ACCEPT[used["accept"]](status):
                 _record_health(root, release, used)
                 _update(root, release, status="healthy")
@@ -1330,6 +1433,7 @@ def proxy(req):
     pid = _proxy_pid(shared, record)
     wanted = {"listen": req["listen"], "port": int(req["port"]), "digest": digest}
     if _alive(pid) and all(record.get(k) == v for k, v in wanted.items()):
+        _proxy_holds(wanted["port"], pid, record.get("unit"))
         print(json.dumps({"proxy": "running", "pid": pid}))
         return
     if record.get("unit"):
@@ -1351,6 +1455,7 @@ def proxy(req):
     _write(os.path.join(shared, "proxy.json"), json.dumps(dict(wanted, pid_start=None if proc is None else _starttime(pid))))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        _proxy_holds(wanted["port"], pid, wanted.get("unit"))
         if (proc.poll() is not None) if proc else not _alive(_proxy_pid(shared, wanted)):
             _fail(f"the front proxy exited: {_tail(log, 5)}")
         if not _free(wanted["port"]) or req["listen"] not in ("127.0.0.1", "0.0.0.0", "localhost"):
@@ -1358,6 +1463,16 @@ def proxy(req):
             return
         time.sleep(0.1)
     _fail("the front proxy did not listen on port {}: {}".format(wanted["port"], _tail(log, 5)))
+
+
+def _proxy_holds(port, pid, unit):
+    """Fail, naming the holder, when a process other than the front proxy ``pid`` listens on the public port."""
+    intruders = _intruders(port, pid, unit)
+    if intruders:
+        _fail(
+            f"{_held_by(port, intruders)}, not by the front proxy (pid {pid}): the public port must be the proxy's; "
+            "stop what holds it"
+        )
 
 
 ACTIONS = {
