@@ -303,6 +303,98 @@ def test_the_lock_files_are_private(tmp_path: Path) -> None:
     assert (root / ".warp-deploy.lock" / "owner.json").stat().st_mode & 0o777 == 0o600
 
 
+# -- a deploy path no other account can change --------------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: folders are given to another account")
+
+
+def _nobody() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+@as_root
+def test_a_deploy_path_another_account_owns_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """That account could swap shared/envs/KEY/bin/python, which the next deploy runs as root."""
+    root = tmp_path / "app"
+    root.mkdir(mode=0o755)
+    os.chown(root, *_nobody())
+    refused = agent("lock", root, owner="o", token="t")
+    assert refused.code != 0 and f"{root} is owned by nobody" in refused.data["error"], refused
+    assert f"chown root {root}" in refused.data["error"]
+    assert os.listdir(root) == [] and not (root / ".warp-deploy.lock").exists()
+
+
+@as_root
+def test_a_folder_above_the_deploy_path_another_account_owns_is_refused(tmp_path: Path) -> None:
+    above = tmp_path / "home"
+    above.mkdir(mode=0o755)
+    os.chown(above, *_nobody())
+    refused = agent("lock", above / "app", owner="o", token="t")
+    assert refused.code != 0 and f"{above} is owned by nobody" in refused.data["error"], refused
+    assert not (above / "app").exists()
+
+
+@as_root
+def test_a_subfolder_another_account_owns_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "shared" / "envs").mkdir(parents=True)
+    os.chown(root / "shared" / "envs", *_nobody())
+    refused = agent("lock", root, owner="o", token="t")
+    assert refused.code != 0 and f"{root}/shared/envs is owned by nobody" in refused.data["error"], refused
+
+
+@pytest.mark.parametrize("where", ["deploy path", "above it"])
+def test_a_group_writable_deploy_path_or_folder_above_it_is_refused_and_left_as_it_is(tmp_path: Path, where: str) -> None:
+    above = tmp_path / "srv"
+    root = above / "app"
+    root.mkdir(parents=True)
+    writable = root if where == "deploy path" else above
+    writable.chmod(0o775)
+    refused = agent("lock", root, owner="o", token="t")
+    assert refused.code != 0 and f"{writable} is writable by its group (mode 0775)" in refused.data["error"], refused
+    assert f"chmod go-w {writable}" in refused.data["error"]
+    assert writable.stat().st_mode & 0o777 == 0o775 and os.listdir(root) == []
+
+
+def test_a_sticky_folder_may_be_above_the_deploy_path_but_never_be_it(tmp_path: Path) -> None:
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    ok("lock", sticky / "app", owner="o", token="t")
+    refused = agent("lock", sticky, owner="o", token="t")
+    assert refused.code != 0 and "is writable by its group and others (mode 1777)" in refused.data["error"], refused
+
+
+def test_a_deploy_path_that_is_a_link_is_refused_a_link_above_it_is_followed(tmp_path: Path) -> None:
+    (tmp_path / "real" / "app").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "app")
+    refused = agent("lock", tmp_path / "link", owner="o", token="t")
+    assert refused.code != 0 and "is a symbolic link" in refused.data["error"], refused
+    (tmp_path / "above").symlink_to(tmp_path / "real")
+    ok("lock", tmp_path / "above" / "app", owner="o", token="t")
+    assert (tmp_path / "real" / "app" / "releases").is_dir()
+
+
+def test_lock_leaves_an_existing_deploy_paths_mode_and_makes_new_folders_0755(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    root.mkdir(mode=0o750)
+    root.chmod(0o750)
+    ok("lock", root, owner="o", token="t")
+    assert root.stat().st_mode & 0o777 == 0o750  # lock used to chmod it 0755
+    # Under a umask that leaves folders group-writable, the folders lock makes are 0755 all the same.
+    deep = tmp_path / "new" / "deeper" / "app"
+    payload = json.dumps({"action": "lock", "root": str(deep), "owner": "o", "token": "t"})
+    command = f"umask 002 && exec {shlex.quote(sys.executable)} -c {shlex.quote(AGENT)} {shlex.quote(payload)}"
+    made = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    for path in (tmp_path / "new", tmp_path / "new" / "deeper", deep, deep / "releases", deep / "shared" / "envs"):
+        assert path.stat().st_mode & 0o777 == 0o755, path
+    assert (deep / "shared" / "logs").stat().st_mode & 0o777 == 0o750
+
+
 # -- a graceful stop ---------------------------------------------------------------
 
 

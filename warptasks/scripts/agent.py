@@ -26,6 +26,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -412,6 +413,106 @@ def _cmdline(pid):
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+SUBFOLDERS = ("releases", "shared", "shared/logs", "shared/envs", "shared/wheels")
+
+
+def _unsafe(path, st, last):
+    """Why the folder ``path`` (its ``lstat``) lets another account change what a deploy runs; None if it does not.
+
+    A deploy runs what is under its path (``shared/envs/*/bin/python``, the
+    release's code) as this account, root included: the path and every
+    folder above it must be real folders, owned by root or this account,
+    writable by nobody else. A sticky folder (``/tmp``) may be
+    world-writable above the deploy path (``last`` false), never as the
+    deploy path itself. A symbolic link above it, owned by root or this
+    account, is followed (and its target checked by the caller).
+    """
+    me = _user(os.geteuid())
+    owners = "root" if os.geteuid() == 0 else f"root or {me}"
+    if stat.S_ISLNK(st.st_mode):
+        if last:
+            return f"{path} is a symbolic link: give the real folder it points to as the deploy path"
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{path} is a symbolic link owned by {_user(st.st_uid)}, not by {owners}: give the real path"
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a folder"
+    quoted = shlex.quote(path)
+    if st.st_uid not in (0, os.geteuid()):
+        fix = f"chown {me} {quoted}" if last else f"chown {me} {quoted}, or deploy under folders only {owners} can change"
+        return (
+            f"{path} is owned by {_user(st.st_uid)}, not by {owners} (who runs the deploy): that account could "
+            f"change what the deploy runs; fix it with: {fix}"
+        )
+    writable = st.st_mode & 0o022
+    if writable and (last or not st.st_mode & stat.S_ISVTX):
+        who = "its group and others" if writable == 0o022 else "its group" if writable == 0o020 else "others"
+        return (
+            f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}): another account could replace what the "
+            f"deploy runs; fix it with: chmod go-w {quoted}"
+        )
+    return None
+
+
+def _chain(path):
+    """``path`` and every folder above it, top first: "/", "/srv", "/srv/app"."""
+    chain = []
+    while True:
+        chain.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            return chain[::-1]
+        path = parent
+
+
+def _check_tree(root):
+    """Fail unless ``root``, the folders above it and its existing subfolders are safe (see :func:`_unsafe`).
+
+    The path as given is checked, then the real path it resolves to; a
+    folder not made yet ends the walk (what is above it was checked).
+    """
+    subfolders = [os.path.join(root, sub) for sub in SUBFOLDERS]
+    for chain in (_chain(root), _chain(os.path.realpath(root)), subfolders):
+        for path in chain:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if chain is subfolders:
+                    continue
+                break
+            except OSError as error:
+                _fail(f"deploy path {root} refused: cannot check {path}: {error}")
+            why = _unsafe(path, st, chain is subfolders or path == chain[-1])
+            if why:
+                _fail(f"deploy path {root} refused: {why}")
+
+
+def _safe_tree(root):
+    """Refuse a deploy path another account could change, before anything is made in it; make what is missing.
+
+    Missing folders are made 0755 one by one (``os.makedirs`` gives the
+    ones above the last the umask's mode), then everything is checked
+    again: a folder another account made first in a sticky ``/tmp`` is
+    refused, never used.
+    """
+    root = os.path.normpath(root)
+    _check_tree(root)
+    for path in _chain(root):
+        _safe_mkdir(path, 0o755)
+    _check_tree(root)
+
+
+def _safe_mkdir(path, mode):
+    """Make the folder ``path`` with ``mode`` (whatever the umask) unless it exists; an existing one is left as it is."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    except OSError as error:
+        _fail(f"cannot make the folder {path}: {error}")
+    os.chmod(path, mode)
+
+
 def lock(req):
     """Take the deploy lock of ``root``: a lease, renewed by its holder, taken over once it expires.
 
@@ -426,11 +527,15 @@ def lock(req):
     Answer: ``locked``, ``info``, ``lease``, ``expires`` (epoch seconds or
     null), ``took_over`` (the expired holder replaced, or null), ``broke``
     (the holder broken with ``break``, or null). Exit 3 while held.
+
+    First of all, a deploy path another account could change is refused
+    (see :func:`_unsafe`), before anything is made in it; an existing deploy
+    path keeps its mode.
     """
     root = req["root"]
-    for sub in ("releases", "shared", "shared/logs", "shared/envs", "shared/wheels"):
-        os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
-    os.chmod(root, 0o755)
+    _safe_tree(root)
+    for sub in SUBFOLDERS:
+        _safe_mkdir(os.path.join(root, sub), 0o750 if sub == "shared/logs" else 0o755)
     os.chmod(os.path.join(root, "shared", "logs"), 0o750)
     env_file = os.path.join(root, "shared", "environment")
     if not os.path.exists(env_file):
