@@ -93,7 +93,7 @@ def test_a_host_step_gets_its_environment_from_files_never_from_its_command_line
     values = "/srv/a/releases/1/.warp/env/server"
     literal, text = with_shared_environment(step, Layout("/srv/a"), "python3", values)
     envfile_py = source("envfile.py")
-    assert literal.argv == ("python3", "-c", envfile_py, values, "/srv/a/shared/environment", "--", "gunicorn", "app")
+    assert literal.argv == ("python3", "-I", "-c", envfile_py, values, "/srv/a/shared/environment", "--", "gunicorn", "app")
     assert literal.env == {} and literal.path == ("/e/bin",) and literal.cwd == step.cwd
     assert "s3cr$t-9" not in command_line(literal)
     assert envfile.parse(text, values) == {"TOKEN": "s3cr$t-9"}

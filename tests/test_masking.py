@@ -27,7 +27,7 @@ def _secret_in(text: str) -> bool:
 
 def probe_answers(target: dict[str, Any]) -> MockContext:
     """A runner that answers the facts probe (and nothing else) with ``target``."""
-    probe = re.compile(r"\S+ -c .*Facts read from the machine", re.DOTALL)
+    probe = re.compile(r"\S+ -I -c .*Facts read from the machine", re.DOTALL)
     return MockContext(run={probe: Result(stdout=json.dumps(target) + "\n")})
 
 

@@ -68,14 +68,14 @@ INSTALLER_CASES = [
         "auto",
         None,
         True,
-        (("/usr/bin/python3.11", "-m", "virtualenv"), ("{env}/bin/python", "-m", "pip", "install")),
+        (("/usr/bin/python3.11", "-I", "-m", "virtualenv"), ("{env}/bin/python", "-I", "-m", "pip", "install")),
         id="auto-without-uv-uses-pip-and-virtualenv",
     ),
     pytest.param(
         "pip",
         "/opt/bin/uv",
         False,
-        (("/usr/bin/python3.11", "-m", "venv"), ("{env}/bin/python", "-m", "pip", "install")),
+        (("/usr/bin/python3.11", "-I", "-m", "venv"), ("{env}/bin/python", "-I", "-m", "pip", "install")),
         id="pip-asked-without-virtualenv-uses-venv",
     ),
 ]
@@ -136,7 +136,7 @@ def test_with_uv_a_compiled_server_comes_from_a_wheel_pip_keeps_per_python(tmp_p
     names = [s.name for s in plan.steps]
     assert names.index("server wheel") + 1 == names.index("install server")
     wheelhouse = wheel.argv[wheel.argv.index("--wheel-dir") + 1]
-    assert wheel.argv[1:4] == ("-m", "pip", "wheel") and wheel.argv[-1] == server
+    assert wheel.argv[1:5] == ("-I", "-m", "pip", "wheel") and wheel.argv[-1] == server
     assert wheelhouse == wheel.env["PIP_CACHE_DIR"] + "/wheels"
     assert ("--find-links", wheelhouse) == install.argv[install.argv.index("--find-links") :][:2]
     assert "server wheel" not in [s.name for s in build(detect(tmp_path, WSGI, server=server), facts(uv=None)).steps]
@@ -239,7 +239,7 @@ def test_dependencies_are_installed_by_their_kind(
 def test_uv_lock_without_uv_installs_uv_first(tmp_path: Path) -> None:
     plan = build(detect(tmp_path, {"wsgi.py": "", "uv.lock": ""}), facts(uv=None))
     env = env_of(plan)
-    assert named(plan, "install uv").argv == (f"{env}/bin/python", "-m", "pip", "install", "uv")
+    assert named(plan, "install uv").argv == (f"{env}/bin/python", "-I", "-m", "pip", "install", "uv")
     sync = named(plan, "install uv.lock")
     assert sync.argv[0] == f"{env}/bin/uv"
     assert sync.env["UV_PROJECT_ENVIRONMENT"] == env
@@ -514,7 +514,7 @@ def test_marker_and_record_say_what_was_built(tmp_path: Path) -> None:
     assert marker.argv[5] == f"{env_of(plan)}/warp-env.json"
     assert json.loads(marker.argv[4])["key"] == key
     record = named(plan, "record")
-    assert record.argv[:2] == (f"{env_of(plan)}/bin/python", "-c")
+    assert record.argv[:3] == (f"{env_of(plan)}/bin/python", "-I", "-c")
     request = json.loads(record.argv[-1])
     assert request["state_file"] == f"{ENV_ROOT}/state.json"
     assert request["project"] == PROJECT

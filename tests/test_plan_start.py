@@ -34,7 +34,7 @@ PRIVATE_DIRS = source("private_dirs.py")
 
 def server_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
     """The server's own command line, after the private_dirs.py that mod_wsgi's starts with."""
-    if len(argv) > 2 and argv[2] == PRIVATE_DIRS:
+    if len(argv) > 3 and argv[3] == PRIVATE_DIRS:
         return argv[argv.index("--") + 1 :]
     return argv
 
@@ -269,7 +269,7 @@ def test_root_runs_apache_workers_as_an_account_that_must_read_the_app(
     check = [c for c in plan.checks if c.name == "worker can read"]
     assert len(check) == 1
     python = f"{ENV}/bin/python"
-    assert check[0].argv[3:] == (user, group, python, python, ENV, PROJECT, f"{PROJECT}/paste.ini")
+    assert check[0].argv[4:] == (user, group, python, python, ENV, PROJECT, f"{PROJECT}/paste.ini")
 
 
 def test_root_without_an_unprivileged_account_is_an_error(tmp_path: Path) -> None:
@@ -295,7 +295,7 @@ def test_mod_wsgi_gets_a_private_server_root_in_the_environment_folder(
     plan = plan_start(spec, built("mod_wsgi", euid=euid), StartOptions(project=project, host="::1", port=9000))
     root = f"{project}/.warp/run/::1-9000"
     argv = plan.server.argv
-    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-c", PRIVATE_DIRS, group, root, "--")
+    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-I", "-c", PRIVATE_DIRS, group, root, "--")
     assert server_argv(argv)[-2:] == ("--server-root", root) and "--socket-prefix" not in argv
     assert len(root) == 74 or project == PROJECT
 
@@ -309,7 +309,7 @@ def test_mod_wsgi_sockets_too_long_for_the_server_root_get_a_checked_folder_of_t
     [sockets] = [argv[i + 1] for i, word in enumerate(argv) if word == "--socket-prefix"]
     assert sockets.startswith("/tmp/warp-wsgi-0-") and len(sockets + "/wsgi.4194304.u4294967295.99.sock") <= 107
     # private_dirs.py makes, checks and closes both, at every start.
-    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-c", PRIVATE_DIRS, "www-data", root, sockets, "--")
+    assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-I", "-c", PRIVATE_DIRS, "www-data", root, sockets, "--")
     assert contains(argv, "--server-root", root)
     other = plan_start(spec, built("mod_wsgi", euid=0), StartOptions(project=project, host="::1", port=9001))
     assert sockets not in other.server.argv, "each server root has its own socket folder"
@@ -348,7 +348,7 @@ def test_as_root_every_server_but_mod_wsgi_runs_as_an_unprivileged_account(
     name = resolve_server(spec)[0]
     as_user = start(spec, built(name), processes=3, threads=5)
     as_root = start(spec, built(name, euid=0), processes=3, threads=5)
-    assert as_root.server.argv == (PYTHON, "-c", RUN_AS, "www-data", "www-data", "--", *as_user.server.argv)
+    assert as_root.server.argv == (PYTHON, "-I", "-c", RUN_AS, "www-data", "www-data", "--", *as_user.server.argv)
     assert (as_root.server.env, as_root.server.cwd, as_root.server.path) == (
         as_user.server.env,
         as_user.server.cwd,
@@ -357,8 +357,8 @@ def test_as_root_every_server_but_mod_wsgi_runs_as_an_unprivileged_account(
     # Checked as that account before the start: it must read the Python, the environment and the app.
     assert [c.name for c in as_root.checks] == [c.name for c in as_user.checks] + ["worker can read"]
     check = as_root.checks[-1]
-    assert check.argv[:3] == (PYTHON, "-c", source("read_check.py"))
-    assert check.argv[3:] == ("www-data", "www-data", PYTHON, PYTHON, ENV, PROJECT)
+    assert check.argv[:4] == (PYTHON, "-I", "-c", source("read_check.py"))
+    assert check.argv[4:] == ("www-data", "www-data", PYTHON, PYTHON, ENV, PROJECT)
     assert f"running as root: {name} runs as www-data:www-data" in "\n".join(as_root.notes)
 
 
@@ -375,8 +375,8 @@ def test_the_account_a_root_server_runs_as_is_mod_wsgis(
 ) -> None:
     spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}), server="waitress")
     plan = start(spec, built("waitress", euid=0, worker_accounts=accounts), **options)
-    assert plan.server.argv[:6] == (PYTHON, "-c", RUN_AS, *expected, "--")
-    assert plan.checks[-1].argv[3:5] == expected
+    assert plan.server.argv[:7] == (PYTHON, "-I", "-c", RUN_AS, *expected, "--")
+    assert plan.checks[-1].argv[4:6] == expected
 
 
 def test_as_root_the_deploy_env_hook_is_sourced_as_the_account_which_must_read_it(tmp_path: Path) -> None:
@@ -384,7 +384,7 @@ def test_as_root_the_deploy_env_hook_is_sourced_as_the_account_which_must_read_i
     spec = detect_app(write_tree(tmp_path, files), server="gunicorn")
     plan = start(spec, built("gunicorn", euid=0))
     hook = f"{PROJECT}/.warpdrive/action_hooks/deploy-env"
-    assert plan.server.argv[6:11] == ("bash", "-c", SOURCE_THEN_EXEC, "bash", hook)
+    assert plan.server.argv[7:12] == ("bash", "-c", SOURCE_THEN_EXEC, "bash", hook)
     assert plan.checks[-1].argv[-1] == hook
 
 

@@ -17,7 +17,8 @@ from ..detect import AppSpec
 from ..detect.django import DjangoProject
 from ..errors import ConfigError
 from ..facts import Facts
-from ..scripts import source
+from ..scripts import ISOLATED, source
+from ..scripts import command as script
 from ..servers import BuildContext, Server, resolve_server, server
 from .environment import _join, env_paths, hook_argv, hook_environment, source_env_hooks, untracked_dirs
 from .steps import Plan, Step, write_file
@@ -126,7 +127,9 @@ class _Build:
     def install(self, args: tuple[str, ...]) -> tuple[str, ...]:
         if self.installer == "uv":
             return (self.uv, "pip", "install", "--python", f"{self.env}/bin/python", *args)
-        return (f"{self.env}/bin/python", "-m", "pip", "install", *args)
+        # Isolated, as every tool warptasks runs in the project's folder (see scripts.ISOLATED): pip must not import
+        # the project's re.py as the build's account (root, on many hosts).
+        return (f"{self.env}/bin/python", ISOLATED, "-m", "pip", "install", *args)
 
 
 def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> _Build:
@@ -237,9 +240,19 @@ def _venv_steps(b: _Build) -> list[Step]:
         create = (b.uv, "venv", "--seed", "--quiet", "--python", python.executable, b.env)
     elif b.facts.has_virtualenv:
         # virtualenv is importable by the Python that ran the probe, which may be another venv's.
-        create = (python.running or python.executable, "-m", "virtualenv", "--quiet", "--python", python.executable, b.env)
+        # The probe found it as this runs it, isolated: user site and PYTHONPATH count for neither.
+        create = (
+            python.running or python.executable,
+            ISOLATED,
+            "-m",
+            "virtualenv",
+            "--quiet",
+            "--python",
+            python.executable,
+            b.env,
+        )
     else:
-        create = (python.executable, "-m", "venv", b.env)
+        create = (python.executable, ISOLATED, "-m", "venv", b.env)
     return [
         _deps_step(b, "clean", ("rm", "-rf", b.env), "remove what a failed build may have left"),
         _deps_step(b, "virtualenv", create, f"a new environment for Python {python.full_version}"),
@@ -308,7 +321,18 @@ def _server_steps(b: _Build) -> list[Step]:
         # the index sends no caching headers; pip's wheel cache, kept per
         # Python, is reused. So pip builds (or finds) the wheel, uv installs it.
         wheelhouse = _join(_python_cache(b.facts), "wheels")
-        wheel = (f"{env}/bin/python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse, *chosen.packages)
+        wheel = (
+            f"{env}/bin/python",
+            ISOLATED,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            wheelhouse,
+            *chosen.packages,
+        )
         why = f"{chosen.name} compiled once for this Python, then reused from {wheelhouse}"
         steps.append(_install_step(b, "server wheel", wheel, why, env=server_env))
         args = ("--find-links", wheelhouse, *args)
@@ -360,6 +384,7 @@ def _collectstatic(b: _Build, django: DjangoProject, static_json: str) -> Step:
     why = "Django: collectstatic" + (f", into {supplied} (settings have no STATIC_ROOT)" if supplied else "")
     if disabled:
         why = "Django: reading STATIC_URL/STATIC_ROOT (collectstatic disabled by DISABLE_COLLECTSTATIC)"
+    # Not isolated: it imports the app's settings from its folder (and PYTHONPATH), so it runs the app's code anyway.
     return Step(
         "collectstatic",
         (f"{b.env}/bin/python", "-c", source("django_static.py"), static_json, supplied, "0" if disabled else "1"),
@@ -386,7 +411,7 @@ def _record_and_switch(b: _Build) -> list[Step]:
     return [
         Step(
             "record",
-            (python, "-c", source("probe.py"), json.dumps(request)),
+            script(python, "probe.py", json.dumps(request)),
             b.home,
             "record what was built, with the tree's fingerprint as the build left it",
             phase="app",
@@ -394,7 +419,7 @@ def _record_and_switch(b: _Build) -> list[Step]:
         ),
         Step(
             "switch",
-            (python, "-c", source("switch.py"), _join(b.root, "current"), b.env),
+            script(python, "switch.py", _join(b.root, "current"), b.env),
             b.home,
             "make the new environment current, atomically (the old one serves until here)",
             phase="app",

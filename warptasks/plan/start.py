@@ -15,7 +15,7 @@ from typing import Any
 from ..detect import AppSpec
 from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
-from ..scripts import source
+from ..scripts import command as script
 from ..servers import SERVERS, Command, Server, StartContext, read_check, resolve_server, worker_account
 from .environment import _join, env_paths, hook_argv, hook_environment, with_env_hook
 from .resources import available_resources, worker_capacity
@@ -154,7 +154,7 @@ def _checks(ctx: StartContext, server: Server, command: Command) -> tuple[Step, 
     """The port check (the app's own server binds as it likes), then the server's own."""
     checks: list[Step] = []
     if server.protocol != "own":
-        port_check = (ctx.python, "-c", source("port_check.py"), ctx.host, str(ctx.port))
+        port_check = script(ctx.python, "port_check.py", ctx.host, str(ctx.port))
         checks.append(Step("port", port_check, ctx.home, f"{ctx.host}:{ctx.port} must be free", phase="start"))
     checks += [Step(c.name, c.argv, ctx.home, c.why, phase="start") for c in command.checks]
     return tuple(checks)
@@ -174,7 +174,7 @@ def _unprivileged(ctx: StartContext, server: Server, project: str, step: Step) -
         return step, (), (f"running as root: {server.name} too, as --user root asks",)
     hook = (_join(project, ctx.spec.hooks["deploy-env"]),) if step.env_hook else ()
     check = read_check(ctx, user, group, f"{server.name}'s processes", hook)
-    argv = (ctx.python, "-c", source("run_as.py"), user, group, "--", *step.argv)
+    argv = script(ctx.python, "run_as.py", user, group, "--", *step.argv)
     checks = (Step(check.name, check.argv, ctx.home, check.why, phase="start"),)
     return replace(step, argv=argv), checks, (f"running as root: {server.name} runs as {user}:{group} ({why})",)
 

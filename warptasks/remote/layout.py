@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from ..detect import AppSpec
 from ..errors import ConfigError
 from ..plan import Step, plan_command
-from ..scripts import envfile, source
+from ..scripts import command as script
+from ..scripts import envfile
 
 SHARED_ENV = "shared/environment"
-ENVFILE = source("envfile.py")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def with_shared_environment(step: Step, layout: Layout, python: str, values: str
     except ValueError as error:
         hint = "environment values cannot hold line breaks; fix the environment file"
         raise ConfigError(f"{step.name}: {error}", hint) from None
-    argv = (python, "-c", ENVFILE, values, layout.env_file, "--", *step.argv)
+    argv = script(python, "envfile.py", values, layout.env_file, "--", *step.argv)
     return replace(step, argv=argv, env={}), text
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
-from ..scripts import source
+from ..scripts import ISOLATED, source
 
 Say = Callable[[str], None]
 
@@ -75,7 +75,7 @@ _PYTHON_HINT = "choose a Python 3 interpreter with --python (an executable or a 
 
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
-    step = Step("probe", (python, "-c", PROBE, json.dumps(request)), "", "read facts")
+    step = Step("probe", (python, ISOLATED, "-c", PROBE, json.dumps(request)), "", "read facts")
     result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
     if result.exited != 0:
         if result.exited == 127 or "not found" in (result.stderr or ""):

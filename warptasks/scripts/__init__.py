@@ -24,3 +24,15 @@ from importlib.resources import files
 def source(name: str) -> str:
     """The text of the shipped file ``name`` (a path inside this folder)."""
     return files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+# Isolated mode: neither the working folder (the project) nor PYTHONPATH (the server's names the project) is on
+# sys.path, PYTHON* variables and the user's site are ignored. The helpers run in the project's folder, some as root:
+# a project's re.py or sitecustomize.py must never be imported by them. Their environment is passed on unchanged to
+# the command some of them exec (os.environ keeps PYTHONPATH).
+ISOLATED = "-I"
+
+
+def command(python: str, name: str, *args: str) -> tuple[str, ...]:
+    """The command that runs the shipped script ``name`` with ``python``, isolated (see :data:`ISOLATED`)."""
+    return (python, ISOLATED, "-c", source(name), *args)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
-from ..scripts import source
+from ..scripts import command as script
 
 if TYPE_CHECKING:
     from ..detect import AppSpec
@@ -212,6 +212,6 @@ def read_check(ctx: StartContext, user: str, group: str, who: str, extra: tuple[
     paths = [ctx.python, ctx.env, ctx.home] + ([join(ctx.home, spec.target)] if spec.kind == "paste" else []) + list(extra)
     return Check(
         "worker can read",
-        (ctx.python, "-c", source("read_check.py"), user, group, ctx.python, *paths),
+        script(ctx.python, "read_check.py", user, group, ctx.python, *paths),
         f"{who} run as {user}:{group} and must read the Python, the environment and the app",
     )

@@ -6,7 +6,7 @@ import hashlib
 import re
 
 from ..errors import ConfigError
-from ..scripts import source
+from ..scripts import command as script
 from .base import BuildContext, Check, Command, Server, StartContext, SystemNeeds, join, read_check, worker_account
 
 # mod_wsgi-express writes paths unquoted into Apache's config and into a shell
@@ -99,7 +99,7 @@ def _private_folders(ctx: StartContext, group: str) -> tuple[tuple[str, ...], tu
     sockets = socket_folder(root, ctx.facts.euid)
     require_apache_safe(root, sockets)
     folders = (root,) if sockets == root else (root, sockets)
-    prefix = (ctx.python, "-c", source("private_dirs.py"), group, *folders, "--")
+    prefix = script(ctx.python, "private_dirs.py", group, *folders, "--")
     return prefix, ("--server-root", root) + (("--socket-prefix", sockets) if sockets != root else ())
 
 
