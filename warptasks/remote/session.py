@@ -1,12 +1,15 @@
 """One host's SSH session: connected with its host key checked, running steps and the host agent.
 
-The agent (:mod:`warptasks.scripts.agent`) is sent as source with each call
-and answers one JSON line; its bookkeeping (locks, release records, servers,
-the switch) happens on the host, in one place.
+The agent (:mod:`warptasks.scripts.agent`) is sent as source with each call,
+its request one JSON line on its stdin (a command line, with the lock's token,
+would be shown by ``ps`` to every account on the host), and answers one JSON
+line; its bookkeeping (locks, release records, servers, the switch) happens on
+the host, in one place.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +38,33 @@ LOCK_NOT_HELD = 3
 
 
 def agent_step(python: str, action: str, /, **request: Any) -> Step:
-    """The step that runs one action of :mod:`warptasks.scripts.agent` on the host."""
+    """The step that runs one action of :mod:`warptasks.scripts.agent` with its request on the command line.
+
+    Kept for callers of the older form; :func:`run_agent` sends the request on the agent's stdin instead, since
+    ``ps`` shows a command line (and so the lock's token and the server's command) to every account on the host.
+    """
     return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
+
+
+def agent_call(python: str, action: str, /, **request: Any) -> tuple[Step, str]:
+    """The step that runs one action of the agent, and its request: one JSON line for the agent's stdin."""
+    step = Step(f"deploy {action}", (python, "-c", AGENT), "", f"deploy {action}")
+    return step, json.dumps({"action": action, **request}) + "\n"
+
+
+class _Whole(io.StringIO):
+    """A text given whole to the first read: invoke (and fabric) read a stream that is not a terminal one byte per
+    10 ms, which would take seconds for a request that carries the front proxy's source."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
+
+
+def run_agent(runner: Any, python: str, action: str, /, **request: Any) -> Any:
+    """Run one agent action through ``runner`` (a fabric Connection, an invoke Context): the request on its stdin,
+    never on a command line; the runner's result (its exit code and output), whatever it is."""
+    step, text = agent_call(python, action, **request)
+    return runner.run(command_line(step), warn=True, hide=True, pty=False, in_stream=_Whole(text), echo_stdin=False)
 
 
 @dataclass
@@ -64,8 +92,7 @@ class Session:
 
     def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
         """Run one agent action under the deploy path; its JSON answer, or DeployFailed with the agent's error."""
-        step = agent_step(self.settings.python, action, root=self.settings.path, **request)
-        result = self.conn.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+        result = run_agent(self.conn, self.settings.python, action, root=self.settings.path, **request)
         lines = (result.stdout or "").strip().splitlines()
         try:
             data = json.loads(lines[-1]) if lines else {}

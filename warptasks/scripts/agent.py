@@ -1,7 +1,8 @@
 """The deploy's hands on a host: lock, start, health-check, switch, stop, prune.
 
 Like :mod:`warptasks.probe`, this file is sent as source to the host's
-``python3 -c SOURCE JSON`` through the runner, so the host needs nothing of
+``python3 -c SOURCE`` through the runner, its request one JSON line on its
+stdin (``python3 -c SOURCE JSON`` works too), so the host needs nothing of
 ours installed. It must stay self-contained and standard-library only. Each
 action prints one JSON object on its last line; a failure exits non-zero
 with a message on stderr.
@@ -1597,8 +1598,21 @@ def _check(req):
             _fail(f"release id {release!r} is not one plain folder name")
 
 
+def _request():
+    """The request: one JSON line on stdin, or the first argument (older callers, and the log writer, whose stdin is
+    the server's output). A command line is shown by ``ps`` to every account; stdin is not."""
+    text = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.buffer.readline().decode("utf-8", "replace")
+    try:
+        request = json.loads(text)
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        _fail("the agent's request is one JSON object, on stdin or as its first argument; got {!r}".format(text[:80]))
+    return request
+
+
 if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
+    request = _request()
     if request.get("action") not in ACTIONS:
         _fail("unknown action {!r}; this agent knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
     _check(request)
