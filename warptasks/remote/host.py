@@ -27,7 +27,7 @@ from .interrupt import pause_for_tests
 from .layout import Layout, Release, Source, backend_port, migrate_step, with_shared_environment
 from .lease import LeaseKeeper
 from .session import DeployFailed, Session
-from .upload import send_with_rsync
+from .upload import send_with_rsync, write_private
 
 PROXY = source("proxy.py")
 
@@ -136,15 +136,14 @@ class HostDeploy:
         self._upload_env_file()
 
     def _upload_env_file(self) -> None:
+        """``--env-file`` to shared/environment (0600): written where no other account can open it, renamed into place."""
         if not self.settings.env_file:
             return
-        # Through SFTP with its mode set before any content is written.
+        with open(os.path.expanduser(self.settings.env_file), "rb") as handle:
+            data = handle.read()
         sftp = self.session.sftp()
-        remote = self.layout.env_file
-        with open(os.path.expanduser(self.settings.env_file), "rb") as handle, sftp.open(remote + ".tmp", "wb") as out:
-            sftp.chmod(remote + ".tmp", 0o600)
-            out.write(handle.read())
-        sftp.posix_rename(remote + ".tmp", remote)
+        staged = write_private(sftp, posixpath.join(self.layout.shared, ".upload"), "environment", data)
+        sftp.posix_rename(staged, self.layout.env_file)
 
     def build(self, spec: AppSpec, install_env: dict[str, str], release: Release) -> None:
         self.enter("build")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import shlex
 import shutil
 import stat
@@ -124,6 +125,41 @@ def ssh_command(
     if keys:
         argv += ["-o", "IdentitiesOnly=yes"]
     return shlex.join(argv)
+
+
+def write_private(sftp: Any, folder: str, name: str, data: bytes) -> str:
+    """``data`` written to ``folder/name`` over SFTP, where no other account can open it; the file's path.
+
+    SFTP creates a file 0644 and sets its mode after, and whoever opens it in between keeps reading it: so the file
+    is made in ``folder``, which only the deploy's account may enter (0700). ``folder`` is made, or, left by an
+    earlier deploy, taken if it is a real folder (never a link) of the account that owns the new file, checked
+    before a byte is written. The caller renames the file into place.
+    """
+    try:
+        sftp.mkdir(folder, 0o700)
+    except OSError:
+        pass  # left by an earlier deploy: checked below
+    _require_private(sftp.lstat(folder), folder, None)
+    sftp.chmod(folder, 0o700)
+    path = posixpath.join(folder, name)
+    with sftp.open(path, "wb") as out:
+        try:
+            out.chmod(0o600)
+            _require_private(sftp.lstat(folder), folder, out.stat().st_uid)
+        except DeployFailed:
+            sftp.remove(path)
+            raise
+        out.write(data)
+    return path
+
+
+def _require_private(found: Any, folder: str, owner: int | None) -> None:
+    """Refuse ``folder`` unless it is a real folder (``owner``'s, when known, and closed to others once chmod'ed)."""
+    hint = f"remove {folder} on the host (the deploy makes it again) and look into who made it"
+    if not stat.S_ISDIR(found.st_mode):
+        raise DeployFailed(f"{folder} is not a folder (a link or a file): no secret is written through it", hint)
+    if owner is not None and (found.st_uid != owner or stat.S_IMODE(found.st_mode) & 0o077):
+        raise DeployFailed(f"{folder} is not a private folder of the deploy's account: no secret is written in it", hint)
 
 
 def rsync_step(root: str, files_from: str, host: str, release: str, ssh: str, copy_dest: str | None) -> Step:
