@@ -1,7 +1,8 @@
-"""The secrets file (``--env-file``) travels over SFTP where no other account of the host can open it.
+"""What travels over SFTP is never readable by another account of the host, not even for a moment.
 
-Written inside ``shared/.upload`` (0700) and renamed into place: another account watching ``shared/`` never opens
-it, not even in the moment before its mode is set; a staging folder that is a link is refused.
+The secrets file (``--env-file``) and the release's archive (the SFTP upload) are written where only the deploy's
+account can enter: another account watching the folders never opens either, and the archive is gone once unpacked
+or once its upload failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 
 from tests.cases import WSGI, write_tree
 from warptasks.detect import detect_app
+from warptasks.errors import StepFailed
+from warptasks.plan import Step
 from warptasks.remote.deploy import _pack
 from warptasks.remote.host import HostDeploy
 from warptasks.remote.hosts import HostTarget
@@ -110,3 +113,44 @@ def test_a_staging_folder_that_is_a_link_is_refused(ssh_hosts: Any, tmp_path: Pa
             deploy._upload_env_file()
     assert host.exec("ls -A /tmp/elsewhere")[1].strip() == ""
     assert SECRET not in host.exec(f"cat {PATH}/shared/environment")[1]  # the template the lock made stays
+
+
+def test_the_archive_is_private_while_it_is_there_and_gone_after(ssh_hosts: Any, tmp_path: Path) -> None:
+    (host,) = ssh_hosts(1, index=False)
+    project = _project(tmp_path / "site")
+    with _deploy(host, project, upload="sftp") as (deploy, (release, source), said):
+        folder = f"{PATH}/releases/{release.id}/.warp"
+        seen: dict[str, str] = {}
+        run = deploy.session.run
+
+        def watching(step: Step) -> Any:
+            if step.name == "unpack":
+                seen.update(folder=_mode(host, folder), archive=_mode(host, f"{folder}/source.tar.gz"))
+            return run(step)
+
+        deploy.session.run = watching  # type: ignore[method-assign]
+        deploy.upload(release.id, source, None)
+    assert "over SFTP" in " ".join(said)
+    assert seen["folder"] == "700 root directory" and seen["archive"].endswith("root regular file"), seen
+    assert _mode(host, f"{folder}/source.tar.gz") == "missing"
+    # Unpacked, the release's .warp is open again for the servers that read it (as www-data, say).
+    assert _mode(host, folder) == "755 root directory"
+    assert _mode(host, f"{PATH}/releases/{release.id}/private_settings.py") == "600 root regular file"
+
+
+def test_an_archive_whose_unpacking_failed_is_removed(ssh_hosts: Any, tmp_path: Path) -> None:
+    (host,) = ssh_hosts(1, index=False)
+    with _deploy(host, _project(tmp_path / "site"), upload="sftp") as (deploy, (release, source), _):
+        run = deploy.session.run
+
+        def failing(step: Step) -> Any:
+            if step.name == "unpack":
+                raise StepFailed("step 'unpack' failed (exit 2)", output="tar: broken")
+            return run(step)
+
+        deploy.session.run = failing  # type: ignore[method-assign]
+        with pytest.raises(StepFailed):
+            deploy.upload(release.id, source, None)
+    folder = f"{PATH}/releases/{release.id}/.warp"
+    assert _mode(host, f"{folder}/source.tar.gz") == "missing"
+    assert _mode(host, folder) == "700 root directory"

@@ -115,25 +115,42 @@ class HostDeploy:
         release = self.layout.release(rid)
         sftp = self.session.sftp()
         sftp.mkdir(release, 0o755)
-        sftp.mkdir(posixpath.join(release, ".warp"), 0o755)
+        # Private until the release's files are in place: the SFTP archive holds them all, those only their owner may
+        # read too. Opened after, for the servers that read the environment link and static.json there.
+        private = posixpath.join(release, ".warp")
+        sftp.mkdir(private, 0o700)
         self.agent("mark", release=rid, values={"status": "uploading"})
         current = self.info.get("current")
         copy_dest = self.layout.release(current) if current else None
         has_rsync = bool(self.info.get("rsync"))
         if not send_with_rsync(self.session.conn, self.settings, has_rsync, source, release, copy_dest, self.say):
-            tarball = posixpath.join(release, ".warp", "source.tar.gz")
-            self.say(f"upload: one archive over SFTP ({len(source.archive) // 1024} KiB)")
-            with sftp.open(tarball, "wb") as out:
-                out.set_pipelined(True)
-                out.write(source.archive)
-            self.session.run(Step("unpack", ("tar", "-xzf", tarball, "--no-same-owner", "-C", release), "", "unpack the release"))
-            self.session.run(Step("unpacked", ("rm", "-f", tarball), "", "remove the archive"))
+            self._send_archive(sftp, source, release, posixpath.join(private, "source.tar.gz"))
+        sftp.chmod(private, 0o755)
         if wheels:
             have = set(self.info.get("wheels", []))
             for name in sorted(os.listdir(wheels)):
                 if name not in have:
                     sftp.put(os.path.join(wheels, name), posixpath.join(self.layout.wheels, name))
         self._upload_env_file()
+
+    def _send_archive(self, sftp: Any, source: Source, release: str, tarball: str) -> None:
+        """The release as one archive over SFTP, into the release's private ``.warp``, unpacked, then removed.
+
+        Removed when the upload or the unpacking fails too (a dropped connection leaves it, still private).
+        """
+        self.say(f"upload: one archive over SFTP ({len(source.archive) // 1024} KiB)")
+        try:
+            with sftp.open(tarball, "wb") as out:
+                out.set_pipelined(True)
+                out.write(source.archive)
+            self.session.run(Step("unpack", ("tar", "-xzf", tarball, "--no-same-owner", "-C", release), "", "unpack the release"))
+        except BaseException:
+            try:
+                sftp.remove(tarball)
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                pass
+            raise
+        sftp.remove(tarball)
 
     def _upload_env_file(self) -> None:
         """``--env-file`` to shared/environment (0600): written where no other account can open it, renamed into place."""
