@@ -613,6 +613,13 @@ def test_a_listener_in_the_units_cgroup_or_the_servers_group_is_the_servers(monk
         monkeypatch.setattr(agent_module, "_in_unit", lambda pid, unit: pid == os.getpid() and unit == "warp-x@1.service")
         assert agent_module._intruders(port, server.pid, "warp-x@1.service") == []  # under systemd: the unit's cgroup
         assert agent_module._intruders(port, server.pid, "warp-y@1.service") == [stranger]
+        # Root in a container (no CAP_SYS_PTRACE) cannot read the open files of a server run as www-data: the
+        # socket's owner tells, and it is the server's only when a process of the server runs as that account.
+        monkeypatch.setattr(agent_module, "_holders", lambda inodes, pids=None: {})
+        assert agent_module._intruders(port, server.pid) == []
+        monkeypatch.setattr(agent_module, "_uid", lambda pid: 12345)
+        (unseen,) = agent_module._intruders(port, server.pid)
+        assert unseen.startswith("a process of user ") and unseen.endswith(" that this account cannot see")
     finally:
         listener.close()
         server.kill()

@@ -361,11 +361,22 @@ def _user(uid):
         return f"uid {uid}"
 
 
+def _uid(pid):
+    """The effective uid ``pid`` runs as (from its status, which every account may read); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 def _who(pid):
     """``pid P (user U, cmd ...)``: a process named for a message."""
-    try:
-        uid = os.stat(f"/proc/{pid}").st_uid
-    except OSError:
+    uid = _uid(pid)
+    if uid is None:
         return f"pid {pid} (gone, cmd ?)"
     return f"pid {pid} (user {_user(uid)}, cmd {_cmdline(pid)})"
 
@@ -379,19 +390,28 @@ def _intruders(port, pid, unit=None):
     account cannot see the process. Another account may bind a port on
     127.0.0.1 before the server does: whatever answers there is the server
     only when this says so.
+
+    A process of another account whose open files this one cannot read
+    (root without CAP_SYS_PTRACE, in a container, looking at a server that
+    runs as www-data) is told by the socket's owner instead: its listener is
+    the server's when a process of the server runs as that account.
     """
     listeners = _listeners(port)
     if listeners is None or not os.path.isdir("/proc/self"):
         return []
     if not listeners:
         return None
-    ours = _holders(set(listeners), _family(pid) if pid else ())
+    family = _family(pid) if pid else set()
+    ours = _holders(set(listeners), family)
     others = [inode for inode in listeners if inode not in ours]
     held = _holders(set(others))
+    accounts = {_uid(p) for p in family} if others else set()
     found = []
     for inode in others:
         pids = sorted(held.get(inode, ()))
         if unit and pids and all(_in_unit(p, unit) for p in pids):
+            continue
+        if not pids and listeners[inode] in accounts:
             continue
         if pids:
             found.extend(_who(p) for p in pids)
