@@ -831,6 +831,39 @@ def test_a_path_with_a_control_character_or_a_release_outside_releases_is_refuse
     assert not (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.parametrize(
+    "action, request_",
+    [
+        ("mark", {"values": {"status": "rolled-back"}}),
+        ("stop", {"status": "failed"}),
+        ("start", {"port": 1, "command": "true"}),
+        ("health", {"timeout": 1}),
+        ("switch", {}),
+    ],
+)
+def test_an_action_on_a_release_that_does_not_exist_fails_and_makes_nothing(
+    tmp_path: Path, action: str, request_: dict[str, Any]
+) -> None:
+    """rollback --to no-such-release left releases/no-such-release/.warp/deploy.json behind."""
+    root = tmp_path / "app"
+    ok("lock", root, owner="o", token="t")
+    refused = agent(action, root, release="no-such-release", **request_)
+    assert refused.code != 0 and "release no-such-release does not exist" in refused.data["error"], refused
+    assert os.listdir(root / "releases") == []
+
+
+def test_mark_makes_a_release_only_when_asked_to_and_switch_never_remakes_a_removed_one(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    ok("lock", root, owner="o", token="t")
+    assert ok("mark", root, release="r1", values={"status": "uploading"}, create=True)["status"] == "uploading"
+    assert (root / "releases" / "r1").stat().st_mode & 0o777 == 0o755 and record(root, "r1")["status"] == "uploading"
+    (root / "releases" / "r2" / ".warp").mkdir(parents=True)
+    ok("switch", root, release="r1")
+    shutil.rmtree(root / "releases" / "r1")  # the live release's folder, removed by hand
+    ok("switch", root, release="r2")
+    assert sorted(os.listdir(root / "releases")) == ["r2"]
+
+
 # -- each release's own health settings ------------------------------------------------------
 
 READY = {"path": "/ready", "host_header": "app.example", "timeout": 5}

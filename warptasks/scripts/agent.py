@@ -75,9 +75,23 @@ def _record(root, release):
     return _json(_record_path(root, release)) or {}
 
 
+def _missing(root, release):
+    """Why ``release`` cannot be recorded or acted on: its folder ``releases/<id>`` does not exist; None if it does."""
+    if os.path.isdir(os.path.join(root, "releases", release)):
+        return None
+    return f"release {release} does not exist (no folder {os.path.join(root, 'releases', release)})"
+
+
 def _update(root, release, **values):
+    """Merge ``values`` into the release's record; never for a release whose folder does not exist (none is made)."""
+    why = _missing(root, release)
+    if why:
+        _fail(why)
     path = _record_path(root, release)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.mkdir(os.path.dirname(path), 0o755)
+    except FileExistsError:
+        pass
     data = _record(root, release)
     data.update(values)
     _write(path, json.dumps(data, sort_keys=True))
@@ -1331,7 +1345,7 @@ def _switch(req):
     os.symlink(os.path.join("releases", release), tmp)
     os.replace(tmp, link)
     _update(root, release, status="live", live_since=time.time())
-    if previous and previous != release:
+    if previous and previous != release and not _missing(root, previous):
         _update(root, previous, status="retired" if req.get("retire", "retired") == "retired" else req["retire"])
     print(json.dumps({"current": release, "previous": previous}))
 
@@ -1443,8 +1457,13 @@ def mark(req):
     """Record ``values`` (a dict) with the release; answer its whole record.
 
     Request keys: ``release``, ``values``, ``health`` (optional: path,
-    host_header, timeout, merged into the record's ``health``).
+    host_header, timeout, merged into the record's ``health``), ``create``
+    (true: make the release's folder if it does not exist, as for a new
+    upload; without it, a release that does not exist is an error and
+    nothing is made).
     """
+    if req.get("create"):
+        _safe_mkdir(os.path.join(req["root"], "releases", req["release"]), 0o755)
     _update(req["root"], req["release"], **(req.get("values") or {}))
     print(json.dumps(_record_health(req["root"], req["release"], req.get("health"))))
 
@@ -1616,6 +1635,11 @@ def _check(req):
     if release is not None:
         if not isinstance(release, str) or release in ("", ".", "..") or "/" in release or _bad_path("/" + release):
             _fail(f"release id {release!r} is not one plain folder name")
+        # Every action on a release needs its folder: none is made for an id that is not there (mark's create aside).
+        if "root" in req and not (req.get("action") == "mark" and req.get("create")):
+            why = _missing(req["root"], release)
+            if why:
+                _fail(why)
 
 
 def _request():
