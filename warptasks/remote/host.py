@@ -304,27 +304,39 @@ class HostDeploy:
             self.say(f"removed old releases: {', '.join(answer['removed'])}")
 
     def clean_up(self) -> None:
-        """After a failure or an interrupt, leave the host as it was.
+        """After a failure or an interrupt, leave the host serving.
 
         Not switched: the new server stopped and its release marked failed. Switched: the old server stopped, if
-        that had not happened yet. Over a new connection when the old one dropped.
+        that had not happened yet. Over a new connection when the old one dropped. The host is asked first which
+        release ``current`` names, and that one is never stopped: a switch whose answer was lost (the connection
+        dropped right after the host switched) is a switch, and counts as one (see :meth:`_adopt_switch`).
         """
-        if self.session.conn is None or self.unchanged:
-            return
-        if self.switched:
-            release, values = self.previous, {}
-        elif self.error and self.release:
-            release, values = self.release, {"status": self.failed_status}
-        else:
-            return
-        if not release:
+        release = self.previous if self.switched else (self.release if self.error else "")
+        if self.session.conn is None or self.unchanged or not release:
             return
         try:
             self.session.reopen_if_lost()
-            self.agent("stop", release=release, **values)
+            live = self.agent("info").get("current")
+            if not self.switched and live == self.release:
+                self._adopt_switch()
+            release, values = (self.previous, {}) if self.switched else (self.release, {"status": self.failed_status})
+            if release and release != live:
+                self.agent("stop", release=release, **values)
             self.previous = ""
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the first failure
             self.say(f"could not stop the server of {release}: {error}; the next deploy takes its port back")
+
+    def _adopt_switch(self) -> None:
+        """The host switched to this release though its answer never came: the switch is done, the release live.
+
+        Stopping it would take the site down. It is live, so the deploy succeeded here, as when something fails after
+        a switch that was answered; the release that was live before is stopped next, as after any switch.
+        """
+        before = self.previous or self.info.get("current") or ""
+        self.previous = before if before != self.release else ""
+        self.switched = True
+        self.say(f"warning: the answer to the switch was lost ({self.error}), but the host switched: current -> {self.release}")
+        self.error = ""
 
     def _reconnect(self) -> None:
         try:
