@@ -440,12 +440,54 @@ def _start_unit(req, home, caddy, restart):
     return name
 
 
+def _starttime(pid):
+    """When ``pid`` started (clock ticks since boot): with the pid, it names one process, never a reused pid."""
+    text = _read("/proc/{}/stat".format(pid)) or ""
+    fields = text.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def _started(ticks):
+    """The epoch time of a start time in clock ticks since boot (to the second: boot time is whole seconds)."""
+    for line in (_read("/proc/stat") or "").splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) + ticks / float(os.sysconf("SC_CLK_TCK"))
+    return None
+
+
+def _remember(home, pid):
+    """Record the pid of the Caddy this front started, with its start time (``pid_start``), in ``run/caddy.json``."""
+    if pid:
+        _write(os.path.join(home, "run", "caddy.json"), json.dumps({"pid": pid, "pid_start": _starttime(pid)}), 0o600)
+
+
 def _pid(home):
-    """Caddy's pid from its pidfile; 0 if that pid is now some other process."""
-    text = _read(os.path.join(home, "run", "caddy.pid")) or ""
+    """Caddy's pid from its pidfile; 0 if that pid is now some other process (a pid handed out again).
+
+    The pid recorded when the front started Caddy must have the recorded
+    start time. A pid without a record (Caddy restarted by systemd, or
+    started before records) must be a caddy that started before its pidfile
+    was written: the process that wrote it, never one given its pid later.
+    """
+    path = os.path.join(home, "run", "caddy.pid")
+    text = _read(path) or ""
     pid = int(text) if text.isdigit() else 0
-    cmdline = (_read("/proc/{}/cmdline".format(pid)) or "") if pid else ""
-    return pid if "caddy" in cmdline else 0
+    start = _starttime(pid) if pid else None
+    if start is None:
+        return 0
+    try:
+        record = json.loads(_read(os.path.join(home, "run", "caddy.json")) or "{}")
+    except ValueError:
+        record = {}
+    if isinstance(record, dict) and record.get("pid") == pid:
+        return pid if record.get("pid_start") == start else 0
+    cmdline = _read("/proc/{}/cmdline".format(pid)) or ""
+    started = _started(start)
+    try:
+        written = os.stat(path).st_mtime
+    except OSError:
+        return 0
+    return pid if "caddy" in cmdline and started is not None and started <= written + 2 else 0
 
 
 def _spawn(home, caddy):
@@ -506,10 +548,13 @@ def ensure(req):
             unit = _start_unit(req, home, caddy, restart=installed and running)
             state = "restarted" if installed and running else state if running else "started"
             _wait_ready(home, None)
+            _remember(home, int(_systemctl("show", "--property=MainPID", "--value", unit) or 0))
         elif not running or installed:
             if running:
                 _stop(home, float(req.get("grace_seconds", 30)) + 5)
-            _wait_ready(home, _spawn(home, caddy))
+            proc = _spawn(home, caddy)
+            _wait_ready(home, proc)
+            _remember(home, proc.pid)
             state = "restarted" if running else "started"
         if _change(home, lambda config: _merge_base(config, req["config"], req["server"])) and state == "running":
             state = "updated"
