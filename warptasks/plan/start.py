@@ -34,6 +34,9 @@ class StartOptions:
     user: str | None = None
     group: str | None = None
     max_clients: int | None = None
+    # Whether the checks include the port's: a deploy's host agent checks it itself, and takes it back from the server
+    # of a release that is not live (one a dead deploy left running), which this check would refuse instead.
+    port_check: bool = True
 
 
 def _int_setting(spec: AppSpec, what: str) -> int | None:
@@ -150,12 +153,12 @@ def _context(spec: AppSpec, facts: Facts, options: StartOptions, env: str, serve
     return context, notes
 
 
-def _checks(ctx: StartContext, server: Server, command: Command) -> tuple[Step, ...]:
-    """The port check (the app's own server binds as it likes), then the server's own."""
+def _checks(ctx: StartContext, server: Server, command: Command, port_check: bool) -> tuple[Step, ...]:
+    """The port check (the app's own server binds as it likes; not asked for on deploys), then the server's own."""
     checks: list[Step] = []
-    if server.protocol != "own":
-        port_check = script(ctx.python, "port_check.py", ctx.host, str(ctx.port))
-        checks.append(Step("port", port_check, ctx.home, f"{ctx.host}:{ctx.port} must be free", phase="start"))
+    if port_check and server.protocol != "own":
+        argv = script(ctx.python, "port_check.py", ctx.host, str(ctx.port))
+        checks.append(Step("port", argv, ctx.home, f"{ctx.host}:{ctx.port} must be free", phase="start"))
     checks += [Step(c.name, c.argv, ctx.home, c.why, phase="start") for c in command.checks]
     return tuple(checks)
 
@@ -205,7 +208,7 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     step = with_env_hook(spec, "deploy-env", options.project, step)
     step, account_checks, account_notes = _unprivileged(ctx, server, options.project, step)
     return StartPlan(
-        _checks(ctx, server, command) + account_checks,
+        _checks(ctx, server, command, options.port_check) + account_checks,
         tuple(before),
         step,
         (f"app: {spec.why}", f"server: {server.name}", *notes, *command.notes, *account_notes),

@@ -108,25 +108,32 @@ def cleaned_up_after(hosts: list[HostDeploy], say: Say) -> Iterator[Caught]:
     """Whatever ends the work inside (success, a failure, Ctrl-C, SIGTERM): every host cleaned up, its lock released.
 
     An interrupt fails every host that had not switched yet, as an error would, and is raised again once the hosts
-    are clean, after a line per host.
+    are clean, after a line per host. Any other exception that ends the work early (SystemExit, a bug) does too:
+    a host not failed has nothing to clean up, so the server it started would be left running.
     """
     with signals_as_interrupts() as came:
         try:
             yield came
         except KeyboardInterrupt as stop:
             why = str(stop) if isinstance(stop, Interrupted) else "interrupted (Ctrl-C)"
-            for h in hosts:
-                h.stopping = True
-                if not h.switched and not h.unchanged:
-                    h.error = f"{why}; {h.error}" if h.error else why
+            _fail_unswitched(hosts, why)
             say(f"{why}: cleaning up (interrupt again to leave it to the next deploy)")
             _clean(hosts)
             say(summary([result(h) for h in hosts]))
             raise
-        except BaseException:
+        except BaseException as stop:
+            _fail_unswitched(hosts, f"stopped by {type(stop).__name__}: {stop}".rstrip(": "))
             _clean(hosts)
             raise
         _clean(hosts)
+
+
+def _fail_unswitched(hosts: list[HostDeploy], why: str) -> None:
+    """Every host that had not switched fails with ``why`` (its cleanup then stops what it started)."""
+    for h in hosts:
+        h.stopping = True
+        if not h.switched and not h.unchanged:
+            h.error = f"{why}; {h.error}" if h.error else why
 
 
 def _clean(hosts: list[HostDeploy]) -> None:

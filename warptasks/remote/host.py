@@ -212,12 +212,12 @@ class HostDeploy:
             threads=self.settings.threads,
             user=self.settings.user,
             group=self.settings.group,
+            # The agent's start checks the port itself, and takes it back from the server of a release that is not
+            # live (one a killed or cut-off deploy left running); the plan's check would refuse it instead.
+            port_check=False,
         )
         assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
-        # The agent's start checks the port itself, and takes it back from the server of a release that is not live
-        # (one a killed or cut-off deploy left running); the plan's check would refuse it instead.
-        plan = replace(plan, checks=tuple(check for check in plan.checks if check.name != "port"))
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
