@@ -42,7 +42,7 @@ from .host import HostDeploy
 from .hosts import HostTarget
 from .layout import Layout, Release, Source
 from .upload import archive, commit_of, content_digest, release_id, source_files
-from .wheels import download_steps, offline_install_env
+from .wheels import download_steps, offline_install_env, unread_dependencies
 
 
 def deploy(
@@ -143,6 +143,9 @@ def _wheels(
         return None, {}
     wheels_dir = os.path.join(scratch, "wheels")
     os.mkdir(wheels_dir)
+    unread = unread_dependencies(spec)
+    if unread:
+        say(f"wheels: warning: {unread}")
     for step in download_steps(spec, wheels_dir, need_wheels[0].info):
         say(f"wheels: {step.why}")
         run_step(Context(), step, hide=True)

@@ -5,6 +5,15 @@ dependencies, the server's packages and what building a source package
 needs. A server marked ``source_on_host`` in its registry entry (mod_wsgi) is
 shipped as source, because it must be compiled on the host against the host's
 own Python and Apache.
+
+The project itself is never given to ``pip download``: pip would prepare its
+metadata, running the project's build backend (which the project names, and
+may ship itself) on this machine. Its build requirements and static
+``[project].dependencies`` are read from ``pyproject.toml`` instead, and the
+project is built on the host as without ``--wheels``. Dependencies only a
+build would tell (``setup.py``, ``dynamic``) are not guessed: the deploy says
+so, and they belong in ``requirements.txt``. A dependency published only as a
+source archive is still prepared here by pip (its own build backend runs).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import AppSpec
+from ..detect.deps import _pyproject
 from ..errors import ConfigError
 from ..plan import Step
 from ..servers import resolve_server, server
@@ -37,10 +47,41 @@ def wheel_requirements(spec: AppSpec) -> tuple[tuple[str, ...], tuple[str, ...]]
         raise ConfigError("--wheels does not read uv.lock yet", "uv export --no-hashes > requirements.txt, and deploy that")
     args += list(deps.packages)
     if deps.install_project:
-        args += [str(home)]
+        args += project_requirements(home)
     source = chosen.packages if chosen.source_on_host else ()
     args += [p for p in chosen.install_packages(spec.kind) if p not in source]
     return tuple(args), source
+
+
+def project_requirements(home: Path) -> list[str]:
+    """What installing the project at ``home`` needs, as ``pyproject.toml`` declares it: its build requirements
+    (setuptools' without a ``[build-system]``) and its ``[project].dependencies`` unless they are dynamic."""
+    data = _pyproject(home) if (home / "pyproject.toml").is_file() else {}
+    build_system = data.get("build-system")
+    needs = [str(r) for r in build_system.get("requires", [])] if build_system else list(BUILD_BACKEND)
+    project = data.get("project") or {}
+    if "dependencies" not in project.get("dynamic", []):
+        needs += [str(r) for r in project.get("dependencies", [])]
+    return needs
+
+
+def unread_dependencies(spec: AppSpec) -> str | None:
+    """What the deploy says when the project's own dependencies cannot be read without building it; else None."""
+    if not spec.dependencies.install_project:
+        return None
+    home = Path(spec.root) / spec.home
+    data = _pyproject(home) if (home / "pyproject.toml").is_file() else {}
+    project = data.get("project")
+    if project is not None and "dependencies" not in project.get("dynamic", []):
+        return None
+    if project is not None:
+        why, fix = "they are dynamic in pyproject.toml", "declare them in [project].dependencies"
+    else:
+        why, fix = "setup.py declares them", "list them in requirements.txt too"
+    return (
+        f"the project's own dependencies are not downloaded ({why}; reading them would run its build backend here): "
+        f"{fix}, or the host's offline install finds them missing"
+    )
 
 
 def download_steps(spec: AppSpec, dest: str, host: dict[str, Any], python: str = sys.executable) -> list[Step]:
@@ -72,7 +113,8 @@ def download_steps(spec: AppSpec, dest: str, host: dict[str, Any], python: str =
             f"linux_{machine}",
         )
         target += ("--abi", "abi3", "--abi", "none")
-    steps = [Step("download dependencies", pip + target + args, "", "wheels of the app's dependencies and server for the host")]
+    why = "wheels of the app's dependencies and server for the host"
+    steps = [Step("download dependencies", pip + target + args, "", why)] if args else []
     steps.append(Step("download build tools", pip + target + BUILD_BACKEND, "", "what building a source package needs, offline"))
     if source:
         steps.append(
