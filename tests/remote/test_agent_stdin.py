@@ -8,6 +8,7 @@ it sees while a session takes, checks, renews and waits for the lock; none may s
 from __future__ import annotations
 
 import json
+import secrets
 import time
 
 import pytest
@@ -77,7 +78,7 @@ def test_a_deploys_agent_calls_show_no_token_in_any_command_line_on_the_host(ssh
     first.open()
     second.open()
     try:
-        tokens = ["tok-held-7f3a9c", "tok-waiting-51be2d"]
+        tokens = [f"tok-{secrets.token_hex(8)}" for _ in range(2)]
         stop = _watch(host, tokens)
         first.agent("lock", owner="first", token=tokens[0], lease=60)
         first.agent("check", token=tokens[0])
