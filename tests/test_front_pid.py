@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def caddy() -> Iterator[subprocess.Popen[bytes]]:
     """A process with "caddy" in its command line: as Caddy's would be, or as another account could name one."""
-    proc = subprocess.Popen(["sh", "-c", "exec sleep 60", "caddy"], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "caddy"], start_new_session=True)
     try:
         yield proc
     finally:
