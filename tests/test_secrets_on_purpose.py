@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.cases import WSGI, write_tree
 from warptasks.detect import detect_app
+from warptasks.image.dockerfile import context_files
 from warptasks.remote.deploy import _pack
 from warptasks.settings import DeploySettings
 from warptasks.sourcefiles import image_files, release_files
@@ -29,6 +30,9 @@ def test_an_image_context_names_each_secret_it_takes_on_purpose(tmp_path: Path) 
     selection = image_files(tmp_path)
     assert {".env", "id_rsa"} <= set(selection.files)
     assert selection.on_purpose == (".env on purpose (listed in .dockerignore)", "id_rsa on purpose (listed in .dockerignore)")
+    said: list[str] = []
+    assert context_files(tmp_path, said.append) == selection.files  # what warp s2i and the S2I flow call
+    assert said == [f"copying into the image {note}" for note in selection.on_purpose]
 
 
 def test_a_file_that_is_no_secret_is_not_named_for_its_negation(tmp_path: Path) -> None:

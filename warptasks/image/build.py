@@ -103,7 +103,7 @@ def build_app_image(
     name = img.parse_image_name(options.tag or img.default_image_name(spec))
     client = client or engine()
     build, wheel, notes, _ = _prepare(spec, options, client, say, builder=False)
-    files = img.context_files(Path(spec.root))
+    files = img.context_files(Path(spec.root), say)
     first, rest = img.split_context(spec, files)
     for note in notes:
         say(note)

@@ -14,6 +14,7 @@ import json
 import posixpath
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,13 +82,19 @@ def default_base_image(spec: AppSpec, local_version: str) -> tuple[str, str]:
     return f"python:{version}-slim", f"official Python image for Python {version} ({why})"
 
 
-def context_files(root: Path) -> list[str]:
+def context_files(root: Path, say: Callable[[str], None] = lambda _text: None) -> list[str]:
     """Every file (or symlink) of the project that goes into the image, relative, sorted.
 
     The exclusion list is the one releases use (:mod:`warptasks.sourcefiles`),
-    with ``.dockerignore`` and ``.s2iignore`` on top.
+    with ``.dockerignore`` and ``.s2iignore`` on top. ``say`` hears of every file
+    that looks like a secret: left out, or copied because an ignore file says so.
     """
-    return image_files(root).files
+    selection = image_files(root)
+    for note in selection.withheld:
+        say(f"not copied into the image: {note}")
+    for note in selection.on_purpose:
+        say(f"copying into the image {note}")
+    return selection.files
 
 
 def dependency_inputs(spec: AppSpec) -> tuple[str, ...] | None:

@@ -58,7 +58,7 @@ def s2i_build(
     started = time.monotonic()
     name = img.parse_image_name(options.tag or img.default_image_name(spec))
     client = client or engine()
-    files = img.context_files(Path(spec.root))
+    files = img.context_files(Path(spec.root), say)
     artifacts = save_artifacts(client, str(name)) if options.incremental else None
     chosen = {img.SERVER_VARIABLE: options.server} if options.server else {}
     env_args = [f"{k}={v}" for k, v in sorted((options.build_env | chosen).items())]
