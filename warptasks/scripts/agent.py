@@ -18,6 +18,11 @@ by the next deploy once it has expired, so a deploy killed anywhere does not
 lock the host for good. Every change to it happens under an ``flock`` of
 ``.warp-deploy.guard``. Actions that change the host accept the holder's
 ``token`` and then refuse to act for a deploy that has lost the lock.
+
+Why one long file (against the project's ~400-line rule): it travels as one
+``python3 -c`` source, so a host needs nothing of ours installed and runs
+exactly the version the deploying machine has; split into modules, it would
+have to be installed on every host, or reassembled on the way.
 """
 
 import hashlib

@@ -23,6 +23,11 @@ Actions (request keys; ``home`` is optional everywhere):
 - ``switch``: ``app``, ``backend`` ("127.0.0.1:8082"): rewrites the app's
   upstream file; Caddy's config does not change, so nothing reloads.
 - ``remove``: ``app``. ``status``: ``app`` (optional). ``stop``.
+
+Why one long file (against the project's ~400-line rule): it travels as one
+``python3 -c`` source, so a host needs nothing of ours installed and runs
+exactly the version the deploying machine has; split into modules, it would
+have to be installed on every host, or reassembled on the way.
 """
 
 import copy
