@@ -52,7 +52,7 @@ def test_the_agent_reads_its_request_from_stdin(tmp_path: Path) -> None:
 
 def test_the_request_is_not_on_the_command_line() -> None:
     step, text = agent_call("python3", "lock", root="/srv/app", owner="o", token="s3cret-token")
-    assert step.argv == ("python3", "-c", AGENT)
+    assert step.argv == ("python3", "-I", "-c", AGENT)  # isolated: the home folder never shadows the stdlib
     assert text.endswith("\n") and "\n" not in text[:-1]
     assert json.loads(text) == {"action": "lock", "root": "/srv/app", "owner": "o", "token": "s3cret-token"}
 

@@ -19,7 +19,7 @@ from paramiko.ssh_exception import SSHException
 from ..errors import WarpError
 from ..plan import Step, command_line
 from ..run.executor import run_step, tail
-from ..scripts import source
+from ..scripts import ISOLATED, source
 from ..settings import DeploySettings
 from .hosts import HostTarget, connect, open_checked
 
@@ -48,7 +48,8 @@ def agent_step(python: str, action: str, /, **request: Any) -> Step:
 
 def agent_call(python: str, action: str, /, **request: Any) -> tuple[Step, str]:
     """The step that runs one action of the agent, and its request: one JSON line for the agent's stdin."""
-    step = Step(f"deploy {action}", (python, "-c", AGENT), "", f"deploy {action}")
+    # -I: the agent runs from the SSH user's home, whose files must never shadow the standard library.
+    step = Step(f"deploy {action}", (python, ISOLATED, "-c", AGENT), "", f"deploy {action}")
     return step, json.dumps({"action": action, **request}) + "\n"
 
 
