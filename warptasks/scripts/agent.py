@@ -42,11 +42,15 @@ import urllib.request
 LOCK = ".warp-deploy.lock"
 GUARD = ".warp-deploy.guard"
 UNIT_DIR = "/etc/systemd/system"
+SYSTEMD_RUNNING = "/run/systemd/system"  # exists where systemd is the init system
+USER_RUNTIME = "/run/user"  # <uid>/: a user's runtime folder, with its manager's bus, while the manager runs
+LINGER_DIR = "/var/lib/systemd/linger"  # <user>: lingering is on for that user
 ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 DEFAULT_LEASE = 60.0
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
+NO_SYSTEMD = "started with --no-systemd"
 
 
 def _write(path, text, mode=0o644):
@@ -871,6 +875,7 @@ def _info(req):
     root = req["root"]
     current = _current(root)
     wheels = os.path.join(root, "shared", "wheels")
+    manager, why = _supervisor(dict(req, systemd=req.get("systemd", True)))
     return {
         "current": current,
         "current_record": _record(root, current) if current else None,
@@ -878,6 +883,8 @@ def _info(req):
         "releases": _releases(root),
         "rsync": bool(shutil.which("rsync")),
         "systemd": os.path.isdir("/run/systemd/system") and bool(shutil.which("systemctl")),
+        "supervised": not why,
+        "supervision": why or ("systemd --user" if manager == "user" else "systemd"),
         "machine": platform.machine(),
         "libc": list(platform.libc_ver()),
         "python": "{}.{}".format(*sys.version_info[:2]),
@@ -890,9 +897,73 @@ def info(req):
     print(json.dumps(_info(req)))
 
 
-def _systemd(req):
-    """Whether servers run as systemd units: asked for, systemd is running, and we may write system units."""
-    return bool(req.get("systemd")) and os.path.isdir("/run/systemd/system") and os.geteuid() == 0
+# -- supervision -----------------------------------------------------------------
+#
+# As root, each server is an instance of a system unit template in
+# /etc/systemd/system. As another account, it is a user unit in
+# ~/.config/systemd/user, run by that account's own systemd manager: only
+# where lingering is on (``loginctl enable-linger USER``), since without it
+# the manager, and every unit, ends with the account's last session, and
+# does not start at boot. Without either, a server is a plain process with a
+# pidfile, and ``info``/``status`` say why (``supervision``). A unit is
+# always the agent's own account's: a deploy path belongs to one account.
+
+
+def _user_units():
+    """Whether units are this account's user units (``systemctl --user``) rather than the system's."""
+    return os.geteuid() != 0
+
+
+def _user_bus():
+    """Point ``systemctl --user`` at this account's manager: an SSH command may come without XDG_RUNTIME_DIR and the
+    user bus, which exist (under /run/user/<uid>) wherever the manager runs."""
+    run = os.path.join(USER_RUNTIME, str(os.geteuid()))
+    if os.path.isdir(run):
+        os.environ.setdefault("XDG_RUNTIME_DIR", run)
+        if os.path.exists(os.path.join(run, "bus")):
+            os.environ.setdefault("DBUS_SESSION_BUS_ADDRESS", "unix:path=" + os.path.join(run, "bus"))
+
+
+def _systemctl_argv(*args):
+    """``systemctl ARGS`` for the manager of this account's units: the system's as root, else its own."""
+    if not _user_units():
+        return ["systemctl", *args]
+    _user_bus()
+    return ["systemctl", "--user", *args]
+
+
+def _lingering(name):
+    """Whether ``name``'s systemd manager runs without a session of it (and from boot): lingering is on."""
+    if os.path.exists(os.path.join(LINGER_DIR, name)):
+        return True
+    if not shutil.which("loginctl"):
+        return False
+    result = subprocess.run(["loginctl", "show-user", name, "--property=Linger"], capture_output=True, text=True)
+    return result.returncode == 0 and result.stdout.strip() == "Linger=yes"
+
+
+def _supervisor(req):
+    """Which systemd manager runs the servers, and why none does: ("system", None), ("user", None) or (None, why).
+
+    As root: the system's, where systemd runs. As another account: its own,
+    where lingering is on and ``systemctl --user`` answers.
+    """
+    if not req.get("systemd"):
+        return None, NO_SYSTEMD
+    if not os.path.isdir(SYSTEMD_RUNNING):
+        return None, "systemd does not run on this host"
+    if not _user_units():
+        return "system", None
+    name = _user(os.geteuid())
+    if not shutil.which("systemctl"):
+        return None, "systemctl is not installed"
+    if not _lingering(name):
+        return None, f"enable lingering: loginctl enable-linger {name}"
+    result = subprocess.run(_systemctl_argv("show", "--property=Version"), capture_output=True, text=True)
+    if result.returncode != 0:
+        why = (result.stderr or result.stdout).strip().splitlines()
+        return None, "the systemd manager of {} does not answer: {}".format(name, why[-1] if why else "no reason given")
+    return "user", None
 
 
 def _bad_path(text):
@@ -928,17 +999,35 @@ def _unit_quote(text):
     return f'"{text}"'
 
 
-def _unit_text(root, prefix, what):
-    """The template unit running ``<root>/shared/run/<prefix>-<instance>.sh``, with ``root`` quoted for systemd."""
+def _unit_text(root, prefix, what, user=False):
+    """The template unit running ``<root>/shared/run/<prefix>-<instance>.sh``, with ``root`` quoted for systemd.
+
+    ``user``: a user unit, wanted by ``default.target`` (the user manager's
+    boot), without ``PrivateTmp=``, which a user manager can only give with
+    unprivileged user namespaces (often refused, in containers and by
+    AppArmor) and which fails the unit where it cannot.
+    """
     why = _bad_path(root)
     if why:
         _fail(f"deploy path {root!r} {why}")
     script = _unit_quote(os.path.join(root, "shared", "run", prefix + "-"))[:-1] + '%i.sh"'
-    return UNIT.format(what=what, root=root.replace("%", "%%"), script=script)
+    text = UNIT.format(what=what, root=root.replace("%", "%%"), script=script)
+    if user:
+        text = text.replace("PrivateTmp=yes\n", "").replace("WantedBy=multi-user.target", "WantedBy=default.target")
+    return text
+
+
+def _unit_dir():
+    """Where this account's units are written: /etc/systemd/system as root, else ``~/.config/systemd/user``."""
+    if not _user_units():
+        return UNIT_DIR
+    import pwd
+
+    return os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".config", "systemd", "user")
 
 
 def _systemctl(*args):
-    result = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+    result = subprocess.run(_systemctl_argv(*args), capture_output=True, text=True)
     if result.returncode != 0:
         _fail("systemctl {} failed: {}".format(" ".join(args), (result.stderr or result.stdout).strip()))
     return result.stdout.strip()
@@ -984,7 +1073,7 @@ def _stop_dropin(sig, timeout):
 
 
 def _write_stop_dropin(unit, sig, timeout):
-    path = os.path.join(UNIT_DIR, unit + ".d", "warp-stop.conf")
+    path = os.path.join(_unit_dir(), unit + ".d", "warp-stop.conf")
     if _write_if_changed(path, _stop_dropin(sig, timeout)):
         _systemctl("daemon-reload")
 
@@ -1000,11 +1089,11 @@ def _unit_start(root, prefix, instance, command, log, what, stop=None, writer=No
     os.makedirs(run, mode=0o755, exist_ok=True)
     fifo = os.path.join(run, f"{prefix}-{instance}.log.fifo")
     _write(os.path.join(run, f"{prefix}-{instance}.sh"), _run_script(command, log, writer, fifo))
-    template = _unit_name(root, prefix)
-    changed = _write_if_changed(os.path.join(UNIT_DIR, template), _unit_text(root, prefix, what))
+    template, folder = _unit_name(root, prefix), _unit_dir()
+    changed = _write_if_changed(os.path.join(folder, template), _unit_text(root, prefix, what, _user_units()))
     unit = template.replace("@.service", f"@{instance}.service")
     sig, timeout = stop or (signal.SIGTERM, 20)
-    changed = _write_if_changed(os.path.join(UNIT_DIR, unit + ".d", "warp-stop.conf"), _stop_dropin(sig, timeout)) or changed
+    changed = _write_if_changed(os.path.join(folder, unit + ".d", "warp-stop.conf"), _stop_dropin(sig, timeout)) or changed
     if changed:
         _systemctl("daemon-reload")
     _systemctl("enable", "--quiet", unit)
@@ -1013,7 +1102,7 @@ def _unit_start(root, prefix, instance, command, log, what, stop=None, writer=No
 
 
 def _unit_pid(unit):
-    result = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True, text=True)
+    result = subprocess.run(_systemctl_argv("show", "--property=MainPID", "--value", unit), capture_output=True, text=True)
     return int(result.stdout.strip() or 0) if result.returncode == 0 else 0
 
 
@@ -1034,7 +1123,8 @@ def _server_pid(root, release):
 
 
 def start(req):
-    """Start the release's server: as a systemd unit where systemd runs, else in a session of its own with a pidfile.
+    """Start the release's server: as a systemd unit where one can supervise it, else in a session of its own with a
+    pidfile. As root the unit is the system's; as another account, its own user unit where lingering is on.
 
     Request keys: ``release``, ``port``, ``command`` (a shell command line),
     ``systemd``, ``token`` (optional: fail unless it holds the deploy lock),
@@ -1057,9 +1147,11 @@ def start(req):
 
     Answer: ``pid``, ``log``, ``log_capped`` (false when the output goes to
     the file uncapped), ``unit``, ``stop_signal``, ``stop_timeout``,
-    ``reclaimed`` (a list, one entry per release whose server was stopped to
-    free the port: ``release``, ``pid``, ``server``, ``signals``, ``status``
-    (its status now: "abandoned", or "retired"/"rolled-back" kept)).
+    ``supervised``, ``supervision`` (the manager, or why none: see
+    :func:`_supervisor`), ``reclaimed`` (a list, one entry per release
+    whose server was stopped to free the port: ``release``, ``pid``,
+    ``server``, ``signals``, ``status`` (its status now: "abandoned", or
+    "retired"/"rolled-back" kept)).
     """
     _require(req)
     root, release, port = req["root"], req["release"], int(req["port"])
@@ -1079,7 +1171,8 @@ def start(req):
     log = os.path.join(root, "shared", "logs", release + ".log")
     unit = writer_pid = None
     writer = _log_writer(root, log, req)
-    if _systemd(req):
+    manager, unsupervised = _supervisor(req)
+    if manager:
         unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout), writer)
     else:
         proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer)
@@ -1088,7 +1181,7 @@ def start(req):
     values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
     values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
     values.update(log_capped=writer is not None)
-    values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout)
+    values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout, unsupervised=unsupervised)
     # What the release was before this start (a rollback target: "retired"),
     # given back by a failed health check that must not mark it failed.
     if record.get("status") != "started" or "status_before_start" not in record:
@@ -1096,8 +1189,18 @@ def start(req):
     _update(root, release, **values)
     _record_health(root, release, req.get("health"))
     answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
-    answer["log_capped"] = writer is not None
+    answer.update(log_capped=writer is not None, supervised=bool(unit), supervision=unsupervised or _supervision(values))
     print(json.dumps(answer))
+
+
+def _supervision(record):
+    """How a release's server is supervised, in words: by which manager, or why by none (and what to do about it)."""
+    if record.get("unit"):
+        return "systemd --user" if _user_units() else "systemd"
+    if record.get("unsupervised") == NO_SYSTEMD:
+        return NO_SYSTEMD
+    # What the host lacks now; when it lacks nothing any more, the next deploy makes the server a unit.
+    return _supervisor({"systemd": True})[1] or "a plain process, started before systemd could supervise it: deploy again"
 
 
 def _serving(root, name):
@@ -1448,7 +1551,7 @@ def _stop_release(root, release, req):
     if unit:
         if req.get("stop_signal") or req.get("stop_timeout") or req.get("timeout"):
             _write_stop_dropin(unit, sig, timeout)
-        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], capture_output=True)
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", unit), capture_output=True)
         state, sent = ("stopped" if not _unit_pid(unit) else "still running"), [signal.Signals(sig).name]
     else:
         state, sent = _stop_group(_server_pid(root, release), sig, timeout, term_timeout)
@@ -1525,7 +1628,9 @@ def status(req):
     Request keys: ``path``, ``host_header`` (the public check). Answer:
     ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
     ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
-    ``stop_timeout``), ``proxy``, ``health``, ``hostname``.
+    ``stop_timeout``), ``proxy``, ``health``, ``hostname``, ``supervised``
+    (whether the live release's server is a systemd unit; null without a
+    live release) and ``supervision`` (by which manager, or why by none).
     """
     root = req["root"]
     current = _current(root)
@@ -1553,9 +1658,10 @@ def status(req):
             answer = _get("http://127.0.0.1:{}{}".format(proxy["port"], req.get("path", "/")), req.get("host_header"), 5)
         except (OSError, ValueError) as error:
             answer = str(getattr(error, "reason", error))
-    print(
-        json.dumps({"current": current, "releases": releases, "proxy": proxy, "health": answer, "hostname": socket.gethostname()})
-    )
+    live = _record(root, current) if current else None
+    state = {"current": current, "releases": releases, "proxy": proxy, "health": answer, "hostname": socket.gethostname()}
+    state.update(supervised=None if live is None else bool(live.get("unit")), supervision=live and _supervision(live))
+    print(json.dumps(state))
 
 
 def _proxy_pid(shared, record):
@@ -1582,12 +1688,15 @@ def proxy(req):
     record = _json(os.path.join(shared, "proxy.json")) or {}
     pid = _proxy_pid(shared, record)
     wanted = {"listen": req["listen"], "port": int(req["port"]), "digest": digest}
-    if _alive(pid) and all(record.get(k) == v for k, v in wanted.items()):
+    manager = _supervisor(req)[0]
+    # A proxy started as a process before lingering was enabled becomes a unit too.
+    adopt = manager == "user" and not record.get("unit")
+    if _alive(pid) and not adopt and all(record.get(k) == v for k, v in wanted.items()):
         _proxy_holds(wanted["port"], pid, record.get("unit"))
         print(json.dumps({"proxy": "running", "pid": pid}))
         return
     if record.get("unit"):
-        subprocess.run(["systemctl", "disable", "--quiet", "--now", record["unit"]], capture_output=True)
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", record["unit"]), capture_output=True)
     elif _alive(pid):
         _stop_group(pid, signal.SIGTERM, 10)
     _write(script, req["source"])
@@ -1595,7 +1704,7 @@ def proxy(req):
     argv = [sys.executable, script, req["listen"], str(wanted["port"]), root]
     proc = None
     writer = _log_writer(root, log, req)
-    if _systemd(req):
+    if manager:
         command = " ".join(shlex.quote(a) for a in argv)
         wanted["unit"], pid = _unit_start(root, "proxy", wanted["port"], "exec " + command, log, "front proxy", None, writer)
     else:
