@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from warptasks.scripts import agent as agent_module
+from warptasks.tasks.remote import _describe
 
 from .test_agent import Servers, free_port, ok, servers  # noqa: F401  (servers: a fixture)
 
@@ -164,3 +165,16 @@ def test_status_and_info_say_a_server_started_as_a_process_is_not_supervised(tmp
     assert state["supervised"] is False and state["supervision"] == "started with --no-systemd"
     info = ok("info", root, systemd=False).data
     assert info["supervised"] is False and info["supervision"] == "started with --no-systemd"
+
+
+def _state(**live: Any) -> dict[str, Any]:
+    release = {"id": "r1", "status": "live", "port": 8081, "pid": 42}
+    return {"current": "r1", "releases": [release], "proxy": {}, "health": 200, "hostname": "web", **live}
+
+
+def test_warp_status_says_when_the_live_server_is_not_supervised_and_how_to_fix_it() -> None:
+    why = f"enable lingering: loginctl enable-linger {NAME}"
+    shown = _describe("web", _state(supervised=False, supervision=why)).splitlines()
+    assert shown[2] == f"  not supervised ({why})"
+    assert "not supervised" not in _describe("web", _state(supervised=True, supervision="systemd --user"))
+    assert "not supervised" not in _describe("web", _state())  # an older agent says nothing of it

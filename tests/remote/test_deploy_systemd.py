@@ -35,7 +35,8 @@ PROXY_UNIT = "warp-srv-sys-site-2216ea5f-proxy@8080.service"
 
 def systemd_image(client: Any) -> str:
     deploy_image(client)  # the same packages, so the cached tree is shared
-    return base_image(client, (*SSH_PACKAGES, "apache2", "systemd", "systemd-sysv", "dbus"))
+    # libpam-systemd: a login's session and runtime folder, which a user's own manager needs (see test_deploy_user_systemd).
+    return base_image(client, (*SSH_PACKAGES, "apache2", "systemd", "systemd-sysv", "dbus", "libpam-systemd"))
 
 
 class SystemdHost:

@@ -220,6 +220,9 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
     if live:
         lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
+        if state.get("supervised") is False:
+            # Nothing restarts it if it dies, nor starts it at boot.
+            lines.append(f"  not supervised ({state.get('supervision')})")
     lines.append(
         f"  public {proxy.get('listen')}:{proxy.get('port')} ({'running' if proxy.get('running') else 'NOT RUNNING'}),"
         f" health: {state.get('health')}"
