@@ -177,7 +177,7 @@ class DeploySettings:
     migrate: bool = setting(True, "run the migrate hook (Django: manage.py migrate) once per deploy", _flag)
     force: bool = setting(False, "deploy even to hosts whose live release is made of the same source", _flag)
     upload: str = setting("auto", "rsync when both ends have it, else an archive over SFTP; or rsync, sftp", _upload)
-    systemd: bool = setting(True, "servers as systemd units where systemd runs (as root), else with a pidfile", _flag)
+    systemd: bool = setting(True, "servers as systemd units where systemd runs (a non-root account: where it lingers)", _flag)
     server: str | None = setting(None, meaning(Settings, "server"), _text, shared=True)
     installer: str = setting("auto", meaning(Settings, "installer"), _text, shared=True)
     processes: int | None = setting(None, "worker processes on each host (default: computed there)", _count, shared=True)
