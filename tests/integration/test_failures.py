@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import WARP, get, serving, startproject, warp, write
+from .conftest import WARP, free_port, get, serving, startproject, warp, write
 
 HELLO = """
 def application(environ, start_response):
@@ -159,7 +159,8 @@ def test_as_root_a_project_apache_workers_cannot_read_is_refused_with_the_fix(pr
     app = private / "site"
     write(app, {"wsgi.py": HELLO})
     warp(app, "build")
-    result = warp(app, "start", check=False, timeout=60)
+    # A port of its own: what is checked here comes after the port check, and 8080 may be anyone's.
+    result = warp(app, "start", "--port", str(free_port()), check=False, timeout=60)
     _assert_clean_failure(result, "www-data cannot", "Permission denied", "--user/--group")
     os.chmod(private, 0o755)
     with serving(app) as site:  # readable now: the same build starts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import get, serving, warp, write
+from .conftest import free_port, get, serving, warp, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root starts servers as another account")
 
@@ -66,7 +66,8 @@ def test_as_root_a_project_the_account_cannot_read_is_refused_before_the_start(p
     app = private / "site"
     write(app, {"wsgi.py": WHO})
     warp(app, "build", "--server", "gunicorn")
-    result = warp(app, "start", "--server", "gunicorn", check=False, timeout=60)
+    # A port of its own: what is checked here comes after the port check, and 8080 may be anyone's.
+    result = warp(app, "start", "--server", "gunicorn", "--port", str(free_port()), check=False, timeout=60)
     assert result.returncode != 0
     said = result.stdout + result.stderr
     assert "Traceback" not in said
