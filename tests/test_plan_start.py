@@ -307,7 +307,10 @@ def test_mod_wsgi_sockets_too_long_for_the_server_root_get_a_checked_folder_of_t
     root = f"{project}/.warp/run/::1-9000"
     argv = plan.server.argv
     [sockets] = [argv[i + 1] for i, word in enumerate(argv) if word == "--socket-prefix"]
-    assert sockets.startswith("/tmp/warp-wsgi-0-") and len(sockets + "/wsgi.4194304.u4294967295.99.sock") <= 107
+    # As root in /run, where no other account can make the folder first; another account's in /tmp.
+    assert sockets.startswith("/run/warp-wsgi-") and len(sockets + "/wsgi.4194304.u4294967295.99.sock") <= 107
+    as_user = plan_start(spec, built("mod_wsgi", euid=1000), StartOptions(project=project, host="::1", port=9000))
+    assert contains(as_user.server.argv, "--socket-prefix", sockets.replace("/run/warp-wsgi-", "/tmp/warp-wsgi-1000-"))
     # private_dirs.py makes, checks and closes both, at every start.
     assert argv[: argv.index("--") + 1] == (f"{ENV}/bin/python", "-I", "-c", PRIVATE_DIRS, "www-data", root, sockets, "--")
     assert contains(argv, "--server-root", root)

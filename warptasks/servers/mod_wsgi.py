@@ -81,11 +81,19 @@ def server_root(ctx: StartContext) -> str:
 
 def socket_folder(root: str, euid: int | None) -> str:
     """Where Apache binds mod_wsgi's daemon sockets: the server root, or, when its path is too long for a socket, a short
-    folder of their own in /tmp, per server root and account, checked like the server root at every start."""
+    folder of their own per server root and account, checked like the server root at every start.
+
+    As root that folder is in /run, where no other account can make it first (in /tmp, another account that saw
+    the release's name could, and the start would be refused); another account's goes to /tmp, the one short
+    folder it can always write to.
+    """
     if len(root) <= _SOCKET_FOLDER_ROOM:
         return root
+    digest = hashlib.sha256(root.encode()).hexdigest()[:12]
+    if euid == 0:
+        return f"/run/warp-wsgi-{digest}"
     account = "x" if euid is None else str(euid)
-    return f"/tmp/warp-wsgi-{account}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
+    return f"/tmp/warp-wsgi-{account}-{digest}"
 
 
 def _private_folders(ctx: StartContext, group: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
