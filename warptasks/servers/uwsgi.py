@@ -23,6 +23,11 @@ def command(ctx: StartContext) -> Command:
         # SIGHUP stops gracefully (the deploy's stop signal) instead of reloading.
         "--hook-master-start",
         "unix_signal:1 gracefully_kill_them_all",
+        # How long a worker may take to stop before it is killed (uWSGI's default is 60 s): a request in flight
+        # gets as long as gunicorn gives it, and a worker caught starting by a SIGTERM (seen under load: it then
+        # ignored the stop) holds a supervisor's stop no longer than that.
+        "--worker-reload-mercy",
+        "30",
         "--need-app",
         "--enable-threads",
         "--disable-logging",
@@ -43,9 +48,9 @@ SERVER = Server(
     command=command,
     # SIGTERM and SIGINT cut requests in flight even with --die-on-term; SIGHUP, mapped to a graceful shutdown by the
     # command's hook, lets them finish (a worker that gets it directly finishes its request too). Its
-    # worker-reload-mercy (60s) bounds the wait.
+    # --worker-reload-mercy (30 s) bounds the wait.
     stop_signal="SIGHUP",
-    stop_timeout=65,
+    stop_timeout=35,
     protocol="wsgi",
     packages=("uwsgi",),
     compiled=True,
