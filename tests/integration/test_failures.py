@@ -69,8 +69,14 @@ def test_failing_build_hook_fails_the_build_and_switches_nothing(project_dir: Pa
 
 def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path) -> None:
     before = _good_build(project_dir)
-    # A dependency change forces a new environment; interrupt while it installs.
-    (project_dir / "requirements.txt").write_text("six\nDjango\n")
+    # A dependency change forces a new environment; interrupt while it installs. The local package takes
+    # 30 s to build, so the interrupt lands in the install however fast the rest of it is.
+    slow = project_dir / "slowpkg"
+    slow.mkdir()
+    (slow / "setup.py").write_text(
+        "import time\nfrom setuptools import setup\ntime.sleep(30)\nsetup(name='slowpkg', version='1')\n"
+    )
+    (project_dir / "requirements.txt").write_text("six\n./slowpkg\n")
     process = subprocess.Popen(
         [*WARP, "build", "--server", "gunicorn", "--installer", "pip"],
         cwd=project_dir,
@@ -88,7 +94,7 @@ def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path
         if "install requirements" in line or not line:
             break
     assert "install requirements" in seen, seen  # interrupt the install itself, not a finished build
-    time.sleep(0.5)
+    time.sleep(1)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     out, _ = process.communicate(timeout=60)
     assert process.returncode != 0, seen + out
