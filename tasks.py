@@ -50,14 +50,21 @@ def example(c, port=8080):
         # As root, Apache's workers run as another account, which cannot
         # enter a checkout under a private home folder: serve a copy.
         import shutil
-        import tempfile
+        import stat
 
-        copy = os.path.join(tempfile.gettempdir(), "warptasks-example", "mysite")
+        # Not /tmp, where another account could make the folder first and have root build and run its files:
+        # only root can make a folder in /var/lib.
+        base = "/var/lib/warptasks-example"
+        os.makedirs(base, mode=0o755, exist_ok=True)
+        info = os.lstat(base)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            raise SystemExit(f"example: {base} is not a folder only root can change; remove it and run again")
+        copy = os.path.join(base, "mysite")
         print(
             f"example: {project} is private to root; Apache's workers could not read it, so serving a copy in {copy}", flush=True
         )
         shutil.copytree(project, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".warp", "__pycache__"))
-        for directory in (os.path.dirname(copy), copy):
+        for directory in (base, copy):
             os.chmod(directory, 0o755)
         project = copy
     warp = os.path.join(os.path.dirname(sys.executable), "warp")
