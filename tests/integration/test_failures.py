@@ -84,6 +84,9 @@ def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As at a terminal: a test run started in the background (`cmd &`, as some CI runners do) hands its
+        # children SIGINT ignored, and a Python that starts so never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     seen = ""
