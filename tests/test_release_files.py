@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cases import write_tree
+from tests.harness.system import require_command
 from warptasks.errors import ConfigError
 from warptasks.image import dockerfile as img
 from warptasks.remote.upload import archive, source_files
@@ -201,11 +201,11 @@ def test_the_archive_never_widens_modes_nor_lets_group_or_others_write(tmp_path:
     }
 
 
+@pytest.mark.integration  # a real rsync, installed by the test setup when missing
 def test_rsync_keeps_modes_without_widening_them(tmp_path: Path) -> None:
     from warptasks.remote.upload import rsync_step
 
-    if not os.path.exists("/usr/bin/rsync"):
-        pytest.skip("rsync is not installed")
+    require_command("rsync", "rsync")
     source, target = tmp_path / "src", tmp_path / "dst"
     write_tree(source, {"private.py": "", "shared.py": "", "pkg/a.py": ""})
     (source / "private.py").chmod(0o600)
