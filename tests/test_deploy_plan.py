@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fabric import Connection
 
-from tests.cases import facts
+from tests.cases import as_git_repo, facts
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.facts import Facts
@@ -201,10 +201,7 @@ def test_outside_git_the_tree_is_shipped_without_envs_secrets_and_ignored_files(
 
 def test_in_git_the_tracked_files_are_shipped(tmp_path: Path) -> None:
     _tree(tmp_path, {"wsgi.py": "", "tracked.txt": "", "untracked.txt": "", ".env": "S=1"})
-    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "wsgi.py", "tracked.txt", ".env"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    as_git_repo(tmp_path, add=("wsgi.py", "tracked.txt", ".env"))
     selection = source_files(tmp_path)
     assert selection.files == ["tracked.txt", "wsgi.py"] and "git" in selection.why
     assert release_id(tmp_path, now=0).startswith("19700101T000000000Z-")

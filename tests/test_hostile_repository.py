@@ -10,19 +10,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.cases import write_tree
+from tests.cases import as_git_repo, write_tree
 from warptasks.image.build import git_commit
 from warptasks.remote.upload import commit_of, release_id, source_files
 
 
 def _hostile_repo(root: Path, marker: Path) -> None:
     write_tree(root, {"wsgi.py": "def application(e, s):\n    pass\n"})
+    as_git_repo(root)
     git = ["git", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "config", "user.email", "test@example.com"], check=True)
-    subprocess.run([*git, "config", "user.name", "Test"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], check=True)
     # Set after the commit: only warptasks' own git calls could run it now.
     command = f"sh -c 'echo fsmonitor >> {marker}; exit 1'"
     subprocess.run([*git, "config", "core.fsmonitor", command], check=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cases import write_tree
+from tests.cases import as_git_repo, write_tree
 from tests.harness.system import require_command
 from warptasks.errors import ConfigError
 from warptasks.image import dockerfile as img
@@ -22,16 +22,6 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIE\n-----END CERTIFICATE-
 
 def shipped(root: Path) -> list[str]:
     return source_files(root).files
-
-
-def as_git_repo(root: Path, add: tuple[str, ...] = ("-A",)) -> None:
-    """``root`` as a git work tree whose index holds what ``git add`` ``add`` takes (git applies the .gitignore files)."""
-    git = ["git", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "config", "user.email", "test@example.com"], check=True)
-    subprocess.run([*git, "config", "user.name", "Test"], check=True)
-    subprocess.run([*git, "add", *add], check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], check=True)
 
 
 # Each row: a tree, and what a release of it holds. In git the tree is committed with `git add -A` (git applies

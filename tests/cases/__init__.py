@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,12 @@ def probe_output(**overrides: Any) -> dict[str, Any]:
 def facts(**overrides: Any) -> Facts:
     """:func:`probe_output` as the planners get it."""
     return Facts.parse(probe_output(**overrides))
+
+
+def as_git_repo(root: Path, add: tuple[str, ...] = ("-A",)) -> Path:
+    """``root`` as a git work tree with one commit of what ``git add`` ``add`` takes (git applies the .gitignore files)."""
+    git = ["git", "-C", str(root), "-c", "user.email=test@example.com", "-c", "user.name=Test"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", *add], check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], check=True)
+    return root

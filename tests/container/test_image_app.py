@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.cases import write_tree
+from tests.cases import as_git_repo, write_tree
 from tests.container.image_helpers import (
     APP_PY,
     TAG,
@@ -69,9 +69,8 @@ def test_a_code_only_change_rebuilds_on_the_cached_dependency_layer_and_any_uid_
     docker_client: docker.DockerClient, base: str, index_access: IndexAccess, project_dir: Path
 ) -> None:
     write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n"})
-    git = ["git", "-C", str(project_dir), "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    for argv in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
-        subprocess.run(git + argv, check=True)
+    as_git_repo(project_dir)
+    git = ["git", "-C", str(project_dir)]
     commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     tag = f"warp-test-wsgi:{TAG}"
     options = build_options(index_access, tag, base)

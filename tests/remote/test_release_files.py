@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cases import WSGI, write_tree
+from tests.cases import WSGI, as_git_repo, write_tree
 from warptasks.detect import detect_app
 from warptasks.remote.deploy import _pack
 from warptasks.remote.host import HostDeploy
@@ -47,13 +46,7 @@ def _project(root: Path) -> Path:
             "deploy/key": KEY,
         },
     )
-    git = ["git", "-C", str(root)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "config", "user.email", "test@example.com"], check=True)
-    subprocess.run([*git, "config", "user.name", "Test"], check=True)
-    # The secrets are tracked: what git tracks is shipped, secrets excepted.
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], check=True)
+    as_git_repo(root)  # the secrets are tracked: what git tracks is shipped, secrets excepted
     for name, mode in {"private.py": 0o600, "shared.py": 0o666, "run.sh": 0o775, "pkg": 0o777}.items():
         (root / name).chmod(mode)
     return root
