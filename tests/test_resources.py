@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.cases import facts
+from warptasks import servers
 from warptasks.facts import Facts
 from warptasks.plan.resources import MEMORY_PER_PROCESS, MiB, Resources, available_resources, worker_capacity
 
@@ -121,12 +122,12 @@ CAPACITY_CASES = [
 
 @pytest.mark.parametrize(("resources", "server", "expected"), CAPACITY_CASES)
 def test_worker_capacity_per_server(resources: Resources, server: str, expected: tuple[int, int]) -> None:
-    capacity = worker_capacity(resources, server)
+    capacity = worker_capacity(resources, servers.server(server))
     assert (capacity.processes, capacity.threads) == expected
     assert capacity.why
 
 
 def test_memory_cap_says_so() -> None:
-    capacity = worker_capacity(Resources(16, 4 * MEMORY_PER_PROCESS, ""), "mod_wsgi")
+    capacity = worker_capacity(Resources(16, 4 * MEMORY_PER_PROCESS, ""), servers.server("mod_wsgi"))
     assert capacity.processes == 4
     assert "memory fits 4 at 128 MiB each" in capacity.why

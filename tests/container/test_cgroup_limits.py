@@ -12,6 +12,7 @@ import os
 import docker
 import pytest
 
+from warptasks import servers
 from warptasks.facts import Facts
 from warptasks.plan.resources import available_resources, worker_capacity
 from warptasks.scripts import source
@@ -38,7 +39,7 @@ def test_a_limited_container_gets_workers_for_its_half_cpu_and_300_mib(docker_cl
     assert resources.cpus == 0.5
     assert resources.memory == 300 * MiB
     assert "cgroup CPU quota 0.5" in resources.why and "cgroup memory limit 300 MiB" in resources.why
-    capacity = worker_capacity(resources, "gunicorn")
+    capacity = worker_capacity(resources, servers.server("gunicorn"))
     assert capacity.processes == 1
 
 

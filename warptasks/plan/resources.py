@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import servers
 from ..facts import Facts
 from ..servers import Server
 
@@ -69,8 +68,8 @@ class Capacity:
     why: str
 
 
-def worker_capacity(resources: Resources, server: Server | str) -> Capacity:
-    """Processes and threads for ``server`` (a name, for callers that hold only that) on ``resources``.
+def worker_capacity(resources: Resources, server: Server) -> Capacity:
+    """Processes and threads for ``server`` on ``resources``.
 
     One process per usable CPU (rounded up: a fractional quota still runs one),
     capped so that every process fits in memory; threads cover waiting on I/O
@@ -78,7 +77,7 @@ def worker_capacity(resources: Resources, server: Server | str) -> Capacity:
     :class:`~warptasks.servers.CapacityRule` says how many threads, or that it
     runs one process whose threads grow instead.
     """
-    rule = (servers.server(server) if isinstance(server, str) else server).capacity
+    rule = server.capacity
     processes = max(1, math.ceil(resources.cpus))
     why = f"{processes} process(es): one per CPU"
     if resources.memory:
