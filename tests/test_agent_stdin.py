@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import invoke
 import pytest
 
-from warptasks.plan import command_line
-from warptasks.remote.session import LOCK_NOT_HELD, agent_call, agent_step, run_agent
+from warptasks.plan import Step, command_line
+from warptasks.remote.session import LOCK_NOT_HELD, agent_call, run_agent
 from warptasks.scripts import source
 
 AGENT = source("agent.py")
@@ -129,3 +130,8 @@ def test_a_waiting_agent_shows_no_token_in_its_command_line(tmp_path: Path) -> N
 def test_a_request_that_is_no_json_object_is_refused(given: str) -> None:
     refused = subprocess.run([sys.executable, "-c", AGENT], input=given, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "one JSON object" in json.loads(refused.stdout.splitlines()[-1])["error"]
+
+
+def agent_step(python: str, action: str, /, **request: Any) -> Step:
+    """The agent as deploys ran it before: the request on its command line, where ``ps`` shows it to every account."""
+    return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")

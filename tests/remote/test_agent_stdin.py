@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+from tests.test_agent_stdin import agent_step
 from warptasks.plan import command_line
 from warptasks.remote.hosts import HostTarget
-from warptasks.remote.session import LockLost, Session, agent_step
+from warptasks.remote.session import LockLost, Session
 from warptasks.settings import DeploySettings
 
 pytestmark = pytest.mark.remote

@@ -37,15 +37,6 @@ class LockLost(DeployFailed):
 LOCK_NOT_HELD = 3
 
 
-def agent_step(python: str, action: str, /, **request: Any) -> Step:
-    """The step that runs one action of :mod:`warptasks.scripts.agent` with its request on the command line.
-
-    Kept for callers of the older form; :func:`run_agent` sends the request on the agent's stdin instead, since
-    ``ps`` shows a command line (and so the lock's token and the server's command) to every account on the host.
-    """
-    return Step(f"deploy {action}", (python, "-c", AGENT, json.dumps({"action": action, **request})), "", f"deploy {action}")
-
-
 def agent_call(python: str, action: str, /, **request: Any) -> tuple[Step, str]:
     """The step that runs one action of the agent, and its request: one JSON line for the agent's stdin."""
     # -I: the agent runs from the SSH user's home, whose files must never shadow the standard library.
