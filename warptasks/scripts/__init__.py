@@ -12,7 +12,8 @@ syntax a target may have (see pyproject's ruff settings).
 - ``envfile.py``: the one environment-file parser (detection imports it); runs a command with a file's values.
 - ``switch.py``: makes an environment current, atomically.
 - ``agent.py``: the deploy's actions on a host (lock, start, health, switch...).
-- ``proxy.py``: the deploy's front proxy on a host.
+- ``proxy.py``: the deploy's front proxy on a host (today's relay).
+- ``front.py``: Caddy as a host's front, one per host, a site per app (not yet used by deploys).
 - ``warp_app.py``, ``gunicorn_conf.py``: loaded by servers from the environment.
 - ``django_static.py``: Django's collectstatic, with a STATIC_ROOT supplied.
 - ``s2i/``: the S2I builder image's scripts.
