@@ -85,8 +85,10 @@ class FrontFailed(AssertionError):
 
 
 def call(request: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    """Run one action of the host script as a deploy does (``python -c SOURCE JSON``); its JSON answer."""
-    result = subprocess.run([sys.executable, "-c", FRONT, json.dumps(request)], capture_output=True, text=True, timeout=timeout)
+    """Run one action of the host script as a deploy does (``python -I -c SOURCE``, the request on stdin); its JSON answer."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", FRONT], input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=timeout
+    )
     lines = result.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if lines else {}
     if result.returncode != 0:

@@ -1,7 +1,8 @@
 """The front of every app on a host: one Caddy, installed, supervised, and told each app's site.
 
-Sent as source to the host's ``python3 -c SOURCE JSON`` like the agent:
-standard library only, old syntax. Each action prints one JSON object on its
+Sent as source to the host's ``python3 -I -c SOURCE`` like the agent, its
+request one JSON line on stdin (never on a command line, which every account
+may read): standard library only, old syntax. Each action prints one JSON object on its
 last line; a failure exits non-zero with the message on stderr (and as
 ``error`` in the JSON). The configs come from :mod:`warptasks.remote.front`.
 
@@ -692,8 +693,20 @@ def stop(req):
 ACTIONS = dict((f.__name__, f) for f in (ensure, site, switch, remove, status, stop))
 
 
+def _request():
+    """The request: one JSON line on stdin, or the first argument (by hand, for debugging)."""
+    text = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.buffer.readline().decode("utf-8", "replace")
+    try:
+        request = json.loads(text)
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        _fail("the front's request is one JSON object, on stdin or as its first argument; got {!r}".format(text[:80]))
+    return request
+
+
 if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
+    request = _request()
     if request.get("action") not in ACTIONS:
         _fail("unknown action {!r}; the front knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
     ACTIONS[request["action"]](request)
