@@ -34,6 +34,9 @@ class StartOptions:
     user: str | None = None
     group: str | None = None
     max_clients: int | None = None
+    # The front proxy's address (a deploy's Caddy: "127.0.0.1"): the server believes X-Forwarded-For/-Proto/-Host
+    # from that peer only. None: forwarded headers are believed from no one (a local start).
+    trusted_proxy: str | None = None
     # Whether the checks include the port's: a deploy's host agent checks it itself, and takes it back from the server
     # of a release that is not live (one a dead deploy left running), which this check would refuse instead.
     port_check: bool = True
@@ -149,6 +152,7 @@ def _context(spec: AppSpec, facts: Facts, options: StartOptions, env: str, serve
         user=options.user,
         group=options.group,
         max_clients=options.max_clients,
+        trusted_proxy=options.trusted_proxy,
     )
     return context, notes
 

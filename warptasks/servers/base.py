@@ -100,6 +100,8 @@ class StartContext:
     user: str | None = None
     group: str | None = None
     max_clients: int | None = None
+    # The front proxy's address: X-Forwarded-For/-Proto/-Host are believed from that peer only; None: from no one.
+    trusted_proxy: str | None = None
 
     @property
     def python(self) -> str:
