@@ -591,3 +591,73 @@ def test_a_bad_web_concurrency_is_a_clear_error(tmp_path: Path) -> None:
     write_tree(tmp_path, {"wsgi.py": "", ".s2i/environment": "WEB_CONCURRENCY=lots\n"})
     with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
         start(detect_app(tmp_path), built("mod_wsgi"))
+
+
+# server -> (groups of adjacent words its argv holds with trusted_proxy="127.0.0.1", WARP_TRUSTED_PROXY for warp_app.py)
+FORWARDED_CASES = [
+    pytest.param(
+        {"wsgi.py": ""},
+        "mod_wsgi",
+        [
+            ("--trust-proxy-header", "X-Forwarded-For"),
+            ("--trust-proxy-header", "X-Forwarded-Proto"),
+            ("--trust-proxy-header", "X-Forwarded-Host"),
+            ("--trust-proxy", "127.0.0.1"),
+        ],
+        False,
+        id="mod_wsgi",
+    ),
+    pytest.param({"wsgi.py": ""}, "gunicorn", [("--forwarded-allow-ips", "127.0.0.1")], True, id="gunicorn"),
+    pytest.param({"wsgi.py": ""}, "uwsgi", [], True, id="uwsgi"),
+    pytest.param(
+        {"wsgi.py": ""},
+        "waitress",
+        [
+            ("--trusted-proxy=127.0.0.1",),
+            ("--trusted-proxy-headers=x-forwarded-for x-forwarded-proto x-forwarded-host",),
+            ("--clear-untrusted-proxy-headers",),
+        ],
+        False,
+        id="waitress",
+    ),
+    pytest.param({"asgi.py": ASGI}, "uvicorn", [("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")], False, id="uvicorn"),
+    pytest.param({"app.py": ""}, None, [], False, id="own"),
+]
+# Every word any server adds for a trusted proxy: none may appear without one.
+FORWARDED_WORDS = (
+    "--trust-proxy-header",
+    "--trust-proxy",
+    "--forwarded-allow-ips",
+    "--proxy-headers",
+    "--clear-untrusted-proxy-headers",
+)
+
+
+@pytest.mark.parametrize(("files", "server", "groups", "by_warp_app"), FORWARDED_CASES)
+def test_a_trusted_proxy_is_believed_by_each_server_and_only_when_set(
+    tmp_path: Path, files: dict[str, str], server: str | None, groups: list[tuple[str, ...]], by_warp_app: bool
+) -> None:
+    spec = detect_app(write_tree(tmp_path, files), server=server)
+    from warptasks.plan import resolve_server
+
+    name = resolve_server(spec)[0]
+    trusted = start(spec, built(name), trusted_proxy="127.0.0.1")
+    argv = server_argv(trusted.server.argv)
+    for group in groups:
+        assert contains(argv, *group), (group, argv)
+    assert trusted.server.env.get("WARP_TRUSTED_PROXY") == ("127.0.0.1" if by_warp_app else None)
+    if name != "shell":
+        # Every usual word is still there, and the app stays where it was (waitress's options go before it).
+        plain = server_argv(start(spec, built(name)).server.argv)
+        assert set(plain) <= set(argv)
+        if plain[-1] == "warp_app:application":
+            assert argv[-1] == plain[-1]
+    local = server_argv(start(spec, built(name)).server.argv)
+    assert not [w for w in local if w in FORWARDED_WORDS or w.startswith("--trusted-proxy")], local
+    assert "WARP_TRUSTED_PROXY" not in start(spec, built(name)).server.env
+
+
+def test_mod_wsgi_refuses_a_trusted_proxy_apache_would_misread(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": ""}))
+    with pytest.raises(ConfigError, match="mod_wsgi-express cannot serve"):
+        start(spec, built("mod_wsgi"), trusted_proxy="127.0.0.1 evil")

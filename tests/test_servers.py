@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from tests.cases import ASGI, write_tree
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.plan.resources import Resources, worker_capacity
+from warptasks.scripts import source
 from warptasks.servers import SERVERS, Server, names, resolve_server, server
 
 GiB = 1024**3
@@ -99,3 +102,75 @@ def test_paste_apps_get_pastedeploy_where_warp_app_loads_them() -> None:
     assert server("gunicorn").install_packages("paste") == ("gunicorn", "servestatic", "PasteDeploy")
     assert server("mod_wsgi").install_packages("paste") == ("mod_wsgi",)
     assert server("gunicorn").install_packages("wsgi") == ("gunicorn", "servestatic")
+
+
+ECHO_APP = """
+def application(environ, start_response):
+    start_response("200 OK", [])
+    return [environ]
+"""
+SPOOF = {
+    "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.9",
+    "HTTP_X_FORWARDED_PROTO": "https",
+    "HTTP_X_FORWARDED_HOST": "shop.test",
+}
+
+
+def _warp_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: str | None) -> Any:
+    """warp_app.py's application, loading an app that answers with the environ it was given."""
+    (tmp_path / "echo.py").write_text(ECHO_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "echo", raising=False)
+    for name, value in {"WARP_APP_TARGET": "echo:application", "WARP_TRUSTED_PROXY": proxy}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    namespace: dict[str, Any] = {"__name__": "warp_app"}
+    exec(compile(source("warp_app.py"), "warp_app.py", "exec"), namespace)
+    return namespace["application"]
+
+
+def _seen(app: Any, peer: str, **extra: str) -> dict[str, str]:
+    environ = {"REMOTE_ADDR": peer, "wsgi.url_scheme": "http", "HTTP_HOST": "127.0.0.1:8081", **SPOOF, **extra}
+    (seen,) = app(environ, lambda status, headers: None)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("proxy", "peer", "extra", "expected"),
+    [
+        pytest.param("127.0.0.1", "127.0.0.1", {}, ("203.0.113.9", "https", "shop.test", True), id="from-the-proxy"),
+        pytest.param("::1", "0:0::1", {}, ("203.0.113.9", "https", "shop.test", True), id="ipv6-spelt-otherwise"),
+        pytest.param("127.0.0.1", "127.0.0.2", {}, ("127.0.0.2", "http", "127.0.0.1:8081", False), id="another-peer"),
+        # uWSGI took the scheme from any peer's X-Forwarded-Proto: undone for another peer.
+        pytest.param(
+            "127.0.0.1",
+            "127.0.0.2",
+            {"uwsgi.version": "2.0", "wsgi.url_scheme": "https"},
+            ("127.0.0.2", "http", "127.0.0.1:8081", False),
+            id="another-peer-on-uwsgi",
+        ),
+        pytest.param(
+            "127.0.0.1",
+            "127.0.0.1",
+            {"HTTP_X_FORWARDED_FOR": "not an address", "HTTP_X_FORWARDED_PROTO": "gopher"},
+            ("127.0.0.1", "http", "shop.test", True),
+            id="nonsense-from-the-proxy-is-not-used",
+        ),
+        pytest.param(None, "127.0.0.1", {}, ("127.0.0.1", "http", "127.0.0.1:8081", True), id="no-proxy-changes-nothing"),
+    ],
+)
+def test_warp_app_believes_forwarded_headers_from_the_trusted_proxy_only(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy: str | None,
+    peer: str,
+    extra: dict[str, str],
+    expected: tuple[str, str, str, bool],
+) -> None:
+    seen = _seen(_warp_app(tmp_path, monkeypatch, proxy), peer, **extra)
+    address, scheme, host, headers_kept = expected
+    assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"], seen["HTTP_HOST"]) == (address, scheme, host)
+    # From another peer the headers are gone, so nothing downstream (Django's USE_X_FORWARDED_HOST) believes them.
+    assert all((name in seen) == headers_kept for name in SPOOF)

@@ -176,8 +176,16 @@ class Server:
         return ((WARP_APP,) if self.warp_app else ()) + self.support_files
 
 
-def warp_app_env(ctx: StartContext, *, static: bool) -> dict[str, str]:
-    """What warp_app.py reads to load the app (and to serve static files, when ``static``)."""
+# The headers the front proxy sets and a server believes from it (and from no other peer).
+FORWARDED_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+
+
+def warp_app_env(ctx: StartContext, *, static: bool, forwarded: bool = False) -> dict[str, str]:
+    """What warp_app.py reads to load the app (and to serve static files, when ``static``).
+
+    ``forwarded``: the server cannot believe the forwarded headers from the proxy itself, so warp_app.py does it
+    (when there is a trusted proxy).
+    """
     spec = ctx.spec
     paste = spec.kind == "paste"
     env = {
@@ -189,6 +197,8 @@ def warp_app_env(ctx: StartContext, *, static: bool) -> dict[str, str]:
         env.update({"WARP_STATIC_URL": ctx.static_url, "WARP_STATIC_ROOT": ctx.static_root})
     if ctx.reload:
         env["WARP_RELOAD"] = "1"
+    if forwarded and ctx.trusted_proxy:
+        env["WARP_TRUSTED_PROXY"] = ctx.trusted_proxy
     env["PYTHONPATH"] = f"{ctx.env}/warp:{ctx.home}"
     return env
 

@@ -6,7 +6,9 @@ from .base import Command, Server, StartContext, SupportFile, join, warp_app_env
 
 
 def command(ctx: StartContext) -> Command:
-    env = warp_app_env(ctx, static=True)
+    # gunicorn sets wsgi.url_scheme from X-Forwarded-Proto of a trusted peer, but never REMOTE_ADDR or the host:
+    # warp_app.py does those, from the same peer only.
+    env = warp_app_env(ctx, static=True, forwarded=True)
     argv: tuple[str, ...] = (
         f"{ctx.env}/bin/gunicorn",
         "--bind",
@@ -28,6 +30,9 @@ def command(ctx: StartContext) -> Command:
     if app_config:
         # S2I's gunicorn settings file, read by gunicorn_conf.py after warptasks' own.
         env["WARP_GUNICORN_CONFIG"] = join(ctx.home, app_config)
+    if ctx.trusted_proxy:
+        # Without it gunicorn keeps its own default (127.0.0.1 and ::1, or FORWARDED_ALLOW_IPS), as before.
+        argv += ("--forwarded-allow-ips", ctx.trusted_proxy)
     argv += ("--reload",) if ctx.reload else ()
     argv += ("warp_app:application",)
     return Command(argv, "gunicorn (gthread workers), static files by servestatic", env=env)

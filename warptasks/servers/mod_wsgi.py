@@ -7,7 +7,18 @@ import re
 
 from ..errors import ConfigError
 from ..scripts import command as script
-from .base import BuildContext, Check, Command, Server, StartContext, SystemNeeds, join, read_check, worker_account
+from .base import (
+    FORWARDED_HEADERS,
+    BuildContext,
+    Check,
+    Command,
+    Server,
+    StartContext,
+    SystemNeeds,
+    join,
+    read_check,
+    worker_account,
+)
 
 # mod_wsgi-express writes paths unquoted into Apache's config and into a shell
 # script (apachectl); outside this set they break it or are run as shell code.
@@ -160,6 +171,13 @@ def command(ctx: StartContext) -> Command:
     argv += mod_wsgi_env_options(ctx.spec.environment)
     if ctx.reload:
         argv += ("--reload-on-changes",)
+    if ctx.trusted_proxy:
+        # mod_wsgi believes them only from that peer: REMOTE_ADDR from X-Forwarded-For, HTTPS (so wsgi.url_scheme)
+        # from X-Forwarded-Proto, HTTP_HOST from X-Forwarded-Host; from any other peer it drops the headers.
+        require_apache_safe(ctx.trusted_proxy)
+        for header in FORWARDED_HEADERS:
+            argv += ("--trust-proxy-header", header)
+        argv += ("--trust-proxy", ctx.trusted_proxy)
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
     group = ""

@@ -39,7 +39,9 @@ def command(ctx: StartContext) -> Command:
     if ctx.reload:
         argv += ("--py-autoreload", "1")
     # Static files are uWSGI's own job here, so warp_app.py is not told about them.
-    env = warp_app_env(ctx, static=False)
+    # uWSGI has no trusted proxy: warp_app.py believes the forwarded headers from that peer only (uWSGI itself takes
+    # wsgi.url_scheme from any peer's X-Forwarded-Proto, which warp_app.py then undoes for other peers).
+    env = warp_app_env(ctx, static=False, forwarded=True)
     return Command(argv, "uWSGI speaking HTTP, static files by its static map", env=env)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import CapacityRule, Command, Server, StartContext, warp_app_env
+from .base import FORWARDED_HEADERS, CapacityRule, Command, Server, StartContext, warp_app_env
 
 
 def command(ctx: StartContext) -> Command:
@@ -11,8 +11,15 @@ def command(ctx: StartContext) -> Command:
         f"--listen={ctx.bind}",
         f"--threads={ctx.threads}",
         "--connection-limit=1000",
-        "warp_app:application",
     )
+    if ctx.trusted_proxy:
+        # From that peer: REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST; from any other, the headers are removed.
+        argv += (
+            f"--trusted-proxy={ctx.trusted_proxy}",
+            f"--trusted-proxy-headers={' '.join(h.lower() for h in FORWARDED_HEADERS)}",
+            "--clear-untrusted-proxy-headers",
+        )
+    argv += ("warp_app:application",)
     return Command(argv, "waitress, static files by servestatic", env=warp_app_env(ctx, static=True))
 
 
