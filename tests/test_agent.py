@@ -450,20 +450,42 @@ def test_a_server_already_gone_is_not_drained_for(tmp_path: Path) -> None:
     assert time.monotonic() - begin < 3
 
 
-def test_a_stale_proxy_pidfile_never_gets_another_process_stopped(tmp_path: Path, servers: Servers) -> None:
-    root, port = tmp_path / "app", free_port()
+@pytest.mark.parametrize("pid_start", [1, None])
+def test_retiring_the_old_relay_never_stops_a_process_its_stale_pidfile_names(tmp_path: Path, pid_start: int | None) -> None:
+    """An old relay's pidfile whose pid now names another process (the relay died, the pid was reused): left alone,
+    whether the record has the relay's start time (``pid_start``) or is older than that."""
+    root = tmp_path / "app"
     (root / "shared" / "logs").mkdir(parents=True)
     sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         (root / "shared" / "proxy.pid").write_text(str(sleeper.pid))
-        stale = {"listen": "127.0.0.1", "port": port, "digest": "old", "pid_start": 1}
-        (root / "shared" / "proxy.json").write_text(json.dumps(stale))
-        started = ok("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"))
-        servers.pids.append(started["pid"])
-        assert started["proxy"] == "started" and sleeper.poll() is None
+        (root / "shared" / "proxy.json").write_text(json.dumps({"listen": "127.0.0.1", "port": 1, "pid_start": pid_start}))
+        answer = ok("retire_relay", root).data
+        assert answer == {"port": 1, "stopped": False} and sleeper.poll() is None
+        assert json.loads((root / "shared" / "proxy.json").read_text())["retired"]
     finally:
         sleeper.kill()
         sleeper.wait(timeout=10)
+
+
+def test_retiring_the_old_relay_stops_it(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "shared" / "logs").mkdir(parents=True)
+    script = root / "shared" / "warp-proxy.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    relay = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    try:
+        (root / "shared" / "proxy.pid").write_text(str(relay.pid))
+        (root / "shared" / "proxy.json").write_text(json.dumps({"listen": "127.0.0.1", "port": 8080, "pid_start": None}))
+        assert ok("retire_relay", root).data == {"port": 8080, "stopped": True}
+        assert relay.wait(timeout=5) is not None
+        assert ok("info", root).data["relay"] is None
+        # The front meant to take over failed: the relay comes back.
+        restored = ok("restore_relay", root).data
+        assert ok("info", root).data["relay"] == 8080
+        os.killpg(restored["pid"], signal.SIGTERM)
+    finally:
+        relay.kill()
 
 
 # -- a port held by a dead deploy's server ------------------------------------------
@@ -627,19 +649,6 @@ def test_a_listener_in_the_units_cgroup_or_the_servers_group_is_the_servers(monk
     assert agent_module._intruders(port, server.pid) is None  # nobody listens
 
 
-@pytest.mark.integration
-def test_the_front_proxy_never_counts_another_accounts_listener_as_its_own(tmp_path: Path, servers: Servers) -> None:
-    root, port = tmp_path / "app", free_port()
-    (root / "shared" / "logs").mkdir(parents=True)
-    squatter = Squatter(port)
-    try:
-        refused = agent("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"))
-        assert refused.code != 0 and squatter.held in refused.data["error"], refused
-    finally:
-        squatter.close()
-        servers.pids.append(int((root / "shared" / "proxy.pid").read_text()))
-
-
 def test_under_systemd_the_unit_of_the_live_releases_port_is_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -742,19 +751,6 @@ def test_prune_removes_the_logs_of_the_releases_it_removes(tmp_path: Path) -> No
     answer = ok("prune", root, keep=1)
     assert answer["removed"] == ["r2", "r1"] and len(answer["logs_removed"]) == 4
     assert sorted(p.name for p in logs.iterdir()) == ["proxy.log", "r3.log", "r3.log.1"]
-
-
-def test_the_front_proxy_logs_through_the_capped_writer_too(tmp_path: Path, servers: Servers) -> None:
-    root, port = tmp_path / "app", free_port()
-    (root / "shared" / "logs").mkdir(parents=True)
-    started = ok("proxy", root, listen="127.0.0.1", port=port, source=source("proxy.py"), log_max_bytes=4096)
-    servers.pids.append(started["pid"])
-    proxy = json.loads((root / "shared" / "proxy.json").read_text())
-    assert proxy["port"] == port and not port_free(port)
-    writers = [p for p in _processes_named("warp-agent.py") if str(root) in _cmdline(p)]
-    assert len(writers) == 1 and "proxy.log" in _cmdline(writers[0])
-    os.killpg(started["pid"], signal.SIGTERM)
-    wait_for(lambda: not _running(writers[0]), timeout=5, what="the proxy's log writer ending with it")
 
 
 def _cmdline(pid: int) -> str:

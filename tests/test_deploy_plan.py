@@ -29,8 +29,6 @@ from warptasks.remote.upload import release_id, rsync_step, source_files, ssh_co
 from warptasks.remote.wheels import download_steps, offline_install_env, wheel_requirements
 from warptasks.scripts import agent as deploy_agent
 from warptasks.scripts import envfile, source
-from warptasks.scripts.proxy import _cache
-from warptasks.scripts.proxy import backend_port as proxy_backend_port
 from warptasks.servers import SERVERS, server
 from warptasks.settings import DeploySettings
 
@@ -75,8 +73,8 @@ def test_connections_refuse_unknown_host_keys_unless_asked(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("current, expected", [(None, 8081), (8081, 8082), (8082, 8081), (9999, 8081)])
-def test_backend_ports_alternate_beside_the_public_one(current: int | None, expected: int) -> None:
-    assert backend_port(8080, current) == expected
+def test_backend_ports_alternate_between_a_pair(current: int | None, expected: int) -> None:
+    assert backend_port(8081, current) == expected
 
 
 def test_a_host_step_gets_its_environment_from_files_never_from_its_command_line() -> None:
@@ -287,8 +285,36 @@ def test_switch_is_a_symlink_replaced_atomically_and_retires_the_old(tmp_path: P
     assert _agent("switch", capsys, root=str(tmp_path), release="r2")["previous"] == "r1"
     assert os.readlink(tmp_path / "current") == "releases/r2"
     assert json.loads((tmp_path / "releases" / "r1" / ".warp" / "deploy.json").read_text())["status"] == "retired"
-    _cache.update(release=None, port=None)
-    assert proxy_backend_port(str(tmp_path)) == 8081
+
+
+def test_switch_publishes_the_live_backend_to_the_front_and_lock_puts_it_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _release(tmp_path, "r1", "healthy")
+    _release(tmp_path, "r2", "healthy")
+    _agent("mark", capsys, root=str(tmp_path), release="r2", values={"port": 8082})
+    upstream = tmp_path / "shared" / "upstream"
+    assert _agent("switch", capsys, root=str(tmp_path), release="r1", upstream=str(upstream))["backend"] == "127.0.0.1:8081"
+    assert upstream.read_text() == "127.0.0.1:8081"
+    # Recorded: a later switch (a rollback) names no file and still moves the front.
+    assert _agent("switch", capsys, root=str(tmp_path), release="r2")["backend"] == "127.0.0.1:8082"
+    assert upstream.read_text() == "127.0.0.1:8082"
+    # A deploy that died between the two writes of a switch: the next lock puts the front back on current's server.
+    upstream.write_text("127.0.0.1:8081")
+    answer = _agent("lock", capsys, root=str(tmp_path), owner="o", token="t")
+    assert answer["resynced"] == "127.0.0.1:8081" and upstream.read_text() == "127.0.0.1:8082"
+
+
+@pytest.mark.parametrize(
+    "upstream", ["/etc/passwd", "/var/lib/warp-front/upstreams/../x", "/tmp/upstreams/other", "relative/upstreams/warp-a"]
+)
+def test_switch_refuses_an_upstream_file_that_is_not_a_fronts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: str
+) -> None:
+    _release(tmp_path, "r1", "healthy")
+    with pytest.raises(SystemExit):
+        _agent("switch", capsys, root=str(tmp_path), release="r1", upstream=upstream)
+    assert not (tmp_path / "current").exists()
 
 
 def test_prune_keeps_the_newest_good_releases_and_their_environments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

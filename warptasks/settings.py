@@ -24,7 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, TypeVar
 
 from .errors import ConfigError
-from .remote.hosts import HostTarget, parse_hosts
+from .remote.hosts import HostTarget, parse_hosts, parse_names
 from .servers import choices_help
 
 Check = Callable[[str, Any], Any]
@@ -94,6 +94,28 @@ def _upload(key: str, value: Any) -> str:
     return str(value)
 
 
+def _proxy(key: str, value: Any) -> str:
+    if value not in ("caddy", "none"):
+        raise ConfigError(
+            f"unknown proxy {value!r}", "use caddy (warptasks runs the front), or none (you point your own at the backend)"
+        )
+    return str(value)
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    return parse_names(value)
+
+
+def _prefix(key: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    return "/" + str(value).strip("/")
+
+
+def _optional_port(key: str, value: Any) -> int | None:
+    return None if value in (None, "") else _port(key, value)
+
+
 def _deploy_path(key: str, value: Any) -> str:
     if not str(value).startswith("/"):
         raise ConfigError(f"deploy path {value!r} is not absolute", "set an absolute path, e.g. --path /srv/myapp")
@@ -148,8 +170,22 @@ class DeploySettings:
 
     hosts: tuple[HostTarget, ...] = setting((), "host, user@host:port, or {host:, port:, listen:}; a list", _hosts)
     path: str = setting("/srv/app", "the deploy folder on the hosts", _deploy_path)
-    port: int = setting(8080, "the public port, held by the front proxy", _port)
-    listen: str = setting("0.0.0.0", "the front proxy's address", _text)
+    port: int = setting(8080, "the public port of a site without HTTPS (with --domain and TLS: 443)", _port)
+    listen: str = setting("", "the address the front listens on (default: every address of the host)", _text)
+    proxy: str = setting("caddy", "caddy (one front per host, run by warptasks) or none (your own proxy)", _proxy)
+    domains: tuple[str, ...] = setting((), "host names the app answers to (HTTPS for them over ACME); a list", _names)
+    tls: bool = setting(True, "HTTPS for the domains (off: plain HTTP on the public port, routed by host name)", _flag)
+    acme_ca: str | None = setting(None, "the ACME directory URL (default: Let's Encrypt)", _text)
+    acme_email: str | None = setting(None, "the e-mail address given to the ACME CA (expiry notices)", _text)
+    tls_cert: str | None = setting(None, "a local certificate file (PEM, with its chain) for the domains, instead of ACME", _text)
+    tls_key: str | None = setting(None, "the local private key file of --tls-cert", _text)
+    path_prefix: str | None = setting(None, "serve the app under this path only (e.g. /shop), passed on as is", _prefix)
+    http_port: int = setting(80, "the front's HTTP port on the host, for redirects and ACME challenges (host-wide)", _port)
+    https_port: int = setting(443, "the front's HTTPS port on the host (host-wide)", _port)
+    backend_port: int | None = setting(
+        None, "the first of the two loopback ports the app's servers alternate on (default: port + 1); one pair per app",
+        _optional_port,
+    )
     health: str | None = setting(
         None,
         "the path checked on the new server before the switch: it must answer 2xx or 3xx (default: / may answer "

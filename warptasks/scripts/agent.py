@@ -10,7 +10,13 @@ with a message on stderr.
 Layout under ``root``: ``releases/<id>/`` (one per deploy, with its own
 ``.warp/`` environment link, ``deploy.json`` record and ``server.pid``),
 ``shared/`` (``environment`` mode 0600, ``envs/``, ``wheels/``, ``logs/``,
-the front proxy) and ``current`` -> the live release.
+``front.json``: where the live backend is published) and ``current`` -> the
+live release.
+
+The front (Caddy, run by the front script, or the user's own proxy) reads the
+live backend, ``127.0.0.1:PORT``, from one file per app: ``switch`` rewrites
+it atomically with ``current``, and ``lock`` puts it back to ``current``'s
+server when a deploy that died half-way through a switch left it elsewhere.
 
 The deploy lock is ``.warp-deploy.lock/owner.json`` (0600, in a 0700
 folder): a lease its holder renews (``renew``) while it works, taken over
@@ -26,12 +32,14 @@ have to be installed on every host, or reassembled on the way.
 """
 
 import hashlib
+import http.client
 import json
 import os
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -51,11 +59,12 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
 NO_SYSTEMD = "started with --no-systemd"
+FRONT_HOME = "/var/lib/warp-front"  # root's front (Caddy); another account's is ~/.local/share/warp-front
 
 
 def _write(path, text, mode=0o644):
     tmp = "{}.tmp{}".format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.chmod(tmp, mode)
@@ -611,6 +620,7 @@ def lock(req):
             _fail(_describe(holder, now), 3, holder=_quiet(holder))
         time.sleep(0.2)
     answer = {"locked": True, "lease": record["lease"], "expires": record["expires"], "took_over": took_over, "broke": broke}
+    answer["resynced"] = _resync_upstream(root)
     answer["info"] = _info(req)
     print(json.dumps(answer))
 
@@ -684,7 +694,7 @@ def unlock(req):
 
 # -- capped logs -----------------------------------------------------------------
 #
-# A server's output (and the front proxy's) goes through a pipe to this same
+# A server's output goes through a pipe to this same
 # agent, run as ``python3 shared/warp-agent.py '{"action": "logpipe", ...}'``
 # (the agent writes its own source there), which appends it to
 # ``shared/logs/<release>.log`` and rotates that file at ``log_max_bytes``,
@@ -890,6 +900,9 @@ def _info(req):
         "python": "{}.{}".format(*sys.version_info[:2]),
         "wheels": sorted(os.listdir(wheels)) if os.path.isdir(wheels) else [],
         "hostname": socket.gethostname(),
+        "euid": os.geteuid(),
+        "front_home": FRONT_HOME if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".local", "share", "warp-front"),
+        "relay": _relay_running(root),
     }
 
 
@@ -979,7 +992,7 @@ def _bad_path(text):
 
 
 def _unit_name(root, prefix):
-    """The template unit of ``prefix`` ("server", "proxy") for the deploy at ``root``.
+    """The template unit of ``prefix`` ("server") for the deploy at ``root``.
 
     ``warp-<readable path>-<hash>-<prefix>@.service``: the readable part keeps
     letters and digits (everything else becomes "-"), the hash of the whole
@@ -1296,6 +1309,26 @@ def _get(url, host_header, timeout):
         return error.code
 
 
+def _get_public(public, path, timeout):
+    """The HTTP status the front answers for the app on this host: ``public`` has ``scheme``, ``port``, ``host``.
+
+    Over HTTPS the certificate is checked for the host name (sent as SNI, as a browser does): an error here says the
+    certificate is not there yet or not trusted.
+    """
+    port, host = int(public["port"]), public.get("host")
+    if public.get("scheme") != "https":
+        return _get("http://127.0.0.1:{}{}".format(port, path), host, timeout)
+    context = ssl.create_default_context()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    try:
+        connection.sock = context.wrap_socket(raw, server_hostname=host)
+        connection.request("GET", path, headers={"Host": host} if host else {})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 HEALTH_KEYS = ("path", "host_header", "timeout", "accept")
 # What a check accepts: a path given on purpose must answer 2xx or 3xx; the default check of "/" only proves the
 # app loaded and answers (a fresh Django project with DEBUG off answers 404 there).
@@ -1424,12 +1457,15 @@ def _definite(url, status, streak, accept):
 
 
 def switch(req):
-    """Point ``current`` at the release: a new symlink renamed over the old one, atomic.
+    """Point the front and ``current`` at the release: its backend file rewritten, then ``current``; both atomic.
 
     Request keys: ``release``, ``retire`` (the status given to the release
-    that was live, default "retired"), ``token`` (optional: the lock holder's
-    token; the switch happens only if it still holds the lock, checked and
-    done under the lock's guard so no other deploy takes it in between).
+    that was live, default "retired"), ``upstream`` (optional: the file the
+    front reads the live backend from; recorded in ``shared/front.json`` and
+    used by later switches that name none), ``token`` (optional: the lock
+    holder's token; the switch happens only if it still holds the lock,
+    checked and done under the lock's guard so no other deploy takes it in
+    between). Switching to the live release again only rewrites the file.
     """
     root = req["root"]
     if req.get("token"):
@@ -1445,6 +1481,9 @@ def _switch(req):
     target = os.path.join(root, "releases", release)
     if not os.path.isdir(target):
         _fail(f"release {release} does not exist")
+    if req.get("upstream") is not None:
+        _front_record(root, req["upstream"])
+    backend = _publish(root, release)
     link = os.path.join(root, "current")
     previous = _current(root)
     tmp = link + ".new"
@@ -1452,10 +1491,77 @@ def _switch(req):
         os.unlink(tmp)
     os.symlink(os.path.join("releases", release), tmp)
     os.replace(tmp, link)
-    _update(root, release, status="live", live_since=time.time())
+    if previous != release:
+        _update(root, release, status="live", live_since=time.time())
     if previous and previous != release and not _missing(root, previous):
         _update(root, previous, status="retired" if req.get("retire", "retired") == "retired" else req["retire"])
-    print(json.dumps({"current": release, "previous": previous}))
+    print(json.dumps({"current": release, "previous": previous, "backend": backend}))
+
+
+# -- the front's backend file -------------------------------------------------------------
+
+
+def _upstream_ok(root, path):
+    """Why ``path`` cannot be the file a front reads this app's backend from, or None.
+
+    Either the deploy's own ``shared/upstream`` (``--proxy none``), or an app's file in a front's ``upstreams/``
+    (the front script makes it; its name is the app id).
+    """
+    if path == os.path.join(root, "shared", "upstream"):
+        return None
+    folder, name = os.path.split(path) if isinstance(path, str) else ("", "")
+    if _bad_path(path) or os.path.basename(folder) != "upstreams" or not name.startswith("warp-"):
+        return "is neither shared/upstream nor a front's upstreams/warp-* file"
+    if not all(c in ALNUM or c == "-" for c in name):
+        return "is not an app id"
+    return None
+
+
+def _front_record(root, upstream):
+    why = _upstream_ok(root, upstream)
+    if why:
+        _fail("upstream file {!r} {}".format(upstream, why))
+    path = os.path.join(root, "shared", "front.json")
+    if (_json(path) or {}).get("upstream") != upstream:
+        _write(path, json.dumps({"upstream": upstream}))
+
+
+def _publish(root, release):
+    """Write the release's backend, ``127.0.0.1:PORT``, to the recorded upstream file (a new file renamed over the
+    old: the front reads the one or the other, never half); the backend, or None without a file or a port."""
+    upstream = (_json(os.path.join(root, "shared", "front.json")) or {}).get("upstream")
+    port = _record(root, release).get("port")
+    if not upstream or not port or _upstream_ok(root, upstream):
+        return None
+    backend = "127.0.0.1:{}".format(int(port))
+    if not os.path.isdir(os.path.dirname(upstream)):
+        return None  # the front was removed: nothing reads the file any more
+    _write(upstream, backend)
+    return backend
+
+
+def resync(req):
+    """Put the front's backend file back on ``current``'s server (after a deploy failed around its switch)."""
+    print(json.dumps({"current": _current(req["root"]), "resynced": _resync_upstream(req["root"])}))
+
+
+def _resync_upstream(root):
+    """Put the front back on ``current``'s server if a deploy that died mid-switch left it on another; what it
+    pointed at, or None when it was right."""
+    current = _current(root)
+    upstream = (_json(os.path.join(root, "shared", "front.json")) or {}).get("upstream")
+    if not current or not upstream or _missing(root, current):
+        return None
+    try:
+        with open(upstream, encoding="utf-8") as handle:
+            named = handle.read().strip()
+    except OSError:
+        named = None
+    port = _record(root, current).get("port")
+    if not port or named == "127.0.0.1:{}".format(int(port)):
+        return None
+    _publish(root, current)
+    return named or "nothing"
 
 
 def _signal_group(pid, sig):
@@ -1516,7 +1622,7 @@ def stop(req):
     """Stop the release's server: its stop signal to its process group, then SIGTERM, then SIGKILL.
 
     Request keys: ``release``; ``drain`` (seconds the server keeps running
-    first, for connections the front proxy sent before the switch);
+    first, for connections the front sent before the switch);
     ``stop_signal`` and ``stop_timeout`` (override what ``start`` recorded:
     the signal that stops the server gracefully and the seconds it gets to
     finish its requests; ``timeout`` is an older name of ``stop_timeout``);
@@ -1623,12 +1729,15 @@ def prune(req):
 
 
 def status(req):
-    """The host's releases, the proxy, and the answer of the public port.
+    """The host's releases, the front, and what the public port answers.
 
-    Request keys: ``path``, ``host_header`` (the public check). Answer:
+    Request keys: ``path``, ``public`` (``scheme``, ``port``, ``host``: where
+    the front serves the app on this host; none: no public check). Answer:
     ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
     ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
-    ``stop_timeout``), ``proxy``, ``health``, ``hostname``, ``supervised``
+    ``stop_timeout``), ``front`` (``upstream``: the file the front reads,
+    ``backend``: what it names, ``relay``: the old relay's port while one
+    still runs), ``health`` (the public answer), ``hostname``, ``supervised``
     (whether the live release's server is a systemd unit; null without a
     live release) and ``supervision`` (by which manager, or why by none).
     """
@@ -1650,92 +1759,90 @@ def status(req):
                 "stop_timeout": record.get("stop_timeout"),
             }
         )
-    proxy = _json(os.path.join(root, "shared", "proxy.json")) or {}
-    proxy["running"] = _alive(_proxy_pid(os.path.join(root, "shared"), proxy))
-    answer = None
-    if current and proxy.get("port"):
+    upstream = (_json(os.path.join(root, "shared", "front.json")) or {}).get("upstream")
+    backend = None
+    if upstream:
         try:
-            answer = _get("http://127.0.0.1:{}{}".format(proxy["port"], req.get("path", "/")), req.get("host_header"), 5)
+            with open(upstream, encoding="utf-8") as handle:
+                backend = handle.read().strip()
+        except OSError:
+            backend = None
+    front = {"upstream": upstream, "backend": backend, "relay": _relay_running(root)}
+    public = req.get("public")
+    answer = None
+    if current and public:
+        try:
+            answer = _get_public(public, req.get("path", "/"), 5)
         except (OSError, ValueError) as error:
             answer = str(getattr(error, "reason", error))
     live = _record(root, current) if current else None
-    state = {"current": current, "releases": releases, "proxy": proxy, "health": answer, "hostname": socket.gethostname()}
+    state = {"current": current, "releases": releases, "front": front, "health": answer, "hostname": socket.gethostname()}
     state.update(supervised=None if live is None else bool(live.get("unit")), supervision=live and _supervision(live))
     print(json.dumps(state))
 
 
-def _proxy_pid(shared, record):
-    """The front proxy's pid; 0 when the pidfile's pid now names another process (see :func:`_server_pid`)."""
+def _relay_pid(shared, record):
+    """The old relay's pid (deploys before the Caddy front); 0 when the pidfile's pid now names another process."""
     if record.get("unit"):
         return _unit_pid(record["unit"])
     pid = _pid(os.path.join(shared, "proxy.pid"))
     if pid and record.get("pid_start") is not None and _starttime(pid) != record["pid_start"]:
         return 0
+    if pid and record.get("pid_start") is None and "warp-proxy.py" not in _cmdline(pid):
+        return 0  # a record without pid_start: the pid must at least still be the relay's
     return pid
 
 
-def proxy(req):
-    """Make sure the front proxy listens on the public port, (re)starting it if its code or address changed.
-
-    Request keys: ``listen``, ``port``, ``source`` (the proxy's code),
-    ``systemd``, ``log_max_bytes`` and ``log_keep`` (its log's cap, as for
-    ``start``).
-    """
-    root = req["root"]
+def _relay_running(root):
+    """The old relay's port while it runs, else None."""
     shared = os.path.join(root, "shared")
-    script = os.path.join(shared, "warp-proxy.py")
-    digest = hashlib.sha256(req["source"].encode()).hexdigest()
+    record = _json(os.path.join(shared, "proxy.json"))
+    if not record or record.get("retired"):
+        return None
+    return record.get("port") if _alive(_relay_pid(shared, record)) else None
+
+
+def retire_relay(req):
+    """Stop the relay earlier versions ran as the public port's front: the front that replaces it (Caddy) takes the
+    port over right after. Its files stay, marked retired, for :func:`restore_relay` should that fail.
+    Answer: ``port`` (the one it held, or null), ``stopped``.
+    """
+    _require(req)
+    shared = os.path.join(req["root"], "shared")
     record = _json(os.path.join(shared, "proxy.json")) or {}
-    pid = _proxy_pid(shared, record)
-    wanted = {"listen": req["listen"], "port": int(req["port"]), "digest": digest}
-    manager = _supervisor(req)[0]
-    # A proxy started as a process before lingering was enabled becomes a unit too.
-    adopt = manager == "user" and not record.get("unit")
-    if _alive(pid) and not adopt and all(record.get(k) == v for k, v in wanted.items()):
-        _proxy_holds(wanted["port"], pid, record.get("unit"))
-        print(json.dumps({"proxy": "running", "pid": pid}))
-        return
+    pid = _relay_pid(shared, record)
+    stopped = False
     if record.get("unit"):
         subprocess.run(_systemctl_argv("disable", "--quiet", "--now", record["unit"]), capture_output=True)
+        stopped = True
     elif _alive(pid):
-        _stop_group(pid, signal.SIGTERM, 10)
-    _write(script, req["source"])
-    log = os.path.join(shared, "logs", "proxy.log")
-    argv = [sys.executable, script, req["listen"], str(wanted["port"]), root]
-    proc = None
-    writer = _log_writer(root, log, req)
-    if manager:
-        command = " ".join(shlex.quote(a) for a in argv)
-        wanted["unit"], pid = _unit_start(root, "proxy", wanted["port"], "exec " + command, log, "front proxy", None, writer)
-    else:
-        proc, _ = _spawn(argv, log, writer)
-        pid = proc.pid
-    _write(os.path.join(shared, "proxy.pid"), str(pid))
-    _write(os.path.join(shared, "proxy.json"), json.dumps(dict(wanted, pid_start=None if proc is None else _starttime(pid))))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        _proxy_holds(wanted["port"], pid, wanted.get("unit"))
-        if (proc.poll() is not None) if proc else not _alive(_proxy_pid(shared, wanted)):
-            _fail(f"the front proxy exited: {_tail(log, 5)}")
-        if not _free(wanted["port"]) or req["listen"] not in ("127.0.0.1", "0.0.0.0", "localhost"):
-            print(json.dumps({"proxy": "started", "pid": pid, "unit": wanted.get("unit")}))
-            return
-        time.sleep(0.1)
-    _fail("the front proxy did not listen on port {}: {}".format(wanted["port"], _tail(log, 5)))
+        # Bytes in flight are relayed until the sockets close; new connections are the new front's.
+        stopped = _stop_group(pid, signal.SIGTERM, 10)[0] != "still running"
+    if record:
+        _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=time.time(), unit=None)))
+    print(json.dumps({"port": record.get("port"), "stopped": stopped}))
 
 
-def _proxy_holds(port, pid, unit):
-    """Fail, naming the holder, when a process other than the front proxy ``pid`` listens on the public port."""
-    intruders = _intruders(port, pid, unit)
-    if intruders:
-        _fail(
-            f"{_held_by(port, intruders)}, not by the front proxy (pid {pid}): the public port must be the proxy's; "
-            "stop what holds it"
-        )
+def restore_relay(req):
+    """Start the retired relay again, as a process, when the front meant to replace it could not take the port."""
+    _require(req)
+    root = req["root"]
+    shared = os.path.join(root, "shared")
+    record = _json(os.path.join(shared, "proxy.json")) or {}
+    script = os.path.join(shared, "warp-proxy.py")
+    if not record.get("retired") or not os.path.isfile(script):
+        _fail("no retired relay to restore")
+    argv = [sys.executable, script, record["listen"], str(int(record["port"])), root]
+    proc, _ = _spawn(argv, os.path.join(shared, "logs", "proxy.log"), None)
+    _write(os.path.join(shared, "proxy.pid"), str(proc.pid))
+    _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=None, pid_start=_starttime(proc.pid))))
+    print(json.dumps({"port": record["port"], "pid": proc.pid}))
 
 
 ACTIONS = {
-    f.__name__: f for f in (lock, renew, check, unlock, info, start, health, switch, stop, mark, prune, status, proxy, logpipe)
+    f.__name__: f
+    for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status)
+    + (retire_relay, restore_relay, logpipe)
 }
 
 

@@ -24,8 +24,17 @@ from .report import reported
 HELP = {
     "host": "a host to deploy to: name (from ~/.ssh/config too), user@host or user@host:port; repeatable",
     "path": "the deploy folder on the hosts (default /srv/app)",
-    "port": "the public port the app is served on (the front proxy's; default 8080)",
-    "listen": "the address the public port listens on (default 0.0.0.0)",
+    "port": "the public port of the app without HTTPS (default 8080); its servers use the next two",
+    "listen": "the address the front listens on (default: all of the host's)",
+    "proxy": "caddy (default: one Caddy per host, run by warptasks) or none (your own proxy reads shared/upstream)",
+    "domain": "a host name of the app, served over HTTPS with a certificate from ACME (repeatable)",
+    "no-tls": "serve the --domain names over plain HTTP on --port",
+    "acme-ca": "the ACME directory URL (default: Let's Encrypt)",
+    "acme-email": "the e-mail address given to the ACME CA",
+    "tls-cert": "a local certificate file (PEM, with its chain) for the domains, instead of ACME",
+    "tls-key": "the local private key file of --tls-cert",
+    "path-prefix": "serve the app under this path only (e.g. /shop), passed on as is",
+    "backend-port": "the first of the two loopback ports the app's servers alternate on (default: --port + 1)",
     "project": "the project folder to ship (default: the current folder)",
     "server": "auto, mod_wsgi, gunicorn, uwsgi, waitress or uvicorn",
     "wheels": "build the dependencies as wheels here and ship them: the hosts need no package index",
@@ -55,13 +64,22 @@ def _settings(c: Any, host: list[str] | None, **given: Any) -> tuple[list[HostTa
     return list(settings.hosts), settings
 
 
-@task(iterable=["host"], auto_shortflags=False, help=HELP)
+@task(iterable=["host", "domain"], auto_shortflags=False, help=HELP)
 def deploy(
     c,
     host=None,
     path=None,
     port=None,
     listen=None,
+    proxy=None,
+    domain=None,
+    no_tls=False,
+    acme_ca=None,
+    acme_email=None,
+    tls_cert=None,
+    tls_key=None,
+    path_prefix=None,
+    backend_port=None,
     project=None,
     server=None,
     wheels=False,
@@ -91,6 +109,15 @@ def deploy(
             **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python),
             port=_num(port),
             listen=listen,
+            proxy=proxy,
+            domains=domain,
+            tls=False if no_tls else None,
+            acme_ca=acme_ca,
+            acme_email=acme_email,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            path_prefix=path_prefix,
+            backend_port=_num(backend_port),
             server=server,
             wheels=_flag(wheels),
             keep=_num(keep),
@@ -216,17 +243,24 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     if "error" in state:
         return f"{label}: ERROR {state['error']}"
     live = next((r for r in state["releases"] if r["id"] == state["current"]), None)
-    proxy = state.get("proxy") or {}
+    front = state.get("front") or {}
+    caddy = state.get("caddy")
     lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
     if live:
         lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
         if state.get("supervised") is False:
             # Nothing restarts it if it dies, nor starts it at boot.
             lines.append(f"  not supervised ({state.get('supervision')})")
-    lines.append(
-        f"  public {proxy.get('listen')}:{proxy.get('port')} ({'running' if proxy.get('running') else 'NOT RUNNING'}),"
-        f" health: {state.get('health')}"
-    )
+    if caddy is not None:
+        site = next(iter((caddy.get("apps") or {}).values()), None)
+        where = ", ".join(site.get("hosts") or []) + f" {site.get('listen')}" if site else "no site"
+        running = "running" if caddy.get("running") else "NOT RUNNING"
+        lines.append(f"  front: Caddy {caddy.get('installed')} {running}; {where} -> {front.get('backend')}")
+    elif front.get("upstream"):
+        lines.append(f"  front: your own, reading {front['upstream']} ({front.get('backend')})")
+    if front.get("relay"):
+        lines.append(f"  the old relay still holds port {front['relay']} (the next deploy replaces it)")
+    lines.append(f"  health: {state.get('health')}")
     for r in state["releases"]:
         lines.append(f"  {'*' if r['id'] == state['current'] else ' '} {r['id']} {r['status']}")
     return "\n".join(lines)
