@@ -348,7 +348,7 @@ class HostDeploy:
             self._retire_relay()
         previous = self.info.get("current")
         # With the token, the agent switches only while this deploy still holds the lock.
-        answer = self.agent("switch", release=self.release, token=self.token, upstream=self.upstream)
+        answer = self.agent("switch", release=self.release, token=self.token, upstream=self.upstream, public=self.public())
         self.switched = True
         self.previous = previous if previous and previous != self.release else ""
         self.say(f"current -> {self.release}" + ("" if self.proxied else f"; your front must send to {answer.get('backend')}"))

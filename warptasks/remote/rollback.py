@@ -24,7 +24,7 @@ def status(targets: list[HostTarget], settings: DeploySettings, *, config: Any =
 
     def one(h: HostDeploy) -> None:
         h.connect(config)
-        state = h.agent("status", path=settings.health or "/", public=h.public())
+        state = h.agent("status", path=settings.health or "/")
         if h.proxied:
             try:
                 state["caddy"] = h.session.front(status_request(app=app_id(settings.path)))

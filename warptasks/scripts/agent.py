@@ -1482,7 +1482,7 @@ def _switch(req):
     if not os.path.isdir(target):
         _fail(f"release {release} does not exist")
     if req.get("upstream") is not None:
-        _front_record(root, req["upstream"])
+        _front_record(root, req["upstream"], req.get("public"))
     backend = _publish(root, release)
     link = os.path.join(root, "current")
     previous = _current(root)
@@ -1517,13 +1517,15 @@ def _upstream_ok(root, path):
     return None
 
 
-def _front_record(root, upstream):
+def _front_record(root, upstream, public):
+    """Remember the front's upstream file, and where the front serves the app (for ``status``)."""
     why = _upstream_ok(root, upstream)
     if why:
         _fail("upstream file {!r} {}".format(upstream, why))
     path = os.path.join(root, "shared", "front.json")
-    if (_json(path) or {}).get("upstream") != upstream:
-        _write(path, json.dumps({"upstream": upstream}))
+    record = {"upstream": upstream, "public": public}
+    if _json(path) != record:
+        _write(path, json.dumps(record))
 
 
 def _publish(root, release):
@@ -1732,7 +1734,8 @@ def status(req):
     """The host's releases, the front, and what the public port answers.
 
     Request keys: ``path``, ``public`` (``scheme``, ``port``, ``host``: where
-    the front serves the app on this host; none: no public check). Answer:
+    the front serves the app on this host; by default where the last switch
+    said; none: no public check). Answer:
     ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
     ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
     ``stop_timeout``), ``front`` (``upstream``: the file the front reads,
@@ -1759,7 +1762,8 @@ def status(req):
                 "stop_timeout": record.get("stop_timeout"),
             }
         )
-    upstream = (_json(os.path.join(root, "shared", "front.json")) or {}).get("upstream")
+    recorded = _json(os.path.join(root, "shared", "front.json")) or {}
+    upstream = recorded.get("upstream")
     backend = None
     if upstream:
         try:
@@ -1768,7 +1772,7 @@ def status(req):
         except OSError:
             backend = None
     front = {"upstream": upstream, "backend": backend, "relay": _relay_running(root)}
-    public = req.get("public")
+    public = req.get("public") or recorded.get("public")
     answer = None
     if current and public:
         try:
