@@ -598,6 +598,14 @@ def _start_unit(req, home, caddy):
     return name
 
 
+def _unit_pid(home):
+    """The main pid of the front's unit (systemd's word, whatever the pidfile says); 0 without one."""
+    if not os.path.exists(os.path.join(UNIT_DIR, _unit(home))):
+        return 0
+    text = _systemctl("show", "--property=MainPID", "--value", _unit(home))
+    return int(text) if text.isdigit() else 0
+
+
 def _starttime(pid):
     """When ``pid`` started (clock ticks since boot): with the pid, it names one process, never a reused pid."""
     text = _read("/proc/{}/stat".format(pid)) or ""
@@ -737,7 +745,7 @@ def ensure(req):
             _reachable(caddy, account, "Caddy's program", need=0o5)
         _write(os.path.join(home, "base.json"), json.dumps(req["config"], indent=1, sort_keys=True))
         unit, running, systemd = None, _answers(home), _systemd(req)
-        pid = _pid(home) if running else 0
+        pid = (_unit_pid(home) if systemd else 0) or _pid(home) if running else 0
         moved = bool(account and pid and _uid(pid) != account[1])  # run as root by a front of an older version
         restart = running and (installed or moved)  # the one moment connections are dropped
         if restart:
@@ -749,7 +757,7 @@ def ensure(req):
         if systemd:
             unit = _start_unit(req, home, caddy)
             _wait_ready(home, None)
-            _remember(home, int(_systemctl("show", "--property=MainPID", "--value", unit) or 0))
+            _remember(home, _unit_pid(home))
         elif restart or not running:
             proc = _spawn(home, caddy, account)
             _wait_ready(home, proc)
