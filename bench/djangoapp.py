@@ -1,5 +1,7 @@
 """The app every side builds and serves: a real `django-admin startproject`
-plus one view rendering a template, and a CSS file for collectstatic."""
+plus one view rendering a template, and a CSS file for collectstatic. The
+admin's URLs stay routed (as startproject makes them): its login page is a
+real page of a real app (the front section loads it; a GET needs no database)."""
 
 from __future__ import annotations
 
@@ -37,11 +39,12 @@ INSTALLED_APPS += ["bench"]
 STATIC_ROOT = str(BASE_DIR / "staticfiles")
 '''
 
-URLS = '''from django.urls import path
+URLS = '''from django.contrib import admin
+from django.urls import path
 
 from bench.views import home
 
-urlpatterns = [path("", home)]
+urlpatterns = [path("", home), path("admin/", admin.site.urls)]
 '''
 
 PROJECT = "mysite"
