@@ -1,13 +1,17 @@
 """Load on loopback: wrk with a Lua hook counting non-2xx answers, first-200
-polling, and slow clients that never finish their request headers."""
+polling, slow clients that never finish their request headers, and idle
+connections held open."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import resource
 import socket
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .proc import BenchError, run
@@ -147,3 +151,61 @@ def _still_open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def raise_open_files(want: int) -> int:
+    """The soft open-files limit raised to ``want`` (at most the hard limit): the connections held here are files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+@contextmanager
+def holding_slow(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections that each sent half a request header and then nothing, held until the block ends."""
+    raise_open_files(count + 256)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((HOST, port), timeout=2)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\n")  # never the final blank line
+            sockets.append(sock)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def holding_idle(port: int, count: int, path: str) -> Iterator[list[socket.socket]]:
+    """``count`` idle connections held until the block ends: the first half after one keep-alive request
+    for ``path`` (answered 200), the other half opened and never used."""
+    raise_open_files(count + 256)
+    conns: list[http.client.HTTPConnection] = []
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count // 2):
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            conns.append(conn)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200 or response.will_close:
+                raise BenchError(f"port {port}{path}: {response.status}, will_close={response.will_close}")
+            if conn.sock is not None:
+                sockets.append(conn.sock)
+        for _ in range(count - count // 2):
+            sockets.append(socket.create_connection((HOST, port), timeout=2))
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+        for conn in conns:
+            conn.close()
+
+
+def still_open(sockets: list[socket.socket]) -> int:
+    """How many of ``sockets`` the server has not closed."""
+    return sum(1 for sock in sockets if _still_open(sock))
