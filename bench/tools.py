@@ -57,6 +57,27 @@ def ensure_system(say: object = print) -> None:
         _apt_install(*(["apache2"] if "apache2-dev" in missing else []), *missing)
 
 
+# The front section's references: Debian packages, started by the bench itself (in the foreground, own config).
+PROXY_PACKAGES = {"nginx": "nginx-light", "haproxy": "haproxy"}
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:" + os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def ensure_proxies(say: object = print) -> dict[str, str]:
+    """nginx and HAProxy (for the front section only): their paths, installed with apt-get when missing."""
+    missing = [pkg for name, pkg in PROXY_PACKAGES.items() if not shutil.which(name, path=SBIN_PATH)]
+    if missing:
+        say(f"installing {' '.join(missing)} (apt-get)")  # type: ignore[operator]
+        _apt_install(*missing)
+        if os.path.isdir("/run/systemd/system"):
+            # Debian starts a newly installed nginx on port 80 (and HAProxy): the bench runs its own, nothing else may.
+            services = [name for name, pkg in PROXY_PACKAGES.items() if pkg in missing]
+            run(["systemctl", "disable", "--now", *services], check=False)
+    found = {name: shutil.which(name, path=SBIN_PATH) for name in PROXY_PACKAGES}
+    if not all(found.values()):
+        raise BenchError(f"not found after installing: {', '.join(n for n, p in found.items() if not p)}")
+    return {name: str(path) for name, path in found.items()}
+
+
 def _venv(path: str, *packages: str) -> str:
     marker = os.path.join(path, ".bench-ready")
     want = " ".join(packages)
