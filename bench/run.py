@@ -3,7 +3,7 @@
     python bench/run.py [--only NAME] [--quick] [--work DIR] [--out FILE]
 
 Installs what it compares against by itself (warpdrive and virtualenv, Django
-for startproject, gunicorn, wrk). A full run writes docs/benchmarks.md; a
+for startproject, gunicorn, wrk; nginx, HAProxy and Caddy for the front). A full run writes docs/benchmarks.md; a
 --quick or --only run writes its report into the work folder instead, so a
 partial run never replaces the published figures.
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 from uv import find_uv_bin  # noqa: E402
 
 import warptasks  # noqa: E402
-from bench import deploys, images, suite  # noqa: E402
+from bench import deploys, fronts, images, suite  # noqa: E402
 from bench.djangoapp import make_project  # noqa: E402
 from bench.measure import Section, load  # noqa: E402
 from bench.proc import BenchError  # noqa: E402
@@ -35,8 +35,9 @@ from bench.sides import sides  # noqa: E402
 from bench.tools import WARPDRIVE_VERSION, prepare  # noqa: E402
 
 DEFAULT_WORK = "/var/tmp/warptasks-bench"  # world-readable: Apache's workers must read the apps
-# Sections that build their own copy of the project (an image, releases on hosts): the sides need not be built first.
-APART = {"image": images.run, "deploy": deploys.run}
+# Sections that build their own copy of the project (an image, releases on hosts) or only warptasks' side (the
+# front): the sides need not all be built first.
+APART = {"image": images.run, "deploy": deploys.run, "front": fronts.run_section}
 
 
 def say(text: str) -> None:
