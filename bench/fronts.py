@@ -438,7 +438,8 @@ def _why(b: Bench, rps: Samples, front_cpu: Samples, app_cpu: Samples, ways: lis
     def others(workload: str) -> str:
         base = rps.median(f"{workload}:{direct.name}")
         return ", ".join(f"{way.name.split(' (')[0]} {times(ratio(rps.median(f'{workload}:{way.name}'), base))} "
-                         f"({cpu(workload, way)})" for way in ways if way.group and way is not warp_front)
+                         f"({cpu(workload, way)})" for way in ways
+                         if way.group and way is not warp_front and rps.median(f"{workload}:{way.name}") is not None)
 
     hop = (f"Every request through a front crosses one more process on the same {cpus} CPUs that run wrk and the app "
            "server, so whatever CPU the front spends per request is taken from the app server when the machine is busy.")
