@@ -129,7 +129,10 @@ def caddy(b: Bench, backend: int, static_root: str) -> Iterator[tuple[int, int, 
         version = run([os.path.join(venv, "bin", "caddy"), "version"], check=False).output.split()[:1]
         with open(os.path.join(f.host.home, "run", "caddy.pid")) as handle:
             pid = int(handle.read().split()[0])  # in a session of its own: its process group
-        yield proxied.port or 0, serving.port or 0, bare, pid, (version[0] if version else "?")
+        try:
+            yield proxied.port or 0, serving.port or 0, bare, pid, (version[0] if version else "?")
+        finally:  # Caddy's own log (errors, retries) outlives its home, which running_front removes
+            shutil.copyfile(os.path.join(f.host.home, "logs", "caddy.log"), os.path.join(b.logs, "front-caddy.log"))
 
 
 def _server(b: Bench, name: str, argv: list[str], cwd: str, port: int) -> Server:
