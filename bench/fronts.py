@@ -132,7 +132,10 @@ def caddy(b: Bench, backend: int, static_root: str) -> Iterator[tuple[int, int, 
         try:
             yield proxied.port or 0, serving.port or 0, bare, pid, (version[0] if version else "?")
         finally:  # Caddy's own log (errors, retries) outlives its home, which running_front removes
-            shutil.copyfile(os.path.join(f.host.home, "logs", "caddy.log"), os.path.join(b.logs, "front-caddy.log"))
+            try:
+                shutil.copyfile(os.path.join(f.host.home, "logs", "caddy.log"), os.path.join(b.logs, "front-caddy.log"))
+            except OSError:
+                pass
 
 
 def _server(b: Bench, name: str, argv: list[str], cwd: str, port: int) -> Server:
