@@ -292,6 +292,62 @@ def test_the_unit_runs_caddy_resuming_its_autosave() -> None:
     assert script._unit("/home/deploy/.local/share/warp-front") == "warp-front-home-deploy--local-share-warp-front.service"
 
 
+def test_a_users_unit_runs_caddy_as_that_user_without_what_needs_root_or_namespaces() -> None:
+    home = "/home/deploy/.local/share/warp-front"
+    text = script._unit_text({"grace_seconds": 30}, home, home + "/venv/bin/caddy", user=True)
+    assert f"ExecStart={home}/venv/bin/caddy run --config {home}/base.json --resume" in text and "Type=notify" in text
+    assert "NoNewPrivileges=yes\n" in text and "RestrictSUIDSGID=yes\n" in text and "Restart=on-failure\n" in text
+    assert text.endswith("WantedBy=default.target\n") and "multi-user" not in text
+    for gone in ("User=", "Group=", "Capabilit", "LimitNOFILE", "Protect", "ReadWritePaths", "PrivateTmp", "network-online"):
+        assert gone not in text, gone
+
+
+def _host(monkeypatch: pytest.MonkeyPatch, root: Path, euid: int, linger: bool, bus: bool | str) -> None:
+    (root / "systemd").mkdir()
+    (root / "linger").mkdir()
+    (root / "user" / str(euid)).mkdir(parents=True)
+    if linger:
+        (root / "linger" / "deploy").touch()
+    if bus == "private":
+        (root / "user" / str(euid) / "systemd").mkdir()
+        (root / "user" / str(euid) / "systemd" / "private").touch()
+    elif bus:
+        (root / "user" / str(euid) / "bus").touch()
+    monkeypatch.setattr(script, "SYSTEMD_RUNNING", str(root / "systemd"))
+    monkeypatch.setattr(script, "LINGER_DIR", str(root / "linger"))
+    monkeypatch.setattr(script, "USER_RUNTIME", str(root / "user"))
+    monkeypatch.setattr(script.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(script, "_user", lambda uid: "deploy")
+    monkeypatch.setattr(script.shutil, "which", lambda name: "/usr/bin/" + name)
+
+
+@pytest.mark.parametrize(
+    ("euid", "linger", "bus", "manager"),
+    [
+        (0, False, False, "system"),
+        (1000, True, True, "user"),
+        (1000, False, True, None),  # without lingering the manager ends with the last session: a plain process
+        (1000, True, "private", "user"),  # no D-Bus: systemctl --user uses the manager's own socket
+        (1000, True, False, None),  # the manager does not run (yet)
+    ],
+)
+def test_caddy_is_a_unit_of_the_system_or_of_a_lingering_users_manager(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, euid: int, linger: bool, bus: bool | str, manager: str | None
+) -> None:
+    _host(monkeypatch, tmp_path, euid, linger, bus)
+    assert script._systemd({"systemd": True}) == manager
+    assert script._systemd({"systemd": False}) is None
+
+
+def test_systemctl_for_a_user_reaches_its_own_manager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _host(monkeypatch, tmp_path, 1000, True, True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/elsewhere")
+    argv, env = script._systemctl_argv("start", "x.service")
+    run = str(tmp_path / "user" / "1000")
+    assert argv == ["systemctl", "--user", "start", "x.service"]
+    assert env["XDG_RUNTIME_DIR"] == run and env["DBUS_SESSION_BUS_ADDRESS"] == "unix:path=" + run + "/bus"
+
+
 @pytest.fixture
 def front_home() -> Iterator[str]:
     """A home in a folder every account may pass through, as the front's must be for Caddy's account."""

@@ -1,8 +1,9 @@
 """warp deploy as an account that is not root, on a host where systemd runs.
 
-With lingering on, each server (and the front proxy) is a user unit of that account
-(``systemctl --user``): restarted when it dies, started again when the host boots. Without it,
-a server is a plain process with a pidfile, and ``warp status`` says it is not supervised.
+With lingering on, each server and the front (Caddy) are user units of that account
+(``systemctl --user``): restarted when they die, started again when the host boots. Without it,
+a server and the front are plain processes with a pidfile, and ``warp status`` says the server
+is not supervised.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
 from warptasks.remote.rollback import status
 from warptasks.scripts.agent import _unit_name
+from warptasks.scripts.front import _unit
 from warptasks.settings import DeploySettings
 
 from .deploy_helpers import make_django_project, release_served, set_version
@@ -35,10 +37,10 @@ PLAIN = "visitor"  # lingering off
 BIN = os.path.dirname(sys.executable)
 
 
-def _units(account: str, public: int = 8080) -> tuple[str, str]:
-    """The server's units (``{port}`` to fill in) and the front proxy's of ``account``'s deploy at ``/home/<account>/app``."""
-    path = f"/home/{account}/app"
-    return _unit_name(path, "server").replace("@.", "@{port}."), _unit_name(path, "proxy").replace("@.", f"@{public}.")
+def _units(account: str) -> tuple[str, str]:
+    """The server's units (``{port}`` to fill in) of ``account``'s deploy at ``/home/<account>/app``, and its front's."""
+    server = _unit_name(f"/home/{account}/app", "server").replace("@.", "@{port}.")
+    return server, _unit(f"/home/{account}/.local/share/warp-front")
 
 
 class UserHost(SystemdHost):
@@ -93,21 +95,25 @@ def test_with_lingering_servers_are_user_units_that_restart_and_come_back_after_
     workdir = Path(host.known_hosts).parent
     project = make_django_project(workdir / "site", "1", server="gunicorn")
     opts, target = _settings(host, LINGERING), HostTarget(host.address, LINGERING)
-    server, proxy = _units(LINGERING)
+    server, front = _units(LINGERING)
     results = deploy([target], str(project), opts, say=print)
     assert all(r.ok for r in results), summary(results)
     assert release_served(f"http://{host.address}:8080/") == "1"
     first = server.format(port=8081)
     assert host.user_state(LINGERING, "is-active", first) == "active"
     assert host.user_state(LINGERING, "is-enabled", first) == "enabled"
-    assert host.user_state(LINGERING, "is-enabled", proxy) == "enabled"
+    assert host.user_state(LINGERING, "is-enabled", front) == "enabled"
+    assert host.user_state(LINGERING, "is-active", front) == "active"
     wanted = host.run(f"ls /home/{LINGERING}/.config/systemd/user/default.target.wants").split()
-    assert sorted(wanted) == sorted([first, proxy])
+    assert sorted(wanted) == sorted([first, front])
     assert "warp-" not in host.run("ls /etc/systemd/system")  # nothing of the system's
     assert host.owners("/bin/gunicorn") == {LINGERING}
-    assert host.user_ctl(LINGERING, "show", "--property=NoNewPrivileges", "--value", first).strip() == "yes"
+    for unit in (first, front):
+        assert host.user_ctl(LINGERING, "show", "--property=NoNewPrivileges", "--value", unit).strip() == "yes"
     state = status([target], opts)[target.label]
     assert state["supervised"] is True and state["supervision"] == "systemd --user", state
+    assert state["caddy"]["running"] and state["caddy"]["unit"] == front and state["caddy"]["manager"] == "user", state
+    assert host.run(f"ps -o user= -p {state['caddy']['pid']}").strip() == LINGERING
 
     # The server dies: its user manager starts it again.
     pid = host.user_ctl(LINGERING, "show", "--property=MainPID", "--value", first).strip()
@@ -132,12 +138,15 @@ def test_with_lingering_servers_are_user_units_that_restart_and_come_back_after_
     assert host.user_state(LINGERING, "is-enabled", first) == "disabled"
     assert host.user_state(LINGERING, "is-active", first) == "inactive"
 
-    # Reboot: the account's manager starts at boot (lingering), and with it the live release and the front proxy.
+    # Reboot: the account's manager starts at boot (lingering), and with it the live release and the front,
+    # through which the app answers again.
     host.restart()
     assert _until(lambda: release_served(f"http://{host.address}:8080/")) == "2"
+    assert host.user_state(LINGERING, "is-active", front) == "active"
     state = status([HostTarget(host.address, LINGERING)], opts)[target.label]
     live = next(r for r in state["releases"] if r["id"] == state["current"])
-    assert live["pid"] and state["proxy"]["running"] and state["supervised"] is True
+    assert live["pid"] and state["caddy"]["running"] and state["supervised"] is True, state
+    assert state["caddy"]["unit"] == front and state["caddy"]["pid"], state
 
 
 def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(host: UserHost) -> None:
@@ -149,6 +158,8 @@ def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(h
     assert release_served(f"http://{host.address}:9080/") == "1"
     assert host.run(f"ls -a /home/{PLAIN}").split().count(".config") == 0  # no unit written
     assert host.run(f"cat /home/{PLAIN}/app/releases/*/.warp/server.pid").strip()
+    caddy = host.run(f"cat /home/{PLAIN}/.local/share/warp-front/run/caddy.pid").strip()  # the front: a plain process
+    assert host.run(f"ps -o user= -p {caddy}").strip() == PLAIN
     reach = ["--host", f"{PLAIN}@{host.address}", "--path", f"/home/{PLAIN}/app"]
     reach += ["--identity", host.keys.key_filename, "--known-hosts", host.known_hosts]
     env = {**os.environ, "HOME": str(workdir)}  # nothing from this machine's ~/.ssh
@@ -158,7 +169,7 @@ def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(h
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert f"  not supervised (enable lingering: loginctl enable-linger {PLAIN})" in shown.stdout.splitlines(), shown.stdout
 
-    # Lingering enabled since: the next deploy makes the server and the front proxy units, the old process stopped.
+    # Lingering enabled since: the next deploy makes the server and the front units, the old processes stopped.
     old = host.run(f"cat /home/{PLAIN}/app/releases/*/.warp/server.pid").strip()
     host.run(f"loginctl enable-linger {PLAIN}")
     _until(lambda: host.user_ctl(PLAIN, "show", "--property=Version"), 30)
@@ -166,9 +177,12 @@ def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(h
     results = deploy([target], str(project), opts, say=print)
     assert all(r.ok for r in results), summary(results)
     assert release_served(f"http://{host.address}:9080/") == "2"
-    server, proxy = _units(PLAIN, 9080)
+    server, front = _units(PLAIN)
     wanted = host.run(f"ls /home/{PLAIN}/.config/systemd/user/default.target.wants").split()
-    assert sorted(wanted) == sorted([server.format(port=9082), proxy])
+    assert sorted(wanted) == sorted([server.format(port=9082), front])
     assert host.container.exec_run(["kill", "-0", old]).exit_code != 0
+    assert host.container.exec_run(["kill", "-0", caddy]).exit_code != 0  # the plain Caddy, replaced by the unit
+    assert host.user_state(PLAIN, "is-active", front) == "active"
     state = status([target], opts)[target.label]
-    assert state["supervised"] is True and state["proxy"]["running"], state
+    assert state["supervised"] is True and state["caddy"]["running"] and state["caddy"]["unit"] == front, state
+    assert str(state["caddy"]["pid"]) == host.user_ctl(PLAIN, "show", "--property=MainPID", "--value", front).strip()

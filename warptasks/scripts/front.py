@@ -16,7 +16,10 @@ each request).
 Run as root, the script runs Caddy as the system account ``warp-front``
 (made if missing) with CAP_NET_BIND_SERVICE alone: ``run/``, ``data/``,
 ``config/`` and ``logs/`` are that account's, everything else stays root's
-and readable. Run as another user, Caddy runs as that user.
+and readable. Run as another user, Caddy runs as that user: with ``systemd``
+and lingering on for the user (its own systemd manager runs from boot), as a
+user unit in ``~/.config/systemd/user`` (``systemctl --user``), else as a
+plain process with a pidfile, which does not come back after a reboot.
 
 Actions (request keys; ``home`` is optional everywhere):
 
@@ -55,6 +58,9 @@ ROOT_HOME = "/var/lib/warp-front"
 ACCOUNT = "warp-front"  # the account Caddy runs as when the script runs as root
 WRITABLE = ("run", "data", "config", "logs")  # Caddy's own folders (the account's); the rest of home is root's
 UNIT_DIR = "/etc/systemd/system"
+SYSTEMD_RUNNING = "/run/systemd/system"  # exists where systemd is the init
+LINGER_DIR = "/var/lib/systemd/linger"  # <user>: lingering is on, the user's manager runs from boot
+USER_RUNTIME = "/run/user"  # <uid>/: a user's runtime folder, with its manager's bus while the manager runs
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
 APP = re.compile(r"^warp-[A-Za-z0-9-]+$")
 BACKEND = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
@@ -518,7 +524,50 @@ def _setpriv(account):
 
 
 def _systemd(req):
-    return bool(req.get("systemd")) and os.geteuid() == 0 and os.path.isdir("/run/systemd/system")
+    """Which systemd manager runs Caddy: "system" (as root), "user" (another account's own manager), or None.
+
+    Another account's manager runs from boot only where lingering is on for
+    it; without lingering it ends with the account's last session, and so
+    would the front: Caddy is then a plain process, as without systemd.
+    """
+    if not req.get("systemd") or not os.path.isdir(SYSTEMD_RUNNING):
+        return None
+    if os.geteuid() == 0:
+        return "system"
+    run = os.path.join(USER_RUNTIME, str(os.geteuid()))
+    lingering = os.path.exists(os.path.join(LINGER_DIR, _user(os.geteuid())))
+    # The manager runs: its D-Bus (with dbus-user-session) or its own socket, which systemctl --user uses without one.
+    manager = any(os.path.exists(os.path.join(run, name)) for name in ("bus", os.path.join("systemd", "private")))
+    if lingering and manager and shutil.which("systemctl"):
+        return "user"
+    return None
+
+
+def _unit_dir():
+    """Where this account's units are: /etc/systemd/system as root, else ``~/.config/systemd/user``."""
+    if os.geteuid() == 0:
+        return UNIT_DIR
+    return os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".config", "systemd", "user")
+
+
+def _unit_path(home):
+    return os.path.join(_unit_dir(), _unit(home))
+
+
+def _systemctl_argv(*args):
+    """``systemctl ARGS`` and its environment, for this account's manager: the system's as root, else its own.
+
+    An SSH command may come without XDG_RUNTIME_DIR and the user bus, which
+    exist (under /run/user/<uid>) wherever the account's manager runs.
+    """
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        return ["systemctl"] + list(args), env
+    run = os.path.join(USER_RUNTIME, str(os.geteuid()))
+    env["XDG_RUNTIME_DIR"] = run
+    if os.path.exists(os.path.join(run, "bus")):
+        env["DBUS_SESSION_BUS_ADDRESS"] = "unix:path=" + os.path.join(run, "bus")
+    return ["systemctl", "--user"] + list(args), env
 
 
 def _unit(home):
@@ -527,8 +576,9 @@ def _unit(home):
     return "warp-front-{}.service".format(re.sub(r"[^A-Za-z0-9]", "-", home.strip("/"))[:60])
 
 
-# Units are root's only: Caddy runs as ACCOUNT, may bind ports below 1024 and nothing else, and writes nowhere but
-# its own folders. ProtectHome is read-only, not off-limits: certificate files given by the user may be anywhere.
+# Root's unit: Caddy runs as ACCOUNT, may bind ports below 1024 and nothing else, and writes nowhere but its own
+# folders. ProtectHome is read-only, not off-limits: certificate files given by the user may be anywhere.
+# A user unit (see USER_DROPPED) runs as the account itself and keeps NoNewPrivileges and the seccomp filters.
 UNIT = """[Unit]
 Description=warptasks: the front (Caddy) of the apps on this host, in {home}
 After=network-online.target
@@ -561,21 +611,50 @@ WantedBy=multi-user.target
 """
 
 
+# What a user unit leaves out of UNIT. User=/Group=: it runs as the account, and may not change it. The capabilities:
+# a user manager has none to give (such a front cannot bind ports below 1024 anyway). LimitNOFILE: a user manager may
+# not raise the hard limit it has itself (the unit would fail to start); Caddy raises its soft limit to that hard one.
+# ProtectSystem, ProtectHome, ReadWritePaths, PrivateTmp, ProtectKernel*, ProtectControlGroups: a user manager can
+# only give them with unprivileged user namespaces, often refused (in containers, by AppArmor), and the unit fails
+# where it cannot. network-online.target is the system's: a user manager has no such unit.
+USER_DROPPED = (
+    "Wants",
+    "After",
+    "User",
+    "Group",
+    "LimitNOFILE",
+    "AmbientCapabilities",
+    "CapabilityBoundingSet",
+    "ProtectSystem",
+    "ReadWritePaths",
+    "ProtectHome",
+    "PrivateTmp",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectControlGroups",
+)
+
+
 def _systemctl(*args):
-    result = subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    argv, env = _systemctl_argv(*args)
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env)
     if result.returncode != 0:
         _fail("systemctl {} failed: {}".format(" ".join(args), result.stdout.strip()))
     return result.stdout.strip()
 
 
-def _unit_text(req, home, caddy):
-    """The unit running Caddy; every path matched SAFE_PATH (no spaces, quotes or %), so none needs quoting."""
+def _unit_text(req, home, caddy, user=False):
+    """The unit running Caddy; every path matched SAFE_PATH (no spaces, quotes or %), so none needs quoting.
+
+    ``user``: a user unit of the account running the script, wanted by
+    ``default.target`` (its manager's boot), without USER_DROPPED's lines.
+    """
     env = sorted(_env(home).items())
     environment = "\n".join("Environment={}={}".format(k, v) for k, v in env if SAFE_PATH.match(v) or k == "PATH")
     stop = int(req.get("grace_seconds", 30)) + 10  # Caddy's grace period for requests in flight, then some
     writable = " ".join(os.path.join(home, name) for name in WRITABLE)
     shared_tmp = any(home.startswith(t) for t in ("/tmp/", "/var/tmp/"))  # a private /tmp would hide the home
-    return UNIT.format(
+    text = UNIT.format(
         home=home,
         account=ACCOUNT,
         command=" ".join(_argv(caddy, home)),
@@ -584,13 +663,20 @@ def _unit_text(req, home, caddy):
         writable=writable,
         private_tmp="" if shared_tmp else "PrivateTmp=yes\n",
     )
+    if user:
+        lines = [line for line in text.splitlines() if line.split("=", 1)[0] not in USER_DROPPED]
+        text = "\n".join(lines).replace("WantedBy=multi-user.target", "WantedBy=default.target") + "\n"
+    return text
 
 
 def _start_unit(req, home, caddy):
-    """Caddy as a systemd unit: restarted if it dies, started at boot (a no-op when it runs)."""
-    name, text = _unit(home), _unit_text(req, home, caddy)
-    path = os.path.join(UNIT_DIR, name)
+    """Caddy as a systemd unit (the system's, or this account's user unit): restarted if it dies, started at boot
+    (a no-op when it runs)."""
+    name, text = _unit(home), _unit_text(req, home, caddy, user=os.geteuid() != 0)
+    path = os.path.join(_unit_dir(), name)
     if _read(path) != text.strip():
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), 0o755)
         _write(path, text)
         _systemctl("daemon-reload")
     _systemctl("enable", "--quiet", name)
@@ -600,7 +686,7 @@ def _start_unit(req, home, caddy):
 
 def _unit_pid(home):
     """The main pid of the front's unit (systemd's word, whatever the pidfile says); 0 without one."""
-    if not os.path.exists(os.path.join(UNIT_DIR, _unit(home))):
+    if not os.path.exists(_unit_path(home)):
         return 0
     text = _systemctl("show", "--property=MainPID", "--value", _unit(home))
     return int(text) if text.isdigit() else 0
@@ -745,11 +831,15 @@ def ensure(req):
             _reachable(caddy, account, "Caddy's program", need=0o5)
         _write(os.path.join(home, "base.json"), json.dumps(req["config"], indent=1, sort_keys=True))
         unit, running, systemd = None, _answers(home), _systemd(req)
-        pid = (_unit_pid(home) if systemd else 0) or _pid(home) if running else 0
+        unit_pid = _unit_pid(home) if systemd and running else 0
+        pid = unit_pid or _pid(home) if running else 0
         moved = bool(account and pid and _uid(pid) != account[1])  # run as root by a front of an older version
-        restart = running and (installed or moved)  # the one moment connections are dropped
+        # A plain process while a unit is wanted (started before systemd, or before lingering was on): the unit
+        # must run instead, or the front does not come back after a reboot.
+        plain = bool(systemd and running and not unit_pid)
+        restart = running and (installed or moved or plain)  # the one moment connections are dropped
         if restart:
-            if systemd and os.path.exists(os.path.join(UNIT_DIR, _unit(home))):
+            if systemd and os.path.exists(_unit_path(home)):
                 _systemctl("stop", _unit(home))
             _stop(home, float(req.get("grace_seconds", 30)) + 5)
         if account:
@@ -886,20 +976,22 @@ def status(req):
     apps = _apps(_admin(home, "GET", "/config/")[2] or {}, home) if running else {}
     if req.get("app"):
         apps = {k: v for k, v in apps.items() if k == req["app"]}
-    unit = _unit(home) if os.path.exists(os.path.join(UNIT_DIR, _unit(home))) else None
+    unit = _unit(home) if os.path.exists(_unit_path(home)) else None
     answer = {"home": home, "installed": _version(caddy), "running": running, "pid": _pid(home), "unit": unit, "apps": apps}
+    answer["manager"] = ("system" if os.geteuid() == 0 else "user") if unit else None  # whose unit it is
     answer["user"] = _runs_as(home, _account(create=False))
     print(json.dumps(answer))
 
 
 def stop(req):
     home = _home(req)
-    unit = _unit(home)
-    if os.geteuid() == 0 and os.path.exists(os.path.join(UNIT_DIR, unit)):
-        subprocess.run(["systemctl", "disable", "--quiet", "--now", unit], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stopped = True
-    else:
-        stopped = _stop(home, float(req.get("grace_seconds", 30)) + 5)
+    unit, stopped = _unit(home), False
+    if os.path.exists(_unit_path(home)):
+        argv, env = _systemctl_argv("disable", "--quiet", "--now", unit)
+        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        stopped = result.returncode == 0
+    # A plain process too: no unit, a user manager that no longer runs (lingering off), or one started beside the unit.
+    stopped = _stop(home, float(req.get("grace_seconds", 30)) + 5) or stopped
     print(json.dumps({"home": home, "stopped": stopped}))
 
 
