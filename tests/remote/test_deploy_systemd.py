@@ -1,4 +1,4 @@
-"""warp deploy on a host where systemd runs: servers and the front proxy become enabled
+"""warp deploy on a host where systemd runs: servers and the front become enabled
 units, restarted when they die and started again when the host boots."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.remote
 
 PATH = "/srv/sys-site"
 SERVER_UNIT = "warp-srv-sys-site-2216ea5f-server@{port}.service"
-PROXY_UNIT = "warp-srv-sys-site-2216ea5f-proxy@8080.service"
+FRONT_UNIT = "warp-front.service"
 
 
 def systemd_image(client: Any) -> str:
@@ -137,7 +137,9 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     first = SERVER_UNIT.format(port=8081)
     assert host.run(f"systemctl is-active {first}").strip() == "active"
     assert host.run(f"systemctl is-enabled {first}").strip() == "enabled"
-    assert host.run(f"systemctl is-enabled {PROXY_UNIT}").strip() == "enabled"
+    assert host.run(f"systemctl is-enabled {FRONT_UNIT}").strip() == "enabled"
+    front = host.run(f"systemctl show --property=MainPID --value {FRONT_UNIT}").strip()
+    assert host.run(f"ps -o user= -p {front}").strip() == "warp-front"
     # Confined: a /tmp of its own, no privileges to gain, and the app itself not root (the deploy logs in as root).
     assert host.run(f"systemctl show --property=PrivateTmp,NoNewPrivileges --value {first}").split() == ["yes", "yes"]
     rows = [line.split(None, 1) for line in host.run("ps -eo user=,args=").splitlines()]
@@ -159,7 +161,7 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     assert host.run(f"systemctl is-enabled {second}").strip() == "enabled"
     assert host.container.exec_run(["systemctl", "is-enabled", first]).output.decode().strip() == "disabled"
 
-    # Reboot: the live release and the front proxy are back, with no deploy.
+    # Reboot: the live release and the front are back, with no deploy.
     host.restart()
     target = HostTarget(host.address, "root")
     assert _until(lambda: release_served(f"http://{host.address}:8080/")) == "2"
@@ -167,4 +169,5 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     assert code == 200
     state = status([target], opts)[target.label]
     live = next(r for r in state["releases"] if r["id"] == state["current"])
-    assert live["pid"] and state["proxy"]["running"]
+    assert live["pid"] and state["caddy"]["running"] and state["front"]["backend"] == f"127.0.0.1:{live['port']}"
+    assert state["health"] == 200, state

@@ -154,7 +154,7 @@ def test_a_deploy_broken_at_any_point_leaves_a_serving_host_and_the_next_deploy_
     state = warp.status()
     releases = {r["id"]: r for r in state["releases"]}
     assert state["current"] == (rid if switched else live) and releases[state["current"]]["pid"], state
-    assert state["proxy"]["running"], state
+    assert state["caddy"]["running"] and state["front"]["backend"] == f"127.0.0.1:{releases[state['current']]['port']}", state
     row["serving after"] = f"200, {'new' if switched else 'old'} release"
     row["status after"] = f"current = {'new' if switched else 'old'}, its server running"
     mine = releases.get(rid)
