@@ -39,7 +39,7 @@ from warptasks.remote import front
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
-from warptasks.remote.rollback import rollback
+from warptasks.remote.rollback import remove, rollback
 from warptasks.settings import DeploySettings
 
 from .test_deploy import deploy_image, free_port_run
@@ -401,6 +401,30 @@ def test_a_new_version_and_a_rollback_of_one_app_leave_the_other_alone(rig: Rig)
     assert load.failures == [] and load.ok > 20
     assert load.bodies == {"release blog-1\n"}
     assert site_config(rig, "/srv/blog") == before
+
+
+def test_removing_one_app_takes_its_routes_and_servers_and_leaves_the_other_serving(rig: Rig) -> None:
+    p = rig.ports
+    before = site_config(rig, "/srv/blog")
+    opts = replace(rig.base, path="/srv/shop", domains=("shop.test",), tls=False, port=p.plain)
+    with HostLoad(p.plain, "blog.test") as load:
+        time.sleep(0.3)
+        results = remove([rig.target(rig.a)], opts, say=print)
+        time.sleep(0.3)
+    _ok(results)
+    assert load.failures == [] and load.bodies == {"release blog-1\n"}
+    assert site_config(rig, "/srv/blog") == before
+    config = rig.sh(rig.a, f"curl -sS --unix-socket {ADMIN} http://localhost/config/")
+    assert front.app_id("/srv/shop") not in config
+    status, _, body, _ = request(p.plain, "shop.test")
+    assert b"shop" not in body, (status, body)
+    # Its servers are gone, its ports free; its releases and secrets stay (no --purge).
+    assert "/srv/shop/" not in rig.sh(rig.a, "ps -eo args= | grep httpd.conf || true")
+    assert rig.sh(rig.a, "ls /srv/shop/releases | wc -l").strip() != "0"
+    assert rig.sh(rig.a, "test -e /srv/shop/current && echo yes || echo no").strip() == "no"
+    # Purged: nothing of it is left in the deploy path but its (released) lock's guard file.
+    _ok(remove([rig.target(rig.a)], opts, say=print, purge=True))
+    assert rig.sh(rig.a, "ls -A /srv/shop").split() == [".warp-deploy.guard"]
 
 
 # -- 4. Certificate files ----------------------------------------------------------------------------------------

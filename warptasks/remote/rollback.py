@@ -1,4 +1,4 @@
-"""warp status and warp rollback across hosts."""
+"""warp status, warp rollback and warp remove across hosts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..run.executor import Say
 from ..settings import DeploySettings
 from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel, result, stop_unless_partial
-from .front import app_id, status_request
+from .front import app_id, remove_request, status_request
 from .host import HostDeploy
 from .hosts import HostTarget
 from .session import DeployFailed
@@ -128,3 +128,30 @@ def _previous_good(state: dict[str, Any]) -> str | None:
     current = state.get("current")
     older = [r for r in state.get("releases", []) if current and r["id"] < current and r["status"] in ("retired", "live")]
     return older[-1]["id"] if older else None
+
+
+def remove(
+    targets: list[HostTarget], settings: DeploySettings, *, say: Say, purge: bool = False, config: Any = None
+) -> list[HostResult]:
+    """Take the app off each host: its site off the front (other apps' routes untouched), its servers stopped,
+    ``current`` removed; with ``purge``, its deploy path emptied (releases, environments, secrets, logs)."""
+    synced = one_at_a_time(say)
+    hosts = [HostDeploy(t, settings, synced) for t in targets]
+
+    def one(h: HostDeploy) -> None:
+        h.lock(owner_label() + " remove")
+        h.enter("remove")
+        if h.proxied:
+            host, site = h.front()
+            h.session.front(remove_request(site.app, host))
+            h.say(f"front: site {site.app} removed")
+        answer = h.agent("remove", token=h.token, purge=purge)
+        stopped = ", ".join(answer.get("stopped") or ()) or "none running"
+        h.say(f"servers stopped: {stopped}" + ("; deploy path emptied" if answer.get("purged") else ""))
+
+    with cleaned_up_after(hosts, say) as interrupted:
+        parallel(hosts, lambda h: h.connect(config))
+        interrupted.check()
+        parallel(hosts, one)
+        interrupted.check()
+    return [result(h) for h in hosts]

@@ -1275,7 +1275,10 @@ def _port_taken(root, port):
             "a new release starts on the other backend port"
         )
     who = "; ".join(_intruders(port, 0) or ()) or "a process this account cannot see"
-    return f"port {port} is held by {who}: not a server of a release under {root}; stop what holds it"
+    return (
+        f"port {port} is held by {who}: not a server of a release under {root}; stop what holds it, or give this app "
+        "ports of its own (each app on a host needs its own pair: --backend-port N uses N and N+1)"
+    )
 
 
 def _tail(path, lines=20):
@@ -1806,6 +1809,44 @@ def _relay_running(root):
     return record.get("port") if _alive(_relay_pid(shared, record)) else None
 
 
+def remove(req):
+    """Take the app at ``root`` off this host: every release's server stopped (units disabled), ``current`` and the
+    front's backend file removed; the releases, environments, secrets and logs stay (``purge``: the whole deploy
+    path goes). The front's site is removed by the deploy, through the front script, before this.
+    Answer: ``stopped`` (release ids whose server was running), ``purged``.
+    """
+    _require(req)
+    root = req["root"]
+    stopped = []
+    for name in _releases(root):
+        if _alive(_server_pid(root, name)) or _record(root, name).get("unit"):
+            if _stop_release(root, name, req)[0] != "not running":
+                stopped.append(name)
+        if _record(root, name).get("status") == "live":
+            _update(root, name, status="removed")
+    front = _json(os.path.join(root, "shared", "front.json")) or {}
+    upstream = front.get("upstream")
+    for path in (
+        upstream if upstream and not _upstream_ok(root, upstream) else None,
+        os.path.join(root, "shared", "front.json"),
+        os.path.join(root, "current"),
+    ):
+        if path and os.path.lexists(path):
+            os.unlink(path)
+    purged = False
+    if req.get("purge"):
+        for name in os.listdir(root):
+            if name in (LOCK, GUARD):
+                continue  # the lock this removal holds goes last, with unlock
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        purged = True
+    print(json.dumps({"stopped": stopped, "purged": purged}))
+
+
 def retire_relay(req):
     """Stop the relay earlier versions ran as the public port's front: the front that replaces it (Caddy) takes the
     port over right after. Its files stay, marked retired, for :func:`restore_relay` should that fail.
@@ -1845,7 +1886,7 @@ def restore_relay(req):
 
 ACTIONS = {
     f.__name__: f
-    for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status)
+    for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
     + (retire_relay, restore_relay, logpipe)
 }
 

@@ -7,7 +7,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 
 - ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
 - ``image.py``: s2i, builder.
-- ``remote.py``: deploy, status, rollback.
+- ``remote.py``: deploy, status, rollback, remove.
 - ``report.py``: help texts and error reporting every task shares.
 """
 
@@ -16,10 +16,26 @@ from invoke import Collection
 from ..settings import config_defaults
 from .image import builder, s2i
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
-from .remote import deploy, rollback, status
+from .remote import deploy, remove, rollback, status
 
 ns = Collection(
-    "warp", plan, build, start, exec_, shell, setup, migrate, verify, alive, ready, s2i, builder, deploy, status, rollback
+    "warp",
+    plan,
+    build,
+    start,
+    exec_,
+    shell,
+    setup,
+    migrate,
+    verify,
+    alive,
+    ready,
+    s2i,
+    builder,
+    deploy,
+    status,
+    rollback,
+    remove,
 )
 # invoke reads INVOKE_WARP_* variables only for keys its config already has: every key, deploy's included.
 ns.configure(config_defaults())

@@ -1,4 +1,4 @@
-"""Thin invoke tasks over :mod:`warptasks.remote.deploy`: deploy, status, rollback.
+"""Thin invoke tasks over :mod:`warptasks.remote.deploy`: deploy, status, rollback, remove.
 
 ``inv warp.deploy --host web1 --host deploy@web2:2222`` deploys to several
 hosts together (in parallel, switching only when all succeed);
@@ -202,6 +202,24 @@ def rollback(
         )
         results = roll_back(targets, settings, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
         _finish(summary(results), results, "rollback")
+
+
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={k: HELP[k] for k in _REACH if k not in ("health", "health-host")}
+    | {"purge": "also delete the deploy path's releases, environments, secrets and logs on the hosts"},
+)
+def remove(c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, purge=False):
+    """Take the app off the hosts: its routes off the front, its servers stopped (--purge: its files deleted too)."""
+    from ..remote.fleet import summary
+    from ..remote.rollback import remove as remove_from
+
+    with reported():
+        reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach)
+        results = remove_from(targets, settings, say=lambda t: print(t, flush=True), purge=bool(purge), config=_fabric_config(c))
+        _finish(summary(results), results, "removal")
 
 
 def _reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python) -> dict[str, Any]:
