@@ -472,18 +472,32 @@ def test_retiring_the_old_relay_stops_it(tmp_path: Path) -> None:
     root = tmp_path / "app"
     (root / "shared" / "logs").mkdir(parents=True)
     script = root / "shared" / "warp-proxy.py"
-    script.write_text("import time\ntime.sleep(60)\n")
-    relay = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    # Like the relay: python3 warp-proxy.py LISTEN PORT PATH, listening until stopped.
+    script.write_text(
+        "import socket, sys, time\ns = socket.socket()\ns.bind((sys.argv[1], int(sys.argv[2])))\ns.listen()\ntime.sleep(60)\n"
+    )
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, str(script), "127.0.0.1", str(port), str(root)], start_new_session=True)
     try:
+        wait_for(lambda: not port_free(port), timeout=5, what="the relay listening")
         (root / "shared" / "proxy.pid").write_text(str(relay.pid))
-        (root / "shared" / "proxy.json").write_text(json.dumps({"listen": "127.0.0.1", "port": 8080, "pid_start": None}))
-        assert ok("retire_relay", root).data == {"port": 8080, "stopped": True}
+        (root / "shared" / "proxy.json").write_text(json.dumps({"listen": "127.0.0.1", "port": port, "pid_start": None}))
+        assert ok("retire_relay", root).data == {"port": port, "stopped": True}
         assert relay.wait(timeout=5) is not None
         assert ok("info", root).data["relay"] is None
-        # The front meant to take over failed: the relay comes back.
+        # The front meant to take over failed: the relay comes back, listening.
         restored = ok("restore_relay", root).data
-        assert ok("info", root).data["relay"] == 8080
+        assert ok("info", root).data["relay"] == port and not port_free(port)
         os.killpg(restored["pid"], signal.SIGTERM)
+        # Another account took the port meanwhile: restoring fails, naming it, rather than claiming to serve.
+        wait_for(lambda: port_free(port), timeout=5, what="the relay gone")
+        squatter = Squatter(port)
+        try:
+            ok("retire_relay", root)
+            refused = agent("restore_relay", root)
+            assert refused.code != 0 and f"could not listen on port {port}" in refused.data["error"], refused
+        finally:
+            squatter.close()
     finally:
         relay.kill()
 

@@ -274,10 +274,35 @@ def test_merge_base_keeps_the_apps_and_updates_their_servers() -> None:
     assert same == config
 
 
-def test_the_unit_runs_caddy_resuming_its_autosave() -> None:
+def test_merge_base_drops_what_no_app_of_ours_put_there() -> None:
+    """What Caddy's account (if taken over) may have added through the admin API is not carried into root's copy:
+    a server of its own, an admin API on TCP, a route, TLS policy or certificate without a warp id."""
+    config = put(front.base_config(HOST), front.Site(APP, hosts=("shop.org",), tls=front.Tls("acme")))
+    tampered = copy.deepcopy(config)
+    tampered["admin"] = {"listen": "tcp/127.0.0.1:2019"}
+    http = tampered["apps"]["http"]
+    http["servers"]["evil"] = {"listen": [":9999"], "routes": [{"handle": [{"handler": "file_server", "root": "/"}]}]}
+    http["servers"]["warp-443"]["routes"].insert(0, {"handle": [{"handler": "static_response", "body": "x"}]})
+    tls = tampered["apps"]["tls"]
+    tls["automation"]["policies"].append({"subjects": ["evil.org"]})
+    tls["certificates"] = {"load_files": [{"certificate": "/etc/shadow", "key": "/etc/shadow"}], "load_folders": ["/"]}
+    tampered["apps"]["pki"] = {"certificate_authorities": {}}
+    merged = script._merge_base(tampered, front.base_config(HOST), front.server_template(HOST))
+    assert merged == {**config, "apps": {**config["apps"], "tls": {**config["apps"]["tls"], "certificates": {"load_files": []}}}}
+
+
+def test_every_route_drops_forwarding_headers_the_client_wrote() -> None:
+    route = front.site_pieces(front.Site(APP, hosts=("shop.org",)), HOST)["routes"][0]
+    proxy = route["handle"][-1]
+    assert set(proxy["headers"]["request"]["delete"]) >= {"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix"}
+    stripped = front.site_pieces(front.Site(APP, path_prefix="/shop", strip_prefix=True, port=8080), HOST)["routes"][0]
+    assert stripped["handle"][-1]["headers"]["request"]["set"] == {"X-Forwarded-Prefix": ["/shop"]}
+
+
+def test_the_unit_runs_caddy_from_roots_copy_of_its_config_never_its_autosave() -> None:
     home = "/var/lib/warp-front"
     text = script._unit_text({"grace_seconds": 30}, home, home + "/venv/bin/caddy")
-    command = f"{home}/venv/bin/caddy run --config {home}/base.json --resume --pidfile {home}/run/caddy.pid"
+    command = f"{home}/venv/bin/caddy run --config {home}/live.json --pidfile {home}/run/caddy.pid"
     assert f"ExecStart={command}\n" in text
     assert f"Environment=XDG_CONFIG_HOME={home}/config\n" in text and "Type=notify" in text
     assert "TimeoutStopSec=40" in text and "Restart=on-failure" in text
@@ -295,7 +320,7 @@ def test_the_unit_runs_caddy_resuming_its_autosave() -> None:
 def test_a_users_unit_runs_caddy_as_that_user_without_what_needs_root_or_namespaces() -> None:
     home = "/home/deploy/.local/share/warp-front"
     text = script._unit_text({"grace_seconds": 30}, home, home + "/venv/bin/caddy", user=True)
-    assert f"ExecStart={home}/venv/bin/caddy run --config {home}/base.json --resume" in text and "Type=notify" in text
+    assert f"ExecStart={home}/venv/bin/caddy run --config {home}/live.json --pidfile" in text and "Type=notify" in text
     assert "NoNewPrivileges=yes\n" in text and "RestrictSUIDSGID=yes\n" in text and "Restart=on-failure\n" in text
     assert text.endswith("WantedBy=default.target\n") and "multi-user" not in text
     for gone in ("User=", "Group=", "Capabilit", "LimitNOFILE", "Protect", "ReadWritePaths", "PrivateTmp", "network-online"):

@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def test_a_home_of_an_older_front_is_taken_over_in_place_keeping_its_certificate
         for name in ("run", "data", "config", "logs"):
             os.lchown(home / name, 0, 0)
         caddy = Path(venv, "bin", "caddy")
-        argv = [str(caddy), "run", "--config", str(home / "base.json"), "--resume", "--pidfile", str(home / "run" / "caddy.pid")]
+        argv = [str(caddy), "run", "--config", str(home / "live.json"), "--pidfile", str(home / "run" / "caddy.pid")]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
         env["XDG_DATA_HOME"] = str(home / "data")
         with open(home / "logs" / "caddy.out", "ab") as out:
@@ -155,7 +156,7 @@ def test_a_home_of_an_older_front_is_taken_over_in_place_keeping_its_certificate
                 old.wait()
         account = pwd.getpwnam(ACCOUNT)
         assert proc_status(answer["pid"])["Uid"].split()[0] == str(account.pw_uid)
-        assert get(port)[1]["name"] == "A"  # the autosaved config came back, as the new account
+        assert get(port)[1]["name"] == "A"  # root's copy of the config came back, as the new account
         assert certificate.read_text().endswith("kept\n-----END CERTIFICATE-----\n")
         for root, dirs, files in os.walk(home / "data"):
             for name in [*dirs, *files, "."]:
@@ -176,3 +177,49 @@ def _until_answers(port: int, seconds: float = 20) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the root Caddy did not serve on port {port}")
         time.sleep(0.2)
+
+
+# Caddy's account, taken over, changes the running config through the admin socket it owns.
+INJECT = """
+import http.client, json, socket, sys
+
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+
+c = Conn("localhost")
+evil = {"listen": ["127.0.0.1:" + sys.argv[2]], "routes": [{"handle": [{"handler": "file_server", "root": "/"}]}]}
+c.request("PUT", "/config/apps/http/servers/evil", json.dumps(evil), {"Content-Type": "application/json"})
+print(c.getresponse().status)
+"""
+
+
+def test_what_caddys_account_adds_does_not_outlive_a_restart(home: Path, tmp_path: Path) -> None:
+    """A compromised Caddy can change its running config (it owns the admin socket), never root's copy it starts
+    from: after a restart by ``ensure``, only the apps' own sites are served."""
+    venv = caddy_venv_once()
+    host = front.FrontHost(home=str(home), listen="127.0.0.1", http_port=free_port(), https_port=free_port())
+    runner = Front(host, venv)
+    with backend("A", tmp_path) as a:
+        runner.ensure()
+        app, port = front.app_id("/srv/app"), free_port()
+        runner.site(front.Site(app, port=port), backend=a)
+        evil = free_port()
+        entry = pwd.getpwnam(ACCOUNT)
+        argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--inh-caps=-all"]
+        sock = str(home / "run" / "admin.sock")
+        put = subprocess.run(
+            [*argv, "--", "/usr/bin/python3", "-I", "-c", INJECT, sock, str(evil)], capture_output=True, text=True
+        )
+        assert put.stdout.strip() == "200", put
+        assert get(evil)[0] in (200, 404)  # the injected server runs
+        live = home / "live.json"
+        assert live.stat().st_uid == 0 and "evil" not in live.read_text()
+        os.kill(runner.status()["pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        assert runner.ensure()["state"] == "started"
+        assert get(port)[1]["name"] == "A"
+        with pytest.raises(OSError):
+            get(evil)
+        assert "evil" not in json.dumps(runner.config())

@@ -145,7 +145,7 @@ def test_caddy_is_a_unit_running_as_warp_front_and_serves_port_80(host: SystemdH
     assert status["user"] == "warp-front" and status["running"] is True and status["unit"] == "warp-front.service"
     assert status["apps"][app]["backend"] == "127.0.0.1:8081"
 
-    # Killed, systemd starts it again as the same account, with the site resumed from its autosave.
+    # Killed, systemd starts it again as the same account, with the site from root's copy of the config (live.json).
     host.run(f"kill -9 {pid}")
     assert served_until(host)
     again = int(host.run("systemctl show --property=MainPID --value warp-front.service"))

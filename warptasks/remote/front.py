@@ -41,6 +41,17 @@ ROOT_HOME = "/var/lib/warp-front"  # root's front; another user's is ~/.local/sh
 TLS_MODES = ("none", "acme", "files")
 CHALLENGES = ("http-01", "tls-alpn-01")
 
+# Forwarding headers some frameworks believe (Werkzeug's ProxyFix, X-Real-IP middleware, Django's
+# USE_X_FORWARDED_PORT): removed from every request, so a client cannot pass them through the front.
+UNTRUSTED_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-Port",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Protocol",
+    "X-Real-Ip",
+    "X-Forwarded-Prefix",
+)
+
 _ALNUM = re.compile(r"[^A-Za-z0-9]")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
@@ -220,7 +231,9 @@ def base_config(host: FrontHost) -> dict[str, Any]:
     """
     check_host(host)
     return {
-        "admin": {"listen": "unix/" + host.admin_socket, "config": {"persist": True}},
+        # Not persisted by Caddy: its account could rewrite its own autosave to outlive a restart. The script keeps
+        # root's copy of the running config (live.json) and starts Caddy from it.
+        "admin": {"listen": "unix/" + host.admin_socket, "config": {"persist": False}},
         "storage": {"module": "file_system", "root": posixpath.join(host.home, "data")},
         "logging": {
             "logs": {
@@ -265,6 +278,8 @@ def _route(site: Site, host: FrontHost) -> dict[str, Any]:
         transport["response_header_timeout"] = site.response_header_timeout
     proxy: dict[str, Any] = {
         "handler": "reverse_proxy",
+        # Caddy sets X-Forwarded-For/-Proto/-Host itself; these others would reach the app as the client wrote them.
+        "headers": {"request": {"delete": list(UNTRUSTED_HEADERS)}},
         # Read for each request: the switch rewrites the file, the config never changes.
         "upstreams": [{"dial": "{file." + host.upstream_file(site.app) + "}"}],
         "transport": transport,
@@ -272,7 +287,7 @@ def _route(site: Site, host: FrontHost) -> dict[str, Any]:
     }
     handle: list[dict[str, Any]] = [proxy]
     if site.path_prefix and site.strip_prefix:
-        proxy["headers"] = {"request": {"set": {"X-Forwarded-Prefix": [site.path_prefix]}}}
+        proxy["headers"]["request"]["set"] = {"X-Forwarded-Prefix": [site.path_prefix]}
         handle.insert(0, {"handler": "rewrite", "strip_path_prefix": site.path_prefix})
     route: dict[str, Any] = {"@id": site.app, "handle": handle, "terminal": True}
     if match:

@@ -27,7 +27,7 @@ from .hosts import HostTarget
 from .interrupt import pause_for_tests
 from .layout import Layout, Release, Source, backend_port, front_site, migrate_step, with_shared_environment
 from .lease import LeaseKeeper
-from .session import DeployFailed, Session
+from .session import FRONT, DeployFailed, Session
 from .upload import send_with_rsync, write_private
 
 
@@ -363,17 +363,15 @@ class HostDeploy:
         record = self.info.get("current_record") or {}
         live = record.get("port") if self.info.get("current") and self.info.get("current_alive") else None
         port = live or self.backend
+        request = site_request(site, host, backend=f"127.0.0.1:{port}")
         relay = self.info.get("relay")
         if relay:
-            self._retire_relay()
-        try:
-            answer = self.session.front(site_request(site, host, backend=f"127.0.0.1:{port}"))
-        except Exception:
-            if relay:  # the port is nobody's now: the relay serves it again, and the deploy fails
-                self.agent("restore_relay", token=self.token)
-                self.info["relay"] = relay
-                self.say(f"front: Caddy could not take port {relay} over; the old relay serves it again")
-            raise
+            # One action on the host: a cut connection cannot leave the relay stopped and the site not put.
+            answer = self.agent("handover", token=self.token, source=FRONT, site=request)
+            self.info["relay"] = None
+            self.say(f"front: the old relay on port {relay} stopped; Caddy took the port over")
+        else:
+            answer = self.session.front(request)
         if site.tls.mode == "files" and site.tls.cert:
             self._drop_old_certificates(posixpath.dirname(site.tls.cert), {site.tls.cert, site.tls.key})
         if answer.get("changed"):

@@ -1868,26 +1868,89 @@ def retire_relay(req):
     print(json.dumps({"port": record.get("port"), "stopped": stopped}))
 
 
-def restore_relay(req):
-    """Start the retired relay again, as a process, when the front meant to replace it could not take the port."""
+def handover(req):
+    """The old relay's port to the front, in one action on the host, so no cut connection can split it: the relay
+    stopped, the front script run with ``site`` (its request, and its ``source``), and the relay started again if
+    the front could not take the port. Answer: the front's answer, with ``relay`` (the port handed over).
+    """
     _require(req)
     root = req["root"]
     shared = os.path.join(root, "shared")
     record = _json(os.path.join(shared, "proxy.json")) or {}
+    pid = _relay_pid(shared, record)
+    if record.get("unit"):
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", record["unit"]), capture_output=True)
+    elif _alive(pid):
+        _stop_group(pid, signal.SIGTERM, 10)
+    if record:
+        _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=time.time(), unit=None)))
+    front = subprocess.run(
+        [sys.executable or "python3", "-I", "-c", req["source"]],
+        input=(json.dumps(req["site"]) + "\n").encode(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines = front.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if front.returncode != 0:
+        restored = _start_relay(root) if record else None
+        why = answer.get("error") or front.stderr.decode("utf-8", "replace").strip()[-2000:]
+        _fail(
+            "the front could not take port {} over: {}; {}".format(
+                record.get("port"),
+                why,
+                "the old relay serves it again" if restored else "the old relay could not be started again",
+            )
+        )
+    print(json.dumps(dict(answer, relay=record.get("port"))))
+
+
+def _start_relay(root):
+    """The retired relay started again, as a process; its pid once it listens on its port, else None."""
+    shared = os.path.join(root, "shared")
+    record = _json(os.path.join(shared, "proxy.json")) or {}
     script = os.path.join(shared, "warp-proxy.py")
     if not record.get("retired") or not os.path.isfile(script):
-        _fail("no retired relay to restore")
+        return None
     argv = [sys.executable, script, record["listen"], str(int(record["port"])), root]
     proc, _ = _spawn(argv, os.path.join(shared, "logs", "proxy.log"), None)
     _write(os.path.join(shared, "proxy.pid"), str(proc.pid))
     _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=None, pid_start=_starttime(proc.pid))))
-    print(json.dumps({"port": record["port"], "pid": proc.pid}))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        if not _intruders(int(record["port"]), proc.pid) and not _free(int(record["port"])):
+            return proc.pid
+        time.sleep(0.05)
+    return None
+
+
+def restore_relay(req):
+    """Start the retired relay again, as a process, when the front meant to replace it could not take the port;
+    fails unless it then listens on its port (another account may have taken it meanwhile)."""
+    _require(req)
+    record = _json(os.path.join(req["root"], "shared", "proxy.json")) or {}
+    if not record.get("retired"):
+        _fail("no retired relay to restore")
+    pid = _start_relay(req["root"])
+    if not pid:
+        held = _intruders(int(record["port"]), 0)
+        _fail(
+            "the old relay could not listen on port {} again{}".format(
+                record["port"], ": held by " + "; ".join(held) if held else ""
+            )
+        )
+    print(json.dumps({"port": record["port"], "pid": pid}))
 
 
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, restore_relay, logpipe)
+    + (retire_relay, restore_relay, handover, logpipe)
 }
 
 

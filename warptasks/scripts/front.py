@@ -94,6 +94,23 @@ def _read(path):
         return None
 
 
+def _read_own(path, limit=65536):
+    """The end of a file Caddy's account writes (its startup output): never through a link it planted, never a
+    special file; root would otherwise print any file of its choosing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ""
+        os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
 def _home(req):
     home = req.get("home")
     if not home:
@@ -295,6 +312,7 @@ def _change(home, mutate):
         if status >= 300:
             message = answer.get("error") if isinstance(answer, dict) else answer
             _fail("Caddy refused the new config (the old one stays): {}".format(message))
+        _save(home, wanted)
         return True
     _fail("Caddy's config kept changing while it was being updated; try again")
 
@@ -322,10 +340,30 @@ def _merge_base(config, base, template):
         app = apps.setdefault(name, {})
         for key, value in wanted.items():
             app[key] = copy.deepcopy(value)
-    for name, server in apps.get("http", {}).get("servers", {}).items():
-        if name.startswith("warp-"):
-            _apply_template(server, template)
+    servers = apps.get("http", {}).get("servers", {})
+    for name in list(servers):
+        if not name.startswith("warp-"):
+            del servers[name]  # not ours: nothing but a site of an app deployed here may serve
+            continue
+        _apply_template(servers[name], template)
+        servers[name]["routes"] = [r for r in servers[name].get("routes", []) if _ours(r)]
+    for name in list(apps):
+        if name not in base.get("apps", {}):
+            del apps[name]  # an app of Caddy's (pki, layer4...) no base of ours has
+    tls = apps.get("tls", {})
+    if "automation" in tls:
+        tls["automation"] = {"policies": [p for p in tls["automation"].get("policies", []) if _ours(p)]}
+    certificates = tls.get("certificates", {})
+    if "load_files" in certificates:
+        certificates["load_files"] = [c for c in certificates["load_files"] if _ours(c)]
+    for key in list(certificates):
+        if key != "load_files":
+            del certificates[key]
     return config
+
+
+def _ours(item):
+    return isinstance(item, dict) and APP.match(str(item.get("@id", ""))) is not None
 
 
 def _match(route):
@@ -500,9 +538,28 @@ def _env(home):
     return env
 
 
+def _live(home):
+    """The config Caddy starts with: root's copy of the running config, written after every change (never Caddy's
+    own autosave, which its account could rewrite to outlive a restart, e.g. with an admin API on TCP)."""
+    return os.path.join(home, "live.json")
+
+
 def _argv(caddy, home):
     run = os.path.join(home, "run")
-    return [caddy, "run", "--config", os.path.join(home, "base.json"), "--resume", "--pidfile", os.path.join(run, "caddy.pid")]
+    return [caddy, "run", "--config", _live(home), "--pidfile", os.path.join(run, "caddy.pid")]
+
+
+def _json_file(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _save(home, config):
+    """``config`` as the one Caddy starts with next time (root's file, readable by Caddy's account)."""
+    _write(_live(home), json.dumps(config, indent=1, sort_keys=True))
 
 
 def _setpriv(account):
@@ -809,8 +866,68 @@ def _wait_ready(home, proc, seconds=30):
         if proc is not None and proc.poll() is not None:
             break
         time.sleep(0.1)
-    tail = "".join((_read(os.path.join(home, "logs", "caddy.out")) or "").splitlines(True)[-10:])
-    _fail("Caddy did not answer on its admin socket within {}s:\n{}".format(seconds, tail))
+    tail = "".join(_read_own(os.path.join(home, "logs", "caddy.out")).splitlines(True)[-10:])
+    held = _squatters(home, _config_ports(_json_file(_live(home)) or {}), _pid(home))
+    _fail("Caddy did not answer on its admin socket within {}s:\n{}{}".format(seconds, tail, held))
+
+
+def _config_ports(config):
+    """The TCP ports the ``warp-*`` servers of ``config`` listen on."""
+    ports = set()
+    for name, server in (config.get("apps", {}).get("http", {}).get("servers", {}) or {}).items():
+        for address in server.get("listen", []) if name.startswith("warp-") else []:
+            port = str(address).rpartition(":")[2]
+            if port.isdigit():
+                ports.add(int(port))
+    return sorted(ports)
+
+
+def _listening_inodes(port):
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _squatters(home, ports, caddy_pid):
+    """For each of ``ports`` held by a process other than Caddy (``caddy_pid``), a line naming it; "" when none is.
+
+    Another account may bind a public port of 1024 or above whenever Caddy does not hold it (while it restarts):
+    the front then cannot serve that port, and Caddy, loading its config whole, none of its ports.
+    """
+    lines = []
+    for port in ports:
+        inodes = _listening_inodes(port)
+        if not inodes:
+            continue
+        holders = []
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                links = {os.readlink("/proc/{}/fd/{}".format(pid, fd)) for fd in os.listdir("/proc/{}/fd".format(pid))}
+            except OSError:
+                continue
+            if any("socket:[{}]".format(i) in links for i in inodes):
+                holders.append(int(pid))
+        strangers = [pid for pid in holders if pid != caddy_pid]
+        if strangers and caddy_pid not in holders:
+            who = ", ".join(
+                "pid {} (user {}, {})".format(
+                    pid, _user(_uid(pid)) if _uid(pid) is not None else "?", (_read("/proc/{}/comm".format(pid)) or "?")
+                )
+                for pid in strangers
+            )
+            lines.append(
+                "\n  port {} is held by {}: stop it (a port below 1024 cannot be taken by another account)".format(port, who)
+            )
+    return "".join(lines)
 
 
 def _runs_as(home, account):
@@ -838,6 +955,11 @@ def ensure(req):
         # must run instead, or the front does not come back after a reboot.
         plain = bool(systemd and running and not unit_pid)
         restart = running and (installed or moved or plain)  # the one moment connections are dropped
+        if not os.path.exists(_live(home)):
+            # The first start: the base. A front of an earlier version resumed Caddy's own autosave: its running
+            # sites, checked, become root's copy.
+            running_config = _admin(home, "GET", "/config/")[2] if running else None
+            _save(home, _merge_base(running_config or {}, req["config"], req["server"]) if running else req["config"])
         if restart:
             if systemd and os.path.exists(_unit_path(home)):
                 _systemctl("stop", _unit(home))
@@ -855,6 +977,11 @@ def ensure(req):
         state = "restarted" if restart else "running" if running else "started"
         if _change(home, lambda config: _merge_base(config, req["config"], req["server"])) and state == "running":
             state = "updated"
+        config = _admin(home, "GET", "/config/")[2] or {}
+        _save(home, config)
+        held = _squatters(home, _config_ports(config), _pid(home))
+        if held:
+            _fail("a public port of the front is not Caddy's:{}".format(held))
         print(
             json.dumps(
                 {
@@ -908,6 +1035,11 @@ def site(req):
             _fail("the front is not running in {} (ensure first)".format(home))
         upstream = os.path.join(home, "upstreams", app)
         previous = _read(upstream)
+        listen = (req["pieces"].get("listen") or [""])[0]
+        port = int(listen.rpartition(":")[2]) if listen.rpartition(":")[2].isdigit() else None
+        held = _squatters(home, [port], _pid(home)) if port else ""
+        if held:
+            _fail("the site's port is not free for Caddy:{}".format(held))
         if req.get("backend") and previous is None:
             _switch(home, app, req["backend"])  # a new site: its first request must find its backend
         try:
