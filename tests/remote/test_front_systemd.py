@@ -119,7 +119,9 @@ def test_caddy_is_a_unit_running_as_warp_front_and_serves_port_80(host: SystemdH
     assert answer["pid"] == pid
 
     # Caddy's folders are its account's, the rest root's; the admin socket's folder private to it.
-    owners = host.run(f"cd {front.ROOT_HOME} && stat -c '%n %U %a' . run data config logs upstreams base.json venv")
+    venv = f"venv-{front.CADDY_VERSION}"
+    owners = host.run(f"cd {front.ROOT_HOME} && stat -c '%n %U %a' . run data config logs upstreams base.json {venv}")
+    assert host.run(f"readlink {front.ROOT_HOME}/venv").strip() == venv  # switched to in one rename once whole
     assert owners.split("\n")[:8] == [
         ". root 755",
         "run warp-front 700",
@@ -128,7 +130,7 @@ def test_caddy_is_a_unit_running_as_warp_front_and_serves_port_80(host: SystemdH
         "logs warp-front 750",
         "upstreams root 755",
         "base.json root 644",
-        "venv root 755",
+        f"{venv} root 755",
     ]
 
     # An app served on port 80 through the front, inside the host.

@@ -913,8 +913,9 @@ def _config_ports(config):
     return sorted(ports)
 
 
-def _listening_inodes(port):
-    inodes = set()
+def _listeners(port):
+    """The sockets listening on TCP ``port`` (any address): {inode: the uid that owns it}, as /proc/net says."""
+    found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -924,40 +925,30 @@ def _listening_inodes(port):
         for row in rows:
             fields = row.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
-                inodes.add(fields[9])
-    return inodes
+                found[fields[9]] = int(fields[7])
+    return found
 
 
 def _squatters(home, ports, caddy_pid):
-    """For each of ``ports`` held by a process other than Caddy (``caddy_pid``), a line naming it; "" when none is.
+    """For each of ``ports`` another account listens on (not Caddy's), a line naming it; "" when none is.
 
     Another account may bind a public port of 1024 or above whenever Caddy does not hold it (while it restarts):
-    the front then cannot serve that port, and Caddy, loading its config whole, none of its ports.
+    the front then cannot serve that port, and Caddy, loading its config whole, none of its ports. Sockets are
+    told apart by their owner, which /proc/net shows for every socket (a process's open files need more than root
+    has in a container).
     """
+    caddy_uid = _uid(caddy_pid) if caddy_pid else None
     lines = []
     for port in ports:
-        inodes = _listening_inodes(port)
-        if not inodes:
+        owners = set(_listeners(port).values())
+        if not owners or caddy_uid in owners:
             continue
-        holders = []
-        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-            try:
-                links = {os.readlink("/proc/{}/fd/{}".format(pid, fd)) for fd in os.listdir("/proc/{}/fd".format(pid))}
-            except OSError:
-                continue
-            if any("socket:[{}]".format(i) in links for i in inodes):
-                holders.append(int(pid))
-        strangers = [pid for pid in holders if pid != caddy_pid]
-        if strangers and caddy_pid not in holders:
-            who = ", ".join(
-                "pid {} (user {}, {})".format(
-                    pid, _user(_uid(pid)) if _uid(pid) is not None else "?", (_read("/proc/{}/comm".format(pid)) or "?")
-                )
-                for pid in strangers
+        who = ", ".join("user {}".format(_user(uid)) for uid in sorted(owners))
+        lines.append(
+            "\n  port {} is held by {}: stop what holds it (a port below 1024 cannot be taken by another account)".format(
+                port, who
             )
-            lines.append(
-                "\n  port {} is held by {}: stop it (a port below 1024 cannot be taken by another account)".format(port, who)
-            )
+        )
     return "".join(lines)
 
 
