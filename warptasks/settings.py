@@ -183,7 +183,8 @@ class DeploySettings:
     http_port: int = setting(80, "the front's HTTP port on the host, for redirects and ACME challenges (host-wide)", _port)
     https_port: int = setting(443, "the front's HTTPS port on the host (host-wide)", _port)
     backend_port: int | None = setting(
-        None, "the first of the two loopback ports the app's servers alternate on (default: port + 1); one pair per app",
+        None,
+        "the first of the two loopback ports the app's servers alternate on (default: port + 1); one pair per app",
         _optional_port,
     )
     health: str | None = setting(

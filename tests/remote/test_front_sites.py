@@ -49,7 +49,7 @@ pytestmark = pytest.mark.remote
 CLIENT = "127.0.0.5"  # the tests' source address: not the front's 127.0.0.1
 ADMIN = f"{front.ROOT_HOME}/run/admin.sock"
 
-WSGI = '''import json
+WSGI = """import json
 
 NAME, VERSION = "{name}", "{version}"
 
@@ -63,7 +63,7 @@ def application(environ, start_response):
         body, kind = ("release " + NAME + "-" + VERSION + "\\n").encode(), "text/plain"
     start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 
 def make_app(root: Path, name: str, version: str) -> Path:
@@ -285,8 +285,12 @@ def test_acme_certificate_from_pebble_served_redirected_and_never_ordered_again(
     assert rig.pebble.orders() == orders
     assert not any("front: site" in line for line in rig.lines), rig.lines  # an unchanged site: nothing sent to Caddy
     log = rig.sh(rig.a, f"cat {front.ROOT_HOME}/logs/caddy.log")
-    print("ACME: orders", rig.pebble.orders(), "; 'certificate obtained successfully' in caddy.log:",
-          log.count("certificate obtained successfully"))
+    print(
+        "ACME: orders",
+        rig.pebble.orders(),
+        "; 'certificate obtained successfully' in caddy.log:",
+        log.count("certificate obtained successfully"),
+    )
 
 
 # -- 3. Forwarded headers ----------------------------------------------------------------------------------------
