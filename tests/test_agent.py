@@ -485,17 +485,19 @@ def test_retiring_the_old_relay_stops_it(tmp_path: Path) -> None:
         assert ok("retire_relay", root).data == {"port": port, "stopped": True}
         assert relay.wait(timeout=5) is not None
         assert ok("info", root).data["relay"] is None
-        # The front meant to take over failed: the relay comes back, listening.
-        restored = ok("restore_relay", root).data
+        # The front meant to take over fails: the relay comes back, listening, and the handover fails saying so.
+        failing = {"source": 'import sys; print(\'{"error": "no"}\'); sys.exit(1)', "site": {}}
+        refused = agent("handover", root, **failing)
+        assert refused.code != 0 and refused.data["error"].endswith("no; the old relay serves it again"), refused
         assert ok("info", root).data["relay"] == port and not port_free(port)
-        os.killpg(restored["pid"], signal.SIGTERM)
-        # Another account took the port meanwhile: restoring fails, naming it, rather than claiming to serve.
+        os.killpg(int((root / "shared" / "proxy.pid").read_text()), signal.SIGTERM)
+        # Another account took the port meanwhile: the relay cannot serve it, and the handover says who holds it.
         wait_for(lambda: port_free(port), timeout=5, what="the relay gone")
         squatter = Squatter(port)
         try:
-            ok("retire_relay", root)
-            refused = agent("restore_relay", root)
-            assert refused.code != 0 and f"could not listen on port {port}" in refused.data["error"], refused
+            refused = agent("handover", root, **failing)
+            held = f"could not listen on it again: held by pid {squatter.proc.pid} (user {squatter.user}, cmd "
+            assert refused.code != 0 and held in refused.data["error"], refused
         finally:
             squatter.close()
     finally:

@@ -1847,13 +1847,10 @@ def remove(req):
     print(json.dumps({"stopped": stopped, "purged": purged}))
 
 
-def retire_relay(req):
-    """Stop the relay earlier versions ran as the public port's front: the front that replaces it (Caddy) takes the
-    port over right after. Its files stay, marked retired, for :func:`restore_relay` should that fail.
-    Answer: ``port`` (the one it held, or null), ``stopped``.
-    """
-    _require(req)
-    shared = os.path.join(req["root"], "shared")
+def _retire(root):
+    """Stop the relay earlier versions ran on the public port; its files stay, marked retired, so it can be started
+    again (:func:`_start_relay`). Returns its record ({} without one) and whether it was stopped."""
+    shared = os.path.join(root, "shared")
     record = _json(os.path.join(shared, "proxy.json")) or {}
     pid = _relay_pid(shared, record)
     stopped = False
@@ -1865,25 +1862,26 @@ def retire_relay(req):
         stopped = _stop_group(pid, signal.SIGTERM, 10)[0] != "still running"
     if record:
         _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=time.time(), unit=None)))
+    return record, stopped
+
+
+def retire_relay(req):
+    """Stop the old relay for a front of the user's own (``--proxy none``). Answer: ``port`` (the one it held, or
+    null), ``stopped``."""
+    _require(req)
+    record, stopped = _retire(req["root"])
     print(json.dumps({"port": record.get("port"), "stopped": stopped}))
 
 
 def handover(req):
     """The old relay's port to the front, in one action on the host, so no cut connection can split it: the relay
     stopped, the front script run with ``site`` (its request, and its ``source``), and the relay started again if
-    the front could not take the port. Answer: the front's answer, with ``relay`` (the port handed over).
+    the front could not take the port (this fails either way, saying whether the relay serves again).
+    Answer: the front's answer, with ``relay`` (the port handed over).
     """
     _require(req)
     root = req["root"]
-    shared = os.path.join(root, "shared")
-    record = _json(os.path.join(shared, "proxy.json")) or {}
-    pid = _relay_pid(shared, record)
-    if record.get("unit"):
-        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", record["unit"]), capture_output=True)
-    elif _alive(pid):
-        _stop_group(pid, signal.SIGTERM, 10)
-    if record:
-        _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=time.time(), unit=None)))
+    record, _ = _retire(root)
     front = subprocess.run(
         [sys.executable or "python3", "-I", "-c", req["source"]],
         input=(json.dumps(req["site"]) + "\n").encode(),
@@ -1896,15 +1894,13 @@ def handover(req):
     except ValueError:
         answer = {}
     if front.returncode != 0:
-        restored = _start_relay(root) if record else None
         why = answer.get("error") or front.stderr.decode("utf-8", "replace").strip()[-2000:]
-        _fail(
-            "the front could not take port {} over: {}; {}".format(
-                record.get("port"),
-                why,
-                "the old relay serves it again" if restored else "the old relay could not be started again",
-            )
-        )
+        if record and _start_relay(root):
+            after = "the old relay serves it again"
+        else:
+            held = _intruders(int(record["port"]), 0) if record.get("port") else None
+            after = "the old relay could not listen on it again" + (": held by " + "; ".join(held) if held else "")
+        _fail("the front could not take port {} over: {}; {}".format(record.get("port"), why, after))
     print(json.dumps(dict(answer, relay=record.get("port"))))
 
 
@@ -1929,28 +1925,10 @@ def _start_relay(root):
     return None
 
 
-def restore_relay(req):
-    """Start the retired relay again, as a process, when the front meant to replace it could not take the port;
-    fails unless it then listens on its port (another account may have taken it meanwhile)."""
-    _require(req)
-    record = _json(os.path.join(req["root"], "shared", "proxy.json")) or {}
-    if not record.get("retired"):
-        _fail("no retired relay to restore")
-    pid = _start_relay(req["root"])
-    if not pid:
-        held = _intruders(int(record["port"]), 0)
-        _fail(
-            "the old relay could not listen on port {} again{}".format(
-                record["port"], ": held by " + "; ".join(held) if held else ""
-            )
-        )
-    print(json.dumps({"port": record["port"], "pid": pid}))
-
-
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, restore_relay, handover, logpipe)
+    + (retire_relay, handover, logpipe)
 }
 
 
