@@ -13,6 +13,7 @@ import os
 import posixpath
 import secrets
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from ..detect import AppSpec
@@ -75,10 +76,12 @@ class HostDeploy:
 
     def front(self) -> tuple[FrontHost, Site]:
         """The host's front and this app's site on it (the front's home is the one of the SSH account: see ``info``)."""
-        return front_site(self.settings, self.target, str(self.info.get("front_home") or ""), self._tls_files()[0])
+        return front_site(self.settings, self.target, str(self.info.get("front_home") or ""), self._tls_files[0])
 
+    @cached_property
     def _tls_files(self) -> tuple[str, bytes, bytes]:
-        """--tls-cert and --tls-key: a tag made from their content, and the two files' bytes (none given: empty)."""
+        """--tls-cert and --tls-key: a tag made from their content, and the two files' bytes (none given: empty); read
+        once per deploy, however often the site is asked for."""
         s = self.settings
         if not (s.tls_cert and s.tls_key):
             return "", b"", b""
@@ -319,7 +322,7 @@ class HostDeploy:
         host, site = self.front()
         if site.tls.mode != "files" or not site.tls.cert or not site.tls.key:
             return
-        _, cert, key = self._tls_files()
+        _, cert, key = self._tls_files
         sftp = self.session.sftp()
         certs = posixpath.join(host.home, "certs")
         folder = posixpath.dirname(site.tls.cert)
