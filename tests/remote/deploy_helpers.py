@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -135,3 +138,23 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+
+
+def make_workdir(prefix: str) -> Path:
+    """A folder for one test module's projects and files (under WARP_TEST_ROOT, else /tmp), 0755 for the harness."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))
+    os.chmod(path, 0o755)
+    return path
+
+
+def drop_workdir(path: Path) -> None:
+    """Remove a folder of :func:`make_workdir`, unless WARP_TEST_KEEP=1 asks to keep it for a look."""
+    if os.environ.get("WARP_TEST_KEEP") != "1":
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def assert_ok(results: list[Any]) -> None:
+    """Every host of a deploy, rollback or removal succeeded; else the summary of all of them."""
+    from warptasks.remote.fleet import summary
+
+    assert all(r.ok for r in results), summary(results)

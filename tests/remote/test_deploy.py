@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +31,7 @@ from warptasks.remote.interrupt import PAUSE_AT, PAUSE_DIR
 from warptasks.remote.rollback import rollback, status
 from warptasks.settings import DeploySettings
 
-from .deploy_helpers import Load, get, make_django_project, release_served, set_version
+from .deploy_helpers import Load, assert_ok, drop_workdir, get, make_django_project, make_workdir, release_served, set_version
 
 pytestmark = pytest.mark.remote
 
@@ -94,8 +92,7 @@ def fleet() -> Iterator[Fleet]:
     client = ensure_engine()
     image = deploy_image(client)
     hosts = ssh_hosts(client, 1, network="host", image=image) + ssh_hosts(client, 1, network="bridge", image=image)
-    workdir = Path(tempfile.mkdtemp(prefix="warp-deploy-", dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))
-    os.chmod(workdir, 0o755)
+    workdir = make_workdir("warp-deploy-")
     try:
         online, offline = hosts
         port = free_port_run()
@@ -121,12 +118,7 @@ def fleet() -> Iterator[Fleet]:
         yield Fleet(hosts, targets, urls, project, opts)
     finally:
         remove_hosts(hosts)
-        if os.environ.get("WARP_TEST_KEEP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _ok(results: list[Any]) -> None:
-    assert all(r.ok for r in results), summary(results)
+        drop_workdir(workdir)
 
 
 def _sh(host: Any, command: str) -> str:
@@ -136,7 +128,7 @@ def _sh(host: Any, command: str) -> str:
 
 
 def test_first_deploy_serves_pages_and_static_files_on_every_host(fleet: Fleet) -> None:
-    _ok(fleet.deploy())
+    assert_ok(fleet.deploy())
     assert sum("upload: send the release (rsync)" in line for line in fleet.lines) == 2
     assert fleet.served() == ["1", "1"]
     for url in fleet.urls:
@@ -173,7 +165,7 @@ def test_second_version_deploys_under_load_without_a_failed_request(fleet: Fleet
         while "2" not in load.seen and time.monotonic() < settle:
             time.sleep(0.1)
         time.sleep(1)
-    _ok(results)
+    assert_ok(results)
     assert load.failures == [], load.failures[:5]
     assert load.ok > 20 and {"1", "2"} <= load.seen
     assert fleet.served() == ["2", "2"]
@@ -187,7 +179,7 @@ def test_second_version_deploys_under_load_without_a_failed_request(fleet: Fleet
 def test_rollback_goes_back_to_the_previous_release(fleet: Fleet) -> None:
     before = fleet.state()
     results = rollback(fleet.targets, fleet.opts, say=print)
-    _ok(results)
+    assert_ok(results)
     assert fleet.served() == ["1", "1"]
     after = fleet.state()
     for label in after:
@@ -325,7 +317,7 @@ def test_connection_cut_during_upload_keeps_the_old_release(fleet: Fleet) -> Non
     assert _live(fleet)[fleet.targets[0].label] == live
     assert release_served(fleet.urls[0]) == served
     # The lock was given back (over a new connection), so the next deploy goes through.
-    _ok(fleet.deploy())
+    assert_ok(fleet.deploy())
     assert fleet.served() == ["5", "5"]
 
 
@@ -342,7 +334,7 @@ def test_a_second_deploy_to_a_locked_host_fails_naming_the_holder(fleet: Fleet) 
     thread.join(timeout=600)
     assert not second[0].ok and second[0].phase == "lock"
     assert "lock held by" in second[0].message and "pid" in second[0].message
-    _ok(first)
+    assert_ok(first)
     assert fleet.served() == ["6", "6"]
 
 
@@ -354,7 +346,7 @@ def test_a_stale_lock_is_broken_only_when_asked(fleet: Fleet) -> None:
     refused = deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, lock_wait=0), say=print)
     assert not refused[0].ok and "ci@build-7 (pid 4242)" in refused[0].message
     assert release_served(fleet.urls[0]) == "6"
-    _ok(deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, break_lock=True), say=print))
+    assert_ok(deploy(fleet.targets[:1], str(fleet.project), replace(fleet.opts, break_lock=True), say=print))
     assert release_served(fleet.urls[0]) == "7"
     # keep=3: old releases were pruned, and their environments with them.
     releases = _sh(online, f"ls {PATH}/releases").split()
@@ -377,7 +369,7 @@ def test_a_host_that_is_down_fails_the_deploy_and_no_host_switches(fleet: Fleet)
     finally:
         online.start()
     # Back up (its processes did not survive the power cycle): the next deploy brings it back.
-    _ok(fleet.deploy())
+    assert_ok(fleet.deploy())
     assert fleet.served() == ["8", "8"]
 
 
@@ -403,7 +395,7 @@ def test_a_request_in_flight_when_the_old_apache_stops_completes(
     (tmp_path / "go").touch()
     deploying.join(timeout=600)
     slow.join(timeout=30)
-    _ok(results)
+    assert_ok(results)
     assert answers == [(200, f"release {old} slow\n")], answers
     assert any("SIGWINCH" in line and "old server of" in line for line in fleet.lines), fleet.lines
     assert fleet.served() == ["9", "9"]

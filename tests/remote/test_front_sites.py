@@ -18,10 +18,8 @@ import datetime
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +40,7 @@ from warptasks.remote.hosts import HostTarget
 from warptasks.remote.rollback import remove, rollback
 from warptasks.settings import DeploySettings
 
+from .deploy_helpers import assert_ok, drop_workdir, make_workdir
 from .test_deploy import deploy_image, free_port_run
 
 pytestmark = pytest.mark.remote
@@ -207,8 +206,7 @@ class Rig:
 def rig() -> Iterator[Rig]:
     client = ensure_engine()
     image = deploy_image(client)
-    workdir = Path(tempfile.mkdtemp(prefix="warp-front-sites-", dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))
-    os.chmod(workdir, 0o755)
+    workdir = make_workdir("warp-front-sites-")
     hosts = ssh_hosts(client, 2, network="host", image=image, index=False)
     try:
         with ExitStack() as stack:
@@ -232,12 +230,7 @@ def rig() -> Iterator[Rig]:
             yield Rig(hosts, ports, ca, workdir, opts)
     finally:
         remove_hosts(hosts)
-        if os.environ.get("WARP_TEST_KEEP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _ok(results: list[Any]) -> None:
-    assert all(r.ok for r in results), summary(results)
+        drop_workdir(workdir)
 
 
 def _body(answer: tuple[int, dict[str, str], bytes, bytes | None]) -> str:
@@ -264,7 +257,7 @@ def acme(rig: Rig, version: str) -> list[Any]:
 
 def test_acme_certificate_from_pebble_served_redirected_and_never_ordered_again(rig: Rig) -> None:
     started = time.monotonic()
-    _ok(acme(rig, "1"))
+    assert_ok(acme(rig, "1"))
     p, root = rig.ports, rig.pebble.root
     answer = until(lambda: request(p.https, "app.test", tls=verified(root)))
     assert _body(answer) == "release app-1\n"
@@ -280,7 +273,7 @@ def test_acme_certificate_from_pebble_served_redirected_and_never_ordered_again(
     assert env["wsgi.url_scheme"] == "https" and env["HTTP_X_FORWARDED_PROTO"] == "https", env
     assert env["HTTP_HOST"] == "app.test", env
 
-    _ok(acme(rig, "2"))
+    assert_ok(acme(rig, "2"))
     assert _body(request(p.https, "app.test", tls=verified(root))) == "release app-2\n"
     assert rig.pebble.orders() == orders
     assert not any("front: site" in line for line in rig.lines), rig.lines  # an unchanged site: nothing sent to Caddy
@@ -364,8 +357,8 @@ class HostLoad:
 
 def test_two_apps_by_host_name_on_one_port(rig: Rig) -> None:
     p = rig.ports
-    _ok(shop(rig, "1"))
-    _ok(blog(rig, "1"))
+    assert_ok(shop(rig, "1"))
+    assert_ok(blog(rig, "1"))
     assert _body(request(p.plain, "shop.test")) == "release shop-1\n"
     assert _body(request(p.plain, "blog.test")) == "release blog-1\n"
     live = rig.sh(rig.a, "cat /srv/shop/current/.warp/deploy.json")
@@ -394,11 +387,11 @@ def test_a_new_version_and_a_rollback_of_one_app_leave_the_other_alone(rig: Rig)
     before = site_config(rig, "/srv/blog")
     with HostLoad(p.plain, "blog.test") as load:
         time.sleep(0.5)
-        _ok(shop(rig, "2"))
+        assert_ok(shop(rig, "2"))
         assert _body(request(p.plain, "shop.test")) == "release shop-2\n"
         opts = replace(rig.base, path="/srv/shop", domains=("shop.test",), tls=False, port=p.plain)
         results = rollback([rig.target(rig.a)], opts, say=print)
-        _ok(results)
+        assert_ok(results)
         assert _body(request(p.plain, "shop.test")) == "release shop-1\n"
         time.sleep(0.5)
     print(f"blog.test under load: {load.ok} ok, {len(load.failures)} failed, bodies {load.bodies}")
@@ -415,7 +408,7 @@ def test_removing_one_app_takes_its_routes_and_servers_and_leaves_the_other_serv
         time.sleep(0.3)
         results = remove([rig.target(rig.a)], opts, say=print)
         time.sleep(0.3)
-    _ok(results)
+    assert_ok(results)
     assert load.failures == [] and load.bodies == {"release blog-1\n"}
     assert site_config(rig, "/srv/blog") == before
     config = rig.sh(rig.a, f"curl -sS --unix-socket {ADMIN} http://localhost/config/")
@@ -427,7 +420,7 @@ def test_removing_one_app_takes_its_routes_and_servers_and_leaves_the_other_serv
     assert rig.sh(rig.a, "ls /srv/shop/releases | wc -l").strip() != "0"
     assert rig.sh(rig.a, "test -e /srv/shop/current && echo yes || echo no").strip() == "no"
     # Purged: nothing of it is left in the deploy path but its (released) lock's guard file.
-    _ok(remove([rig.target(rig.a)], opts, say=print, purge=True))
+    assert_ok(remove([rig.target(rig.a)], opts, say=print, purge=True))
     assert rig.sh(rig.a, "ls -A /srv/shop").split() == [".warp-deploy.guard"]
 
 
@@ -451,7 +444,7 @@ def test_certificate_files_served_kept_private_and_replaced(rig: Rig) -> None:
     p = rig.ports
     folder = f"{front.ROOT_HOME}/certs/{front.app_id('/srv/files')}"
     cert, key, der = self_signed(rig.workdir, "files.test", "one")
-    _ok(files(rig, "1", cert, key))
+    assert_ok(files(rig, "1", cert, key))
     answer = until(lambda: request(p.https, "files.test", tls=unverified()))
     assert _body(answer) == "release files-1\n" and answer[3] == der
     listing = rig.sh(rig.a, f"stat -c '%n %U %G %a' {folder} {folder}/*")
@@ -463,7 +456,7 @@ def test_certificate_files_served_kept_private_and_replaced(rig: Rig) -> None:
     assert int(rig.sh(rig.a, f"stat -c %a {folder}"), 8) & 0o007 == 0
 
     cert2, key2, der2 = self_signed(rig.workdir, "files.test", "two")
-    _ok(files(rig, "2", cert2, key2))
+    assert_ok(files(rig, "2", cert2, key2))
     answer = until(lambda: request(p.https, "files.test", tls=unverified()))
     assert _body(answer) == "release files-2\n" and answer[3] == der2
     listing2 = rig.sh(rig.a, f"stat -c '%n %U %G %a' {folder}/*")
@@ -481,7 +474,7 @@ def test_proxy_none_runs_no_caddy_and_publishes_the_backend(rig: Rig) -> None:
     first = None
     for version in ("1", "2"):
         project = make_app(rig.workdir / "none", "none", version)
-        _ok(rig.deploy(b, project, path="/srv/none", proxy="none", port=p.none))
+        assert_ok(rig.deploy(b, project, path="/srv/none", proxy="none", port=p.none))
         upstream = rig.sh(b, "cat /srv/none/shared/upstream").strip()
         said = [line for line in rig.lines if "your front must send to" in line]
         print("proxy none:", upstream, said)

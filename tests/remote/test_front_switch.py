@@ -11,10 +11,8 @@ import http.client
 import json
 import os
 import resource
-import shutil
 import socket
 import statistics
-import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +33,7 @@ from warptasks.remote.interrupt import PAUSE_AT, PAUSE_DIR
 from warptasks.remote.rollback import rollback, status
 from warptasks.settings import DeploySettings
 
-from .deploy_helpers import get, make_django_project, set_version
+from .deploy_helpers import assert_ok, drop_workdir, get, make_django_project, make_workdir, set_version
 from .test_deploy import deploy_image, free_port_run
 
 pytestmark = pytest.mark.remote
@@ -261,8 +259,7 @@ class Fleet:
 def fleet() -> Iterator[Fleet]:
     client = ensure_engine()
     hosts = ssh_hosts(client, 1, network="host", image=deploy_image(client))
-    workdir = Path(tempfile.mkdtemp(prefix="warp-front-switch-", dir=os.environ.get("WARP_TEST_ROOT", "/tmp")))
-    os.chmod(workdir, 0o755)
+    workdir = make_workdir("warp-front-switch-")
     try:
         host = hosts[0]
         port = free_port_run()
@@ -277,12 +274,7 @@ def fleet() -> Iterator[Fleet]:
         yield Fleet(host, port, relayed, project, opts)
     finally:
         remove_hosts(hosts)
-        if os.environ.get("WARP_TEST_KEEP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _ok(results: list[Any]) -> None:
-    assert all(r.ok for r in results), summary(results)
+        drop_workdir(workdir)
 
 
 def _served(port: int, path: str = "/where/") -> str:
@@ -321,7 +313,7 @@ def _across_switch(fleet: Fleet, action: Callable[[], list[Any]], label: str, tm
             time.sleep(1)
     finally:
         del os.environ[PAUSE_AT], os.environ[PAUSE_DIR]
-    _ok(results)
+    assert_ok(results)
     print(load.report(label))
     new_first = load.first_seen.get(after, 0.0)
     print(
@@ -337,7 +329,7 @@ def _across_switch(fleet: Fleet, action: Callable[[], list[Any]], label: str, tm
 
 
 def test_first_deploy_through_caddy(fleet: Fleet) -> None:
-    _ok(fleet.deploy())
+    assert_ok(fleet.deploy())
     assert _served(fleet.port).startswith("1 ")
 
 
@@ -459,7 +451,7 @@ def _relay_processes(fleet: Fleet) -> int:
 
 def test_a_host_served_by_the_old_relay_is_taken_over_in_place(fleet: Fleet) -> None:
     set_version(fleet.project, "r1")
-    _ok(fleet.deploy(fleet.relayed_target, path=RELAYED, proxy="none"))
+    assert_ok(fleet.deploy(fleet.relayed_target, path=RELAYED, proxy="none"))
     assert "127.0.0.1:" in fleet.sh(f"cat {RELAYED}/shared/upstream")
     _start_relay(fleet)
     assert _served(fleet.relayed_port).startswith("r1 ")
@@ -474,7 +466,7 @@ def test_a_host_served_by_the_old_relay_is_taken_over_in_place(fleet: Fleet) -> 
         took = time.monotonic() - started
         load.wait_to_see("r2", 30)
         time.sleep(1)
-    _ok(results)
+    assert_ok(results)
     print(load.report("relay -> Caddy"))
     gap = load.gap()
     window = (load.failures[-1][0] - load.failures[0][0]) if load.failures else 0.0
@@ -508,7 +500,7 @@ def test_the_relay_serves_again_when_caddy_cannot_take_its_port(fleet: Fleet) ->
         port = free_port_run()
     target = HostTarget(fleet.host.address, fleet.host.user, fleet.host.port, app_port=port, listen="127.0.0.1")
     set_version(fleet.project, "b1")
-    _ok(fleet.deploy(target, path=root, proxy="none"))
+    assert_ok(fleet.deploy(target, path=root, proxy="none"))
     _start_relay(fleet, root, port)
     with socket.socket(socket.AF_INET6) as blocker:
         blocker.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -7,10 +7,8 @@ wheel file (the host has no network). Traffic stays inside the container (curl t
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -23,21 +21,13 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from warptasks.remote import front
-from warptasks.scripts import source
+from warptasks.remote.session import FRONT, run_agent
 
 from .test_deploy_systemd import SystemdHost
 
 pytestmark = pytest.mark.remote
 
-FRONT = source("front.py")
 CAP_NET_BIND_SERVICE = 1 << 10
-
-
-class _Whole(io.StringIO):
-    """Given whole to the first read: invoke reads a stream that is not a terminal one byte per 10 ms."""
-
-    def read(self, size: int | None = -1) -> str:
-        return super().read()
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +58,10 @@ def conn(host: SystemdHost) -> Iterator[Any]:
 
 
 def call(conn: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """One action of the front's script on the host, as root over SSH; its JSON answer (a failure fails the test)."""
-    result = conn.run(
-        f"python3 -I -c {shlex.quote(FRONT)}",
-        warn=True,
-        hide=True,
-        pty=False,
-        in_stream=_Whole(json.dumps(request) + "\n"),
-        echo_stdin=False,
-    )
+    """One action of the front's script on the host, as root over SSH, sent as a deploy sends it; its JSON answer (a
+    failure fails the test)."""
+    fields = {k: v for k, v in request.items() if k != "action"}
+    result = run_agent(conn, "python3", request["action"], script=FRONT, **fields)
     assert result.exited == 0, f"front {request['action']} failed: {result.stderr.strip()[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
