@@ -15,7 +15,9 @@ makes the exit code 1.
 
 from __future__ import annotations
 
+import codecs
 import re
+import select
 import sys
 import threading
 import time
@@ -30,7 +32,7 @@ from .fleet import one_at_a_time, parallel
 from .front import app_id
 from .host import HOOKS, HostDeploy
 from .hosts import HostTarget
-from .session import DeployFailed, _Whole, agent_call
+from .session import DeployFailed, agent_call
 
 ACTIONS = ("exec", "shell", *HOOKS)
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -174,19 +176,12 @@ def run_recorded(
 
         def one(h: HostDeploy) -> None:
             line = _live_command(h, action, argv)
-            streams = Prefixed(h.target.label, out), Prefixed(h.target.label, err)
-            try:
-                result = h.session.conn.run(
-                    line, warn=True, pty=False, hide=False, in_stream=False, out_stream=streams[0], err_stream=streams[1]
-                )
-            finally:
-                for stream in streams:
-                    stream.flush()
-            codes[h.target.label] = int(result.exited)
-            if result.exited:
-                err(f"[{h.target.label}] exit code {result.exited}")
+            code = stream_command(h.session.conn, line, b"", Prefixed(h.target.label, out), Prefixed(h.target.label, err))
+            codes[h.target.label] = code
+            if code:
+                err(f"[{h.target.label}] exit code {code}")
 
-        parallel(hosts, one)
+        _in_threads(hosts, one)
         for h in hosts:
             if h.error:
                 err(f"[{h.target.label}] error: {h.error}")
@@ -225,17 +220,10 @@ def logs(
 
     def one(h: HostDeploy) -> None:
         step, text = agent_call(settings.python, "logs", root=settings.path, **request)
-        kwargs: dict[str, Any] = {}
+        streams: tuple[Any, Any] = (sys.stdout, sys.stderr)
         if out is not None:
-            kwargs = {"out_stream": Prefixed(h.target.label, out), "err_stream": Prefixed(h.target.label, err)}
-        try:
-            result = h.session.conn.run(
-                command_line(step), warn=True, hide=False, pty=False, in_stream=_Whole(text), echo_stdin=False, **kwargs
-            )
-        finally:
-            for stream in kwargs.values():
-                stream.flush()
-        codes[h.target.label] = int(result.exited)
+            streams = Prefixed(h.target.label, out), Prefixed(h.target.label, err)
+        codes[h.target.label] = stream_command(h.session.conn, command_line(step), text.encode(), *streams)
 
     try:
         if not several:
@@ -252,6 +240,41 @@ def logs(
         if h.error:
             err(f"[{h.target.label}] error: {h.error}")
     return 0 if not any(codes.values()) else 1
+
+
+def stream_command(conn: Any, line: str, stdin: bytes, out: Any, err: Any) -> int:
+    """Run ``line`` over ``conn`` (a connected fabric Connection) with ``stdin``, its output written to the text
+    streams ``out`` and ``err`` as it comes; its exit code.
+
+    Not fabric's ``run``: that waits for the command's output to end even after Ctrl-C, which a follower never does.
+    Here Ctrl-C closes the channel, which ends the command on the host (its output can no longer be written).
+    """
+    channel = conn.client.get_transport().open_session()
+    decoders = codecs.getincrementaldecoder("utf-8")("replace"), codecs.getincrementaldecoder("utf-8")("replace")
+    try:
+        channel.exec_command(line)
+        if stdin:
+            channel.sendall(stdin)
+        channel.shutdown_write()
+        while True:
+            select.select([channel], [], [], 0.2)
+            got = False
+            for ready, receive, stream, decoder in (
+                (channel.recv_ready, channel.recv, out, decoders[0]),
+                (channel.recv_stderr_ready, channel.recv_stderr, err, decoders[1]),
+            ):
+                if ready():
+                    stream.write(decoder.decode(receive(65536)))
+                    stream.flush()
+                    got = True
+            if not got and channel.exit_status_ready() and not (channel.recv_ready() or channel.recv_stderr_ready()):
+                break
+        for stream, decoder in ((out, decoders[0]), (err, decoders[1])):
+            stream.write(decoder.decode(b"", final=True))
+            stream.flush()
+        return int(channel.recv_exit_status())
+    finally:
+        channel.close()
 
 
 def _in_threads(hosts: list[HostDeploy], work: Callable[[HostDeploy], None]) -> None:
