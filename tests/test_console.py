@@ -250,6 +250,8 @@ def test_since_dates_lines_without_a_time_by_their_files_modification(deployed: 
 def test_logs_without_a_live_release_or_with_a_bad_pattern_fail_clearly(deployed: dict[str, Any]) -> None:
     code, lines, error = run_logs(deployed, grep="(")
     assert code == 1 and lines == [] and "is not a regular expression" in error
+    code, lines, error = run_logs(deployed, release="R9")
+    assert code == 1 and lines == [] and "release R9 does not exist" in error  # stderr only: no JSON among the lines
     os.unlink(Path(deployed["root"]) / "current")
     code, lines, error = run_logs(deployed)
     assert code == 1 and lines == [] and "no release is live" in error and "--release" in error
@@ -290,3 +292,32 @@ def test_warp_logs_has_the_short_flags_and_exec_keeps_its_own() -> None:
     assert {"n", "lines", "f", "follow", "since", "grep", "release", "host"} <= flags("logs")
     assert {"c", "p", "host", "path", "identity"} <= flags("exec") and "h" not in flags("exec")
     assert {"p", "host"} <= flags("shell") and {"p", "host", "known-hosts"} <= flags("migrate")
+
+
+def test_a_local_task_runs_on_the_host_fabric_gives_it_or_the_hosts_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from invoke import Config
+    from invoke.exceptions import Exit
+
+    from warptasks.remote import console
+
+    calls: list[tuple[Any, ...]] = []
+
+    def run_recorded(targets: Any, settings: Any, action: str, argv: Any = (), **kwargs: Any) -> int:
+        calls.append((targets, settings.path, action, argv, kwargs["interactive"]))
+        return 4
+
+    monkeypatch.setattr(console, "run_recorded", run_recorded)
+    fab = SimpleNamespace(config=Config(), original_host="web1", user="deploy", port=2222)  # what fab -H web1 gives
+    with pytest.raises(Exit) as exited:
+        warptasks.ns["migrate"].body(fab, path="/srv/shop")
+    assert exited.value.code == 4
+    assert calls[-1] == ([HostTarget("web1", "deploy", 2222)], "/srv/shop", "migrate", (), False)
+    local = SimpleNamespace(config=Config())
+    with pytest.raises(Exit):
+        warptasks.ns["exec"].body(local, command="python -c 'print(1)'", host=["root@web2:22", "web3"])
+    assert calls[-1][0] == [HostTarget("web2", "root", 22), HostTarget("web3")] and calls[-1][2:4] == (
+        "exec",
+        ("python", "-c", "print(1)"),
+    )

@@ -32,6 +32,7 @@ from .fleet import one_at_a_time, parallel
 from .front import app_id
 from .host import HOOKS, HostDeploy
 from .hosts import HostTarget
+from .rollback import RELEASE_ID
 from .session import DeployFailed, agent_call
 
 ACTIONS = ("exec", "shell", *HOOKS)
@@ -117,6 +118,8 @@ def _printer(stream: IO[str]) -> Callable[[str], None]:
 
 def _connected(targets: list[HostTarget], settings: DeploySettings, config: Any, info: bool) -> list[HostDeploy]:
     """A session to each host (and, with ``info``, what the agent says of it: its live release and record)."""
+    if not targets:
+        raise ConfigError("no host given", "pass --host (repeatable), set warp.deploy.hosts, or use fab -H")
     hosts = [HostDeploy(t, settings, lambda _t: None) for t in targets]
 
     def one(h: HostDeploy) -> None:
@@ -207,6 +210,8 @@ def logs(
     if lines < 0:
         raise ConfigError(f"--lines {lines} is negative")
     check_grep(grep)
+    if release and not RELEASE_ID.match(release):
+        raise ConfigError(f"--release {release!r} is not a release id", "warp status lists each host's releases")
     request: dict[str, Any] = {"lines": lines, "grep": grep or None, "release": release or None, "follow": follow}
     if since:
         request.update(parse_since(since, datetime.now(timezone.utc)))

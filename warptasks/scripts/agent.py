@@ -60,6 +60,7 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
 NO_SYSTEMD = "started with --no-systemd"
+JSON_ANSWER = True  # an action answers one JSON line, a failure too; not ``logs``, whose output is the log's lines
 FRONT_HOME = "/var/lib/warp-front"  # root's front (Caddy); another account's is ~/.local/share/warp-front
 
 
@@ -82,7 +83,8 @@ def _json(path):
 
 def _fail(message, code=1, **data):
     sys.stderr.write(message + "\n")
-    print(json.dumps(dict(data, error=message)))
+    if JSON_ANSWER:
+        print(json.dumps(dict(data, error=message)))
     sys.exit(code)
 
 
@@ -2144,12 +2146,6 @@ def _keep_open(log, handle, follow):
         handle.close()
 
 
-def _refuse(message):
-    """``logs`` fails with ``message`` on stderr only: its output is the log's lines, not a JSON answer."""
-    sys.stderr.write(message + "\n")
-    sys.exit(1)
-
-
 def _stdout_gone():
     """Whether nobody reads our output any more (the SSH channel closed): the pipe's other end is gone."""
     import select
@@ -2172,7 +2168,7 @@ def logs(req):
     root = req["root"]
     release = req.get("release") or _current(root)
     if not release:
-        _refuse("no release is live under {}; deploy first, or name one with --release".format(root))
+        _fail("no release is live under {}; deploy first, or name one with --release".format(root))
     count = max(int(req.get("lines") or 100), 0)
     since = ""
     if req.get("since") is not None:
@@ -2182,7 +2178,7 @@ def logs(req):
     try:
         pattern = re.compile(req["grep"]) if req.get("grep") else None
     except re.error as error:
-        _refuse("--grep {!r} is not a regular expression: {}".format(req["grep"], error))
+        _fail("--grep {!r} is not a regular expression: {}".format(req["grep"], error))
 
     def match(line):
         return pattern is None or pattern.search(line.decode("utf-8", "replace")) is not None
@@ -2286,6 +2282,7 @@ def _request():
 
 if __name__ == "__main__":
     request = _request()
+    JSON_ANSWER = request.get("action") != "logs"
     if request.get("action") not in ACTIONS:
         _fail("unknown action {!r}; this agent knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
     _check(request)
