@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -221,3 +222,45 @@ def test_two_hosts_prefix_each_line_with_its_host_and_fail_when_one_does(site: S
     for label in labels:
         mine = [line for line in lines if line.startswith(f"[{label}] ")]
         assert len(mine) == 3 and all(re.match(r"\[\S+\] ((web|proxy) +\| )?20\d\d-", line) for line in mine), lines
+
+
+@pytest.fixture(scope="module")
+def systemd_site() -> Iterator[tuple[Any, Warp]]:
+    """The project deployed to a host booted with systemd: its server a unit whose output reaches the log through a
+    FIFO (see the agent's ``_run_script``), the front a unit too."""
+    from .test_deploy_systemd import SystemdHost
+
+    workdir = make_workdir("warp-console-systemd-")
+    machine = SystemdHost(ensure_engine(), workdir)
+    try:
+        project = make_django_project(workdir / "site", "1", server="gunicorn")
+        opts = DeploySettings.resolve(
+            None, path=PATH, identity=machine.keys.key_filename, known_hosts=machine.known_hosts, wheels=True, drain=1
+        )
+        assert_ok(deploy([HostTarget(machine.address, "root")], str(project), opts, say=print))
+        host = SimpleNamespace(
+            host_string=f"root@{machine.address}", key_filename=machine.keys.key_filename, known_hosts=machine.known_hosts
+        )
+        yield machine, Warp(host, project, PATH, 8080, workdir)
+    finally:
+        machine.remove()
+        drop_workdir(workdir)
+
+
+def test_logs_follow_on_a_systemd_host_shows_the_units_output_dated(systemd_site: tuple[Any, Warp]) -> None:
+    machine, warp = systemd_site
+    token = uuid.uuid4().hex
+    run = warp.start("logs", "-f", "-n", "3")
+    try:
+        run.wait_for("web", timeout=60)
+        assert get(f"http://{machine.address}:8080/?systemd={token}")[0] == 200
+        run.wait_for(f'"GET /?systemd={token} HTTP/1.1" 200', timeout=30)  # the server's, through the unit's FIFO
+        run.wait_for(f'"GET {machine.address}:8080/?systemd={token} HTTP/1.1" 200', timeout=30)  # the front's
+        run.signal(signal.SIGINT)
+        code, output = run.finish(timeout=30)
+        assert code == 0, output
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    lines = [line for line in output.splitlines() if token in line]
+    assert all(re.match(r"(web  |proxy) \| 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in lines), lines
