@@ -321,3 +321,12 @@ def test_a_local_task_runs_on_the_host_fabric_gives_it_or_the_hosts_given(monkey
         "exec",
         ("python", "-c", "print(1)"),
     )
+
+
+def test_no_lines_asked_or_no_log_at_all_prints_nothing(deployed: dict[str, Any]) -> None:
+    assert run_logs(deployed, lines=0)[:2] == (0, [])
+    for log in (Path(deployed["root"]) / "shared" / "logs").iterdir():
+        log.unlink()
+    deployed["app"] = None
+    code, lines, error = run_logs(deployed)
+    assert (code, lines) == (0, []) and "release R1 has no log yet" in error

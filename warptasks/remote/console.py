@@ -189,6 +189,8 @@ def run_recorded(
             if h.error:
                 err(f"[{h.target.label}] error: {h.error}")
         return 0 if not any(codes.values()) else 1
+    except KeyboardInterrupt:
+        return 130  # as a shell reports a command ended by Ctrl-C; the connections close below
     finally:
         for h in hosts:
             h.close()

@@ -2169,7 +2169,7 @@ def logs(req):
     release = req.get("release") or _current(root)
     if not release:
         _fail("no release is live under {}; deploy first, or name one with --release".format(root))
-    count = max(int(req.get("lines") or 100), 0)
+    count = max(int(req["lines"] if req.get("lines") is not None else 100), 0)
     since = ""
     if req.get("since") is not None:
         since = _log_time(float(req["since"]))
@@ -2198,12 +2198,12 @@ def logs(req):
     labelled = [len(sources) > 1]
 
     def emit(lines):
-        width = max(len(s.label) for s in sources)
+        width = max((len(s.label) for s in sources), default=0)
         for label, text in lines:
             out.write((label.ljust(width) + " | ").encode() + text + b"\n" if labelled[0] else text + b"\n")
 
     merged = []
-    for number, source in enumerate(sources):
+    for number, source in enumerate(sources if count else ()):
         merged += [
             (key, number, seq, source.label, text)
             for seq, (key, text) in enumerate(_history(source, since, match, count, follow))
