@@ -330,3 +330,13 @@ def test_no_lines_asked_or_no_log_at_all_prints_nothing(deployed: dict[str, Any]
     deployed["app"] = None
     code, lines, error = run_logs(deployed)
     assert (code, lines) == (0, []) and "release R1 has no log yet" in error
+
+
+def test_a_shell_is_opened_on_one_host_only() -> None:
+    from warptasks.remote.console import run_recorded
+
+    settings = DeploySettings.resolve(None)
+    with pytest.raises(ConfigError, match="one interactive shell"):
+        run_recorded([HostTarget("web1"), HostTarget("web2")], settings, "shell")
+    with pytest.raises(ConfigError, match="no host given"):
+        run_recorded([], settings, "exec", ("ls",))

@@ -264,3 +264,12 @@ def test_logs_follow_on_a_systemd_host_shows_the_units_output_dated(systemd_site
             run.proc.kill()
     lines = [line for line in output.splitlines() if token in line]
     assert all(re.match(r"(web  |proxy) \| 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in lines), lines
+
+
+def test_a_host_that_cannot_be_reached_is_said_and_fails_the_run_while_the_others_run(site: Site) -> None:
+    warp = site.warps[0]
+    argv = warp.argv("exec", "--host", "root@127.0.0.1:1", "--", "python", "-c", "print('ran')")
+    env, stdin = warp.environment(), subprocess.DEVNULL
+    done = subprocess.run(argv, cwd=warp.project, env=env, capture_output=True, text=True, timeout=120, stdin=stdin)
+    assert done.returncode == 1 and done.stdout == f"[{site.hosts[0].host_string}] ran\n", done.stdout + done.stderr
+    assert "[root@127.0.0.1:1] error: cannot reach root@127.0.0.1:1 over SSH" in done.stderr

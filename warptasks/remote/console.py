@@ -134,6 +134,8 @@ def _connected(targets: list[HostTarget], settings: DeploySettings, config: Any,
 def _failed(hosts: list[HostDeploy], err: Callable[[str], None]) -> list[HostDeploy]:
     """Hosts that could not be reached: one raises its error, several say it per host; the others go on."""
     broken = [h for h in hosts if h.error]
+    for h in broken:
+        h.close()
     if broken and len(hosts) == 1:
         raise DeployFailed(broken[0].error)
     for h in broken:
