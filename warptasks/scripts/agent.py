@@ -4,8 +4,8 @@ Like :mod:`warptasks.probe`, this file is sent as source to the host's
 ``python3 -c SOURCE`` through the runner, its request one JSON line on its
 stdin (``python3 -c SOURCE JSON`` works too), so the host needs nothing of
 ours installed. It must stay self-contained and standard-library only. Each
-action prints one JSON object on its last line; a failure exits non-zero
-with a message on stderr.
+action prints one JSON object on its last line (``logs`` prints the log's
+lines instead); a failure exits non-zero with a message on stderr.
 
 Layout under ``root``: ``releases/<id>/`` (one per deploy, with its own
 ``.warp/`` environment link, ``deploy.json`` record and ``server.pid``),
