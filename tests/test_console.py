@@ -340,3 +340,41 @@ def test_a_shell_is_opened_on_one_host_only() -> None:
         run_recorded([HostTarget("web1"), HostTarget("web2")], settings, "shell")
     with pytest.raises(ConfigError, match="no host given"):
         run_recorded([], settings, "exec", ("ls",))
+
+
+def test_a_proxy_log_this_account_cannot_read_is_said_once_and_left_out(
+    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said: list[str] = []
+
+    def refused(path: str, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(agent_module, "open", refused, raising=False)  # the tests run as root, who reads anything
+    request = {k: deployed[k] for k in ("root", "app", "front_home")}
+    assert agent_module._proxy_log(request, said.append) is None
+    assert len(said) == 1 and said[0].startswith("proxy: cannot read ") and "Permission denied" in said[0]
+
+
+def test_follow_moves_to_the_release_that_goes_live(deployed: dict[str, Any]) -> None:
+    root = Path(deployed["root"])
+    line = json.dumps({"action": "logs", "root": str(root), "follow": True, "lines": 0}) + "\n"
+    proc = subprocess.Popen([sys.executable, "-c", AGENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line.encode())
+    proc.stdin.close()
+    try:
+        time.sleep(0.5)
+        (root / "releases" / "R2").mkdir()
+        (root / "shared" / "logs" / "R2.log").write_bytes(b"the new release starts\n")
+        os.unlink(root / "current")
+        (root / "current").symlink_to("releases/R2")  # a deploy switched
+        os.set_blocking(proc.stdout.fileno(), False)
+        seen, deadline = b"", time.monotonic() + 10
+        while b"the new release starts" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.read() or b""
+            time.sleep(0.05)
+        assert seen.endswith(b"web      | the new release starts\n"), seen
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
