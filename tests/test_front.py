@@ -138,7 +138,7 @@ def test_acme_policy_names_the_ca_email_roots_and_challenges() -> None:
 def test_strip_prefix_rewrites_and_tells_the_app() -> None:
     (route,) = pieces(front.Site(APP, path_prefix="/shop", strip_prefix=True, port=8080))["routes"]
     assert route["handle"][0] == {"handler": "rewrite", "strip_path_prefix": "/shop"}
-    assert route["handle"][1]["headers"]["request"]["set"] == {"X-Forwarded-Prefix": ["/shop"]}
+    assert route["handle"][-1]["headers"]["request"]["set"] == {"X-Forwarded-Prefix": ["/shop"]}
 
 
 @pytest.mark.parametrize(

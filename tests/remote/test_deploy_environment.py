@@ -134,7 +134,9 @@ def test_no_command_line_on_the_host_carries_a_value(deployed: Deployed) -> None
     # The files the values travel in instead: only the deploy's account can open them.
     assert deployed.sh(f"stat -c %a {PATH}/current/.warp/env").strip() == "700"
     modes = deployed.sh(f"stat -c '%n %a' {PATH}/current/.warp/env/*").split()
-    assert modes[1::2] == ["600"] * 3 and [m.rsplit("/", 1)[1] for m in modes[::2]] == ["before-1", "migrate", "server"]
+    # cmd-*: the commands warp exec, shell and migrate run on the release (recorded by the deploy, not run by it).
+    names = ["before-1", "cmd-exec", "cmd-migrate", "cmd-shell", "migrate", "server"]
+    assert modes[1::2] == ["600"] * len(names) and [m.rsplit("/", 1)[1] for m in modes[::2]] == names
     # Nor does the command recorded with the release (and run again by a rollback).
     records = deployed.sh(f"cat {PATH}/releases/*/.warp/deploy.json")
     assert "gunicorn" in records

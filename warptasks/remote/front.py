@@ -52,6 +52,8 @@ UNTRUSTED_HEADERS = (
     "X-Forwarded-Prefix",
 )
 
+ACCESS_LOG_KEY = "warp_app"  # the field of an access log line naming the app (the host agent's logs reads it)
+
 _ALNUM = re.compile(r"[^A-Za-z0-9]")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._-]*$")
@@ -285,7 +287,8 @@ def _route(site: Site, host: FrontHost) -> dict[str, Any]:
         "transport": transport,
         "load_balancing": {"try_duration": site.try_duration, "try_interval": "250ms"},
     }
-    handle: list[dict[str, Any]] = [proxy]
+    # The app's id on each of its requests' access log lines: ``warp logs`` shows an app its own lines only.
+    handle: list[dict[str, Any]] = [{"handler": "log_append", "key": ACCESS_LOG_KEY, "value": site.app}, proxy]
     if site.path_prefix and site.strip_prefix:
         proxy["headers"]["request"]["set"] = {"X-Forwarded-Prefix": [site.path_prefix]}
         handle.insert(0, {"handler": "rewrite", "strip_path_prefix": site.path_prefix})

@@ -19,7 +19,17 @@ from typing import Any
 from ..detect import AppSpec
 from ..errors import StepFailed
 from ..facts import Facts
-from ..plan import BuildOptions, StartOptions, Step, command_line, plan_build, plan_start, untracked_dirs
+from ..plan import (
+    BuildOptions,
+    StartOptions,
+    Step,
+    command_line,
+    plan_build,
+    plan_command,
+    plan_exec,
+    plan_start,
+    untracked_dirs,
+)
 from ..run.executor import Say, execute, gather_facts, run_checks
 from ..servers import server as registered
 from ..settings import DeploySettings
@@ -30,6 +40,16 @@ from .layout import Layout, Release, Source, backend_port, front_site, migrate_s
 from .lease import LeaseKeeper
 from .session import FRONT, DeployFailed, Session
 from .upload import send_with_rsync, write_private
+
+# The hook tasks a release records the command of (those the app has; Django's migrate without a hook too).
+HOOKS = ("migrate", "setup", "verify", "alive", "ready")
+SHELL = ("bash", "-i")  # what ``warp shell`` runs, locally and on a host
+
+
+def recorded_step(step: Step) -> dict[str, Any]:
+    """A step as a release records it: what runs, where, with which PATH; never its environment (a values file has it)."""
+    assert not step.env, "recorded steps read their environment from a values file"
+    return {"argv": list(step.argv), "cwd": step.cwd, "path": list(step.path)}
 
 
 @dataclass
@@ -263,7 +283,8 @@ class HostDeploy:
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
-        self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
+        values = {"command": command, "server": plan.server.name, "commands": self._commands(spec, port)}
+        self.agent("mark", release=self.release, values=values)
         chosen = registered(plan.server.name)
         stop = {"stop_signal": chosen.stop_signal, "stop_timeout": chosen.stop_timeout}
         request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}
@@ -273,6 +294,20 @@ class HostDeploy:
         self.backend = port
         self.say(f"started {plan.server.name} on 127.0.0.1:{port}; checking {self.health_settings()['path']}")
         self.check_health()
+
+    def _commands(self, spec: AppSpec, port: int) -> dict[str, dict[str, Any]]:
+        """What ``warp exec``/``shell`` and the hook tasks run on this release, recorded with it (see :data:`COMMANDS`).
+
+        Planned as the local tasks plan them, each getting its environment from a values file of its own and the
+        host's shared/environment, as the server does: ``exec`` is a prefix the user's command is appended to.
+        """
+        project = self.layout.release(self.release)
+        steps: dict[str, Step | None] = {
+            "exec": plan_exec(spec, project, self.env, (), "exec", port),
+            "shell": plan_exec(spec, project, self.env, SHELL, "shell", port),
+        }
+        steps.update((hook, plan_command(spec, project, self.env, hook, port)) for hook in HOOKS)
+        return {name: recorded_step(self._literal(step, f"cmd-{name}")) for name, step in steps.items() if step is not None}
 
     def _literal(self, step: Step, name: str) -> Step:
         """``step`` getting its environment from the release's file ``.warp/env/<name>`` and shared/environment.

@@ -4,8 +4,8 @@ Like :mod:`warptasks.probe`, this file is sent as source to the host's
 ``python3 -c SOURCE`` through the runner, its request one JSON line on its
 stdin (``python3 -c SOURCE JSON`` works too), so the host needs nothing of
 ours installed. It must stay self-contained and standard-library only. Each
-action prints one JSON object on its last line; a failure exits non-zero
-with a message on stderr.
+action prints one JSON object on its last line (``logs`` prints the log's
+lines instead); a failure exits non-zero with a message on stderr.
 
 Layout under ``root``: ``releases/<id>/`` (one per deploy, with its own
 ``.warp/`` environment link, ``deploy.json`` record and ``server.pid``),
@@ -35,6 +35,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -59,6 +60,7 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
 NO_SYSTEMD = "started with --no-systemd"
+JSON_ANSWER = True  # an action answers one JSON line, a failure too; not ``logs``, whose output is the log's lines
 FRONT_HOME = "/var/lib/warp-front"  # root's front (Caddy); another account's is ~/.local/share/warp-front
 
 
@@ -81,7 +83,8 @@ def _json(path):
 
 def _fail(message, code=1, **data):
     sys.stderr.write(message + "\n")
-    print(json.dumps(dict(data, error=message)))
+    if JSON_ANSWER:
+        print(json.dumps(dict(data, error=message)))
     sys.exit(code)
 
 
@@ -738,6 +741,7 @@ def _log_writer(root, log, req):
     script = os.path.join(root, "shared", "warp-agent.py")
     _write_if_changed(script, text)
     config = {"action": "logpipe", "path": log, "max_bytes": max_bytes, "keep": int(req.get("log_keep", LOG_KEEP))}
+    config["timestamps"] = True
     return [sys.executable or "python3", script, json.dumps(config, sort_keys=True)]
 
 
@@ -797,16 +801,39 @@ def _write_all(fd, data):
         data = data[os.write(fd, data) :]
 
 
+def _log_time(seconds):
+    """``seconds`` since the epoch as a log line's time: UTC, to the millisecond (text order is time order)."""
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % int((seconds - whole) * 1000)
+
+
+def _stamp_lines(chunk, at_line_start, stamp):
+    """``chunk`` with ``stamp`` before each line that begins in it (the first only if ``at_line_start``: a read may
+    end inside a line); and whether the next chunk begins a line."""
+    parts = chunk.split(b"\n")
+    out = []
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if last and not part:
+            break
+        if index or at_line_start:
+            out.append(stamp)
+        out.append(part if last else part + b"\n")
+    return b"".join(out), chunk.endswith(b"\n")
+
+
 def logpipe(req):
     """Copy stdin to ``path``, rotating it at ``max_bytes`` and keeping ``keep`` older files; until end of input.
 
-    Request keys: ``path``, ``max_bytes`` (0: no cap), ``keep``. Ignores
+    Request keys: ``path``, ``max_bytes`` (0: no cap), ``keep``, ``timestamps`` (true: each line begins with the UTC
+    time it was read, ``2026-12-01T16:36:28.123Z ``, which ``logs --since`` reads; the cap counts it). Ignores
     SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1 and SIGUSR2 (under
     systemd it gets the server's stop signal too): it ends when every writer
     has closed the pipe. A full disk loses lines, never blocks the server.
     Files are cut at a line end where a line fits.
     """
     path, max_bytes, keep = req["path"], int(req.get("max_bytes") or 0), int(req.get("keep", LOG_KEEP))
+    stamped, at_line_start = bool(req.get("timestamps")), True
     for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1", "SIGUSR2"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     out, size = None, 0
@@ -832,6 +859,8 @@ def logpipe(req):
             break
         if not chunk:
             break
+        if stamped:
+            chunk, at_line_start = _stamp_lines(chunk, at_line_start, _log_time(time.time()).encode() + b" ")
         try:
             if out is None:
                 out, size = reopen(False)
@@ -901,7 +930,7 @@ def _info(req):
         "wheels": sorted(os.listdir(wheels)) if os.path.isdir(wheels) else [],
         "hostname": socket.gethostname(),
         "euid": os.geteuid(),
-        "front_home": FRONT_HOME if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".local", "share", "warp-front"),
+        "front_home": _front_home(),
         "relay": _relay_running(root),
     }
 
@@ -1925,10 +1954,299 @@ def _start_relay(root):
     return None
 
 
+# -- logs ----------------------------------------------------------------------------------
+#
+# ``logs`` shows a release's output: its server's (shared/logs/<release>.log,
+# then .1, .2 ... older), its process types' (<release>.<type>.<n>.log) and
+# the lines of the front's access log that Caddy tagged with this app's id
+# (``warp_app``: other apps' requests are never shown). Unlike the other
+# actions it prints the lines themselves, not one JSON object.
+
+LOG_TIME = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ")
+FOLLOW_POLL = 0.2  # seconds between two looks at the files while following
+DISCOVER_EVERY = 1.0  # seconds between two looks for new logs (a new live release, a process type's)
+
+
+class _Log:
+    """One source of lines: its label, its file (the newest) and the older ones; while following, where it is."""
+
+    def __init__(self, label, path, app=None):
+        self.label, self.path, self.app = label, path, app
+        self.handle, self.inode, self.partial, self.key = None, None, b"", ""
+
+    def files(self):
+        """The log's files, oldest first: ``path.N`` ... ``path.1`` then ``path`` (Caddy: ``access-<time>.log``)."""
+        folder, base = os.path.split(self.path)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return []
+        if self.app:
+            stem = base[: -len(".log")] + "-"
+            older = sorted(n for n in names if n.startswith(stem) and (n.endswith(".log") or n.endswith(".log.gz")))
+        else:
+            numbered = [n for n in names if n.startswith(base + ".") and n[len(base) + 1 :].isdigit()]
+            older = sorted(numbered, key=lambda n: -int(n[len(base) + 1 :]))
+        return [os.path.join(folder, n) for n in older] + ([self.path] if base in names else [])
+
+    def entries(self, data, fallback):
+        """(time, line) for each line of ``data``: a line without a time of its own gets the one before it (the
+        file's modification time for the first); the front's lines are this app's only, made readable."""
+        self.key = self.key or fallback
+        for raw in data.split(b"\n"):
+            if not raw:
+                continue
+            if self.app:
+                line = _access_line(raw, self.app)
+                if line is None:
+                    continue
+                self.key, raw = line
+            else:
+                found = LOG_TIME.match(raw)
+                if found:
+                    self.key = found.group(1).decode()
+            yield self.key, raw
+
+    def read_new(self):
+        """What was written since the last look (following the file when it is rotated): whole lines only."""
+        chunks = []
+        for _ in range(3):  # the rest of a rotated file, then the new one
+            if self.handle is None:
+                try:
+                    self.handle = open(self.path, "rb")
+                except OSError:
+                    break
+                self.inode = os.fstat(self.handle.fileno()).st_ino
+            data = self.handle.read()
+            if data:
+                chunks.append(data)
+                continue
+            try:
+                moved = os.stat(self.path).st_ino != self.inode
+            except OSError:
+                moved = False  # between a rename and the new file: the old one may still grow
+            if not moved:
+                break
+            self.handle.close()
+            self.handle = None
+        data = self.partial + b"".join(chunks)
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        return data[:cut]
+
+
+def _access_line(raw, app):
+    """A line of Caddy's JSON access log as (time, readable line) if it is ``app``'s, else None."""
+    if b'"warp_app"' not in raw:
+        return None
+    try:
+        entry = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("warp_app") != app:
+        return None
+    request = entry.get("request") or {}
+    when = _log_time(float(entry.get("ts") or 0))
+    text = '{} {} "{} {}{} {}" {} {}B {:.1f}ms'.format(
+        when,
+        request.get("client_ip") or request.get("remote_ip") or "-",
+        request.get("method"),
+        request.get("host") or "",
+        request.get("uri"),
+        request.get("proto"),
+        entry.get("status"),
+        entry.get("size"),
+        float(entry.get("duration") or 0) * 1000,
+    )
+    return when, text.encode("utf-8", "replace")
+
+
+def _read_log(path):
+    import gzip
+
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as handle:
+        return handle.read()
+
+
+def _app_logs(root, release):
+    """The release's logs: its server's (``web``) and its process types' (``<type>.<n>``)."""
+    folder = os.path.join(root, "shared", "logs")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    found = [_Log("web", os.path.join(folder, release + ".log"))]
+    for name in names:
+        middle = name[len(release) + 1 : -len(".log")]
+        if name.startswith(release + ".") and name.endswith(".log") and middle:
+            found.append(_Log(middle, os.path.join(folder, name)))
+    return found
+
+
+def _proxy_log(req, say):
+    """The front's access log, when this account can read it (once said why not, when it cannot)."""
+    if not req.get("app"):
+        return None
+    home = req.get("front_home") or _front_home()
+    path = os.path.join(home, "logs", "access.log")
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        say("proxy: cannot read {} as {} ({}); its lines are left out".format(path, _user(os.geteuid()), error.strerror))
+        return None
+    return _Log("proxy", path, app=req["app"])
+
+
+def _front_home():
+    """The front's home of this account: root's, or its own under ~/.local/share."""
+    return FRONT_HOME if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".local", "share", "warp-front")
+
+
+def _history(log, since, match, count, follow):
+    """The last ``count`` lines of ``log`` at or after ``since`` that ``match``; while following, its file stays open
+    at its end."""
+    picked = []
+    for path in reversed(log.files()):
+        try:
+            handle = open(path, "rb") if path == log.path else None
+            modified = os.stat(path).st_mtime
+        except OSError:
+            continue
+        if since and _log_time(modified) < since:
+            if handle is not None:
+                handle.seek(0, os.SEEK_END)
+                _keep_open(log, handle, follow)
+            break  # this file and the older ones hold nothing as recent
+        log.key = ""
+        if handle is not None:
+            data = handle.read()
+            if follow and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                data, log.partial = data[:cut], data[cut:]
+            _keep_open(log, handle, follow)
+        else:
+            try:
+                data = _read_log(path)
+            except OSError:
+                continue
+        lines = [e for e in log.entries(data, _log_time(modified)) if (not since or e[0] >= since) and match(e[1])]
+        picked[:0] = lines[-count:]
+        if len(picked) >= count:
+            break
+    return picked[-count:]
+
+
+def _keep_open(log, handle, follow):
+    if follow:
+        log.handle, log.inode = handle, os.fstat(handle.fileno()).st_ino
+    else:
+        handle.close()
+
+
+def _stdout_gone():
+    """Whether nobody reads our output any more (the SSH channel closed): the pipe's other end is gone."""
+    import select
+
+    poller = select.poll()
+    poller.register(1, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def logs(req):
+    """Print the live release's (or ``release``'s) log lines; with ``follow``, then the new ones as they come.
+
+    Request keys: ``release``, ``lines`` (the last N, default 100), ``since`` (seconds since the epoch) or
+    ``since_seconds`` (that long ago, by this host's clock), ``grep`` (a regular expression a line must match),
+    ``follow``, ``app`` (the app's id: its lines of the front's access log; none: no proxy lines), ``front_home``.
+    Lines carry the time they were written (the capped writer's); a log written without (uncapped) is dated by its
+    file's modification time for ``since``. With several sources each line starts with ``<label> | ``. Following
+    ends when our output can no longer be written (the SSH channel closed).
+    """
+    root = req["root"]
+    release = req.get("release") or _current(root)
+    if not release:
+        _fail("no release is live under {}; deploy first, or name one with --release".format(root))
+    count = max(int(req["lines"] if req.get("lines") is not None else 100), 0)
+    since = ""
+    if req.get("since") is not None:
+        since = _log_time(float(req["since"]))
+    elif req.get("since_seconds") is not None:
+        since = _log_time(time.time() - float(req["since_seconds"]))
+    try:
+        pattern = re.compile(req["grep"]) if req.get("grep") else None
+    except re.error as error:
+        _fail("--grep {!r} is not a regular expression: {}".format(req["grep"], error))
+
+    def match(line):
+        return pattern is None or pattern.search(line.decode("utf-8", "replace")) is not None
+
+    def say(text):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    follow = bool(req.get("follow"))
+    sources = [s for s in _app_logs(root, release) if s.files()]
+    proxy = _proxy_log(req, say)
+    if proxy is not None:
+        sources.append(proxy)
+    if not sources:
+        say("release {} has no log yet".format(release))
+    out = sys.stdout.buffer
+    labelled = [len(sources) > 1]
+
+    def emit(lines):
+        width = max((len(s.label) for s in sources), default=0)
+        for label, text in lines:
+            out.write((label.ljust(width) + " | ").encode() + text + b"\n" if labelled[0] else text + b"\n")
+
+    merged = []
+    for number, source in enumerate(sources if count else ()):
+        merged += [
+            (key, number, seq, source.label, text)
+            for seq, (key, text) in enumerate(_history(source, since, match, count, follow))
+        ]
+    merged.sort()
+    try:
+        emit([(label, text) for _, _, _, label, text in (merged[-count:] if count else [])])
+        out.flush()
+        if not follow:
+            return
+        for source in sources:
+            if source.handle is None and os.path.exists(source.path):
+                _keep_open(source, open(source.path, "rb"), True)
+                source.handle.seek(0, os.SEEK_END)
+        looked = time.monotonic()
+        while not _stdout_gone():
+            for source in sources:
+                emit([(source.label, text) for _, text in source.entries(source.read_new(), "") if match(text)])
+            out.flush()
+            if time.monotonic() - looked >= DISCOVER_EVERY:
+                looked = time.monotonic()
+                live = req.get("release") or _current(root) or release
+                known = {s.path for s in sources}
+                for new in _app_logs(root, live):
+                    if new.path not in known and os.path.exists(new.path):
+                        sources.append(new)
+                        labelled[0] = labelled[0] or len(sources) > 1
+            time.sleep(FOLLOW_POLL)
+    except (BrokenPipeError, ConnectionError):
+        pass
+    finally:
+        try:
+            out.flush()
+        except OSError:
+            pass
+        # Nobody reads any more: the interpreter's own flush at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe)
+    + (retire_relay, handover, logpipe, logs)
 }
 
 
@@ -1964,6 +2282,7 @@ def _request():
 
 if __name__ == "__main__":
     request = _request()
+    JSON_ANSWER = request.get("action") != "logs"
     if request.get("action") not in ACTIONS:
         _fail("unknown action {!r}; this agent knows {}".format(request.get("action"), ", ".join(sorted(ACTIONS))))
     _check(request)

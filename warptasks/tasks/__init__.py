@@ -8,12 +8,14 @@ deploy tasks import the Docker SDK and fabric only when they run.
 - ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
 - ``image.py``: s2i, builder.
 - ``remote.py``: deploy, status, rollback, remove.
+- ``console.py``: logs, and exec, shell and the hooks on hosts (``--host``).
 - ``report.py``: help texts and error reporting every task shares.
 """
 
 from invoke import Collection
 
 from ..settings import config_defaults
+from .console import logs
 from .image import builder, s2i
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
 from .remote import deploy, remove, rollback, status
@@ -36,6 +38,7 @@ ns = Collection(
     status,
     rollback,
     remove,
+    logs,
 )
 # invoke reads INVOKE_WARP_* variables only for keys its config already has: every key, deploy's included.
 ns.configure(config_defaults())

@@ -16,6 +16,7 @@ from ..plan import command_line, masked_env, plan_command, plan_exec
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
+from .console import ON_HOSTS_HELP, on_hosts, run_on_hosts, terminal, with_short_flags
 from .report import OPTION_HELP, reported
 
 
@@ -146,22 +147,52 @@ def _remainder(command: str) -> tuple[str, ...]:
     return ()
 
 
-@task(name="exec", help={"command": "the command (or give it after --)", "project": OPTION_HELP["project"]})
-def exec_(c, command="", project=None):
-    """Run a command in the app's environment: warp exec -- python manage.py migrate."""
+@task(
+    name="exec",
+    klass=with_short_flags(command="c", project="p"),
+    iterable=["host"],
+    auto_shortflags=False,
+    help={"command": "the command (or give it after --)", "project": OPTION_HELP["project"], **ON_HOSTS_HELP},
+)
+def exec_(
+    c,
+    command="",
+    project=None,
+    host=None,
+    path=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+):
+    """Run a command in the app's environment: warp exec -- python manage.py migrate (--host: on a host)."""
     with reported():
         argv = _remainder(command)
         if not argv:
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
+    if on_hosts(c, host):
+        reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
+        run_on_hosts(c, host, "exec", argv, interactive=terminal(), accept_unknown_host=accept_unknown_host, **reach)
+        return
+    with reported():
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
         exec_local(step)
 
 
-@task(help={"project": OPTION_HELP["project"]})
-def shell(c, project=None):
-    """Open an interactive shell in the app's environment."""
+@task(
+    klass=with_short_flags(project="p"),
+    iterable=["host"],
+    auto_shortflags=False,
+    help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP, "host": "open it on this host's live release instead"},
+)
+def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):
+    """Open an interactive shell in the app's environment (--host: on a host, with a terminal)."""
+    if on_hosts(c, host):
+        reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
+        run_on_hosts(c, host, "shell", interactive=True, accept_unknown_host=accept_unknown_host, **reach)
+        return
     with reported():
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
@@ -170,8 +201,18 @@ def shell(c, project=None):
 
 
 def _hook_task(name: str, doc: str):
-    @task(name=name, help={"project": OPTION_HELP["project"]})
-    def hook(c, project=None):
+    @task(
+        name=name,
+        klass=with_short_flags(project="p"),
+        iterable=["host"],
+        auto_shortflags=False,
+        help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP},
+    )
+    def hook(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):
+        if on_hosts(c, host):
+            reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
+            run_on_hosts(c, host, name, accept_unknown_host=accept_unknown_host, **reach)
+            return
         with reported():
             opts = _opts(c, project=project)
             spec = actions.detect(opts)
@@ -183,7 +224,7 @@ def _hook_task(name: str, doc: str):
                 )
             exec_local(step)
 
-    hook.__doc__ = doc
+    hook.__doc__ = doc + " --host: on a host's live release."
     return hook
 
 

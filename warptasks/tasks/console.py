@@ -1,0 +1,129 @@
+"""warp logs, and the remote form of exec, shell and the hook tasks: thin tasks over :mod:`warptasks.remote.console`.
+
+``warp exec --host web1 -- python manage.py check`` (or ``fab -H web1
+warp.exec -- ...``) runs the command on the host's live release instead of
+here; :func:`on_hosts` says whether a local task was asked for that, and
+:func:`run_on_hosts` does it. fabric is imported only when a task reaches a host.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from invoke import Task, task
+from invoke.exceptions import Exit
+
+from .remote import HELP, _fabric_config, _reach, _settings
+from .report import reported
+
+REACH_HELP = {k: HELP[k] for k in ("path", "identity", "known-hosts", "accept-unknown-host", "python")}
+ON_HOSTS_HELP = {
+    "host": "run it on this host's live release instead of here (repeatable; as warp deploy names hosts)",
+    **REACH_HELP,
+}
+
+
+class ShortFlags(Task):
+    """A task whose short flags are chosen, not derived from its parameters' first letters (``short``)."""
+
+    short: dict[str, str] = {}
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        arguments = super().get_arguments(ignore_unknown_help)
+        for argument in arguments:
+            flag = self.short.get(argument.name or "")
+            if flag:
+                argument.names = (*argument.names, flag)
+        return list(arguments)
+
+
+def with_short_flags(**short: str) -> type[Task]:
+    """A :class:`ShortFlags` task class giving the parameters named in ``short`` those one-letter flags."""
+    return type("ShortFlagsTask", (ShortFlags,), {"short": short})
+
+
+def on_hosts(c: Any, host: list[str] | None) -> bool:
+    """Whether a local task runs on hosts instead: --host given, or ``c`` is fabric's Connection (``fab -H``)."""
+    return bool(host) or hasattr(c, "original_host")
+
+
+def run_on_hosts(
+    c: Any,
+    host: list[str] | None,
+    action: str,
+    argv: tuple[str, ...] = (),
+    *,
+    interactive: bool = False,
+    path: str | None = None,
+    identity: str | None = None,
+    known_hosts: str | None = None,
+    accept_unknown_host: bool = False,
+    python: str | None = None,
+) -> None:
+    """Run ``action`` on each host's live release (see :func:`warptasks.remote.console.run_recorded`); exit with its
+    code."""
+    from ..remote.console import run_recorded
+
+    with reported():
+        reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach)
+        code = run_recorded(targets, settings, action, argv, config=_fabric_config(c), interactive=interactive)
+    if code:
+        raise Exit(code=code)
+
+
+def terminal() -> bool:
+    """Whether a person is at this command: both its input and its output are a terminal (a PTY on the host then)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+LOGS_HELP = {
+    "host": "a host whose logs to show (repeatable; as warp deploy names hosts)",
+    "lines": "show the last N lines (default 100; with several sources, of them all together)",
+    "since": "only lines written since then: a duration (30s, 10m, 2h, 1d) or a UTC time (2026-12-01T16:30)",
+    "grep": "only lines matching this regular expression (Python's syntax; applied on the host)",
+    "release": "the release whose logs to show (default: the live one; warp status lists them)",
+    "follow": "keep printing new lines as they come, until Ctrl-C",
+    **REACH_HELP,
+}
+
+
+@task(
+    klass=with_short_flags(lines="n", follow="f"),
+    iterable=["host"],
+    auto_shortflags=False,
+    help=LOGS_HELP,
+)
+def logs(
+    c,
+    host=None,
+    lines=100,
+    since=None,
+    grep=None,
+    release=None,
+    follow=False,
+    path=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+):
+    """Show the live release's server, worker and front proxy log lines on the hosts: -f follows, --since, --grep."""
+    from ..remote.console import logs as show_logs
+
+    with reported():
+        reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach)
+        code = show_logs(
+            targets,
+            settings,
+            lines=int(lines),
+            since=since,
+            grep=grep,
+            release=release,
+            follow=bool(follow),
+            config=_fabric_config(c),
+        )
+    if code:
+        raise Exit(code=code)
