@@ -7,8 +7,10 @@ source tree being shipped, facts come from the host (through the same probe),
 fabric ``Connection`` per host.
 
 Per host (:class:`~.host.HostDeploy`): lock -> upload -> build -> (once, on
-one host) migrate -> start the new release on a free backend port -> health
-check -> switch ``current`` -> stop the old server -> prune. Hosts run each
+one host) migrate and the Procfile's ``release:`` command -> start the new
+release on a free backend port -> health check -> switch ``current`` -> stop
+the old server -> the Procfile's process types moved to the new release
+(the old ones stopped gracefully, then the new ones started) -> prune. Hosts run each
 phase in parallel; no host switches unless every host got that far
 (``allow_partial`` says otherwise).
 
@@ -59,6 +61,7 @@ def deploy(
     check_front(settings, targets)
     begin = time.monotonic()
     spec = detect_app(project, server=settings.server)
+    check_process_counts(spec, settings)
     packed, source, scratch = _pack(spec, settings, say)
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
@@ -102,6 +105,10 @@ def _phases(
     phase(lambda h: h.build(spec, install_env, release))
     if settings.migrate:
         _migrate_once(spec, hosts)
+        check()
+        stop_unless_partial(hosts, settings.allow_partial)
+    if spec.release_command is not None:
+        _release_once(spec, hosts)
         check()
         stop_unless_partial(hosts, settings.allow_partial)
     phase(lambda h: h.prepare_front(_front_wheel(h, wheels_dir)))
@@ -174,6 +181,30 @@ def _front_wheel(h: HostDeploy, wheels_dir: str | None) -> str | None:
         return None
     name = front_wheel(list(h.info.get("wheels", []))) or front_wheel(os.listdir(wheels_dir) if wheels_dir else [])
     return posixpath.join(h.layout.wheels, name) if name else None
+
+
+def _release_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:
+    """The Procfile's release: command on the first host still deploying, after the migration and before any host
+    starts or switches; a failure stops them all (nothing switched, the old release keeps serving)."""
+    first = next((h for h in hosts if not h.error and not h.unchanged), None)
+    if first is None:
+        return
+    parallel([first], lambda h: h.release_command(spec))
+    if first.error:
+        for h in hosts:
+            h.error = h.error or f"not switched: the release command failed on {first.target.label}"
+
+
+def check_process_counts(spec: AppSpec, settings: DeploySettings) -> None:
+    """Refuse, before any host is touched, a count or stop timeout for a process type the Procfile does not have."""
+    for what, names in (("--processes", settings.process_counts), ("stop_timeout", settings.stop_timeout)):
+        unknown = sorted(set(names) - set(spec.process_types) - {"*"})
+        if unknown:
+            types = ", ".join(spec.process_types) or "none"
+            raise ConfigError(
+                f"{what} names {', '.join(unknown)}, which the Procfile has no line for",
+                f"the Procfile's process types: {types} (web=N sets the web server's processes)",
+            )
 
 
 def _migrate_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:
