@@ -95,13 +95,13 @@ def process_counts(key: str, value: Any) -> tuple[int | None, dict[str, int]]:
                     name, _, number = word.partition("=")
                     items.append((name.strip(), number.strip()))
                 elif word not in (None, ""):
-                    items.append(("web", word))
+                    items.append(("", word))  # a bare number: the web server's
     web: int | None = None
     types: dict[str, int] = {}
     hint = f"write {key} as a number (the web server's) or TYPE=N, e.g. --processes worker=2"
     for name, number in items:
-        if name == "web":
-            web = _integer(f"{key} web", number, low=1, hint=hint)
+        if name in ("", "web"):
+            web = _integer(f"{key} {name}".strip(), number, low=1, hint=hint)
         elif not PROCESS_TYPE.match(name):
             raise ConfigError(f"{key}: {name!r} is not a process type name", hint)
         else:
