@@ -2057,6 +2057,7 @@ def _start_processes(root, release, req):
             writer = _log_writer(root, log, req)
             entry = {"type": name, "log": log, "stop_timeout": timeout, "started": time.time(), "stopped": None}
             if manager:
+                os.makedirs(os.path.dirname(_owner_file(root, instance)), mode=0o755, exist_ok=True)
                 _write(_owner_file(root, instance), release)
                 what = f"process {instance}"
                 unit, pid = _unit_start(root, "proc", instance, spec["command"], log, what, (signal.SIGTERM, timeout), writer)
