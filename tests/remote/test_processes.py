@@ -280,6 +280,26 @@ def test_an_unknown_process_type_is_refused_before_any_host(site: Site) -> None:
         site.deploy(process_counts={"clock": 1})
 
 
+def test_a_worker_that_cannot_start_fails_the_deploy_but_the_web_switch_stands(site: Site) -> None:
+    write_project(site.project, "4")
+    (site.project / "Procfile").write_text("worker: python -c 'import sys; print(\"worker broke\"); sys.exit(4)'\n")
+    results = site.deploy()
+    assert not results[0].ok
+    message = results[0].message
+    assert "stands" in message and "worker.1 exited at once" in message and "worker broke" in message, message
+    assert release_served(site.url) == "4"
+    # The old release's worker was stopped first (never two releases' workers at once): none runs now.
+    running_versions(site)
+
+
+def test_a_changed_count_alone_is_a_new_release(site: Site) -> None:
+    write_project(site.project, "5")
+    assert_ok(site.deploy())
+    one_running(site, "5")
+    assert_ok(site.deploy(process_counts={"worker": 2}))
+    running_versions(site, "5", "5")
+
+
 def test_remove_stops_the_workers(site: Site) -> None:
     results = remove([site.target], site.opts, say=site.say)
     assert_ok(results)

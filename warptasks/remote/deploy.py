@@ -129,7 +129,9 @@ def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, S
     for note in selection.on_purpose:
         say(f"shipping {note}")
     rid = release_id(spec.root)
-    digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels))
+    # How many of each process type run, and their stop timeouts, are part of a release: changing them redeploys.
+    processes = [json.dumps([settings.process_counts, settings.stop_timeout], sort_keys=True)] if spec.process_types else []
+    digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels), *processes)
     release = Release(rid, commit_of(spec.root), digest, deps="")
     payload = archive(spec.root, names)
     say(f"release {rid}: {len(names)} files ({why}), {len(payload) // 1024} KiB compressed")
