@@ -179,3 +179,24 @@ def test_the_release_line_is_planned_like_a_hook(tmp_path: Path) -> None:
     assert "exec python manage.py" in command_line(step)
     write_tree(tmp_path, {"Procfile": "worker: x\n"})
     assert plan_release(detect_app(tmp_path), PROJECT, ENV) is None
+
+
+# stop_timeout values -> seconds per type ("*": every type)
+STOP_TIMEOUTS: list[Any] = [
+    pytest.param(None, {}, id="none"),
+    pytest.param(45, {"*": 45}, id="one number for all"),
+    pytest.param({"worker": 60, "clock": 2.5}, {"worker": 60, "clock": 2.5}, id="a mapping"),
+    pytest.param("worker=60,clock=5", {"worker": 60, "clock": 5}, id="a variable's text"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), STOP_TIMEOUTS)
+def test_stop_timeouts(value: Any, expected: dict[str, float]) -> None:
+    config = {"warp": {"deploy": {"stop_timeout": value}}}
+    assert DeploySettings.resolve(config).stop_timeout == expected
+
+
+@pytest.mark.parametrize("value", [{"worker": "soon"}, {"worker": -1}, {"my worker": 5}, "worker=x"])
+def test_a_stop_timeout_that_is_not_seconds_is_an_error(value: Any) -> None:
+    with pytest.raises(ConfigError, match="stop_timeout"):
+        DeploySettings.resolve({"warp": {"deploy": {"stop_timeout": value}}})
