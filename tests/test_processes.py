@@ -9,6 +9,7 @@ import pytest
 
 from tests.cases import facts, write_tree
 from tests.test_plan_start import ENV, PROJECT, built
+from warptasks.cli import process_word
 from warptasks.detect import detect_app
 from warptasks.detect.app import parse_procfile
 from warptasks.errors import ConfigError
@@ -200,3 +201,19 @@ def test_stop_timeouts(value: Any, expected: dict[str, float]) -> None:
 def test_a_stop_timeout_that_is_not_seconds_is_an_error(value: Any) -> None:
     with pytest.raises(ConfigError, match="stop_timeout"):
         DeploySettings.resolve({"warp": {"deploy": {"stop_timeout": value}}})
+
+
+# warp's argv -> what invoke is given
+START_WORDS = [
+    pytest.param(["warp", "start", "worker"], ["warp", "start", "--process", "worker"], id="a process type"),
+    pytest.param(["warp", "start", "clock", "-r", "2"], ["warp", "start", "--process", "clock", "-r", "2"], id="then options"),
+    pytest.param(["warp", "start", "--port", "9"], ["warp", "start", "--port", "9"], id="options only"),
+    pytest.param(["warp", "start"], ["warp", "start"], id="the web server"),
+    pytest.param(["warp", "build", "worker"], ["warp", "build", "worker"], id="another task"),
+    pytest.param(["warp", "start", "plan"], ["warp", "start", "plan"], id="a task name stays a task"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), START_WORDS)
+def test_a_word_after_start_names_a_process_type(argv: list[str], expected: list[str]) -> None:
+    assert process_word(argv) == expected

@@ -1,4 +1,4 @@
-"""A Procfile process type in an application image: ``docker run IMAGE warp start --process worker`` runs it."""
+"""A Procfile process type in an application image: ``docker run IMAGE warp start worker`` runs it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_an_image_runs_a_procfile_process_type_in_the_apps_environment(
     options = build_options(index_access, tag, server_base(docker_client))
     build_app_image(detect_app(project_dir), options, client=docker_client)
     try:
-        output = docker_client.containers.run(tag, ["warp", "start", "--process", "worker"], remove=True)
+        output = docker_client.containers.run(tag, ["warp", "start", "worker"], remove=True)
         last = output.decode().strip().splitlines()[-1].split()
         assert last[:4] == ["worker", "worker", "redis://q", str(img.USER_ID)], output
         assert last[4].startswith(f"{img.PROJECT}/.warp/envs/"), output  # the app's environment's Python
