@@ -2024,8 +2024,11 @@ def _stop_processes(root, release):
         while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
             time.sleep(0.05)
         if _alive(pid) or _group_alive(pid):
-            state, _ = _stop_group(pid, signal.SIGKILL, 5)
-            ended[instance] = "killed" if state != "still running" else state
+            _signal_group(pid, signal.SIGKILL)
+            end = time.monotonic() + 5
+            while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+                time.sleep(0.05)
+            ended[instance] = "still running" if _alive(pid) or _group_alive(pid) else "killed"
         else:
             ended[instance] = "stopped"
         _end_writer(entry)
@@ -2074,6 +2077,9 @@ def _start_processes(root, release, req):
         for instance, state in _process_states(root, release).items():
             if not state["running"]:
                 failed.append(f"{instance} exited at once; its output: {_tail(state['log'], 5).strip() or '(none)'}")
+                if state["unit"]:
+                    # Not left restarting every RestartSec: it fails the same way until the next deploy.
+                    subprocess.run(_systemctl_argv("disable", "--quiet", "--now", state["unit"]), capture_output=True)
     return running, failed
 
 
