@@ -343,9 +343,29 @@ def test_on_a_systemd_host_a_worker_is_a_unit_that_comes_back_after_kill_9(tmp_p
             return worker
 
         second = until(another)
+
+        def another_version(version: str) -> Callable[[], Worker]:
+            def check() -> Worker:
+                worker = one()
+                assert worker.version == version, worker
+                return worker
+
+            return check
+
         assert second.version == "1" and second.release == first.release
         state = status([target], opts)[target.label]
         live = next(r for r in state["releases"] if r["id"] == state["current"])
         assert live["processes"]["worker.1"]["unit"] == unit and live["processes"]["worker.1"]["running"], live
+
+        # The next release takes the same unit instance over: the old worker stopped by systemd with SIGTERM.
+        write_project(project, "2")
+        assert_ok(deploy([target], str(project), opts, say=print))
+        third = until(another_version("2"))
+        assert {w.pid: w for w in read_workers(run)}[second.pid].stopped
+        assert machine.run(f"systemctl is-active {unit}").strip() == "active"
+        # Rolled back, the unit runs the old release's code again.
+        assert_ok(rollback([target], opts, say=print))
+        assert until(another_version("1")).release == first.release
+        assert {w.pid: w for w in read_workers(run)}[third.pid].stopped
     finally:
         machine.remove()
