@@ -217,3 +217,29 @@ START_WORDS = [
 @pytest.mark.parametrize(("argv", "expected"), START_WORDS)
 def test_a_word_after_start_names_a_process_type(argv: list[str], expected: list[str]) -> None:
     assert process_word(argv) == expected
+
+
+def test_a_host_entry_may_run_a_process_type_the_others_do_not(tmp_path: Path) -> None:
+    config = {
+        "warp": {
+            "deploy": {
+                "processes": {"clock": 0},
+                "hosts": ["web1", {"host": "web2", "processes": {"clock": 1}}],
+            }
+        }
+    }
+    settings = DeploySettings.resolve(config)
+    web1, web2 = settings.hosts
+    assert (web1.processes, web2.processes, settings.process_counts) == ((), (("clock", 1),), {"clock": 0})
+    write_tree(tmp_path, {"wsgi.py": "", "Procfile": "worker: python w.py\nclock: python c.py\n"})
+    check_process_counts(detect_app(tmp_path), settings, list(settings.hosts))
+    with pytest.raises(ConfigError, match="the processes of host web2 names clock"):
+        check_process_counts(_only_worker(tmp_path), DeploySettings.resolve(None), [web2])
+    with pytest.raises(ConfigError, match="process types only"):
+        DeploySettings.resolve({"warp": {"deploy": {"hosts": [{"host": "web3", "processes": {"web": 2}}]}}})
+
+
+def _only_worker(tmp_path: Path) -> Any:
+    other = tmp_path / "other"
+    write_tree(other, {"wsgi.py": "", "Procfile": "worker: python w.py\n"})
+    return detect_app(other)

@@ -292,15 +292,21 @@ def test_a_worker_that_cannot_start_fails_the_deploy_but_the_web_switch_stands(s
     running_versions(site)
 
 
-def test_a_changed_count_alone_is_a_new_release(site: Site) -> None:
+def test_a_changed_count_alone_is_a_new_release_and_a_hosts_own_count_wins(site: Site) -> None:
     write_project(site.project, "5")
     assert_ok(site.deploy())
     one_running(site, "5")
     assert_ok(site.deploy(process_counts={"worker": 2}))
     running_versions(site, "5", "5")
+    # A host's own count beats the deploy's: 0 runs none there.
+    results = deploy([replace(site.target, processes=(("worker", 0),))], str(site.project), site.opts, say=site.say)
+    assert_ok(results)
+    running_versions(site)
 
 
 def test_remove_stops_the_workers(site: Site) -> None:
+    assert_ok(site.deploy())
+    one_running(site, "5")
     results = remove([site.target], site.opts, say=site.say)
     assert_ok(results)
     until(lambda: running_versions(site), 20)

@@ -32,7 +32,7 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -61,8 +61,8 @@ def deploy(
     check_front(settings, targets)
     begin = time.monotonic()
     spec = detect_app(project, server=settings.server)
-    check_process_counts(spec, settings)
-    packed, source, scratch = _pack(spec, settings, say)
+    check_process_counts(spec, settings, targets)
+    packed, source, scratch = _pack(spec, settings, say, targets)
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     try:
@@ -119,7 +119,9 @@ def _phases(
     check()
 
 
-def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, Source, str]:
+def _pack(
+    spec: AppSpec, settings: DeploySettings, say: Say, targets: list[HostTarget] | None = None
+) -> tuple[Release, Source, str]:
     """The release (its dependency digest still to come), its files listed (for rsync) and archived (for SFTP), and the
     scratch folder that holds the list."""
     selection = source_files(spec.root)
@@ -130,7 +132,8 @@ def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, S
         say(f"shipping {note}")
     rid = release_id(spec.root)
     # How many of each process type run, and their stop timeouts, are part of a release: changing them redeploys.
-    processes = [json.dumps([settings.process_counts, settings.stop_timeout], sort_keys=True)] if spec.process_types else []
+    counts = [settings.process_counts, settings.stop_timeout, [t.processes for t in targets or ()]]
+    processes = [json.dumps(counts, sort_keys=True)] if spec.process_types else []
     digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels), *processes)
     release = Release(rid, commit_of(spec.root), digest, deps="")
     payload = archive(spec.root, names)
@@ -197,9 +200,11 @@ def _release_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:
             h.error = h.error or f"not switched: the release command failed on {first.target.label}"
 
 
-def check_process_counts(spec: AppSpec, settings: DeploySettings) -> None:
+def check_process_counts(spec: AppSpec, settings: DeploySettings, targets: list[HostTarget] | None = None) -> None:
     """Refuse, before any host is touched, a count or stop timeout for a process type the Procfile does not have."""
-    for what, names in (("--processes", settings.process_counts), ("stop_timeout", settings.stop_timeout)):
+    named: list[tuple[str, Collection[str]]] = [("--processes", settings.process_counts), ("stop_timeout", settings.stop_timeout)]
+    named += [(f"the processes of host {t.label}", dict(t.processes)) for t in targets or () if t.processes]
+    for what, names in named:
         unknown = sorted(set(names) - set(spec.process_types) - {"*"})
         if unknown:
             types = ", ".join(spec.process_types) or "none"

@@ -298,10 +298,11 @@ class HostDeploy:
         ``.warp/env/process-<type>``, as the server's is in ``.warp/env/server``), how many, the stop timeout."""
         assert self.facts is not None, "start follows build"
         s, types = self.settings, {}
+        counts = {**s.process_counts, **dict(self.target.processes)}
         for name in spec.process_types:
             step = self._literal(plan_process(spec, self.facts, name, options), f"process-{name}")
             timeout = s.stop_timeout.get(name, s.stop_timeout.get("*", 30))
-            types[name] = {"command": command_line(step), "count": s.process_counts.get(name, 1), "stop_timeout": timeout}
+            types[name] = {"command": command_line(step), "count": counts.get(name, 1), "stop_timeout": timeout}
         return types
 
     def start_processes(self) -> None:
