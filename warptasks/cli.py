@@ -13,9 +13,17 @@ from .tasks import ns
 program = Program(name="warp", binary="warp", version=__version__, namespace=ns)
 
 
+def process_word(argv: list[str]) -> list[str]:
+    """``warp start worker`` as ``warp start --process worker``: invoke has no optional positional arguments, and a
+    word after a task is read as the next task. Only a word right after ``start`` that names no task is taken."""
+    if len(argv) > 2 and argv[1] == "start" and not argv[2].startswith("-") and argv[2] not in ns.task_names:
+        return [*argv[:2], "--process", argv[2], *argv[3:]]
+    return argv
+
+
 def main() -> None:
     try:
-        program.run()
+        program.run(process_word(sys.argv))
         sys.stdout.flush()
     except BrokenPipeError:
         # `warp plan | head`: the reader has gone, which is not an error of ours. Point stdout

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, TypeVar
 
+from .detect.app import PROCESS_TYPE
 from .errors import ConfigError
 from .remote.hosts import HostTarget, parse_hosts, parse_names
 from .servers import choices_help
@@ -71,6 +72,70 @@ def _count(key: str, value: Any) -> int | None:
     if value in (None, ""):
         return None
     return _integer(key, value, low=1, hint=f"set {key} to a whole number of at least 1, or leave it out to compute it")
+
+
+def process_counts(key: str, value: Any) -> tuple[int | None, dict[str, int]]:
+    """``processes`` read as (the web server's worker processes, {process type: how many}).
+
+    A bare number, or ``web=N``, is the web server's, as it always was; ``TYPE=N`` sets how many of a Procfile's
+    process type run on each host (0: none; left out: 1). Taken as a number, a ``TYPE=N`` text (commas between
+    several, as an ``INVOKE_WARP_DEPLOY_PROCESSES`` variable gives them), a list of those (``--processes``
+    repeated) or a mapping (``processes: {worker: 2}`` in invoke.yaml).
+    """
+    if value in (None, ""):
+        return None, {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, Mapping) or (hasattr(value, "items") and not isinstance(value, (str, bytes))):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        for part in value if isinstance(value, (list, tuple)) else [value]:
+            for word in str(part).split(",") if isinstance(part, str) else [part]:
+                word = word.strip() if isinstance(word, str) else word
+                if isinstance(word, str) and "=" in word:
+                    name, _, number = word.partition("=")
+                    items.append((name.strip(), number.strip()))
+                elif word not in (None, ""):
+                    items.append(("", word))  # a bare number: the web server's
+    web: int | None = None
+    types: dict[str, int] = {}
+    hint = f"write {key} as a number (the web server's) or TYPE=N, e.g. --processes worker=2"
+    for name, number in items:
+        if name in ("", "web"):
+            web = _integer(f"{key} {name}".strip(), number, low=1, hint=hint)
+        elif not PROCESS_TYPE.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a process type name", hint)
+        else:
+            types[name] = _integer(f"{key} {name}", number, low=0, hint=hint)
+    return web, types
+
+
+def _web_processes(key: str, value: Any) -> int | None:
+    """``processes`` for a local start: the web server's part of it."""
+    return process_counts(key, value)[0]
+
+
+def _type_counts(key: str, value: Any) -> dict[str, int]:
+    return process_counts(key, value)[1]
+
+
+def _stop_timeouts(key: str, value: Any) -> dict[str, float | int]:
+    """Seconds each process type gets to stop after SIGTERM before SIGKILL: ``{worker: 60}``, or a number for all
+    (kept as ``"*"``); left out, 30."""
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, Mapping) and not hasattr(value, "items"):
+        items: list[tuple[str, Any]] = []
+        for part in value if isinstance(value, (list, tuple)) else str(value).split(","):
+            name, _, number = str(part).rpartition("=")
+            items.append((name.strip() or "*", number.strip()))
+    else:
+        items = [(str(k), v) for k, v in value.items()]
+    timeouts: dict[str, float | int] = {}
+    for name, number in items:
+        if name != "*" and not PROCESS_TYPE.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a process type name", f"write {key} as TYPE=SECONDS, e.g. worker=60")
+        timeouts[name] = _seconds(f"{key} {name}", number)
+    return timeouts
 
 
 def _whole(key: str, value: Any) -> int:
@@ -148,7 +213,7 @@ class Settings:
     server: str | None = setting(None, choices_help(), _text)
     host: str = setting("127.0.0.1", "the address to listen on", _text)
     port: int = setting(8080, "the port to listen on", _port)
-    processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _count)
+    processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _web_processes)
     threads: int | None = setting(None, "threads per process (default: computed)", _count)
     max_clients: int | None = setting(None, "mod_wsgi-express's Apache capacity (default: at least 400)", _count)
     user: str | None = setting(None, "as root: the account the server runs as (mod_wsgi: Apache's workers)", _text)
@@ -217,7 +282,22 @@ class DeploySettings:
     systemd: bool = setting(True, "servers as systemd units where systemd runs (a non-root account: where it lingers)", _flag)
     server: str | None = setting(None, meaning(Settings, "server"), _text, shared=True)
     installer: str = setting("auto", meaning(Settings, "installer"), _text, shared=True)
-    processes: int | None = setting(None, "worker processes on each host (default: computed there)", _count, shared=True)
+    processes: int | None = setting(
+        None,
+        "the web server's worker processes on each host (default: computed there); TYPE=N, or a mapping, sets how many "
+        "of a Procfile process type run (default 1; 0: none)",
+        _web_processes,
+        shared=True,
+    )
+    process_counts: dict[str, int] = setting(
+        None, "how many of each Procfile process type run on each host (set through processes)", _type_counts
+    )
+    stop_timeout: dict[str, float | int] = setting(
+        None,
+        "seconds a Procfile process type has to stop after SIGTERM before SIGKILL: {worker: 60}, or one number for all "
+        "(default 30)",
+        _stop_timeouts,
+    )
     threads: int | None = setting(None, "threads per process (default: computed)", _count, shared=True)
     user: str | None = setting(None, "as root: the account the server runs as (mod_wsgi: Apache's workers)", _text, shared=True)
     group: str | None = setting(None, "as root: the group the server runs as (mod_wsgi: Apache's workers)", _text, shared=True)
@@ -227,7 +307,15 @@ class DeploySettings:
         """Task options over ``warp: deploy:`` over ``warp:`` (shared settings only) over the defaults."""
         warp = _section(config, "warp")
         shared = {f.name: warp.get(f.name) for f in fields(cls) if f.metadata["shared"]}
-        return _layered(cls, shared, _section(warp, "deploy"), given)
+        layers = [shared, dict(_section(warp, "deploy")), dict(given)]
+        # processes holds the web server's count and the process types' together; the types' merge layer by layer.
+        counts: dict[str, int] = {}
+        for layer in layers:
+            web, types = process_counts("processes", layer.get("processes"))
+            layer["processes"] = web
+            counts.update(types)
+        layers[-1]["process_counts"] = counts or None
+        return _layered(cls, *layers)
 
 
 def _section(config: Any, name: str) -> Mapping[str, Any]:

@@ -56,6 +56,18 @@ class AppSpec:
     static_url: str | None = None
     static_dir: str | None = None
     static_why: str = ""
+    # Every line of the Procfile, in its order: process type -> shell command (``web``, ``release`` and the others).
+    procfile: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def process_types(self) -> dict[str, str]:
+        """The Procfile's process types run beside the web server (``worker``, ``clock``...): all but web and release."""
+        return {name: command for name, command in self.procfile.items() if name not in ("web", "release")}
+
+    @property
+    def release_command(self) -> str | None:
+        """The Procfile's ``release:`` command, run once per deploy before any host switches; None without one."""
+        return self.procfile.get("release")
 
     @property
     def is_asgi(self) -> bool:
@@ -134,15 +146,51 @@ def _wsgi_app_in(path: Path) -> str | None:
     return None
 
 
-def _procfile_web(root: Path) -> str | None:
+PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]+\Z")
+_PROCFILE_LINE = re.compile(r"^\s*([^:\s#][^:]*?)\s*:(.*)$")
+
+
+def parse_procfile(text: str, where: str = "Procfile") -> dict[str, str]:
+    """A Procfile's lines as {process type: command}, in order; blank lines and ``#`` comments skipped.
+
+    A type is letters, digits, ``_`` and ``-`` (it names log files and systemd units); each appears once and has a
+    command. Anything else is an error naming the line: a worker that silently never runs is worse.
+    """
+    processes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _PROCFILE_LINE.match(line)
+        if not match:
+            raise ConfigError(
+                f"{where} line {number} is not 'type: command': {stripped[:80]!r}",
+                f"fix line {number} of {where}: each line is a process type, a colon and its command (web: gunicorn app:app)",
+            )
+        name, command = match.group(1), match.group(2).strip()
+        if not PROCESS_TYPE.match(name):
+            raise ConfigError(
+                f"{where} line {number}: {name!r} is not a process type name",
+                "name process types with letters, digits, _ and - only (worker, clock, high-priority)",
+            )
+        if name in processes:
+            raise ConfigError(f"{where} line {number}: {name} is given twice", f"keep one {name}: line in {where}")
+        if not command:
+            raise ConfigError(f"{where} line {number}: {name} has no command", f"write the command after '{name}:'")
+        processes[name] = command
+    return processes
+
+
+def read_procfile(root: Path) -> dict[str, str]:
+    """The Procfile in ``root`` (see :func:`parse_procfile`); none there: no process types."""
     path = root / "Procfile"
     if not path.is_file():
-        return None
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = re.match(r"^\s*web\s*:\s*(.+)$", line)
-        if match:
-            return match.group(1).strip()
-    return None
+        return {}
+    return parse_procfile(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _procfile_web(root: Path) -> str | None:
+    return read_procfile(root).get("web")
 
 
 def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, DjangoProject | None]:
@@ -282,4 +330,5 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
         static_url=static_url,
         static_dir=static_dir,
         static_why=static_why,
+        procfile=read_procfile(home),
     )

@@ -8,6 +8,7 @@ plans run on this machine, inside an image and on remote hosts.
 from ..servers import resolve_server
 from .build import BuildOptions, plan_build
 from .environment import env_paths, hook_environment, plan_command, plan_exec, untracked_dirs
+from .processes import plan_process, plan_release, procfile_argv
 from .start import StartOptions, StartPlan, plan_start
 from .steps import MASKED, Plan, Step, command_line, masked_env, write_file
 
@@ -25,7 +26,10 @@ __all__ = [
     "plan_build",
     "plan_command",
     "plan_exec",
+    "plan_process",
+    "plan_release",
     "plan_start",
+    "procfile_argv",
     "resolve_server",
     "untracked_dirs",
     "write_file",

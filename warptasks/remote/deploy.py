@@ -7,8 +7,10 @@ source tree being shipped, facts come from the host (through the same probe),
 fabric ``Connection`` per host.
 
 Per host (:class:`~.host.HostDeploy`): lock -> upload -> build -> (once, on
-one host) migrate -> start the new release on a free backend port -> health
-check -> switch ``current`` -> stop the old server -> prune. Hosts run each
+one host) migrate and the Procfile's ``release:`` command -> start the new
+release on a free backend port -> health check -> switch ``current`` -> stop
+the old server -> the Procfile's process types moved to the new release
+(the old ones stopped gracefully, then the new ones started) -> prune. Hosts run each
 phase in parallel; no host switches unless every host got that far
 (``allow_partial`` says otherwise).
 
@@ -30,7 +32,7 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -59,7 +61,8 @@ def deploy(
     check_front(settings, targets)
     begin = time.monotonic()
     spec = detect_app(project, server=settings.server)
-    packed, source, scratch = _pack(spec, settings, say)
+    check_process_counts(spec, settings, targets)
+    packed, source, scratch = _pack(spec, settings, say, targets)
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     try:
@@ -104,6 +107,10 @@ def _phases(
         _migrate_once(spec, hosts)
         check()
         stop_unless_partial(hosts, settings.allow_partial)
+    if spec.release_command is not None:
+        _release_once(spec, hosts)
+        check()
+        stop_unless_partial(hosts, settings.allow_partial)
     phase(lambda h: h.prepare_front(_front_wheel(h, wheels_dir)))
     phase(lambda h: h.start(spec))
     parallel(hosts, lambda h: h.switch())
@@ -112,7 +119,9 @@ def _phases(
     check()
 
 
-def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, Source, str]:
+def _pack(
+    spec: AppSpec, settings: DeploySettings, say: Say, targets: list[HostTarget] | None = None
+) -> tuple[Release, Source, str]:
     """The release (its dependency digest still to come), its files listed (for rsync) and archived (for SFTP), and the
     scratch folder that holds the list."""
     selection = source_files(spec.root)
@@ -122,7 +131,10 @@ def _pack(spec: AppSpec, settings: DeploySettings, say: Say) -> tuple[Release, S
     for note in selection.on_purpose:
         say(f"shipping {note}")
     rid = release_id(spec.root)
-    digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels))
+    # How many of each process type run, and their stop timeouts, are part of a release: changing them redeploys.
+    counts = [settings.process_counts, settings.stop_timeout, [t.processes for t in targets or ()]]
+    processes = [json.dumps(counts, sort_keys=True)] if spec.process_types else []
+    digest = content_digest(spec.root, names, __version__, str(settings.server), str(settings.wheels), *processes)
     release = Release(rid, commit_of(spec.root), digest, deps="")
     payload = archive(spec.root, names)
     say(f"release {rid}: {len(names)} files ({why}), {len(payload) // 1024} KiB compressed")
@@ -174,6 +186,32 @@ def _front_wheel(h: HostDeploy, wheels_dir: str | None) -> str | None:
         return None
     name = front_wheel(list(h.info.get("wheels", []))) or front_wheel(os.listdir(wheels_dir) if wheels_dir else [])
     return posixpath.join(h.layout.wheels, name) if name else None
+
+
+def _release_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:
+    """The Procfile's release: command on the first host still deploying, after the migration and before any host
+    starts or switches; a failure stops them all (nothing switched, the old release keeps serving)."""
+    first = next((h for h in hosts if not h.error and not h.unchanged), None)
+    if first is None:
+        return
+    parallel([first], lambda h: h.release_command(spec))
+    if first.error:
+        for h in hosts:
+            h.error = h.error or f"not switched: the release command failed on {first.target.label}"
+
+
+def check_process_counts(spec: AppSpec, settings: DeploySettings, targets: list[HostTarget] | None = None) -> None:
+    """Refuse, before any host is touched, a count or stop timeout for a process type the Procfile does not have."""
+    named: list[tuple[str, Collection[str]]] = [("--processes", settings.process_counts), ("stop_timeout", settings.stop_timeout)]
+    named += [(f"the processes of host {t.label}", dict(t.processes)) for t in targets or () if t.processes]
+    for what, names in named:
+        unknown = sorted(set(names) - set(spec.process_types) - {"*"})
+        if unknown:
+            types = ", ".join(spec.process_types) or "none"
+            raise ConfigError(
+                f"{what} names {', '.join(unknown)}, which the Procfile has no line for",
+                f"the Procfile's process types: {types} (web=N sets the web server's processes)",
+            )
 
 
 def _migrate_once(spec: AppSpec, hosts: list[HostDeploy]) -> None:

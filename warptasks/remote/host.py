@@ -27,6 +27,8 @@ from ..plan import (
     plan_build,
     plan_command,
     plan_exec,
+    plan_process,
+    plan_release,
     plan_start,
     untracked_dirs,
 )
@@ -258,6 +260,14 @@ class HostDeploy:
             self.say(f"{step.name}: {step.why} (once, on this host)")
             self.session.run(self._literal(step, "migrate"))
 
+    def release_command(self, spec: AppSpec) -> None:
+        """The Procfile's ``release:`` command, in the release's environment (with shared/environment), once."""
+        self.enter("release")
+        step = plan_release(spec, self.layout.release(self.release), self.env)
+        if step is not None:
+            self.say(f"release: {spec.release_command} (once, on this host)")
+            self.session.run(self._literal(step, "release"))
+
     def start(self, spec: AppSpec) -> None:
         self.enter("start")
         record = self.info.get("current_record") or {}
@@ -283,7 +293,12 @@ class HostDeploy:
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
-        values = {"command": command, "server": plan.server.name, "commands": self._commands(spec, port)}
+        values = {
+            "command": command,
+            "server": plan.server.name,
+            "commands": self._commands(spec, port),
+            "process_types": self._process_types(spec, options),
+        }
         self.agent("mark", release=self.release, values=values)
         chosen = registered(plan.server.name)
         stop = {"stop_signal": chosen.stop_signal, "stop_timeout": chosen.stop_timeout}
@@ -308,6 +323,33 @@ class HostDeploy:
         }
         steps.update((hook, plan_command(spec, project, self.env, hook, port)) for hook in HOOKS)
         return {name: recorded_step(self._literal(step, f"cmd-{name}")) for name, step in steps.items() if step is not None}
+
+    def _process_types(self, spec: AppSpec, options: StartOptions) -> dict[str, dict[str, Any]]:
+        """What runs each Procfile process type of this release, recorded with it: the command (its environment in
+        ``.warp/env/process-<type>``, as the server's is in ``.warp/env/server``), how many, the stop timeout."""
+        assert self.facts is not None, "start follows build"
+        s, types = self.settings, {}
+        counts = {**s.process_counts, **dict(self.target.processes)}
+        for name in spec.process_types:
+            step = self._literal(plan_process(spec, self.facts, name, options), f"process-{name}")
+            timeout = s.stop_timeout.get(name, s.stop_timeout.get("*", 30))
+            types[name] = {"command": command_line(step), "count": counts.get(name, 1), "stop_timeout": timeout}
+        return types
+
+    def start_processes(self) -> None:
+        """After the switch: the other releases' process types stopped (gracefully), then this release's started.
+
+        A failure is this host's error (see :meth:`finish`), but the switch stands: the new release's web server serves.
+        """
+        self.enter("processes")
+        request = {"op": "start", "release": self.release, "systemd": self.settings.systemd, "token": self.token}
+        answer = self.agent("processes", **request)
+        for before, ended in (answer.get("stopped") or {}).items():
+            self.say(f"processes of {before} stopped: " + ", ".join(f"{i} {state}" for i, state in sorted(ended.items())))
+        running = answer.get("processes") or {}
+        if running:
+            where = ", ".join(f"{i} (pid {p['pid']}{', ' + p['unit'] if p.get('unit') else ''})" for i, p in running.items())
+            self.say(f"processes started: {where}")
 
     def _literal(self, step: Step, name: str) -> Step:
         """``step`` getting its environment from the release's file ``.warp/env/<name>`` and shared/environment.
@@ -431,17 +473,21 @@ class HostDeploy:
         self.say(f"front: the old relay on port {answer.get('port')} stopped; {after} takes over")
 
     def finish(self) -> None:
-        """After the switch: the old server stopped, old releases pruned.
+        """After the switch: the old server stopped, the process types moved to the new release, old releases pruned.
 
         The new release is live whatever happens here, so a failure is a warning, not a failed deploy: what it
         leaves (an old server running), the cleanup tries again over a new connection, and the next deploy's start
         takes its port back.
         """
-        for phase in (self.stop_previous, self.prune):
+        for phase in (self.stop_previous, self.start_processes, self.prune):
             try:
                 phase()
             except Exception as error:  # noqa: BLE001 - reported, and cleaned up after
-                self.say(f"warning: {self.phase} after the switch failed: {error}")
+                if phase == self.start_processes:
+                    # The deploy fails (exit 1) so it is seen; the switch is not undone: the web server serves.
+                    self.error = f"current -> {self.release} stands (the web switch is done), but {error}"
+                else:
+                    self.say(f"warning: {self.phase} after the switch failed: {error}")
                 self._reconnect()
 
     def stop_previous(self) -> None:

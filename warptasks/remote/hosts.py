@@ -37,6 +37,9 @@ class HostTarget:
     app_port: int | None = None
     listen: str | None = None
     domains: tuple[str, ...] = ()
+    # How many of each Procfile process type run on this host, over the deploy's counts: (type, count) pairs, so a
+    # clock can run on one host of several ({host: web1, processes: {clock: 1}} with processes: {clock: 0}).
+    processes: tuple[tuple[str, int], ...] = ()
 
     @property
     def label(self) -> str:
@@ -60,12 +63,25 @@ def parse_host(value: Any) -> HostTarget:
             int(value["port"]) if value.get("port") else None,
             value.get("listen"),
             parse_names(value.get("domains") or value.get("domain")),
+            _host_processes(value.get("processes")),
         )
     match = _SPEC.match(str(value).strip())
     if not match:
         raise ConfigError(f"cannot read host {value!r}", "write it as host, user@host or user@host:port")
     host = match.group("host").strip("[]")
     return HostTarget(host, match.group("user"), int(match.group("port")) if match.group("port") else None)
+
+
+def _host_processes(value: Any) -> tuple[tuple[str, int], ...]:
+    """A host entry's ``processes``: process types only (the web server's size is the deploy's, for every host)."""
+    from ..settings import process_counts
+
+    web, types = process_counts("a host's processes", value)
+    if web is not None:
+        raise ConfigError(
+            "a host entry's processes name Procfile process types only", "set the web server's processes for the deploy"
+        )
+    return tuple(sorted(types.items()))
 
 
 def parse_names(value: Any) -> tuple[str, ...]:

@@ -122,6 +122,11 @@ def _switch_back(h: HostDeploy) -> None:
         h.stop_previous()
     except Exception as error:  # noqa: BLE001 - the target is live: the cleanup stops the old server
         h.say(f"warning: stopping the old server failed: {error}")
+    try:
+        # A release is one unit of code: its workers go back with its web server (the current's stopped first).
+        h.start_processes()
+    except Exception as error:  # noqa: BLE001 - the web switch stands; the host's result says what did not start
+        h.error = f"current -> {h.release} stands (the web switch is done), but {error}"
 
 
 def _previous_good(state: dict[str, Any]) -> str | None:

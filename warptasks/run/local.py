@@ -18,7 +18,19 @@ from uv import find_uv_bin
 from ..detect import AppSpec, detect_app
 from ..errors import NotBuilt, WarpError
 from ..facts import Facts
-from ..plan import BuildOptions, Plan, StartOptions, StartPlan, env_paths, plan_build, plan_start, untracked_dirs
+from ..plan import (
+    BuildOptions,
+    Plan,
+    StartOptions,
+    StartPlan,
+    Step,
+    env_paths,
+    plan_build,
+    plan_process,
+    plan_start,
+    untracked_dirs,
+)
+from ..plan.processes import unknown_type
 from ..settings import Settings
 from .executor import Runner, Say, _say, execute, gather_facts
 from .lock import build_lock
@@ -116,6 +128,15 @@ def start_plan(c: Runner, settings: Settings, *, reload: bool = False) -> tuple[
     spec = detect(settings)
     facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
     return spec, plan_start(spec, facts, start_options(spec.root, settings, reload))
+
+
+def process_plan(c: Runner, settings: Settings, name: str) -> tuple[AppSpec, Step]:
+    """The command of the Procfile's process type ``name``, planned as ``warp start`` plans the server."""
+    spec = detect(settings)
+    if name not in spec.process_types:
+        raise unknown_type(spec, name)
+    facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
+    return spec, plan_process(spec, facts, name, start_options(spec.root, settings))
 
 
 def _built_python(spec: AppSpec, settings: Settings) -> str:

@@ -1738,7 +1738,7 @@ def prune(req):
         if status in ("live", "retired") and len(good) < keep:
             good.append(name)
             continue
-        if _alive(_server_pid(root, name)):
+        if _alive(_server_pid(root, name)) or any(p["running"] for p in _process_states(root, name).values()):
             continue
         shutil.rmtree(os.path.join(root, "releases", name), ignore_errors=True)
         removed.append(name)
@@ -1756,7 +1756,8 @@ def prune(req):
     logs = os.path.join(root, "shared", "logs")
     logs_removed = []
     for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-        if any(name == f"{r}.log" or name.startswith(f"{r}.log.") for r in removed):
+        # <release>.log and its rotated files, and <release>.<type>.<n>.log, the process types' (rotated too).
+        if any(name == f"{r}.log" or name.startswith(f"{r}.") for r in removed):
             os.unlink(os.path.join(logs, name))
             logs_removed.append(name)
     print(json.dumps({"kept": sorted(good), "removed": removed, "envs_removed": dropped, "logs_removed": logs_removed}))
@@ -1792,6 +1793,7 @@ def status(req):
                 "health": record.get("health"),
                 "stop_signal": record.get("stop_signal"),
                 "stop_timeout": record.get("stop_timeout"),
+                "processes": _process_states(root, name),
             }
         )
     recorded = _json(os.path.join(root, "shared", "front.json")) or {}
@@ -1848,6 +1850,8 @@ def remove(req):
     root = req["root"]
     stopped = []
     for name in _releases(root):
+        if any(state != "not running" for state in _stop_processes(root, name).values()):
+            stopped.append(f"{name} (process types)")
         if _alive(_server_pid(root, name)) or _record(root, name).get("unit"):
             if _stop_release(root, name, req)[0] != "not running":
                 stopped.append(name)
@@ -2243,10 +2247,198 @@ def logs(req):
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 
 
+# -- process types ---------------------------------------------------------------
+#
+# A Procfile's process types other than web and release (worker, clock...)
+# run beside the release's server: instance ``<type>.<n>`` of each, as a
+# systemd unit instance ``warp-<path>-proc@<type>.<n>`` where one can
+# supervise them, else a process in a session of its own, its output through
+# the capped writer to ``shared/logs/<release>.<type>.<n>.log``. The release
+# record holds what to run (``process_types``: type -> command, count,
+# stop_timeout, written by the deploy) and what runs (``processes``:
+# instance -> pid, unit, log...). A unit instance is shared by the releases
+# (as the server's port units are): ``shared/run/proc-<instance>.release``
+# names the one it runs now, and only that one's stop stops it.
+
+PROCESS_STOP_TIMEOUT = 30.0
+PROCESS_SETTLE = 1.0  # seconds a started process must keep running to count as started
+
+
+def _process_name(name):
+    return isinstance(name, str) and bool(name) and all(c in ALNUM or c in "_-" for c in name)
+
+
+def _owner_file(root, instance):
+    return os.path.join(root, "shared", "run", f"proc-{instance}.release")
+
+
+def _owner(root, instance):
+    try:
+        with open(_owner_file(root, instance), encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _process_pid(root, release, instance, entry):
+    """The running pid of one process instance of ``release``, or 0 (its unit runs another release's: 0 too)."""
+    if entry.get("unit"):
+        if _owner(root, instance) != release:
+            return 0
+        pid = _unit_pid(entry["unit"])
+        return pid if _alive(pid) else 0
+    pid = entry.get("pid")
+    if not pid or (entry.get("pid_start") is not None and _starttime(pid) != entry["pid_start"]):
+        return 0
+    return pid if _alive(pid) or _group_alive(pid) else 0
+
+
+def _process_states(root, release):
+    """Each process instance recorded for ``release``: pid (running: else null), running, unit, log."""
+    states = {}
+    for instance, entry in sorted((_record(root, release).get("processes") or {}).items()):
+        pid = _process_pid(root, release, instance, entry)
+        states[instance] = {
+            "type": entry.get("type"),
+            "pid": pid or None,
+            "running": bool(pid),
+            "unit": entry.get("unit"),
+            "log": entry.get("log"),
+            "stop_timeout": entry.get("stop_timeout"),
+        }
+    return states
+
+
+def _stop_processes(root, release):
+    """Stop ``release``'s process instances gracefully: SIGTERM to all at once, SIGKILL to any still running after its
+    type's stop timeout; their records kept, marked stopped. Returns {instance: how it ended}."""
+    record = _record(root, release)
+    entries = record.get("processes") or {}
+    ended, units, plain = {}, [], []
+    for instance, entry in entries.items():
+        if entry.get("stopped"):
+            continue
+        pid = _process_pid(root, release, instance, entry)
+        if entry.get("unit") and _owner(root, instance) == release:
+            units.append((instance, entry))
+        elif pid:
+            plain.append((instance, entry, pid))
+        else:
+            ended[instance] = "not running"
+    if units:
+        # systemd stops them together, each with its drop-in's SIGTERM and TimeoutStopSec, then SIGKILL.
+        names = [entry["unit"] for _, entry in units]
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", *names), capture_output=True)
+        for instance, entry in units:
+            ended[instance] = "stopped" if not _unit_pid(entry["unit"]) else "still running"
+            try:
+                os.unlink(_owner_file(root, instance))
+            except OSError:
+                pass
+    for _, _, pid in plain:
+        _signal_group(pid, signal.SIGTERM)
+    for instance, entry, pid in plain:
+        end = time.monotonic() + float(entry.get("stop_timeout") or PROCESS_STOP_TIMEOUT)
+        while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+            time.sleep(0.05)
+        if _alive(pid) or _group_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            end = time.monotonic() + 5
+            while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+                time.sleep(0.05)
+            ended[instance] = "still running" if _alive(pid) or _group_alive(pid) else "killed"
+        else:
+            ended[instance] = "stopped"
+        _end_writer(entry)
+    if entries:
+        stopped = {i: dict(e, stopped=e.get("stopped") or time.time()) for i, e in entries.items()}
+        for instance, state in ended.items():
+            if state == "still running":
+                stopped[instance]["stopped"] = None
+        _update(root, release, processes=stopped)
+    return ended
+
+
+def _start_processes(root, release, req):
+    """Start ``release``'s process types as recorded (``process_types``); their instances recorded under ``processes``.
+
+    Returns (started: {instance: state}, failed: [why...]).
+    """
+    record = _record(root, release)
+    types = record.get("process_types") or {}
+    manager, unsupervised = _supervisor(req)
+    running = {}
+    for name, spec in sorted(types.items()):
+        if not _process_name(name):
+            _fail(f"process type {name!r} is not a name of letters, digits, _ and -")
+        timeout = float(spec.get("stop_timeout") or PROCESS_STOP_TIMEOUT)
+        for number in range(1, int(spec.get("count", 1)) + 1):
+            instance = f"{name}.{number}"
+            log = os.path.join(root, "shared", "logs", f"{release}.{instance}.log")
+            writer = _log_writer(root, log, req)
+            entry = {"type": name, "log": log, "stop_timeout": timeout, "started": time.time(), "stopped": None}
+            if manager:
+                os.makedirs(os.path.dirname(_owner_file(root, instance)), mode=0o755, exist_ok=True)
+                _write(_owner_file(root, instance), release)
+                what = f"process {instance}"
+                unit, pid = _unit_start(root, "proc", instance, spec["command"], log, what, (signal.SIGTERM, timeout), writer)
+                entry.update(unit=unit, pid=pid, pid_start=None)
+            else:
+                proc, writer_pid = _spawn(["sh", "-c", spec["command"]], log, writer)
+                entry.update(unit=None, pid=proc.pid, pid_start=_starttime(proc.pid), unsupervised=unsupervised)
+                entry.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
+            running[instance] = entry
+    _update(root, release, processes=running)
+    failed = []
+    if running:
+        time.sleep(float(req.get("settle", PROCESS_SETTLE)))
+        for instance, state in _process_states(root, release).items():
+            if not state["running"]:
+                failed.append(f"{instance} exited at once; its output: {_tail(state['log'], 5).strip() or '(none)'}")
+                if state["unit"]:
+                    # Not left restarting every RestartSec: it fails the same way until the next deploy.
+                    subprocess.run(_systemctl_argv("disable", "--quiet", "--now", state["unit"]), capture_output=True)
+    return running, failed
+
+
+def processes(req):
+    """The release's Procfile process types: ``op`` "start", "stop" or "status".
+
+    start: every other release's processes stopped first (so no two clocks run at once, whatever a cut-off deploy
+    left), then ``release``'s started from its record's ``process_types`` (``systemd`` as for ``start``). stop:
+    ``release``'s stopped gracefully (SIGTERM, then SIGKILL after each type's stop_timeout). status: each instance
+    of ``release``. start and stop take ``token`` (fail unless it holds the deploy lock).
+
+    Answer: ``release``, ``stopped`` ({release: {instance: how it ended}}), ``processes`` (each instance's ``pid``,
+    ``running``, ``unit``, ``log``), ``failed`` (start: why an instance did not keep running; the answer then
+    comes with a non-zero exit).
+    """
+    root, release, op = req["root"], req["release"], req.get("op")
+    if op not in ("start", "stop", "status"):
+        _fail(f"unknown processes op {op!r}: start, stop or status")
+    answer = {"release": release, "stopped": {}, "failed": []}
+    if op in ("start", "stop"):
+        _require(req)
+    if op == "start":
+        for name in _releases(root):
+            if name != release and (_record(root, name).get("processes") or {}):
+                ended = _stop_processes(root, name)
+                if any(state != "not running" for state in ended.values()):
+                    answer["stopped"][name] = ended
+        _stop_processes(root, release)  # a start again (a rollback back to it) replaces what runs
+        _, answer["failed"] = _start_processes(root, release, req)
+    elif op == "stop":
+        answer["stopped"][release] = _stop_processes(root, release)
+    answer["processes"] = _process_states(root, release)
+    if answer["failed"]:
+        _fail("process types of {} did not start: {}".format(release, "; ".join(answer["failed"])), **answer)
+    print(json.dumps(answer))
+
+
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe, logs)
+    + (retire_relay, handover, logpipe, logs, processes)
 }
 
 

@@ -53,6 +53,10 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
         print(f"  static: {spec.static_why}")
         if spec.hooks:
             print(f"  hooks: {', '.join(f'{k} ({v})' for k, v in spec.hooks.items())}")
+        for name, command in spec.procfile.items():
+            if name != "web":
+                what = "once per deploy, before the switch" if name == "release" else "a process type (warp start --process)"
+                print(f"  Procfile {name}: {command}  [{what}]")
         print("Build steps:")
         for number, step in enumerate(build_plan.steps, 1):
             state = f"skip: {step.skip}" if step.skip else "run"
@@ -97,6 +101,7 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "env-dir": OPTION_HELP["env-dir"],
         "dry-run": "print the server command instead of running it",
         "reveal": REVEAL_HELP,
+        "process": "run this Procfile process type (worker, clock...) instead of the web server",
     }
 )
 def start(
@@ -113,8 +118,9 @@ def start(
     env_dir=None,
     dry_run=False,
     reveal=False,
+    process=None,
 ):
-    """Exec the server chosen at build time (it replaces this process)."""
+    """Exec the server chosen at build time (it replaces this process); --process TYPE: a Procfile process type."""
     with reported():
         opts = _opts(
             c,
@@ -128,6 +134,14 @@ def start(
             server=server,
             env_dir=env_dir,
         )
+        if process:
+            spec, step = actions.process_plan(c, opts, process)
+            if dry_run:
+                print(command_line(step, mask=_hidden(spec, reveal)))
+                return
+            print(f"start: {step.why}", flush=True)
+            exec_local(step)
+            return
         spec, plan = actions.start_plan(c, opts, reload=reload)
         for note in plan.notes:
             print(note, flush=True)

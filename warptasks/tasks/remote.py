@@ -53,6 +53,8 @@ HELP = {
     "force": "deploy even to hosts whose live release has exactly this source",
     "no-systemd": "run servers as processes with a pidfile even where systemd runs",
     "upload": "auto (rsync when both ends have it, else an archive over SFTP), rsync or sftp",
+    "processes": "TYPE=N: how many of a Procfile process type run on each host (default 1; 0: none); a bare number "
+    "or web=N: the web server's worker processes; repeatable",
 }
 
 
@@ -64,7 +66,7 @@ def _settings(c: Any, host: list[str] | None, **given: Any) -> tuple[list[HostTa
     return list(settings.hosts), settings
 
 
-@task(iterable=["host", "domain"], auto_shortflags=False, help=HELP)
+@task(iterable=["host", "domain", "processes"], auto_shortflags=False, help=HELP)
 def deploy(
     c,
     host=None,
@@ -97,6 +99,7 @@ def deploy(
     force=False,
     no_systemd=False,
     upload=None,
+    processes=None,
 ):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from ..remote.deploy import deploy as deploy_to
@@ -128,6 +131,7 @@ def deploy(
             force=_flag(force),
             systemd=False if no_systemd else None,
             upload=upload,
+            processes=processes or None,
         )
         project = Settings.resolve(c.config, project=project).project
         results = deploy_to(targets, project, settings, say=lambda t: print(t, flush=True), config=_fabric_config(c))
@@ -266,6 +270,9 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
     if live:
         lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
+        for instance, proc in (live.get("processes") or {}).items():
+            unit = f" ({proc['unit']})" if proc.get("unit") else ""
+            lines.append(f"  process {instance} pid {proc['pid'] if proc.get('running') else 'NOT RUNNING'}{unit}")
         if state.get("supervised") is False:
             # Nothing restarts it if it dies, nor starts it at boot.
             lines.append(f"  not supervised ({state.get('supervision')})")

@@ -1,0 +1,116 @@
+"""The agent's ``processes`` action run for real against a temporary deploy root: Procfile process types started as
+plain processes (no systemd), moved from one release to the next, stopped gracefully, then by force."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_agent import agent, ok, record, wait_for
+
+pytestmark = pytest.mark.integration
+
+# A worker: writes "<release> <pid>" to its file every 0.05s, "stopped" on SIGTERM (after `linger` seconds: a task
+# that finishes), or ignores SIGTERM when `linger` is negative.
+WORKER = """
+import os, signal, sys, time
+path, release, linger = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def stop(signum, frame):
+    time.sleep(linger)
+    with open(path, "a") as out:
+        out.write("stopped %d\\n" % os.getpid())
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop if linger >= 0 else signal.SIG_IGN)
+print("worker up", flush=True)
+for _ in range(6000):
+    with open(path, "a") as out:
+        out.write("%s %d\\n" % (release, os.getpid()))
+    time.sleep(0.05)
+"""
+
+
+def release_with(root: Path, release: str, types: dict[str, tuple[int, float, float]]) -> None:
+    """A release whose record names process types: name -> (count, stop timeout, linger)."""
+    (root / "shared" / "logs").mkdir(parents=True, exist_ok=True)
+    (root / "releases").mkdir(exist_ok=True)
+    script = root / "worker.py"
+    script.write_text(WORKER)
+    recorded = {}
+    for name, (count, timeout, linger) in types.items():
+        out = root / "shared" / f"{name}.out"
+        command = shlex.join([sys.executable, str(script), str(out), release, str(linger)])
+        recorded[name] = {"command": command, "count": count, "stop_timeout": timeout}
+    ok("mark", root, release=release, create=True, values={"process_types": recorded})
+
+
+def lines(root: Path, name: str) -> list[str]:
+    path = root / "shared" / f"{name}.out"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def writers(root: Path, release: str) -> set[str]:
+    """The pids of the processes that wrote for ``release`` (the recorded pid is the shell's that started each)."""
+    return {line.split()[1] for line in lines(root, "worker") if line.startswith(release + " ")}
+
+
+def test_process_types_move_from_release_to_release(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    release_with(root, "r1", {"worker": (2, 10, 0.3)})
+    started = ok("processes", root, op="start", release="r1", systemd=False, settle=0.3)
+    assert sorted(started["processes"]) == ["worker.1", "worker.2"]
+    assert all(p["running"] and p["unit"] is None for p in started["processes"].values())
+    wait_for(lambda: len(writers(root, "r1")) == 2, what="both workers writing")
+    pids = writers(root, "r1")
+    assert (root / "shared" / "logs" / "r1.worker.1.log").read_text().startswith("worker up")
+
+    release_with(root, "r2", {"worker": (1, 10, 0.0)})
+    moved = ok("processes", root, op="start", release="r2", systemd=False, settle=0.3)
+    # r1's workers got SIGTERM and finished (their 0.3s "task") before r2's started.
+    assert moved["stopped"] == {"r1": {"worker.1": "stopped", "worker.2": "stopped"}}, moved
+    assert {f"stopped {pid}" for pid in pids} <= set(lines(root, "worker"))
+    assert len(moved["processes"]) == 1
+    wait_for(lambda: len(writers(root, "r2")) == 1, what="r2's worker writing")
+    assert record(root, "r1")["processes"]["worker.1"]["stopped"]
+    assert not any(p["running"] for p in ok("processes", root, op="status", release="r1")["processes"].values())
+    assert ok("processes", root, op="status", release="r2")["processes"]["worker.1"]["running"]
+
+    stopped = ok("processes", root, op="stop", release="r2")
+    assert stopped["stopped"] == {"r2": {"worker.1": "stopped"}}
+    assert not ok("processes", root, op="status", release="r2")["processes"]["worker.1"]["running"]
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_its_stop_timeout(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    release_with(root, "r1", {"stubborn": (1, 0.5, -1)})
+    ok("processes", root, op="start", release="r1", systemd=False, settle=0.2)
+    begin = time.monotonic()
+    stopped = ok("processes", root, op="stop", release="r1")
+    assert stopped["stopped"] == {"r1": {"stubborn.1": "killed"}}
+    assert 0.5 <= time.monotonic() - begin < 8
+
+
+def test_count_zero_runs_none_and_a_process_that_exits_at_once_fails_the_start(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    release_with(root, "r1", {"worker": (0, 5, 0)})
+    assert ok("processes", root, op="start", release="r1", systemd=False)["processes"] == {}
+    broken = {"clock": {"command": "echo no such clock >&2; exit 3", "count": 1, "stop_timeout": 5}}
+    ok("mark", root, release="r2", create=True, values={"process_types": broken})
+    failed = agent("processes", root, op="start", release="r2", systemd=False, settle=0.5)
+    assert failed.code != 0 and "clock.1 exited at once" in failed.data["error"], failed
+    assert "no such clock" in failed.data["error"]
+
+
+def test_a_process_type_name_that_could_leave_its_folder_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "shared" / "logs").mkdir(parents=True)
+    (root / "releases").mkdir()
+    bad = {"../x": {"command": "sleep 5", "count": 1}}
+    ok("mark", root, release="r1", create=True, values={"process_types": bad})
+    refused = agent("processes", root, op="start", release="r1", systemd=False)
+    assert refused.code != 0 and "not a name" in refused.data["error"]
+    assert json.loads((root / "releases" / "r1" / ".warp" / "deploy.json").read_text()).get("processes") in (None, {})
