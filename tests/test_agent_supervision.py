@@ -7,6 +7,7 @@ with a pidfile, and ``info``/``status``/``warp status`` say why.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -154,17 +155,53 @@ def test_a_release_started_as_a_process_is_told_what_the_host_lacks_now(monkeypa
     assert "deploy again" in agent_module._supervision({"unsupervised": lacking})
 
 
-def test_status_and_info_say_a_server_started_as_a_process_is_not_supervised(tmp_path: Path, servers: Servers) -> None:  # noqa: F811
+def test_status_and_info_say_a_server_without_systemd_is_supervised_by_warptasks_own(tmp_path: Path, servers: Servers) -> None:  # noqa: F811
     root, port = tmp_path / "app", free_port()
     started = servers.start(root, "r1", port, systemd=False)
     assert started.code == 0, started
-    assert started["supervised"] is False and started["supervision"] == "started with --no-systemd"
+    assert started["supervised"] is True and started["supervisor"] == "warp"
+    assert started["supervision"].startswith("warptasks' own supervisor: started again when it crashes, but not at boot")
     assert ok("status", root)["supervised"] is None  # no live release yet
     ok("switch", root, release="r1")
     state = ok("status", root).data
-    assert state["supervised"] is False and state["supervision"] == "started with --no-systemd"
+    assert state["supervised"] is True and state["supervision"] == started["supervision"]
+    assert "(started with --no-systemd; for that: deploy without --no-systemd where systemd runs)" in state["supervision"]
     info = ok("info", root, systemd=False).data
     assert info["supervised"] is False and info["supervision"] == "started with --no-systemd"
+
+
+def test_a_release_started_before_the_supervisor_existed_is_a_plain_process_as_before(
+    tmp_path: Path,
+    servers: Servers,  # noqa: F811
+) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, systemd=False).code == 0
+    ok("switch", root, release="r1")
+    path = root / "releases" / "r1" / ".warp" / "deploy.json"
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("supervisor", "supervisor_state")}
+    path.write_text(json.dumps(older))  # what an older version recorded
+    state = ok("status", root).data
+    assert state["supervised"] is False and state["supervision"] == "started with --no-systemd"
+    assert state["supervisor"] is None and state["releases"][0]["restarts"] is None
+    assert "not supervised (started with --no-systemd)" in _describe("web", state)
+
+
+def test_warptasks_own_supervisor_says_how_to_have_the_server_started_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = "warptasks' own supervisor: started again when it crashes, but not at boot"
+    lacking = f"enable lingering: loginctl enable-linger {NAME}"
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, lacking))
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
+        f"{own} ({lacking}; for that: {lacking}, then deploy again)"
+    )
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, "systemd does not run on this host"))
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": "systemd does not run on this host"}) == (
+        f"{own} (systemd does not run on this host; for that: a host booted with systemd runs servers as units "
+        "started at boot (as root, or with lingering))"
+    )
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: ("user", None))  # lingering enabled since
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
+        f"{own} (systemd can supervise it now; for that: deploy again)"
+    )
 
 
 def _state(**live: Any) -> dict[str, Any]:
