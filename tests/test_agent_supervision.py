@@ -165,7 +165,9 @@ def test_status_and_info_say_a_server_without_systemd_is_supervised_by_warptasks
     ok("switch", root, release="r1")
     state = ok("status", root).data
     assert state["supervised"] is True and state["supervision"] == started["supervision"]
-    assert "(started with --no-systemd; for that: deploy without --no-systemd where systemd runs)" in state["supervision"]
+    assert state["supervision"].endswith(
+        "(started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
+    )
     info = ok("info", root, systemd=False).data
     assert info["supervised"] is False and info["supervision"] == "started with --no-systemd"
 
@@ -191,16 +193,18 @@ def test_warptasks_own_supervisor_says_how_to_have_the_server_started_at_boot(mo
     lacking = f"enable lingering: loginctl enable-linger {NAME}"
     monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, lacking))
     assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
-        f"{own} ({lacking}; for that: {lacking}, then deploy again)"
+        f"{own} (to have it started at boot: {lacking}, then deploy again)"
+    )
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": "started with --no-systemd"}) == (
+        f"{own} (started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
     )
     monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, "systemd does not run on this host"))
     assert agent_module._supervision({"supervisor": "warp", "unsupervised": "systemd does not run on this host"}) == (
-        f"{own} (systemd does not run on this host; for that: a host booted with systemd runs servers as units "
-        "started at boot (as root, or with lingering))"
+        f"{own} (systemd does not run on this host: where it does, servers are units started at boot)"
     )
     monkeypatch.setattr(agent_module, "_supervisor", lambda req: ("user", None))  # lingering enabled since
     assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
-        f"{own} (systemd can supervise it now; for that: deploy again)"
+        f"{own} (systemd can supervise it now: deploy again to have it started at boot)"
     )
 
 
@@ -215,3 +219,13 @@ def test_warp_status_says_when_the_live_server_is_not_supervised_and_how_to_fix_
     assert shown[2] == f"  not supervised ({why})"
     assert "not supervised" not in _describe("web", _state(supervised=True, supervision="systemd --user"))
     assert "not supervised" not in _describe("web", _state())  # an older agent says nothing of it
+
+
+def test_warp_status_says_a_server_runs_under_warptasks_supervisor_and_how_often_it_was_started_again() -> None:
+    why = "warptasks' own supervisor: started again when it crashes, but not at boot (systemd does not run on this host: ...)"
+    state = _state(supervised=True, supervisor="warp", supervision=why)
+    state["releases"][0].update(server_pid=43, restarts=2)
+    shown = _describe("web", state).splitlines()
+    assert shown[2:4] == [f"  supervised by {why}", "  app process pid 43 (restarts so far: 2)"]
+    state["releases"][0].update(server_pid=None)  # waiting to start it again
+    assert "  app process pid NOT RUNNING (restarts so far: 2)" in _describe("web", state).splitlines()

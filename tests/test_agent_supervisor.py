@@ -172,8 +172,8 @@ def test_warp_status_says_who_supervises_it_and_how_to_have_it_started_at_boot(t
     state = ok("status", root).data
     assert state["supervised"] is True and state["supervisor"] == "warp", state
     assert state["supervision"] == (
-        "warptasks' own supervisor: started again when it crashes, but not at boot (started with --no-systemd; "
-        "for that: deploy without --no-systemd where systemd runs)"
+        "warptasks' own supervisor: started again when it crashes, but not at boot (started with --no-systemd: "
+        "without it, where systemd runs, servers are units started at boot)"
     )
     shown = _describe("web", state).splitlines()
     assert shown[2] == f"  supervised by {state['supervision']}"

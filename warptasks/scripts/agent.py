@@ -1186,8 +1186,10 @@ def info(req):
 # ~/.config/systemd/user, run by that account's own systemd manager: only
 # where lingering is on (``loginctl enable-linger USER``), since without it
 # the manager, and every unit, ends with the account's last session, and
-# does not start at boot. Without either, a server is a plain process with a
-# pidfile, and ``info``/``status`` say why (``supervision``). A unit is
+# does not start at boot. Without either (or with ``--no-systemd``), a server
+# runs under warptasks' own supervisor (see ``supervise``), with a pidfile: it
+# is started again when it crashes, but not at boot, and ``status`` says why
+# systemd does not supervise it and what would (``supervision``). A unit is
 # always the agent's own account's: a deploy path belongs to one account.
 
 
@@ -1405,8 +1407,9 @@ def _server_pid(root, release):
 
 
 def start(req):
-    """Start the release's server: as a systemd unit where one can supervise it, else in a session of its own with a
-    pidfile. As root the unit is the system's; as another account, its own user unit where lingering is on.
+    """Start the release's server: as a systemd unit where one can supervise it, else under warptasks' own supervisor
+    (:func:`supervise`, which starts it again when it crashes) in a session of its own, with a pidfile naming the
+    supervisor. As root the unit is the system's; as another account, its own user unit where lingering is on.
 
     Request keys: ``release``, ``port``, ``command`` (a shell command line),
     ``systemd``, ``token`` (optional: fail unless it holds the deploy lock),
@@ -1427,10 +1430,17 @@ def start(req):
     writer (see ``logpipe``): request keys ``log_max_bytes`` (default 10 MiB;
     0 turns the cap off) and ``log_keep`` (rotated files kept, default 3).
 
-    Answer: ``pid``, ``log``, ``log_capped`` (false when the output goes to
-    the file uncapped), ``unit``, ``stop_signal``, ``stop_timeout``,
-    ``supervised``, ``supervision`` (the manager, or why none: see
-    :func:`_supervisor`), ``reclaimed`` (a list, one entry per release
+    Under warptasks' supervisor, the record gets ``supervisor`` ("warp") and
+    ``supervisor_state`` (``.warp/supervisor.json``: the server's own pid,
+    its restarts); a record without them (an older deploy) is a plain
+    process. ``backoff_start``, ``backoff_max``, ``reset_after``,
+    ``leftover_timeout``: the supervisor's restart settings (tests).
+
+    Answer: ``pid`` (the supervisor's, under warptasks' supervisor), ``log``,
+    ``log_capped`` (false when the output goes to the file uncapped),
+    ``unit``, ``stop_signal``, ``stop_timeout``, ``supervised``,
+    ``supervisor`` (see :func:`_manager`), ``supervision`` (the manager, or
+    why systemd does not supervise it: see :func:`_supervision`), ``reclaimed`` (a list, one entry per release
     whose server was stopped to free the port: ``release``, ``pid``,
     ``server``, ``signals``, ``status`` (its status now: "abandoned", or
     "retired"/"rolled-back" kept)).
@@ -1500,15 +1510,16 @@ def _supervision(record):
     why = NO_SYSTEMD if record.get("unsupervised") == NO_SYSTEMD else _supervisor({"systemd": True})[1]
     if manager != "warp":
         return why or "a plain process, started before systemd could supervise it: deploy again"
+    own = f"{FALLBACK}: started again when it crashes, but not at boot"
     if why == NO_SYSTEMD:
-        boot = "deploy without --no-systemd where systemd runs"
-    elif why and why.startswith("enable lingering"):
-        boot = why + ", then deploy again"
-    elif why:
-        boot = "a host booted with systemd runs servers as units started at boot (as root, or with lingering)"
-    else:
-        why, boot = "systemd can supervise it now", "deploy again"
-    return f"{FALLBACK}: started again when it crashes, but not at boot ({why}; for that: {boot})"
+        return f"{own} (started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
+    if why and why.startswith("enable lingering"):
+        return f"{own} (to have it started at boot: {why}, then deploy again)"
+    if why == "systemd does not run on this host":
+        return f"{own} ({why}: where it does, servers are units started at boot)"
+    if why:
+        return f"{own} ({why}: with it, servers are units started at boot)"
+    return f"{own} (systemd can supervise it now: deploy again to have it started at boot)"
 
 
 def _child_state(record, pid):
@@ -2067,11 +2078,16 @@ def status(req):
     said; none: no public check). Answer:
     ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
     ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
-    ``stop_timeout``), ``front`` (``upstream``: the file the front reads,
+    ``stop_timeout``, ``supervisor`` (while it runs: see :func:`_manager`),
+    ``server_pid``, ``restarts``, ``last_exit`` (under warptasks' supervisor:
+    the server's own pid, how often it was started again, how it last
+    exited; else null)), ``front`` (``upstream``: the file the front reads,
     ``backend``: what it names, ``relay``: the old relay's port while one
     still runs), ``health`` (the public answer), ``hostname``, ``supervised``
-    (whether the live release's server is a systemd unit; null without a
-    live release) and ``supervision`` (by which manager, or why by none).
+    (whether anything starts the live release's server again if it dies: a
+    systemd unit or warptasks' supervisor; null without a live release),
+    ``supervisor`` (which) and ``supervision`` (in words: by which manager,
+    and why not by systemd, with what would start it at boot).
     """
     root = req["root"]
     current = _current(root)
