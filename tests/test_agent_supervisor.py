@@ -28,8 +28,8 @@ SAYS = "[warp supervisor]"
 
 def supervisor_state(root: Path, release: str) -> dict[str, Any]:
     try:
-        return dict(json.loads((root / "releases" / release / ".warp" / "supervisor.json").read_text()))
-    except (OSError, ValueError):
+        return dict(json.loads(Path(record(root, release)["supervisor_state"]).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 

@@ -1431,7 +1431,7 @@ def start(req):
     0 turns the cap off) and ``log_keep`` (rotated files kept, default 3).
 
     Under warptasks' supervisor, the record gets ``supervisor`` ("warp") and
-    ``supervisor_state`` (``.warp/supervisor.json``: the server's own pid,
+    ``supervisor_state`` (``.warp/supervisor-<port>.json``: the server's own pid,
     its restarts); a record without them (an older deploy) is a plain
     process. ``backoff_start``, ``backoff_max``, ``reset_after``,
     ``leftover_timeout``: the supervisor's restart settings (tests).
@@ -1468,9 +1468,10 @@ def start(req):
     if manager:
         unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout), writer)
     else:
-        state = os.path.join(warp, "supervisor.json")
+        # One per port: a release started again on its other port while the first server still runs keeps both.
+        state = os.path.join(warp, f"supervisor-{port}.json")
         if os.path.lexists(state):
-            os.unlink(state)  # a restart's: the new supervisor writes its own
+            os.unlink(state)  # a stopped supervisor's: the new one writes its own
         restart = {k: req[k] for k in RESTART_KEYS if req.get(k) is not None}
         proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer, state=state, stop_signal=sig.name, restart=restart)
         pid = proc.pid
@@ -1719,7 +1720,8 @@ def health(req):
         _update(root, release, status=after)
         _fail("{}; the server's log ends:\n{}".format(message, _tail(record.get("log", ""))), release_status=after)
 
-    restarts = None
+    # A server just started has not been started again yet; another (a rollback target) counts from now.
+    restarts = 0 if record.get("status") == "started" else None
     while time.monotonic() < deadline:
         pid = _server_pid(root, release)
         if not _alive(pid):
