@@ -1073,7 +1073,7 @@ class _Supervisor(object):
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)  # drained each turn; a full pipe loses nothing
         for signum in self.relays | {signal.SIGCHLD}:
             signal.signal(signum, self._note)
         devnull = os.open(os.devnull, os.O_RDONLY)
