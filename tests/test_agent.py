@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from warptasks.scripts import agent as agent_module
 from warptasks.scripts import source
 
 AGENT = source("agent.py")
+AGENT_FILE = str(files("warptasks.scripts").joinpath("agent.py"))  # run as a file: -c is capped at 128 KiB
 
 
 class Answer:
@@ -56,7 +58,7 @@ class Answer:
 def agent(action: str, root: Path | str, **request: Any) -> Answer:
     """Run one agent action as the deploy does: a separate ``python -c`` process (killed after 90s)."""
     payload = json.dumps({"action": action, "root": str(root), **request})
-    return Answer(subprocess.run([sys.executable, "-c", AGENT, payload], capture_output=True, text=True, timeout=90))
+    return Answer(subprocess.run([sys.executable, AGENT_FILE, payload], capture_output=True, text=True, timeout=90))
 
 
 def ok(action: str, root: Path | str, **request: Any) -> Answer:
@@ -278,7 +280,7 @@ def test_only_one_of_many_deploys_takes_an_expired_lease(tmp_path: Path) -> None
     payloads = [
         json.dumps({"action": "lock", "root": str(root), "owner": f"d{i}", "token": f"t{i + 1}", "lease": 60}) for i in range(6)
     ]
-    procs = [subprocess.Popen([sys.executable, "-c", AGENT, p], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in payloads]
+    procs = [subprocess.Popen([sys.executable, AGENT_FILE, p], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in payloads]
     codes = [p.wait(timeout=60) for p in procs]
     for p in procs:
         p.stdout.close()  # type: ignore[union-attr]
@@ -387,7 +389,7 @@ def test_lock_leaves_an_existing_deploy_paths_mode_and_makes_new_folders_0755(tm
     # Under a umask that leaves folders group-writable, the folders lock makes are 0755 all the same.
     deep = tmp_path / "new" / "deeper" / "app"
     payload = json.dumps({"action": "lock", "root": str(deep), "owner": "o", "token": "t"})
-    command = f"umask 002 && exec {shlex.quote(sys.executable)} -c {shlex.quote(AGENT)} {shlex.quote(payload)}"
+    command = f"umask 002 && exec {shlex.quote(sys.executable)} {shlex.quote(AGENT_FILE)} {shlex.quote(payload)}"
     made = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     for path in (tmp_path / "new", tmp_path / "new" / "deeper", deep, deep / "releases", deep / "shared" / "envs"):
@@ -707,7 +709,7 @@ def test_the_log_writer_rotates_at_the_cap_and_keeps_disk_use_bounded(tmp_path: 
     log.write_bytes(b"z" * 10_000)  # a log from before the cap, already too big
     payload = json.dumps({"action": "logpipe", "path": str(log), "max_bytes": 4096, "keep": 2})
     data = _lines(3000)
-    result = subprocess.run([sys.executable, "-c", AGENT, payload], input=data, capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, AGENT_FILE, payload], input=data, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r1.log", "r1.log.1", "r1.log.2"]
     files = [tmp_path / "r1.log.2", tmp_path / "r1.log.1", log]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from warptasks.scripts import source
 pytestmark = pytest.mark.integration
 
 AGENT = source("agent.py")
+AGENT_FILE = str(files("warptasks.scripts").joinpath("agent.py"))  # run as a file: -c is capped at 128 KiB
 
 # Serves after DELAY seconds: / answers ROOT_STATUS; /moved redirects to the public https name (as Django's
 # SECURE_SSL_REDIRECT does); /missing 404; /boom 500; anything else 200.
@@ -59,7 +61,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 def agent(action: str, root: Path, env: dict[str, str] | None = None, **request: Any) -> tuple[int, dict[str, Any]]:
     payload = json.dumps({"action": action, "root": str(root), **request})
     result = subprocess.run(
-        [sys.executable, "-c", AGENT, payload], capture_output=True, text=True, timeout=90, env={**os.environ, **(env or {})}
+        [sys.executable, AGENT_FILE, payload], capture_output=True, text=True, timeout=90, env={**os.environ, **(env or {})}
     )
     lines = result.stdout.strip().splitlines()
     return result.returncode, json.loads(lines[-1]) if lines else {"stderr": result.stderr}

@@ -7,6 +7,7 @@ with a pidfile, and ``info``/``status``/``warp status`` say why.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -154,17 +155,57 @@ def test_a_release_started_as_a_process_is_told_what_the_host_lacks_now(monkeypa
     assert "deploy again" in agent_module._supervision({"unsupervised": lacking})
 
 
-def test_status_and_info_say_a_server_started_as_a_process_is_not_supervised(tmp_path: Path, servers: Servers) -> None:  # noqa: F811
+def test_status_and_info_say_a_server_without_systemd_is_supervised_by_warptasks_own(tmp_path: Path, servers: Servers) -> None:  # noqa: F811
     root, port = tmp_path / "app", free_port()
     started = servers.start(root, "r1", port, systemd=False)
     assert started.code == 0, started
-    assert started["supervised"] is False and started["supervision"] == "started with --no-systemd"
+    assert started["supervised"] is True and started["supervisor"] == "warp"
+    assert started["supervision"].startswith("warptasks' own supervisor: started again when it crashes, but not at boot")
     assert ok("status", root)["supervised"] is None  # no live release yet
     ok("switch", root, release="r1")
     state = ok("status", root).data
-    assert state["supervised"] is False and state["supervision"] == "started with --no-systemd"
+    assert state["supervised"] is True and state["supervision"] == started["supervision"]
+    assert state["supervision"].endswith(
+        "(started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
+    )
     info = ok("info", root, systemd=False).data
     assert info["supervised"] is False and info["supervision"] == "started with --no-systemd"
+
+
+def test_a_release_started_before_the_supervisor_existed_is_a_plain_process_as_before(
+    tmp_path: Path,
+    servers: Servers,  # noqa: F811
+) -> None:
+    root, port = tmp_path / "app", free_port()
+    assert servers.start(root, "r1", port, systemd=False).code == 0
+    ok("switch", root, release="r1")
+    path = root / "releases" / "r1" / ".warp" / "deploy.json"
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("supervisor", "supervisor_state")}
+    path.write_text(json.dumps(older))  # what an older version recorded
+    state = ok("status", root).data
+    assert state["supervised"] is False and state["supervision"] == "started with --no-systemd"
+    assert state["supervisor"] is None and state["releases"][0]["restarts"] is None
+    assert "not supervised (started with --no-systemd)" in _describe("web", state)
+
+
+def test_warptasks_own_supervisor_says_how_to_have_the_server_started_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = "warptasks' own supervisor: started again when it crashes, but not at boot"
+    lacking = f"enable lingering: loginctl enable-linger {NAME}"
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, lacking))
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
+        f"{own} (to have it started at boot: {lacking}, then deploy again)"
+    )
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": "started with --no-systemd"}) == (
+        f"{own} (started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
+    )
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: (None, "systemd does not run on this host"))
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": "systemd does not run on this host"}) == (
+        f"{own} (systemd does not run on this host: where it does, servers are units started at boot)"
+    )
+    monkeypatch.setattr(agent_module, "_supervisor", lambda req: ("user", None))  # lingering enabled since
+    assert agent_module._supervision({"supervisor": "warp", "unsupervised": lacking}) == (
+        f"{own} (systemd can supervise it now: deploy again to have it started at boot)"
+    )
 
 
 def _state(**live: Any) -> dict[str, Any]:
@@ -178,3 +219,13 @@ def test_warp_status_says_when_the_live_server_is_not_supervised_and_how_to_fix_
     assert shown[2] == f"  not supervised ({why})"
     assert "not supervised" not in _describe("web", _state(supervised=True, supervision="systemd --user"))
     assert "not supervised" not in _describe("web", _state())  # an older agent says nothing of it
+
+
+def test_warp_status_says_a_server_runs_under_warptasks_supervisor_and_how_often_it_was_started_again() -> None:
+    why = "warptasks' own supervisor: started again when it crashes, but not at boot (systemd does not run on this host: ...)"
+    state = _state(supervised=True, supervisor="warp", supervision=why)
+    state["releases"][0].update(server_pid=43, restarts=2)
+    shown = _describe("web", state).splitlines()
+    assert shown[2:4] == [f"  supervised by {why}", "  app process pid 43 (restarts so far: 2)"]
+    state["releases"][0].update(server_pid=None)  # waiting to start it again
+    assert "  app process pid NOT RUNNING (restarts so far: 2)" in _describe("web", state).splitlines()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from warptasks.scripts import source
 from warptasks.settings import DeploySettings
 
 AGENT = source("agent.py")
+AGENT_FILE = str(files("warptasks.scripts").joinpath("agent.py"))  # run as a file: -c is capped at 128 KiB
 NOW = datetime(2026, 12, 1, 16, 0, tzinfo=timezone.utc)
 
 SINCE = [
@@ -159,7 +161,7 @@ def test_dated_lines_still_rotate_at_the_cap_cut_at_line_ends(tmp_path: Path) ->
     payload = json.dumps({"action": "logpipe", "path": str(log), "max_bytes": 4096, "keep": 2, "timestamps": True})
     data = b"".join(b"line %06d %s\n" % (n, b"y" * 40) for n in range(3000))
     # Written in pieces that end inside lines: each line gets one date, at its start.
-    feeder = subprocess.Popen([sys.executable, "-c", AGENT, payload], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    feeder = subprocess.Popen([sys.executable, AGENT_FILE, payload], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert feeder.stdin is not None
     for start in range(0, len(data), 1000):
         feeder.stdin.write(data[start : start + 1000])
@@ -205,7 +207,7 @@ def deployed(tmp_path: Path) -> dict[str, Any]:
 def run_logs(deployed: dict[str, Any], **request: Any) -> tuple[int, list[str], str]:
     keys = {k: deployed[k] for k in ("root", "app", "front_home")}
     line = json.dumps({"action": "logs", **keys, **request}) + "\n"
-    done = subprocess.run([sys.executable, "-c", AGENT], input=line, capture_output=True, text=True, timeout=30)
+    done = subprocess.run([sys.executable, AGENT_FILE], input=line, capture_output=True, text=True, timeout=30)
     return done.returncode, done.stdout.splitlines(), done.stderr
 
 
@@ -260,7 +262,7 @@ def test_logs_without_a_live_release_or_with_a_bad_pattern_fail_clearly(deployed
 def test_follow_shows_new_lines_through_a_rotation_and_ends_when_nobody_reads(deployed: dict[str, Any]) -> None:
     log = Path(deployed["root"]) / "shared" / "logs" / "R1.log"
     line = json.dumps({"action": "logs", "root": deployed["root"], "follow": True, "lines": 0}) + "\n"
-    proc = subprocess.Popen([sys.executable, "-c", AGENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, AGENT_FILE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(line.encode())
     proc.stdin.close()
@@ -359,7 +361,7 @@ def test_a_proxy_log_this_account_cannot_read_is_said_once_and_left_out(
 def test_follow_moves_to_the_release_that_goes_live(deployed: dict[str, Any]) -> None:
     root = Path(deployed["root"])
     line = json.dumps({"action": "logs", "root": str(root), "follow": True, "lines": 0}) + "\n"
-    proc = subprocess.Popen([sys.executable, "-c", AGENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, AGENT_FILE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(line.encode())
     proc.stdin.close()

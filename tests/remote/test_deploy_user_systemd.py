@@ -2,8 +2,8 @@
 
 With lingering on, each server and the front (Caddy) are user units of that account
 (``systemctl --user``): restarted when they die, started again when the host boots. Without it,
-a server and the front are plain processes with a pidfile, and ``warp status`` says the server
-is not supervised.
+a server runs under warptasks' own supervisor (restarted when it dies, not at boot) and the front is
+a plain process, each with a pidfile, and ``warp status`` says how to have the server started at boot.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_with_lingering_servers_are_user_units_that_restart_and_come_back_after_
     assert state["caddy"]["unit"] == front and state["caddy"]["pid"], state
 
 
-def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(host: UserHost) -> None:
+def test_without_lingering_servers_run_under_warptasks_supervisor_and_warp_status_says_so(host: UserHost) -> None:
     workdir = Path(host.known_hosts).parent
     project = make_django_project(workdir / "plain-site", "1", server="gunicorn")
     opts, target = _settings(host, PLAIN), HostTarget(host.address, PLAIN, app_port=9080)
@@ -167,7 +167,11 @@ def test_without_lingering_servers_are_plain_processes_and_warp_status_says_so(h
         [os.path.join(BIN, "warp"), "status", *reach], cwd=project, capture_output=True, text=True, timeout=300, env=env
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert f"  not supervised (enable lingering: loginctl enable-linger {PLAIN})" in shown.stdout.splitlines(), shown.stdout
+    supervised = (
+        "  supervised by warptasks' own supervisor: started again when it crashes, but not at boot "
+        f"(to have it started at boot: enable lingering: loginctl enable-linger {PLAIN}, then deploy again)"
+    )
+    assert supervised in shown.stdout.splitlines(), shown.stdout
 
     # Lingering enabled since: the next deploy makes the server and the front units, the old processes stopped.
     old = host.run(f"cat /home/{PLAIN}/app/releases/*/.warp/server.pid").strip()

@@ -38,13 +38,22 @@ class LockLost(DeployFailed):
 LOCK_NOT_HELD = 3
 
 
+# What the host's Python runs: the script comes on stdin, its length in bytes on the line before it, then its
+# request. A script on the command line would be shown by ``ps`` and is capped by Linux at 128 KiB (E2BIG); the
+# agent is larger. The script sees its own source as ``__warp_source__`` (to copy itself for the log writer).
+BOOT = (
+    "import sys;i=sys.stdin.buffer;s=i.read(int(i.readline())).decode('utf-8');"
+    "exec(compile(s,'<warptasks>','exec'),{'__name__':'__main__','__warp_source__':s})"
+)
+
+
 def agent_call(python: str, action: str, /, *, script: str = AGENT, **request: Any) -> tuple[Step, str]:
-    """The step that runs one action of a host script (the agent, or ``script``), and its request: one JSON line
-    for the script's stdin."""
+    """The step that runs one action of a host script (the agent, or ``script``), and its stdin: the script (see
+    :data:`BOOT`), then the request, one JSON line."""
     # -I: the script runs from the SSH user's home, whose files must never shadow the standard library.
     what = "front" if script is FRONT else "deploy"
-    step = Step(f"{what} {action}", (python, ISOLATED, "-c", script), "", f"{what} {action}")
-    return step, json.dumps({"action": action, **request}) + "\n"
+    step = Step(f"{what} {action}", (python, ISOLATED, "-c", BOOT), "", f"{what} {action}")
+    return step, f"{len(script.encode())}\n{script}" + json.dumps({"action": action, **request}) + "\n"
 
 
 class _Whole(io.StringIO):

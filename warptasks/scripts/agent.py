@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -61,6 +62,8 @@ LOG_KEEP = 3
 MAX_LOCK_AGE = 3600.0
 NO_SYSTEMD = "started with --no-systemd"
 JSON_ANSWER = True  # an action answers one JSON line, a failure too; not ``logs``, whose output is the log's lines
+FALLBACK = "warptasks' own supervisor"
+RESTART_KEYS = ("backoff_start", "backoff_max", "reset_after", "leftover_timeout")  # start's restart settings (tests)
 FRONT_HOME = "/var/lib/warp-front"  # root's front (Caddy); another account's is ~/.local/share/warp-front
 
 
@@ -160,16 +163,15 @@ def _starttime(pid):
 
 
 def _group_alive(pgid):
-    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    """Whether any process of group ``pgid``, or of the session it leads, is still running (zombies do not count).
+
+    The session counts for a supervised server (see :func:`supervise`): it runs in a group of its own, in its
+    supervisor's session.
+    """
     if not pgid:
         return False
     if os.path.isdir("/proc/self"):
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                fields = _stat(name)
-                if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-                    return True
-        return False
+        return bool(_members(pgid))
     try:
         os.killpg(pgid, 0)
         return True
@@ -177,6 +179,17 @@ def _group_alive(pgid):
         return False
     except PermissionError:
         return True
+
+
+def _members(pgid):
+    """The running processes (zombies aside) of group ``pgid`` or of the session ``pgid`` leads, from /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(name)
+            if fields and len(fields) > 3 and str(pgid) in (fields[2], fields[3]) and fields[0] != "Z":
+                found.append(int(name))
+    return found
 
 
 def _signal_number(value, what="stop_signal"):
@@ -714,7 +727,9 @@ def _open_log(path):
 
 
 def _own_source():
-    """This agent's source: its file, or the ``-c`` argument it was started with (read from /proc)."""
+    """This agent's source: as the deploy sent it on stdin, its file, or the ``-c`` argument it was started with."""
+    if globals().get("__warp_source__"):
+        return globals()["__warp_source__"]
     path = globals().get("__file__")
     if path and os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
@@ -730,49 +745,84 @@ def _own_source():
     return text if "def logpipe(" in text else None
 
 
+def _agent_copy(shared):
+    """This agent copied to ``<shared>/warp-agent.py`` (for the log writer and the supervisor); its path, or None
+    when it cannot read its own source."""
+    text = _own_source()
+    if not text:
+        return None
+    script = os.path.join(shared, "warp-agent.py")
+    _write_if_changed(script, text)
+    return script
+
+
 def _log_writer(root, log, req):
     """The argv of the capped writer for ``log``; None when the request turns the cap off or this agent cannot copy itself."""
     max_bytes = int(req.get("log_max_bytes", LOG_MAX_BYTES) or 0)
     if max_bytes <= 0:
         return None
-    text = _own_source()
-    if not text:
+    script = _agent_copy(os.path.join(root, "shared"))
+    if not script:
         return None
-    script = os.path.join(root, "shared", "warp-agent.py")
-    _write_if_changed(script, text)
     config = {"action": "logpipe", "path": log, "max_bytes": max_bytes, "keep": int(req.get("log_keep", LOG_KEEP))}
     config["timestamps"] = True
     return [sys.executable or "python3", script, json.dumps(config, sort_keys=True)]
 
 
-def _spawn(argv, log, writer):
-    """Start ``argv`` in a session of its own, its output to ``log`` through ``writer``; (process, writer's pid)."""
+def _spawn(argv, log, writer, supervise=True, state=None, stop_signal=None, restart=None):
+    """Start ``argv`` in a session of its own, its output to ``log`` through ``writer``; (process, writer's pid).
+
+    ``supervise`` (default): the process started is warptasks' own supervisor
+    (see :func:`supervise`), running ``argv`` as its child and starting it
+    again when it exits on its own; ``proc.pid`` is then the supervisor's, and
+    ``proc.warp_supervised`` says so (false when this agent cannot copy itself
+    to ``shared/warp-agent.py``: a plain process, as before). ``log`` is under
+    ``<root>/shared/logs``. ``state``: the file the supervisor keeps its
+    child's pid and restarts in; ``stop_signal``: the server's graceful
+    signal (it and SIGTERM, SIGINT, SIGQUIT stop the supervisor for good);
+    ``restart``: overrides of ``backoff_start``, ``backoff_max``,
+    ``reset_after``, ``leftover_timeout`` (tests).
+    """
+    script = _agent_copy(os.path.dirname(os.path.dirname(log))) if supervise else None
+    request = None
+    if script:
+        request = dict(restart or {}, action="supervise", argv=list(argv), state=state, stop_signal=stop_signal or "SIGTERM")
+        argv = [sys.executable or "python3", "-I", script]
     with open(os.devnull, "rb") as devnull:
+        stdin = subprocess.PIPE if request else devnull
         if writer is None:
             out = _open_log(log)
             try:
-                proc = subprocess.Popen(
-                    argv, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
-                )
+                proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
             finally:
                 os.close(out)
-            return proc, None
-        read_end, write_end = os.pipe()
+            pipe_pid = None
+        else:
+            read_end, write_end = os.pipe()
+            try:
+                pipe = subprocess.Popen(
+                    writer, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/"
+                )
+            finally:
+                os.close(read_end)
+            try:
+                # A new session: the server outlives this SSH command and its
+                # process group can be stopped as a whole (Apache's workers too).
+                proc = subprocess.Popen(
+                    argv, stdin=stdin, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
+                )
+            finally:
+                os.close(write_end)
+            pipe_pid = pipe.pid
+    proc.warp_supervised = request is not None
+    if request:
+        # The request on stdin, never in argv: ``ps`` shows argv to every account.
         try:
-            pipe = subprocess.Popen(
-                writer, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/"
-            )
-        finally:
-            os.close(read_end)
-        try:
-            # A new session: the server outlives this SSH command and its
-            # process group can be stopped as a whole (Apache's workers too).
-            proc = subprocess.Popen(
-                argv, stdin=devnull, stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
-            )
-        finally:
-            os.close(write_end)
-    return proc, pipe.pid
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass
+    return proc, pipe_pid
 
 
 def _run_script(command, log, writer, fifo):
@@ -888,6 +938,227 @@ def logpipe(req):
     print(json.dumps({"path": path, "bytes": size}))
 
 
+# -- warptasks' own supervisor ------------------------------------------------------------
+#
+# Where no systemd manager supervises the servers (systemd does not run on the
+# host, an account without lingering, ``--no-systemd``), ``_spawn`` starts
+# ``supervise`` from the agent's copy in ``shared/warp-agent.py``: it runs the
+# server as its child and starts it again whenever it exits on its own (a
+# crash, an OOM kill, a ``kill -9``), after a pause that doubles from 1s up to
+# 30s, back to 1s once a run lasted 60s. It never gives up: a server that
+# cannot start (its database down at boot...) is tried every 30s, each try a
+# line in the log, rather than left down for good. Nothing starts it at boot:
+# that takes systemd (as root, or an account with lingering).
+#
+# Its pid is the server's as far as everything else goes (``server.pid``,
+# the record's ``pid``/``pid_start``): it leads the session and the process
+# group ``stop`` signals, while the server runs in a process group of its
+# own in the same session. So every signal the supervisor gets, sent to its
+# group or to its pid alone, reaches the server exactly once: relayed to the
+# server's group. The server's stop signal, SIGTERM, SIGINT and SIGQUIT also
+# stop the supervisor for good: it lets the server finish its requests (it
+# never kills it itself) and exits once no process of the server's group
+# runs. SIGKILL cannot be relayed: the server is killed with its supervisor
+# (PR_SET_PDEATHSIG), and ``_stop_group`` kills the rest of the session.
+
+SUPERVISOR_SAYS = "[warp supervisor]"
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+BACKOFF_RESET = 60.0  # a run this long (seconds) was no crash loop: the next pause is BACKOFF_START again
+LEFTOVER_TIMEOUT = 3.0  # what is left of a crashed server's group (orphaned workers) gets SIGTERM, then SIGKILL
+SUPERVISOR_STOPS = ("SIGTERM", "SIGINT", "SIGQUIT")
+SUPERVISOR_RELAYS = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_words(code):
+    """How a child ended, from its ``returncode``: "exited with code 1", "was killed by SIGKILL"."""
+    if code is not None and code < 0:
+        try:
+            return "was killed by " + signal.Signals(-code).name
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _death_signal():
+    """A function giving the calling process SIGKILL when its parent dies (Linux), or None."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+class _Supervisor(object):
+    """The loop of :func:`supervise`: one child at a time, its exits, its restarts, the signals relayed to it."""
+
+    def __init__(self, req):
+        self.argv = [str(a) for a in req["argv"]]
+        self.state_path = req.get("state")
+        self.stops = {_signal_number(req.get("stop_signal") or "SIGTERM")}
+        self.stops |= {getattr(signal, name) for name in SUPERVISOR_STOPS}
+        self.relays = self.stops | {getattr(signal, n) for n in SUPERVISOR_RELAYS if hasattr(signal, n)}
+        self.first = float(req.get("backoff_start", BACKOFF_START))
+        self.most = float(req.get("backoff_max", BACKOFF_MAX))
+        self.reset_after = float(req.get("reset_after", BACKOFF_RESET))
+        self.leftover_timeout = float(req.get("leftover_timeout", LEFTOVER_TIMEOUT))
+        self.pending = []
+        self.child = None  # the server's Popen while it runs
+        self.group = 0  # its process group while any process of it runs
+        self.began = 0.0
+        self.pause = self.first
+        self.next_start = 0.0
+        self.leftovers_until = None
+        self.restarts = 0
+        self.last_exit = None
+        self.stopping = None
+        self.death_signal = _death_signal()
+
+    def _note(self, signum, frame):
+        self.pending.append(signum)
+
+    def _say(self, text):
+        try:
+            sys.stdout.write(f"{SUPERVISOR_SAYS} {text}\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _save(self, state):
+        if not self.state_path:
+            return
+        pid = self.child.pid if self.child else None
+        data = {
+            "state": state,
+            "supervisor": os.getpid(),
+            "pid": pid,
+            "pid_start": _starttime(pid) if pid else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "next_start": time.time() + max(self.next_start - time.monotonic(), 0) if state == "waiting" else None,
+            "stopping": self.stopping,
+            "updated": time.time(),
+        }
+        try:
+            _write(self.state_path, json.dumps(data, sort_keys=True))
+        except OSError:
+            pass  # the release's folder is gone: the log still says it all
+
+    def _start(self):
+        parent, death = os.getpid(), self.death_signal
+
+        def setup():
+            os.setpgid(0, 0)
+            if death:
+                death()
+            if os.getppid() != parent:
+                os._exit(1)  # the supervisor died before the death signal was set
+
+        try:
+            self.child = subprocess.Popen(self.argv, stderr=subprocess.STDOUT, cwd="/", preexec_fn=setup)
+        except (OSError, subprocess.SubprocessError) as error:
+            self.child = None
+            self._exited(None, f"could not be started ({error})", 0.0)
+            return
+        self.group, self.began = self.child.pid, time.monotonic()
+        if self.restarts:
+            self._say(f"the server started again: pid {self.child.pid} (restart {self.restarts})")
+        self._save("running")
+
+    def _exited(self, pid, how, ran):
+        self.last_exit = {"pid": pid, "how": how, "after": round(ran, 1), "at": time.time()}
+        if self.stopping:
+            self._say(f"the server (pid {pid}) {how} after {self.stopping}: stopped, not started again")
+            return
+        if ran >= self.reset_after:
+            self.pause = self.first
+        wait, self.pause = self.pause, min(self.pause * 2, self.most)
+        self.next_start = time.monotonic() + wait
+        self.restarts += 1
+        if self.group and _group_alive(self.group):
+            # Its orphaned workers may still hold the port: they finish what they do, or are killed.
+            _signal_group(self.group, signal.SIGTERM)
+            self.leftovers_until = time.monotonic() + self.leftover_timeout
+        self._say(f"the server (pid {pid}) {how} after {ran:.1f}s, on its own: starting it again in {wait:g}s")
+        self._save("waiting")
+
+    def _signal(self, signum):
+        if signum not in self.relays:
+            return
+        name = signal.Signals(signum).name
+        if signum in self.stops and not self.stopping:
+            self.stopping = name
+            self._say(
+                "{}: stopping the server{}; it is not started again".format(
+                    name, f" (pid {self.child.pid})" if self.child else ""
+                )
+            )
+            self._save("stopping")
+        if self.group:
+            _signal_group(self.group, signum)
+
+    def run(self):
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)  # drained each turn; a full pipe loses nothing
+        for signum in self.relays | {signal.SIGCHLD}:
+            signal.signal(signum, self._note)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)  # the request came on stdin; the server reads nothing
+        os.close(devnull)
+        self._start()
+        while True:
+            while self.pending:
+                self._signal(self.pending.pop(0))
+            now = time.monotonic()
+            if self.child is not None and self.child.poll() is not None:
+                pid, code = self.child.pid, self.child.returncode
+                self.child = None
+                self._exited(pid, _exit_words(code), now - self.began)
+                continue
+            if self.child is None and self.group:
+                if not _group_alive(self.group):
+                    self.group, self.leftovers_until = 0, None
+                elif self.leftovers_until and now >= self.leftovers_until and not self.stopping:
+                    _signal_group(self.group, signal.SIGKILL)
+                    self.leftovers_until = None
+            if self.child is None and not self.group:
+                if self.stopping:
+                    break
+                if now >= self.next_start:
+                    self._start()
+                    continue
+            if self.child is None:
+                timeout = 0.1 if self.group else self.next_start - now
+            else:
+                timeout = 5.0  # SIGCHLD wakes it at once; this bounds a missed one
+            try:
+                select.select([wake_read], [], [], max(min(timeout, 5.0), 0.0))
+                os.read(wake_read, 4096)
+            except (BlockingIOError, InterruptedError):
+                pass
+        self._save("stopped")
+        self._say("stopped")
+
+
+def supervise(req):
+    """Run ``argv`` as a child and start it again whenever it exits on its own, until told to stop (see above).
+
+    Request keys (on stdin: see :func:`_spawn`): ``argv``, ``state`` (a file
+    kept up to date with ``state`` ("running", "waiting", "stopping",
+    "stopped"), ``pid`` and ``pid_start`` of the child, ``restarts``,
+    ``last_exit``, ``next_start``), ``stop_signal``; ``backoff_start``,
+    ``backoff_max``, ``reset_after``, ``leftover_timeout`` (seconds). Its
+    output and the child's go where its stdout goes: the server's log, one
+    ``[warp supervisor] ...`` line for each exit, restart and stop.
+    """
+    _Supervisor(req).run()
+
+
 def _wait_writer(record, seconds):
     """Wait up to ``seconds`` for a server's log writer to write the last lines and end; whether it ended."""
     pid, pid_start = record.get("log_writer_pid"), record.get("log_writer_start")
@@ -946,8 +1217,10 @@ def info(req):
 # ~/.config/systemd/user, run by that account's own systemd manager: only
 # where lingering is on (``loginctl enable-linger USER``), since without it
 # the manager, and every unit, ends with the account's last session, and
-# does not start at boot. Without either, a server is a plain process with a
-# pidfile, and ``info``/``status`` say why (``supervision``). A unit is
+# does not start at boot. Without either (or with ``--no-systemd``), a server
+# runs under warptasks' own supervisor (see ``supervise``), with a pidfile: it
+# is started again when it crashes, but not at boot, and ``status`` says why
+# systemd does not supervise it and what would (``supervision``). A unit is
 # always the agent's own account's: a deploy path belongs to one account.
 
 
@@ -1165,8 +1438,9 @@ def _server_pid(root, release):
 
 
 def start(req):
-    """Start the release's server: as a systemd unit where one can supervise it, else in a session of its own with a
-    pidfile. As root the unit is the system's; as another account, its own user unit where lingering is on.
+    """Start the release's server: as a systemd unit where one can supervise it, else under warptasks' own supervisor
+    (:func:`supervise`, which starts it again when it crashes) in a session of its own, with a pidfile naming the
+    supervisor. As root the unit is the system's; as another account, its own user unit where lingering is on.
 
     Request keys: ``release``, ``port``, ``command`` (a shell command line),
     ``systemd``, ``token`` (optional: fail unless it holds the deploy lock),
@@ -1187,10 +1461,17 @@ def start(req):
     writer (see ``logpipe``): request keys ``log_max_bytes`` (default 10 MiB;
     0 turns the cap off) and ``log_keep`` (rotated files kept, default 3).
 
-    Answer: ``pid``, ``log``, ``log_capped`` (false when the output goes to
-    the file uncapped), ``unit``, ``stop_signal``, ``stop_timeout``,
-    ``supervised``, ``supervision`` (the manager, or why none: see
-    :func:`_supervisor`), ``reclaimed`` (a list, one entry per release
+    Under warptasks' supervisor, the record gets ``supervisor`` ("warp") and
+    ``supervisor_state`` (``.warp/supervisor-<port>.json``: the server's own pid,
+    its restarts); a record without them (an older deploy) is a plain
+    process. ``backoff_start``, ``backoff_max``, ``reset_after``,
+    ``leftover_timeout``: the supervisor's restart settings (tests).
+
+    Answer: ``pid`` (the supervisor's, under warptasks' supervisor), ``log``,
+    ``log_capped`` (false when the output goes to the file uncapped),
+    ``unit``, ``stop_signal``, ``stop_timeout``, ``supervised``,
+    ``supervisor`` (see :func:`_manager`), ``supervision`` (the manager, or
+    why systemd does not supervise it: see :func:`_supervision`), ``reclaimed`` (a list, one entry per release
     whose server was stopped to free the port: ``release``, ``pid``,
     ``server``, ``signals``, ``status`` (its status now: "abandoned", or
     "retired"/"rolled-back" kept)).
@@ -1214,13 +1495,21 @@ def start(req):
     unit = writer_pid = None
     writer = _log_writer(root, log, req)
     manager, unsupervised = _supervisor(req)
+    supervisor = state = None
     if manager:
         unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout), writer)
     else:
-        proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer)
+        # One per port: a release started again on its other port while the first server still runs keeps both.
+        state = os.path.join(warp, f"supervisor-{port}.json")
+        if os.path.lexists(state):
+            os.unlink(state)  # a stopped supervisor's: the new one writes its own
+        restart = {k: req[k] for k in RESTART_KEYS if req.get(k) is not None}
+        proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer, state=state, stop_signal=sig.name, restart=restart)
         pid = proc.pid
+        supervisor = "warp" if proc.warp_supervised else None
     _write(pidfile, str(pid))
     values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
+    values.update(supervisor=supervisor, supervisor_state=state if supervisor else None)
     values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
     values.update(log_capped=writer is not None)
     values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout, unsupervised=unsupervised)
@@ -1231,18 +1520,53 @@ def start(req):
     _update(root, release, **values)
     _record_health(root, release, req.get("health"))
     answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
-    answer.update(log_capped=writer is not None, supervised=bool(unit), supervision=unsupervised or _supervision(values))
+    answer.update(log_capped=writer is not None, supervised=bool(unit or supervisor), supervisor=_manager(values))
+    answer.update(supervision=_supervision(values) if supervisor else unsupervised or _supervision(values))
     print(json.dumps(answer))
+
+
+def _manager(record):
+    """What supervises a release's server: "systemd", "systemd --user", "warp" (warptasks' own supervisor) or None
+    (a plain process: a release deployed before warptasks had a supervisor of its own)."""
+    if record.get("unit"):
+        return "systemd --user" if _user_units() else "systemd"
+    return "warp" if record.get("supervisor") == "warp" else None
 
 
 def _supervision(record):
     """How a release's server is supervised, in words: by which manager, or why by none (and what to do about it)."""
-    if record.get("unit"):
-        return "systemd --user" if _user_units() else "systemd"
-    if record.get("unsupervised") == NO_SYSTEMD:
-        return NO_SYSTEMD
-    # What the host lacks now; when it lacks nothing any more, the next deploy makes the server a unit.
-    return _supervisor({"systemd": True})[1] or "a plain process, started before systemd could supervise it: deploy again"
+    manager = _manager(record)
+    if manager and manager != "warp":
+        return manager
+    # Why systemd does not: what the host lacks now (when it lacks nothing any more, the next deploy makes it a unit).
+    why = NO_SYSTEMD if record.get("unsupervised") == NO_SYSTEMD else _supervisor({"systemd": True})[1]
+    if manager != "warp":
+        return why or "a plain process, started before systemd could supervise it: deploy again"
+    own = f"{FALLBACK}: started again when it crashes, but not at boot"
+    if why == NO_SYSTEMD:
+        return f"{own} (started with --no-systemd: without it, where systemd runs, servers are units started at boot)"
+    if why and why.startswith("enable lingering"):
+        return f"{own} (to have it started at boot: {why}, then deploy again)"
+    if why == "systemd does not run on this host":
+        return f"{own} ({why}: where it does, servers are units started at boot)"
+    if why:
+        return f"{own} ({why}: with it, servers are units started at boot)"
+    return f"{own} (systemd can supervise it now: deploy again to have it started at boot)"
+
+
+def _child_state(record, pid):
+    """What warptasks' supervisor ``pid`` of a release (its ``record``) says of its server: the state file's
+    ``state``, ``pid`` (the server's own, while it runs), ``restarts``, ``last_exit``...; {} for a server no
+    supervisor of ours runs, or a file another (older) supervisor wrote."""
+    if record.get("supervisor") != "warp" or not record.get("supervisor_state") or not pid:
+        return {}
+    state = _json(record["supervisor_state"])
+    if not isinstance(state, dict) or state.get("supervisor") != pid:
+        return {}
+    child = state.get("pid")
+    if child and (not _alive(child) or _starttime(child) != state.get("pid_start")):
+        state = dict(state, pid=None)
+    return state
 
 
 def _serving(root, name):
@@ -1265,11 +1589,11 @@ def _reclaim(root, release, port):
     if current and _same_port(_record(root, current), port) and _serving(root, current):
         return []  # the live release holds it (under systemd, the unit of that port runs it): never touched
     holders = _port_holders(port)
-    groups = set()
+    groups = set()  # the process groups and sessions of the listeners (a supervised server: its supervisor's session)
     for pid in holders:
         fields = _stat(pid)
-        if fields and len(fields) > 2:
-            groups.add(int(fields[2]))
+        if fields and len(fields) > 3:
+            groups.update((int(fields[2]), int(fields[3])))
     reclaimed, units = [], set()
     # Newest first: releases on one port share its systemd unit, which runs the newest of them.
     for name in reversed(_releases(root)):
@@ -1427,11 +1751,21 @@ def health(req):
         _update(root, release, status=after)
         _fail("{}; the server's log ends:\n{}".format(message, _tail(record.get("log", ""))), release_status=after)
 
+    # A server just started has not been started again yet; another (a rollback target) counts from now.
+    restarts = 0 if record.get("status") == "started" else None
     while time.monotonic() < deadline:
         pid = _server_pid(root, release)
         if not _alive(pid):
             _wait_writer(record, 2)  # the server's last words, before its log is quoted
             failed(f"the server exited before answering {url}")
+        child = _child_state(record, pid)
+        if child:
+            # Under warptasks' supervisor: the server exited if it is waiting to start again, or started again since.
+            restarts = child.get("restarts") if restarts is None else restarts
+            if child.get("state") == "waiting" or child.get("restarts") != restarts:
+                time.sleep(0.3)  # the server's last words through the log writer, before its log is quoted
+                how = (child.get("last_exit") or {}).get("how") or "exited"
+                failed(f"the server {how} before answering {url} (its supervisor starts it again, until stopped)")
         try:
             status = _get(url, used["host_header"], 5)
         except (OSError, ValueError) as error:
@@ -1630,6 +1964,13 @@ def _stop_group(pid, first=signal.SIGTERM, timeout=20.0, term_timeout=5.0, kill_
     steps.append((signal.SIGKILL, kill_timeout))
     for index, (sig, wait) in enumerate(steps):
         _signal_group(pid, sig)
+        if sig == signal.SIGKILL and os.path.isdir("/proc/self"):
+            # A supervised server runs in a group of its own in the session ``pid`` leads: killed too.
+            for member in _members(pid):
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
         sent.append(signal.Signals(sig).name)
         end = time.monotonic() + max(float(wait), 0.0)
         while True:
@@ -1771,11 +2112,16 @@ def status(req):
     said; none: no public check). Answer:
     ``current``, ``releases`` (each: ``id``, ``status``, ``port``, ``pid``,
     ``commit``, ``health`` (recorded settings or null), ``stop_signal``,
-    ``stop_timeout``), ``front`` (``upstream``: the file the front reads,
+    ``stop_timeout``, ``supervisor`` (while it runs: see :func:`_manager`),
+    ``server_pid``, ``restarts``, ``last_exit`` (under warptasks' supervisor:
+    the server's own pid, how often it was started again, how it last
+    exited; else null)), ``front`` (``upstream``: the file the front reads,
     ``backend``: what it names, ``relay``: the old relay's port while one
     still runs), ``health`` (the public answer), ``hostname``, ``supervised``
-    (whether the live release's server is a systemd unit; null without a
-    live release) and ``supervision`` (by which manager, or why by none).
+    (whether anything starts the live release's server again if it dies: a
+    systemd unit or warptasks' supervisor; null without a live release),
+    ``supervisor`` (which) and ``supervision`` (in words: by which manager,
+    and why not by systemd, with what would start it at boot).
     """
     root = req["root"]
     current = _current(root)
@@ -1783,17 +2129,23 @@ def status(req):
     for name in _releases(root):
         record = _record(root, name)
         pid = _server_pid(root, name)
+        alive = _alive(pid)
+        child = _child_state(record, pid) if alive else {}
         releases.append(
             {
                 "id": name,
                 "status": record.get("status", "incomplete"),
                 "port": record.get("port"),
-                "pid": pid if _alive(pid) else None,
+                "pid": pid if alive else None,
                 "commit": record.get("commit"),
                 "health": record.get("health"),
                 "stop_signal": record.get("stop_signal"),
                 "stop_timeout": record.get("stop_timeout"),
                 "processes": _process_states(root, name),
+                "supervisor": _manager(record) if alive else None,
+                "server_pid": child.get("pid") if child else None,
+                "restarts": child.get("restarts") if child else None,
+                "last_exit": child.get("last_exit") if child else None,
             }
         )
     recorded = _json(os.path.join(root, "shared", "front.json")) or {}
@@ -1815,7 +2167,8 @@ def status(req):
             answer = str(getattr(error, "reason", error))
     live = _record(root, current) if current else None
     state = {"current": current, "releases": releases, "front": front, "health": answer, "hostname": socket.gethostname()}
-    state.update(supervised=None if live is None else bool(live.get("unit")), supervision=live and _supervision(live))
+    state.update(supervised=None if live is None else bool(_manager(live)), supervision=live and _supervision(live))
+    state.update(supervisor=live and _manager(live))
     print(json.dumps(state))
 
 
@@ -1945,7 +2298,7 @@ def _start_relay(root):
     if not record.get("retired") or not os.path.isfile(script):
         return None
     argv = [sys.executable, script, record["listen"], str(int(record["port"])), root]
-    proc, _ = _spawn(argv, os.path.join(shared, "logs", "proxy.log"), None)
+    proc, _ = _spawn(argv, os.path.join(shared, "logs", "proxy.log"), None, supervise=False)
     _write(os.path.join(shared, "proxy.pid"), str(proc.pid))
     _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=None, pid_start=_starttime(proc.pid))))
     deadline = time.monotonic() + 5
@@ -2343,6 +2696,11 @@ def _stop_processes(root, release):
             time.sleep(0.05)
         if _alive(pid) or _group_alive(pid):
             _signal_group(pid, signal.SIGKILL)
+            for member in _members(pid):  # under warptasks' supervisor, the process's own group in its session
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
             end = time.monotonic() + 5
             while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
                 time.sleep(0.05)
@@ -2384,15 +2742,26 @@ def _start_processes(root, release, req):
                 unit, pid = _unit_start(root, "proc", instance, spec["command"], log, what, (signal.SIGTERM, timeout), writer)
                 entry.update(unit=unit, pid=pid, pid_start=None)
             else:
-                proc, writer_pid = _spawn(["sh", "-c", spec["command"]], log, writer)
+                # Under warptasks' supervisor (started again when it crashes), its state in a file of its own.
+                state = os.path.join(root, "releases", release, ".warp", f"supervisor-{instance}.json")
+                if os.path.lexists(state):
+                    os.unlink(state)
+                proc, writer_pid = _spawn(["sh", "-c", spec["command"]], log, writer, state=state, stop_signal="SIGTERM")
+                supervised = bool(getattr(proc, "warp_supervised", False))
                 entry.update(unit=None, pid=proc.pid, pid_start=_starttime(proc.pid), unsupervised=unsupervised)
+                entry.update(supervisor="warp" if supervised else None, supervisor_state=state if supervised else None)
                 entry.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
             running[instance] = entry
     _update(root, release, processes=running)
     failed = []
     if running:
         time.sleep(float(req.get("settle", PROCESS_SETTLE)))
+        entries = _record(root, release).get("processes") or {}
         for instance, state in _process_states(root, release).items():
+            # Under warptasks' supervisor a process that exits at once is being started again: it failed all the same.
+            if state["running"] and _child_state(entries.get(instance) or {}, state["pid"]).get("restarts"):
+                _stop_group(state["pid"], signal.SIGTERM, timeout=2.0, term_timeout=0.0, kill_timeout=3.0)
+                state["running"] = False
             if not state["running"]:
                 failed.append(f"{instance} exited at once; its output: {_tail(state['log'], 5).strip() or '(none)'}")
                 if state["unit"]:
@@ -2438,7 +2807,7 @@ def processes(req):
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe, logs, processes)
+    + (retire_relay, handover, logpipe, logs, processes, supervise)
 }
 
 

@@ -276,6 +276,11 @@ def _describe(label: str, state: dict[str, Any]) -> str:
         if state.get("supervised") is False:
             # Nothing restarts it if it dies, nor starts it at boot.
             lines.append(f"  not supervised ({state.get('supervision')})")
+        elif state.get("supervisor") == "warp":
+            lines.append(f"  supervised by {state.get('supervision')}")
+            if live.get("pid"):
+                restarts = live.get("restarts") or 0
+                lines.append(f"  app process pid {live.get('server_pid') or 'NOT RUNNING'} (restarts so far: {restarts})")
     if caddy is not None:
         site = next(iter((caddy.get("apps") or {}).values()), None)
         where = ", ".join(site.get("hosts") or []) + f" {site.get('listen')}" if site else "no site"
