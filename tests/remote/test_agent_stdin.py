@@ -39,7 +39,7 @@ while not os.path.exists(stop):
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             continue
-        if "def logpipe(" in text:
+        if "__warp_source__" in text:  # an agent (its source comes on stdin)
             agents.add(pid)
         found.update(n for n in needles if n in text)
     time.sleep(0.002)
