@@ -7,7 +7,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 
 - ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
 - ``image.py``: s2i, builder.
-- ``remote.py``: deploy, status, rollback, remove.
+- ``remote.py``: deploy, status, rollback, remove; config, restart, stop, audit (``start --host`` is local.py's).
 - ``report.py``: help texts and error reporting every task shares.
 """
 
@@ -16,7 +16,7 @@ from invoke import Collection
 from ..settings import config_defaults
 from .image import builder, s2i
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
-from .remote import deploy, remove, rollback, status
+from .remote import audit, config, deploy, remove, restart, rollback, status, stop
 
 ns = Collection(
     "warp",
@@ -36,6 +36,10 @@ ns = Collection(
     status,
     rollback,
     remove,
+    config,
+    restart,
+    stop,
+    audit,
 )
 # invoke reads INVOKE_WARP_* variables only for keys its config already has: every key, deploy's included.
 ns.configure(config_defaults())

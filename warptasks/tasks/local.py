@@ -83,10 +83,15 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
 
 
 @task(
+    iterable=["host"],
+    auto_shortflags=False,
     help={
         "project": OPTION_HELP["project"],
-        "host": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
-        "port": "port to listen on (default 8080)",
+        "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+        "host": "a host whose live release's server to start again (after warp stop), health-checked; repeatable "
+        "(a bare address such as 0.0.0.0 still means --listen, deprecated)",
+        "port": "port to listen on (default 8080); with --host: the app's public port, used only when the host's "
+        "releases cannot tell its backend ports",
         "processes": "worker processes (default: from the CPUs and memory available)",
         "threads": "threads per process (default: computed)",
         "reload": "reload when code changes (development)",
@@ -96,11 +101,22 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "env-dir": OPTION_HELP["env-dir"],
         "dry-run": "print the server command instead of running it",
         "reveal": REVEAL_HELP,
-    }
+        "path": "with --host: the deploy folder on the hosts (default /srv/app)",
+        "identity": "with --host: the SSH private key file",
+        "known-hosts": "with --host: a known_hosts file checked besides ~/.ssh/known_hosts",
+        "accept-unknown-host": "with --host: accept (and record) host keys not in known_hosts",
+        "python": "with --host: the host's Python command (default python3)",
+        "health": "with --host: the URL path the server must answer with 2xx or 3xx (default: the release's own check)",
+        "health-host": "with --host: the Host header of that check",
+        "backend-port": "with --host: the first of the app's two backend ports (as --port)",
+        "break-lock": "with --host: take the deploy lock even if another deploy holds it (after checking it is stale)",
+        "json": "with --host: print the result as JSON (progress on stderr)",
+    },
 )
 def start(
     c,
     project=None,
+    listen=None,
     host=None,
     port=None,
     processes=None,
@@ -112,13 +128,36 @@ def start(
     env_dir=None,
     dry_run=False,
     reveal=False,
+    path=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    health=None,
+    health_host=None,
+    backend_port=None,
+    break_lock=False,
+    json=False,
 ):
-    """Exec the server chosen at build time (it replaces this process)."""
+    """Exec the server chosen at build time (it replaces this process); with --host, start the hosts' server again."""
+    from ..remote.commands import start_where
+
     with reported():
+        where = start_where(listen, host)
+        if where.note:
+            print(where.note, file=sys.stderr, flush=True)
+        if where.hosts or (hasattr(c, "original_host") and not where.listen):
+            from .remote import serve_on_hosts
+
+            reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
+            reach |= {"accept_unknown_host": accept_unknown_host, "health": health, "health_host": health_host}
+            reach |= {"port": port, "backend_port": backend_port, "break_lock": break_lock}
+            serve_on_hosts(c, list(where.hosts), bool(json), **reach)
+            return
         opts = _opts(
             c,
             project=project,
-            host=host,
+            host=where.listen,
             port=port,
             processes=processes,
             threads=threads,
