@@ -134,7 +134,10 @@ def test_no_command_line_on_the_host_carries_a_value(deployed: Deployed) -> None
     # The files the values travel in instead: only the deploy's account can open them.
     assert deployed.sh(f"stat -c %a {PATH}/current/.warp/env").strip() == "700"
     modes = deployed.sh(f"stat -c '%n %a' {PATH}/current/.warp/env/*").split()
-    assert modes[1::2] == ["600"] * 3 and [m.rsplit("/", 1)[1] for m in modes[::2]] == ["before-1", "migrate", "server"]
+    names = [m.rsplit("/", 1)[1] for m in modes[::2]]
+    # server-<port>: the same server on the other backend port, for a restart beside the live one.
+    assert modes[1::2] == ["600"] * 4 and names[:3] == ["before-1", "migrate", "server"], modes
+    assert names[3].startswith("server-") and names[3][len("server-") :].isdigit(), modes
     # Nor does the command recorded with the release (and run again by a rollback).
     records = deployed.sh(f"cat {PATH}/releases/*/.warp/deploy.json")
     assert "gunicorn" in records

@@ -287,7 +287,13 @@ class HostDeploy:
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
-        self.agent("mark", release=self.release, values={"command": command, "server": plan.server.name})
+        # The same server on the other backend port, for a restart (or a rollback) beside a live server there: a
+        # command names its port (and PORT is in its environment), so each port has its own.
+        other = first + 1 if port == first else first
+        beside = plan_start(spec, self.facts, replace(options, port=other)).server
+        commands = {str(port): command, str(other): command_line(self._literal(beside, f"server-{other}"))}
+        values = {"command": command, "server": plan.server.name, "server_commands": commands}
+        self.agent("mark", release=self.release, values=values)
         chosen = registered(plan.server.name)
         stop = {"stop_signal": chosen.stop_signal, "stop_timeout": chosen.stop_timeout}
         request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}

@@ -1181,12 +1181,13 @@ def start(req):
     root, release, port = req["root"], req["release"], int(req["port"])
     record = _record(root, release)
     _health_values(req.get("health"))  # a health setting no check could use is refused before anything starts
-    current = _current(root)
+    current, command = _current(root), req["command"]
     if req.get("beside_live") and current and current != release:
         live = _record(root, current)
         if _same_port(live, port) and _serving(root, current):
             port = _other_port(root, live, req.get("ports"))  # a restart moved the live server to this one's port
-    values, answer = _launch(root, release, port, req["command"], req, record)
+            command = _command_for(release, record, port)
+    values, answer = _launch(root, release, port, command, req, record)
     values["status"] = "started"
     if isinstance(req.get("ports"), list) and len(req["ports"]) == 2:
         values["ports"] = [int(p) for p in req["ports"]]
@@ -1201,7 +1202,8 @@ def start(req):
 
 # What a release's record says about its running server: one instance of it. A restart starts a second instance on
 # the other backend port and keeps the first one's under "replaced" until it is stopped (see ``restart``).
-INSTANCE_KEYS = ("port", "pid", "pid_start", "log", "unit", "log_writer_pid", "log_writer_start", "log_capped", "unsupervised")
+INSTANCE_KEYS = ("port", "command", "pid", "pid_start", "log", "unit", "log_writer_pid", "log_writer_start")
+INSTANCE_KEYS += ("log_capped", "unsupervised")
 
 
 def _launch(root, release, port, command, req, record):
@@ -1231,7 +1233,8 @@ def _launch(root, release, port, command, req, record):
         proc, writer_pid = _spawn(["sh", "-c", command], log, writer)
         pid = proc.pid
     _write(pidfile, str(pid))
-    values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
+    values = {"port": port, "command": command, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log}
+    values["unit"] = unit
     values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
     values.update(log_capped=writer is not None)
     values.update(stop_signal=sig.name, stop_timeout=stop_timeout, unsupervised=unsupervised, stopped=None)
@@ -2014,6 +2017,19 @@ def _other_port(root, record, given=None):
     return pair[1] if port == pair[0] else pair[0]
 
 
+def _command_for(release, record, port):
+    """The release's server command for ``port`` (recorded per port by the deploy: a command names its port)."""
+    if int(record.get("port") or 0) == port and record.get("command"):
+        return record["command"]
+    command = (record.get("server_commands") or {}).get(str(port))
+    if not command:
+        _fail(
+            f"release {release} has no server command for port {port} (it was deployed by an older warptasks, "
+            "which recorded one port's only): deploy again"
+        )
+    return command
+
+
 def _instance(record):
     return {k: record.get(k) for k in INSTANCE_KEYS}
 
@@ -2133,7 +2149,7 @@ def restart(req):
     port = _other_port(root, record, req.get("ports")) if running else int(record["port"])
     if running:
         _update(root, current, replaced=old)
-    values, answer = _launch(root, current, port, record["command"], req, record)
+    values, answer = _launch(root, current, port, _command_for(current, record, port), req, record)
     values["ports"] = _pair(root, record, req.get("ports"))
     _update(root, current, restarted_at=time.time(), **values)
     used = _health_settings(req, record.get("health") or {})
