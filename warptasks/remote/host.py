@@ -520,7 +520,9 @@ class HostDeploy:
         is a warning: the operation's own outcome stands)."""
         if self.audit is None:
             return
-        entry = dict(self.audit, result="failed" if self.error else "ok", error=self.error or None)
+        # The error's first line: what failed. Not the output after it (a server's log may hold anything).
+        error = self.error.strip().splitlines()[0] if self.error.strip() else None
+        entry = dict(self.audit, result="failed" if self.error else "ok", error=error)
         entry.setdefault("release", self.release or self.info.get("current") or None)
         details = dict(entry.get("details") or {}, phase=self.phase)
         if self.unchanged:

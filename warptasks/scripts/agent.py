@@ -2294,7 +2294,7 @@ def _audit_append(root, entry):
     if line["result"] not in AUDIT_RESULTS:
         line["result"] = "failed"
     if isinstance(line["error"], str):
-        line["error"] = line["error"][-2000:]
+        line["error"] = line["error"][:2000]
     fd = os.open(os.path.join(root, AUDIT), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
     try:
         _write_all(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8"))
