@@ -2108,7 +2108,9 @@ def restart(req):
       ``timeout``, ``accept`` given override them). ``mode`` "restart"
       (default): beside the running one, on the other backend port
       (``ports``: the client's pair, used when the host's records cannot tell);
-      refused for a server stopped on purpose. ``mode`` "start": on its
+      refused for a server stopped on purpose. Supervised as the release's
+      server was (a systemd unit unless it was started with --no-systemd;
+      ``systemd`` given decides). ``mode`` "start": on its
       recorded port, when it does not run (its unit enabled again); a running
       one is left as it is (``already``). A failed check stops the new server
       and leaves the record naming the old one, which never stopped serving.
@@ -2149,7 +2151,9 @@ def restart(req):
     port = _other_port(root, record, req.get("ports")) if running else int(record["port"])
     if running:
         _update(root, current, replaced=old)
-    values, answer = _launch(root, current, port, _command_for(current, record, port), req, record)
+    # Supervised as it was: a unit where systemd runs it, unless its deploy said --no-systemd.
+    how = dict(req, systemd=req.get("systemd", record.get("unsupervised") != NO_SYSTEMD))
+    values, answer = _launch(root, current, port, _command_for(current, record, port), how, record)
     values["ports"] = _pair(root, record, req.get("ports"))
     _update(root, current, restarted_at=time.time(), **values)
     used = _health_settings(req, record.get("health") or {})
