@@ -1202,8 +1202,18 @@ def start(req):
 
 # What a release's record says about its running server: one instance of it. A restart starts a second instance on
 # the other backend port and keeps the first one's under "replaced" until it is stopped (see ``restart``).
-INSTANCE_KEYS = ("port", "command", "pid", "pid_start", "log", "unit", "log_writer_pid", "log_writer_start")
-INSTANCE_KEYS += ("log_capped", "unsupervised")
+INSTANCE_KEYS = (
+    "port",
+    "command",
+    "pid",
+    "pid_start",
+    "log",
+    "unit",
+    "log_writer_pid",
+    "log_writer_start",
+    "log_capped",
+    "unsupervised",
+)
 
 
 def _launch(root, release, port, command, req, record):
