@@ -66,6 +66,7 @@ class Site:
     home: Path
     port: int
     env_file: Path
+    said: str = ""
 
     @property
     def url(self) -> str:
@@ -129,12 +130,24 @@ def site() -> Iterator[Site]:
 
 
 def _deploy(site: Site, *more: str) -> dict[str, Any]:
-    out = site.ok("deploy", *site.reach(), "--port", str(site.port), "--listen", "127.0.0.1", "--json", *more)
-    return json.loads(out)
+    result = site.warp("deploy", *site.reach(), "--port", str(site.port), "--listen", "127.0.0.1", "--json", *more)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    site.said = result.stderr  # with --json, the progress lines
+    return json.loads(result.stdout)
+
+
+def test_config_can_be_set_before_the_first_deploy(site: Site) -> None:
+    out = site.ok("config", *site.reach(), "set", "EARLY=1")
+    assert "shared/environment: set EARLY" in out
+    assert site.sh(f"cat {PATH}/shared/environment").splitlines()[-1] == 'EARLY="1"'
+    refused = site.warp("restart", *site.reach())
+    assert refused.returncode != 0 and "no release is live" in refused.stdout + refused.stderr
 
 
 def test_deploy_and_status_answer_json_of_one_shape(site: Site) -> None:
     data = _deploy(site, "--env-file", str(site.env_file))
+    # --env-file replaces the host's file whole: the name only the host had is named (never its value).
+    assert "drops EARLY" in site.said and "warp config set" in site.said
     assert data["format"] == 1 and data["command"] == "deploy" and data["ok"] is True, data
     [(label, result)] = data["hosts"].items()
     assert label == site.label and result["ok"] is True and result["release"] and "live" in result["message"]
@@ -249,6 +262,8 @@ def test_the_audit_log_lists_every_action_with_its_result_and_no_secret(site: Si
     entries = data["hosts"][site.label]["entries"]
     ends = [(e["action"], e["result"]) for e in entries if e["result"] != "begun"]
     assert ends == [
+        ("config", "ok"),  # set EARLY, before the first deploy
+        ("restart", "failed"),  # nothing live yet
         ("deploy", "ok"),
         ("config", "ok"),  # set GREETING --restart
         ("config", "ok"),  # set API_TOKEN
@@ -265,10 +280,11 @@ def test_the_audit_log_lists_every_action_with_its_result_and_no_secret(site: Si
     begun = [e["action"] for e in entries if e["result"] == "begun"]
     assert begun == [a for a, _ in ends]
     config = [e for e in entries if e["action"] == "config" and e["result"] == "ok"]
-    assert config[0]["details"]["set"] == ["GREETING"] and config[0]["details"]["restart"] is True
-    assert config[2]["details"]["unset"] == ["API_TOKEN"]
+    assert config[1]["details"]["set"] == ["GREETING"] and config[1]["details"]["restart"] is True
+    assert config[3]["details"]["unset"] == ["API_TOKEN"]
     failed = [e for e in entries if e["result"] == "failed"]
-    assert "/broken" in failed[0]["error"] and "warp start" in failed[1]["error"]
+    assert "no release is live" in failed[0]["error"]
+    assert "/broken" in failed[1]["error"] and "warp start" in failed[2]["error"]
     assert all(e["by"] and e["from"] and e["time"].endswith("Z") for e in entries)
     log = site.sh(f"cat {PATH}/shared/audit.log")
     for secret in (SECRET, "changed", "tok$en"):

@@ -64,9 +64,10 @@ def _locked(
     say: Say,
     config: Any,
     details: dict[str, Any] | None = None,
+    needs_live: bool = True,
 ) -> Outcome:
     """``work`` on every host in parallel, under its deploy lock, written to its audit log; ``work`` answers the
-    host's line of the summary and fills in its details."""
+    host's line of the summary and fills in its details. ``needs_live``: a host with no live release fails."""
     synced = one_at_a_time(say)
     hosts = [HostDeploy(t, settings, synced) for t in targets]
     found: dict[str, dict[str, Any]] = {h.target.label: {} for h in hosts}
@@ -75,7 +76,7 @@ def _locked(
     def one(h: HostDeploy) -> None:
         h.audit = {"action": action, "by": owner_label(), "details": dict(details or {})}
         h.lock(f"{owner_label()} {action}")
-        if not h.info.get("current"):
+        if needs_live and not h.info.get("current"):
             raise DeployFailed("no release is live on this host", "deploy one first: warp deploy --host ...")
         done[h.target.label] = work(h, found[h.target.label])
 
@@ -179,7 +180,8 @@ def change_config(
             return "changed" if answer.get("changed") else "unchanged"
         return _serve(h, "restart", found)
 
-    return _locked(targets, settings, "config", one, say=say, config=config, details=names)
+    # Without --restart no release needs to be live: secrets may be set before the first deploy.
+    return _locked(targets, settings, "config", one, say=say, config=config, details=names, needs_live=restart)
 
 
 _SAID = (("set", "set"), ("unchanged", "unchanged"), ("unset", "unset"), ("absent", "not there"))
