@@ -123,6 +123,15 @@ def test_stop_on_purpose_then_start_on_its_port(tmp_path: Path, servers: Servers
     assert again.code == 0 and again["already"] is True
 
 
+def test_a_server_that_died_is_started_again_on_its_port(tmp_path: Path, servers: Servers) -> None:
+    root, port = _live(tmp_path, servers)
+    os.killpg(record(root, "r1")["pid"], 9)
+    wait_for(lambda: port_free(port), what="the server dead")
+    again = _restart(root, servers, timeout=10)
+    assert again.code == 0 and again["port"] == port and again["previous_port"] is None, again
+    assert record(root, "r1").get("replaced") is None and fetch(port)["status"] == 200
+
+
 def test_restart_acts_only_under_the_lock(tmp_path: Path, servers: Servers) -> None:
     root, _ = _live(tmp_path, servers)
     assert "token" in agent("restart", root, op="begin").stderr

@@ -1811,10 +1811,14 @@ def status(req):
     """
     root = req["root"]
     current = _current(root)
+    live_unit = _record(root, current).get("unit") if current else None
     releases = []
     for name in _releases(root):
         record = _record(root, name)
-        pid = _server_pid(root, name)
+        # Units are per port: an older release recorded on the unit the live server runs in now (a restart moved it
+        # there) does not run.
+        shared = name != current and live_unit and record.get("unit") == live_unit
+        pid = 0 if shared else _server_pid(root, name)
         releases.append(
             {
                 "id": name,
