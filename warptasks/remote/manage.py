@@ -1,4 +1,4 @@
-"""Day-2 operations on the live release of each host: config, restart, stop, start, audit; and ``--json``'s shape.
+"""Day-2 operations on the live release of each host: config, restart, stop, start, audit.
 
 Each changing operation is one :class:`~.host.HostDeploy` per host, run in
 parallel under the host's deploy lock (so it never interleaves with a deploy,

@@ -314,6 +314,8 @@ _OPS = ("host", "path", "identity", "known-hosts", "accept-unknown-host", "pytho
 _SERVE_HELP = {k: HELP[k] for k in (*_REACH, "break-lock")} | {
     "port": "the app's public port (used only when the host's releases cannot tell its backend ports)",
     "backend-port": HELP["backend-port"] + " (as --port)",
+    "health": "a URL path the new server must answer with 2xx or 3xx before it takes over (default: the check "
+    "recorded with the live release)",
     "json": JSON_HELP,
 }
 
