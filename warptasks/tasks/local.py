@@ -84,7 +84,6 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
 
 @task(
     iterable=["host"],
-    auto_shortflags=False,
     help={
         "project": OPTION_HELP["project"],
         "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
@@ -107,9 +106,7 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "accept-unknown-host": "with --host: accept (and record) host keys not in known_hosts",
         "python": "with --host: the host's Python command (default python3)",
         "health": "with --host: the URL path the server must answer with 2xx or 3xx (default: the release's own check)",
-        "health-host": "with --host: the Host header of that check",
         "backend-port": "with --host: the first of the app's two backend ports (as --port)",
-        "break-lock": "with --host: take the deploy lock even if another deploy holds it (after checking it is stale)",
         "json": "with --host: print the result as JSON (progress on stderr)",
     },
 )
@@ -134,9 +131,7 @@ def start(
     accept_unknown_host=False,
     python=None,
     health=None,
-    health_host=None,
     backend_port=None,
-    break_lock=False,
     json=False,
 ):
     """Exec the server chosen at build time (it replaces this process); with --host, start the hosts' server again."""
@@ -150,8 +145,10 @@ def start(
             from .remote import serve_on_hosts
 
             reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-            reach |= {"accept_unknown_host": accept_unknown_host, "health": health, "health_host": health_host}
-            reach |= {"port": port, "backend_port": backend_port, "break_lock": break_lock}
+            # No --health-host nor --break-lock here (invoke's short flag for them would be "-"): the release's
+            # recorded Host header is used; warp restart --break-lock frees a stale lock.
+            reach |= {"accept_unknown_host": accept_unknown_host, "health": health}
+            reach |= {"port": port, "backend_port": backend_port}
             serve_on_hosts(c, list(where.hosts), bool(json), **reach)
             return
         opts = _opts(
