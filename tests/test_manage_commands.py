@@ -94,6 +94,11 @@ def test_secrets_come_from_stdin_when_it_is_not_a_terminal() -> None:
         (["--echo", "config", "unset", "A", "B"], ["--echo", "config", "--unset", "A", "--unset", "B"]),
         (["deploy", "--host", "set"], ["deploy", "--host", "set"]),  # other tasks untouched
         (["config", "set", "A=1", "--", "set"], ["config", "--set", "A=1", "--", "set"]),
+        # Only when config is the task: never a word of another task's, nor of a command after --.
+        (["exec", "--", "tool", "config", "set", "x"], ["exec", "--", "tool", "config", "set", "x"]),
+        (["deploy", "--path", "config", "set"], ["deploy", "--path", "config", "set"]),
+        (["-f", "config", "status"], ["-f", "config", "status"]),
+        (["-e", "config", "set", "A"], ["-e", "config", "--set", "A"]),
     ],
 )
 def test_the_issues_config_form_becomes_invokes_options(argv: list[str], expected: list[str]) -> None:

@@ -100,13 +100,32 @@ _VALUED = {
 }
 
 
+# invoke's own options that take a value (before the task name).
+_CORE_VALUED = {"-f", "--config", "-c", "--collection", "-r", "--search-root", "--complete", "--print-completion-script"}
+
+
+def _first_task(argv: list[str]) -> int | None:
+    """Where the first task's name is in ``argv`` (invoke's options before it skipped), or None."""
+    skip = False
+    for index, word in enumerate(argv):
+        if skip:
+            skip = False
+        elif word == "--":
+            return None
+        elif word.startswith("-"):
+            skip = word in _CORE_VALUED
+        else:
+            return index
+    return None
+
+
 def rewrite_config_argv(argv: list[str]) -> list[str]:
     """``warp config [options] set A=1 B=2`` / ``unset A B`` (the issue's form) as invoke's ``--set A=1 --set B=2``
     / ``--unset A``: invoke has no variadic positional arguments. Anything else is returned as it is."""
-    try:
-        start = next(i for i, word in enumerate(argv) if word in ("config", "warp.config")) + 1
-    except StopIteration:
+    start = _first_task(argv)
+    if start is None or argv[start] not in ("config", "warp.config"):
         return argv
+    start += 1
     out, mode, skip, given = argv[:start], "", False, 0
     for index, word in enumerate(argv[start:], start):
         if skip:
