@@ -205,6 +205,16 @@ def test_a_bad_change_is_refused_and_the_file_left_as_it_was(tmp_path: Path, cha
     assert (root / "shared" / "environment").read_text() == HOST_FILE
 
 
+def test_a_broken_host_file_is_named_by_line_never_quoted(tmp_path: Path) -> None:
+    root = _env_root(tmp_path)
+    (root / "shared" / "environment").write_text("A=1\nhunter2 is the password\n")
+    for request in ({}, {"op": "change", "token": TOKEN, "set": {"B": "2"}}):
+        refused = _config(root, **request)
+        assert refused.code != 0 and "line 2 is not NAME=VALUE" in refused.stderr, refused
+        assert "hunter2" not in refused.stderr + refused.stdout
+    assert (root / "shared" / "environment").read_text() == "A=1\nhunter2 is the password\n"
+
+
 def test_a_config_change_needs_the_lock(tmp_path: Path) -> None:
     root = _env_root(tmp_path)
     assert _config(root, op="change", set={"A": "1"}).code != 0

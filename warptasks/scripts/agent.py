@@ -2256,7 +2256,12 @@ def config(req):
     try:
         values = env["parse"](text, path)
     except ValueError as error:
-        _fail("{}: fix that line on the host, or replace the file with warp deploy --env-file".format(error))
+        # The line itself is not quoted: it may hold a secret, and this error reaches the audit log.
+        _fail(
+            "{}, line {} is not NAME=VALUE: fix that line on the host, or replace the file with warp deploy --env-file".format(
+                path, getattr(error, "number", "?")
+            )
+        )
     if op == "list":
         print(json.dumps({"names": sorted(values), "values": values if req.get("reveal") else None}))
         return
