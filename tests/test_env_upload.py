@@ -147,3 +147,15 @@ def test_a_staging_folder_that_is_not_a_private_folder_of_ours_is_refused(tmp_pa
         _upload(tmp_path, sftp)
     assert not [c for c in sftp.calls if c[0] in ("write", "rename")]
     assert f"{ROOT}/shared/environment" not in sftp.files
+
+
+def test_a_broken_env_file_fails_the_upload_naming_the_line_never_quoting_it(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("A=1\nhunter2 is the password\n")
+    settings = DeploySettings.resolve(None, path=ROOT, env_file=str(secrets))
+    deploy = HostDeploy(HostTarget("host.example"), settings, lambda _: None)
+    sftp = FakeSftp()
+    deploy.session.sftp = lambda: sftp  # type: ignore[method-assign]
+    with pytest.raises(DeployFailed, match="line 2 is not NAME=VALUE") as failed:
+        deploy._upload_env_file()
+    assert "hunter2" not in str(failed.value) and not sftp.written

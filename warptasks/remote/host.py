@@ -215,8 +215,10 @@ class HostDeploy:
         (set with ``warp config set`` since, say), so a value is never dropped silently. Names only, never values."""
         try:
             uploaded = envfile.parse(data.decode("utf-8", "replace"), self.settings.env_file or "--env-file")
-        except ValueError as error:
-            raise DeployFailed(f"--env-file: {error}", "environment files hold NAME=VALUE lines") from None
+        except envfile.EnvFileError as error:
+            # The line is not quoted: it may hold a secret, and this error reaches the host's audit log.
+            where = f"--env-file {self.settings.env_file}, line {error.number}"
+            raise DeployFailed(f"{where} is not NAME=VALUE", "environment files hold NAME=VALUE lines") from None
         on_host = self.agent("config", op="list", envfile=ENVFILE).get("names") or []
         dropped = sorted(set(on_host) - set(uploaded))
         if dropped:
