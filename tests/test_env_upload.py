@@ -91,13 +91,25 @@ class FakeFile:
         self.sftp.written[self.path] = data
 
 
-def _upload(tmp_path: Path, sftp: FakeSftp) -> None:
+def _upload(tmp_path: Path, sftp: FakeSftp, on_host: tuple[str, ...] = (), said: list[str] | None = None) -> None:
     secrets = tmp_path / "secrets.env"
     secrets.write_text("DB_PASSWORD=hunter2\n")
     settings = DeploySettings.resolve(None, path=ROOT, env_file=str(secrets))
-    deploy = HostDeploy(HostTarget("host.example"), settings, lambda _: None)
+    deploy = HostDeploy(HostTarget("host.example"), settings, (said if said is not None else []).append)
     deploy.session.sftp = lambda: sftp  # type: ignore[method-assign]
+    # The names the host's file has (the agent's config list): an upload that drops some says so.
+    deploy.agent = lambda action, **request: {"names": list(on_host)}  # type: ignore[method-assign]
     deploy._upload_env_file()
+
+
+def test_an_upload_that_drops_names_the_hosts_file_has_names_them_never_their_values(tmp_path: Path) -> None:
+    said: list[str] = []
+    _upload(tmp_path, FakeSftp(), on_host=("DB_PASSWORD", "SENTRY_DSN", "DEBUG"), said=said)
+    [warning] = said
+    assert "drops DEBUG, SENTRY_DSN" in warning and "warp config set" in warning
+    said.clear()
+    _upload(tmp_path, FakeSftp(), on_host=("DB_PASSWORD",), said=said)
+    assert said == []
 
 
 def test_the_secrets_are_written_in_a_private_folder_and_renamed_into_place(tmp_path: Path) -> None:
@@ -135,3 +147,15 @@ def test_a_staging_folder_that_is_not_a_private_folder_of_ours_is_refused(tmp_pa
         _upload(tmp_path, sftp)
     assert not [c for c in sftp.calls if c[0] in ("write", "rename")]
     assert f"{ROOT}/shared/environment" not in sftp.files
+
+
+def test_a_broken_env_file_fails_the_upload_naming_the_line_never_quoting_it(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("A=1\nhunter2 is the password\n")
+    settings = DeploySettings.resolve(None, path=ROOT, env_file=str(secrets))
+    deploy = HostDeploy(HostTarget("host.example"), settings, lambda _: None)
+    sftp = FakeSftp()
+    deploy.session.sftp = lambda: sftp  # type: ignore[method-assign]
+    with pytest.raises(DeployFailed, match="line 2 is not NAME=VALUE") as failed:
+        deploy._upload_env_file()
+    assert "hunter2" not in str(failed.value) and not sftp.written

@@ -8,6 +8,7 @@ import sys
 from invoke import Program
 
 from . import __version__
+from .errors import WarpError
 from .tasks import ns
 
 program = Program(name="warp", binary="warp", version=__version__, namespace=ns)
@@ -22,8 +23,15 @@ def process_word(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    from .remote.commands import rewrite_config_argv
+
     try:
-        program.run(process_word(sys.argv))
+        # `warp config --host web1 set A=1 B=2`: invoke has no variadic arguments; it gets --set A=1 --set B=2.
+        argv = process_word([sys.argv[0], *rewrite_config_argv(sys.argv[1:])])
+    except WarpError as error:
+        sys.exit(f"warp: error: {error}")
+    try:
+        program.run(argv)
         sys.stdout.flush()
     except BrokenPipeError:
         # `warp plan | head`: the reader has gone, which is not an error of ours. Point stdout

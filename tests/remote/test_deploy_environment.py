@@ -134,9 +134,12 @@ def test_no_command_line_on_the_host_carries_a_value(deployed: Deployed) -> None
     # The files the values travel in instead: only the deploy's account can open them.
     assert deployed.sh(f"stat -c %a {PATH}/current/.warp/env").strip() == "700"
     modes = deployed.sh(f"stat -c '%n %a' {PATH}/current/.warp/env/*").split()
-    # cmd-*: the commands warp exec, shell and migrate run on the release (recorded by the deploy, not run by it).
-    names = ["before-1", "cmd-exec", "cmd-migrate", "cmd-shell", "migrate", "server"]
-    assert modes[1::2] == ["600"] * len(names) and [m.rsplit("/", 1)[1] for m in modes[::2]] == names
+    names = [m.rsplit("/", 1)[1] for m in modes[::2]]
+    # cmd-*: the commands warp exec, shell and migrate run on the release (recorded by the deploy, not run by it);
+    # server-<port>: the same server on the other backend port, for a restart beside the live one.
+    assert modes[1::2] == ["600"] * 7, modes
+    assert names[:6] == ["before-1", "cmd-exec", "cmd-migrate", "cmd-shell", "migrate", "server"], modes
+    assert names[6].startswith("server-") and names[6][len("server-") :].isdigit(), modes
     # Nor does the command recorded with the release (and run again by a rollback).
     records = deployed.sh(f"cat {PATH}/releases/*/.warp/deploy.json")
     assert "gunicorn" in records

@@ -162,7 +162,7 @@ class Warp:
     def status(self) -> dict[str, Any]:
         """This host's ``warp status --json``."""
         text = self.ok("status", "--json")
-        return dict(next(iter(json.loads(text[text.index("{") :]).values())))
+        return dict(next(iter(json.loads(text[text.index("{") :])["hosts"].values())))
 
 
 def statuses(state: dict[str, Any]) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 - ``deploy.py``: deploy across hosts, phase by phase.
 - ``rollback.py``: status and rollback across hosts.
+- ``manage.py``: the day-2 operations on the live release: config, restart, stop, start, audit.
+- ``commands.py``: their arguments and ``--json``'s shape (pure: the ``warp`` command imports it).
 - ``fleet.py``: a phase on every host in parallel; the cleanup after any end; per-host results and their summary.
 - ``host.py``: one host's deploy lifecycle (lock, upload, build, migrate, start, health, switch, stop the old,
   prune, clean up).

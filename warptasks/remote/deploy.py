@@ -93,6 +93,8 @@ def _phases(
         stop_unless_partial(hosts, settings.allow_partial)
 
     phase(lambda h: h.connect(config))
+    for h in hosts:
+        h.audit = {"action": "deploy", "by": owner_label(), "details": {"env_file": bool(settings.env_file)}}
     phase(lambda h: h.lock(owner_label()))
     for h in hosts:
         if not h.error and not settings.force and h.same_as_live(packed.source):

@@ -33,6 +33,7 @@ from ..plan import (
     untracked_dirs,
 )
 from ..run.executor import Say, execute, gather_facts, run_checks
+from ..scripts import envfile, source
 from ..servers import server as registered
 from ..settings import DeploySettings
 from .front import FrontHost, Site, ensure_request, site_request
@@ -52,6 +53,9 @@ def recorded_step(step: Step) -> dict[str, Any]:
     """A step as a release records it: what runs, where, with which PATH; never its environment (a values file has it)."""
     assert not step.env, "recorded steps read their environment from a values file"
     return {"argv": list(step.argv), "cwd": step.cwd, "path": list(step.path)}
+
+
+ENVFILE = source("envfile.py")  # sent with config requests: the agent parses and writes with the one parser
 
 
 @dataclass
@@ -79,6 +83,9 @@ class HostDeploy:
     timings: dict[str, float] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None
     stopping: bool = False  # the deploy was interrupted: a paused phase goes no further
+    # What the host's audit log records of this operation: action, by, details (never a secret value). Its "begun"
+    # line is written with the lock, its end (ok or failed, the error) just before the lock is released.
+    audit: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.session = Session(self.target, self.settings)
@@ -151,7 +158,9 @@ class HostDeploy:
         """Take the host's deploy lock as a lease, renewed from a thread of its own until :meth:`unlock`."""
         self.enter("lock")
         s = self.settings
-        take = {"break": s.break_lock, "lease": s.lock_lease or None}
+        take: dict[str, Any] = {"break": s.break_lock, "lease": s.lock_lease or None}
+        if self.audit is not None:
+            take["audit"] = {k: v for k, v in self.audit.items() if k in ("action", "by", "details")}
         answer = self.agent("lock", owner=owner, token=self.token, wait=s.lock_wait, **take)
         self.locked = True
         self.info = answer["info"]
@@ -219,9 +228,27 @@ class HostDeploy:
             return
         with open(os.path.expanduser(self.settings.env_file), "rb") as handle:
             data = handle.read()
+        self._warn_dropped_names(data)
         sftp = self.session.sftp()
         staged = write_private(sftp, posixpath.join(self.layout.shared, ".upload"), "environment", data)
         sftp.posix_rename(staged, self.layout.env_file)
+
+    def _warn_dropped_names(self, data: bytes) -> None:
+        """--env-file replaces the host's whole file: say which names the host has that the uploaded file lacks
+        (set with ``warp config set`` since, say), so a value is never dropped silently. Names only, never values."""
+        try:
+            uploaded = envfile.parse(data.decode("utf-8", "replace"), self.settings.env_file or "--env-file")
+        except envfile.EnvFileError as error:
+            # The line is not quoted: it may hold a secret, and this error reaches the host's audit log.
+            where = f"--env-file {self.settings.env_file}, line {error.number}"
+            raise DeployFailed(f"{where} is not NAME=VALUE", "environment files hold NAME=VALUE lines") from None
+        on_host = self.agent("config", op="list", envfile=ENVFILE).get("names") or []
+        dropped = sorted(set(on_host) - set(uploaded))
+        if dropped:
+            self.say(
+                f"warning: --env-file replaces shared/environment whole: it drops {', '.join(dropped)}, which the host's "
+                "file has (add them to the file, or set them again with warp config set)"
+            )
 
     def build(self, spec: AppSpec, install_env: dict[str, str], release: Release) -> None:
         self.enter("build")
@@ -293,9 +320,15 @@ class HostDeploy:
         before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
+        # The same server on the other backend port, for a restart (or a rollback) beside a live server there: a
+        # command names its port (and PORT is in its environment), so each port has its own.
+        other = first + 1 if port == first else first
+        beside = plan_start(spec, self.facts, replace(options, port=other)).server
+        commands = {str(port): command, str(other): command_line(self._literal(beside, f"server-{other}"))}
         values = {
             "command": command,
             "server": plan.server.name,
+            "server_commands": commands,
             "commands": self._commands(spec, port),
             "process_types": self._process_types(spec, options),
         }
@@ -303,6 +336,7 @@ class HostDeploy:
         chosen = registered(plan.server.name)
         stop = {"stop_signal": chosen.stop_signal, "stop_timeout": chosen.stop_timeout}
         request = {"port": port, "command": command, "systemd": self.settings.systemd, "token": self.token}
+        request["ports"] = [first, first + 1]  # recorded: a restart starts its second server on the other one
         # Its health settings are recorded with it: a rollback to it checks it as this deploy does.
         self.agent("start", release=self.release, health=self.health_settings(), **request, **stop)
         self.started = True
@@ -557,12 +591,31 @@ class HostDeploy:
             return
         try:
             self.session.reopen_if_lost()
+            self._audit_end()
             self.agent("unlock", token=self.token)
             self.locked = False
         except Exception as error:  # noqa: BLE001
             lease = self.settings.lock_lease
             lapse = f"it lapses once its {lease}s lease runs out" if lease else "--break-lock frees it"
             self.say(f"could not release the deploy lock: {error}; {lapse}")
+
+    def _audit_end(self) -> None:
+        """The end line of this operation in the host's audit log: ok or failed, with the error (a failure to write it
+        is a warning: the operation's own outcome stands)."""
+        if self.audit is None:
+            return
+        # The error's first line: what failed. Not the output after it (a server's log may hold anything).
+        error = self.error.strip().splitlines()[0] if self.error.strip() else None
+        entry = dict(self.audit, result="failed" if self.error else "ok", error=error)
+        entry.setdefault("release", self.release or self.info.get("current") or None)
+        details = dict(entry.get("details") or {}, phase=self.phase)
+        if self.unchanged:
+            details["unchanged"] = True
+        entry["details"] = details
+        try:
+            self.agent("audit", entry=entry, token=self.token)
+        except Exception as error:  # noqa: BLE001
+            self.say(f"warning: the audit log was not written: {error}")
 
     def close(self) -> None:
         if self.keeper is not None:

@@ -68,6 +68,7 @@ def rollback(
 
 def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     """Lock, choose the target, start its recorded server and check it."""
+    h.audit = {"action": "rollback", "by": owner_label(), "details": {"to": to}}
     h.lock(owner_label() + " rollback")
     state = h.agent("status")
     current = state.get("current")
@@ -80,7 +81,9 @@ def _prepare(h: HostDeploy, settings: DeploySettings, to: str | None) -> None:
     h.failed_status = record.get("status") or "failed"
     h.say(f"rolling back {current} -> {chosen}")
     h.enter("start")
-    h.agent("start", release=chosen, port=record["port"], command=record["command"], systemd=settings.systemd, token=h.token)
+    request = {"port": record["port"], "command": record["command"], "systemd": settings.systemd, "token": h.token}
+    # beside_live: a restart may have moved the live server to the port the target was recorded on.
+    h.agent("start", release=chosen, beside_live=True, **request)
     h.started = True
     h.check_health(**_health_given(settings))
 
@@ -144,6 +147,7 @@ def remove(
     hosts = [HostDeploy(t, settings, synced) for t in targets]
 
     def one(h: HostDeploy) -> None:
+        h.audit = {"action": "remove", "by": owner_label(), "details": {"purge": purge}}
         h.lock(owner_label() + " remove")
         h.enter("remove")
         if h.proxied:

@@ -595,7 +595,11 @@ def lock(req):
 
     Answer: ``locked``, ``info``, ``lease``, ``expires`` (epoch seconds or
     null), ``took_over`` (the expired holder replaced, or null), ``broke``
-    (the holder broken with ``break``, or null). Exit 3 while held.
+    (the holder broken with ``break``, or null), ``settled`` (a restart cut
+    off that it ended, see :func:`_settle`). Exit 3 while held.
+
+    ``audit`` (optional: ``action``, ``by``, ``release``, ``details``): a
+    "begun" line written to ``shared/audit.log`` once the lock is taken.
 
     First of all, a deploy path another account could change is refused
     (see :func:`_unsafe`), before anything is made in it; an existing deploy
@@ -636,6 +640,10 @@ def lock(req):
             _fail(_describe(holder, now), 3, holder=_quiet(holder))
         time.sleep(0.2)
     answer = {"locked": True, "lease": record["lease"], "expires": record["expires"], "took_over": took_over, "broke": broke}
+    current = _current(root)
+    if isinstance(req.get("audit"), dict):
+        _audit_append(root, dict(req["audit"], result="begun", release=req["audit"].get("release") or current))
+    answer["settled"] = _settle(root, current) if current and not _missing(root, current) else {}
     answer["resynced"] = _resync_upstream(root)
     answer["info"] = _info(req)
     print(json.dumps(answer))
@@ -1450,7 +1458,10 @@ def start(req):
     finish its requests before SIGTERM/SIGKILL, default 20); both are
     recorded with the release and used by ``stop``. ``health`` (optional:
     ``path``, ``host_header``, ``timeout``): the release's health check
-    settings, recorded with it for ``health`` to fall back on.
+    settings, recorded with it for ``health`` to fall back on. ``ports``
+    (optional): the two backend ports the app alternates on, recorded for
+    ``restart``. ``beside_live`` (a rollback's): when ``port`` is the one the
+    live server runs on (a restart moved it there), the other one of the pair.
 
     A port held by the server of a release that is not live (a deploy cut
     off between its start and its stop) is taken back first; see
@@ -1480,6 +1491,49 @@ def start(req):
     root, release, port = req["root"], req["release"], int(req["port"])
     record = _record(root, release)
     _health_values(req.get("health"))  # a health setting no check could use is refused before anything starts
+    current, command = _current(root), req["command"]
+    if req.get("beside_live") and current and current != release:
+        live = _record(root, current)
+        if _same_port(live, port) and _serving(root, current):
+            port = _other_port(root, live, req.get("ports"))  # a restart moved the live server to this one's port
+            command = _command_for(release, record, port)
+    values, answer = _launch(root, release, port, command, req, record)
+    values["status"] = "started"
+    if isinstance(req.get("ports"), list) and len(req["ports"]) == 2:
+        values["ports"] = [int(p) for p in req["ports"]]
+    # What the release was before this start (a rollback target: "retired"),
+    # given back by a failed health check that must not mark it failed.
+    if record.get("status") != "started" or "status_before_start" not in record:
+        values["status_before_start"] = record.get("status")
+    _update(root, release, **values)
+    _record_health(root, release, req.get("health"))
+    print(json.dumps(answer))
+
+
+# What a release's record says about its running server: one instance of it. A restart starts a second instance on
+# the other backend port and keeps the first one's under "replaced" until it is stopped (see ``restart``).
+INSTANCE_KEYS = (
+    "port",
+    "command",
+    "pid",
+    "pid_start",
+    "log",
+    "unit",
+    "log_writer_pid",
+    "log_writer_start",
+    "log_capped",
+    "unsupervised",
+    "supervisor",
+    "supervisor_state",
+)
+
+
+def _launch(root, release, port, command, req, record):
+    """Start one server of ``release`` on ``port`` (its pidfile written); the record's values for it and the answer.
+
+    Nothing is recorded here: the caller merges the values (an instance of :data:`INSTANCE_KEYS`, the stop
+    settings, ``stopped`` cleared).
+    """
     sig = _signal_number(req.get("stop_signal") or record.get("stop_signal") or "SIGTERM")
     stop_timeout = float(req.get("stop_timeout") or record.get("stop_timeout") or 20)
     reclaimed = [] if _free(port) else _reclaim(root, release, port)
@@ -1497,32 +1551,28 @@ def start(req):
     manager, unsupervised = _supervisor(req)
     supervisor = state = None
     if manager:
-        unit, pid = _unit_start(root, "server", port, req["command"], log, "app server", (sig, stop_timeout), writer)
+        unit, pid = _unit_start(root, "server", port, command, log, "app server", (sig, stop_timeout), writer)
     else:
         # One per port: a release started again on its other port while the first server still runs keeps both.
         state = os.path.join(warp, f"supervisor-{port}.json")
         if os.path.lexists(state):
             os.unlink(state)  # a stopped supervisor's: the new one writes its own
         restart = {k: req[k] for k in RESTART_KEYS if req.get(k) is not None}
-        proc, writer_pid = _spawn(["sh", "-c", req["command"]], log, writer, state=state, stop_signal=sig.name, restart=restart)
+        proc, writer_pid = _spawn(["sh", "-c", command], log, writer, state=state, stop_signal=sig.name, restart=restart)
         pid = proc.pid
         supervisor = "warp" if proc.warp_supervised else None
     _write(pidfile, str(pid))
-    values = {"port": port, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log, "unit": unit}
+    values = {"port": port, "command": command, "pid": pid, "pid_start": None if unit else _starttime(pid), "log": log}
+    values["unit"] = unit
     values.update(supervisor=supervisor, supervisor_state=state if supervisor else None)
     values.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
     values.update(log_capped=writer is not None)
-    values.update(status="started", stop_signal=sig.name, stop_timeout=stop_timeout, unsupervised=unsupervised)
-    # What the release was before this start (a rollback target: "retired"),
-    # given back by a failed health check that must not mark it failed.
-    if record.get("status") != "started" or "status_before_start" not in record:
-        values["status_before_start"] = record.get("status")
-    _update(root, release, **values)
-    _record_health(root, release, req.get("health"))
-    answer = {"pid": pid, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout, "reclaimed": reclaimed}
+    values.update(stop_signal=sig.name, stop_timeout=stop_timeout, unsupervised=unsupervised, stopped=None)
+    answer = {"pid": pid, "port": port, "log": log, "unit": unit, "stop_signal": sig.name, "stop_timeout": stop_timeout}
+    answer["reclaimed"] = reclaimed
     answer.update(log_capped=writer is not None, supervised=bool(unit or supervisor), supervisor=_manager(values))
     answer.update(supervision=_supervision(values) if supervisor else unsupervised or _supervision(values))
-    print(json.dumps(answer))
+    return values, answer
 
 
 def _manager(record):
@@ -1739,9 +1789,6 @@ def health(req):
     if not record.get("port"):
         _fail(f"release {release} has no recorded port: was it started?")
     used = _health_settings(req, record.get("health") or {})
-    url = "http://127.0.0.1:{}{}".format(record["port"], used["path"])
-    deadline = time.monotonic() + float(used["timeout"])
-    last, streak, previous = "no answer", 0, None
 
     def failed(message):
         if req.get("mark_failed", True):
@@ -1751,13 +1798,28 @@ def health(req):
         _update(root, release, status=after)
         _fail("{}; the server's log ends:\n{}".format(message, _tail(record.get("log", ""))), release_status=after)
 
+    problem, status = _poll_health(root, release, record, used)
+    if problem:
+        failed(problem)
+    _record_health(root, release, used)
+    _update(root, release, status="healthy")
+    url = "http://127.0.0.1:{}{}".format(record["port"], used["path"])
+    print(json.dumps({"url": url, "status": status, "health": used}))
+
+
+def _poll_health(root, release, record, used):
+    """Poll ``release``'s server (as ``record`` names it) until ``used`` accepts its answer: (None, HTTP status), or
+    (why it failed, None) once it definitely did or the time ran out."""
+    url = "http://127.0.0.1:{}{}".format(record["port"], used["path"])
+    deadline = time.monotonic() + float(used["timeout"])
+    last, streak, previous = "no answer", 0, None
     # A server just started has not been started again yet; another (a rollback target) counts from now.
     restarts = 0 if record.get("status") == "started" else None
     while time.monotonic() < deadline:
         pid = _server_pid(root, release)
         if not _alive(pid):
             _wait_writer(record, 2)  # the server's last words, before its log is quoted
-            failed(f"the server exited before answering {url}")
+            return f"the server exited before answering {url}", None
         child = _child_state(record, pid)
         if child:
             # Under warptasks' supervisor: the server exited if it is waiting to start again, or started again since.
@@ -1765,7 +1827,7 @@ def health(req):
             if child.get("state") == "waiting" or child.get("restarts") != restarts:
                 time.sleep(0.3)  # the server's last words through the log writer, before its log is quoted
                 how = (child.get("last_exit") or {}).get("how") or "exited"
-                failed(f"the server {how} before answering {url} (its supervisor starts it again, until stopped)")
+                return f"the server {how} before answering {url} (its supervisor starts it again, until stopped)", None
         try:
             status = _get(url, used["host_header"], 5)
         except (OSError, ValueError) as error:
@@ -1774,26 +1836,23 @@ def health(req):
             # Whoever listens there answered: the server's own answer only if the port is its.
             intruders = _intruders(record["port"], pid, record.get("unit"))
             if intruders:
-                failed(
+                return (
                     f"{_held_by(record['port'], intruders)}, not by the server of release {release} (pid {pid}): "
                     "another process took the port before the server could; this release is not used"
-                )
+                ), None
             if intruders is None:
                 last, streak, previous = "an answer from a listener that is gone", 0, None
                 time.sleep(0.3)
                 continue
             if ACCEPT[used["accept"]](status):
-                _record_health(root, release, used)
-                _update(root, release, status="healthy")
-                print(json.dumps({"url": url, "status": status, "health": used}))
-                return
+                return None, status
             streak = streak + 1 if status // 100 == previous else 1
             last, previous = f"HTTP {status}", status // 100
             definite = _definite(url, status, streak, used["accept"])
             if definite:
-                failed(definite)
+                return definite, None
         time.sleep(0.3)
-    failed("health check of {} failed: {} within {}s".format(url, last, used["timeout"]))
+    return "health check of {} failed: {} within {}s".format(url, last, used["timeout"]), None
 
 
 def _health_settings(req, recorded):
@@ -2003,7 +2062,9 @@ def stop(req):
     finish its requests; ``timeout`` is an older name of ``stop_timeout``);
     ``term_timeout`` (seconds after the SIGTERM that follows a stop signal
     other than SIGTERM, default 5); ``status`` (recorded for the release
-    afterwards); ``token`` (optional: fail unless it holds the deploy lock).
+    afterwards); ``token`` (optional: fail unless it holds the deploy lock);
+    ``stopped`` (optional, an object: ``by``): recorded as ``stopped`` (with
+    ``at``), the server stopped on purpose; a start clears it.
 
     A systemd unit is stopped by systemd with the unit's ``KillSignal=`` and
     ``TimeoutStopSec=`` (written from the same settings), then SIGKILL.
@@ -2020,6 +2081,9 @@ def stop(req):
     state, sent = _stop_release(root, release, req)
     if req.get("status"):
         _update(root, release, status=req["status"])
+    if isinstance(req.get("stopped"), dict):
+        # Stopped on purpose (warp stop): nothing starts it again until ``restart`` with mode "start" does.
+        _update(root, release, stopped=dict(req["stopped"], at=time.time()))
     print(json.dumps({"release": release, "server": state, "signals": sent, "seconds": round(time.monotonic() - begin, 1)}))
 
 
@@ -2125,10 +2189,14 @@ def status(req):
     """
     root = req["root"]
     current = _current(root)
+    live_unit = _record(root, current).get("unit") if current else None
     releases = []
     for name in _releases(root):
         record = _record(root, name)
-        pid = _server_pid(root, name)
+        # Units are per port: an older release recorded on the unit the live server runs in now (a restart moved it
+        # there) does not run.
+        shared = name != current and live_unit and record.get("unit") == live_unit
+        pid = 0 if shared else _server_pid(root, name)
         alive = _alive(pid)
         child = _child_state(record, pid) if alive else {}
         releases.append(
@@ -2146,6 +2214,8 @@ def status(req):
                 "server_pid": child.get("pid") if child else None,
                 "restarts": child.get("restarts") if child else None,
                 "last_exit": child.get("last_exit") if child else None,
+                "stopped": record.get("stopped"),
+                "restarted_at": record.get("restarted_at"),
             }
         )
     recorded = _json(os.path.join(root, "shared", "front.json")) or {}
@@ -2804,10 +2874,366 @@ def processes(req):
     print(json.dumps(answer))
 
 
+# -- day-2 operations: restart, stop/start on purpose, config, audit ----------------------------------------
+#
+# A restart starts a second server of the live release on the other backend port beside the one serving, checks
+# it, points the front at it (``switch`` to the same release: only the backend file changes) and stops the first
+# one. While it runs, the release's record names the new instance (``port``, ``pid``, ``unit``...) and keeps the
+# one it replaces under ``replaced``; :func:`_settle` ends a restart that was cut off (``lock`` calls it), by what
+# the front reads: switched, the replaced one is stopped; not switched while it still serves, the new one is.
+
+
+def _pair(root, record, given=None):
+    """The two backend ports the release's servers alternate on: recorded with it, else read from the host's
+    releases (one port seen: it is the first of the pair), else ``given`` (the client's settings); None if unknown."""
+    ports = record.get("ports")
+    if isinstance(ports, list) and len(ports) == 2:
+        return [int(p) for p in ports]
+    port = int(record.get("port") or 0)
+    seen = sorted({int(r["port"]) for r in (_record(root, n) for n in _releases(root)) if r.get("port")})
+    if len(seen) == 2 and seen[1] - seen[0] == 1 and port in seen:
+        return seen
+    if isinstance(given, list) and len(given) == 2 and port in [int(p) for p in given]:
+        return [int(p) for p in given]
+    if seen == [port] and port:
+        return [port, port + 1]
+    return None
+
+
+def _other_port(root, record, given=None):
+    """The backend port a second server of the release starts on: the one of its pair it is not on."""
+    pair = _pair(root, record, given)
+    if not pair:
+        _fail(
+            "cannot tell the backend ports of this app from its releases: pass the --port (or --backend-port) it was "
+            "deployed with, or deploy again"
+        )
+    port = int(record.get("port") or 0)
+    return pair[1] if port == pair[0] else pair[0]
+
+
+def _command_for(release, record, port):
+    """The release's server command for ``port`` (recorded per port by the deploy: a command names its port)."""
+    if int(record.get("port") or 0) == port and record.get("command"):
+        return record["command"]
+    command = (record.get("server_commands") or {}).get(str(port))
+    if not command:
+        _fail(
+            f"release {release} has no server command for port {port} (it was deployed by an older warptasks, "
+            "which recorded one port's only): deploy again"
+        )
+    return command
+
+
+def _instance(record):
+    return {k: record.get(k) for k in INSTANCE_KEYS}
+
+
+def _instance_pid(inst):
+    """The pid of one recorded server instance while it runs (its unit's main process, or its own pid), else 0."""
+    if inst.get("unit"):
+        return _unit_pid(inst["unit"])
+    pid = inst.get("pid")
+    if not pid or (inst.get("pid_start") is not None and _starttime(pid) != inst["pid_start"]):
+        return 0
+    return pid if _alive(pid) or _group_alive(pid) else 0
+
+
+def _stop_instance(inst, record, req=None):
+    """Stop one recorded server instance gracefully (its unit disabled): (state, signals sent)."""
+    sig, timeout, term_timeout = _stop_settings(req or {}, record)
+    if inst.get("unit"):
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", inst["unit"]), capture_output=True)
+        return ("stopped" if not _unit_pid(inst["unit"]) else "still running"), [signal.Signals(sig).name]
+    pid = _instance_pid(inst)
+    if not pid:
+        return "not running", []
+    state, sent = _stop_group(pid, sig, timeout, term_timeout)
+    _end_writer(inst)
+    return state, sent
+
+
+def _restore(root, release, inst, **values):
+    """The record (and pidfile) naming ``inst`` again as the release's server."""
+    _update(root, release, **dict(inst, replaced=None, **values))
+    if inst.get("pid"):
+        _write(os.path.join(root, "releases", release, ".warp", "server.pid"), str(inst["pid"]))
+
+
+def _front_names(root):
+    """The backend the front's file names now (None without a file the front reads)."""
+    upstream = (_json(os.path.join(root, "shared", "front.json")) or {}).get("upstream")
+    if not upstream or _upstream_ok(root, upstream):
+        return None
+    try:
+        with open(upstream, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _settle(root, release, drain=0.0, req=None):
+    """End the restart of ``release`` (nothing to do without one): see the section's comment. What was done."""
+    record = _record(root, release)
+    old = record.get("replaced")
+    if not release or not isinstance(old, dict):
+        return {}
+    named = _front_names(root)
+    switched = named is None or named == "127.0.0.1:{}".format(int(record.get("port") or 0))
+    if switched or not _instance_pid(old):
+        if not switched:
+            _publish(root, release)  # the one it replaced is gone: the new one serves
+        if drain and _instance_pid(old):
+            time.sleep(drain)  # requests the front sent it before the switch
+        state, sent = _stop_instance(old, record, req)
+        _update(root, release, replaced=None)
+        return {"stopped_port": old.get("port"), "server": state, "signals": sent}
+    state, sent = _stop_instance(_instance(record), record, req)
+    _restore(root, release, old)
+    return {"restored_port": old.get("port"), "server": state, "signals": sent}
+
+
+def restart(req):
+    """Restart the live release's server with no failed request, or start it again after ``stop``.
+
+    Request keys: ``token`` (required: the deploy lock's), ``op``:
+
+    - ``begin``: a new server of the live release from its recorded command,
+      health-checked with its recorded settings (``path``, ``host_header``,
+      ``timeout``, ``accept`` given override them). ``mode`` "restart"
+      (default): beside the running one, on the other backend port
+      (``ports``: the client's pair, used when the host's records cannot tell);
+      refused for a server stopped on purpose. Supervised as the release's
+      server was (a systemd unit unless it was started with --no-systemd;
+      ``systemd`` given decides). ``mode`` "start": on its
+      recorded port, when it does not run (its unit enabled again); a running
+      one is left as it is (``already``). A failed check stops the new server
+      and leaves the record naming the old one, which never stopped serving.
+      Answer: ``release``, ``port``, ``previous_port`` (the running one it is
+      to replace, or null), ``status`` (HTTP), ``pid``, ``unit``.
+    - then ``switch`` to the same release points the front at it;
+    - ``finish``: the server it replaced stopped gracefully after ``drain``
+      seconds (or, when the front was never switched, the new one stopped and
+      the old one named again). Answer: ``stopped_port`` or ``restored_port``,
+      ``server``, ``signals``.
+    """
+    root = req["root"]
+    if not req.get("token"):
+        _fail("restart acts only under the deploy lock: its request needs the lock's token")
+    _require(req)
+    current = _current(root)
+    if not current:
+        _fail("no release is live on this host: deploy one first")
+    op = req.get("op")
+    if op == "finish":
+        print(json.dumps(dict(_settle(root, current, float(req.get("drain") or 0), req), release=current)))
+        return
+    if op != "begin":
+        _fail("restart op {!r} is not one of begin, finish".format(op))
+    _settle(root, current)  # a restart cut off before its end is ended first
+    record = _record(root, current)
+    if not record.get("command") or not record.get("port"):
+        _fail(f"release {current} has no recorded server command: deploy again")
+    mode = req.get("mode") or "restart"
+    running = _serving(root, current)
+    if mode == "start" and running:
+        print(json.dumps({"release": current, "already": True, "port": record["port"], "pid": running}))
+        return
+    if mode == "restart" and record.get("stopped") and not running:
+        _fail(f"the server of {current} was stopped on purpose: `warp start` starts it again")
+    _health_values(req.get("health"))
+    old = _instance(record)
+    port = _other_port(root, record, req.get("ports")) if running else int(record["port"])
+    if running:
+        _update(root, current, replaced=old)
+    # Supervised as it was: a unit where systemd runs it, unless its deploy said --no-systemd.
+    how = dict(req, systemd=req.get("systemd", record.get("unsupervised") != NO_SYSTEMD))
+    values, answer = _launch(root, current, port, _command_for(current, record, port), how, record)
+    values["ports"] = _pair(root, record, req.get("ports"))
+    _update(root, current, restarted_at=time.time(), **values)
+    used = _health_settings(req, record.get("health") or {})
+    problem, status = _poll_health(root, current, _record(root, current), used)
+    if problem:
+        _stop_instance(_instance(values), values)
+        _restore(root, current, old, stopped=record.get("stopped"), restarted_at=record.get("restarted_at"))
+        kept = "the server that was running keeps serving" if running else "the server stays stopped"
+        _fail("{}; {}; the new server's log ends:\n{}".format(problem, kept, _tail(values["log"])))
+    answer.update(release=current, port=port, previous_port=old["port"] if running else None, status=status)
+    print(json.dumps(answer))
+
+
+def _write_private(path, data):
+    """``data`` as the file ``path``, atomically: a new file only this account can open (0600 from its creation),
+    synced, renamed over the old one, the folder synced."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, ".{}.new{}".format(os.path.basename(path), os.getpid()))
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _envfile(req):
+    """envfile.py, sent as source with the request (the one parser and writer of environment files) as a namespace."""
+    text = req.get("envfile")
+    if not isinstance(text, str) or "def parse(" not in text:
+        _fail("config needs envfile.py's source in its request")
+    space = {"__name__": "warp_envfile"}
+    exec(compile(text, "envfile.py", "exec"), space)
+    return space
+
+
+def _edited(text, sets, unsets, env, path):
+    """``text`` with the names of ``sets`` given their values (in the place of their first line, or added at the
+    end) and the names of ``unsets`` removed; every other line (comments too) kept as it is."""
+    out, placed = [], set()
+    for raw in text.splitlines(True):
+        name = next(iter(env["parse"](raw, path)), None)
+        if name is None or (name not in sets and name not in unsets):
+            out.append(raw)
+        elif name in sets and name not in placed:
+            out.append(env["render"]({name: sets[name]}))
+            placed.add(name)
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    out.extend(env["render"]({name: sets[name]}) for name in sorted(sets) if name not in placed)
+    return "".join(out)
+
+
+def config(req):
+    """The host's ``shared/environment``: its names (``op`` "list"; ``reveal``: their values too), or changed
+    (``op`` "change", under the lock: ``token``): ``set`` ({name: value}) and ``unset`` ([names]), written
+    atomically, 0600 (see :func:`_write_private`). Parsed and written by envfile.py (``envfile``: its source),
+    values literal. A name that is not a variable name or a value with a line break is refused, nothing written.
+
+    Answer: list: ``names``, ``values`` (null unless ``reveal``); change: ``set`` (names given a new value),
+    ``unchanged`` (names that had that value), ``unset`` (names removed), ``absent`` (names to unset that were not
+    there), ``changed`` (whether the file was written). Never a value.
+    """
+    root, op = req["root"], req.get("op") or "list"
+    env = _envfile(req)
+    path = os.path.join(root, "shared", "environment")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = ""
+    except OSError as error:
+        _fail("cannot read {}: {}".format(path, error.strerror))
+    try:
+        values = env["parse"](text, path)
+    except ValueError as error:
+        # The line itself is not quoted: it may hold a secret, and this error reaches the audit log.
+        _fail(
+            "{}, line {} is not NAME=VALUE: fix that line on the host, or replace the file with warp deploy --env-file".format(
+                path, getattr(error, "number", "?")
+            )
+        )
+    if op == "list":
+        print(json.dumps({"names": sorted(values), "values": values if req.get("reveal") else None}))
+        return
+    if op != "change":
+        _fail("config op {!r} is not one of list, change".format(op))
+    if not req.get("token"):
+        _fail("config changes only under the deploy lock: its request needs the lock's token")
+    sets, unsets = req.get("set") or {}, req.get("unset") or []
+    if not isinstance(sets, dict) or not isinstance(unsets, list):
+        _fail("config: set is an object of names and values, unset a list of names")
+    for name in list(sets) + list(unsets):
+        if not isinstance(name, str) or not env["_NAME"].match(name):
+            _fail("{!r} is not an environment variable name (letters, digits and _, not first a digit)".format(name))
+    for name, value in sets.items():
+        try:
+            env["render"]({name: value if isinstance(value, str) else None})
+        except (ValueError, TypeError):
+            _fail("the value of {} cannot be written: it must be text on one line (no line break, no NUL byte)".format(name))
+    both = sorted(set(sets) & set(unsets))
+    if both:
+        _fail("{} is both set and unset".format(", ".join(both)))
+    with _Guard(root):
+        _held(root, req["token"])
+        new = _edited(text, sets, set(unsets), env, path)
+        if new != text:
+            _write_private(path, new.encode("utf-8"))
+    answer = {
+        "set": sorted(n for n in sets if values.get(n) != sets[n]),
+        "unchanged": sorted(n for n in sets if values.get(n) == sets[n]),
+        "unset": sorted(n for n in unsets if n in values),
+        "absent": sorted(n for n in unsets if n not in values),
+        "changed": new != text,
+    }
+    print(json.dumps(answer))
+
+
+AUDIT = os.path.join("shared", "audit.log")
+AUDIT_RESULTS = ("begun", "ok", "failed")
+
+
+def _audit_append(root, entry):
+    """One line of ``shared/audit.log`` (JSON, 0640): what was done, by whom, from where, how it ended; whether
+    written (a deploy path purged has no ``shared`` any more). The caller never puts a secret value in it."""
+    if not os.path.isdir(os.path.join(root, "shared")):
+        return False
+    now = time.time()
+    line = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".{:03d}Z".format(int(now % 1 * 1000)),
+        "from": (os.environ.get("SSH_CLIENT") or "").split(" ")[0] or None,
+    }
+    for key in ("action", "by", "release", "result", "error", "details"):
+        line[key] = entry.get(key)
+    if line["result"] not in AUDIT_RESULTS:
+        line["result"] = "failed"
+    if isinstance(line["error"], str):
+        line["error"] = line["error"][:2000]
+    fd = os.open(os.path.join(root, AUDIT), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    try:
+        _write_all(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+    return True
+
+
+def audit(req):
+    """``shared/audit.log``: ``op`` "append" (default) adds ``entry`` (``action``, ``by``, ``release``,
+    ``result``: begun/ok/failed, ``error``, ``details``; ``time`` and ``from``, the SSH client's address, are the
+    host's); ``op`` "list" answers ``entries``, the newest last, at most ``limit`` (default 50)."""
+    root = req["root"]
+    if (req.get("op") or "append") == "list":
+        entries = []
+        try:
+            with open(os.path.join(root, AUDIT), encoding="utf-8", errors="replace") as handle:
+                for raw in handle:
+                    try:
+                        entries.append(json.loads(raw))
+                    except ValueError:
+                        continue
+        except FileNotFoundError:
+            pass
+        limit = max(int(req.get("limit") or 50), 0)
+        print(json.dumps({"entries": entries[-limit:] if limit else []}))
+        return
+    _require(req)
+    print(json.dumps({"written": _audit_append(root, req.get("entry") or {})}))
+
+
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe, logs, processes, supervise)
+    + (retire_relay, handover, logpipe, logs, processes, supervise, restart, config, audit)
 }
 
 

@@ -7,7 +7,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 
 - ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
 - ``image.py``: s2i, builder.
-- ``remote.py``: deploy, status, rollback, remove.
+- ``remote.py``: deploy, status, rollback, remove; config, restart, stop, audit (``start --host`` is local.py's).
 - ``console.py``: logs, and exec, shell and the hooks on hosts (``--host``).
 - ``report.py``: help texts and error reporting every task shares.
 """
@@ -18,7 +18,7 @@ from ..settings import config_defaults
 from .console import logs
 from .image import builder, s2i
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
-from .remote import deploy, remove, rollback, status
+from .remote import audit, config, deploy, remove, restart, rollback, status, stop
 
 ns = Collection(
     "warp",
@@ -39,6 +39,10 @@ ns = Collection(
     rollback,
     remove,
     logs,
+    config,
+    restart,
+    stop,
+    audit,
 )
 # invoke reads INVOKE_WARP_* variables only for keys its config already has: every key, deploy's included.
 ns.configure(config_defaults())

@@ -88,10 +88,31 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
 
 
 @task(
+    iterable=["host"],
+    # The short flags start has always had, chosen rather than derived from the order of its parameters.
+    klass=with_short_flags(
+        project="p",
+        listen="l",
+        host="h",
+        port="o",
+        processes="r",
+        threads="t",
+        reload="e",
+        user="u",
+        group="g",
+        server="s",
+        env_dir="n",
+        dry_run="d",
+        reveal="v",
+    ),
+    auto_shortflags=False,
     help={
         "project": OPTION_HELP["project"],
-        "host": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
-        "port": "port to listen on (default 8080)",
+        "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+        "host": "a host whose live release's server to start again (after warp stop), health-checked; repeatable "
+        "(a bare address such as 0.0.0.0 still means --listen, deprecated)",
+        "port": "port to listen on (default 8080); with --host: the app's public port, used only when the host's "
+        "releases cannot tell its backend ports",
         "processes": "worker processes (default: from the CPUs and memory available)",
         "threads": "threads per process (default: computed)",
         "reload": "reload when code changes (development)",
@@ -102,11 +123,20 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "dry-run": "print the server command instead of running it",
         "reveal": REVEAL_HELP,
         "process": "run this Procfile process type (worker, clock...) instead of the web server",
-    }
+        "path": "with --host: the deploy folder on the hosts (default /srv/app)",
+        "identity": "with --host: the SSH private key file",
+        "known-hosts": "with --host: a known_hosts file checked besides ~/.ssh/known_hosts",
+        "accept-unknown-host": "with --host: accept (and record) host keys not in known_hosts",
+        "python": "with --host: the host's Python command (default python3)",
+        "health": "with --host: the URL path the server must answer with 2xx or 3xx (default: the release's own check)",
+        "backend-port": "with --host: the first of the app's two backend ports (as --port)",
+        "json": "with --host: print the result as JSON (progress on stderr)",
+    },
 )
 def start(
     c,
     project=None,
+    listen=None,
     host=None,
     port=None,
     processes=None,
@@ -119,13 +149,37 @@ def start(
     dry_run=False,
     reveal=False,
     process=None,
+    path=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    health=None,
+    backend_port=None,
+    json=False,
 ):
-    """Exec the server chosen at build time (it replaces this process); --process TYPE: a Procfile process type."""
+    """Exec the server chosen at build time (it replaces this process); --process TYPE: a Procfile process type;
+    with --host, start the hosts' server again."""
+    from ..remote.commands import start_where
+
     with reported():
+        where = start_where(listen, host)
+        if where.note:
+            print(where.note, file=sys.stderr, flush=True)
+        if where.hosts or (hasattr(c, "original_host") and not where.listen):
+            from .remote import serve_on_hosts
+
+            reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
+            # No --health-host nor --break-lock here (invoke's short flag for them would be "-"): the release's
+            # recorded Host header is used; warp restart --break-lock frees a stale lock.
+            reach |= {"accept_unknown_host": accept_unknown_host, "health": health}
+            reach |= {"port": port, "backend_port": backend_port}
+            serve_on_hosts(c, list(where.hosts), bool(json), **reach)
+            return
         opts = _opts(
             c,
             project=project,
-            host=host,
+            host=where.listen,
             port=port,
             processes=processes,
             threads=threads,

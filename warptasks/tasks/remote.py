@@ -12,11 +12,13 @@ task runs: the collection is loaded by every ``warp build`` and ``warp start``.
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from typing import Any
 
 from invoke import task
 from invoke.exceptions import Exit
 
+from ..errors import ConfigError
 from ..remote.hosts import HostTarget
 from ..settings import DeploySettings, Settings
 from .report import reported
@@ -66,7 +68,11 @@ def _settings(c: Any, host: list[str] | None, **given: Any) -> tuple[list[HostTa
     return list(settings.hosts), settings
 
 
-@task(iterable=["host", "domain", "processes"], auto_shortflags=False, help=HELP)
+@task(
+    iterable=["host", "domain", "processes"],
+    auto_shortflags=False,
+    help=HELP | {"json": "print the result as JSON (progress on stderr)"},
+)
 def deploy(
     c,
     host=None,
@@ -100,6 +106,7 @@ def deploy(
     no_systemd=False,
     upload=None,
     processes=None,
+    json=False,
 ):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
     from ..remote.deploy import deploy as deploy_to
@@ -134,10 +141,11 @@ def deploy(
             processes=processes or None,
         )
         project = Settings.resolve(c.config, project=project).project
-        results = deploy_to(targets, project, settings, say=lambda t: print(t, flush=True), config=_fabric_config(c))
-        _finish(summary(results), results, "deploy")
+        results = deploy_to(targets, project, settings, say=_say(json), config=_fabric_config(c))
+        _finish(summary(results), results, "deploy", json=json)
 
 
+JSON_HELP = "print the result as JSON: {format, command, ok, hosts: {label: ...}} (progress on stderr)"
 _REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "accept-unknown-host", "python")
 
 
@@ -155,6 +163,7 @@ def status(
     json=False,
 ):
     """Each host's live release, its server's pid, the front proxy, and what the app answers."""
+    from ..remote.commands import as_json
     from ..remote.rollback import status as status_of
 
     with reported():
@@ -162,7 +171,7 @@ def status(
         targets, settings = _settings(c, host, **reach)
         answers = status_of(targets, settings, config=_fabric_config(c))
         if json:
-            print(jsonlib.dumps(answers, indent=2))
+            print(jsonlib.dumps(as_json("status", {k: dict(v, ok="error" not in v) for k, v in answers.items()}), indent=2))
         else:
             for label, state in answers.items():
                 print(_describe(label, state))
@@ -174,7 +183,7 @@ def status(
     iterable=["host"],
     auto_shortflags=False,
     help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")}
-    | {"to": "the release id to go back to (one warp status lists)"},
+    | {"to": "the release id to go back to (one warp status lists)", "json": JSON_HELP},
 )
 def rollback(
     c,
@@ -190,6 +199,7 @@ def rollback(
     break_lock=False,
     allow_partial=False,
     no_systemd=False,
+    json=False,
 ):
     """Go back to the previous good release: started, health-checked, then switched."""
     from ..remote.fleet import summary
@@ -204,17 +214,19 @@ def rollback(
             allow_partial=_flag(allow_partial),
             systemd=False if no_systemd else None,
         )
-        results = roll_back(targets, settings, say=lambda t: print(t, flush=True), to=to, config=_fabric_config(c))
-        _finish(summary(results), results, "rollback")
+        results = roll_back(targets, settings, say=_say(json), to=to, config=_fabric_config(c))
+        _finish(summary(results), results, "rollback", json=json)
 
 
 @task(
     iterable=["host"],
     auto_shortflags=False,
     help={k: HELP[k] for k in _REACH if k not in ("health", "health-host")}
-    | {"purge": "also delete the deploy path's releases, environments, secrets and logs on the hosts"},
+    | {"purge": "also delete the deploy path's releases, environments, secrets and logs on the hosts", "json": JSON_HELP},
 )
-def remove(c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, purge=False):
+def remove(
+    c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, purge=False, json=False
+):
     """Take the app off the hosts: its routes off the front, its servers stopped (--purge: its files deleted too)."""
     from ..remote.fleet import summary
     from ..remote.rollback import remove as remove_from
@@ -222,8 +234,8 @@ def remove(c, host=None, path=None, identity=None, known_hosts=None, accept_unkn
     with reported():
         reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
         targets, settings = _settings(c, host, **reach)
-        results = remove_from(targets, settings, say=lambda t: print(t, flush=True), purge=bool(purge), config=_fabric_config(c))
-        _finish(summary(results), results, "removal")
+        results = remove_from(targets, settings, say=_say(json), purge=bool(purge), config=_fabric_config(c))
+        _finish(summary(results), results, "removal", json=json, command="remove")
 
 
 def _reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python) -> dict[str, Any]:
@@ -239,11 +251,23 @@ def _reach(path, health, health_host, identity, known_hosts, accept_unknown_host
     }
 
 
-def _finish(summary: str, results: list[Any], what: str) -> None:
-    print(summary)
+def _finish(summary: str, results: list[Any], what: str, *, json: bool = False, command: str = "", details: Any = None) -> None:
+    """The summary (or, with --json, the results as JSON); a non-zero exit when a host failed."""
+    from ..remote.commands import results_json
+
+    if json:
+        print(jsonlib.dumps(results_json(command or what, results, details), indent=2))
+    else:
+        print(summary)
     failed = [r.host for r in results if not r.ok]
     if failed:
         raise Exit(f"warp: error: the {what} failed on " + ", ".join(failed), code=1)
+
+
+def _say(json: bool) -> Any:
+    """Progress lines: on stdout, or on stderr when stdout carries --json's JSON."""
+    out = sys.stderr if json else sys.stdout
+    return lambda text: print(text, file=out, flush=True)
 
 
 def _flag(value: bool) -> bool | None:
@@ -269,7 +293,11 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     caddy = state.get("caddy")
     lines = [f"{label} ({state.get('hostname')}): current {state['current'] or '(none)'}"]
     if live:
-        lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
+        stopped = live.get("stopped")
+        if stopped and not live["pid"]:
+            lines.append(f"  server STOPPED on purpose by {stopped.get('by')} (warp start starts it again)")
+        else:
+            lines.append(f"  server pid {live['pid'] or 'NOT RUNNING'} on 127.0.0.1:{live['port']}")
         for instance, proc in (live.get("processes") or {}).items():
             unit = f" ({proc['unit']})" if proc.get("unit") else ""
             lines.append(f"  process {instance} pid {proc['pid'] if proc.get('running') else 'NOT RUNNING'}{unit}")
@@ -294,3 +322,203 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     for r in state["releases"]:
         lines.append(f"  {'*' if r['id'] == state['current'] else ' '} {r['id']} {r['status']}")
     return "\n".join(lines)
+
+
+# -- day-2 operations: config, restart, stop, audit (start: tasks/local.py) ------------------------------------------
+
+_OPS = ("host", "path", "identity", "known-hosts", "accept-unknown-host", "python")
+_SERVE_HELP = {k: HELP[k] for k in (*_REACH, "break-lock")} | {
+    "port": "the app's public port (used only when the host's releases cannot tell its backend ports)",
+    "backend-port": HELP["backend-port"] + " (as --port)",
+    "health": "a URL path the new server must answer with 2xx or 3xx before it takes over (default: the check "
+    "recorded with the live release)",
+    "json": JSON_HELP,
+}
+
+
+def _serve_settings(c, host, path, health, health_host, identity, known_hosts, accept_unknown_host, python, **more):
+    return _settings(c, host, **_reach(path, health, health_host, identity, known_hosts, accept_unknown_host, python), **more)
+
+
+def _done(outcome: Any, what: str, command: str, json: bool) -> None:
+    from ..remote.fleet import summary
+
+    _finish(summary(outcome.results), outcome.results, what, json=json, command=command, details=outcome.details)
+
+
+@task(
+    iterable=["host", "set", "unset"],
+    auto_shortflags=False,
+    help=_SERVE_HELP
+    | {
+        "set": "NAME=VALUE to set in the hosts' shared/environment (repeatable); NAME alone reads the value from "
+        "stdin, or asks for it (so a secret is never on a command line); warp config ... set A=1 B=2 works too",
+        "unset": "NAME to remove (repeatable); warp config ... unset A B works too",
+        "reveal": "list the values too (by default only the names, values shown as ***)",
+        "restart": "restart the server afterwards, with no failed request (else the change applies at its next start)",
+    },
+)
+def config(
+    c,
+    host=None,
+    set=None,  # noqa: A002 - the option is --set
+    unset=None,
+    reveal=False,
+    restart=False,
+    path=None,
+    health=None,
+    health_host=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    port=None,
+    backend_port=None,
+    break_lock=False,
+    json=False,
+):
+    """The hosts' secrets file, shared/environment: list its names; set or unset values (atomically, 0600)."""
+    from ..remote import manage
+    from ..remote.commands import as_json, parse_change
+
+    with reported():
+        change = parse_change(set or (), unset or ())
+        targets, settings = _serve_settings(
+            c,
+            host,
+            path,
+            health,
+            health_host,
+            identity,
+            known_hosts,
+            accept_unknown_host,
+            python,
+            port=_num(port),
+            backend_port=_num(backend_port),
+            break_lock=_flag(break_lock),
+        )
+        if change:
+            outcome = manage.change_config(
+                targets, settings, change, restart=bool(restart), say=_say(json), config=_fabric_config(c)
+            )
+            _done(outcome, "config change", "config", json)
+            return
+        if restart:
+            raise ConfigError("--restart goes with a change", "give --set or --unset, or run warp restart")
+        answers = manage.list_config(targets, settings, reveal=bool(reveal), config=_fabric_config(c))
+        if json:
+            print(jsonlib.dumps(as_json("config", answers), indent=2))
+        else:
+            for label, answer in answers.items():
+                prefix = f"[{label}] " if len(answers) > 1 else ""
+                if not answer["ok"]:
+                    print(f"{prefix}ERROR {answer['error']}")
+                    continue
+                for name in answer["names"]:
+                    print(f"{prefix}{name}={answer['values'][name]}")
+                if not answer["names"]:
+                    print(f"{prefix}(shared/environment sets nothing)")
+        _exit_unless_all(answers, "config")
+
+
+@task(iterable=["host"], auto_shortflags=False, help=_SERVE_HELP)
+def restart(
+    c,
+    host=None,
+    path=None,
+    health=None,
+    health_host=None,
+    identity=None,
+    known_hosts=None,
+    accept_unknown_host=False,
+    python=None,
+    port=None,
+    backend_port=None,
+    break_lock=False,
+    json=False,
+):
+    """Restart the live release's server: a new one beside it, health-checked, switched to, the old one stopped."""
+    from ..remote import manage
+
+    with reported():
+        targets, settings = _serve_settings(
+            c,
+            host,
+            path,
+            health,
+            health_host,
+            identity,
+            known_hosts,
+            accept_unknown_host,
+            python,
+            port=_num(port),
+            backend_port=_num(backend_port),
+            break_lock=_flag(break_lock),
+        )
+        _done(manage.restart(targets, settings, say=_say(json), config=_fabric_config(c)), "restart", "restart", json)
+
+
+@task(iterable=["host"], auto_shortflags=False, help={k: HELP[k] for k in (*_OPS, "break-lock")} | {"json": JSON_HELP})
+def stop(
+    c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, break_lock=False, json=False
+):
+    """Stop the live release's server on the hosts, on purpose (until warp start): gracefully, its unit disabled."""
+    from ..remote import manage
+
+    with reported():
+        reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach, break_lock=_flag(break_lock))
+        _done(manage.stop(targets, settings, say=_say(json), config=_fabric_config(c)), "stop", "stop", json)
+
+
+def serve_on_hosts(c: Any, hosts: list[str], json: bool, **options: Any) -> None:
+    """``warp start --host ...``: the live release's server started again on each host (see manage.start)."""
+    from ..remote import manage
+
+    given = {k: options.get(k) for k in ("path", "health", "health_host", "identity", "known_hosts", "python")}
+    targets, settings = _serve_settings(
+        c,
+        hosts,
+        accept_unknown_host=options.get("accept_unknown_host"),
+        port=_num(options.get("port")),
+        backend_port=_num(options.get("backend_port")),
+        break_lock=_flag(bool(options.get("break_lock"))),
+        **given,
+    )
+    _done(manage.start(targets, settings, say=_say(json), config=_fabric_config(c)), "start", "start", json)
+
+
+@task(
+    iterable=["host"],
+    auto_shortflags=False,
+    help={k: HELP[k] for k in _OPS} | {"limit": "how many entries, the newest (default 20)", "json": JSON_HELP},
+)
+def audit(
+    c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, limit=None, json=False
+):
+    """Who deployed, rolled back, restarted or changed the config on the hosts: when, from where, and the result."""
+    from ..remote import manage
+    from ..remote.commands import as_json
+
+    with reported():
+        reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
+        targets, settings = _settings(c, host, **reach)
+        count = _num(limit)
+        answers = manage.audit_log(targets, settings, limit=20 if count is None else count, config=_fabric_config(c))
+        if json:
+            print(jsonlib.dumps(as_json("audit", answers), indent=2))
+        else:
+            for label, answer in answers.items():
+                prefix = f"[{label}] " if len(answers) > 1 else ""
+                if not answer["ok"]:
+                    print(f"{prefix}ERROR {answer['error']}")
+                    continue
+                for entry in answer["entries"]:
+                    print(prefix + manage.describe_entry(entry))
+        _exit_unless_all(answers, "audit")
+
+
+def _exit_unless_all(answers: dict[str, Any], command: str) -> None:
+    failed = [label for label, answer in answers.items() if not answer.get("ok")]
+    if failed:
+        raise Exit(f"warp: error: {command} failed on " + ", ".join(failed), code=1)
