@@ -20,9 +20,11 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from warptasks.remote.commands import Change
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
+from warptasks.remote.manage import change_config, start, stop
 from warptasks.remote.rollback import remove, rollback, status
 from warptasks.scripts.agent import _unit_name
 from warptasks.settings import DeploySettings
@@ -258,6 +260,30 @@ def test_rollback_brings_the_old_releases_worker_back(site: Site) -> None:
     worker = one_running(site, "1")
     assert worker.release == site.releases["1"]
     assert not [w for w in site.running() if w.version == "2"]
+
+
+def test_config_restart_stop_and_start_take_the_workers_along(site: Site) -> None:
+    """warp config --restart restarts the workers with the new environment; warp stop stops them, warp start starts
+    them again (after the web server, as a deploy does)."""
+    (before,) = site.running()
+    done = change_config([site.target], site.opts, Change({"SECRET_TOKEN": "changed"}, ()), restart=True, say=site.say)
+    assert_ok(done.results)
+    after = until(lambda: [w for w in site.running() if w.secret == "changed"] or _not_yet())
+    assert after[0].release == before.release and after[0].pid != before.pid
+    assert {w.pid: w for w in read_workers(site.run)}[before.pid].stopped  # SIGTERM: it finished, not killed
+    assert_ok(stop([site.target], site.opts, say=site.say).results)
+    until(lambda: not site.running() or _not_yet())
+    assert_ok(start([site.target], site.opts, say=site.say).results)
+    assert release_served(site.url) == "1"
+    (again,) = until(lambda: site.running() or _not_yet())
+    assert again.secret == "changed" and again.release == before.release
+    done = change_config([site.target], site.opts, Change({"SECRET_TOKEN": "only-on-the-host"}, ()), restart=True, say=site.say)
+    assert_ok(done.results)
+    until(lambda: [w for w in site.running() if w.secret == "only-on-the-host"] or _not_yet())
+
+
+def _not_yet() -> Any:
+    raise AssertionError("not yet")
 
 
 def test_a_failing_release_line_switches_nothing_and_leaves_the_worker_alone(site: Site) -> None:
