@@ -12,7 +12,7 @@ from tests.cases import as_git_repo, write_tree
 from tests.container.image_helpers import TAG, WSGI, get, remove_image, server_base, serving
 from tests.container.test_image_cli import index_arguments, warp
 from tests.harness.images import IndexAccess
-from tests.harness.registry import Registry, free_port
+from tests.harness.registry import Registry, engine_trusts, free_port, registry_container
 
 pytestmark = pytest.mark.container
 
@@ -103,3 +103,37 @@ def test_push_without_a_registry_in_the_name_is_refused_before_building(project_
     done = warp("s2i", "--push", "--project", str(project_dir), "--no-pull")
     assert done.returncode != 0
     assert "--push needs a name in a registry" in done.stderr and "Step 1/" not in done.stdout
+
+
+def test_a_registry_off_loopback_needs_tls_the_engine_trusts_and_the_error_says_how(
+    docker_client: docker.DockerClient, index_access: IndexAccess, python_image: str, project_dir: Path, tmp_path: Path
+) -> None:
+    project = git_project(project_dir)
+    with registry_container(docker_client, tmp_path / "plain", python_image, tls=False) as plain:
+        repository = f"{plain.address}/warp-test/plain-{TAG}"
+        try:
+            done = s2i_push(docker_client, index_access, project, f"{repository}:1.0")
+            assert done.returncode != 0 and "Traceback" not in done.stderr
+            assert "the registry speaks plain HTTP and the engine only allows HTTPS for it" in done.stderr
+            assert f'"insecure-registries": ["{plain.address}"]' in done.stderr
+        finally:
+            remove_all(docker_client, repository)
+
+    with registry_container(docker_client, tmp_path / "tls", python_image, tls=True) as secure:
+        repository = f"{secure.address}/warp-test/tls-{TAG}"
+        try:
+            untrusted = s2i_push(docker_client, index_access, project, f"{repository}:1.0")
+            assert untrusted.returncode != 0
+            assert "the engine does not trust the registry's TLS certificate" in untrusted.stderr
+            assert f"/etc/docker/certs.d/{secure.address}/ca.crt" in untrusted.stderr
+
+            with engine_trusts(secure):
+                done = s2i_push(docker_client, index_access, project, f"{repository}:1.0")
+                assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                assert "1.0" in secure.tags(repository.split("/", 1)[1])
+                remove_all(docker_client, repository)
+                docker_client.images.pull(repository, tag="1.0")
+            with serving(docker_client, f"{repository}:1.0") as app:
+                assert get(app.url + "/") == (200, b"VERSION-1")
+        finally:
+            remove_all(docker_client, repository)

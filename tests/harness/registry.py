@@ -20,8 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
 from .system import require_command
-from .tls import TestCA
+from .tls import TestCA, make_ca
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,71 @@ def running_registry(folder: Path, users: dict[str, str] | None = None, tls: Tes
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+CONTAINER_PORT = 5000
+CERTS_D = Path("/etc/docker/certs.d")
+
+
+@contextmanager
+def registry_container(client: docker.DockerClient, folder: Path, image: str, tls: bool) -> Iterator[Registry]:
+    """docker-registry in a test container on the engine's default bridge: an address outside 127.0.0.0/8, so the
+    engine insists on HTTPS with a certificate it trusts. With ``tls``, a test CA signs a certificate for that address.
+
+    The certificate needs the address, which is known only once the container runs: the container waits (bounded)
+    for its config file, written then.
+    """
+    binary = require_command("docker-registry", "docker-registry")
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    wait = 'i=0; while [ ! -f /registry/go ] && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i+1)); done; exec "$@"'
+    container = client.containers.run(
+        image,
+        ["sh", "-c", wait, "sh", "/usr/local/bin/docker-registry", "serve", "/registry/config.yml"],
+        detach=True,
+        network_mode="bridge",
+        volumes={
+            binary: {"bind": "/usr/local/bin/docker-registry", "mode": "ro"},
+            str(folder): {"bind": "/registry", "mode": "rw"},
+        },
+        labels={"warptasks-test": "registry"},
+    )
+    try:
+        container.reload()
+        address = container.attrs["NetworkSettings"]["IPAddress"]
+        if not address:
+            raise RuntimeError("the registry container got no address on the default bridge")
+        ca = make_ca(folder / "tls", "registry", [address]) if tls else None
+        registry = Registry(f"{address}:{CONTAINER_PORT}", folder, {}, ca)
+        inside = (
+            TestCA(Path("/registry/tls/ca.crt"), Path("/registry/tls/server.crt"), Path("/registry/tls/server.key"))
+            if ca
+            else None
+        )
+        config = registry_config(folder, f"0.0.0.0:{CONTAINER_PORT}", {}, inside)
+        config.write_text(config.read_text().replace(str(folder / "storage"), "/registry/storage"))
+        (folder / "go").touch()
+        deadline = time.monotonic() + 20
+        while not _answers(registry):
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                logs = container.logs().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"the registry container did not answer on {registry.address}:\n{logs}")
+            time.sleep(0.2)
+        yield registry
+    finally:
+        container.remove(force=True)
+
+
+@contextmanager
+def engine_trusts(registry: Registry) -> Iterator[Path]:
+    """The registry's CA where the engine looks for it (/etc/docker/certs.d/<host:port>/ca.crt); removed after."""
+    assert registry.tls is not None
+    folder = CERTS_D / registry.address
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ca.crt").write_bytes(registry.tls.ca.read_bytes())
+    try:
+        yield folder
+    finally:
+        (folder / "ca.crt").unlink(missing_ok=True)
+        folder.rmdir()
