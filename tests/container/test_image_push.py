@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -79,7 +80,16 @@ def test_push_to_a_registry_needing_a_login_uses_the_docker_config_and_never_sho
         done = s2i_push(docker_client, index_access, project, f"{repository}:1.0", env={"DOCKER_CONFIG": str(login)})
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "1.0" in auth_registry.tags(repository.split("/", 1)[1])
-        for output in (anonymous, refused, done):
+
+        # A credential helper named by the Docker config (credHelpers) is run as docker runs it.
+        config, helpers = auth_registry.credential_helper(tmp_path / "helper", user, password)
+        path = f"{helpers}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        helped = s2i_push(
+            docker_client, index_access, project, f"{repository}:2.0", env={"DOCKER_CONFIG": str(config), "PATH": path}
+        )
+        assert helped.returncode == 0, helped.stdout[-3000:] + helped.stderr[-3000:]
+        assert "2.0" in auth_registry.tags(repository.split("/", 1)[1])
+        for output in (anonymous, refused, done, helped):
             assert password not in output.stdout + output.stderr
     finally:
         remove_all(docker_client, repository)

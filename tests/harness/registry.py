@@ -61,6 +61,20 @@ class Registry:
         config.write_text(json.dumps({"auths": {self.address: {"auth": auth}}}))
         return folder
 
+    def credential_helper(self, folder: Path, user: str, password: str) -> tuple[Path, Path]:
+        """A DOCKER_CONFIG folder naming a credential helper for this registry (``credHelpers``), and the folder
+        holding that helper, ``docker-credential-warptest`` (to put on PATH): it answers ``get`` as helpers do."""
+        bin_dir = folder / "bin"
+        bin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        answer = json.dumps({"ServerURL": self.address, "Username": user, "Secret": password})
+        helper = bin_dir / "docker-credential-warptest"
+        helper.touch(mode=0o700)
+        helper.write_text(f"#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat >/dev/null\nprintf '%s\\n' '{answer}'\n")
+        config_dir = folder / "config"
+        config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (config_dir / "config.json").write_text(json.dumps({"credHelpers": {self.address: "warptest"}}))
+        return config_dir, bin_dir
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
