@@ -97,3 +97,13 @@ def test_uncommitted_changes_get_no_commit_tag(tmp_path: Path) -> None:
 
 def test_a_folder_outside_git_gets_no_commit_tag(tmp_path: Path) -> None:
     assert commit_tag(str(tmp_path)).tag is None
+
+
+def test_push_and_repeatable_tags_are_options_of_both_image_tasks_and_no_option_takes_h() -> None:
+    from warptasks.tasks.image import builder, s2i
+
+    for task in (s2i, builder):
+        arguments = {name: argument for argument in task.get_arguments() for name in argument.names}
+        assert "push" in arguments and arguments["tag"].kind is list
+        assert "h" not in arguments  # `warp s2i -h` is never --push
+    assert "no-commit-tag" in {name for argument in s2i.get_arguments() for name in argument.names}

@@ -147,3 +147,16 @@ def test_a_registry_off_loopback_needs_tls_the_engine_trusts_and_the_error_says_
                 assert get(app.url + "/") == (200, b"VERSION-1")
         finally:
             remove_all(docker_client, repository)
+
+
+def test_warp_builder_pushes_the_builder_image(
+    docker_client: docker.DockerClient, index_access: IndexAccess, image_registry: Registry, project_dir: Path
+) -> None:
+    repository = f"{image_registry.address}/warp-test/builder-{TAG}"
+    base = ["--base-image", server_base(docker_client), "--no-pull", "--quiet", *index_arguments(index_access)]
+    try:
+        done = warp("builder", "--push", "--tag", f"{repository}:1", *base, cwd=project_dir)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert image_registry.tags(repository.split("/", 1)[1]) == ["1"]
+    finally:
+        remove_all(docker_client, repository)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invoke import task
+from invoke import Task, task
 
 from ..errors import ConfigError, NoAppFound
 from ..run import local as actions
@@ -34,6 +34,13 @@ IMAGE_HELP = {
 }
 BUILD_CA = "/etc/ssl/certs/warp-build-ca.pem"
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
+
+
+class ImageTask(Task):  # type: ignore[misc]
+    """An invoke task whose options never take -h as a short flag: ``warp s2i -h`` must never mean --push."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        return super().arg_opts(name, default, taken_names | {"h"})  # type: ignore[no-any-return]
 
 
 def _build_env(values: list[str] | None) -> dict[str, str]:
@@ -92,6 +99,7 @@ def _options(
         "no-commit-tag": "do not also tag the image with the project's git commit (short sha)",
     },
     iterable=["build_env", "tag"],
+    klass=ImageTask,
 )
 def s2i(
     c,
@@ -146,7 +154,15 @@ def s2i(
 BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "installer")}
 
 
-@task(help=BUILDER_HELP | {"tag": "the builder image name (default warp-builder:latest)"}, iterable=["build_env"])
+@task(
+    help=BUILDER_HELP
+    | {
+        "tag": "the builder image name, registry included to push; repeatable (default warp-builder:latest)",
+        "push": "push every name of the builder image to its registry (credentials as for warp s2i --push)",
+    },
+    iterable=["build_env", "tag"],
+    klass=ImageTask,
+)
 def builder(
     c,
     project=None,
@@ -158,18 +174,30 @@ def builder(
     no_pull=False,
     no_cache=False,
     ca_bundle=None,
+    push=False,
 ):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
+        from ..image import registry
         from ..image.build import build_builder_image
+        from ..image.engine import engine, say_line
 
         opts = Settings.resolve(c.config, project=project)
         try:
             spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
         except NoAppFound:
             spec = None
+        # No commit tag: a builder is warptasks and a base image, whatever project it was built from.
+        names = registry.image_names(tag or [], "warp-builder:latest", None)
+        if push:
+            registry.check_pushable(names)
+        client = engine()
         result = build_builder_image(
             spec,
-            _options(tag or "warp-builder:latest", base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
+            _options(str(names[0]), base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
+            client=client,
         )
+        registry.tag_all(client, result.image_id, names[1:])
+        if push:
+            registry.push_images(client, names, say_line)
         print(f"use it: s2i build <source> {result.name} <app-image>")
