@@ -632,3 +632,12 @@ def test_a_ca_bundle_given_to_the_installs_stays_beside_the_system_store(tmp_pat
     plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv"), installer="uv", install_env={"SSL_CERT_FILE": "/ca.pem"})
     step = named(plan, "install requirements")
     assert step.env["SSL_CERT_FILE"] == "/ca.pem" and step.env["UV_SYSTEM_CERTS"] == "1"
+
+
+def test_a_target_without_a_system_ca_bundle_keeps_uvs_own_roots(tmp_path: Path) -> None:
+    # uv told to use an empty system store trusts nothing: "No CA certificates were loaded from the system".
+    plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv", system_ca=False), installer="uv")
+    for name in ("virtualenv", "install requirements"):
+        assert not set(SYSTEM_CERTS) & set(named(plan, name).env)
+    plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv", system_ca=True), installer="uv")
+    assert named(plan, "virtualenv").env == SYSTEM_CERTS

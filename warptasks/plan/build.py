@@ -128,15 +128,15 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> Build:
         home=home,
         reuse=f"environment {key} is complete and its inputs are unchanged" if env_ready else "",
         unchanged=unchanged,
-        install_env=_install_env(spec, options, env),
+        install_env=_install_env(spec, facts, options, env),
     )
 
 
-def _install_env(spec: AppSpec, options: BuildOptions, env: str) -> dict[str, str]:
+def _install_env(spec: AppSpec, facts: Facts, options: BuildOptions, env: str) -> dict[str, str]:
     """The installs' environment: the environment file's variables (PIP_INDEX_URL and the like, as warpdrive did),
     uv told to use the system trust store unless they say otherwise, the options' variables last."""
     chosen = {**spec.environment, **options.install_env}
-    return {**uv_certificates(chosen), **spec.environment, "VIRTUAL_ENV": env, **options.install_env}
+    return {**uv_certificates(chosen, facts), **spec.environment, "VIRTUAL_ENV": env, **options.install_env}
 
 
 def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:

@@ -36,9 +36,10 @@ BUILD_ENV = "build-env"
 UV_SYSTEM_CERTS = {"UV_SYSTEM_CERTS": "1", "UV_NATIVE_TLS": "1"}
 
 
-def uv_certificates(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables that make uv use the system trust store, unless ``env`` already decides (the app's choice wins)."""
-    if any(name in env for name in UV_SYSTEM_CERTS):
+def uv_certificates(env: Mapping[str, str], facts: Facts) -> dict[str, str]:
+    """The variables that make uv use the system trust store, unless ``env`` already decides (the app's choice wins)
+    or the target has no system CA bundle (uv would then trust nothing; its own roots are better than none)."""
+    if any(name in env for name in UV_SYSTEM_CERTS) or facts.system_ca is False:
         return {}
     return dict(UV_SYSTEM_CERTS)
 
