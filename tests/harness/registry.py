@@ -206,6 +206,7 @@ def registry_container(client: docker.DockerClient, folder: Path, image: str, tl
 def engine_trusts(registry: Registry) -> Iterator[Path]:
     """The registry's CA where the engine looks for it (/etc/docker/certs.d/<host:port>/ca.crt); removed after."""
     assert registry.tls is not None
+    made = [path for path in (CERTS_D.parent, CERTS_D) if not path.exists()]
     folder = CERTS_D / registry.address
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ca.crt").write_bytes(registry.tls.ca.read_bytes())
@@ -214,3 +215,6 @@ def engine_trusts(registry: Registry) -> Iterator[Path]:
     finally:
         (folder / "ca.crt").unlink(missing_ok=True)
         folder.rmdir()
+        for path in reversed(made):  # leave the machine's /etc as it was
+            if not any(path.iterdir()):
+                path.rmdir()
