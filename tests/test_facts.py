@@ -112,3 +112,21 @@ def test_a_wrong_shape_is_a_clear_error(data: object, words: str) -> None:
         Facts.parse(data)
     assert isinstance(raised.value, WarpError)
     assert raised.value.hint
+
+
+def test_the_probe_says_whether_the_system_has_a_ca_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+    from types import SimpleNamespace
+
+    from warptasks.scripts import probe
+
+    empty, bundle = tmp_path / "empty.crt", tmp_path / "bundle.crt"
+    empty.write_text("")
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: SimpleNamespace(openssl_cafile=str(tmp_path / "missing")))
+    monkeypatch.setattr(probe, "CA_FILES", (str(empty),))
+    assert probe._system_ca() is False
+    monkeypatch.setattr(probe, "CA_FILES", (str(empty), str(bundle)))
+    assert probe._system_ca() is True
+    assert Facts.parse(probe_output(system_ca=False)).system_ca is False
+    assert Facts.parse(probe_output()).system_ca is None  # an older probe: not known

@@ -593,3 +593,51 @@ def test_root_building_mod_wsgi_with_a_private_python_is_warned(
     assert bool(warnings) is warned
     if warned:
         assert "/root/.pyenv/versions/3.11.7/bin/python3.11" in warnings[0] and "--python /usr/bin/python3" in warnings[0]
+
+
+SYSTEM_CERTS = {"UV_SYSTEM_CERTS": "1", "UV_NATIVE_TLS": "1"}
+
+
+@pytest.mark.parametrize(
+    ("files", "step_names"),
+    [
+        pytest.param(WSGI, ("virtualenv", "install requirements", "install server"), id="requirements"),
+        pytest.param({"wsgi.py": "", "uv.lock": "", "pyproject.toml": ""}, ("virtualenv", "install uv.lock"), id="uv-lock"),
+    ],
+)
+def test_every_uv_run_trusts_the_system_store_seed_install_included(
+    tmp_path: Path, files: dict[str, str], step_names: tuple[str, ...]
+) -> None:
+    plan = build(detect(tmp_path, files), facts(uv="/opt/bin/uv"), installer="uv")
+    for name in step_names:
+        step = named(plan, name)
+        assert {k: step.env.get(k) for k in SYSTEM_CERTS} == SYSTEM_CERTS, name
+
+
+def test_uv_installed_by_pip_for_uv_lock_trusts_the_system_store_too(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, {"wsgi.py": "", "uv.lock": "", "pyproject.toml": ""}), facts(uv=None))
+    assert named(plan, "install uv.lock").env["UV_SYSTEM_CERTS"] == "1"
+    assert named(plan, "virtualenv").env == {}  # venv makes the environment: no uv
+
+
+def test_the_environment_file_decides_uv_certificates_when_it_names_them(tmp_path: Path) -> None:
+    spec = detect(tmp_path, {**WSGI, ".s2i/environment": "UV_NATIVE_TLS=0\n"})
+    plan = build(spec, facts(uv="/opt/bin/uv"), installer="uv")
+    for name in ("virtualenv", "install requirements"):
+        assert named(plan, name).env.get("UV_NATIVE_TLS") == "0"
+        assert "UV_SYSTEM_CERTS" not in named(plan, name).env
+
+
+def test_a_ca_bundle_given_to_the_installs_stays_beside_the_system_store(tmp_path: Path) -> None:
+    plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv"), installer="uv", install_env={"SSL_CERT_FILE": "/ca.pem"})
+    step = named(plan, "install requirements")
+    assert step.env["SSL_CERT_FILE"] == "/ca.pem" and step.env["UV_SYSTEM_CERTS"] == "1"
+
+
+def test_a_target_without_a_system_ca_bundle_keeps_uvs_own_roots(tmp_path: Path) -> None:
+    # uv told to use an empty system store trusts nothing: "No CA certificates were loaded from the system".
+    plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv", system_ca=False), installer="uv")
+    for name in ("virtualenv", "install requirements"):
+        assert not set(SYSTEM_CERTS) & set(named(plan, name).env)
+    plan = build(detect(tmp_path, WSGI), facts(uv="/opt/bin/uv", system_ca=True), installer="uv")
+    assert named(plan, "virtualenv").env == SYSTEM_CERTS

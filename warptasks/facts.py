@@ -94,6 +94,9 @@ class Facts:
     # Read beside the probe only in an image's base (see warptasks.image.engine.probe_image).
     cc: str | None = None
     package_manager: str | None = None
+    # Whether the system has a CA store uv can load (None: not known, as from an older probe): uv told to use
+    # an empty one fails every request ("No CA certificates were loaded from the system").
+    system_ca: bool | None = None
 
     @classmethod
     def parse(cls, data: object) -> Facts:
@@ -119,6 +122,7 @@ class Facts:
             source_digest=_optional_str(top, "source_digest"),
             cc=_optional_str(top, "cc") if "cc" in top else None,
             package_manager=_optional_str(top, "package_manager") if "package_manager" in top else None,
+            system_ca=_bool(top, "system_ca") if "system_ca" in top else None,
         )
 
 

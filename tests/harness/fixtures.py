@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -12,8 +14,9 @@ import pytest
 from . import hosts as _hosts
 from . import images as _images
 from .engine import ensure_engine
+from .registry import Registry, running_registry
 
-__all__ = ["docker_client", "index_access", "python_image", "ssh_hosts", "ssh_image"]
+__all__ = ["auth_registry", "docker_client", "image_registry", "index_access", "python_image", "ssh_hosts", "ssh_image"]
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +64,17 @@ def ssh_hosts(docker_client: docker.DockerClient, ssh_image: str) -> Iterator[Ca
 
     yield start
     _hosts.remove_hosts(made)
+
+
+@pytest.fixture
+def image_registry(tmp_path: Path) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1:<free port>, plain HTTP, storage in the test's folder; stopped after."""
+    with running_registry(tmp_path / "registry") as registry:
+        yield registry
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[Registry]:
+    """The same, asking for a login: one user (``registry.users``) with a fresh random password."""
+    with running_registry(tmp_path / "auth-registry", users={"warp-test": secrets.token_urlsafe(16)}) as registry:
+        yield registry

@@ -26,6 +26,7 @@ from .builders import (
     server_steps,
     static_step,
     support_files,
+    uv_certificates,
     venv_steps,
 )
 from .environment import _join, env_paths, source_env_hooks
@@ -127,9 +128,15 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> Build:
         home=home,
         reuse=f"environment {key} is complete and its inputs are unchanged" if env_ready else "",
         unchanged=unchanged,
-        # The environment file is exported for the installs too (PIP_INDEX_URL and the like), as warpdrive did.
-        install_env={**spec.environment, "VIRTUAL_ENV": env, **options.install_env},
+        install_env=_install_env(spec, facts, options, env),
     )
+
+
+def _install_env(spec: AppSpec, facts: Facts, options: BuildOptions, env: str) -> dict[str, str]:
+    """The installs' environment: the environment file's variables (PIP_INDEX_URL and the like, as warpdrive did),
+    uv told to use the system trust store unless they say otherwise, the options' variables last."""
+    chosen = {**spec.environment, **options.install_env}
+    return {**uv_certificates(chosen, facts), **spec.environment, "VIRTUAL_ENV": env, **options.install_env}
 
 
 def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:

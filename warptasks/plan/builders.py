@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 
 BUILD_ENV = "build-env"
 
+# uv trusts its own bundled roots, not the system's, so a CA the system store trusts (a TLS-inspecting proxy's, a
+# private index's) fails with "invalid peer certificate: UnknownIssuer" where pip works. UV_SYSTEM_CERTS is the
+# current name, UV_NATIVE_TLS the one uv read before it (a newer uv reading both warns about neither). Variables,
+# not a flag: they reach every uv run, `uv venv --seed`'s seed install, `uv sync` and a hook's own uv included.
+# SSL_CERT_FILE (--ca-bundle) still wins, as uv documents.
+UV_SYSTEM_CERTS = {"UV_SYSTEM_CERTS": "1", "UV_NATIVE_TLS": "1"}
+
+
+def uv_certificates(env: Mapping[str, str], facts: Facts) -> dict[str, str]:
+    """The variables that make uv use the system trust store, unless ``env`` already decides (the app's choice wins)
+    or the target has no system CA bundle (uv would then trust nothing; its own roots are better than none)."""
+    if any(name in env for name in UV_SYSTEM_CERTS) or facts.system_ca is False:
+        return {}
+    return dict(UV_SYSTEM_CERTS)
+
 
 def python_cache(facts: Facts) -> str:
     """A build cache for compiled servers, private to one Python installation.
@@ -107,8 +122,11 @@ def hook_steps(b: Build, hook: str) -> list[Step]:
 def venv_steps(b: Build) -> list[Step]:
     python = b.facts.python
     create: tuple[str, ...]
+    env: dict[str, str] = {}
     if b.installer == "uv":
         create = (b.uv, "venv", "--seed", "--quiet", "--python", python.executable, b.env)
+        # The seed packages (pip, setuptools) come from the index: the same trust store as the installs.
+        env = {name: value for name, value in b.install_env.items() if name in UV_SYSTEM_CERTS}
     elif b.facts.has_virtualenv:
         # virtualenv is importable by the Python that ran the probe, which may be another venv's.
         # The probe found it as this runs it, isolated: user site and PYTHONPATH count for neither.
@@ -126,7 +144,7 @@ def venv_steps(b: Build) -> list[Step]:
         create = (python.executable, ISOLATED, "-m", "venv", b.env)
     return [
         _deps_step(b, "clean", ("rm", "-rf", b.env), "remove what a failed build may have left"),
-        _deps_step(b, "virtualenv", create, f"a new environment for Python {python.full_version}"),
+        _deps_step(b, "virtualenv", create, f"a new environment for Python {python.full_version}", env=env),
     ]
 
 

@@ -8,6 +8,7 @@ prints one JSON object. It reads; it never changes anything.
 import json
 import os
 import shutil
+import ssl
 import sys
 
 
@@ -77,6 +78,30 @@ def _cgroup():
                     else:
                         raw["v1"].setdefault("limit_in_bytes", []).append(values[0].strip())
     return raw
+
+
+# Where Linux distributions keep the system's CA bundle (the places uv's system store is read from).
+CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/cacert.pem",
+)
+
+
+def _system_ca():
+    """Whether a system CA bundle with at least one certificate exists."""
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.openssl_cafile, *CA_FILES):
+        try:
+            with open(path, "rb") as handle:
+                if b"-----BEGIN CERTIFICATE-----" in handle.read(1 << 20):
+                    return True
+        except (OSError, TypeError):
+            continue
+    return False
 
 
 def _memtotal():
@@ -199,6 +224,7 @@ def main(argv):
         },
         "has_virtualenv": has_virtualenv,
         "uv": uv,
+        "system_ca": _system_ca(),
         "apxs": shutil.which("apxs") or shutil.which("apxs2") or shutil.which("apxs", path="/usr/sbin:/usr/bin"),
         "euid": os.geteuid() if hasattr(os, "geteuid") else None,
         "home": os.path.expanduser("~"),

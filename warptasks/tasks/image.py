@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invoke import task
+from invoke import Task, task
 
 from ..errors import ConfigError, NoAppFound
 from ..run import local as actions
@@ -19,7 +19,8 @@ from .report import OPTION_HELP, reported
 
 IMAGE_HELP = {
     "project": OPTION_HELP["project"],
-    "tag": "the image name (default warp-<project folder>:latest)",
+    "tag": "the image name, registry included to push (registry.example.com/team/app:1.0); repeatable: every one "
+    "names the image, the first is its main name (default warp-<project folder>:latest)",
     "base-image": "the image to build on (default: the official python:X.Y-slim for the project's Python)",
     "network": "the build's network, e.g. host where the engine's default bridge has no outbound access",
     "build-env": "NAME=VALUE for the build steps (package index, proxy), not the running app; shown by docker history: "
@@ -33,6 +34,13 @@ IMAGE_HELP = {
 }
 BUILD_CA = "/etc/ssl/certs/warp-build-ca.pem"
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
+
+
+class ImageTask(Task):  # type: ignore[misc]
+    """An invoke task whose options never take -h as a short flag: ``warp s2i -h`` must never mean --push."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        return super().arg_opts(name, default, taken_names | {"h"})  # type: ignore[no-any-return]
 
 
 def _build_env(values: list[str] | None) -> dict[str, str]:
@@ -86,8 +94,12 @@ def _options(
     | {
         "builder": "build the S2I way with this builder image (source into it, assemble, commit)",
         "incremental": "with --builder: reuse the environment saved in the previous image",
+        "push": "push every name of the image (each --tag, and its git commit tag) to its registry, with the "
+        "credentials of the Docker config (DOCKER_CONFIG or ~/.docker: docker login, credential helpers)",
+        "no-commit-tag": "do not also tag the image with the project's git commit (short sha)",
     },
-    iterable=["build_env"],
+    iterable=["build_env", "tag"],
+    klass=ImageTask,
 )
 def s2i(
     c,
@@ -104,28 +116,53 @@ def s2i(
     no_pull=False,
     no_cache=False,
     ca_bundle=None,
+    push=False,
+    no_commit_tag=False,
 ):
-    """Build a runnable application image: the same build steps and server as warp build and warp start."""
+    """Build a runnable application image: the same build steps and server as warp build and warp start; --push
+    sends it to a registry."""
     with reported():
+        from ..image import dockerfile as img
+        from ..image import registry
         from ..image.build import build_app_image
+        from ..image.engine import engine, say_line
         from ..image.s2i import s2i_build
 
         opts = Settings.resolve(c.config, project=project, server=server, installer=installer)
         spec = actions.detect(opts)
-        options = _options(tag, base_image, network, build_env, opts.installer, quiet, no_pull, no_cache, ca_bundle, incremental)
+        commit = registry.CommitTag(None, "") if no_commit_tag else registry.commit_tag(spec.root)
+        names = registry.image_names(tag or [], img.default_image_name(spec), commit.tag)
+        if push:
+            registry.check_pushable(names)  # before a build of minutes, not after
+        main = str(names[0])
+        options = _options(main, base_image, network, build_env, opts.installer, quiet, no_pull, no_cache, ca_bundle, incremental)
         if opts.server:  # chosen outside the project's files: the image must remember it
             options = replace(options, server=spec.server)
+        client = engine()
         if builder:
-            result = s2i_build(spec, options, builder)
+            result = s2i_build(spec, options, builder, client=client)
         else:
-            result = build_app_image(spec, options)
+            result = build_app_image(spec, options, client=client)
+        registry.tag_all(client, result.image_id, names[1:])
+        if commit.why:
+            say_line(commit.why)
+        if push:
+            registry.push_images(client, names, say_line)
         print(f"run it: docker run --rm -p 8080:8080 {result.name}")
 
 
 BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "installer")}
 
 
-@task(help=BUILDER_HELP | {"tag": "the builder image name (default warp-builder:latest)"}, iterable=["build_env"])
+@task(
+    help=BUILDER_HELP
+    | {
+        "tag": "the builder image name, registry included to push; repeatable (default warp-builder:latest)",
+        "push": "push every name of the builder image to its registry (credentials as for warp s2i --push)",
+    },
+    iterable=["build_env", "tag"],
+    klass=ImageTask,
+)
 def builder(
     c,
     project=None,
@@ -137,18 +174,30 @@ def builder(
     no_pull=False,
     no_cache=False,
     ca_bundle=None,
+    push=False,
 ):
     """Build an S2I builder image (for s2i build and OpenShift) that builds apps as warp build does."""
     with reported():
+        from ..image import registry
         from ..image.build import build_builder_image
+        from ..image.engine import engine, say_line
 
         opts = Settings.resolve(c.config, project=project)
         try:
             spec = actions.detect(opts)  # a project only decides the default base image (its Python) and the commit
         except NoAppFound:
             spec = None
+        # No commit tag: a builder is warptasks and a base image, whatever project it was built from.
+        names = registry.image_names(tag or [], "warp-builder:latest", None)
+        if push:
+            registry.check_pushable(names)
+        client = engine()
         result = build_builder_image(
             spec,
-            _options(tag or "warp-builder:latest", base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
+            _options(str(names[0]), base_image, network, build_env, None, quiet, no_pull, no_cache, ca_bundle),
+            client=client,
         )
+        registry.tag_all(client, result.image_id, names[1:])
+        if push:
+            registry.push_images(client, names, say_line)
         print(f"use it: s2i build <source> {result.name} <app-image>")

@@ -1,0 +1,109 @@
+"""Image names, the git commit tag and push errors (pure tier; the push itself: tests/container/test_image_push.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cases import as_git_repo, write_tree
+from warptasks.errors import ConfigError
+from warptasks.image.dockerfile import ImageName
+from warptasks.image.registry import check_pushable, commit_tag, image_names, push_failure, registry_of
+
+
+@pytest.mark.parametrize(
+    ("name", "registry"),
+    [
+        ("127.0.0.1:5000/team/app", "127.0.0.1:5000"),
+        ("registry.example.com/app", "registry.example.com"),
+        ("localhost/app", "localhost"),
+        ("user/app", "docker.io"),
+        ("app", "docker.io"),
+    ],
+)
+def test_the_registry_is_read_from_the_name_as_the_engine_reads_it(name: str, registry: str) -> None:
+    assert registry_of(ImageName(name, "1")) == registry
+
+
+def test_every_tag_names_the_image_and_each_repository_gets_the_commit() -> None:
+    names = image_names(["r.example.com/a:1.0", "r.example.com/a:latest", "other.example.com/b"], "warp-x:latest", "abc1234")
+    assert [str(n) for n in names] == [
+        "r.example.com/a:1.0",
+        "r.example.com/a:latest",
+        "other.example.com/b:latest",
+        "r.example.com/a:abc1234",
+        "other.example.com/b:abc1234",
+    ]
+
+
+def test_without_tags_the_default_name_is_the_main_one() -> None:
+    assert [str(n) for n in image_names([], "warp-site:latest", None)] == ["warp-site:latest"]
+
+
+def test_push_of_a_name_without_registry_is_refused_before_building() -> None:
+    with pytest.raises(ConfigError, match="--push needs a name in a registry") as caught:
+        check_pushable(image_names([], "warp-site:latest", None))
+    assert "--tag registry.example.com/team/app:1.0" in caught.value.hint
+    check_pushable(image_names(["127.0.0.1:5000/site:1"], "warp-site:latest", None))
+
+
+PUSH_ERRORS = {
+    "http to https": (
+        'Get "https://10.0.0.5:5000/v2/": http: server gave HTTP response to HTTPS client',
+        "plain HTTP",
+        '"insecure-registries": ["10.0.0.5:5000"]',
+    ),
+    "unknown CA": (
+        'Get "https://10.0.0.5:5000/v2/": x509: certificate signed by unknown authority',
+        "does not trust the registry's TLS certificate",
+        "/etc/docker/certs.d/10.0.0.5:5000/ca.crt",
+    ),
+    "no credentials": ("no basic auth credentials", "refused the credentials", "docker login 10.0.0.5:5000"),
+    "wrong credentials": (
+        "unauthorized: authentication required",
+        "refused the credentials",
+        "DOCKER_CONFIG",
+    ),
+    "unreachable": (
+        'Get "https://10.0.0.5:5000/v2/": dial tcp 10.0.0.5:5000: connect: connection refused',
+        "could not reach the registry",
+        "that it runs",
+    ),
+}
+
+
+@pytest.mark.parametrize(("error", "cause", "hint"), PUSH_ERRORS.values(), ids=PUSH_ERRORS.keys())
+def test_a_push_error_says_its_cause_and_what_to_do(error: str, cause: str, hint: str) -> None:
+    failure = push_failure(ImageName("10.0.0.5:5000/team/app", "1.0"), error)
+    assert failure.message.startswith("could not push 10.0.0.5:5000/team/app:1.0: ")
+    assert cause in failure.message and hint in failure.hint
+
+
+def test_a_clean_git_checkout_gives_its_short_commit(tmp_path: Path) -> None:
+    as_git_repo(write_tree(tmp_path, {"wsgi.py": "", ".gitignore": ".warp/\n"}))
+    tag = commit_tag(str(tmp_path))
+    assert tag.tag and len(tag.tag) == 12 and tag.tag in tag.why
+    (tmp_path / "untracked.txt").write_text("untracked\n")
+    assert commit_tag(str(tmp_path)).tag == tag.tag
+
+
+def test_uncommitted_changes_get_no_commit_tag(tmp_path: Path) -> None:
+    as_git_repo(write_tree(tmp_path, {"wsgi.py": ""}))
+    (tmp_path / "wsgi.py").write_text("changed = True\n")
+    tag = commit_tag(str(tmp_path))
+    assert tag.tag is None and "uncommitted changes" in tag.why
+
+
+def test_a_folder_outside_git_gets_no_commit_tag(tmp_path: Path) -> None:
+    assert commit_tag(str(tmp_path)).tag is None
+
+
+def test_push_and_repeatable_tags_are_options_of_both_image_tasks_and_no_option_takes_h() -> None:
+    from warptasks.tasks.image import builder, s2i
+
+    for task in (s2i, builder):
+        arguments = {name: argument for argument in task.get_arguments() for name in argument.names}
+        assert "push" in arguments and arguments["tag"].kind is list
+        assert "h" not in arguments  # `warp s2i -h` is never --push
+    assert "no-commit-tag" in {name for argument in s2i.get_arguments() for name in argument.names}
