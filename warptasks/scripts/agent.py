@@ -2582,6 +2582,18 @@ def _stdout_gone():
     return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
 
 
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _printable(text):
+    """A log line as bytes safe for a terminal: control characters (C0 but tab, DEL, C1: ESC sequences that would
+    retitle, recolour or rewrite the operator's terminal, a CR that hides what came before it) shown as ``\\xNN``;
+    a CRLF line's CR dropped. Anyone who sends the app a request can put them in what it logs."""
+    line = text.decode("utf-8", "replace")
+    line = line[:-1] if line.endswith("\r") else line
+    return CONTROL.sub(lambda found: "\\x{:02x}".format(ord(found.group())), line).encode("utf-8")
+
+
 def logs(req):
     """Print the live release's (or ``release``'s) log lines; with ``follow``, then the new ones as they come.
 
@@ -2627,6 +2639,7 @@ def logs(req):
     def emit(lines):
         width = max((len(s.label) for s in sources), default=0)
         for label, text in lines:
+            text = _printable(text)
             out.write((label.ljust(width) + " | ").encode() + text + b"\n" if labelled[0] else text + b"\n")
 
     merged = []
