@@ -4,7 +4,10 @@ plain processes (no systemd), moved from one release to the next, stopped gracef
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,3 +117,50 @@ def test_a_process_type_name_that_could_leave_its_folder_is_refused(tmp_path: Pa
     refused = agent("processes", root, op="start", release="r1", systemd=False)
     assert refused.code != 0 and "not a name" in refused.data["error"]
     assert json.loads((root / "releases" / "r1" / ".warp" / "deploy.json").read_text()).get("processes") in (None, {})
+
+
+# Runs the agent's processes action with the agent killed (SIGKILL: an OOM kill, a host's reboot of the agent alone)
+# just before it starts its second instance: what the first one left must be known to the next command.
+KILLED_MIDWAY = """
+import json, os, signal, sys
+source = open(sys.argv[1], encoding="utf-8").read()
+space = {"__name__": "warp_agent", "__file__": sys.argv[1]}
+exec(compile(source, sys.argv[1], "exec"), space)
+spawn, calls = space["_spawn"], []
+def killed_before_the_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return spawn(*args, **kwargs)
+space["_spawn"] = killed_before_the_second
+request = json.loads(sys.argv[2])
+space["_check"](request)
+space["processes"](request)
+"""
+
+
+def test_an_agent_killed_while_starting_processes_leaves_none_running_unknown(tmp_path: Path) -> None:
+    from tests.test_agent import AGENT_FILE
+
+    root = tmp_path / "app"
+    release_with(root, "r1", {"clock": (2, 5, 0.0)})
+    request = {"action": "processes", "root": str(root), "op": "start", "release": "r1", "systemd": False}
+    killed = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, AGENT_FILE, json.dumps(request)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    try:
+        wait_for(lambda: any(line.startswith("r1 ") for line in lines(root, "clock")), what="r1's first clock ticking")
+        # The next deploy's processes start: every other release's processes stopped first, so no two clocks run.
+        release_with(root, "r2", {"clock": (1, 5, 0.0)})
+        ok("processes", root, op="start", release="r2", systemd=False, settle=0.3)
+        time.sleep(0.3)
+        ticks = len([line for line in lines(root, "clock") if line.startswith("r1 ")])
+        time.sleep(0.6)
+        assert len([line for line in lines(root, "clock") if line.startswith("r1 ")]) == ticks, "r1's clock still runs"
+    finally:
+        for state in (root / "releases").glob("*/.warp/supervisor-*.json"):
+            supervisor = json.loads(state.read_text()).get("supervisor")
+            if supervisor:
+                try:
+                    os.kill(supervisor, signal.SIGTERM)
+                except OSError:
+                    pass

@@ -2835,6 +2835,9 @@ def _start_processes(root, release, req):
                 entry.update(supervisor="warp" if supervised else None, supervisor_state=state if supervised else None)
                 entry.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
             running[instance] = entry
+            # Recorded as soon as it runs: an agent killed before the next one starts leaves none that the next
+            # start or stop does not know of (and so cannot stop: a second clock).
+            _update(root, release, processes=running)
     _update(root, release, processes=running)
     failed = []
     if running:
