@@ -108,6 +108,27 @@ def test_a_restart_cut_off_before_its_switch_is_ended_by_the_next_lock(tmp_path:
     assert fetch(port)["status"] == 200
 
 
+def test_a_restart_that_could_not_start_its_server_leaves_the_live_one_to_the_next_lock(tmp_path: Path, servers: Servers) -> None:
+    # Another account (or anything) holds the other backend port: the restart fails before a new server runs. The
+    # next lock (the next deploy, config set, restart) must not take the live server for the one it replaced.
+    import socket
+
+    root, port = _live(tmp_path, servers)
+    before = record(root, "r1")
+    squatter = socket.socket()
+    try:
+        squatter.bind(("127.0.0.1", port + 1))
+        squatter.listen()
+        failed = _restart(root, servers, timeout=10)
+        assert failed.code != 0 and f"port {port + 1} is held" in failed.data["error"], failed
+    finally:
+        squatter.close()
+    ok("unlock", root, token=TOKEN)
+    ok("lock", root, owner="next", token="other")
+    assert fetch(port).get("status") == 200, "the live server was stopped"
+    assert record(root, "r1")["pid"] == before["pid"] and not record(root, "r1").get("replaced")
+
+
 def test_stop_on_purpose_then_start_on_its_port(tmp_path: Path, servers: Servers) -> None:
     root, port = _live(tmp_path, servers)
     ok("stop", root, release="r1", token=TOKEN, stopped={"by": "ops@laptop"})

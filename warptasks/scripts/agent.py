@@ -2994,6 +2994,11 @@ def _settle(root, release, drain=0.0, req=None):
     old = record.get("replaced")
     if not release or not isinstance(old, dict):
         return {}
+    if _instance(record) == _instance(old):
+        # The restart ended (failed, or was killed) before it recorded a new server: the one "replaced" is the one
+        # that serves; nothing to stop.
+        _update(root, release, replaced=None)
+        return {}
     named = _front_names(root)
     switched = named is None or named == "127.0.0.1:{}".format(int(record.get("port") or 0))
     if switched or not _instance_pid(old):
