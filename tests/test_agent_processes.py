@@ -164,3 +164,40 @@ def test_an_agent_killed_while_starting_processes_leaves_none_running_unknown(tm
                     os.kill(supervisor, signal.SIGTERM)
                 except OSError:
                     pass
+
+
+def test_a_stop_never_signals_a_process_that_took_a_stopped_ones_pid(tmp_path: Path) -> None:
+    """A stop waits for each instance in turn: one that ended at once may have its pid given to another process
+    (any account's) meanwhile, which must not get SIGKILL. The pid is handed over for real (ns_last_pid, as root)."""
+    from tests.test_agent import AGENT_FILE
+
+    last_pid = Path("/proc/sys/kernel/ns_last_pid")
+    if os.geteuid() != 0 or not os.access(last_pid, os.W_OK):
+        pytest.skip("needs root, to give a pid back with /proc/sys/kernel/ns_last_pid")
+    root = tmp_path / "app"
+    release_with(root, "r1", {"a": (1, 3.0, -1), "b": (1, 3.0, 0.0)})  # a ignores SIGTERM; b ends at once
+    ok("processes", root, op="start", release="r1", systemd=False, settle=0.3)
+    b = record(root, "r1")["processes"]["b.1"]["pid"]
+    request = json.dumps({"action": "processes", "root": str(root), "op": "stop", "release": "r1"})
+    stopper = subprocess.Popen([sys.executable, AGENT_FILE, request], stdout=subprocess.PIPE, text=True)
+    victim = None
+    try:
+        wait_for(lambda: not os.path.exists(f"/proc/{b}"), what="b's supervisor gone (while a is waited for)")
+        for _ in range(50):
+            last_pid.write_text(str(b - 1))
+            candidate = subprocess.Popen(["sleep", "30"])
+            if candidate.pid == b:
+                victim = candidate
+                break
+            candidate.kill()
+            candidate.wait()
+        if victim is None:
+            pytest.skip(f"pid {b} was not given back")
+        out, _ = stopper.communicate(timeout=60)
+        assert victim.poll() is None, "the stop killed the process that got a stopped instance's pid"
+        assert json.loads(out.strip().splitlines()[-1])["stopped"]["r1"] == {"a.1": "killed", "b.1": "stopped"}
+    finally:
+        stopper.kill()
+        if victim is not None:
+            victim.kill()
+            victim.wait()

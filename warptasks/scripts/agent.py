@@ -2758,7 +2758,7 @@ def _stop_processes(root, release):
         if entry.get("unit") and _owner(root, instance) == release:
             units.append((instance, entry))
         elif pid:
-            plain.append((instance, entry, pid))
+            plain.append((instance, entry, pid, _starttime(pid)))
         else:
             ended[instance] = "not running"
     if units:
@@ -2771,13 +2771,14 @@ def _stop_processes(root, release):
                 os.unlink(_owner_file(root, instance))
             except OSError:
                 pass
-    for _, _, pid in plain:
+    for _, _, pid, _ in plain:
         _signal_group(pid, signal.SIGTERM)
-    for instance, entry, pid in plain:
+    # Each waited for in turn: meanwhile one that ended may have its pid given to another process (``start`` tells).
+    for instance, entry, pid, start in plain:
         end = time.monotonic() + float(entry.get("stop_timeout") or PROCESS_STOP_TIMEOUT)
-        while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+        while _still_ours(pid, start) and time.monotonic() < end:
             time.sleep(0.05)
-        if _alive(pid) or _group_alive(pid):
+        if _still_ours(pid, start):
             _signal_group(pid, signal.SIGKILL)
             for member in _members(pid):  # under warptasks' supervisor, the process's own group in its session
                 try:
@@ -2785,9 +2786,9 @@ def _stop_processes(root, release):
                 except OSError:
                     pass
             end = time.monotonic() + 5
-            while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+            while _still_ours(pid, start) and time.monotonic() < end:
                 time.sleep(0.05)
-            ended[instance] = "still running" if _alive(pid) or _group_alive(pid) else "killed"
+            ended[instance] = "still running" if _still_ours(pid, start) else "killed"
         else:
             ended[instance] = "stopped"
         _end_writer(entry)
@@ -2798,6 +2799,16 @@ def _stop_processes(root, release):
                 stopped[instance]["stopped"] = None
         _update(root, release, processes=stopped)
     return ended
+
+
+def _still_ours(pid, start):
+    """Whether the process ``pid`` that started at ``start`` (its starttime; None: unknown), or what is left of its
+    process group, still runs. A pid that names a process started at another time is another's: ours ended, and its
+    group with it (the kernel gives a pid again only once no process has it as its group or session)."""
+    now = _starttime(pid)
+    if now is not None and start is not None and now != start:
+        return False
+    return _alive(pid) or _group_alive(pid)
 
 
 def _start_processes(root, release, req):
