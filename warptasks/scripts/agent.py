@@ -2982,7 +2982,7 @@ def _stop_instance(inst, record, req=None):
 
 def _restore(root, release, inst, **values):
     """The record (and pidfile) naming ``inst`` again as the release's server."""
-    _update(root, release, **dict(inst, replaced=None, **values))
+    _update(root, release, **dict(inst, replaced=None, restarting=None, **values))
     if inst.get("pid"):
         _write(os.path.join(root, "releases", release, ".warp", "server.pid"), str(inst["pid"]))
 
@@ -2999,6 +2999,31 @@ def _front_names(root):
         return None
 
 
+def _stop_unrecorded(root, release, record):
+    """Stop the server a restart started on its other port (``restarting``) and was killed before recording: its
+    unit instance (the live server is a unit), or the supervisor its state file names (a file written since the
+    restart began, by a process running this deploy's agent copy)."""
+    restarting = record.get("restarting")
+    port = int(restarting.get("port") or 0) if isinstance(restarting, dict) else 0
+    if not port or port == int(record.get("port") or 0):
+        return
+    if record.get("unit"):
+        unit = _unit_name(root, "server").replace("@.service", "@{}.service".format(port))
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", unit), capture_output=True)
+        return
+    state = _json(os.path.join(root, "releases", release, ".warp", "supervisor-{}.json".format(port))) or {}
+    pid = state.get("supervisor")
+    if float(state.get("updated") or 0) < float(restarting.get("since") or 0) or pid == record.get("pid"):
+        return  # an older server's file: the restart never got to start one
+    try:
+        with open("/proc/{}/cmdline".format(int(pid or 0)), "rb") as handle:
+            args = handle.read().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if os.path.join(root, "shared", "warp-agent.py").encode() in args:
+        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"))
+
+
 def _settle(root, release, drain=0.0, req=None):
     """End the restart of ``release`` (nothing to do without one): see the section's comment. What was done."""
     record = _record(root, release)
@@ -3007,8 +3032,9 @@ def _settle(root, release, drain=0.0, req=None):
         return {}
     if _instance(record) == _instance(old):
         # The restart ended (failed, or was killed) before it recorded a new server: the one "replaced" is the one
-        # that serves; nothing to stop.
-        _update(root, release, replaced=None)
+        # that serves. A server it started unrecorded is stopped; the record and pidfile name the live one again.
+        _stop_unrecorded(root, release, record)
+        _restore(root, release, old)
         return {}
     named = _front_names(root)
     switched = named is None or named == "127.0.0.1:{}".format(int(record.get("port") or 0))
@@ -3077,12 +3103,12 @@ def restart(req):
     old = _instance(record)
     port = _other_port(root, record, req.get("ports")) if running else int(record["port"])
     if running:
-        _update(root, current, replaced=old)
+        _update(root, current, replaced=old, restarting={"port": port, "since": time.time()})
     # Supervised as it was: a unit where systemd runs it, unless its deploy said --no-systemd.
     how = dict(req, systemd=req.get("systemd", record.get("unsupervised") != NO_SYSTEMD))
     values, answer = _launch(root, current, port, _command_for(current, record, port), how, record)
     values["ports"] = _pair(root, record, req.get("ports"))
-    _update(root, current, restarted_at=time.time(), **values)
+    _update(root, current, restarted_at=time.time(), restarting=None, **values)
     used = _health_settings(req, record.get("health") or {})
     problem, status = _poll_health(root, current, _record(root, current), used)
     if problem:
