@@ -774,7 +774,7 @@ def _log_writer(root, log, req):
         return None
     config = {"action": "logpipe", "path": log, "max_bytes": max_bytes, "keep": int(req.get("log_keep", LOG_KEEP))}
     config["timestamps"] = True
-    return [sys.executable or "python3", script, json.dumps(config, sort_keys=True)]
+    return [sys.executable or "python3", "-I", script, json.dumps(config, sort_keys=True)]  # -I: as every host script
 
 
 def _spawn(argv, log, writer, supervise=True, state=None, stop_signal=None, restart=None):
