@@ -108,6 +108,68 @@ def test_a_restart_cut_off_before_its_switch_is_ended_by_the_next_lock(tmp_path:
     assert fetch(port)["status"] == 200
 
 
+def test_a_restart_that_could_not_start_its_server_leaves_the_live_one_to_the_next_lock(tmp_path: Path, servers: Servers) -> None:
+    # Another account (or anything) holds the other backend port: the restart fails before a new server runs. The
+    # next lock (the next deploy, config set, restart) must not take the live server for the one it replaced.
+    import socket
+
+    root, port = _live(tmp_path, servers)
+    before = record(root, "r1")
+    squatter = socket.socket()
+    try:
+        squatter.bind(("127.0.0.1", port + 1))
+        squatter.listen()
+        failed = _restart(root, servers, timeout=10)
+        assert failed.code != 0 and f"port {port + 1} is held" in failed.data["error"], failed
+    finally:
+        squatter.close()
+    ok("unlock", root, token=TOKEN)
+    ok("lock", root, owner="next", token="other")
+    assert fetch(port).get("status") == 200, "the live server was stopped"
+    assert record(root, "r1")["pid"] == before["pid"] and not record(root, "r1").get("replaced")
+
+
+# The agent killed (SIGKILL) right after it started the new server of a restart, before it recorded it.
+KILLED_AFTER_LAUNCH = """
+import json, os, signal, sys
+source = open(sys.argv[1], encoding="utf-8").read()
+space = {"__name__": "warp_agent", "__file__": sys.argv[1]}
+exec(compile(source, sys.argv[1], "exec"), space)
+launch = space["_launch"]
+def launched_then_killed(*args, **kwargs):
+    values, answer = launch(*args, **kwargs)
+    print(json.dumps({"pid": values["pid"]}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+space["_launch"] = launched_then_killed
+request = json.loads(sys.argv[2])
+space["_check"](request)
+space["restart"](request)
+"""
+
+
+def test_a_restart_killed_before_it_recorded_its_new_server_is_ended_by_the_next_lock(tmp_path: Path, servers: Servers) -> None:
+    import subprocess
+    import sys
+
+    from .test_agent import AGENT_FILE
+
+    root, port = _live(tmp_path, servers)
+    before = record(root, "r1")
+    request = json.dumps({"action": "restart", "root": str(root), "op": "begin", "token": TOKEN, "timeout": 10})
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_LAUNCH, AGENT_FILE, request], capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -9, killed
+    servers.pids.append(json.loads(killed.stdout.splitlines()[0])["pid"])
+    wait_for(lambda: not port_free(port + 1), what="the new, unrecorded server listening")
+    ok("unlock", root, token=TOKEN)
+    ok("lock", root, owner="next", token="other")
+    assert fetch(port).get("status") == 200, "the live server was stopped"
+    assert record(root, "r1")["pid"] == before["pid"] and not record(root, "r1").get("replaced")
+    assert (root / "releases" / "r1" / ".warp" / "server.pid").read_text() == str(before["pid"])
+    wait_for(lambda: port_free(port + 1), what="the server the restart started, never recorded, stopped")
+
+
 def test_stop_on_purpose_then_start_on_its_port(tmp_path: Path, servers: Servers) -> None:
     root, port = _live(tmp_path, servers)
     ok("stop", root, release="r1", token=TOKEN, stopped={"by": "ops@laptop"})

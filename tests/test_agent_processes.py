@@ -4,7 +4,10 @@ plain processes (no systemd), moved from one release to the next, stopped gracef
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,3 +117,87 @@ def test_a_process_type_name_that_could_leave_its_folder_is_refused(tmp_path: Pa
     refused = agent("processes", root, op="start", release="r1", systemd=False)
     assert refused.code != 0 and "not a name" in refused.data["error"]
     assert json.loads((root / "releases" / "r1" / ".warp" / "deploy.json").read_text()).get("processes") in (None, {})
+
+
+# Runs the agent's processes action with the agent killed (SIGKILL: an OOM kill, a host's reboot of the agent alone)
+# just before it starts its second instance: what the first one left must be known to the next command.
+KILLED_MIDWAY = """
+import json, os, signal, sys
+source = open(sys.argv[1], encoding="utf-8").read()
+space = {"__name__": "warp_agent", "__file__": sys.argv[1]}
+exec(compile(source, sys.argv[1], "exec"), space)
+spawn, calls = space["_spawn"], []
+def killed_before_the_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return spawn(*args, **kwargs)
+space["_spawn"] = killed_before_the_second
+request = json.loads(sys.argv[2])
+space["_check"](request)
+space["processes"](request)
+"""
+
+
+def test_an_agent_killed_while_starting_processes_leaves_none_running_unknown(tmp_path: Path) -> None:
+    from tests.test_agent import AGENT_FILE
+
+    root = tmp_path / "app"
+    release_with(root, "r1", {"clock": (2, 5, 0.0)})
+    request = {"action": "processes", "root": str(root), "op": "start", "release": "r1", "systemd": False}
+    killed = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, AGENT_FILE, json.dumps(request)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    try:
+        wait_for(lambda: any(line.startswith("r1 ") for line in lines(root, "clock")), what="r1's first clock ticking")
+        # The next deploy's processes start: every other release's processes stopped first, so no two clocks run.
+        release_with(root, "r2", {"clock": (1, 5, 0.0)})
+        ok("processes", root, op="start", release="r2", systemd=False, settle=0.3)
+        time.sleep(0.3)
+        ticks = len([line for line in lines(root, "clock") if line.startswith("r1 ")])
+        time.sleep(0.6)
+        assert len([line for line in lines(root, "clock") if line.startswith("r1 ")]) == ticks, "r1's clock still runs"
+    finally:
+        for state in (root / "releases").glob("*/.warp/supervisor-*.json"):
+            supervisor = json.loads(state.read_text()).get("supervisor")
+            if supervisor:
+                try:
+                    os.kill(supervisor, signal.SIGTERM)
+                except OSError:
+                    pass
+
+
+def test_a_stop_never_signals_a_process_that_took_a_stopped_ones_pid(tmp_path: Path) -> None:
+    """A stop waits for each instance in turn: one that ended at once may have its pid given to another process
+    (any account's) meanwhile, which must not get SIGKILL. The pid is handed over for real (ns_last_pid, as root)."""
+    from tests.test_agent import AGENT_FILE
+
+    last_pid = Path("/proc/sys/kernel/ns_last_pid")
+    if os.geteuid() != 0 or not os.access(last_pid, os.W_OK):
+        pytest.skip("needs root, to give a pid back with /proc/sys/kernel/ns_last_pid")
+    root = tmp_path / "app"
+    release_with(root, "r1", {"a": (1, 3.0, -1), "b": (1, 3.0, 0.0)})  # a ignores SIGTERM; b ends at once
+    ok("processes", root, op="start", release="r1", systemd=False, settle=0.3)
+    b = record(root, "r1")["processes"]["b.1"]["pid"]
+    request = json.dumps({"action": "processes", "root": str(root), "op": "stop", "release": "r1"})
+    stopper = subprocess.Popen([sys.executable, AGENT_FILE, request], stdout=subprocess.PIPE, text=True)
+    victim = None
+    try:
+        wait_for(lambda: not os.path.exists(f"/proc/{b}"), what="b's supervisor gone (while a is waited for)")
+        for _ in range(50):
+            last_pid.write_text(str(b - 1))
+            candidate = subprocess.Popen(["sleep", "30"])
+            if candidate.pid == b:
+                victim = candidate
+                break
+            candidate.kill()
+            candidate.wait()
+        if victim is None:
+            pytest.skip(f"pid {b} was not given back")
+        out, _ = stopper.communicate(timeout=60)
+        assert victim.poll() is None, "the stop killed the process that got a stopped instance's pid"
+        assert json.loads(out.strip().splitlines()[-1])["stopped"]["r1"] == {"a.1": "killed", "b.1": "stopped"}
+    finally:
+        stopper.kill()
+        if victim is not None:
+            victim.kill()
+            victim.wait()

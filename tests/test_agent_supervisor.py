@@ -76,16 +76,18 @@ def test_a_crashing_server_is_started_again_after_pauses_that_double_up_to_a_bou
     wait_for(lambda: len(starts.read_text().split()) >= 7 if starts.exists() else False, what="7 starts")
     times = [float(t) for t in starts.read_text().split()]
     pauses = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # 0.1, 0.2, 0.4, then never more than 0.4 (plus the time a start takes).
-    assert 0.1 <= pauses[0] < 0.35 and 0.2 <= pauses[1] < 0.45, pauses
-    assert all(0.4 <= p < 0.9 for p in pauses[2:6]), pauses
+    # 0.1, 0.2, 0.4, then never more than 0.4: the pauses the supervisor chose are in its log (below); the times
+    # measured only bound them from below (a start takes longer on a loaded machine, never shorter).
+    assert pauses[0] >= 0.1 and pauses[1] >= 0.2 and all(p >= 0.4 for p in pauses[2:6]), pauses
     state = supervisor_state(root, "r1")
     assert state["supervisor"] == started["pid"] and state["restarts"] >= 6, state
     assert state["last_exit"]["how"] == "exited with code 3", state
     text = log(root, "r1")
     assert text.count("crashing") >= 7
     assert f"{SAYS} the server (pid " in text and "exited with code 3 after" in text
-    assert "on its own: starting it again in 0.4s" in text and "on its own: starting it again in 0.8s" not in text
+    waits = [f"on its own: starting it again in {s}s" for s in ("0.1", "0.2", "0.4")]
+    assert all(w in text for w in waits) and "starting it again in 0.8s" not in text, text
+    assert text.index(waits[0]) < text.index(waits[1]) < text.index(waits[2]), text
     # Told to stop (here while it waits to start the server again): it ends at once, and nothing starts any more.
     stopped = ok("stop", root, release="r1", drain=0)
     assert stopped["server"] == "stopped" and stopped["signals"] == ["SIGTERM"], stopped

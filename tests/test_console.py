@@ -380,3 +380,22 @@ def test_follow_moves_to_the_release_that_goes_live(deployed: dict[str, Any]) ->
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_logs_show_control_characters_escaped_never_sent_to_the_terminal(deployed: dict[str, Any]) -> None:
+    # A server logs what a request sent it (a form field, a JSON body): ESC sequences there would retitle, recolour or
+    # rewrite the operator's terminal, a CR hide what came before it on the line.
+    logs = Path(deployed["root"]) / "shared" / "logs"
+    t = agent_module._log_time(time.time())
+    hostile = "login failed for \x1b]0;pwned\x07\x1b[2J\x1b[1;31mroot\rHIDDEN\x9b31m tab\there\r\n"
+    (logs / "R1.log").write_text(f"{t} {hostile}", newline="")
+    done = subprocess.run(
+        [sys.executable, AGENT_FILE],
+        input=(json.dumps({"action": "logs", "root": deployed["root"], "lines": 1}) + "\n").encode(),
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert not any(ord(c) < 32 and c not in "\t\n" or 0x7F <= ord(c) < 0xA0 for c in out), repr(out)
+    assert "login failed for \\x1b]0;pwned\\x07\\x1b[2J\\x1b[1;31mroot\\x0dHIDDEN\\x9b31m tab\there\n" in out

@@ -98,7 +98,7 @@ def process_counts(key: str, value: Any) -> tuple[int | None, dict[str, int]]:
                     items.append(("", word))  # a bare number: the web server's
     web: int | None = None
     types: dict[str, int] = {}
-    hint = f"write {key} as a number (the web server's) or TYPE=N, e.g. --processes worker=2"
+    hint = f"write {key} as a whole number (the web server's worker processes), or TYPE=N for a Procfile process type"
     for name, number in items:
         if name in ("", "web"):
             web = _integer(f"{key} {name}".strip(), number, low=1, hint=hint)

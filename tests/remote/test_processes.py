@@ -282,6 +282,24 @@ def test_config_restart_stop_and_start_take_the_workers_along(site: Site) -> Non
     until(lambda: [w for w in site.running() if w.secret == "only-on-the-host"] or _not_yet())
 
 
+def test_start_after_a_stop_cut_off_once_its_workers_stopped_starts_them_again(site: Site) -> None:
+    """warp stop stops the workers, then the server: cut off between the two (the connection lost), the server still
+    runs. warp start must not stop at "runs already": the workers are started again."""
+    from warptasks.remote.host import HostDeploy
+
+    (before,) = site.running()
+    h = HostDeploy(site.target, site.opts, site.say)
+    try:
+        h.connect(None)
+        h.agent("processes", op="stop", release=before.release)
+    finally:
+        h.close()
+    until(lambda: not site.running() or _not_yet())
+    assert_ok(start([site.target], site.opts, say=site.say).results)
+    (again,) = until(lambda: site.running() or _not_yet(), seconds=20)
+    assert again.release == before.release and again.pid != before.pid
+
+
 def _not_yet() -> Any:
     raise AssertionError("not yet")
 

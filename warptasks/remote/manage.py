@@ -94,6 +94,14 @@ def _ports(h: HostDeploy) -> list[int]:
     return [first, first + 1]
 
 
+def _processes_down(h: HostDeploy, current: str) -> bool:
+    """Whether the live release has Procfile process types of which an instance does not run."""
+    if not (h.info.get("current_record") or {}).get("process_types"):
+        return False
+    states = h.agent("processes", op="status", release=current).get("processes") or {}
+    return not states or not all(state.get("running") for state in states.values())
+
+
 def _serve(h: HostDeploy, mode: str, found: dict[str, Any]) -> str:
     """The live release's server restarted (``mode`` "restart") or started again ("start"): see the module's text."""
     current = str(h.info.get("current"))
@@ -103,6 +111,10 @@ def _serve(h: HostDeploy, mode: str, found: dict[str, Any]) -> str:
     found.update(release=current, port=answer.get("port"), pid=answer.get("pid"), unit=answer.get("unit"))
     if answer.get("already"):
         h.say(f"the server of {current} runs already (pid {answer.get('pid')}, port {answer.get('port')})")
+        if _processes_down(h, current):
+            # A warp stop cut off after its processes step (or a deploy before its own): they are started again.
+            h.release = current
+            h.start_processes()
         return f"running: {current}"
     h.say(f"new server of {current} on 127.0.0.1:{answer['port']} answered HTTP {answer.get('status')}")
     try:

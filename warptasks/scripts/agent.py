@@ -774,7 +774,7 @@ def _log_writer(root, log, req):
         return None
     config = {"action": "logpipe", "path": log, "max_bytes": max_bytes, "keep": int(req.get("log_keep", LOG_KEEP))}
     config["timestamps"] = True
-    return [sys.executable or "python3", script, json.dumps(config, sort_keys=True)]
+    return [sys.executable or "python3", "-I", script, json.dumps(config, sort_keys=True)]  # -I: as every host script
 
 
 def _spawn(argv, log, writer, supervise=True, state=None, stop_signal=None, restart=None):
@@ -2582,6 +2582,18 @@ def _stdout_gone():
     return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
 
 
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _printable(text):
+    """A log line as bytes safe for a terminal: control characters (C0 but tab, DEL, C1: ESC sequences that would
+    retitle, recolour or rewrite the operator's terminal, a CR that hides what came before it) shown as ``\\xNN``;
+    a CRLF line's CR dropped. Anyone who sends the app a request can put them in what it logs."""
+    line = text.decode("utf-8", "replace")
+    line = line[:-1] if line.endswith("\r") else line
+    return CONTROL.sub(lambda found: "\\x{:02x}".format(ord(found.group())), line).encode("utf-8")
+
+
 def logs(req):
     """Print the live release's (or ``release``'s) log lines; with ``follow``, then the new ones as they come.
 
@@ -2627,6 +2639,7 @@ def logs(req):
     def emit(lines):
         width = max((len(s.label) for s in sources), default=0)
         for label, text in lines:
+            text = _printable(text)
             out.write((label.ljust(width) + " | ").encode() + text + b"\n" if labelled[0] else text + b"\n")
 
     merged = []
@@ -2745,7 +2758,7 @@ def _stop_processes(root, release):
         if entry.get("unit") and _owner(root, instance) == release:
             units.append((instance, entry))
         elif pid:
-            plain.append((instance, entry, pid))
+            plain.append((instance, entry, pid, _starttime(pid)))
         else:
             ended[instance] = "not running"
     if units:
@@ -2758,13 +2771,14 @@ def _stop_processes(root, release):
                 os.unlink(_owner_file(root, instance))
             except OSError:
                 pass
-    for _, _, pid in plain:
+    for _, _, pid, _ in plain:
         _signal_group(pid, signal.SIGTERM)
-    for instance, entry, pid in plain:
+    # Each waited for in turn: meanwhile one that ended may have its pid given to another process (``start`` tells).
+    for instance, entry, pid, start in plain:
         end = time.monotonic() + float(entry.get("stop_timeout") or PROCESS_STOP_TIMEOUT)
-        while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+        while _still_ours(pid, start) and time.monotonic() < end:
             time.sleep(0.05)
-        if _alive(pid) or _group_alive(pid):
+        if _still_ours(pid, start):
             _signal_group(pid, signal.SIGKILL)
             for member in _members(pid):  # under warptasks' supervisor, the process's own group in its session
                 try:
@@ -2772,9 +2786,9 @@ def _stop_processes(root, release):
                 except OSError:
                     pass
             end = time.monotonic() + 5
-            while (_alive(pid) or _group_alive(pid)) and time.monotonic() < end:
+            while _still_ours(pid, start) and time.monotonic() < end:
                 time.sleep(0.05)
-            ended[instance] = "still running" if _alive(pid) or _group_alive(pid) else "killed"
+            ended[instance] = "still running" if _still_ours(pid, start) else "killed"
         else:
             ended[instance] = "stopped"
         _end_writer(entry)
@@ -2785,6 +2799,16 @@ def _stop_processes(root, release):
                 stopped[instance]["stopped"] = None
         _update(root, release, processes=stopped)
     return ended
+
+
+def _still_ours(pid, start):
+    """Whether the process ``pid`` that started at ``start`` (its starttime; None: unknown), or what is left of its
+    process group, still runs. A pid that names a process started at another time is another's: ours ended, and its
+    group with it (the kernel gives a pid again only once no process has it as its group or session)."""
+    now = _starttime(pid)
+    if now is not None and start is not None and now != start:
+        return False
+    return _alive(pid) or _group_alive(pid)
 
 
 def _start_processes(root, release, req):
@@ -2822,6 +2846,9 @@ def _start_processes(root, release, req):
                 entry.update(supervisor="warp" if supervised else None, supervisor_state=state if supervised else None)
                 entry.update(log_writer_pid=writer_pid, log_writer_start=_starttime(writer_pid) if writer_pid else None)
             running[instance] = entry
+            # Recorded as soon as it runs: an agent killed before the next one starts leaves none that the next
+            # start or stop does not know of (and so cannot stop: a second clock).
+            _update(root, release, processes=running)
     _update(root, release, processes=running)
     failed = []
     if running:
@@ -2955,7 +2982,7 @@ def _stop_instance(inst, record, req=None):
 
 def _restore(root, release, inst, **values):
     """The record (and pidfile) naming ``inst`` again as the release's server."""
-    _update(root, release, **dict(inst, replaced=None, **values))
+    _update(root, release, **dict(inst, replaced=None, restarting=None, **values))
     if inst.get("pid"):
         _write(os.path.join(root, "releases", release, ".warp", "server.pid"), str(inst["pid"]))
 
@@ -2972,11 +2999,42 @@ def _front_names(root):
         return None
 
 
+def _stop_unrecorded(root, release, record):
+    """Stop the server a restart started on its other port (``restarting``) and was killed before recording: its
+    unit instance (the live server is a unit), or the supervisor its state file names (a file written since the
+    restart began, by a process running this deploy's agent copy)."""
+    restarting = record.get("restarting")
+    port = int(restarting.get("port") or 0) if isinstance(restarting, dict) else 0
+    if not port or port == int(record.get("port") or 0):
+        return
+    if record.get("unit"):
+        unit = _unit_name(root, "server").replace("@.service", "@{}.service".format(port))
+        subprocess.run(_systemctl_argv("disable", "--quiet", "--now", unit), capture_output=True)
+        return
+    state = _json(os.path.join(root, "releases", release, ".warp", "supervisor-{}.json".format(port))) or {}
+    pid = state.get("supervisor")
+    if float(state.get("updated") or 0) < float(restarting.get("since") or 0) or pid == record.get("pid"):
+        return  # an older server's file: the restart never got to start one
+    try:
+        with open("/proc/{}/cmdline".format(int(pid or 0)), "rb") as handle:
+            args = handle.read().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if os.path.join(root, "shared", "warp-agent.py").encode() in args:
+        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"))
+
+
 def _settle(root, release, drain=0.0, req=None):
     """End the restart of ``release`` (nothing to do without one): see the section's comment. What was done."""
     record = _record(root, release)
     old = record.get("replaced")
     if not release or not isinstance(old, dict):
+        return {}
+    if _instance(record) == _instance(old):
+        # The restart ended (failed, or was killed) before it recorded a new server: the one "replaced" is the one
+        # that serves. A server it started unrecorded is stopped; the record and pidfile name the live one again.
+        _stop_unrecorded(root, release, record)
+        _restore(root, release, old)
         return {}
     named = _front_names(root)
     switched = named is None or named == "127.0.0.1:{}".format(int(record.get("port") or 0))
@@ -3045,12 +3103,12 @@ def restart(req):
     old = _instance(record)
     port = _other_port(root, record, req.get("ports")) if running else int(record["port"])
     if running:
-        _update(root, current, replaced=old)
+        _update(root, current, replaced=old, restarting={"port": port, "since": time.time()})
     # Supervised as it was: a unit where systemd runs it, unless its deploy said --no-systemd.
     how = dict(req, systemd=req.get("systemd", record.get("unsupervised") != NO_SYSTEMD))
     values, answer = _launch(root, current, port, _command_for(current, record, port), how, record)
     values["ports"] = _pair(root, record, req.get("ports"))
-    _update(root, current, restarted_at=time.time(), **values)
+    _update(root, current, restarted_at=time.time(), restarting=None, **values)
     used = _health_settings(req, record.get("health") or {})
     problem, status = _poll_health(root, current, _record(root, current), used)
     if problem:
