@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
@@ -49,6 +49,19 @@ def git_commit(root: str) -> str | None:
     return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
 
 
+def git_source(root: str) -> str | None:
+    """The URL of the repository's ``origin`` remote, without any credentials in it; None without one."""
+    try:
+        argv = [*GIT, "-C", root, "remote", "get-url", "origin"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip()
+    if done.returncode != 0 or not url:
+        return None
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)  # https://user:token@host/... keeps no user or token
+
+
 def _local_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -68,6 +81,7 @@ def _prepare(
     ensure_base_image(client, base, options.pull, say)
     base_facts = probe_image(client, base, "python3", {})
     packages, packages_why = img.system_packages(server, base_facts, base_facts.package_manager)
+    runtime = img.runtime_packages(server, base_facts, base_facts.package_manager)
     wheel_name, wheel = warptasks_wheel()
     build = img.ImageBuild(
         base,
@@ -79,8 +93,16 @@ def _prepare(
         tuple(sorted(options.build_env)),
         tuple(sorted(options.extra_files)),
         None if builder else options.server,
+        runtime,
+        img.server(server).stop_signal,
     )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
+    if not builder:
+        notes.append(
+            "runtime stage: {} on the base, the environment, the app; no compiler, no warptasks".format(
+                "installs " + " ".join(runtime) if runtime else "nothing installed"
+            )
+        )
     return build, wheel, notes, base_facts
 
 
@@ -119,8 +141,13 @@ def build_app_image(
         say(notes[-1])
     for note in plan.notes:
         say(note)
+    build = replace(build, labels=build.labels | img.oci_labels(spec, name, build.labels, git_source(spec.root)))
     dockerfile = img.app_dockerfile(build)
-    scripts = {"deps.sh": img.phase_script(plan, "deps"), "app.sh": img.phase_script(plan, "app")}
+    scripts = {
+        "deps.sh": img.phase_script(plan, "deps"),
+        "app.sh": img.phase_script(plan, "app"),
+        "runtime.sh": img.runtime_script(build),
+    }
     context = build_context(dockerfile, build, wheel, options.extra_files, (Path(spec.root), first, rest), scripts)
     result = engine_build(client, context, options, say)
     tag_image(client, result.image_id, name)
