@@ -1,7 +1,9 @@
 """Application and S2I builder images: the same build plan as ``warp build``, run by the engine.
 
 An application image is built in two phases, each a cached layer: the
-dependencies (from the dependency files alone), then the code. Facts about the
+dependencies (from the dependency files alone), then the code; its runtime
+stage then takes what runs, without the compilers or warptasks (see
+:mod:`warptasks.image.dockerfile`). Facts about the
 base image and about warptasks' own environment in it are read with the probe,
 and :func:`warptasks.plan.plan_build` plans the build, as it does locally.
 """
@@ -158,7 +160,11 @@ def build_app_image(
 def build_builder_image(
     spec: AppSpec | None, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = say_line
 ) -> ImageResult:
-    """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label."""
+    """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label.
+
+    Its ``assemble`` compiles (mod_wsgi, uWSGI), so the builder keeps the compilers and headers, and the images it
+    makes are the builder committed (see :mod:`warptasks.image.s2i` for what the S2I flow allows there).
+    """
     started = time.monotonic()
     name = img.parse_image_name(options.tag or "warp-builder:latest")
     client = client or engine()
