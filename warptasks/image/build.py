@@ -10,6 +10,9 @@ and :func:`warptasks.plan.plan_build` plans the build, as it does locally.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
@@ -19,13 +22,26 @@ from pathlib import Path
 
 import docker
 
+from .. import __version__
 from ..detect import AppSpec
+from ..errors import WarpError
 from ..facts import Facts
 from ..plan import BuildOptions, Plan, env_paths, plan_build
 from ..sourcefiles import GIT
 from . import dockerfile as img
 from .context import build_context
-from .engine import EngineBuild, ImageOptions, Say, engine, engine_build, ensure_base_image, probe_image, say_line, tag_image
+from .engine import (
+    EngineBuild,
+    ImageOptions,
+    Say,
+    engine,
+    engine_build,
+    ensure_base_image,
+    probe_image,
+    probe_image_data,
+    say_line,
+    tag_image,
+)
 from .wheel import warptasks_wheel
 
 
@@ -108,15 +124,32 @@ def _prepare(
     return build, wheel, notes, base_facts
 
 
-def image_facts(client: docker.DockerClient, image_id: str) -> Facts:
-    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
+def image_facts(client: docker.DockerClient, image_id: str, cache: Path | None = None) -> Facts:
+    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user).
+
+    An image never changes under its id, so what the probe read in it is kept under ``cache`` (default: the user's
+    cache folder), keyed by the id and the request: a code-only rebuild, whose prefix image is the cached one, does
+    not start a container to read them again.
+    """
     root, envs = env_paths(img.PROJECT, ".warp", "")
-    return probe_image(
-        client,
-        image_id,
-        f"{img.WARP_HOME}/bin/python",
-        {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]},
-    )
+    python = f"{img.WARP_HOME}/bin/python"
+    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]}
+    folder = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warptasks" / "image-facts"
+    key = hashlib.sha256(json.dumps([image_id, python, request, __version__], sort_keys=True).encode()).hexdigest()
+    path = folder / f"{key}.json"
+    try:
+        return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, WarpError):
+        pass
+    data = probe_image_data(client, image_id, python, request)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next build a probe
+    return Facts.parse(data)
 
 
 def build_app_image(

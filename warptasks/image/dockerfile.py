@@ -371,13 +371,20 @@ def runtime_dockerfile(build: ImageBuild) -> str:
     then the app. The server's graceful stop signal is docker's stop signal; dumb-init (PID 1) passes it to the
     server, which the entry point execs.
     """
-    lines = [f"FROM {build.base_image}", *(f"ARG {name}" for name in build.build_args), "USER root"]
+    # ENV first: a first step the build stage never has. Steps the two chains shared (the ARGs, USER root) would make
+    # them one chain in the engine's cache, and after a --no-cache build the runtime's copy of them, the newest, would
+    # be the parent the build stage's next step is looked up under, and not found: one full rebuild.
+    lines = [
+        f"FROM {build.base_image}",
+        f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH={WARP_HOME}/bin:$PATH PYTHONUNBUFFERED=1 LANG=C.UTF-8",
+        *(f"ARG {name}" for name in build.build_args),
+        "USER root",
+    ]
     if build.runtime_packages:
         if build.extra_files:
             lines.append("COPY warp/files/ /")
         lines.append(_packages_line(build.runtime_packages, slim=True))
     lines += [
-        f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH={WARP_HOME}/bin:$PATH PYTHONUNBUFFERED=1 LANG=C.UTF-8",
         f"COPY --from=deps {WARP_HOME}/bin/dumb-init {WARP_HOME}/bin/dumb-init",
         f"COPY warp/runtime/warp {WARP_HOME}/bin/warp",
         f"COPY warp/runtime/lib/ {RUNTIME_LIB}/",
