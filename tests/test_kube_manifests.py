@@ -253,3 +253,14 @@ def test_wrong_options_are_refused_with_what_to_do(tmp_path: Path, options: Kube
     with pytest.raises(ConfigError) as refused:
         plan_manifests(detect_app(str(root)), options)
     assert refused.value.hint
+
+
+def test_the_port_is_the_same_in_the_configmap_the_container_and_the_probes(tmp_path: Path) -> None:
+    bodies = _manifests(tmp_path, "flask-wsgi", KubeOptions(image=IMAGE, port=9000))
+    (config,) = _by_kind(bodies, "ConfigMap")
+    container = _by_kind(bodies, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert config["data"]["PORT"] == "9000"
+    assert container["ports"][0] == {"name": "http", "containerPort": 9000, "protocol": "TCP"}
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    with pytest.raises(ConfigError):
+        _manifests(tmp_path / "b", "flask-wsgi", KubeOptions(image=IMAGE, config={"PORT": "1"}))

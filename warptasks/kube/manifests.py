@@ -62,6 +62,7 @@ class KubeOptions:
     env_file_values: dict[str, str] = field(default_factory=dict)  # the --env-file's values: only ever in a Secret
     config: dict[str, str] = field(default_factory=dict)  # non-secret settings for the ConfigMap
     health_path: str = "/"
+    port: int = img.PORT  # the port the server listens on in the pod (PORT in the ConfigMap; the image's entry point reads it)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def container(spec: AppSpec, options: KubeOptions, name: str, kind: str, resourc
         "volumeMounts": mounts,
     }
     if kind == "web":
-        body["ports"] = [{"name": "http", "containerPort": img.PORT, "protocol": "TCP"}]
+        body["ports"] = [{"name": "http", "containerPort": options.port, "protocol": "TCP"}]
         body.update(_probes(spec, options))
     return body
 
@@ -303,7 +304,7 @@ def route(options: KubeOptions, name: str) -> dict[str, Any]:
 
 
 def config_map(options: KubeOptions, name: str) -> dict[str, Any]:
-    data = {"PORT": str(img.PORT), **options.config}
+    data = {**options.config, "PORT": str(options.port)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -391,6 +392,10 @@ def build_config(options: KubeOptions, name: str) -> dict[str, Any]:
 def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
     """Every manifest for ``spec``, in the order they are applied (configuration, the migration Job, the rest)."""
     name = app_name(spec, options.name)
+    if not 0 < options.port < 65536:
+        raise ConfigError(f"--port {options.port} is not a port number", "give a port from 1 to 65535 (default 8080)")
+    if "PORT" in options.config:
+        raise ConfigError("--config PORT=... would differ from the container's port", "use --port instead")
     if options.autoscale and not 1 <= options.autoscale[0] <= options.autoscale[1]:
         raise ConfigError(f"--autoscale {options.autoscale[0]}:{options.autoscale[1]} is not MIN:MAX", "e.g. --autoscale 2:10")
     if (options.builder or options.git) and not (options.openshift and options.builder and options.git):

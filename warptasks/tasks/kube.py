@@ -36,6 +36,7 @@ KUBE_HELP = {
     "env-file": "an environment file (NAME=VALUE lines) made into a Secret the pods read; its values never go "
     "into the ConfigMap; the Secret's file is written 0600: keep it out of version control",
     "config": "NAME=VALUE for the ConfigMap (non-secret settings); repeatable",
+    "port": "the port the server listens on in the pod (default 8080, the image's)",
     "health-path": "the path HTTP probes GET when the app has no ready/alive hook (default /)",
 }
 
@@ -97,6 +98,7 @@ def kube(
     env_file=None,
     config=None,
     health_path="/",
+    port=8080,
 ):
     """Write Kubernetes manifests (OpenShift's with --openshift) that run the image warp s2i built, as warp start would."""
     with reported():
@@ -124,6 +126,7 @@ def kube(
             env_file_values=_env_file(env_file),
             config=_pairs(config),
             health_path=health_path,
+            port=int(port),
         )
         manifests = plan_manifests(spec, options)
         for path in to_files(manifests, Path(out)):
