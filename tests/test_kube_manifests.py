@@ -8,6 +8,7 @@ the OpenShift API reference (route.openshift.io/v1, image.openshift.io/v1, build
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.cases import ASGI, FLASK_APP, WSGI, Exe, django_tree, write_tree
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.image import dockerfile as img
-from warptasks.kube import KubeOptions, plan_manifests, to_files
+from warptasks.kube import KubeOptions, plan_manifests, to_files, to_yaml
 from warptasks.kube.manifests import MEMORY_PER_PROCESS, WARP, MiB
 
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
@@ -264,3 +265,33 @@ def test_the_port_is_the_same_in_the_configmap_the_container_and_the_probes(tmp_
     assert container["readinessProbe"]["httpGet"]["port"] == "http"
     with pytest.raises(ConfigError):
         _manifests(tmp_path / "b", "flask-wsgi", KubeOptions(image=IMAGE, config={"PORT": "1"}))
+
+
+def test_the_openshift_build_flow_runs_the_image_stream_s_latest_build(tmp_path: Path) -> None:
+    options = KubeOptions(image="", openshift=True, builder="warp-builder", git="https://git.example.com/shop.git")
+    bodies = _manifests(tmp_path, "django", options)
+    web = _by_kind(bodies, "Deployment")[0]
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "django:latest"
+    (trigger,) = json.loads(web["metadata"]["annotations"]["image.openshift.io/triggers"])
+    assert trigger["from"] == {"kind": "ImageStreamTag", "name": "django:latest"}
+    assert _by_kind(bodies, "BuildConfig")[0]["spec"]["output"]["to"]["name"] == "django:latest"
+    for body in bodies:
+        if body["kind"] not in OPENSHIFT_KINDS:
+            kubernetes_validate.validate(body, KUBE_VERSIONS[-1], strict=True)
+    with pytest.raises(ConfigError):
+        _manifests(tmp_path / "b", "django", KubeOptions(image=""))
+
+
+def test_the_yaml_has_no_aliases_and_reads_back_as_the_manifest(tmp_path: Path) -> None:
+    for body in _manifests(tmp_path, "procfile-workers", OPTIONS["everything"]):
+        text = to_yaml(body)
+        assert "&id" not in text and "*id" not in text
+        assert yaml.safe_load(text) == body
+
+
+def test_an_autoscaled_deployment_leaves_its_replicas_to_the_autoscaler(tmp_path: Path) -> None:
+    bodies = _manifests(tmp_path, "django", OPTIONS["everything"])
+    web = next(d for d in _by_kind(bodies, "Deployment") if d["metadata"]["name"] == "django-web")
+    assert "replicas" not in web["spec"]
+    (hpa,) = _by_kind(bodies, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)

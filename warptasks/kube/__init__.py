@@ -5,6 +5,6 @@ Pure generation: :func:`~warptasks.kube.manifests.plan_manifests` turns the dete
 manifest, which :func:`~warptasks.kube.manifests.to_files` writes as YAML with a ``kustomization.yaml``.
 """
 
-from .manifests import KubeOptions, Manifest, plan_manifests, to_files
+from .manifests import KubeOptions, Manifest, plan_manifests, to_files, to_yaml
 
-__all__ = ["KubeOptions", "Manifest", "plan_manifests", "to_files"]
+__all__ = ["KubeOptions", "Manifest", "plan_manifests", "to_files", "to_yaml"]

@@ -15,10 +15,11 @@ paths) and the sizing from :mod:`warptasks.plan.resources`, so a pod runs the im
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 class KubeOptions:
     """What ``warp kube`` was asked for; every default gives a manifest set that applies as it is."""
 
-    image: str
+    image: str  # with builder: "" means the ImageStream's latest build (NAME:latest)
     name: str = ""  # default: from the project folder
     domain: str | None = None
     tls_secret: str | None = None  # an existing TLS secret; without it, cert-manager's issuer annotation
@@ -187,20 +188,32 @@ def deployment(spec: AppSpec, options: KubeOptions, name: str, kind: str) -> dic
     server_name, _why = resolve_server(spec)
     grace = math.ceil(server(server_name).stop_timeout) + 5  # the server's own graceful stop, then the entry point's exit
     selector = labels(name, kind)
-    replicas = options.replicas if kind == "web" else 1
+    # Under an autoscaler the Deployment leaves replicas to it: re-applying must not undo its scaling.
+    replicas = None if kind == "web" and options.autoscale else options.replicas if kind == "web" else 1
+    annotations = {"warptasks.io/workers": workers}
+    template: dict[str, Any] = {"labels": selector}
+    if options.builder:
+        # OpenShift rolls the Deployment out when a build pushes a new image to the ImageStreamTag, and resolves the
+        # container's image through the ImageStream (its lookupPolicy is local).
+        trigger = {
+            "from": {"kind": "ImageStreamTag", "name": f"{name}:latest"},
+            "fieldPath": f'spec.template.spec.containers[?(@.name=="{kind}")].image',
+        }
+        annotations["image.openshift.io/triggers"] = json.dumps([trigger])
+        template["annotations"] = {"alpha.image.policy.openshift.io/resolve-names": "*"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"{name}-{kind}", "labels": selector, "annotations": {"warptasks.io/workers": workers}},
+        "metadata": {"name": f"{name}-{kind}", "labels": selector, "annotations": annotations},
         "spec": {
-            "replicas": replicas,
+            **({"replicas": replicas} if replicas is not None else {}),
             "selector": {"matchLabels": selector},
             # A worker type (a clock) must never run twice: replaced, not rolled.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
             if kind == "web"
             else {"type": "Recreate"},
             "template": {
-                "metadata": {"labels": selector},
+                "metadata": template,
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
                     "securityContext": {"runAsNonRoot": True},
@@ -402,6 +415,10 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         raise ConfigError(
             "a BuildConfig needs --openshift, --builder and --git together", "e.g. --openshift --builder warp-builder --git URL"
         )
+    if not options.image:
+        if not options.builder:
+            raise ConfigError("warp kube needs the image the pods run", "pass --image, e.g. the --tag you gave warp s2i --push")
+        options = replace(options, image=f"{name}:latest")
     found: list[Manifest] = [Manifest("configmap.yaml", config_map(options, name))]
     if options.env_file_values:
         found.append(Manifest("secret.yaml", secret(options, name)))
@@ -432,6 +449,17 @@ def kustomization(manifests: Iterable[Manifest]) -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for people to read and diff: a dict used twice (labels, selectors) is written twice, never as an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(body: dict[str, Any]) -> str:
+    return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
+
+
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
     """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation."""
     import os
@@ -443,7 +471,7 @@ def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
         temp = path.with_name(path.name + ".tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if manifest.body.get("kind") == "Secret" else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(manifest.body, handle, sort_keys=False, default_flow_style=False)
+            handle.write(to_yaml(manifest.body))
         os.replace(temp, path)
         written.append(path)
     return written

@@ -18,7 +18,8 @@ from .report import OPTION_HELP, reported
 KUBE_HELP = {
     "project": OPTION_HELP["project"],
     "server": OPTION_HELP["server"],
-    "image": "the image the pods run, as pushed by warp s2i --push (registry.example.com/shop/web:1.4); required",
+    "image": "the image the pods run, as pushed by warp s2i --push (registry.example.com/shop/web:1.4); required "
+    "unless --builder makes OpenShift build it (then: the ImageStream's latest build)",
     "out": "the folder to write the manifests and kustomization.yaml into (default deploy/k8s)",
     "name": "the name of the objects (default: the project folder's name)",
     "domain": "serve the app at this host name: an Ingress (a Route with --openshift) with TLS",
@@ -104,12 +105,10 @@ def kube(
     with reported():
         from ..kube import KubeOptions, plan_manifests, to_files
 
-        if not image:
-            raise ConfigError("warp kube needs the image the pods run", "pass --image, e.g. the --tag you gave warp s2i --push")
         opts = Settings.resolve(c.config, project=project, server=server)
         spec = actions.detect(opts)
         options = KubeOptions(
-            image=image,
+            image=image or "",
             name=name,
             domain=domain,
             tls_secret=tls_secret,
