@@ -295,3 +295,9 @@ def test_an_autoscaled_deployment_leaves_its_replicas_to_the_autoscaler(tmp_path
     assert "replicas" not in web["spec"]
     (hpa,) = _by_kind(bodies, "HorizontalPodAutoscaler")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+
+
+def test_http_probes_ask_for_the_domain_so_allowed_hosts_lets_them_in(tmp_path: Path) -> None:
+    web = _by_kind(_manifests(tmp_path, "django", OPTIONS["everything"]), "Deployment")[0]
+    probe = web["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe["httpHeaders"] == [{"name": "Host", "value": "shop.example.com"}]

@@ -116,8 +116,10 @@ def _probe(container: Any, probe: dict[str, Any], port_names: dict[str, int]) ->
     get = probe["httpGet"]
     port = port_names.get(get["port"], get["port"])
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{get['path']}", headers=headers)
     try:
-        with opener.open(f"http://127.0.0.1:{port}{get['path']}", timeout=probe["timeoutSeconds"]) as response:
+        with opener.open(request, timeout=probe["timeoutSeconds"]) as response:
             return bool(200 <= response.status < 400)
     except urllib.error.HTTPError as error:
         return 200 <= error.code < 400

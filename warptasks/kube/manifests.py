@@ -130,6 +130,8 @@ def _probe(spec: AppSpec, hook: str, options: KubeOptions, **timing: int) -> dic
         action: dict[str, Any] = {"exec": {"command": [WARP, "health", hook]}}
     else:
         action = {"httpGet": {"path": options.health_path, "port": "http"}}
+        if options.domain:  # the kubelet's Host is the pod's address, which Django's ALLOWED_HOSTS refuses (400: unready)
+            action["httpGet"]["httpHeaders"] = [{"name": "Host", "value": options.domain}]
     return {**action, **timing}
 
 
