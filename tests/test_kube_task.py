@@ -54,3 +54,9 @@ def test_warp_kube_refuses_with_what_to_do(tmp_path: Path, argv: tuple[str, ...]
         tasks.ns["kube"](Context(), project=str(project), out=str(tmp_path / "out"), **options)
     assert exited.value.code == 1 and message in str(exited.value.message)
     assert not (tmp_path / "out").exists()
+
+
+def test_warp_kube_help_has_long_options_only(capsys: pytest.CaptureFixture[str]) -> None:
+    _warp("kube", "--help")
+    shown = capsys.readouterr().out
+    assert "--git-ref=STRING" in shown and "--=" not in shown and "--openshift" in shown

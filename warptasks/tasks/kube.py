@@ -76,7 +76,8 @@ def _env_file(path: str | None) -> dict[str, str]:
         raise ConfigError(str(exc), "each line is NAME=VALUE, or a # comment") from None
 
 
-@task(help=KUBE_HELP, iterable=["config"], klass=ImageTask)
+# Long options only: with this many, invoke's generated short flags run out of letters (git-ref got a bare "-").
+@task(help=KUBE_HELP, iterable=["config"], klass=ImageTask, auto_shortflags=False)
 def kube(
     c,
     image=None,
@@ -130,6 +131,9 @@ def kube(
         manifests = plan_manifests(spec, options)
         for path in to_files(manifests, Path(out)):
             print(f"wrote {path}")
+        if options.env_file_values:
+            secret = Path(out) / "secret.yaml"
+            print(f"note: {secret} holds the environment file's values (mode 0600): keep it out of version control")
         tool = "oc" if openshift else "kubectl"
         if any(m.body["kind"] == "Job" for m in manifests):
             job = next(m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Job")
