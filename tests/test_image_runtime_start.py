@@ -81,3 +81,26 @@ def test_the_entry_point_refuses_what_the_image_cannot_do(entry: ModuleType, cap
     assert entry.main(["warp", "start", "--processes", "3"]) == 2
     assert "docker run --cpus" in capsys.readouterr().err
     assert entry.main(["warp", "start", "--listen", "127.0.0.1"]) == 2
+
+
+def test_each_hook_is_in_the_start_data_alone_for_kubernetes_probes_and_the_migrate_job(tmp_path: Path) -> None:
+    data = _data(
+        tmp_path,
+        {"wsgi.py": WSGI, ".s2i/action_hooks/alive": Exe("#!/bin/sh\ntrue\n"), ".s2i/action_hooks/migrate": Exe("#!/bin/sh\n")},
+    )
+    assert set(data["hooks"]) == {"alive", "migrate"}
+    assert data["hooks"]["alive"]["argv"] == ["./.s2i/action_hooks/alive"]
+
+
+def test_warp_health_and_migrate_refuse_a_hook_the_image_lacks(
+    entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_file = tmp_path / "image-start.json"
+    data_file.write_text(json.dumps(_data(tmp_path)))
+    monkeypatch.setattr(entry, "DATA", str(data_file))
+    assert entry.main(["warp", "health", "ready"]) == 2
+    assert "no ready step" in capsys.readouterr().err
+    assert entry.main(["warp", "migrate"]) == 2
+    assert "no migrate step" in capsys.readouterr().err
+    assert entry.main(["warp", "health", "sideways"]) == 2
+    assert "ready or alive" in capsys.readouterr().err

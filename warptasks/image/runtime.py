@@ -9,7 +9,8 @@ standard-library entry point (:mod:`warptasks.scripts.image_start`) needs to sta
   limits and picks the step planned for the same processes and threads, whatever the server derives from them;
 - ``port``: the token that stands for the port in every step, checked to be one (else the port is fixed);
 - ``before`` (the deploy hook), ``health`` (the ready, else alive, hook), ``processes`` (Procfile process types),
-  and the server's ``capacity`` rule.
+  the server's ``capacity`` rule, and ``hooks``: the ready, alive and migrate commands the app has, each alone (a
+  Kubernetes readiness probe runs ``warp health ready``, a liveness probe ``warp health alive``, a Job ``warp migrate``).
 """
 
 from __future__ import annotations
@@ -108,8 +109,17 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
         "by_cpus": by_cpus,
         "before": before,
         "health": _step(health) if health else None,
+        "hooks": {
+            name: _step(hook) for name in ("ready", "alive", "migrate") if (hook := _hook(spec, project, facts, name, port))
+        },
         "processes": _process_types(spec, facts, options(port)),
     }
+
+
+def _hook(spec: AppSpec, project: str, facts: Facts, name: str, port: int) -> Step | None:
+    """A hook planned as ``warp NAME`` plans it (migrate: Django's without a hook): ``warp health NAME``, ``warp migrate``."""
+    assert facts.current
+    return plan_command(spec, project, facts.current, name, port)
 
 
 def _process_types(spec: AppSpec, facts: Facts, options: StartOptions) -> dict[str, Any]:

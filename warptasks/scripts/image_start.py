@@ -9,6 +9,8 @@ planned for that size, fills in ``$PORT`` and execs the server, so the server it
 
     warp start [TYPE]   the web server, or the Procfile's process type TYPE (worker, clock...)
     warp health         exit 0 when the app is healthy: its ready (else alive) hook, else an HTTP GET of the port
+    warp health HOOK    exit 0 when the app's ready or alive hook, alone, succeeds (Kubernetes' readiness/liveness)
+    warp migrate        the app's migrate step (its hook, or Django's migrate), once: a Kubernetes Job runs it
 
 ``warp start`` takes, and checks, the options the S2I ``run`` script passes (``--host``/``--listen`` 0.0.0.0,
 ``--port``, ``--project``); any other command or option is refused with what to do instead.
@@ -207,12 +209,36 @@ def start(args):
     _exec(step)
 
 
-def health(_args):
-    """Exit 0 when healthy. The app's hook decides when it has one; else any HTTP answer below 500 from the port."""
+def _hook(data, name):
+    """The hook ``name`` as the image planned it; refused when the app (or an image older than hooks data) has none."""
+    step = (data.get("hooks") or {}).get(name)
+    if step is None:
+        raise Refused(
+            "this image has no %s step" % name,
+            "add .s2i/action_hooks/%s to the app (Django apps migrate without one) and rebuild the image with warp s2i" % name,
+        )
+    return step
+
+
+def migrate(args):
+    if args:
+        raise Refused("warp migrate takes no arguments here, not %r" % args[0])
     data = _read_data()
     port = _port(data)
-    if data["health"]:
-        step = _filled(data["health"], data, port)
+    step = _filled(_hook(data, "migrate"), data, port)
+    print("migrate: %s" % step["why"], flush=True)
+    _exec(step)
+
+
+def health(args):
+    """Exit 0 when healthy. The app's hook decides when it has one (or the one named); else any HTTP answer below 500."""
+    if len(args) > 1 or (args and args[0] not in ("ready", "alive")):
+        raise Refused("warp health takes ready or alive, or nothing, not %r" % " ".join(args))
+    data = _read_data()
+    port = _port(data)
+    check = _hook(data, args[0]) if args else data["health"]
+    if check:
+        step = _filled(check, data, port)
         try:
             done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step), timeout=HEALTH_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
@@ -245,9 +271,12 @@ def main(argv):
             start(args)
         elif command == "health":
             return health(args)
+        elif command == "migrate":
+            migrate(args)
         else:
             raise Refused(
-                "this image's warp only starts the app (warp start [process type]); %r is not here" % (command or "(nothing)"),
+                "this image's warp only starts the app (warp start [process type], health, migrate); %r is not here"
+                % (command or "(nothing)"),
                 "run warp build, plan, exec and the rest where warptasks is installed, or with the builder image (warp builder)",
             )
     except Refused as refused:
