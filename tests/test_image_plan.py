@@ -212,7 +212,7 @@ def test_app_dockerfile_copies_dependency_files_before_installing_and_code_after
     text = img.app_dockerfile(image_build(system_packages=("apache2", "apache2-dev"), build_args=("PIP_INDEX_URL",)))
     lines = text.splitlines()
     order = [
-        "FROM python:3.11-slim",
+        "FROM python:3.11-slim AS deps",
         "ARG PIP_INDEX_URL",
         "USER root",
         "apache2-dev",
@@ -220,16 +220,43 @@ def test_app_dockerfile_copies_dependency_files_before_installing_and_code_after
         f"USER {img.USER_ID}",
         f"COPY --chown={img.USER_ID}:0 deps/ {img.PROJECT}/",
         "build/deps.sh\n",
+        "FROM deps AS build",
         f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/",
-        "build/app.sh\n",
-        "LABEL ",
+        "build/app.sh && sh",
+        "\nFROM python:3.11-slim\n",
         f'CMD ["{img.S2I_SCRIPTS}/run"]',
+        f"COPY --from=deps --chown={img.USER_ID}:0 {img.PROJECT}/.warp/envs/ {img.PROJECT}/.warp/envs/",
+        f"COPY --from=build --chown={img.USER_ID}:0 {img.STAGED}/ {img.PROJECT}/",
+        "LABEL ",
     ]
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions)
     assert f"EXPOSE {img.PORT}" in lines
     assert f'ENTRYPOINT ["{img.WARP_HOME}/bin/dumb-init", "--"]' in lines
-    assert lines[-2].startswith("LABEL ") and f'io.openshift.s2i.scripts-url="{img.SCRIPTS_URL}"' in lines[-2]
+    assert lines[-1].startswith("LABEL ") and f'io.openshift.s2i.scripts-url="{img.SCRIPTS_URL}"' in lines[-1]
+
+
+def test_the_runtime_stage_has_no_compiler_no_warptasks_and_stops_with_the_servers_signal() -> None:
+    build = image_build(
+        system_packages=("apache2", "apache2-dev", "gcc"), runtime_packages=("apache2-bin",), stop_signal="SIGWINCH"
+    )
+    runtime = img.app_dockerfile(build).split("\nFROM python:3.11-slim\n", 1)[1]
+    assert "apache2-bin" in runtime and "apache2-dev" not in runtime and "gcc" not in runtime
+    assert "warp-wheel" not in runtime and "pip install" not in runtime
+    assert "STOPSIGNAL SIGWINCH" in runtime.splitlines()
+    health = next(line for line in runtime.splitlines() if line.startswith("HEALTHCHECK "))
+    assert health.endswith('CMD ["/usr/local/bin/python3.11", "-I", "/opt/warptasks/lib/image_start.py", "health"]')
+    # The environment is copied before the code, so a code-only change reuses its layer.
+    assert runtime.index("--from=deps --chown=1001:0 /opt/app-root/src/.warp/envs/") < runtime.index(f"{img.STAGED}/ ")
+
+
+def test_runtime_packages_are_what_the_server_loads_never_its_compiler() -> None:
+    lacking = facts(apxs=None, cc=None)  # Debian's own Python (prefix /usr): mod_wsgi links its shared libpython
+    assert img.runtime_packages("mod_wsgi", lacking, "apt-get") == ("apache2-bin", "media-types", "libpython3.11")
+    official = facts(apxs=None, cc=None, python={**PROBE_FACTS["python"], "prefix": "/usr/local"})
+    assert img.runtime_packages("mod_wsgi", official, "apt-get") == ("apache2-bin", "media-types")
+    assert img.runtime_packages("gunicorn", lacking, "apt-get") == ()
+    assert img.runtime_packages("mod_wsgi", facts(apxs="/usr/bin/apxs", cc="/usr/bin/cc"), "apt-get") == ()
 
 
 def test_a_base_with_what_the_server_needs_gets_no_apt_get() -> None:

@@ -112,11 +112,19 @@ class Running:
 
 
 @contextmanager
-def serving(client: docker.DockerClient, image: str, *, user: str | None = None, wait: float = 60) -> Iterator[Running]:
-    """Run ``image`` on the host network on a free port and wait (bounded) until it answers HTTP."""
+def serving(
+    client: docker.DockerClient, image: str, *, user: str | None = None, wait: float = 60, **run: Any
+) -> Iterator[Running]:
+    """Run ``image`` on the host network on a free port and wait (bounded) until it answers HTTP; ``run``: more options."""
     port = free_port()
     container = client.containers.run(
-        image, detach=True, network_mode="host", environment={"PORT": str(port)}, user=user, labels={"warptasks-test": "image"}
+        image,
+        detach=True,
+        network_mode="host",
+        environment={"PORT": str(port)},
+        user=user,
+        labels={"warptasks-test": "image"},
+        **run,
     )
     running = Running(container, port)
     try:

@@ -1,29 +1,47 @@
 """Application and S2I builder images: the same build plan as ``warp build``, run by the engine.
 
 An application image is built in two phases, each a cached layer: the
-dependencies (from the dependency files alone), then the code. Facts about the
+dependencies (from the dependency files alone), then the code; its runtime
+stage then takes what runs, without the compilers or warptasks (see
+:mod:`warptasks.image.dockerfile`). Facts about the
 base image and about warptasks' own environment in it are read with the probe,
 and :func:`warptasks.plan.plan_build` plans the build, as it does locally.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
 
+from .. import __version__
 from ..detect import AppSpec
+from ..errors import WarpError
 from ..facts import Facts
 from ..plan import BuildOptions, Plan, env_paths, plan_build
 from ..sourcefiles import GIT
 from . import dockerfile as img
 from .context import build_context
-from .engine import EngineBuild, ImageOptions, Say, engine, engine_build, ensure_base_image, probe_image, say_line, tag_image
+from .engine import (
+    EngineBuild,
+    ImageOptions,
+    Say,
+    engine,
+    engine_build,
+    ensure_base_image,
+    probe_image,
+    probe_image_data,
+    say_line,
+    tag_image,
+)
 from .wheel import warptasks_wheel
 
 
@@ -49,6 +67,19 @@ def git_commit(root: str) -> str | None:
     return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
 
 
+def git_source(root: str) -> str | None:
+    """The URL of the repository's ``origin`` remote, without any credentials in it; None without one."""
+    try:
+        argv = [*GIT, "-C", root, "remote", "get-url", "origin"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip()
+    if done.returncode != 0 or not url:
+        return None
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)  # https://user:token@host/... keeps no user or token
+
+
 def _local_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -68,6 +99,7 @@ def _prepare(
     ensure_base_image(client, base, options.pull, say)
     base_facts = probe_image(client, base, "python3", {})
     packages, packages_why = img.system_packages(server, base_facts, base_facts.package_manager)
+    runtime = img.runtime_packages(server, base_facts, base_facts.package_manager)
     wheel_name, wheel = warptasks_wheel()
     build = img.ImageBuild(
         base,
@@ -79,20 +111,45 @@ def _prepare(
         tuple(sorted(options.build_env)),
         tuple(sorted(options.extra_files)),
         None if builder else options.server,
+        runtime,
+        img.server(server).stop_signal,
     )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
+    if not builder:
+        notes.append(
+            "runtime stage: {} on the base, the environment, the app; no compiler, no warptasks".format(
+                "installs " + " ".join(runtime) if runtime else "nothing installed"
+            )
+        )
     return build, wheel, notes, base_facts
 
 
-def image_facts(client: docker.DockerClient, image_id: str) -> Facts:
-    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
+def image_facts(client: docker.DockerClient, image_id: str, cache: Path | None = None) -> Facts:
+    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user).
+
+    An image never changes under its id, so what the probe read in it is kept under ``cache`` (default: the user's
+    cache folder), keyed by the id and the request: a code-only rebuild, whose prefix image is the cached one, does
+    not start a container to read them again.
+    """
     root, envs = env_paths(img.PROJECT, ".warp", "")
-    return probe_image(
-        client,
-        image_id,
-        f"{img.WARP_HOME}/bin/python",
-        {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]},
-    )
+    python = f"{img.WARP_HOME}/bin/python"
+    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]}
+    folder = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warptasks" / "image-facts"
+    key = hashlib.sha256(json.dumps([image_id, python, request, __version__], sort_keys=True).encode()).hexdigest()
+    path = folder / f"{key}.json"
+    try:
+        return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, WarpError):
+        pass
+    data = probe_image_data(client, image_id, python, request)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next build a probe
+    return Facts.parse(data)
 
 
 def build_app_image(
@@ -119,8 +176,13 @@ def build_app_image(
         say(notes[-1])
     for note in plan.notes:
         say(note)
+    build = replace(build, labels=build.labels | img.oci_labels(spec, name, build.labels, git_source(spec.root)))
     dockerfile = img.app_dockerfile(build)
-    scripts = {"deps.sh": img.phase_script(plan, "deps"), "app.sh": img.phase_script(plan, "app")}
+    scripts = {
+        "deps.sh": img.phase_script(plan, "deps"),
+        "app.sh": img.phase_script(plan, "app"),
+        "runtime.sh": img.runtime_script(build),
+    }
     context = build_context(dockerfile, build, wheel, options.extra_files, (Path(spec.root), first, rest), scripts)
     result = engine_build(client, context, options, say)
     tag_image(client, result.image_id, name)
@@ -131,7 +193,11 @@ def build_app_image(
 def build_builder_image(
     spec: AppSpec | None, options: ImageOptions, *, client: docker.DockerClient | None = None, say: Say = say_line
 ) -> ImageResult:
-    """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label."""
+    """Build the S2I builder image: warptasks and the server's system needs on the base image, scripts at the label.
+
+    Its ``assemble`` compiles (mod_wsgi, uWSGI), so the builder keeps the compilers and headers, and the images it
+    makes are the builder committed (see :mod:`warptasks.image.s2i` for what the S2I flow allows there).
+    """
     started = time.monotonic()
     name = img.parse_image_name(options.tag or "warp-builder:latest")
     client = client or engine()

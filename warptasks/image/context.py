@@ -55,6 +55,18 @@ def s2i_scripts() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in ("assemble", "run", "save-artifacts", "usage")}
 
 
+def runtime_files(build: img.ImageBuild) -> dict[str, bytes]:
+    """The runtime stage's own files, by context path: ``warp`` (the entry point) and the modules it loads by path."""
+    scripts, plan = package_files("warptasks.scripts"), package_files("warptasks.plan")
+    return {
+        "warp/runtime/warp": img.warp_command(build).encode(),
+        "warp/runtime/lib/image_start.py": scripts.joinpath("image_start.py").read_bytes(),
+        "warp/runtime/lib/probe.py": scripts.joinpath("probe.py").read_bytes(),
+        # The worker sizing warp start uses, the file itself (standard library only), not a copy of its logic.
+        "warp/runtime/lib/resources.py": plan.joinpath("resources.py").read_bytes(),
+    }
+
+
 def _prefix_context(archive: tarfile.TarFile, build: img.ImageBuild, wheel: bytes, extra_files: dict[str, bytes]) -> None:
     tar_add(archive, f"warp/{build.wheel}", wheel)
     for name, data in s2i_scripts().items():
@@ -79,6 +91,9 @@ def build_context(
         _prefix_context(archive, build, wheel, extra_files)
         for name, text in (scripts or {}).items():
             tar_add(archive, f"warp/build/{name}", text.encode())
+        if tree:
+            for path, data in runtime_files(build).items():
+                tar_add(archive, path, data, 0o755)
         if tree:
             root, first, rest = tree
             tar_dir(archive, "deps")

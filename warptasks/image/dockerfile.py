@@ -6,6 +6,17 @@ locally: the plan's steps are written, through
 :func:`warptasks.plan.command_line`, into one shell script per phase, and
 the Dockerfile runs the dependency phase after copying only the files it
 depends on, so a change to application code alone reuses that layer.
+
+An application image is multi-stage. The ``build`` stage has warptasks, the
+compilers and headers, and runs both phases; it then renders the start plan
+to data (:mod:`warptasks.image.runtime`). The runtime stage starts again from
+the base image with only the server's runtime packages, and gets the built
+environment (copied from the ``deps`` stage, so a code-only change reuses that
+layer), the app with its collected static files and start data, and a
+standard-library entry point (:mod:`warptasks.scripts.image_start`) that sizes
+the workers from the container's limits and execs the server. No warptasks,
+no SDKs, no compiler: ``warp`` in the runtime image is that entry point
+(``warp start [process type]``).
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import json
 import posixpath
 import re
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +44,24 @@ S2I_SCRIPTS = "/usr/libexec/s2i"
 SCRIPTS_URL = f"image://{S2I_SCRIPTS}"
 USER_ID = 1001
 PORT = 8080
+RUNTIME_LIB = f"{WARP_HOME}/lib"  # the runtime stage's entry point and the files it loads by path
+START_DATA = f"{PROJECT}/.warp/image-start.json"  # the start plan rendered in the build stage
+STAGED = f"{APP_ROOT}/runtime"  # the build stage's app, static files and start data, without the environments
+# Writable in a read-only container (docker run --read-only), as docker's --tmpfs arguments: /tmp and the server's
+# runtime folder (StartContext.runtime), where servers write at run time (Apache's config, pid and sockets;
+# mod_wsgi-express execs the apachectl it writes there, so that one must allow exec: docker's tmpfs is noexec).
+WRITABLE_PATHS = ("/tmp", f"{PROJECT}/.warp/run:exec")
+WRITABLE_LABEL = "io.warptasks.writable-paths"
+# docker's defaults (30 s apart, 3 failures) are slow to notice a dead app; a check must answer within the timeout.
+HEALTHCHECK_OPTIONS = "--interval=10s --timeout=8s --start-period=60s --retries=3"
 
 SERVER_VARIABLE = "INVOKE_WARP_SERVER"  # invoke's environment form of the warp.server setting
 
 # A compiled server needs the Python headers too where the base's Python is the distribution's own (prefix /usr):
 # Debian keeps them in python3-dev. Per package manager, as a server's own system packages are.
 PYTHON_HEADERS = {"apt-get": ("python3-dev",)}
+# ... and, to run, the shared libpython it links to, which a Debian base with python3 alone lacks ({version}: 3.11).
+PYTHON_SHARED = {"apt-get": ("libpython{version}",)}
 
 _REFERENCE = re.compile(
     r"^(?:(?P<domain>(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
@@ -147,6 +171,22 @@ def system_packages(name: str, facts: Facts, package_manager: str | None) -> tup
     return wanted, f"the base image lacks {needs.lacks} for {name}: installed with {package_manager}"
 
 
+def runtime_packages(name: str, facts: Facts, package_manager: str | None) -> tuple[str, ...]:
+    """What the runtime stage installs for server ``name``: what the built server loads, never a compiler or headers.
+
+    Nothing when the base has what the build needed (it was built on it: it runs on it), or when the server needs
+    nothing beyond Python.
+    """
+    chosen = server(name)
+    needs = chosen.system
+    if needs is None or all(getattr(facts, tool) for tool in needs.tools):
+        return ()
+    wanted = tuple(needs.runtime.get(package_manager or "", ()))
+    if chosen.compiled and facts.python.prefix == "/usr":
+        wanted += tuple(p.format(version=facts.python.version) for p in PYTHON_SHARED.get(package_manager or "", ()))
+    return wanted
+
+
 def phase_script(plan: Plan, phase: str) -> str:
     """A POSIX shell script running the plan's steps of ``phase``, each announced as ``warp build`` does.
 
@@ -162,7 +202,7 @@ def phase_script(plan: Plan, phase: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STEP_MARKER = re.compile(r"^\[(?P<phase>deps|app) (?P<number>\d+)/(?P<count>\d+)\] (?P<name>[^:]+): ")
+STEP_MARKER = re.compile(r"^\[(?P<phase>deps|app|runtime) (?P<number>\d+)/(?P<count>\d+)\] (?P<name>[^:]+): ")
 
 
 @dataclass(frozen=True)
@@ -180,6 +220,8 @@ class ImageBuild:
     build_args: tuple[str, ...] = ()
     extra_files: tuple[str, ...] = ()  # paths of files added before anything is installed (a CA bundle)
     server: str | None = None  # a server chosen with --server, which warp start in the image must be told too
+    runtime_packages: tuple[str, ...] = ()  # what the runtime stage installs (see runtime_packages)
+    stop_signal: str = "SIGTERM"  # the server's graceful stop (Server.stop_signal): docker stop sends it
 
 
 def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
@@ -207,17 +249,61 @@ def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, build
     return labels
 
 
-def prefix_dockerfile(build: ImageBuild) -> str:
+# The runtime stage's packages come without their manuals and translations (copyright files stay), and apt's caches
+# (tens of MB of package lists and .bin caches on a base without the docker-clean configuration) leave with the step.
+_SLIM_DPKG = (
+    "printf 'path-exclude=/usr/share/doc/*\\npath-include=/usr/share/doc/*/copyright\\npath-exclude=/usr/share/man/*\\n"
+    "path-exclude=/usr/share/locale/*\\npath-exclude=/usr/share/info/*\\n' > /etc/dpkg/dpkg.cfg.d/warp-runtime && "
+)
+
+
+def _packages_line(packages: tuple[str, ...], *, slim: bool = False) -> str:
+    return (
+        "RUN "
+        + (_SLIM_DPKG if slim else "")
+        + "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        + " ".join(packages)
+        + " && rm -rf /var/lib/apt/lists/*"
+        + (" /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log" if slim else "")
+    )
+
+
+def _user_line() -> str:
+    return (
+        f"RUN mkdir -p {PROJECT} && (getent passwd {USER_ID} >/dev/null || "
+        f"echo 'default:x:{USER_ID}:0:app user:{PROJECT}:/bin/sh' >> /etc/passwd) && "
+        f"chown -R {USER_ID}:0 {APP_ROOT} && chmod -R g+rwX {APP_ROOT}"
+    )
+
+
+def oci_labels(spec: AppSpec, name: ImageName, labels: dict[str, str], source: str | None) -> dict[str, str]:
+    """OCI's annotations next to OpenShift's: title, version, revision, source, created; and the writable paths.
+
+    ``version`` is the image's tag unless that is ``latest``, then the commit. ``created`` changes every build: it is
+    a label, after every layer, so it never costs a cached layer.
+    """
+    revision = labels.get("org.opencontainers.image.revision")
+    oci = {
+        "org.opencontainers.image.title": Path(spec.root).name,
+        "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        WRITABLE_LABEL: " ".join(WRITABLE_PATHS),
+    }
+    version = name.tag if name.tag != "latest" else revision
+    if version:
+        oci["org.opencontainers.image.version"] = version
+    if source:
+        oci["org.opencontainers.image.source"] = source
+    return oci
+
+
+def prefix_dockerfile(build: ImageBuild, stage: str = "") -> str:
     """The part shared by application and builder images: base, system packages, warptasks, the user, S2I scripts."""
-    lines = [f"FROM {build.base_image}", *(f"ARG {name}" for name in build.build_args), "USER root"]
+    lines = [f"FROM {build.base_image}" + (f" AS {stage}" if stage else ""), *(f"ARG {name}" for name in build.build_args)]
+    lines.append("USER root")
     if build.extra_files:
         lines.append("COPY warp/files/ /")
     if build.system_packages:
-        lines.append(
-            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-            + " ".join(build.system_packages)
-            + " && rm -rf /var/lib/apt/lists/*"
-        )
+        lines.append(_packages_line(build.system_packages))
     lines += [
         f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH=$PATH:{WARP_HOME}/bin PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 "
         "UV_NO_CACHE=1 LANG=C.UTF-8",
@@ -225,9 +311,7 @@ def prefix_dockerfile(build: ImageBuild) -> str:
         # warptasks gets its own environment, so the app's never sees it; dumb-init becomes PID 1.
         f"RUN {shlex.quote(build.python)} -m venv {WARP_HOME} && {WARP_HOME}/bin/python -m pip install --no-cache-dir "
         f"/tmp/warp-wheel/{build.wheel} dumb-init && rm -rf /tmp/warp-wheel",
-        f"RUN mkdir -p {PROJECT} && (getent passwd {USER_ID} >/dev/null || "
-        f"echo 'default:x:{USER_ID}:0:app user:{PROJECT}:/bin/sh' >> /etc/passwd) && "
-        f"chown -R {USER_ID}:0 {APP_ROOT} && chmod -R g+rwX {APP_ROOT}",
+        _user_line(),
         f"COPY warp/s2i/ {S2I_SCRIPTS}/",
         f"RUN chmod 755 {S2I_SCRIPTS}/*",
         f"WORKDIR {PROJECT}",
@@ -239,20 +323,96 @@ def prefix_dockerfile(build: ImageBuild) -> str:
 
 
 def app_dockerfile(build: ImageBuild) -> str:
-    """Prefix, then the dependency phase on the dependency files alone, then the code and the app phase."""
+    """The build stages (prefix, dependency phase, app phase), then the runtime stage.
+
+    Stages ``deps`` and ``build``: the dependency phase on the dependency files alone, then the code, the app phase and
+    the start data (``warp/build/runtime.sh``, see :func:`runtime_script`). The runtime stage: see
+    :func:`runtime_dockerfile`.
+    """
     lines = [
-        prefix_dockerfile(build).rstrip("\n"),
+        prefix_dockerfile(build, "deps").rstrip("\n"),
         f"COPY --chown={USER_ID}:0 deps/ {PROJECT}/",
         f"COPY warp/build/deps.sh {WARP_HOME}/build/deps.sh",
         f"RUN sh {WARP_HOME}/build/deps.sh",
+        "",
+        "FROM deps AS build",
         f"COPY --chown={USER_ID}:0 src/ {PROJECT}/",
-        f"COPY warp/build/app.sh {WARP_HOME}/build/app.sh",
-        f"RUN sh {WARP_HOME}/build/app.sh",
+        f"COPY warp/build/app.sh warp/build/runtime.sh {WARP_HOME}/build/",
         *server_env_lines(build.server),
-        _labels_line(build.labels),
-        f'CMD ["{S2I_SCRIPTS}/run"]',
+        # One RUN: each costs a container start and a commit, and the code-only rebuild is what developers wait for.
+        f"RUN sh {WARP_HOME}/build/app.sh && sh {WARP_HOME}/build/runtime.sh",
+        "",
+        runtime_dockerfile(build).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
+
+
+def runtime_script(build: ImageBuild) -> str:
+    """The build stage's last step: the start plan as data, then the app staged for the runtime stage.
+
+    The environments (``.warp/envs``) stay out of the staged copy: the runtime stage copies them from the ``deps``
+    stage, a layer that a change to the code alone leaves as it was.
+    """
+    render = shlex.join([f"{WARP_HOME}/bin/python", "-m", "warptasks.image.runtime", PROJECT, START_DATA])
+    return (
+        "set -e\numask 002\n"
+        "echo '[runtime 1/2] start data: the start plan as data, for the runtime stage'\n"
+        f"{render}\n"
+        "echo '[runtime 2/2] stage: the app, its static files and start data, for the runtime stage'\n"
+        f"mkdir -p {STAGED}\n"
+        f"tar -C {PROJECT} --exclude=./.warp/envs --exclude=./.warp/run --exclude=./.cache -cf - . | tar -C {STAGED} -xf -\n"
+    )
+
+
+def runtime_dockerfile(build: ImageBuild) -> str:
+    """The runtime stage: the base, the server's runtime packages, the environment, the app, the entry point.
+
+    Layers change from the least often to the most: packages, entry point, environment (from the ``deps`` stage),
+    then the app. The server's graceful stop signal is docker's stop signal; dumb-init (PID 1) passes it to the
+    server, which the entry point execs.
+    """
+    # ENV first: a first step the build stage never has. Steps the two chains shared (the ARGs, USER root) would make
+    # them one chain in the engine's cache, and after a --no-cache build the runtime's copy of them, the newest, would
+    # be the parent the build stage's next step is looked up under, and not found: one full rebuild.
+    lines = [
+        f"FROM {build.base_image}",
+        f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH={WARP_HOME}/bin:$PATH PYTHONUNBUFFERED=1 LANG=C.UTF-8",
+        *(f"ARG {name}" for name in build.build_args),
+        "USER root",
+    ]
+    if build.runtime_packages:
+        if build.extra_files:
+            lines.append("COPY warp/files/ /")
+        lines.append(_packages_line(build.runtime_packages, slim=True))
+    lines += [
+        f"COPY --from=deps {WARP_HOME}/bin/dumb-init {WARP_HOME}/bin/dumb-init",
+        f"COPY warp/runtime/warp {WARP_HOME}/bin/warp",
+        f"COPY warp/runtime/lib/ {RUNTIME_LIB}/",
+        f"COPY warp/s2i/run {S2I_SCRIPTS}/run",
+        _user_line(),
+        # Settings before the copies: each is a step the engine re-runs when a step before it changed.
+        f"WORKDIR {PROJECT}",
+        f"USER {USER_ID}",
+        f"EXPOSE {PORT}",
+        f"STOPSIGNAL {build.stop_signal}",
+        f"HEALTHCHECK {HEALTHCHECK_OPTIONS} CMD " + json.dumps(health_command(build)),
+        f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
+        f'CMD ["{S2I_SCRIPTS}/run"]',
+        f"COPY --from=deps --chown={USER_ID}:0 {PROJECT}/.warp/envs/ {PROJECT}/.warp/envs/",
+        f"COPY --from=build --chown={USER_ID}:0 {STAGED}/ {PROJECT}/",
+        _labels_line(build.labels),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def health_command(build: ImageBuild) -> list[str]:
+    """The HEALTHCHECK: the app's ready (else alive) hook, else an HTTP GET of the port, by the entry point."""
+    return [build.python, "-I", f"{RUNTIME_LIB}/image_start.py", "health"]
+
+
+def warp_command(build: ImageBuild) -> str:
+    """``warp`` in the runtime image: the entry point, run by the base's Python (the one the environment was made with)."""
+    return f'#!/bin/sh\nexec {shlex.quote(build.python)} -I {RUNTIME_LIB}/image_start.py "$@"\n'
 
 
 def server_env_lines(server: str | None) -> list[str]:

@@ -123,6 +123,11 @@ _TOOLS = 'for t in apt-get cc gcc; do command -v "$t" || true; done'
 
 def probe_image(client: docker.DockerClient, image: str, python: str, request: dict[str, Any]) -> Facts:
     """Facts about ``image``, read by warptasks' probe in a throwaway container (no network)."""
+    return Facts.parse(probe_image_data(client, image, python, request))
+
+
+def probe_image_data(client: docker.DockerClient, image: str, python: str, request: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`probe_image` parses: the probe's output, with the package manager and the C compiler."""
 
     script = f'"$1" -c "$2" "$3" && echo && {_TOOLS}'
     try:
@@ -149,7 +154,7 @@ def probe_image(client: docker.DockerClient, image: str, python: str, request: d
     tools = {Path(line.strip()).name: line.strip() for line in lines[1:] if line.strip()}
     facts["package_manager"] = "apt-get" if "apt-get" in tools else None
     facts["cc"] = tools.get("cc") or tools.get("gcc")
-    return Facts.parse(facts)
+    return facts
 
 
 def tag_image(client: docker.DockerClient, image_id: str, name: img.ImageName) -> None:

@@ -3,6 +3,23 @@
 ``--incremental`` first runs the previous image's ``save-artifacts`` and puts
 what it saved (the built environment) where ``assemble`` restores it from, so
 unchanged dependencies are not installed again.
+
+What the S2I flow allows for the images it makes: an S2I image is the builder
+container, committed after ``assemble``, so it keeps all the builder has (the
+compilers and headers ``assemble`` needs for mod_wsgi, warptasks and its SDKs):
+``warp s2i`` without ``--builder`` makes the small multi-stage image instead. A
+commit can set CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME and WORKDIR,
+not STOPSIGNAL or HEALTHCHECK, so those come from the builder image, which is
+built before any app, for any server. The s2i tool itself can do better
+(``s2i build ... --runtime-image IMAGE --runtime-artifact PATH``): it copies
+the named paths from the assembled builder container into the WORKDIR of a
+container of a runtime image, runs that image's ``assemble-runtime`` script as
+its USER, and commits that one. It rewrites the copies' modes (0755 for folders
+and executables, 0644 for the rest), and refuses to combine it with an
+incremental build. For warptasks that would take a runtime image with the
+same base (the same Python at the same path, as a virtualenv needs),
+``/opt/app-root/src`` as the artifact, and an ``assemble-runtime`` that gives
+group 0 its write access back; not built yet.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ from ..detect import AppSpec
 from ..errors import ConfigError, StepFailed
 from ..run.executor import tail
 from . import dockerfile as img
-from .build import ImageResult, git_commit
+from .build import ImageResult, git_commit, git_source
 from .context import moved_under, source_tar
 from .engine import ImageOptions, Say, engine, say_line, tag_image
 
@@ -90,6 +107,7 @@ def s2i_build(
                 exit_code=status,
             )
         labels = img.image_labels(spec, img.server_of(spec), git_commit(spec.root), builder=False)
+        labels |= img.oci_labels(spec, name, labels, git_source(spec.root))
         changes = [f'CMD ["{img.S2I_SCRIPTS}/run"]', f"USER {img.USER_ID}", *img.server_env_lines(options.server)]
         changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         committed = container.commit(changes=changes)

@@ -2,15 +2,22 @@
 
 Pure functions over the :class:`~warptasks.facts.Facts` :mod:`warptasks.scripts.probe`
 reads (cgroup v1 and v2 limits, CPU affinity, /proc/meminfo).
+
+Standard library only, and importable by path (no package-relative import at run
+time): an application image ships this file beside its entry point
+(:mod:`warptasks.scripts.image_start`), which sizes the workers with these same
+functions from the container's own limits when it starts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..facts import Facts
-from ..servers import Server
+if TYPE_CHECKING:  # types only: at run time any object with the same attributes will do
+    from ..facts import Facts
+    from ..servers import Server
 
 MiB = 1024 * 1024
 # A Django worker process with its imports takes about this much; used to

@@ -16,6 +16,8 @@ syntax a target may have (see pyproject's ruff settings).
 - ``front.py``: Caddy as a host's front, one per host, a site per app (not yet used by deploys).
 - ``warp_app.py``, ``gunicorn_conf.py``: loaded by servers from the environment.
 - ``django_static.py``: Django's collectstatic, with a STATIC_ROOT supplied.
+- ``image_start.py``: ``warp`` in an application image's runtime stage: starts the app from the start data rendered
+  at build time, sizing the workers with ``plan/resources.py`` (shipped beside it), and is the HEALTHCHECK.
 - ``s2i/``: the S2I builder image's scripts.
 """
 

@@ -188,6 +188,15 @@ def record(request):
     os.replace(path + ".tmp", path)
 
 
+def resources():
+    """The CPUs and memory this process may use, raw: also read by an image's entry point to size its server."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {"cpu_count": os.cpu_count(), "affinity": affinity, "memtotal": _memtotal(), "cgroup": _cgroup()}
+
+
 def main(argv):
     request = json.loads(argv[1]) if len(argv) > 1 else {}
     if request.get("record"):
@@ -196,10 +205,6 @@ def main(argv):
     env_dir = request.get("env_dir", "")
     envs_dir = request.get("envs_dir", "")
     current = os.path.join(env_dir, "current") if env_dir else ""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
     uv = None
     for candidate in request.get("uv_candidates", []) + ["uv"]:
         found = shutil.which(candidate)
@@ -230,10 +235,7 @@ def main(argv):
         "home": os.path.expanduser("~"),
         "worker_accounts": _worker_accounts(),
         "cache_home": os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "cpu_count": os.cpu_count(),
-        "affinity": affinity,
-        "memtotal": _memtotal(),
-        "cgroup": _cgroup(),
+        **resources(),
         "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
         "current": os.path.realpath(current) if current and os.path.islink(current) else None,
         "complete_envs": _envs(envs_dir) if envs_dir else [],

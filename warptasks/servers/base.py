@@ -68,6 +68,9 @@ class SystemNeeds:
     has: str  # "the base image has {has}"
     lacks: str  # "the base image lacks {lacks}"
     needs: str  # "{server} needs {needs}, which the base image lacks"
+    # What a multi-stage image's runtime stage installs instead of ``packages`` (no compiler, no headers): per package
+    # manager, only what the built server loads when it runs.
+    runtime: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,8 @@ SERVER = Server(
         has="Apache's apxs and a C compiler for mod_wsgi",
         lacks="Apache and its development files (apxs) and a C compiler",
         needs="Apache development files (apxs) and a C compiler",
+        # Apache's server and modules (apache2-bin: no apache2-dev, no apxs) and /etc/mime.types its config names.
+        runtime={"apt-get": ("apache2-bin", "media-types")},
     ),
     drops_privileges=True,
     aliases=("mod_wsgi-express", "modwsgi"),

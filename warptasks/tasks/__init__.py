@@ -7,6 +7,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 
 - ``local.py``: plan, build, start, exec, shell, setup, migrate, verify, alive, ready.
 - ``image.py``: s2i, builder.
+- ``kube.py``: kube (Kubernetes and OpenShift manifests).
 - ``remote.py``: deploy, status, rollback, remove; config, restart, stop, audit (``start --host`` is local.py's).
 - ``console.py``: logs, and exec, shell and the hooks on hosts (``--host``).
 - ``report.py``: help texts and error reporting every task shares.
@@ -17,6 +18,7 @@ from invoke import Collection
 from ..settings import config_defaults
 from .console import logs
 from .image import builder, s2i
+from .kube import kube
 from .local import alive, build, exec_, migrate, plan, ready, setup, shell, start, verify
 from .remote import audit, config, deploy, remove, restart, rollback, status, stop
 
@@ -34,6 +36,7 @@ ns = Collection(
     ready,
     s2i,
     builder,
+    kube,
     deploy,
     status,
     rollback,

@@ -1,0 +1,106 @@
+"""The runtime image's start, without an engine: the start data rendered at build time, and the entry point using it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.cases import WSGI, Exe, facts, write_tree
+from warptasks.detect import detect_app
+from warptasks.image import dockerfile as img
+from warptasks.image.context import runtime_files
+from warptasks.image.runtime import MAX_CPUS, render
+
+ENV = f"{img.PROJECT}/.warp/envs/py3.11-abc"
+BUILT = facts(euid=1001, state={"server": "mod_wsgi", "env": ENV, "env_key": "abc", "kind": "wsgi"}, current=ENV)
+
+
+@pytest.fixture
+def entry(tmp_path: Path) -> ModuleType:
+    """image_start.py loaded from the files the runtime stage gets, laid out as the image has them."""
+    build = img.ImageBuild("python:3.11-slim", (), "/usr/local/bin/python3.11", "w.whl", {})
+    for path, data in runtime_files(build).items():
+        if path.startswith("warp/runtime/lib/"):
+            (tmp_path / Path(path).name).write_bytes(data)
+    spec = importlib.util.spec_from_file_location("image_start_under_test", tmp_path / "image_start.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _data(tmp_path: Path, files: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = detect_app(write_tree(tmp_path / "app", files or {"wsgi.py": WSGI}), server="mod_wsgi")
+    return json.loads(json.dumps(render(spec, BUILT, img.PROJECT)))
+
+
+def _raw(cpus: int, quota: str = "max 100000", memory: str = "max") -> dict[str, Any]:
+    return {
+        "cpu_count": cpus,
+        "affinity": cpus,
+        "memtotal": 8 * 2**30,
+        "cgroup": {"v2": {"cpu.max": [quota], "memory.max": [memory]}},
+    }
+
+
+def test_the_start_data_holds_one_server_step_per_size_and_the_port_as_a_token(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    assert len(data["by_cpus"]) == MAX_CPUS and len(data["servers"]) == MAX_CPUS  # mod_wsgi: one step per process count
+    assert data["stop_signal"] == "SIGWINCH" and data["port"] and data["health"] is None
+    argv = data["servers"][data["by_cpus"]["3"]]["argv"]
+    assert argv[argv.index("--processes") + 1] == "3" and argv[argv.index("--port") + 1] == data["port"]
+
+
+def test_the_entry_point_sizes_the_server_from_the_containers_cgroup_limits(entry: ModuleType, tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    step, notes = entry.sized_server(data, _raw(8, quota="150000 100000"))
+    argv = step["argv"]
+    assert argv[argv.index("--processes") + 1] == "2"  # a 1.5 CPU quota runs 2 processes, as warp start sizes it
+    assert any("cgroup CPU quota 1.5" in note for note in notes)
+    step, notes = entry.sized_server(data, _raw(8, memory=str(200 * 2**20)))
+    assert step["argv"][step["argv"].index("--processes") + 1] == "1"  # 200 MiB fits one process
+    filled = entry._filled(step, data, "9090")
+    assert filled["argv"][filled["argv"].index("--port") + 1] == "9090"
+
+
+def test_the_ready_hook_is_the_health_check(tmp_path: Path) -> None:
+    data = _data(tmp_path, {"wsgi.py": WSGI, ".s2i/action_hooks/ready": Exe("#!/bin/sh\ntrue\n")})
+    assert data["health"]["argv"] == ["./.s2i/action_hooks/ready"]
+
+
+def test_the_entry_point_refuses_what_the_image_cannot_do(entry: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert entry.main(["warp", "build"]) == 2
+    assert "only starts the app" in capsys.readouterr().err
+    assert entry.main(["warp", "start", "--processes", "3"]) == 2
+    assert "docker run --cpus" in capsys.readouterr().err
+    assert entry.main(["warp", "start", "--listen", "127.0.0.1"]) == 2
+
+
+def test_each_hook_is_in_the_start_data_alone_for_kubernetes_probes_and_the_migrate_job(tmp_path: Path) -> None:
+    data = _data(
+        tmp_path,
+        {"wsgi.py": WSGI, ".s2i/action_hooks/alive": Exe("#!/bin/sh\ntrue\n"), ".s2i/action_hooks/migrate": Exe("#!/bin/sh\n")},
+    )
+    assert set(data["hooks"]) == {"alive", "migrate"}
+    assert data["hooks"]["alive"]["argv"] == ["./.s2i/action_hooks/alive"]
+
+
+def test_warp_health_and_migrate_refuse_a_hook_the_image_lacks(
+    entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_file = tmp_path / "image-start.json"
+    data_file.write_text(json.dumps(_data(tmp_path)))
+    monkeypatch.setattr(entry, "DATA", str(data_file))
+    assert entry.main(["warp", "health", "ready"]) == 2
+    assert "no ready step" in capsys.readouterr().err
+    assert entry.main(["warp", "migrate"]) == 2
+    assert "no migrate step" in capsys.readouterr().err
+    assert entry.main(["warp", "health", "sideways"]) == 2
+    assert "ready or alive" in capsys.readouterr().err

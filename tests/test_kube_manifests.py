@@ -1,0 +1,303 @@
+"""warp kube's manifests, for a table of projects, validated offline against the Kubernetes OpenAPI schemas.
+
+kubernetes-validate bundles the JSON schemas of each Kubernetes version (no network): every manifest is checked,
+strictly (no field the schema lacks), against the oldest and newest versions it has that we support. OpenShift's
+Route, ImageStream and BuildConfig have no schema on PyPI: they get a strict check of the fields we emit against
+the OpenShift API reference (route.openshift.io/v1, image.openshift.io/v1, build.openshift.io/v1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.cases import ASGI, FLASK_APP, WSGI, Exe, django_tree, write_tree
+from warptasks.detect import detect_app
+from warptasks.errors import ConfigError
+from warptasks.image import dockerfile as img
+from warptasks.kube import KubeOptions, plan_manifests, to_files, to_yaml
+from warptasks.kube.manifests import MEMORY_PER_PROCESS, WARP, MiB
+
+KUBE_VERSIONS = ("1.29.0", "1.37.0")
+IMAGE = "registry.example.com/shop/web:1.4"
+
+PROJECTS: dict[str, dict[str, Any]] = {
+    "django": django_tree("STATIC_URL = '/static/'\n") | {"requirements.txt": "django\n"},
+    "flask-wsgi": {"wsgi.py": FLASK_APP.replace("app = ", "application = "), "requirements.txt": "flask\n"},
+    "asgi": {"asgi.py": ASGI, "requirements.txt": "uvicorn\n"},
+    "wsgi-hooks": {
+        "wsgi.py": WSGI,
+        "requirements.txt": "six\n",
+        ".s2i/action_hooks/ready": Exe("#!/bin/sh\nexit 0\n"),
+        ".s2i/action_hooks/alive": Exe("#!/bin/sh\nexit 0\n"),
+        ".s2i/action_hooks/migrate": Exe("#!/bin/sh\nexit 0\n"),
+    },
+    "procfile-workers": {
+        "wsgi.py": WSGI,
+        "requirements.txt": "six\n",
+        "Procfile": "worker: python worker.py\nclock: python clock.py\nrelease: python migrate.py\n",
+    },
+}
+OPTIONS = {
+    "plain": KubeOptions(image=IMAGE),
+    "everything": KubeOptions(
+        image=IMAGE,
+        domain="shop.example.com",
+        autoscale=(2, 10),
+        cpu="2",
+        env_file_values={"SECRET_KEY": "s3cr3t-value", "DATABASE_URL": "postgres://u:p@db/shop"},
+        config={"DJANGO_DEBUG": "0"},
+        ingress_class="nginx",
+    ),
+    "tls-secret": KubeOptions(image=IMAGE, domain="shop.example.com", tls_secret="shop-tls", cpu="500m", memory="1Gi"),
+    "openshift": KubeOptions(
+        image=IMAGE, domain="shop.example.com", openshift=True, builder="warp-builder", git="https://git.example.com/shop.git"
+    ),
+}
+OPENSHIFT_KINDS = {"Route", "ImageStream", "BuildConfig"}
+
+
+def _manifests(tmp_path: Path, project: str, options: KubeOptions) -> list[dict[str, Any]]:
+    root = write_tree(tmp_path / project, PROJECTS[project])
+    return [m.body for m in plan_manifests(detect_app(str(root)), options)]
+
+
+def _by_kind(bodies: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [b for b in bodies if b["kind"] == kind]
+
+
+def _strict(value: Any, allowed: Any, where: str) -> None:
+    """``value`` has only the fields ``allowed`` names, of its types: the structural check for OpenShift's kinds."""
+    if isinstance(allowed, dict):
+        assert isinstance(value, dict), f"{where}: not an object"
+        unknown = set(value) - set(allowed)
+        assert not unknown, f"{where}: fields not in the API reference: {sorted(unknown)}"
+        for key, item in value.items():
+            _strict(item, allowed[key], f"{where}.{key}")
+    elif isinstance(allowed, list):
+        assert isinstance(value, list), f"{where}: not a list"
+        for number, item in enumerate(value):
+            _strict(item, allowed[0], f"{where}[{number}]")
+    elif isinstance(allowed, set):
+        assert value in allowed, f"{where}: {value!r} is not one of {sorted(allowed)}"
+    else:
+        assert isinstance(value, allowed), f"{where}: {value!r} is not {allowed.__name__}"
+
+
+META = {
+    "name": str,
+    "labels": {"app.kubernetes.io/name": str, "app.kubernetes.io/component": str, "app.kubernetes.io/part-of": str},
+}
+# The fields of route.openshift.io/v1 Route, image.openshift.io/v1 ImageStream and build.openshift.io/v1 BuildConfig
+# that warp kube may emit, with their types and enumerations, from OpenShift's API reference.
+OPENSHIFT_FIELDS: dict[str, Any] = {
+    "Route": {
+        "apiVersion": {"route.openshift.io/v1"},
+        "kind": {"Route"},
+        "metadata": META,
+        "spec": {
+            "host": str,
+            "to": {"kind": {"Service"}, "name": str, "weight": int},
+            "port": {"targetPort": str},
+            "tls": {
+                "termination": {"edge", "passthrough", "reencrypt"},
+                "insecureEdgeTerminationPolicy": {"Allow", "None", "Redirect"},
+            },
+            "wildcardPolicy": {"None", "Subdomain"},
+        },
+    },
+    "ImageStream": {
+        "apiVersion": {"image.openshift.io/v1"},
+        "kind": {"ImageStream"},
+        "metadata": META,
+        "spec": {"lookupPolicy": {"local": bool}},
+    },
+    "BuildConfig": {
+        "apiVersion": {"build.openshift.io/v1"},
+        "kind": {"BuildConfig"},
+        "metadata": META,
+        "spec": {
+            "source": {"type": {"Git"}, "git": {"uri": str, "ref": str}},
+            "strategy": {
+                "type": {"Source"},
+                "sourceStrategy": {"from": {"kind": {"ImageStreamTag", "DockerImage"}, "name": str}},
+            },
+            "output": {"to": {"kind": {"ImageStreamTag"}, "name": str}},
+            "triggers": [
+                {
+                    "type": {"ConfigChange", "ImageChange", "GitHub", "GitLab", "Generic", "Bitbucket"},
+                    "imageChange": {},
+                    "github": {"secretReference": {"name": str}},
+                    "gitlab": {"secretReference": {"name": str}},
+                }
+            ],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("options_name", sorted(OPTIONS))
+@pytest.mark.parametrize("project", sorted(PROJECTS))
+def test_every_manifest_is_valid_for_two_kubernetes_versions(tmp_path: Path, project: str, options_name: str) -> None:
+    bodies = _manifests(tmp_path, project, OPTIONS[options_name])
+    for body in bodies:
+        if body["kind"] in OPENSHIFT_KINDS:
+            _strict(body, OPENSHIFT_FIELDS[body["kind"]], body["kind"])
+            continue
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(body, version, strict=True)
+
+
+def test_the_validator_refuses_a_wrong_manifest() -> None:
+    """The check can fail: an unknown field and a wrong type are caught, offline."""
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "two", "selector": {}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBE_VERSIONS[0], strict=True)
+    route = {"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "x"}, "spec": {"hosts": "a"}}
+    with pytest.raises(AssertionError):
+        _strict(route, OPENSHIFT_FIELDS["Route"], "Route")
+
+
+def test_the_web_container_runs_the_images_entry_point(tmp_path: Path) -> None:
+    (web,) = _by_kind(_manifests(tmp_path, "django", OPTIONS["plain"]), "Deployment")
+    pod = web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == [f"{img.WARP_HOME}/bin/dumb-init", "--"]
+    assert container["args"] == [WARP, "start", "web"]
+    assert container["ports"][0]["containerPort"] == img.PORT
+    assert "runAsUser" not in pod["securityContext"] and "runAsUser" not in container["securityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounted = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounted == {entry.split(":")[0] for entry in img.WRITABLE_PATHS}
+    assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_workers_get_their_own_deployment_that_never_runs_twice(tmp_path: Path) -> None:
+    bodies = _manifests(tmp_path, "procfile-workers", OPTIONS["plain"])
+    names = {d["metadata"]["name"]: d for d in _by_kind(bodies, "Deployment")}
+    assert set(names) == {"procfile-workers-web", "procfile-workers-worker", "procfile-workers-clock"}
+    clock = names["procfile-workers-clock"]
+    assert clock["spec"]["replicas"] == 1 and clock["spec"]["strategy"] == {"type": "Recreate"}
+    assert clock["spec"]["template"]["spec"]["containers"][0]["args"] == [WARP, "start", "clock"]
+    assert "livenessProbe" not in clock["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_hooks_become_exec_probes_and_without_them_http(tmp_path: Path) -> None:
+    hooked = _by_kind(_manifests(tmp_path, "wsgi-hooks", OPTIONS["plain"]), "Deployment")[0]
+    container = hooked["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["exec"]["command"] == [WARP, "health", "ready"]
+    assert container["livenessProbe"]["exec"]["command"] == [WARP, "health", "alive"]
+    plain = _by_kind(_manifests(tmp_path, "flask-wsgi", OPTIONS["plain"]), "Deployment")[0]
+    probe = plain["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/", "port": "http"}
+
+
+def test_memory_fits_the_processes_the_cpu_limit_starts(tmp_path: Path) -> None:
+    web = _by_kind(_manifests(tmp_path, "django", OPTIONS["everything"]), "Deployment")[0]
+    limits = web["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["cpu"] == "2"
+    assert int(limits["memory"].removesuffix("Mi")) * MiB >= 2 * MEMORY_PER_PROCESS
+    assert web["metadata"]["annotations"]["warptasks.io/workers"].startswith("2 process(es)")
+
+
+def test_secret_values_never_reach_the_configmap_and_the_secret_file_is_private(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "p", PROJECTS["django"])
+    manifests = plan_manifests(detect_app(str(root)), OPTIONS["everything"])
+    (config,) = [m.body for m in manifests if m.body["kind"] == "ConfigMap"]
+    assert "s3cr3t-value" not in yaml.safe_dump(config) and "SECRET_KEY" not in config["data"]
+    written = to_files(manifests, tmp_path / "out")
+    secret = tmp_path / "out" / "secret.yaml"
+    assert secret.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "out" / "configmap.yaml").stat().st_mode & 0o077 == 0o044
+    kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in written if p.name != "kustomization.yaml")
+
+
+def test_the_migrate_job_is_named_by_the_image(tmp_path: Path) -> None:
+    first = _by_kind(_manifests(tmp_path / "a", "django", KubeOptions(image=IMAGE)), "Job")[0]
+    again = _by_kind(_manifests(tmp_path / "b", "django", KubeOptions(image=IMAGE)), "Job")[0]
+    other = _by_kind(_manifests(tmp_path / "c", "django", KubeOptions(image=IMAGE.replace("1.4", "1.5"))), "Job")[0]
+    assert first["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
+    assert first["metadata"]["name"].startswith("django-migrate-1-4-")
+    assert first["spec"]["template"]["spec"]["containers"][0]["args"] == [WARP, "migrate"]
+    assert not _by_kind(_manifests(tmp_path / "d", "flask-wsgi", KubeOptions(image=IMAGE)), "Job")
+
+
+def test_tls_by_cert_manager_or_an_existing_secret(tmp_path: Path) -> None:
+    managed = _by_kind(_manifests(tmp_path / "a", "django", OPTIONS["everything"]), "Ingress")[0]
+    assert managed["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    given = _by_kind(_manifests(tmp_path / "b", "django", OPTIONS["tls-secret"]), "Ingress")[0]
+    assert "annotations" not in given["metadata"] and given["spec"]["tls"][0]["secretName"] == "shop-tls"
+    openshift = _manifests(tmp_path / "c", "django", OPTIONS["openshift"])
+    assert not _by_kind(openshift, "Ingress") and _by_kind(openshift, "Route")
+    build = _by_kind(openshift, "BuildConfig")[0]
+    assert build["spec"]["strategy"]["sourceStrategy"]["from"] == {"kind": "ImageStreamTag", "name": "warp-builder:latest"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        KubeOptions(image=IMAGE, cpu="lots"),
+        KubeOptions(image=IMAGE, memory="1GB"),
+        KubeOptions(image=IMAGE, autoscale=(5, 2)),
+        KubeOptions(image=IMAGE, builder="warp-builder"),
+        KubeOptions(image=IMAGE, name="Not_A_Name"),
+    ],
+)
+def test_wrong_options_are_refused_with_what_to_do(tmp_path: Path, options: KubeOptions) -> None:
+    root = write_tree(tmp_path / "p", PROJECTS["flask-wsgi"])
+    with pytest.raises(ConfigError) as refused:
+        plan_manifests(detect_app(str(root)), options)
+    assert refused.value.hint
+
+
+def test_the_port_is_the_same_in_the_configmap_the_container_and_the_probes(tmp_path: Path) -> None:
+    bodies = _manifests(tmp_path, "flask-wsgi", KubeOptions(image=IMAGE, port=9000))
+    (config,) = _by_kind(bodies, "ConfigMap")
+    container = _by_kind(bodies, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert config["data"]["PORT"] == "9000"
+    assert container["ports"][0] == {"name": "http", "containerPort": 9000, "protocol": "TCP"}
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    with pytest.raises(ConfigError):
+        _manifests(tmp_path / "b", "flask-wsgi", KubeOptions(image=IMAGE, config={"PORT": "1"}))
+
+
+def test_the_openshift_build_flow_runs_the_image_stream_s_latest_build(tmp_path: Path) -> None:
+    options = KubeOptions(image="", openshift=True, builder="warp-builder", git="https://git.example.com/shop.git")
+    bodies = _manifests(tmp_path, "django", options)
+    web = _by_kind(bodies, "Deployment")[0]
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "django:latest"
+    (trigger,) = json.loads(web["metadata"]["annotations"]["image.openshift.io/triggers"])
+    assert trigger["from"] == {"kind": "ImageStreamTag", "name": "django:latest"}
+    assert _by_kind(bodies, "BuildConfig")[0]["spec"]["output"]["to"]["name"] == "django:latest"
+    for body in bodies:
+        if body["kind"] not in OPENSHIFT_KINDS:
+            kubernetes_validate.validate(body, KUBE_VERSIONS[-1], strict=True)
+    with pytest.raises(ConfigError):
+        _manifests(tmp_path / "b", "django", KubeOptions(image=""))
+
+
+def test_the_yaml_has_no_aliases_and_reads_back_as_the_manifest(tmp_path: Path) -> None:
+    for body in _manifests(tmp_path, "procfile-workers", OPTIONS["everything"]):
+        text = to_yaml(body)
+        assert "&id" not in text and "*id" not in text
+        assert yaml.safe_load(text) == body
+
+
+def test_an_autoscaled_deployment_leaves_its_replicas_to_the_autoscaler(tmp_path: Path) -> None:
+    bodies = _manifests(tmp_path, "django", OPTIONS["everything"])
+    web = next(d for d in _by_kind(bodies, "Deployment") if d["metadata"]["name"] == "django-web")
+    assert "replicas" not in web["spec"]
+    (hpa,) = _by_kind(bodies, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+
+
+def test_http_probes_ask_for_the_domain_so_allowed_hosts_lets_them_in(tmp_path: Path) -> None:
+    web = _by_kind(_manifests(tmp_path, "django", OPTIONS["everything"]), "Deployment")[0]
+    probe = web["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe["httpHeaders"] == [{"name": "Host", "value": "shop.example.com"}]

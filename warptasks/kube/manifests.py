@@ -1,0 +1,479 @@
+"""The manifests ``warp kube`` writes, as plain dicts: data in (the AppSpec, options), data out.
+
+What the image is and does is read from :mod:`warptasks.image.dockerfile` (its entry point, user, port, writable
+paths) and the sizing from :mod:`warptasks.plan.resources`, so a pod runs the image the way ``docker run`` of
+``warp s2i`` does:
+
+- the container's command is the image's entry point (dumb-init, PID 1) running ``warp start [TYPE]``;
+- resources: a CPU limit of N runs N server processes (:func:`~warptasks.plan.resources.worker_capacity`), so the
+  memory limit is at least N times :data:`~warptasks.plan.resources.MEMORY_PER_PROCESS`, plus headroom;
+- probes: an exec of ``warp health ready|alive`` when the app has that hook, else an HTTP GET of the port;
+- the root filesystem read-only, with an emptyDir for each path the image's writable-paths label names;
+- no fixed uid (OpenShift's restricted SCC picks one, in group 0, which the image's files allow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..detect import AppSpec
+from ..errors import ConfigError
+from ..image import dockerfile as img
+from ..plan.resources import MEMORY_PER_PROCESS, MiB, Resources, worker_capacity
+from ..servers import resolve_server, server
+
+WARP = f"{img.WARP_HOME}/bin/warp"
+ENTRY_POINT = [f"{img.WARP_HOME}/bin/dumb-init", "--"]
+# Headroom above the workers' memory: the server's master process, the entry point, page cache of the app.
+MEMORY_HEADROOM = 128 * MiB
+# The image's HEALTHCHECK timeout: its entry point gives a hook 6 s, then says unhealthy.
+PROBE_TIMEOUT = 8
+PART_OF = "app.kubernetes.io/part-of"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """What ``warp kube`` was asked for; every default gives a manifest set that applies as it is."""
+
+    image: str  # with builder: "" means the ImageStream's latest build (NAME:latest)
+    name: str = ""  # default: from the project folder
+    domain: str | None = None
+    tls_secret: str | None = None  # an existing TLS secret; without it, cert-manager's issuer annotation
+    cluster_issuer: str = "letsencrypt"
+    ingress_class: str | None = None
+    openshift: bool = False
+    builder: str | None = None  # the warp builder image (ImageStreamTag name or image) for a BuildConfig
+    git: str | None = None
+    git_ref: str | None = None
+    replicas: int = 2
+    autoscale: tuple[int, int] | None = None  # (min, max) replicas
+    cpu: str = "1"
+    memory: str | None = None  # default: what the CPU's processes need
+    env_file_values: dict[str, str] = field(default_factory=dict)  # the --env-file's values: only ever in a Secret
+    config: dict[str, str] = field(default_factory=dict)  # non-secret settings for the ConfigMap
+    health_path: str = "/"
+    port: int = img.PORT  # the port the server listens on in the pod (PORT in the ConfigMap; the image's entry point reads it)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    filename: str
+    body: dict[str, Any]
+
+
+def cpu_count(text: str) -> float:
+    if not _CPU.match(text):
+        raise ConfigError(f"--cpu {text!r} is not a CPU quantity", "write whole or fractional CPUs (1, 0.5) or millicores (500m)")
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory_bytes(text: str) -> int:
+    match = re.match(r"^(\d+)(Mi|Gi)$", text)
+    if not match:
+        raise ConfigError(f"--memory {text!r} is not a memory quantity", "write it in Mi or Gi, e.g. 512Mi or 1Gi")
+    return int(match.group(1)) * (MiB if match.group(2) == "Mi" else 1024 * MiB)
+
+
+def app_name(spec: AppSpec, name: str) -> str:
+    chosen = name or re.sub(r"[^a-z0-9-]+", "-", Path(spec.root).name.lower()).strip("-")
+    if not _NAME.match(chosen) or len(chosen) > 40:
+        raise ConfigError(
+            f"{chosen!r} cannot name Kubernetes objects", "pass --name with lowercase letters, digits and '-' (40 at most)"
+        )
+    return chosen
+
+
+def image_suffix(image: str) -> str:
+    """A short, stable name part for ``image``: the migration Job is one per image, so re-applying it is a no-op."""
+    tag = image.rsplit("@", 1)[-1] if "@" in image else image.rsplit("/", 1)[-1].partition(":")[2]
+    readable = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:20].strip("-")
+    digest = hashlib.sha256(image.encode()).hexdigest()[:8]
+    return f"{readable}-{digest}" if readable else digest
+
+
+def _writable_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An emptyDir per path of the image's writable-paths label (``:exec`` is docker's tmpfs option; emptyDir allows exec)."""
+    volumes, mounts = [], []
+    for number, entry in enumerate(img.WRITABLE_PATHS):
+        path = entry.split(":", 1)[0]
+        volumes.append({"name": f"writable-{number}", "emptyDir": {}})
+        mounts.append({"name": f"writable-{number}", "mountPath": path})
+    return volumes, mounts
+
+
+def sizing(spec: AppSpec, options: KubeOptions) -> tuple[dict[str, Any], str]:
+    """Requests and limits, and the processes x threads the image's entry point will start under them."""
+    cpus = cpu_count(options.cpu)
+    name, _why = resolve_server(spec)
+    chosen = server(name)
+    processes = max(1, math.ceil(cpus))
+    memory = memory_bytes(options.memory) if options.memory else processes * MEMORY_PER_PROCESS + MEMORY_HEADROOM
+    capacity = worker_capacity(Resources(cpus=cpus, memory=memory, why=""), chosen)
+    quantity = f"{memory // MiB}Mi"
+    resources = {"requests": {"cpu": options.cpu, "memory": quantity}, "limits": {"cpu": options.cpu, "memory": quantity}}
+    return resources, f"{capacity.processes} process(es) x {capacity.threads} thread(s) of {name}: {capacity.why}"
+
+
+def _probe(spec: AppSpec, hook: str, options: KubeOptions, **timing: int) -> dict[str, Any]:
+    if hook in spec.hooks:
+        action: dict[str, Any] = {"exec": {"command": [WARP, "health", hook]}}
+    else:
+        action = {"httpGet": {"path": options.health_path, "port": "http"}}
+        if options.domain:  # the kubelet's Host is the pod's address, which Django's ALLOWED_HOSTS refuses (400: unready)
+            action["httpGet"]["httpHeaders"] = [{"name": "Host", "value": options.domain}]
+    return {**action, **timing}
+
+
+def _probes(spec: AppSpec, options: KubeOptions) -> dict[str, Any]:
+    """Startup allows a slow first start (migrations in the entry point's deploy hook); liveness restarts, readiness routes."""
+    return {
+        "startupProbe": _probe(spec, "ready", options, periodSeconds=5, timeoutSeconds=PROBE_TIMEOUT, failureThreshold=60),
+        "readinessProbe": _probe(spec, "ready", options, periodSeconds=10, timeoutSeconds=PROBE_TIMEOUT, failureThreshold=3),
+        "livenessProbe": _probe(spec, "alive", options, periodSeconds=10, timeoutSeconds=PROBE_TIMEOUT, failureThreshold=3),
+    }
+
+
+def _env_from(name: str, options: KubeOptions) -> list[dict[str, Any]]:
+    sources: list[dict[str, Any]] = [{"configMapRef": {"name": f"{name}-config"}}]
+    if options.env_file_values:
+        sources.append({"secretRef": {"name": f"{name}-env"}})
+    return sources
+
+
+def security_context() -> dict[str, Any]:
+    """No fixed uid: any uid in group 0 runs the image (its files are group 0 and group-writable), as OpenShift wants."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container(spec: AppSpec, options: KubeOptions, name: str, kind: str, resources: dict[str, Any]) -> dict[str, Any]:
+    _volumes, mounts = _writable_volumes()
+    body: dict[str, Any] = {
+        "name": kind,
+        "image": options.image,
+        "command": list(ENTRY_POINT),
+        "args": [WARP, "start", kind],
+        "envFrom": _env_from(name, options),
+        "resources": resources,
+        "securityContext": security_context(),
+        "volumeMounts": mounts,
+    }
+    if kind == "web":
+        body["ports"] = [{"name": "http", "containerPort": options.port, "protocol": "TCP"}]
+        body.update(_probes(spec, options))
+    return body
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component, PART_OF: name}
+
+
+def deployment(spec: AppSpec, options: KubeOptions, name: str, kind: str) -> dict[str, Any]:
+    resources, workers = sizing(spec, options)
+    volumes, _mounts = _writable_volumes()
+    server_name, _why = resolve_server(spec)
+    grace = math.ceil(server(server_name).stop_timeout) + 5  # the server's own graceful stop, then the entry point's exit
+    selector = labels(name, kind)
+    # Under an autoscaler the Deployment leaves replicas to it: re-applying must not undo its scaling.
+    replicas = None if kind == "web" and options.autoscale else options.replicas if kind == "web" else 1
+    annotations = {"warptasks.io/workers": workers}
+    template: dict[str, Any] = {"labels": selector}
+    if options.builder:
+        # OpenShift rolls the Deployment out when a build pushes a new image to the ImageStreamTag, and resolves the
+        # container's image through the ImageStream (its lookupPolicy is local).
+        trigger = {
+            "from": {"kind": "ImageStreamTag", "name": f"{name}:latest"},
+            "fieldPath": f'spec.template.spec.containers[?(@.name=="{kind}")].image',
+        }
+        annotations["image.openshift.io/triggers"] = json.dumps([trigger])
+        template["annotations"] = {"alpha.image.policy.openshift.io/resolve-names": "*"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{name}-{kind}", "labels": selector, "annotations": annotations},
+        "spec": {
+            **({"replicas": replicas} if replicas is not None else {}),
+            "selector": {"matchLabels": selector},
+            # A worker type (a clock) must never run twice: replaced, not rolled.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+            if kind == "web"
+            else {"type": "Recreate"},
+            "template": {
+                "metadata": template,
+                "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "securityContext": {"runAsNonRoot": True},
+                    "containers": [container(spec, options, name, kind, resources)],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any] | None:
+    """The migrate step (hook, or Django's migrate) once per image: named by the image, so re-applying it is a no-op."""
+    if "migrate" not in spec.hooks and not spec.django:
+        return None
+    resources, _workers = sizing(spec, options)
+    volumes, mounts = _writable_volumes()
+    selector = labels(name, "migrate")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-migrate-{image_suffix(options.image)}", "labels": selector},
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {"runAsNonRoot": True},
+                    "containers": [
+                        {
+                            "name": "migrate",
+                            "image": options.image,
+                            "command": list(ENTRY_POINT),
+                            "args": [WARP, "migrate"],
+                            "envFrom": _env_from(name, options),
+                            "resources": resources,
+                            "securityContext": security_context(),
+                            "volumeMounts": mounts,
+                        }
+                    ],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name, "web")},
+        "spec": {
+            "selector": labels(name, "web"),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def ingress(options: KubeOptions, name: str) -> dict[str, Any]:
+    assert options.domain
+    annotations = {} if options.tls_secret else {"cert-manager.io/cluster-issuer": options.cluster_issuer}
+    spec: dict[str, Any] = {
+        "tls": [{"hosts": [options.domain], "secretName": options.tls_secret or f"{name}-tls"}],
+        "rules": [
+            {
+                "host": options.domain,
+                "http": {
+                    "paths": [
+                        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": name, "port": {"name": "http"}}}}
+                    ]
+                },
+            }
+        ],
+    }
+    if options.ingress_class:
+        spec["ingressClassName"] = options.ingress_class
+    metadata: dict[str, Any] = {"name": name, "labels": labels(name, "web")}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def route(options: KubeOptions, name: str) -> dict[str, Any]:
+    """OpenShift's Route: edge TLS by the router's certificate (or cert-manager's, by annotation), HTTP redirected."""
+    assert options.domain
+    return {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": name, "labels": labels(name, "web")},
+        "spec": {
+            "host": options.domain,
+            "to": {"kind": "Service", "name": name, "weight": 100},
+            "port": {"targetPort": "http"},
+            "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+            "wildcardPolicy": "None",
+        },
+    }
+
+
+def config_map(options: KubeOptions, name: str) -> dict[str, Any]:
+    data = {**options.config, "PORT": str(options.port)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config", "labels": labels(name, "config")},
+        "data": data,
+    }
+
+
+def secret(options: KubeOptions, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-env", "labels": labels(name, "config")},
+        "type": "Opaque",
+        "stringData": dict(options.env_file_values),
+    }
+
+
+def disruption_budget(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{name}-web", "labels": labels(name, "web")},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(name, "web")}},
+    }
+
+
+def autoscaler(options: KubeOptions, name: str) -> dict[str, Any]:
+    assert options.autoscale
+    low, high = options.autoscale
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"{name}-web", "labels": labels(name, "web")},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{name}-web"},
+            "minReplicas": low,
+            "maxReplicas": high,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+            ],
+        },
+    }
+
+
+def image_stream(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"name": name, "labels": labels(name, "build")},
+        "spec": {"lookupPolicy": {"local": True}},
+    }
+
+
+def build_config(options: KubeOptions, name: str) -> dict[str, Any]:
+    """The seed's ``oc new-app builder~repo``: a Source (S2I) build with the warp builder, on a git push or ``oc start-build``."""
+    assert options.builder and options.git
+    source: dict[str, Any] = {"type": "Git", "git": {"uri": options.git}}
+    if options.git_ref:
+        source["git"]["ref"] = options.git_ref
+    builder = options.builder
+    from_ref = (
+        {"kind": "ImageStreamTag", "name": builder if ":" in builder else f"{builder}:latest"}
+        if "/" not in builder
+        else {"kind": "DockerImage", "name": builder}
+    )
+    return {
+        "apiVersion": "build.openshift.io/v1",
+        "kind": "BuildConfig",
+        "metadata": {"name": name, "labels": labels(name, "build")},
+        "spec": {
+            "source": source,
+            "strategy": {"type": "Source", "sourceStrategy": {"from": from_ref}},
+            "output": {"to": {"kind": "ImageStreamTag", "name": f"{name}:latest"}},
+            "triggers": [
+                {"type": "ConfigChange"},
+                {"type": "ImageChange", "imageChange": {}},
+                {"type": "GitLab", "gitlab": {"secretReference": {"name": f"{name}-webhook"}}},
+                {"type": "GitHub", "github": {"secretReference": {"name": f"{name}-webhook"}}},
+            ],
+        },
+    }
+
+
+def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
+    """Every manifest for ``spec``, in the order they are applied (configuration, the migration Job, the rest)."""
+    name = app_name(spec, options.name)
+    if not 0 < options.port < 65536:
+        raise ConfigError(f"--port {options.port} is not a port number", "give a port from 1 to 65535 (default 8080)")
+    if "PORT" in options.config:
+        raise ConfigError("--config PORT=... would differ from the container's port", "use --port instead")
+    if options.autoscale and not 1 <= options.autoscale[0] <= options.autoscale[1]:
+        raise ConfigError(f"--autoscale {options.autoscale[0]}:{options.autoscale[1]} is not MIN:MAX", "e.g. --autoscale 2:10")
+    if (options.builder or options.git) and not (options.openshift and options.builder and options.git):
+        raise ConfigError(
+            "a BuildConfig needs --openshift, --builder and --git together", "e.g. --openshift --builder warp-builder --git URL"
+        )
+    if not options.image:
+        if not options.builder:
+            raise ConfigError("warp kube needs the image the pods run", "pass --image, e.g. the --tag you gave warp s2i --push")
+        options = replace(options, image=f"{name}:latest")
+    found: list[Manifest] = [Manifest("configmap.yaml", config_map(options, name))]
+    if options.env_file_values:
+        found.append(Manifest("secret.yaml", secret(options, name)))
+    job = migrate_job(spec, options, name)
+    if job:
+        found.append(Manifest("migrate-job.yaml", job))
+    for kind in ("web", *spec.process_types):
+        found.append(Manifest(f"deployment-{kind}.yaml", deployment(spec, options, name, kind)))
+    found += [Manifest("service.yaml", service(name)), Manifest("pdb.yaml", disruption_budget(name))]
+    if options.autoscale:
+        found.append(Manifest("hpa.yaml", autoscaler(options, name)))
+    if options.domain:
+        found.append(
+            Manifest("route.yaml", route(options, name))
+            if options.openshift
+            else Manifest("ingress.yaml", ingress(options, name))
+        )
+    if options.builder:
+        found += [Manifest("imagestream.yaml", image_stream(name)), Manifest("buildconfig.yaml", build_config(options, name))]
+    return found
+
+
+def kustomization(manifests: Iterable[Manifest]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [m.filename for m in manifests],
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for people to read and diff: a dict used twice (labels, selectors) is written twice, never as an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(body: dict[str, Any]) -> str:
+    return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
+
+
+def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
+    """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation."""
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
+        path = out / manifest.filename
+        temp = path.with_name(path.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if manifest.body.get("kind") == "Secret" else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(to_yaml(manifest.body))
+        os.replace(temp, path)
+        written.append(path)
+    return written

@@ -1,0 +1,146 @@
+"""``warp kube``: Kubernetes (or OpenShift) manifests for the app, from the same detection build and start use.
+
+Thin: parses options, calls :mod:`warptasks.kube`, prints what it wrote and the order to apply it in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import task
+
+from ..errors import ConfigError
+from ..run import local as actions
+from ..settings import Settings
+from .image import ImageTask
+from .report import OPTION_HELP, reported
+
+KUBE_HELP = {
+    "project": OPTION_HELP["project"],
+    "server": OPTION_HELP["server"],
+    "image": "the image the pods run, as pushed by warp s2i --push (registry.example.com/shop/web:1.4); required "
+    "unless --builder makes OpenShift build it (then: the ImageStream's latest build)",
+    "out": "the folder to write the manifests and kustomization.yaml into (default deploy/k8s)",
+    "name": "the name of the objects (default: the project folder's name)",
+    "domain": "serve the app at this host name: an Ingress (a Route with --openshift) with TLS",
+    "tls-secret": "an existing TLS secret for --domain (default: cert-manager makes one, see --cluster-issuer)",
+    "cluster-issuer": "cert-manager's ClusterIssuer for --domain's certificate (default letsencrypt)",
+    "ingress-class": "the Ingress's ingressClassName (default: the cluster's default class)",
+    "openshift": "an OpenShift Route instead of an Ingress; with --builder and --git, an ImageStream and BuildConfig",
+    "builder": "with --openshift: the warp builder image (an ImageStreamTag name, or an image) the BuildConfig builds with",
+    "git": "with --openshift --builder: the repository the BuildConfig builds",
+    "git-ref": "the branch or tag of --git (default: the repository's default branch)",
+    "replicas": "web pods (default 2; workers run one pod each)",
+    "autoscale": "MIN:MAX web pods for a HorizontalPodAutoscaler on CPU, e.g. 2:10",
+    "cpu": "each pod's CPU request and limit (default 1): the server runs one process per CPU",
+    "memory": "each pod's memory request and limit, e.g. 512Mi (default: 128Mi per process plus 128Mi)",
+    "env-file": "an environment file (NAME=VALUE lines) made into a Secret the pods read; its values never go "
+    "into the ConfigMap; the Secret's file is written 0600: keep it out of version control",
+    "config": "NAME=VALUE for the ConfigMap (non-secret settings); repeatable",
+    "port": "the port the server listens on in the pod (default 8080, the image's)",
+    "health-path": "the path HTTP probes GET when the app has no ready/alive hook (default /)",
+}
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    found = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--config {item!r} is not NAME=VALUE", "write it as --config DJANGO_DEBUG=0")
+        found[name] = value
+    return found
+
+
+def _autoscale(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    low, sep, high = text.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit():
+        raise ConfigError(f"--autoscale {text!r} is not MIN:MAX", "e.g. --autoscale 2:10")
+    return int(low), int(high)
+
+
+def _env_file(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    from ..scripts import envfile
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --env-file {path}: {exc.strerror}", "give the path of a NAME=VALUE file") from None
+    try:
+        return dict(envfile.parse(text, path))
+    except envfile.EnvFileError as exc:
+        raise ConfigError(str(exc), "each line is NAME=VALUE, or a # comment") from None
+
+
+# Long options only: with this many, invoke's generated short flags run out of letters (git-ref got a bare "-").
+@task(help=KUBE_HELP, iterable=["config"], klass=ImageTask, auto_shortflags=False)
+def kube(
+    c,
+    image=None,
+    project=None,
+    server=None,
+    out="deploy/k8s",
+    name="",
+    domain=None,
+    tls_secret=None,
+    cluster_issuer="letsencrypt",
+    ingress_class=None,
+    openshift=False,
+    builder=None,
+    git=None,
+    git_ref=None,
+    replicas=2,
+    autoscale=None,
+    cpu="1",
+    memory=None,
+    env_file=None,
+    config=None,
+    health_path="/",
+    port=8080,
+):
+    """Write Kubernetes manifests (OpenShift's with --openshift) that run the image warp s2i built, as warp start would."""
+    with reported():
+        from ..kube import KubeOptions, plan_manifests, to_files
+
+        opts = Settings.resolve(c.config, project=project, server=server)
+        spec = actions.detect(opts)
+        options = KubeOptions(
+            image=image or "",
+            name=name,
+            domain=domain,
+            tls_secret=tls_secret,
+            cluster_issuer=cluster_issuer,
+            ingress_class=ingress_class,
+            openshift=openshift,
+            builder=builder,
+            git=git,
+            git_ref=git_ref,
+            replicas=int(replicas),
+            autoscale=_autoscale(autoscale),
+            cpu=str(cpu),
+            memory=memory,
+            env_file_values=_env_file(env_file),
+            config=_pairs(config),
+            health_path=health_path,
+            port=int(port),
+        )
+        manifests = plan_manifests(spec, options)
+        for path in to_files(manifests, Path(out)):
+            print(f"wrote {path}")
+        if options.env_file_values:
+            secret = Path(out) / "secret.yaml"
+            print(f"note: {secret} holds the environment file's values (mode 0600): keep it out of version control")
+        tool = "oc" if openshift else "kubectl"
+        if any(m.body["kind"] == "Job" for m in manifests):
+            job = next(m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Job")
+            print(
+                f"apply: {tool} apply -k {out}; the migration Job runs once per image: "
+                f"{tool} wait --for=condition=complete job/{job} --timeout=10m, "
+                "then the new Deployments roll out (their pods become ready only once the app answers)"
+            )
+        else:
+            print(f"apply: {tool} apply -k {out}")
