@@ -19,6 +19,7 @@ from tests.cases import as_git_repo, write_tree
 from tests.container.image_helpers import TAG, build_options, remove_image
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
+from warptasks.image import dockerfile as img
 from warptasks.image.build import build_app_image
 
 pytestmark = pytest.mark.container
@@ -53,3 +54,17 @@ def test_the_runtime_image_holds_no_build_env_value_nor_remote_credentials(
         assert found.decode().strip() == ""
     finally:
         remove_image(docker_client, tag)
+
+
+def test_a_commits_labels_are_literal_too(docker_client: docker.DockerClient, python_image: str) -> None:
+    """warp s2i --builder commits the builder's container with LABEL changes: the engine expands $NAME there too."""
+    value = f"site${{{VARIABLE}}} ${VARIABLE} a\\$b"
+    container = docker_client.containers.create(python_image, ["true"], environment={VARIABLE: SECRET})
+    try:
+        committed = container.commit(changes=[f"LABEL t={img.label_value(value)}"])
+    finally:
+        container.remove(force=True)
+    try:
+        assert committed.labels["t"] == value
+    finally:
+        docker_client.images.remove(committed.id, force=True)
