@@ -68,6 +68,7 @@ def test_the_runtime_stage_declares_no_build_argument(packages: tuple[str, ...])
     dockerfile = img.app_dockerfile(build)
     runtime = dockerfile[dockerfile.rindex("\nFROM ") :]
     assert "ARG " not in runtime
+    assert "warp/files" not in runtime  # the build's CA bundle (--ca-bundle) stays in the build stages
     assert "ARG PIP_INDEX_URL" in dockerfile[: dockerfile.rindex("\nFROM ")]  # the build stages still get them
 
 

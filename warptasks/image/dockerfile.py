@@ -385,8 +385,8 @@ def runtime_dockerfile(build: ImageBuild) -> str:
         "USER root",
     ]
     if build.runtime_packages:
-        if build.extra_files:
-            lines.append("COPY warp/files/ /")
+        # Without the build's extra files (--ca-bundle): apt-get reads its own trust store, never SSL_CERT_FILE's
+        # file, and a COPY is a layer for good: the build's CA would stay in the image that is pushed.
         lines.append(_packages_line(build.runtime_packages, slim=True))
     lines += [
         f"COPY --from=deps {WARP_HOME}/bin/dumb-init {WARP_HOME}/bin/dumb-init",
