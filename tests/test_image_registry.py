@@ -84,8 +84,20 @@ def test_a_clean_git_checkout_gives_its_short_commit(tmp_path: Path) -> None:
     as_git_repo(write_tree(tmp_path, {"wsgi.py": "", ".gitignore": ".warp/\n"}))
     tag = commit_tag(str(tmp_path))
     assert tag.tag and len(tag.tag) == 12 and tag.tag in tag.why
-    (tmp_path / "untracked.txt").write_text("untracked\n")
+    (tmp_path / ".warp").mkdir()  # not source: never in an image
+    (tmp_path / ".warp" / "state.json").write_text("{}\n")
     assert commit_tag(str(tmp_path)).tag == tag.tag
+
+
+@pytest.mark.parametrize("extra", ["views_new.py", "db.sqlite3"])
+def test_files_the_image_gets_but_the_commit_lacks_get_no_commit_tag(tmp_path: Path, extra: str) -> None:
+    """An untracked or git-ignored file goes into the image: a tag naming the commit would promise other code."""
+    as_git_repo(write_tree(tmp_path, {"wsgi.py": "", ".gitignore": ".warp/\ndb.sqlite3\n"}))
+    (tmp_path / extra).write_text("not committed\n")
+    tag = commit_tag(str(tmp_path))
+    assert tag.tag is None and extra in tag.why and ".dockerignore" in tag.why
+    (tmp_path / ".dockerignore").write_text(f"{extra}\n.dockerignore\n")  # left out, itself included
+    assert commit_tag(str(tmp_path)).tag is not None
 
 
 def test_uncommitted_changes_get_no_commit_tag(tmp_path: Path) -> None:

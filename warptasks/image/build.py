@@ -77,7 +77,25 @@ def git_source(root: str) -> str | None:
     url = done.stdout.strip()
     if done.returncode != 0 or not url:
         return None
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)  # https://user:token@host/... keeps no user or token
+    return public_url(url)
+
+
+def public_url(url: str) -> str | None:
+    """``url`` as an image label may show it: no user, password or token (``HTTPS://u:p@ss@host/r?token=x`` is
+    ``https://host/r``); None for a local path (it names a folder of the build machine, nothing anyone can fetch)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        if scheme.lower() == "file":
+            return None
+        # The userinfo ends at the authority's LAST "@" (a password may hold one); the query and fragment may hold
+        # tokens (?access_token=...), and an image's source needs neither.
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        path = re.split(r"[?#]", rest[len(authority) :], maxsplit=1)[0]
+        return f"{scheme.lower()}://{authority.rpartition('@')[2]}{path}"
+    first, slash, path = url.partition("/")
+    if ":" not in first:
+        return None  # a local path, relative or absolute
+    return first.rpartition("@")[2] + slash + path  # scp-like [user[:password]@]host:path keeps the host and path
 
 
 def _local_version() -> str:

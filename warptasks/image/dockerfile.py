@@ -67,7 +67,8 @@ _REFERENCE = re.compile(
     r"^(?:(?P<domain>(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
     r"(?::[0-9]+)?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?$"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?\Z",  # \Z: "$" would take a name ending in a newline
+    re.ASCII,  # the grammar's \w is ASCII: a tag of other letters is refused here, not by the engine after the build
 )
 
 
@@ -371,18 +372,21 @@ def runtime_dockerfile(build: ImageBuild) -> str:
     then the app. The server's graceful stop signal is docker's stop signal; dumb-init (PID 1) passes it to the
     server, which the entry point execs.
     """
-    # ENV first: a first step the build stage never has. Steps the two chains shared (the ARGs, USER root) would make
+    # ENV first: a first step the build stage never has. Steps the two chains shared (USER root) would make
     # them one chain in the engine's cache, and after a --no-cache build the runtime's copy of them, the newest, would
     # be the parent the build stage's next step is looked up under, and not found: one full rebuild.
+    # No ARG: every RUN after an ARG records its value in the image's history (docker history), and this stage's
+    # history is the pushed image's: a --build-env PIP_INDEX_URL=https://user:token@... would ship with it. Its one
+    # network step, apt-get, needs only a proxy, and docker's predefined proxy ARGs (http_proxy, HTTPS_PROXY...)
+    # reach every RUN undeclared and are left out of the history.
     lines = [
         f"FROM {build.base_image}",
         f"ENV APP_ROOT={APP_ROOT} HOME={PROJECT} PATH={WARP_HOME}/bin:$PATH PYTHONUNBUFFERED=1 LANG=C.UTF-8",
-        *(f"ARG {name}" for name in build.build_args),
         "USER root",
     ]
     if build.runtime_packages:
-        if build.extra_files:
-            lines.append("COPY warp/files/ /")
+        # Without the build's extra files (--ca-bundle): apt-get reads its own trust store, never SSL_CERT_FILE's
+        # file, and a COPY is a layer for good: the build's CA would stay in the image that is pushed.
         lines.append(_packages_line(build.runtime_packages, slim=True))
     lines += [
         f"COPY --from=deps {WARP_HOME}/bin/dumb-init {WARP_HOME}/bin/dumb-init",
@@ -426,7 +430,17 @@ def builder_dockerfile(build: ImageBuild) -> str:
 
 def _labels_line(labels: dict[str, str]) -> str:
     # Last, so build metadata such as the commit never invalidates a cached layer.
-    return "LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in sorted(labels.items()))
+    return "LABEL " + " ".join(f"{name}={label_value(value)}" for name, value in sorted(labels.items()))
+
+
+def label_value(value: str) -> str:
+    """``value`` quoted for a LABEL instruction (a Dockerfile's or a commit's change), kept literal.
+
+    The engine expands ``$NAME`` and ``${NAME}`` in a LABEL, even quoted, from the stage's ARGs and ENV: a folder
+    name or a remote URL holding ``${PIP_INDEX_URL}`` would put a --build-env value (a token) in the label. Inside
+    double quotes ``\\$`` is a literal ``$``.
+    """
+    return json.dumps(value).replace("$", "\\$")
 
 
 def plan_notes(build: ImageBuild, packages_why: str, base_why: str, deps_inputs: tuple[str, ...] | None) -> list[str]:

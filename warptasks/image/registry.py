@@ -17,7 +17,7 @@ import docker
 import docker.errors
 
 from ..errors import ConfigError, WarpError
-from ..sourcefiles import GIT
+from ..sourcefiles import GIT, image_files
 from .dockerfile import ImageName, parse_image_name
 
 Say = Callable[[str], None]
@@ -57,6 +57,16 @@ def commit_tag(root: str) -> CommitTag:
     if changes:
         # A tag that names a commit promises exactly that commit's code.
         return CommitTag(None, f"not tagged with commit {head}: tracked files have uncommitted changes")
+    # ... and nothing else: the image gets the folder's files (less .dockerignore), untracked and git-ignored ones too.
+    tracked = _git(root, "ls-files", "-z")
+    extra = [rel for rel in image_files(root).files if rel not in set((tracked or "").split("\0"))]
+    if tracked is None or extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return CommitTag(
+            None,
+            f"not tagged with commit {head}: the image gets files the commit does not have ({shown}); "
+            "commit them, or leave them out with .dockerignore",
+        )
     return CommitTag(head, f"also tagged {head}: the git commit it was built from")
 
 

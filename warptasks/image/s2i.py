@@ -25,7 +25,6 @@ group 0 its write access back; not built yet.
 from __future__ import annotations
 
 import io
-import json
 import sys
 import tarfile
 import time
@@ -109,7 +108,7 @@ def s2i_build(
         labels = img.image_labels(spec, img.server_of(spec), git_commit(spec.root), builder=False)
         labels |= img.oci_labels(spec, name, labels, git_source(spec.root))
         changes = [f'CMD ["{img.S2I_SCRIPTS}/run"]', f"USER {img.USER_ID}", *img.server_env_lines(options.server)]
-        changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
+        changes += [f"LABEL {k}={img.label_value(v)}" for k, v in labels.items()]
         committed = container.commit(changes=changes)
     finally:
         container.remove(force=True)
