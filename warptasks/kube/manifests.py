@@ -451,6 +451,11 @@ def kustomization(manifests: Iterable[Manifest]) -> dict[str, Any]:
     }
 
 
+# Strings PyYAML writes plain but that kubectl's YAML (1.1 for apply -f: y/n are booleans) or kustomize's (1.2: 1e3
+# is a number) reads as something else: a secret "y" would become true, "1e3" the number 1000. Always quoted.
+_AMBIGUOUS = re.compile(r"[-+]?[.0-9].*|[yYnN]|~|(?i:yes|no|on|off|true|false|null)", re.DOTALL)
+
+
 class _Dumper(yaml.SafeDumper):
     """Plain YAML for people to read and diff: a dict used twice (labels, selectors) is written twice, never as an alias."""
 
@@ -458,22 +463,39 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def _string(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"' if _AMBIGUOUS.fullmatch(data) else None)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(body: dict[str, Any]) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
 
 
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
-    """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation."""
+    """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation.
+
+    Each file is written to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
+    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and renamed over the old one.
+    """
     import os
+    import tempfile
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
         path = out / manifest.filename
-        temp = path.with_name(path.name + ".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if manifest.body.get("kind") == "Secret" else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_yaml(manifest.body))
-        os.replace(temp, path)
+        fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
+        try:
+            if manifest.body.get("kind") != "Secret":
+                os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(to_yaml(manifest.body))
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
         written.append(path)
     return written
