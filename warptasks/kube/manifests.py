@@ -38,6 +38,7 @@ MEMORY_HEADROOM = 128 * MiB
 # The image's HEALTHCHECK timeout: its entry point gives a hook 6 s, then says unhealthy.
 PROBE_TIMEOUT = 8
 PART_OF = "app.kubernetes.io/part-of"
+LABEL = 63  # a DNS-1123 label's limit: a container's name, a label value
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 
@@ -94,10 +95,11 @@ def app_name(spec: AppSpec, name: str) -> str:
     return chosen
 
 
-def image_suffix(image: str) -> str:
-    """A short, stable name part for ``image``: the migration Job is one per image, so re-applying it is a no-op."""
+def image_suffix(image: str, room: int = 29) -> str:
+    """A short, stable name part for ``image``, ``room`` characters at most (at least 8): the migration Job is one per
+    image, so re-applying it is a no-op."""
     tag = image.rsplit("@", 1)[-1] if "@" in image else image.rsplit("/", 1)[-1].partition(":")[2]
-    readable = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:20].strip("-")
+    readable = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[: min(20, room - 9)].strip("-")
     digest = hashlib.sha256(image.encode()).hexdigest()[:8]
     return f"{readable}-{digest}" if readable else digest
 
@@ -237,7 +239,8 @@ def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{name}-migrate-{image_suffix(options.image)}", "labels": selector},
+        # The Job's name is its pods' job-name label: 63 characters at most, or the API refuses the Job.
+        "metadata": {"name": f"{name}-migrate-{image_suffix(options.image, LABEL - len(name) - 9)}", "labels": selector},
         "spec": {
             "backoffLimit": 2,
             "ttlSecondsAfterFinished": 86400,
@@ -421,6 +424,14 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         if not options.builder:
             raise ConfigError("warp kube needs the image the pods run", "pass --image, e.g. the --tag you gave warp s2i --push")
         options = replace(options, image=f"{name}:latest")
+    for kind in spec.process_types:
+        # The type names a container (a DNS-1123 label), the Deployment {name}-{kind} and its component label.
+        if not _NAME.match(kind) or len(f"{name}-{kind}") > LABEL:
+            raise ConfigError(
+                f"the Procfile's process type {kind!r} cannot name a Kubernetes container and Deployment",
+                f"rename it in the Procfile with lowercase letters, digits and '-', not at either end "
+                f"({LABEL - len(name) - 1} characters at most with the name {name!r})",
+            )
     found: list[Manifest] = [Manifest("configmap.yaml", config_map(options, name))]
     if options.env_file_values:
         found.append(Manifest("secret.yaml", secret(options, name)))
