@@ -125,3 +125,14 @@ def test_warp_kube_secret_and_config_values_stay_strings_for_kubectl(tmp_path: P
         "RATE": "1e3",
         "PORT": "8080",
     }
+
+
+@pytest.mark.parametrize("line", ["SECRET_KEY s3cr3t-value", "1SECRET=s3cr3t-value", "SE-CRET=s3cr3t-value"])
+def test_warp_kube_env_file_errors_never_show_the_line(tmp_path: Path, line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The error quoted the whole line, value and all, on stderr (CI logs): as warp deploy does, only its number."""
+    project, env_file = _secret_project(tmp_path, f"OK=1\n{line}\n")
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(tmp_path / "k8s"), "--env-file", str(env_file))
+    printed = capsys.readouterr()
+    assert "line 2 is not NAME=VALUE" in printed.err
+    assert "s3cr3t" not in printed.out + printed.err
+    assert not (tmp_path / "k8s").exists()

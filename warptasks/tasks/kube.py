@@ -73,7 +73,10 @@ def _env_file(path: str | None) -> dict[str, str]:
     try:
         return dict(envfile.parse(text, path))
     except envfile.EnvFileError as exc:
-        raise ConfigError(str(exc), "each line is NAME=VALUE, or a # comment") from None
+        # The line is not quoted (as warp deploy's --env-file): "SECRET_KEY s3cr3t", a typo, holds the secret.
+        raise ConfigError(
+            f"--env-file {path}, line {exc.number} is not NAME=VALUE", "each line is NAME=VALUE, or a # comment"
+        ) from None
 
 
 # Long options only: with this many, invoke's generated short flags run out of letters (git-ref got a bare "-").
