@@ -43,6 +43,9 @@ def test_warp_kube_writes_the_manifests_and_the_order_to_apply_them(tmp_path: Pa
         (("--image", "x:1", "--autoscale", "ten"), "is not MIN:MAX"),
         (("--image", "x:1", "--env-file", "/nonexistent/prod.env"), "cannot read --env-file"),
         (("--image", "x:1", "--config", "NOEQUALS"), "is not NAME=VALUE"),
+        (("--image", "x:1", "--config", "A B=1"), "is not an environment variable name"),
+        (("--image", "x:1", "--config", "x: y=1"), "is not an environment variable name"),
+        (("--image", "x:1", "--config", "<<=1"), "is not an environment variable name"),
         (("--image", "x:1", "--builder", "warp-builder"), "needs --openshift, --builder and --git"),
     ],
 )

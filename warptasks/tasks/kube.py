@@ -5,6 +5,7 @@ Thin: parses options, calls :mod:`warptasks.kube`, prints what it wrote and the 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from invoke import task
@@ -48,6 +49,11 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--config {item!r} is not NAME=VALUE", "write it as --config DJANGO_DEBUG=0")
+        # A ConfigMap key the API refuses ("A B", "x: y"), or that envFrom skips: an environment name, as env files take.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(
+                f"--config {name!r} is not an environment variable name", "use letters, digits and _, not first a digit"
+            )
         found[name] = value
     return found
 
