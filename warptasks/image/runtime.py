@@ -113,6 +113,12 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
             name: _step(hook) for name in ("ready", "alive", "migrate") if (hook := _hook(spec, project, facts, name, port))
         },
         "processes": _process_types(spec, facts, options(port)),
+        # The project's environment file's names the container's own value overrides (warp's own variables never).
+        "project_env": sorted(
+            name
+            for name in spec.environment
+            if name not in ("PATH", "VIRTUAL_ENV") and not name.startswith(("WARP_", "WARPDRIVE_"))
+        ),
     }
 
 

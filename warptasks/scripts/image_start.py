@@ -99,9 +99,14 @@ def _filled(step, data, port):
     return fill(step)
 
 
-def _environment(step):
+def _environment(step, data):
+    """The container's environment, the step's over it; but a variable of the project's environment file that the
+    container sets (a Kubernetes Secret or ConfigMap, ``docker run -e``) keeps the container's value, as on a host
+    its environment file's value wins over the project's."""
     env = dict(os.environ)
+    pod = {name: env[name] for name in data.get("project_env", ()) if name in env}
     env.update(step["env"])
+    env.update(pod)
     if step["path"]:
         env["PATH"] = os.pathsep.join(step["path"] + [env.get("PATH", os.defpath)])
     return env
@@ -136,13 +141,13 @@ def _run_before(steps, data, port):
     for step in steps:
         step = _filled(step, data, port)
         print("%s: %s" % (step["name"], step["why"]), flush=True)
-        done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step), check=False)
+        done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step, data), check=False)
         if done.returncode != 0:
             raise Refused("step '%s' failed (exit %d): %s" % (step["name"], done.returncode, step["why"]))
 
 
-def _exec(step):
-    env = _environment(step)
+def _exec(step, data):
+    env = _environment(step, data)
     os.chdir(step["cwd"])
     sys.stdout.flush()
     try:
@@ -198,7 +203,7 @@ def start(args):
             )
         step = _filled(step, data, port)
         print("start: %s" % step["why"], flush=True)
-        _exec(step)
+        _exec(step, data)
     probe = _load("probe")
     step, sizing = sized_server(data, probe.resources())
     for note in [n for n in data["notes"] if not n.startswith(("resources:", "workers:"))] + sizing:
@@ -206,7 +211,7 @@ def start(args):
     _run_before(data["before"], data, port)
     step = _filled(step, data, port)
     print("start: %s" % step["why"], flush=True)
-    _exec(step)
+    _exec(step, data)
 
 
 def _hook(data, name):
@@ -227,7 +232,7 @@ def migrate(args):
     port = _port(data)
     step = _filled(_hook(data, "migrate"), data, port)
     print("migrate: %s" % step["why"], flush=True)
-    _exec(step)
+    _exec(step, data)
 
 
 def health(args):
@@ -240,7 +245,8 @@ def health(args):
     if check:
         step = _filled(check, data, port)
         try:
-            done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step), timeout=HEALTH_TIMEOUT, check=False)
+            env = _environment(step, data)
+            done = subprocess.run(step["argv"], cwd=step["cwd"], env=env, timeout=HEALTH_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             print("unhealthy: %s took over %d s" % (step["why"], HEALTH_TIMEOUT))
             return 1
