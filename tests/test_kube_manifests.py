@@ -330,3 +330,11 @@ def test_the_migration_job_name_fits_a_label_value_with_the_longest_app_name(tmp
         assert len(job_name) <= 63 and job_name.startswith(f"{name}-migrate-"), job_name
         assert not job_name.endswith("-") and "--" not in job_name
     assert job_name.startswith("shop-migrate-release-2026-12-01-l-"), job_name  # short names: as before
+
+
+def test_a_procfile_release_line_alone_gets_the_migration_job(tmp_path: Path) -> None:
+    """The release: line runs once per deploy on hosts; warp kube wrote no Job for it and never ran it."""
+    files = {"wsgi.py": WSGI, "requirements.txt": "six\n", "Procfile": "release: alembic upgrade head\n"}
+    root = write_tree(tmp_path / "shop", files)
+    jobs = [m.body for m in plan_manifests(detect_app(str(root)), KubeOptions(image=IMAGE)) if m.body["kind"] == "Job"]
+    assert len(jobs) == 1 and jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"] == [WARP, "migrate"]

@@ -230,8 +230,9 @@ def deployment(spec: AppSpec, options: KubeOptions, name: str, kind: str) -> dic
 
 
 def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any] | None:
-    """The migrate step (hook, or Django's migrate) once per image: named by the image, so re-applying it is a no-op."""
-    if "migrate" not in spec.hooks and not spec.django:
+    """The migrate step (hook, or Django's migrate), then the Procfile's release: line, once per image: named by the
+    image, so re-applying it is a no-op."""
+    if "migrate" not in spec.hooks and not spec.django and spec.release_command is None:
         return None
     resources, _workers = sizing(spec, options)
     volumes, mounts = _writable_volumes()

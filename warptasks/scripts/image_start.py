@@ -10,7 +10,8 @@ planned for that size, fills in ``$PORT`` and execs the server, so the server it
     warp start [TYPE]   the web server, or the Procfile's process type TYPE (worker, clock...)
     warp health         exit 0 when the app is healthy: its ready (else alive) hook, else an HTTP GET of the port
     warp health HOOK    exit 0 when the app's ready or alive hook, alone, succeeds (Kubernetes' readiness/liveness)
-    warp migrate        the app's migrate step (its hook, or Django's migrate), once: a Kubernetes Job runs it
+    warp migrate        the app's migrate step (its hook, or Django's migrate), then the Procfile's release: line:
+                        a Kubernetes Job runs it once per image
 
 ``warp start`` takes, and checks, the options the S2I ``run`` script passes (``--host``/``--listen`` 0.0.0.0,
 ``--port``, ``--project``); any other command or option is refused with what to do instead.
@@ -226,12 +227,17 @@ def _hook(data, name):
 
 
 def migrate(args):
+    """The migrate step, then the Procfile's release: line, as a deploy runs them once; refused when there is neither."""
     if args:
         raise Refused("warp migrate takes no arguments here, not %r" % args[0])
     data = _read_data()
     port = _port(data)
-    step = _filled(_hook(data, "migrate"), data, port)
-    print("migrate: %s" % step["why"], flush=True)
+    hooks = data.get("hooks") or {}
+    steps = [hooks[name] for name in ("migrate", "release") if hooks.get(name)] or [_hook(data, "migrate")]
+    for step in steps[:-1]:
+        _run_before([step], data, port)
+    step = _filled(steps[-1], data, port)
+    print("%s: %s" % (step["name"], step["why"]), flush=True)
     _exec(step, data)
 
 
