@@ -104,3 +104,51 @@ def test_warp_health_and_migrate_refuse_a_hook_the_image_lacks(
     assert "no migrate step" in capsys.readouterr().err
     assert entry.main(["warp", "health", "sideways"]) == 2
     assert "ready or alive" in capsys.readouterr().err
+
+
+def test_the_pods_environment_wins_over_the_projects_environment_file(
+    entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Secret's SECRET_KEY (warp kube --env-file) lost to a dev key committed in .s2i/environment: the entry point
+    laid the step's environment over the container's. On hosts the host's environment file wins; so does the pod's."""
+    hook = '#!/bin/sh\n[ "$SECRET_KEY" = from-the-secret ] && [ "$DJANGO_DEBUG" = 0 ] && [ "$WARP_PHASE" != pod ]\n'
+    files = {
+        "wsgi.py": WSGI,
+        ".s2i/environment": "SECRET_KEY=committed-dev-key\nDJANGO_DEBUG=1\n",
+        ".s2i/action_hooks/ready": Exe(hook),
+    }
+    data = _data(tmp_path, files)
+    data["hooks"]["ready"]["cwd"] = str(tmp_path / "app")  # where this test wrote the app (the image's is /opt/app-root)
+    data_file = tmp_path / "image-start.json"
+    data_file.write_text(json.dumps(data))
+    monkeypatch.setattr(entry, "DATA", str(data_file))
+    monkeypatch.setenv("WARP_PHASE", "pod")  # warp's own variables still come from the plan
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("DJANGO_DEBUG", "0")
+    assert entry.main(["warp", "health", "ready"]) != 0  # without the pod's value the project's is kept
+    monkeypatch.setenv("SECRET_KEY", "from-the-secret")
+    assert entry.main(["warp", "health", "ready"]) == 0
+
+
+def test_warp_migrate_runs_the_procfile_release_line_after_the_migrate_step(entry: ModuleType, tmp_path: Path) -> None:
+    """A Procfile's release: line ran once per host deploy, but warp kube's Job (warp migrate) never ran it: an app
+    whose only migration is `release: alembic upgrade head` got no Job at all and served an unmigrated database."""
+    import subprocess
+
+    files = {
+        "wsgi.py": WSGI,
+        ".s2i/action_hooks/migrate": Exe("#!/bin/sh\necho migrate >> order.txt\n"),
+        "Procfile": "release: echo release >> order.txt\n",
+    }
+    data = _data(tmp_path, files)
+    for name in ("migrate", "release"):
+        data["hooks"][name]["cwd"] = str(tmp_path / "app")  # where this test wrote the app (the image's is /opt/app-root)
+    data_file = tmp_path / "image-start.json"
+    data_file.write_text(json.dumps(data))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import image_start as m; "
+        "m.DATA = sys.argv[2]; sys.exit(m.main(['warp', 'migrate']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(data_file)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "app" / "order.txt").read_text() == "migrate\nrelease\n"

@@ -301,3 +301,40 @@ def test_http_probes_ask_for_the_domain_so_allowed_hosts_lets_them_in(tmp_path: 
     web = _by_kind(_manifests(tmp_path, "django", OPTIONS["everything"]), "Deployment")[0]
     probe = web["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
     assert probe["httpHeaders"] == [{"name": "Host", "value": "shop.example.com"}]
+
+
+@pytest.mark.parametrize("kind", ["Worker", "high_priority", "-x", "x-", "a" * 59])
+def test_a_process_type_that_cannot_name_a_container_is_refused(tmp_path: Path, kind: str) -> None:
+    """Procfile types allow A-Z, _ and leading '-', and any length: the manifests were written, and the API refused them."""
+    root = write_tree(tmp_path / "shop", {"wsgi.py": WSGI, "requirements.txt": "six\n", "Procfile": f"{kind}: python w.py\n"})
+    with pytest.raises(ConfigError, match="cannot name a Kubernetes container") as refused:
+        plan_manifests(detect_app(str(root)), KubeOptions(image=IMAGE))
+    assert "58 characters at most" in (refused.value.hint or "")
+
+
+def test_the_longest_process_type_that_fits_is_taken(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "shop", {"wsgi.py": WSGI, "requirements.txt": "six\n", "Procfile": f"{'a' * 58}: python w.py\n"})
+    names = [m.body["metadata"]["name"] for m in plan_manifests(detect_app(str(root)), KubeOptions(image=IMAGE))]
+    assert f"shop-{'a' * 58}" in names
+
+
+def test_the_migration_job_name_fits_a_label_value_with_the_longest_app_name(tmp_path: Path) -> None:
+    """A Job's name is its pods' job-name label (63 at most): a 40-character --name and a long tag made 78."""
+    root = write_tree(tmp_path / "shop", PROJECTS["django"])
+    image = "registry.example.com/shop/web:release-2026-12-01-long-tag"
+    for name in ("a" * 40, "shop"):
+        jobs = [
+            m.body for m in plan_manifests(detect_app(str(root)), KubeOptions(image=image, name=name)) if m.body["kind"] == "Job"
+        ]
+        job_name = jobs[0]["metadata"]["name"]
+        assert len(job_name) <= 63 and job_name.startswith(f"{name}-migrate-"), job_name
+        assert not job_name.endswith("-") and "--" not in job_name
+    assert job_name.startswith("shop-migrate-release-2026-12-01-l-"), job_name  # short names: as before
+
+
+def test_a_procfile_release_line_alone_gets_the_migration_job(tmp_path: Path) -> None:
+    """The release: line runs once per deploy on hosts; warp kube wrote no Job for it and never ran it."""
+    files = {"wsgi.py": WSGI, "requirements.txt": "six\n", "Procfile": "release: alembic upgrade head\n"}
+    root = write_tree(tmp_path / "shop", files)
+    jobs = [m.body for m in plan_manifests(detect_app(str(root)), KubeOptions(image=IMAGE)) if m.body["kind"] == "Job"]
+    assert len(jobs) == 1 and jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"] == [WARP, "migrate"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def test_warp_kube_writes_the_manifests_and_the_order_to_apply_them(tmp_path: Pa
         (("--image", "x:1", "--autoscale", "ten"), "is not MIN:MAX"),
         (("--image", "x:1", "--env-file", "/nonexistent/prod.env"), "cannot read --env-file"),
         (("--image", "x:1", "--config", "NOEQUALS"), "is not NAME=VALUE"),
+        (("--image", "x:1", "--config", "A B=1"), "is not an environment variable name"),
+        (("--image", "x:1", "--config", "x: y=1"), "is not an environment variable name"),
+        (("--image", "x:1", "--config", "<<=1"), "is not an environment variable name"),
         (("--image", "x:1", "--builder", "warp-builder"), "needs --openshift, --builder and --git"),
     ],
 )
@@ -60,3 +64,78 @@ def test_warp_kube_help_has_long_options_only(capsys: pytest.CaptureFixture[str]
     _warp("kube", "--help")
     shown = capsys.readouterr().out
     assert "--git-ref=STRING" in shown and "--=" not in shown and "--openshift" in shown
+
+
+def _secret_project(tmp_path: Path, values: str) -> tuple[Path, Path]:
+    project = write_tree(tmp_path / "app", {"wsgi.py": WSGI})
+    env_file = tmp_path / "prod.env"
+    env_file.write_text(values)
+    return project, env_file
+
+
+def test_warp_kube_never_writes_the_secret_through_a_planted_temporary_file(tmp_path: Path) -> None:
+    """A repo shipping deploy/k8s/secret.yaml.tmp -> a public file got the secret written there, 0644, and linked."""
+    project, env_file = _secret_project(tmp_path, "SECRET=topsecret\n")
+    out = tmp_path / "k8s"
+    out.mkdir()
+    public = tmp_path / "public.txt"
+    public.write_text("public\n")
+    public.chmod(0o644)
+    (out / "secret.yaml.tmp").symlink_to(public)
+    (out / "configmap.yaml.tmp").write_text("left over\n")
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out), "--env-file", str(env_file))
+    assert public.read_text() == "public\n"
+    secret = out / "secret.yaml"
+    assert not secret.is_symlink() and secret.stat().st_mode & 0o777 == 0o600
+    assert "topsecret" in secret.read_text()
+    assert (out / "configmap.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_warp_kube_secret_file_is_0600_even_over_a_left_over_0644_temporary(tmp_path: Path) -> None:
+    project, env_file = _secret_project(tmp_path, "SECRET=topsecret\n")
+    out = tmp_path / "k8s"
+    out.mkdir()
+    (out / "secret.yaml.tmp").write_text("")
+    (out / "secret.yaml.tmp").chmod(0o644)
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out), "--env-file", str(env_file))
+    assert (out / "secret.yaml").stat().st_mode & 0o777 == 0o600
+    assert not list(out.glob("*.tmp*")) or all("topsecret" not in p.read_text() for p in out.glob("*.tmp*"))
+
+
+class _KubectlLoader(yaml.SafeLoader):
+    """kubectl apply -f reads YAML 1.1 as go-yaml v2 does: y/n are booleans, and 1e3 (no dot) is a number."""
+
+    bool_values = {**yaml.SafeLoader.bool_values, "y": True, "n": False}
+
+
+_KubectlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+_KubectlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"), list("-+.0123456789")
+)
+
+
+def test_warp_kube_secret_and_config_values_stay_strings_for_kubectl(tmp_path: Path) -> None:
+    """`kubectl label --local -f secret.yaml` showed A: true, C: false, B: 1000 for the values y, n, 1e3 (kustomize: 1000)."""
+    values = {"A": "y", "B": "1e3", "C": "n", "D": "0777", "E": "*ref", "F": "a: b", "G": "yes", "H": ".5", "I": "1E5"}
+    values |= {"J": "-2e-3", "L": "~", "M": "Null", "N": "&anchor", "O": "!tag", "P": ""}
+    project, env_file = _secret_project(tmp_path, "".join(f"{k}={v!r}\n" for k, v in values.items()))
+    out = tmp_path / "k8s"
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out), "--env-file", str(env_file),
+          "--config", "FLAG=y", "--config", "RATE=1e3")  # fmt: skip
+    assert yaml.load((out / "secret.yaml").read_text(), Loader=_KubectlLoader)["stringData"] == values
+    assert yaml.load((out / "configmap.yaml").read_text(), Loader=_KubectlLoader)["data"] == {
+        "FLAG": "y",
+        "RATE": "1e3",
+        "PORT": "8080",
+    }
+
+
+@pytest.mark.parametrize("line", ["SECRET_KEY s3cr3t-value", "1SECRET=s3cr3t-value", "SE-CRET=s3cr3t-value"])
+def test_warp_kube_env_file_errors_never_show_the_line(tmp_path: Path, line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The error quoted the whole line, value and all, on stderr (CI logs): as warp deploy does, only its number."""
+    project, env_file = _secret_project(tmp_path, f"OK=1\n{line}\n")
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(tmp_path / "k8s"), "--env-file", str(env_file))
+    printed = capsys.readouterr()
+    assert "line 2 is not NAME=VALUE" in printed.err
+    assert "s3cr3t" not in printed.out + printed.err
+    assert not (tmp_path / "k8s").exists()

@@ -9,8 +9,10 @@ standard-library entry point (:mod:`warptasks.scripts.image_start`) needs to sta
   limits and picks the step planned for the same processes and threads, whatever the server derives from them;
 - ``port``: the token that stands for the port in every step, checked to be one (else the port is fixed);
 - ``before`` (the deploy hook), ``health`` (the ready, else alive, hook), ``processes`` (Procfile process types),
-  the server's ``capacity`` rule, and ``hooks``: the ready, alive and migrate commands the app has, each alone (a
-  Kubernetes readiness probe runs ``warp health ready``, a liveness probe ``warp health alive``, a Job ``warp migrate``).
+  the server's ``capacity`` rule, and ``hooks``: the ready, alive and migrate commands the app has, each alone, and
+  the Procfile's ``release:`` line (a Kubernetes readiness probe runs ``warp health ready``, a liveness probe
+  ``warp health alive``, a Job ``warp migrate``: migrate, then release, as a deploy does);
+- ``project_env``: the names of the project's environment file, whose value the container's environment overrides.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..detect import AppSpec, detect_app
 from ..facts import CgroupLimits, Facts
 from ..plan import StartOptions, Step, plan_start
 from ..plan.environment import plan_command
+from ..plan.processes import plan_release
 from ..run.local import read_facts
 from ..servers import SERVERS
 from ..settings import Settings
@@ -110,15 +113,28 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
         "before": before,
         "health": _step(health) if health else None,
         "hooks": {
-            name: _step(hook) for name in ("ready", "alive", "migrate") if (hook := _hook(spec, project, facts, name, port))
+            name: _step(hook)
+            for name in ("ready", "alive", "migrate", "release")
+            if (hook := _hook(spec, project, facts, name, port))
         },
         "processes": _process_types(spec, facts, options(port)),
+        # The project's environment file's names the container's own value overrides (warp's own variables never).
+        "project_env": sorted(
+            name
+            for name in spec.environment
+            if name not in ("PATH", "VIRTUAL_ENV") and not name.startswith(("WARP_", "WARPDRIVE_"))
+        ),
     }
 
 
 def _hook(spec: AppSpec, project: str, facts: Facts, name: str, port: int) -> Step | None:
-    """A hook planned as ``warp NAME`` plans it (migrate: Django's without a hook): ``warp health NAME``, ``warp migrate``."""
+    """A hook planned as ``warp NAME`` plans it (migrate: Django's without a hook): ``warp health NAME``, ``warp migrate``.
+
+    ``release`` is the Procfile's ``release:`` line, which ``warp migrate`` runs after the migrate step, as a deploy does.
+    """
     assert facts.current
+    if name == "release":
+        return plan_release(spec, project, facts.current)
     return plan_command(spec, project, facts.current, name, port)
 
 

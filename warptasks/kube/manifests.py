@@ -38,6 +38,7 @@ MEMORY_HEADROOM = 128 * MiB
 # The image's HEALTHCHECK timeout: its entry point gives a hook 6 s, then says unhealthy.
 PROBE_TIMEOUT = 8
 PART_OF = "app.kubernetes.io/part-of"
+LABEL = 63  # a DNS-1123 label's limit: a container's name, a label value
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 
@@ -94,10 +95,11 @@ def app_name(spec: AppSpec, name: str) -> str:
     return chosen
 
 
-def image_suffix(image: str) -> str:
-    """A short, stable name part for ``image``: the migration Job is one per image, so re-applying it is a no-op."""
+def image_suffix(image: str, room: int = 29) -> str:
+    """A short, stable name part for ``image``, ``room`` characters at most (at least 8): the migration Job is one per
+    image, so re-applying it is a no-op."""
     tag = image.rsplit("@", 1)[-1] if "@" in image else image.rsplit("/", 1)[-1].partition(":")[2]
-    readable = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:20].strip("-")
+    readable = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[: min(20, room - 9)].strip("-")
     digest = hashlib.sha256(image.encode()).hexdigest()[:8]
     return f"{readable}-{digest}" if readable else digest
 
@@ -228,8 +230,9 @@ def deployment(spec: AppSpec, options: KubeOptions, name: str, kind: str) -> dic
 
 
 def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any] | None:
-    """The migrate step (hook, or Django's migrate) once per image: named by the image, so re-applying it is a no-op."""
-    if "migrate" not in spec.hooks and not spec.django:
+    """The migrate step (hook, or Django's migrate), then the Procfile's release: line, once per image: named by the
+    image, so re-applying it is a no-op."""
+    if "migrate" not in spec.hooks and not spec.django and spec.release_command is None:
         return None
     resources, _workers = sizing(spec, options)
     volumes, mounts = _writable_volumes()
@@ -237,7 +240,8 @@ def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{name}-migrate-{image_suffix(options.image)}", "labels": selector},
+        # The Job's name is its pods' job-name label: 63 characters at most, or the API refuses the Job.
+        "metadata": {"name": f"{name}-migrate-{image_suffix(options.image, LABEL - len(name) - 9)}", "labels": selector},
         "spec": {
             "backoffLimit": 2,
             "ttlSecondsAfterFinished": 86400,
@@ -421,6 +425,14 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         if not options.builder:
             raise ConfigError("warp kube needs the image the pods run", "pass --image, e.g. the --tag you gave warp s2i --push")
         options = replace(options, image=f"{name}:latest")
+    for kind in spec.process_types:
+        # The type names a container (a DNS-1123 label), the Deployment {name}-{kind} and its component label.
+        if not _NAME.match(kind) or len(f"{name}-{kind}") > LABEL:
+            raise ConfigError(
+                f"the Procfile's process type {kind!r} cannot name a Kubernetes container and Deployment",
+                f"rename it in the Procfile with lowercase letters, digits and '-', not at either end "
+                f"({LABEL - len(name) - 1} characters at most with the name {name!r})",
+            )
     found: list[Manifest] = [Manifest("configmap.yaml", config_map(options, name))]
     if options.env_file_values:
         found.append(Manifest("secret.yaml", secret(options, name)))
@@ -451,6 +463,11 @@ def kustomization(manifests: Iterable[Manifest]) -> dict[str, Any]:
     }
 
 
+# Strings PyYAML writes plain but that kubectl's YAML (1.1 for apply -f: y/n are booleans) or kustomize's (1.2: 1e3
+# is a number) reads as something else: a secret "y" would become true, "1e3" the number 1000. Always quoted.
+_AMBIGUOUS = re.compile(r"[-+]?[.0-9].*|[yYnN]|~|(?i:yes|no|on|off|true|false|null)", re.DOTALL)
+
+
 class _Dumper(yaml.SafeDumper):
     """Plain YAML for people to read and diff: a dict used twice (labels, selectors) is written twice, never as an alias."""
 
@@ -458,22 +475,39 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def _string(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"' if _AMBIGUOUS.fullmatch(data) else None)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(body: dict[str, Any]) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
 
 
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
-    """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation."""
+    """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation.
+
+    Each file is written to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
+    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and renamed over the old one.
+    """
     import os
+    import tempfile
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
         path = out / manifest.filename
-        temp = path.with_name(path.name + ".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if manifest.body.get("kind") == "Secret" else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_yaml(manifest.body))
-        os.replace(temp, path)
+        fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
+        try:
+            if manifest.body.get("kind") != "Secret":
+                os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(to_yaml(manifest.body))
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
         written.append(path)
     return written

@@ -10,7 +10,8 @@ planned for that size, fills in ``$PORT`` and execs the server, so the server it
     warp start [TYPE]   the web server, or the Procfile's process type TYPE (worker, clock...)
     warp health         exit 0 when the app is healthy: its ready (else alive) hook, else an HTTP GET of the port
     warp health HOOK    exit 0 when the app's ready or alive hook, alone, succeeds (Kubernetes' readiness/liveness)
-    warp migrate        the app's migrate step (its hook, or Django's migrate), once: a Kubernetes Job runs it
+    warp migrate        the app's migrate step (its hook, or Django's migrate), then the Procfile's release: line:
+                        a Kubernetes Job runs it once per image
 
 ``warp start`` takes, and checks, the options the S2I ``run`` script passes (``--host``/``--listen`` 0.0.0.0,
 ``--port``, ``--project``); any other command or option is refused with what to do instead.
@@ -99,9 +100,14 @@ def _filled(step, data, port):
     return fill(step)
 
 
-def _environment(step):
+def _environment(step, data):
+    """The container's environment, the step's over it; but a variable of the project's environment file that the
+    container sets (a Kubernetes Secret or ConfigMap, ``docker run -e``) keeps the container's value, as on a host
+    its environment file's value wins over the project's."""
     env = dict(os.environ)
+    pod = {name: env[name] for name in data.get("project_env", ()) if name in env}
     env.update(step["env"])
+    env.update(pod)
     if step["path"]:
         env["PATH"] = os.pathsep.join(step["path"] + [env.get("PATH", os.defpath)])
     return env
@@ -136,13 +142,13 @@ def _run_before(steps, data, port):
     for step in steps:
         step = _filled(step, data, port)
         print("%s: %s" % (step["name"], step["why"]), flush=True)
-        done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step), check=False)
+        done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step, data), check=False)
         if done.returncode != 0:
             raise Refused("step '%s' failed (exit %d): %s" % (step["name"], done.returncode, step["why"]))
 
 
-def _exec(step):
-    env = _environment(step)
+def _exec(step, data):
+    env = _environment(step, data)
     os.chdir(step["cwd"])
     sys.stdout.flush()
     try:
@@ -198,7 +204,7 @@ def start(args):
             )
         step = _filled(step, data, port)
         print("start: %s" % step["why"], flush=True)
-        _exec(step)
+        _exec(step, data)
     probe = _load("probe")
     step, sizing = sized_server(data, probe.resources())
     for note in [n for n in data["notes"] if not n.startswith(("resources:", "workers:"))] + sizing:
@@ -206,7 +212,7 @@ def start(args):
     _run_before(data["before"], data, port)
     step = _filled(step, data, port)
     print("start: %s" % step["why"], flush=True)
-    _exec(step)
+    _exec(step, data)
 
 
 def _hook(data, name):
@@ -221,13 +227,18 @@ def _hook(data, name):
 
 
 def migrate(args):
+    """The migrate step, then the Procfile's release: line, as a deploy runs them once; refused when there is neither."""
     if args:
         raise Refused("warp migrate takes no arguments here, not %r" % args[0])
     data = _read_data()
     port = _port(data)
-    step = _filled(_hook(data, "migrate"), data, port)
-    print("migrate: %s" % step["why"], flush=True)
-    _exec(step)
+    hooks = data.get("hooks") or {}
+    steps = [hooks[name] for name in ("migrate", "release") if hooks.get(name)] or [_hook(data, "migrate")]
+    for step in steps[:-1]:
+        _run_before([step], data, port)
+    step = _filled(steps[-1], data, port)
+    print("%s: %s" % (step["name"], step["why"]), flush=True)
+    _exec(step, data)
 
 
 def health(args):
@@ -240,7 +251,8 @@ def health(args):
     if check:
         step = _filled(check, data, port)
         try:
-            done = subprocess.run(step["argv"], cwd=step["cwd"], env=_environment(step), timeout=HEALTH_TIMEOUT, check=False)
+            env = _environment(step, data)
+            done = subprocess.run(step["argv"], cwd=step["cwd"], env=env, timeout=HEALTH_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             print("unhealthy: %s took over %d s" % (step["why"], HEALTH_TIMEOUT))
             return 1

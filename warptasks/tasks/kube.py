@@ -5,6 +5,7 @@ Thin: parses options, calls :mod:`warptasks.kube`, prints what it wrote and the 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from invoke import task
@@ -48,6 +49,11 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--config {item!r} is not NAME=VALUE", "write it as --config DJANGO_DEBUG=0")
+        # A ConfigMap key the API refuses ("A B", "x: y"), or that envFrom skips: an environment name, as env files take.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(
+                f"--config {name!r} is not an environment variable name", "use letters, digits and _, not first a digit"
+            )
         found[name] = value
     return found
 
@@ -73,7 +79,10 @@ def _env_file(path: str | None) -> dict[str, str]:
     try:
         return dict(envfile.parse(text, path))
     except envfile.EnvFileError as exc:
-        raise ConfigError(str(exc), "each line is NAME=VALUE, or a # comment") from None
+        # The line is not quoted (as warp deploy's --env-file): "SECRET_KEY s3cr3t", a typo, holds the secret.
+        raise ConfigError(
+            f"--env-file {path}, line {exc.number} is not NAME=VALUE", "each line is NAME=VALUE, or a # comment"
+        ) from None
 
 
 # Long options only: with this many, invoke's generated short flags run out of letters (git-ref got a bare "-").
