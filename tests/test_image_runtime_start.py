@@ -81,6 +81,16 @@ def test_the_entry_point_refuses_what_the_image_cannot_do(entry: ModuleType, cap
     assert entry.main(["warp", "start", "--processes", "3"]) == 2
     assert "docker run --cpus" in capsys.readouterr().err
     assert entry.main(["warp", "start", "--listen", "127.0.0.1"]) == 2
+    assert entry.main(["warp", "start", "worker", "--process", "clock"]) == 2  # one process type at most
+    assert "one process type at most" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args", [["worker"], ["--process", "worker"], ["--process=worker"], ["--listen", "0.0.0.0", "--process", "worker"]]
+)
+def test_a_process_type_is_named_as_warp_start_takes_it_locally(entry: ModuleType, args: list[str]) -> None:
+    """``warp start worker`` and ``inv warp.start --process worker`` mean the same in the image as on a laptop."""
+    assert entry._start_arguments(args) == "worker"
 
 
 def test_each_hook_is_in_the_start_data_alone_for_kubernetes_probes_and_the_migrate_job(tmp_path: Path) -> None:

@@ -177,6 +177,14 @@ def _start_arguments(args):
                 os.environ["PORT"] = value
             if name == "--project" and os.path.realpath(value) != PROJECT:
                 raise Refused("this image's app is in %s, not %s" % (PROJECT, value))
+        elif name == "--process":  # inv warp.start --process TYPE's spelling of ``warp start TYPE``
+            if not sep:
+                if not rest:
+                    raise Refused("--process needs a process type")
+                value = rest.pop(0)
+            if kind is not None:
+                raise Refused("warp start takes one process type at most, not %r too" % value)
+            kind = value
         elif arg.startswith("-"):
             raise Refused(
                 "warp start in this image takes no %s: workers are sized from the container's limits" % name,
