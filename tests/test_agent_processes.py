@@ -37,6 +37,25 @@ for _ in range(6000):
 """
 
 
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A test that fails half-way must not leave its workers (and their supervisors) running: each one's command
+    line names the test's own folder, so whatever still does at the end is killed with its group."""
+    yield
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                if str(tmp_path).encode() not in handle.read():
+                    continue
+            group = os.getpgid(int(name))
+            if group != os.getpgid(0):  # never the test run's own group
+                os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def release_with(root: Path, release: str, types: dict[str, tuple[int, float, float]]) -> None:
     """A release whose record names process types: name -> (count, stop timeout, linger)."""
     (root / "shared" / "logs").mkdir(parents=True, exist_ok=True)
