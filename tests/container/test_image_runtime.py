@@ -18,7 +18,7 @@ import pytest
 from tests.cases import Exe, write_tree
 from tests.container.image_helpers import TAG, build_options, get, remove_image, serving
 from tests.harness.images import IndexAccess
-from warptasks.detect import AppSpec, detect_app
+from warptasks.detect import detect_app
 from warptasks.image import dockerfile as img
 from warptasks.image.build import build_app_image
 
@@ -38,7 +38,6 @@ SLOW_APP = (
 # Ready while /tmp/broken is absent: the test breaks the app by creating it.
 READY_HOOK = "#!/bin/sh\ntest ! -e /tmp/broken\n"
 WORKER = "import time\nprint('worker up', flush=True)\nwhile True:\n    time.sleep(1)\n"
-PROCESS_TYPES = hasattr(AppSpec, "process_types")
 
 
 def _project(root: Path) -> Path:
@@ -161,7 +160,6 @@ def test_a_read_only_root_with_the_declared_tmpfs_serves(
         assert "Read-only file system" in app.container.exec_run(["touch", f"{img.PROJECT}/x"]).output.decode()
 
 
-@pytest.mark.skipif(not PROCESS_TYPES, reason="this warptasks has no Procfile process types")
 def test_a_procfile_process_type_runs_in_the_runtime_image(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
     container = docker_client.containers.run(
         images["gunicorn"], ["warp", "start", "worker"], detach=True, network_mode="none", labels={"warptasks-test": "image"}
