@@ -38,7 +38,8 @@ def index_arguments(index: IndexAccess) -> list[str]:
 def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
     docker_client: docker.DockerClient, index_access: IndexAccess, project_dir: Path
 ) -> None:
-    write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": "six\n"})
+    # Requirements no other test has, so the dependency stage really runs (an earlier test's cached layer prints nothing).
+    write_tree(project_dir, {"wsgi.py": WSGI, "requirements.txt": f"six\n# {project_dir.name}\n"})
     tag = f"warp-test-cli:{TAG}"
     done = warp(
         "s2i",
