@@ -234,3 +234,59 @@ def test_numbers_from_invoke_variables_still_reach_the_settings(tmp_path: Path, 
     config.load_shell_env()
     assert Settings.resolve(config).port == 8123
     assert (DeploySettings.resolve(config).drain, DeploySettings.resolve(config).keep) == (1.5, 2)
+
+
+# -- errors that name the right fix -------------------------------------------------------------------------------
+
+
+def built_project(root: Path) -> Path:
+    """A project warp exec accepts without a build of minutes: an app and a current environment with one tool."""
+    (root / "wsgi.py").write_text("")
+    tools = root / ".warp" / "current" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "mytool").write_text('#!/bin/sh\necho "mytool ran: $*"\n')
+    (tools / "mytool").chmod(0o755)
+    (tools / "notexec").write_text("echo never\n")
+    return tools
+
+
+def test_warp_exec_of_a_missing_command_says_it_was_not_found(tmp_path: Path) -> None:
+    tools = built_project(tmp_path)
+    for argv in (("exec", "--", "nosuchcmd", "--flag"), ("exec", "-c", "nosuchcmd --flag")):
+        result = warp(*argv, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr == (
+            "warp: error: command not found: nosuchcmd\n"
+            f"  -> check its name: it is looked for in the app's environment ({tools}), then on PATH\n"
+        )
+        assert "warp build" not in result.stderr
+    refused = warp("exec", "--", "notexec", cwd=tmp_path)
+    assert refused.returncode == 1 and "warp: error: cannot run notexec: Permission denied" in refused.stderr
+    assert "warp build" not in refused.stderr
+    # The twin: a command that is there runs, found in the environment's bin first.
+    ran = warp("exec", "--", "mytool", "a", "b", cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout == "mytool ran: a b\n"
+
+
+def test_a_missing_python_is_said_to_be_missing_on_this_machine(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text("")
+    result = warp("build", "--python", "3.99", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "warp: error: Python 'python3.99' is not available on this machine" in result.stderr
+    assert "target" not in result.stderr
+
+
+def test_a_missing_python_on_a_host_names_the_host() -> None:
+    from invoke import Result
+
+    from warptasks.errors import ConfigError
+    from warptasks.run.executor import gather_facts
+
+    class Connection:  # what gather_facts reads of fabric's Connection
+        original_host = "web1"
+
+        def run(self, command: str, **kwargs: object) -> Result:
+            return Result(stderr="sh: 1: python3.99: not found", exited=127)
+
+    with pytest.raises(ConfigError, match="Python 'python3.99' is not available on web1\n"):
+        gather_facts(Connection(), "python3.99", {})

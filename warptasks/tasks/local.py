@@ -228,7 +228,7 @@ def exec_(
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
-        exec_local(step)
+        exec_local(step, command=True)
 
 
 @warp_task(
@@ -245,7 +245,7 @@ def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", opts.port)
-        exec_local(step)
+        exec_local(step, command=True)
 
 
 def _hook_task(name: str, doc: str):
