@@ -290,3 +290,13 @@ def test_a_missing_python_on_a_host_names_the_host() -> None:
 
     with pytest.raises(ConfigError, match="Python 'python3.99' is not available on web1\n"):
         gather_facts(Connection(), "python3.99", {})
+
+
+@pytest.mark.parametrize(
+    "argv", [("nosuch",), ("-h", "nosuch"), ("--list", "nosuch"), ("start", "-h", "0.0.0.0"), ("start", "-e")]
+)
+def test_an_unknown_word_is_a_warp_error_with_where_to_look(argv: tuple[str, ...]) -> None:
+    result = warp(*argv)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("warp: error: No idea what ")
+    assert result.stderr.endswith("\n  -> warp --help lists the commands, warp COMMAND --help a command's options\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from invoke import Program
@@ -38,6 +40,8 @@ class WarpProgram(Program):  # type: ignore[misc]
             if argument.names[0] in CORE_OPTIONS:
                 argument.names, argument.help = CORE_OPTIONS[argument.names[0]]
                 kept.append(argument)
+            if argument.names[0] == "list":  # a flag: warp has no namespaces to name
+                argument.kind, argument.optional, argument.default = bool, False, False
         return kept
 
     def parse_core_args(self) -> None:
@@ -50,12 +54,23 @@ class WarpProgram(Program):  # type: ignore[misc]
                 given[argument.names[0]] = Argument(names=argument.names[:1], kind=argument.kind, default=argument.default)
 
     def parse_tasks(self) -> None:
-        try:
+        with _said_as_warp():
             super().parse_tasks()
-        except ParseError as error:
-            if str(error).startswith("warp: error:"):
-                raise
-            raise ParseError(f"warp: error: {error}\n  -> {PARSE_HINT}") from None
+
+    def parse_cleanup(self) -> None:
+        with _said_as_warp():
+            super().parse_cleanup()
+
+
+@contextmanager
+def _said_as_warp() -> Iterator[None]:
+    """invoke's parse errors ("No idea what '-t' is!") as warp's: prefixed, with where to look."""
+    try:
+        yield
+    except ParseError as error:
+        if str(error).startswith("warp: error:"):
+            raise
+        raise ParseError(f"warp: error: {error}\n  -> {PARSE_HINT}") from None
 
 
 program = WarpProgram(name="warp", binary="warp", version=__version__, namespace=ns)
