@@ -197,19 +197,23 @@ def test_good_whole_numbers_reach_the_task_as_numbers(name: str, argv: tuple[str
 
 
 BAD_CONFIG = [
-    ({"INVOKE_WARP_PORT": "abc"}, "port 'abc' is not a number"),
-    ({"INVOKE_WARP_PORT": "99999"}, "port 99999 is out of range: it must be 1 to 65535"),
-    ({"INVOKE_WARP_THREADS": "0"}, "threads 0 is out of range: it must be at least 1"),
-    ({"INVOKE_WARP_PROCESSES": "x"}, "processes 'x' is not a number"),
+    ("plan", {"INVOKE_WARP_PORT": "abc"}, "port 'abc' is not a number"),
+    ("plan", {"INVOKE_WARP_PORT": "99999"}, "port 99999 is out of range: it must be 1 to 65535"),
+    ("plan", {"INVOKE_WARP_THREADS": "0"}, "threads 0 is out of range: it must be at least 1"),
+    ("plan", {"INVOKE_WARP_PROCESSES": "x"}, "processes 'x' is not a number"),
+    ("deploy", {"INVOKE_WARP_DEPLOY_PORT": "http"}, "port 'http' is not a number"),
+    ("deploy", {"INVOKE_WARP_DEPLOY_KEEP": "-1"}, "keep -1 is out of range: it must be at least 0"),
+    ("deploy", {"INVOKE_WARP_DEPLOY_DRAIN": "soon"}, "drain 'soon' is not a number of seconds"),
+    ("deploy", {"INVOKE_WARP_DEPLOY_HEALTH_TIMEOUT": "x"}, "health_timeout 'x' is not a number of seconds"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("env", "message"), BAD_CONFIG, ids=[next(iter(e)) + "=" + next(iter(e.values())) for e, _ in BAD_CONFIG]
-)
-def test_a_bad_number_in_the_configuration_names_the_configuration(env: dict[str, str], message: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("task", "env", "message"), BAD_CONFIG, ids=[f"{t} {' '.join(e)}" for t, e, _ in BAD_CONFIG])
+def test_a_bad_number_in_the_configuration_names_the_configuration(
+    task: str, env: dict[str, str], message: str, tmp_path: Path
+) -> None:
     (tmp_path / "wsgi.py").write_text("")
-    result = warp("plan", cwd=tmp_path, env=env)
+    result = warp(task, *(["-H", "web1.invalid"] if task == "deploy" else []), cwd=tmp_path, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"warp: error: {message}" in result.stderr
     assert "in the warp: configuration (invoke.yaml, a --config file or an INVOKE_WARP_* variable)" in result.stderr

@@ -156,7 +156,7 @@ def _seconds(key: str, value: Any) -> float | int:
     except (TypeError, ValueError):
         number = -1.0
     if isinstance(value, bool) or not number >= 0:
-        raise ConfigError(f"{key} {value!r} is not a number of seconds", f"set {key} to a number such as 10")
+        raise ConfigError(f"{key} {value!r} is not a number of seconds", f"set {key} to a number such as 10 {WHERE}")
     return int(number) if number == int(number) else number
 
 
