@@ -154,8 +154,8 @@ def start(
             from .remote import serve_on_hosts
 
             reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-            # No --health-host nor --break-lock here (invoke's short flag for them would be "-"): the release's
-            # recorded Host header is used; warp restart --break-lock frees a stale lock.
+            # No --health-host nor --break-lock here: the release's recorded Host header is used; warp restart
+            # --break-lock frees a stale lock.
             reach |= {"accept_unknown_host": accept_unknown_host, "health": health}
             reach |= {"port": port, "backend_port": backend_port}
             serve_on_hosts(c, list(where.hosts), bool(json), **reach)
