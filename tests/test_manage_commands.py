@@ -177,13 +177,3 @@ def test_json_shape() -> None:
     }
     assert JSON_FORMAT == 1 and json.loads(json.dumps(data)) == data
     assert as_json("status", {"a": {"ok": True}})["ok"] is True and as_json("audit", {})["ok"] is True
-
-
-def test_warp_starts_short_flags_stay_and_none_is_a_dash() -> None:
-    from warptasks.tasks.local import start
-
-    flags = {a.name: sorted(a.nicknames) for a in start.get_arguments()}
-    before = {"project": "p", "host": "h", "port": "o", "processes": "r", "threads": "t", "reload": "e", "user": "u"}
-    before |= {"group": "g", "server": "s", "env_dir": "n", "dry_run": "d", "reveal": "v"}
-    assert {name: flags[name] for name in before} == {name: [short] for name, short in before.items()}
-    assert flags["listen"] == ["l"] and not any("-" in short for shorts in flags.values() for short in shorts)

@@ -237,7 +237,7 @@ def test_foreseeable_errors_exit_non_zero_with_a_message(
 def test_probe_that_cannot_run_says_which_python(tmp_path: Path) -> None:
     write_tree(tmp_path, {"wsgi.py": ""})
     c = MockContext(run=Result(stderr="sh: 1: python3.99: not found", exited=127))
-    with pytest.raises(Exit, match="is not available on the target"):
+    with pytest.raises(Exit, match="is not available on this machine"):
         tasks.build(c, project=str(tmp_path), python="3.99")
     assert "python3.99 " in runs(c).call_args.args[0]
 

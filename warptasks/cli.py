@@ -4,14 +4,76 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from invoke import Program
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
 
 from . import __version__
 from .errors import WarpError
 from .tasks import ns
 
-program = Program(name="warp", binary="warp", version=__version__, namespace=ns)
+# invoke's core options that warp keeps, under these names. The others are for running shell commands from
+# tasks (--echo would print the steps' command lines, environment values included; --dry, --hide, --pty,
+# --warn-only, --command-timeout, --prompt-for-sudo-password), for invoke itself (--debug, --write-pyc) or for
+# nested collections (--list-depth, --list-format): they mean nothing to warp and are not accepted.
+CORE_OPTIONS = {
+    "help": (("help", "h"), "show this help, or a command's: warp COMMAND --help (or -h)"),
+    "version": (("version", "V"), "show warp's version and exit"),
+    "list": (("list",), "list the commands and exit"),  # no -l: that is --listen
+    "config": (("config",), "a configuration file to read too (YAML, with warp: settings as in invoke.yaml)"),  # no -f
+    "complete": (("complete",), "print tab-completion candidates (the completion script calls it)"),
+    "print-completion-script": (("print-completion-script",), "print the tab-completion script for bash, zsh or fish"),
+}
+PARSE_HINT = "warp --help lists the commands, warp COMMAND --help a command's options"
+
+
+class WarpProgram(Program):  # type: ignore[misc]
+    """invoke's Program with only the core options that mean something to warp (:data:`CORE_OPTIONS`)."""
+
+    def core_args(self) -> list[Any]:
+        kept = []
+        for argument in super().core_args():
+            if argument.names[0] in CORE_OPTIONS:
+                argument.names, argument.help = CORE_OPTIONS[argument.names[0]]
+                kept.append(argument)
+            if argument.names[0] == "list":  # a flag: warp has no namespaces to name
+                argument.kind, argument.optional, argument.default = bool, False, False
+        return kept
+
+    def parse_core_args(self) -> None:
+        super().parse_core_args()
+        # invoke's Program reads every one of its options after parsing: the ones warp does not take are there,
+        # never given (their defaults), so --dry and the like are refused as unknown options, not half-honoured.
+        given = self.core[0].args
+        for argument in Program.core_args(self):
+            if argument.names[0] not in given:
+                given[argument.names[0]] = Argument(names=argument.names[:1], kind=argument.kind, default=argument.default)
+
+    def parse_tasks(self) -> None:
+        with _said_as_warp():
+            super().parse_tasks()
+
+    def parse_cleanup(self) -> None:
+        with _said_as_warp():
+            super().parse_cleanup()
+
+
+@contextmanager
+def _said_as_warp() -> Iterator[None]:
+    """invoke's parse errors ("No idea what '-t' is!") as warp's: prefixed, with where to look."""
+    try:
+        yield
+    except ParseError as error:
+        if str(error).startswith("warp: error:"):
+            raise
+        raise ParseError(f"warp: error: {error}\n  -> {PARSE_HINT}") from None
+
+
+program = WarpProgram(name="warp", binary="warp", version=__version__, namespace=ns)
 
 
 def process_word(argv: list[str]) -> list[str]:

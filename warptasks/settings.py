@@ -45,6 +45,11 @@ def _flag(key: str, value: Any) -> bool:
     return bool(value)
 
 
+# Where a bad value comes from when it reaches a check: a task's whole-number options are checked as they are
+# parsed (warptasks.tasks.flags), so what is left is the configuration.
+WHERE = "in the warp: configuration (invoke.yaml, a --config file or an INVOKE_WARP_* variable)"
+
+
 def _integer(key: str, value: Any, *, low: int, high: int | None = None, hint: str = "") -> int:
     """A whole number within bounds; "8080" from an environment variable is one, 80.5 and True are not."""
     number: int | None = None
@@ -55,23 +60,24 @@ def _integer(key: str, value: Any, *, low: int, high: int | None = None, hint: s
             number = None
         if isinstance(value, float) and number != value:
             number = None
+    span = f"{low} to {high}" if high is not None else f"at least {low}"
     if number is None:
-        raise ConfigError(f"{key} {value!r} is not a number", hint or f"set {key} to a whole number such as {max(low, 1)}")
+        example = max(low, 1)
+        raise ConfigError(f"{key} {value!r} is not a number", hint or f"set {key} to a whole number such as {example} {WHERE}")
     if number < low or (high is not None and number > high):
-        span = f"{low} to {high}" if high is not None else f"at least {low}"
-        raise ConfigError(f"{key} {number} is out of range: it must be {span}", hint or f"set {key} to a number {span}")
+        raise ConfigError(f"{key} {number} is out of range: it must be {span}", hint or f"set {key} to a number {span} {WHERE}")
     return number
 
 
 def _port(key: str, value: Any) -> int:
-    return _integer(key, value, low=1, high=65535, hint=f"pass --{key.replace('_', '-')} with a number such as 8080")
+    return _integer(key, value, low=1, high=65535, hint=f"set {key} to a port from 1 to 65535, e.g. 8080, {WHERE}")
 
 
 def _count(key: str, value: Any) -> int | None:
     """Processes, threads, clients: left out (None or empty), it is computed; 0 is a mistake, not "compute it"."""
     if value in (None, ""):
         return None
-    return _integer(key, value, low=1, hint=f"set {key} to a whole number of at least 1, or leave it out to compute it")
+    return _integer(key, value, low=1, hint=f"set {key} to a whole number of at least 1 {WHERE}, or leave it out to compute it")
 
 
 def process_counts(key: str, value: Any) -> tuple[int | None, dict[str, int]]:
@@ -99,6 +105,7 @@ def process_counts(key: str, value: Any) -> tuple[int | None, dict[str, int]]:
     web: int | None = None
     types: dict[str, int] = {}
     hint = f"write {key} as a whole number (the web server's worker processes), or TYPE=N for a Procfile process type"
+    hint += f", in warp deploy --{key} or {WHERE}"
     for name, number in items:
         if name in ("", "web"):
             web = _integer(f"{key} {name}".strip(), number, low=1, hint=hint)
@@ -149,7 +156,7 @@ def _seconds(key: str, value: Any) -> float | int:
     except (TypeError, ValueError):
         number = -1.0
     if isinstance(value, bool) or not number >= 0:
-        raise ConfigError(f"{key} {value!r} is not a number of seconds", f"set {key} to a number such as 10")
+        raise ConfigError(f"{key} {value!r} is not a number of seconds", f"set {key} to a number such as 10 {WHERE}")
     return int(number) if number == int(number) else number
 
 
@@ -362,8 +369,14 @@ def config_defaults() -> dict[str, Any]:
     is read by :func:`~warptasks.remote.hosts.parse_hosts`).
     """
 
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     def rows(cls: type[Settings] | type[DeploySettings]) -> dict[str, Any]:
-        # A shared deploy key starts empty, or it would hide the same key under warp:.
-        return {f.name: None if f.metadata["shared"] or f.default == () else _default(f) for f in fields(cls)}
+        # A shared deploy key starts empty, or it would hide the same key under warp:. So does a number: invoke
+        # would cast INVOKE_WARP_PORT=abc with int() (a traceback), and INVOKE_WARP_DEPLOY_DRAIN=1.5 too; left as
+        # text, the setting's own check reads it, and the default still applies when nothing sets it.
+        empty = {f.name for f in fields(cls) if f.metadata["shared"] or f.default == () or number(f.default)}
+        return {f.name: None if f.name in empty else _default(f) for f in fields(cls)}
 
     return {"warp": {**rows(Settings), "deploy": rows(DeploySettings)}}

@@ -92,6 +92,7 @@ _VALUED = {
     "--known-hosts",
     "--python",
     "--port",
+    "-o",
     "--backend-port",
     "--health",
     "--health-host",

@@ -8,6 +8,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -77,15 +78,17 @@ def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, ISOLATED, "-c", PROBE, json.dumps(request)), "", "read facts")
     result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+    # A fabric Connection has its host; anything else runs here.
+    where = f"on {c.original_host}" if hasattr(c, "original_host") else "on this machine"
     if result.exited != 0:
         if result.exited == 127 or "not found" in (result.stderr or ""):
             raise ConfigError(
-                f"Python {python!r} is not available on the target",
+                f"Python {python!r} is not available {where}",
                 "install that Python version, or choose another with --python (an executable or a version such as 3.12)",
             )
         said = tail(result.stderr or result.stdout, 5).strip()
         raise ConfigError(
-            f"{python!r} is not a working Python on the target: it exited {result.exited}"
+            f"{python!r} is not a working Python {where}: it exited {result.exited}"
             + (f" saying:\n{said}" if said else " and printed nothing"),
             _PYTHON_HINT,
         )
@@ -93,12 +96,15 @@ def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         said = tail(result.stdout, 5).strip() or "nothing"
-        raise ConfigError(f"{python!r} is not a working Python on the target: it printed {said}", _PYTHON_HINT) from None
+        raise ConfigError(f"{python!r} is not a working Python {where}: it printed {said}", _PYTHON_HINT) from None
     return Facts.parse(data)
 
 
-def exec_local(step: Step) -> None:
-    """Replace this process with ``step`` (the server), so signals reach it directly."""
+def exec_local(step: Step, *, command: bool = False) -> None:
+    """Replace this process with ``step`` (the server), so signals reach it directly.
+
+    ``command``: the step is a command the user gave (warp exec, shell): one that is not there is theirs to fix,
+    where a missing server means the build is incomplete."""
     env = dict(os.environ)
     env.update(step.env)
     if step.path:
@@ -109,6 +115,13 @@ def exec_local(step: Step) -> None:
     try:
         os.execvpe(step.argv[0], list(step.argv), env)
     except OSError as exc:
+        if command and exc.errno == errno.ENOENT:
+            raise ConfigError(
+                f"command not found: {step.argv[0]}",
+                f"check its name: it is looked for in the app's environment ({', '.join(step.path) or step.cwd}), then on PATH",
+            ) from None
+        if command:
+            raise ConfigError(f"cannot run {step.argv[0]}: {exc.strerror}", "check that it is an executable file") from None
         raise WarpError(f"cannot start {step.argv[0]}: {exc.strerror}", "run warp build again") from None
 
 

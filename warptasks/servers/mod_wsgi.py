@@ -157,6 +157,14 @@ def command(ctx: StartContext) -> Command:
         # spawns more, and normal requests wait (measured by the benchmarks with 200 slow clients).
         "--initial-workers",
         "1",
+        # ...and keep them all (MaxSpareThreads: every thread), and ask Apache for one process's worth of idle threads
+        # (MinSpareThreads: ThreadsPerChild, mod_wsgi-express's least). Left out, mod_wsgi-express takes the spare
+        # minimum from --initial-workers, every thread: with all of them started Apache can add none, and logged
+        # "server is within MinSpareThreads of MaxRequestWorkers" as an error at every start.
+        "--minimum-spare-workers",
+        "0",
+        "--maximum-spare-workers",
+        "1",
         "--working-directory",
         ctx.home,
         "--python-path",

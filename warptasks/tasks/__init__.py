@@ -11,6 +11,7 @@ deploy tasks import the Docker SDK and fabric only when they run.
 - ``remote.py``: deploy, status, rollback, remove; config, restart, stop, audit (``start --host`` is local.py's).
 - ``console.py``: logs, and exec, shell and the hooks on hosts (``--host``).
 - ``report.py``: help texts and error reporting every task shares.
+- ``flags.py``: the one table of short flags, and whole-number options checked as they are parsed.
 """
 
 from invoke import Collection

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from invoke import Task, task
 from invoke.exceptions import Exit
 
+from .flags import warp_task
 from .remote import HELP, _fabric_config, _reach, _settings
 from .report import reported
 
@@ -22,25 +22,6 @@ ON_HOSTS_HELP = {
     "host": "run it on this host's live release instead of here (repeatable; as warp deploy names hosts)",
     **REACH_HELP,
 }
-
-
-class ShortFlags(Task):
-    """A task whose short flags are chosen, not derived from its parameters' first letters (``short``)."""
-
-    short: dict[str, str] = {}
-
-    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
-        arguments = super().get_arguments(ignore_unknown_help)
-        for argument in arguments:
-            flag = self.short.get(argument.name or "")
-            if flag:
-                argument.names = (*argument.names, flag)
-        return list(arguments)
-
-
-def with_short_flags(**short: str) -> type[Task]:
-    """A :class:`ShortFlags` task class giving the parameters named in ``short`` those one-letter flags."""
-    return type("ShortFlagsTask", (ShortFlags,), {"short": short})
 
 
 def on_hosts(c: Any, host: list[str] | None) -> bool:
@@ -89,10 +70,8 @@ LOGS_HELP = {
 }
 
 
-@task(
-    klass=with_short_flags(lines="n", follow="f"),
+@warp_task(
     iterable=["host"],
-    auto_shortflags=False,
     help=LOGS_HELP,
 )
 def logs(

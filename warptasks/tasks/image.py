@@ -10,11 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invoke import Task, task
-
 from ..errors import ConfigError, NoAppFound
 from ..run import local as actions
 from ..settings import Settings
+from .flags import warp_task
 from .report import OPTION_HELP, reported
 
 IMAGE_HELP = {
@@ -34,13 +33,6 @@ IMAGE_HELP = {
 }
 BUILD_CA = "/etc/ssl/certs/warp-build-ca.pem"
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
-
-
-class ImageTask(Task):  # type: ignore[misc]
-    """An invoke task whose options never take -h as a short flag: ``warp s2i -h`` must never mean --push."""
-
-    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        return super().arg_opts(name, default, taken_names | {"h"})  # type: ignore[no-any-return]
 
 
 def _build_env(values: list[str] | None) -> dict[str, str]:
@@ -89,7 +81,7 @@ def _options(
     )
 
 
-@task(
+@warp_task(
     help=IMAGE_HELP
     | {
         "builder": "build the S2I way with this builder image (source into it, assemble, commit)",
@@ -99,7 +91,6 @@ def _options(
         "no-commit-tag": "do not also tag the image with the project's git commit (short sha)",
     },
     iterable=["build_env", "tag"],
-    klass=ImageTask,
 )
 def s2i(
     c,
@@ -154,14 +145,13 @@ def s2i(
 BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "installer")}
 
 
-@task(
+@warp_task(
     help=BUILDER_HELP
     | {
         "tag": "the builder image name, registry included to push; repeatable (default warp-builder:latest)",
         "push": "push every name of the builder image to its registry (credentials as for warp s2i --push)",
     },
     iterable=["build_env", "tag"],
-    klass=ImageTask,
 )
 def builder(
     c,

@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from invoke import task
-
 from ..errors import ConfigError
 from ..run import local as actions
 from ..settings import Settings
-from .image import ImageTask
+from .flags import warp_task
 from .report import OPTION_HELP, reported
 
 KUBE_HELP = {
@@ -85,8 +83,7 @@ def _env_file(path: str | None) -> dict[str, str]:
         ) from None
 
 
-# Long options only: with this many, invoke's generated short flags run out of letters (git-ref got a bare "-").
-@task(help=KUBE_HELP, iterable=["config"], klass=ImageTask, auto_shortflags=False)
+@warp_task(help=KUBE_HELP, iterable=["config"])
 def kube(
     c,
     image=None,

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from invoke import Context, task
+from invoke import Context
 
 from ..detect import AppSpec
 from ..errors import ConfigError, WarpError
@@ -16,7 +16,8 @@ from ..plan import command_line, masked_env, plan_command, plan_exec
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
-from .console import ON_HOSTS_HELP, on_hosts, run_on_hosts, terminal, with_short_flags
+from .console import ON_HOSTS_HELP, on_hosts, run_on_hosts, terminal
+from .flags import warp_task
 from .report import OPTION_HELP, reported
 
 
@@ -32,7 +33,7 @@ def _hidden(spec: AppSpec, reveal: bool) -> frozenset[str]:
     return frozenset() if reveal else frozenset(spec.environment)
 
 
-@task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use", "reveal": REVEAL_HELP})
+@warp_task(help=OPTION_HELP | {"json": "print the plan as JSON", "port": "the port start would use", "reveal": REVEAL_HELP})
 def plan(c, project=None, server=None, python=None, installer=None, env_dir=None, port=None, json=False, reveal=False):
     """Say what was detected and exactly what build and start will do, and why."""
     with reported():
@@ -78,7 +79,7 @@ def _short(step: Any, hidden: frozenset[str], limit: int = 160) -> str:
     return command_line(replace(step, argv=argv), mask=hidden)
 
 
-@task(help=OPTION_HELP | {"force": "rebuild every step, even when nothing changed"})
+@warp_task(help=OPTION_HELP | {"force": "rebuild every step, even when nothing changed"})
 def build(c, project=None, server=None, python=None, installer=None, env_dir=None, force=False):
     """Make the app's environment: virtualenv, dependencies, server, collectstatic, hooks."""
     with reported():
@@ -87,25 +88,8 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         )
 
 
-@task(
+@warp_task(
     iterable=["host"],
-    # The short flags start has always had, chosen rather than derived from the order of its parameters.
-    klass=with_short_flags(
-        project="p",
-        listen="l",
-        host="h",
-        port="o",
-        processes="r",
-        threads="t",
-        reload="e",
-        user="u",
-        group="g",
-        server="s",
-        env_dir="n",
-        dry_run="d",
-        reveal="v",
-    ),
-    auto_shortflags=False,
     help={
         "project": OPTION_HELP["project"],
         "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
@@ -170,8 +154,8 @@ def start(
             from .remote import serve_on_hosts
 
             reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-            # No --health-host nor --break-lock here (invoke's short flag for them would be "-"): the release's
-            # recorded Host header is used; warp restart --break-lock frees a stale lock.
+            # No --health-host nor --break-lock here: the release's recorded Host header is used; warp restart
+            # --break-lock frees a stale lock.
             reach |= {"accept_unknown_host": accept_unknown_host, "health": health}
             reach |= {"port": port, "backend_port": backend_port}
             serve_on_hosts(c, list(where.hosts), bool(json), **reach)
@@ -215,11 +199,9 @@ def _remainder(command: str) -> tuple[str, ...]:
     return ()
 
 
-@task(
+@warp_task(
     name="exec",
-    klass=with_short_flags(command="c", project="p"),
     iterable=["host"],
-    auto_shortflags=False,
     help={"command": "the command (or give it after --)", "project": OPTION_HELP["project"], **ON_HOSTS_HELP},
 )
 def exec_(
@@ -246,13 +228,11 @@ def exec_(
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
-        exec_local(step)
+        exec_local(step, command=True)
 
 
-@task(
-    klass=with_short_flags(project="p"),
+@warp_task(
     iterable=["host"],
-    auto_shortflags=False,
     help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP, "host": "open it on this host's live release instead"},
 )
 def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):
@@ -265,15 +245,13 @@ def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None
         opts = _opts(c, project=project)
         spec = actions.detect(opts)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", opts.port)
-        exec_local(step)
+        exec_local(step, command=True)
 
 
 def _hook_task(name: str, doc: str):
-    @task(
+    @warp_task(
         name=name,
-        klass=with_short_flags(project="p"),
         iterable=["host"],
-        auto_shortflags=False,
         help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP},
     )
     def hook(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):

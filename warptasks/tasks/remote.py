@@ -15,12 +15,12 @@ import json as jsonlib
 import sys
 from typing import Any
 
-from invoke import task
 from invoke.exceptions import Exit
 
 from ..errors import ConfigError
 from ..remote.hosts import HostTarget
 from ..settings import DeploySettings, Settings
+from .flags import warp_task
 from .report import reported
 
 HELP = {
@@ -68,9 +68,8 @@ def _settings(c: Any, host: list[str] | None, **given: Any) -> tuple[list[HostTa
     return list(settings.hosts), settings
 
 
-@task(
+@warp_task(
     iterable=["host", "domain", "processes"],
-    auto_shortflags=False,
     help=HELP | {"json": "print the result as JSON (progress on stderr)"},
 )
 def deploy(
@@ -149,7 +148,7 @@ JSON_HELP = "print the result as JSON: {format, command, ok, hosts: {label: ...}
 _REACH = ("host", "path", "health", "health-host", "identity", "known-hosts", "accept-unknown-host", "python")
 
 
-@task(iterable=["host"], auto_shortflags=False, help={k: HELP[k] for k in _REACH} | {"json": "print JSON"})
+@warp_task(iterable=["host"], help={k: HELP[k] for k in _REACH} | {"json": "print JSON"})
 def status(
     c,
     host=None,
@@ -179,9 +178,8 @@ def status(
             raise Exit("warp: error: status could not be read from every host", code=1)
 
 
-@task(
+@warp_task(
     iterable=["host"],
-    auto_shortflags=False,
     help={k: HELP[k] for k in (*_REACH, "break-lock", "allow-partial", "no-systemd")}
     | {"to": "the release id to go back to (one warp status lists)", "json": JSON_HELP},
 )
@@ -218,9 +216,8 @@ def rollback(
         _finish(summary(results), results, "rollback", json=json)
 
 
-@task(
+@warp_task(
     iterable=["host"],
-    auto_shortflags=False,
     help={k: HELP[k] for k in _REACH if k not in ("health", "health-host")}
     | {"purge": "also delete the deploy path's releases, environments, secrets and logs on the hosts", "json": JSON_HELP},
 )
@@ -346,9 +343,8 @@ def _done(outcome: Any, what: str, command: str, json: bool) -> None:
     _finish(summary(outcome.results), outcome.results, what, json=json, command=command, details=outcome.details)
 
 
-@task(
+@warp_task(
     iterable=["host", "set", "unset"],
-    auto_shortflags=False,
     help=_SERVE_HELP
     | {
         "set": "NAME=VALUE to set in the hosts' shared/environment (repeatable); NAME alone reads the value from "
@@ -421,7 +417,7 @@ def config(
         _exit_unless_all(answers, "config")
 
 
-@task(iterable=["host"], auto_shortflags=False, help=_SERVE_HELP)
+@warp_task(iterable=["host"], help=_SERVE_HELP)
 def restart(
     c,
     host=None,
@@ -458,7 +454,7 @@ def restart(
         _done(manage.restart(targets, settings, say=_say(json), config=_fabric_config(c)), "restart", "restart", json)
 
 
-@task(iterable=["host"], auto_shortflags=False, help={k: HELP[k] for k in (*_OPS, "break-lock")} | {"json": JSON_HELP})
+@warp_task(iterable=["host"], help={k: HELP[k] for k in (*_OPS, "break-lock")} | {"json": JSON_HELP})
 def stop(
     c, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, break_lock=False, json=False
 ):
@@ -488,9 +484,8 @@ def serve_on_hosts(c: Any, hosts: list[str], json: bool, **options: Any) -> None
     _done(manage.start(targets, settings, say=_say(json), config=_fabric_config(c)), "start", "start", json)
 
 
-@task(
+@warp_task(
     iterable=["host"],
-    auto_shortflags=False,
     help={k: HELP[k] for k in _OPS} | {"limit": "how many entries, the newest (default 20)", "json": JSON_HELP},
 )
 def audit(
