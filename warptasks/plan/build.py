@@ -22,6 +22,7 @@ from .builders import (
     dependency_steps,
     hook_steps,
     mark_complete,
+    project_steps,
     record_and_switch,
     server_steps,
     static_step,
@@ -149,6 +150,7 @@ def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
         *server_steps(b),
         *support_files(b),
         mark_complete(b),
+        *project_steps(b),
         *hook_steps(b, "build"),
         static_step(b),
         *record_and_switch(b),
@@ -162,11 +164,14 @@ def _notes(b: Build) -> tuple[str, ...]:
         f"app: {spec.why}",
         f"server: {b.server.name} ({b.server_why})",
         f"dependencies: {spec.dependencies.why}",
+        *([f"project: {spec.dependencies.project_why}"] if spec.dependencies.install_project else []),
         f"python: {python.executable} {python.full_version} ({spec.python.why})",
         f"installer: {b.installer_why}",
         f"environment: {b.env}",
     ]
     notes += b.server_notes
+    if spec.dependencies.warning:
+        notes.append(spec.dependencies.warning)
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
     return tuple(notes)
