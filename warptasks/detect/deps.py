@@ -146,7 +146,7 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
             files=files,
             install_project=True,
             project_deps=not locked,
-            project_why=f"{why}: installed after its code (pip install .), {how}",
+            project_why=f"a package ({why}): installed after its code, not editable (pip install .), {how}",
         )
     return replace(found, warning=_src_layout_warning(root, environment))
 
@@ -156,10 +156,10 @@ def _project(root: Path, environment: dict[str, str]) -> tuple[bool, str]:
     if not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING")):
         found = [n for n in ("setup.py", "setup.cfg") if (root / n).is_file()]
         if found:
-            return True, f"{found[0]}: the project is a package"
+            return True, found[0]
     if (root / "pyproject.toml").is_file() and not _truthy(environment.get("DISABLE_PYPROJECT_TOML_PROCESSING")):
         if "build-system" in _pyproject(root):
-            return True, "pyproject.toml has a [build-system]: the project is a package"
+            return True, "pyproject.toml has a [build-system]"
     return False, ""
 
 
