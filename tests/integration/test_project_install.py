@@ -187,3 +187,5 @@ def test_src_layout_with_a_build_system_is_not_warned_of_and_is_served(project_d
     assert "warning" not in plan, plan
     warp(project_dir, "build", "--server", "waitress")
     assert _served(project_dir, "waitress") == "src app"
+    # setuptools leaves build/ and src/srcapp.egg-info in the tree: the build's own output is no change of the source.
+    assert "nothing to do" in warp(project_dir, "build", "--server", "waitress").stdout
