@@ -252,3 +252,30 @@ def test_the_runtime_takes_the_environment_from_the_stage_that_finished_it(stage
     assert f"COPY --from={stage} --chown={img.USER_ID}:0 {img.PROJECT}/.warp/envs/ {img.PROJECT}/.warp/envs/" in dockerfile
     # The dependency phase still runs on the dependency files alone, before the code.
     assert dockerfile.index("deps.sh") < dockerfile.index("COPY --chown=1001:0 src/")
+
+
+def _env(tmp_path: Path, files: dict[str, str], project: str, envs_dir: str = "") -> str:
+    spec = detect_app(write_tree(tmp_path, {**SRC, **files}))
+    plan = plan_build(spec, facts(), BuildOptions(project=project, envs_dir=envs_dir))
+    return _step(plan, "virtualenv").argv[-1]
+
+
+# (files, envs_dir) -> whether two trees with the same dependencies get one environment
+SHARED_CASES = [
+    pytest.param({"poetry.lock": "", "pyproject.toml": POETRY}, "/srv/shared/envs", False, id="package-shared-envs"),
+    pytest.param({"poetry.lock": "", "pyproject.toml": POETRY}, "", True, id="package-envs-in-each-tree"),
+    pytest.param({"poetry.lock": "", "pyproject.toml": "[tool.poetry]\n"}, "/srv/shared/envs", True, id="app-shared-envs"),
+    pytest.param({"requirements.txt": "six\n", "setup.py": ""}, "../../shared/envs", False, id="setup.py-relative-shared"),
+]
+
+
+@pytest.mark.parametrize(("files", "envs_dir", "shared"), SHARED_CASES)
+def test_an_environment_holding_the_project_is_never_shared_between_trees(
+    tmp_path: Path, files: dict[str, str], envs_dir: str, shared: bool
+) -> None:
+    """Releases on a host share shared/envs: each must keep its own installed project, for its rollback."""
+    one = _env(tmp_path / "a", files, "/srv/site/releases/1", envs_dir)
+    two = _env(tmp_path / "b", files, "/srv/site/releases/2", envs_dir)
+    assert (one.rsplit("/", 1)[1] == two.rsplit("/", 1)[1]) is shared
+    # Built again from the same tree (code changed or not), the same one: it is reused, the project reinstalled.
+    assert _env(tmp_path / "c", files, "/srv/site/releases/1", envs_dir) == one
