@@ -8,13 +8,14 @@ environment on the next build, and a build with nothing changed must skip it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import get, serving, warp, write
+from .conftest import WARP, free_port, get, serving, stop, wait_for, warp, write
 
 # The app reads its own package's module and the locked six: the body says which code and which six served it.
 APP = """\
@@ -189,3 +190,33 @@ def test_src_layout_with_a_build_system_is_not_warned_of_and_is_served(project_d
     assert _served(project_dir, "waitress") == "src app"
     # setuptools leaves build/ and src/srcapp.egg-info in the tree: the build's own output is no change of the source.
     assert "nothing to do" in warp(project_dir, "build", "--server", "waitress").stdout
+
+
+def test_trees_sharing_an_envs_folder_each_serve_their_own_package(project_dir: Path) -> None:
+    """As a host's releases share shared/envs: the second tree's build must not change what the first serves (its
+    rollback target). The twin without a shared folder is every other test here."""
+    envs = {"INVOKE_WARP_ENVS_DIR": str(project_dir / "shared-envs")}
+    one, two = project_dir / "one", project_dir / "two"
+    for tree, word in ((one, "v1"), (two, "v2")):
+        _poetry_project(tree)
+        (tree / "src/poetrysrc/words.py").write_text(f'WORD = "release {word}"\n')
+    warp(one, "build", "--server", "waitress", env=envs)
+    warp(two, "build", "--server", "waitress", env=envs)
+    assert len(list((project_dir / "shared-envs").iterdir())) == 2
+    for tree, word in ((one, "v1"), (two, "v2")):
+        port = free_port()
+        log = project_dir / f"{tree.name}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                [*WARP, "start", "--server", "waitress", "--port", str(port)],
+                cwd=tree,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **envs},
+                start_new_session=True,
+            )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/", process, log)
+            assert get(f"http://127.0.0.1:{port}/").text == f"release {word} six 1.16.0"
+        finally:
+            stop(process)
