@@ -8,6 +8,7 @@ environment on the next build, and a build with nothing changed must skip it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -220,3 +221,39 @@ def test_trees_sharing_an_envs_folder_each_serve_their_own_package(project_dir: 
             assert get(f"http://127.0.0.1:{port}/").text == f"release {word} six 1.16.0"
         finally:
             stop(process)
+
+
+PIPFILE_LOCK = {
+    "_meta": {
+        "hash": {"sha256": "0" * 64},
+        "pipfile-spec": 6,
+        "requires": {},
+        "sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}],
+    },
+    "default": {"six": {"version": "==1.16.0"}},
+    "develop": {},
+}
+
+SETUP_PY = """\
+from setuptools import find_packages, setup
+
+setup(name="pipsrc", version="1", package_dir={"": "src"}, packages=find_packages("src"), install_requires=["six", "idna"])
+"""
+
+
+def test_pipfile_lock_setup_py_src_layout_package_is_installed_and_served(project_dir: Path) -> None:
+    """ENABLE_PIPENV's layout, as the S2I builder's own Pipfile example: the lock, then the project (pip install .)."""
+    write(
+        project_dir,
+        {
+            ".s2i/environment": 'ENABLE_PIPENV=true\nAPP_MODULE="pipsrc:application"\n',
+            "Pipfile.lock": json.dumps(PIPFILE_LOCK),
+            "setup.py": SETUP_PY,
+            "src/pipsrc/__init__.py": APP.format(pkg="pipsrc"),
+            "src/pipsrc/words.py": 'WORD = "pipfile src"\n',
+        },
+    )
+    warp(project_dir, "build", "--server", "waitress")
+    assert _served(project_dir, "waitress") == "pipfile src six 1.16.0"
+    # install_requires' idna is not in the lock: the lock decides.
+    assert warp(project_dir, "exec", "--", "python", "-c", NOT_LOCKED, check=False).returncode == 0, "idna installed"
