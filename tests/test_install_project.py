@@ -279,3 +279,12 @@ def test_an_environment_holding_the_project_is_never_shared_between_trees(
     assert (one.rsplit("/", 1)[1] == two.rsplit("/", 1)[1]) is shared
     # Built again from the same tree (code changed or not), the same one: it is reused, the project reinstalled.
     assert _env(tmp_path / "c", files, "/srv/site/releases/1", envs_dir) == one
+
+
+def test_dependencies_that_name_paths_in_the_tree_are_left_to_the_project_install(tmp_path: Path) -> None:
+    """PDM writes ``lib @ file:///${PROJECT_ROOT}/lib``: only the build backend expands it, after the code is there."""
+    pyproject = '[project]\nname = "pkg"\nversion = "1"\ndependencies = ["six", "lib @ file:///${PROJECT_ROOT}/lib"]\n'
+    found = detect_dependencies(write_tree(tmp_path, {"pyproject.toml": pyproject + SETUPTOOLS}))
+    assert (found.packages, found.install_project, found.project_deps) == ((), True, True)
+    plain = detect_dependencies(write_tree(tmp_path / "plain", {"pyproject.toml": PACKAGE}))
+    assert plain.packages == ("six", "idna")

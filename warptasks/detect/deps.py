@@ -220,6 +220,10 @@ def _dependency_source(root: Path, environment: dict[str, str]) -> Dependencies:
             why = "pyproject.toml's [project].dependencies"
             if "dependencies" in project.get("dynamic", []):
                 why = "pyproject.toml (its dependencies are dynamic: installed with the project)"
+            elif any("@" in p and ("file:" in p or "${" in p) for p in packages):
+                # A path into the tree (PDM's file:///${PROJECT_ROOT}/...) only the build backend resolves, after the code.
+                packages = ()
+                why = "pyproject.toml (its dependencies name paths in the project: installed with the project)"
         else:
             why = "pyproject.toml without a build system: its [project].dependencies are installed"
         return Dependencies("pyproject.toml", ("pyproject.toml",), why, packages=packages)
