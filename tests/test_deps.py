@@ -36,8 +36,9 @@ KIND_CASES = [
     pytest.param(
         {"requirements.txt": "flask\n", "pyproject.toml": BUILD_SYSTEM},
         {},
-        {"kind": "requirements.txt", "files": ("requirements.txt",), "install_project": False},
-        id="requirements-beats-pyproject",
+        # The S2I builder installs such a project (pip install .) after requirements.txt: so does warptasks.
+        {"kind": "requirements.txt", "files": ("requirements.txt", "pyproject.toml"), "install_project": True},
+        id="requirements-beats-pyproject-then-the-project",
     ),
     pytest.param(
         {"pyproject.toml": BUILD_SYSTEM},

@@ -140,10 +140,13 @@ def test_dependency_files_are_found_under_app_home(tmp_path: Path) -> None:
     assert rest == ["web/wsgi.py"]
 
 
-def test_a_project_installed_as_a_package_needs_all_its_source_for_the_dependency_layer(tmp_path: Path) -> None:
+def test_a_project_installed_as_a_package_keeps_its_code_out_of_the_dependency_layer(tmp_path: Path) -> None:
+    """The project itself is installed by the app phase, after its code: the dependency layer needs setup.py alone
+    (its install_requires decide the environment), and the runtime takes the environment from the build stage."""
     spec = detect(tmp_path, {"wsgi.py": WSGI, "setup.py": "from setuptools import setup\nsetup()\n", "pkg/__init__.py": ""})
     first, rest = img.split_context(spec, img.context_files(tmp_path))
-    assert (first, rest) == (["pkg/__init__.py", "setup.py", "wsgi.py"], [])
+    assert (first, rest) == (["setup.py"], ["pkg/__init__.py", "wsgi.py"])
+    assert img.env_stage(spec) == "build"
 
 
 def test_an_ignored_dependency_file_is_an_error(tmp_path: Path) -> None:

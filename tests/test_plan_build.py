@@ -201,7 +201,7 @@ DEPENDENCY_CASES = [
     ),
     pytest.param(
         {"uv.lock": "", "pyproject.toml": "[project]\nname='x'\n"},
-        [("install uv.lock", ("sync", "--frozen", "--no-dev", "--python"))],
+        [("install uv.lock", ("sync", "--frozen", "--no-dev", "--no-install-project", "--python"))],
         id="uv.lock",
     ),
     pytest.param(
@@ -211,12 +211,12 @@ DEPENDENCY_CASES = [
     ),
     pytest.param(
         {"pyproject.toml": "[build-system]\nrequires=['setuptools']\n"},
-        [("install project", ("-e", "."))],
+        [("install project", ("install", "--python"))],
         id="pyproject-package",
     ),
     pytest.param(
         {"requirements.txt": "", "setup.py": ""},
-        [("install requirements", ("-r", "requirements.txt")), ("install project", ("-e", "."))],
+        [("install requirements", ("-r", "requirements.txt")), ("install project", ("install", "--python"))],
         id="requirements-then-project",
     ),
     pytest.param({}, [], id="nothing"),
@@ -233,7 +233,9 @@ def test_dependencies_are_installed_by_their_kind(
     for step, (_, words) in zip(installs, expected, strict=True):
         argv = step.argv
         assert any(argv[i : i + len(words)] == words for i in range(len(argv))), (step.name, argv)
-        assert step.phase == "deps"
+        # The project itself comes after its code, non-editable (see tests/test_install_project.py).
+        assert step.phase == ("app" if step.name == "install project" else "deps")
+        assert "-e" not in argv
 
 
 def test_uv_lock_without_uv_installs_uv_first(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_the_project_folder_is_never_given_to_pip_download(tmp_path: Path) -> No
     root = _hostile(tmp_path / "site", marker, "wsgi.py", '["flit_core>=3.4"]', 'dependencies = ["requests>=2", "idna"]')
     spec = detect_app(str(root), server="gunicorn")
     args, _ = wheel_requirements(spec)
-    assert args[:4] == ("flit_core>=3.4", "requests>=2", "idna", "gunicorn")
+    assert args[:4] == ("requests>=2", "idna", "flit_core>=3.4", "gunicorn")
     for step in download_steps(spec, str(tmp_path / "wheels"), {"python": "3.11"}):
         assert not any(str(root) in word for word in step.argv), step.argv
     assert unread_dependencies(spec) is None

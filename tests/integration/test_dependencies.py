@@ -86,7 +86,9 @@ def test_pyproject_without_build_system_installs_its_dependencies(project_dir: P
     assert _six_version(project_dir) == "six 1.16.0"
 
 
-def test_pyproject_package_is_installed_editable(project_dir: Path) -> None:
+def test_pyproject_package_is_installed_and_its_code_reaches_the_environment_on_the_next_build(project_dir: Path) -> None:
+    """Installed as the S2I builder does (pip install ., not editable): an image's environment holds the code itself.
+    A code change reaches the (reused) environment with the next build."""
     write(
         project_dir,
         {
@@ -101,9 +103,12 @@ def test_pyproject_package_is_installed_editable(project_dir: Path) -> None:
     )
     warp(project_dir, "build", "--server", "waitress")
     assert _six_version(project_dir) == "six 1.16.0"
+    value = ("exec", "--", "sh", "-c", "cd / && python -c 'import mypkg; print(mypkg.VALUE)'")
+    assert warp(project_dir, *value).stdout.strip() == "1"
     (project_dir / "mypkg/__init__.py").write_text("VALUE = 2\n")
-    out = warp(project_dir, "exec", "--", "sh", "-c", "cd / && python -c 'import mypkg; print(mypkg.VALUE)'").stdout
-    assert out.strip() == "2"
+    rebuilt = warp(project_dir, "build", "--server", "waitress").stdout
+    assert "skip install dependencies" in rebuilt, rebuilt  # same pyproject.toml: the environment is reused
+    assert warp(project_dir, *value).stdout.strip() == "2"
 
 
 def test_pipfile_lock_installs_default_packages_only(project_dir: Path) -> None:

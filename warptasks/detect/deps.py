@@ -32,8 +32,15 @@ class Dependencies:
 
     ``files`` are every file whose content decides the result (includes
     followed), relative to the project root; a change to any of them means a
-    new environment. ``packages`` is set only for a pyproject.toml without a
-    build system, whose ``[project].dependencies`` are installed directly.
+    new environment. ``packages`` are installed directly: a pyproject.toml's
+    ``[project].dependencies`` when it is the dependency source.
+
+    ``install_project``: the project is a package (setup.py/setup.cfg, or a
+    pyproject.toml with a ``[build-system]``), installed as the S2I builder does
+    (``pip install .``), after its code: non-editable, in the build's app phase,
+    so it is reinstalled whenever the source changed. ``project_deps``: its
+    own dependencies are resolved then too; never with a lock file, which stays
+    the one authority (``--no-deps``). ``warning``: what ``warp plan`` should say.
     """
 
     kind: str
@@ -42,6 +49,9 @@ class Dependencies:
     packages: tuple[str, ...] = ()
     install_project: bool = False
     digest: str = ""
+    project_why: str = ""
+    project_deps: bool = True
+    warning: str = ""
 
 
 def digest_files(root: Path, files: tuple[str, ...]) -> str:
@@ -117,11 +127,69 @@ def detect_dependencies(root: Path, environment: dict[str, str] | None = None) -
     return replace(found, digest=digest_files(root, found.files))
 
 
+LOCK_KINDS = ("uv.lock", "poetry.lock", "Pipfile.lock")
+
+
 def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencies:
-    files: tuple[str, ...]
     environment = environment or {}
-    setup_py = (root / "setup.py").is_file() or (root / "setup.cfg").is_file()
-    with_setup = setup_py and not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING"))
+    found = _dependency_source(root, environment)
+    project, why = _project(root, environment)
+    if project:
+        locked = found.kind in LOCK_KINDS
+        how = "without its dependencies: the lock pins them" if locked else "with what it needs beyond the above"
+        files = found.files
+        if not locked:
+            # Its own dependencies (setup.py's install_requires...) go into the environment too: they decide its content.
+            files += tuple(n for n in ("pyproject.toml", "setup.py", "setup.cfg") if (root / n).is_file() and n not in files)
+        return replace(
+            found,
+            files=files,
+            install_project=True,
+            project_deps=not locked,
+            project_why=f"a package ({why}): installed after its code, not editable (pip install .), {how}",
+        )
+    return replace(found, warning=_src_layout_warning(root, environment))
+
+
+def _project(root: Path, environment: dict[str, str]) -> tuple[bool, str]:
+    """Whether the project is a package the build installs, and why: the S2I builder's two rules."""
+    if not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING")):
+        found = [n for n in ("setup.py", "setup.cfg") if (root / n).is_file()]
+        if found:
+            return True, found[0]
+    if (root / "pyproject.toml").is_file() and not _truthy(environment.get("DISABLE_PYPROJECT_TOML_PROCESSING")):
+        if "build-system" in _pyproject(root):
+            return True, "pyproject.toml has a [build-system]"
+    return False, ""
+
+
+def _src_layout_warning(root: Path, environment: dict[str, str]) -> str:
+    """A src/ layout that nothing installs: its modules are not importable (only the app's folder is on the path)."""
+    src = root / "src"
+    if not (root / "pyproject.toml").is_file() or not src.is_dir():
+        return ""
+    # Told where the code is: a home or a path of its own, a script run by its path, a module named from the root.
+    if any(environment.get(n) for n in ("APP_HOME", "WARPDRIVE_APP_HOME", "PYTHONPATH", "APP_FILE")):
+        return ""
+    if environment.get("APP_MODULE", "").startswith("src."):
+        return ""
+    if not any(p.suffix == ".py" or (p / "__init__.py").is_file() for p in src.iterdir()):
+        return ""
+    why = (
+        "DISABLE_PYPROJECT_TOML_PROCESSING is set"
+        if _truthy(environment.get("DISABLE_PYPROJECT_TOML_PROCESSING"))
+        else ("pyproject.toml has no [build-system]")
+    )
+    return (
+        f"warning: src/ layout, but the project is not installed ({why}): the modules under src/ will not be "
+        "importable; add a [build-system] to pyproject.toml (the project is then installed after its dependencies), "
+        "or set APP_HOME=src or PYTHONPATH=src in .s2i/environment"
+    )
+
+
+def _dependency_source(root: Path, environment: dict[str, str]) -> Dependencies:
+    """Where the dependencies come from (the project itself aside)."""
+    files: tuple[str, ...]
     if (root / "uv.lock").is_file():
         return Dependencies(
             "uv.lock", ("uv.lock", "pyproject.toml"), "uv.lock pins every package (installed with uv sync --frozen)"
@@ -143,31 +211,25 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
     if (root / "requirements.txt").is_file():
         files = requirement_includes(root, "requirements.txt")
         why = "requirements.txt" + (f" (with {', '.join(files[1:])})" if len(files) > 1 else "")
-        if with_setup:
-            files = files + tuple(n for n in ("setup.py", "setup.cfg") if (root / n).is_file())
-            why += ", then the project itself (setup.py)"
-        return Dependencies("requirements.txt", files, why, install_project=with_setup)
+        return Dependencies("requirements.txt", files, why)
     if (root / "pyproject.toml").is_file():
         data = _pyproject(root)
-        if "build-system" in data or with_setup:
-            # setuptools reads setup.py/setup.cfg too: they decide the result as much as pyproject.toml.
-            files = ("pyproject.toml", *(n for n in ("setup.py", "setup.cfg") if (root / n).is_file()))
-            return Dependencies(
-                "pyproject.toml",
-                files,
-                "pyproject.toml with a build system: the project is installed (editable)",
-                install_project=True,
-            )
-        packages = tuple(str(p) for p in data.get("project", {}).get("dependencies", []))
-        return Dependencies(
-            "pyproject.toml",
-            ("pyproject.toml",),
-            "pyproject.toml without a build system: its [project].dependencies are installed",
-            packages=packages,
-        )
-    if with_setup:
-        files = tuple(n for n in ("setup.py", "setup.cfg") if (root / n).is_file())
-        return Dependencies("setup.py", files, "setup.py: the project is installed (editable)", install_project=True)
+        project = data.get("project") or {}
+        packages = tuple(str(p) for p in project.get("dependencies", []))
+        if "build-system" in data:
+            why = "pyproject.toml's [project].dependencies"
+            if "dependencies" in project.get("dynamic", []):
+                why = "pyproject.toml (its dependencies are dynamic: installed with the project)"
+            elif any("@" in p and ("file:" in p or "${" in p) for p in packages):
+                # A path into the tree (PDM's file:///${PROJECT_ROOT}/...) only the build backend resolves, after the code.
+                packages = ()
+                why = "pyproject.toml (its dependencies name paths in the project: installed with the project)"
+        else:
+            why = "pyproject.toml without a build system: its [project].dependencies are installed"
+        return Dependencies("pyproject.toml", ("pyproject.toml",), why, packages=packages)
+    setup = tuple(n for n in ("setup.py", "setup.cfg") if (root / n).is_file())
+    if setup and not _truthy(environment.get("DISABLE_SETUP_PY_PROCESSING")):
+        return Dependencies("setup.py", setup, f"{setup[0]} (installed with the project)")
     return Dependencies(
         "none", (), "no requirements.txt, pyproject.toml, Pipfile.lock, poetry.lock or uv.lock: nothing to install but the server"
     )

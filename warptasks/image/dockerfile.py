@@ -125,11 +125,9 @@ def context_files(root: Path, say: Callable[[str], None] = lambda _text: None) -
 def dependency_inputs(spec: AppSpec) -> tuple[str, ...] | None:
     """The files the dependency phase reads, relative to the root; None when it needs the whole source.
 
-    A project installed as a package (setup.py, pyproject.toml with a build
-    system) needs its code to install, so its dependency layer depends on all of it.
+    A project installed as a package (setup.py, pyproject.toml with a build system) is installed by the app phase,
+    after its code: the dependency layer still depends on the dependency files alone.
     """
-    if spec.dependencies.install_project:
-        return None
     home = spec.home
     files = [posixpath.normpath(posixpath.join(home, f)) for f in spec.dependencies.files]
     files += list(spec.hooks.values()) + list(spec.environment_files)
@@ -223,6 +221,18 @@ class ImageBuild:
     server: str | None = None  # a server chosen with --server, which warp start in the image must be told too
     runtime_packages: tuple[str, ...] = ()  # what the runtime stage installs (see runtime_packages)
     stop_signal: str = "SIGTERM"  # the server's graceful stop (Server.stop_signal): docker stop sends it
+    # The stage the runtime copies the environment from: "build" when the app phase installs the project into it
+    # (see env_stage), else "deps", whose layer a change to the code alone leaves as it was.
+    env_stage: str = "deps"
+
+
+def env_stage(spec: AppSpec | None) -> str:
+    """Where the runtime stage's environment comes from: the ``build`` stage when the project itself is installed
+    (by the app phase, after the code: the ``deps`` stage's environment lacks it), else the ``deps`` stage.
+
+    The dependency install stays cached in the ``deps`` stage either way; a code change costs the copy, not the install.
+    """
+    return "build" if spec is not None and spec.dependencies.install_project else "deps"
 
 
 def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
@@ -402,7 +412,7 @@ def runtime_dockerfile(build: ImageBuild) -> str:
         f"HEALTHCHECK {HEALTHCHECK_OPTIONS} CMD " + json.dumps(health_command(build)),
         f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
         f'CMD ["{S2I_SCRIPTS}/run"]',
-        f"COPY --from=deps --chown={USER_ID}:0 {PROJECT}/.warp/envs/ {PROJECT}/.warp/envs/",
+        f"COPY --from={build.env_stage} --chown={USER_ID}:0 {PROJECT}/.warp/envs/ {PROJECT}/.warp/envs/",
         f"COPY --from=build --chown={USER_ID}:0 {STAGED}/ {PROJECT}/",
         _labels_line(build.labels),
     ]
@@ -446,9 +456,11 @@ def label_value(value: str) -> str:
 def plan_notes(build: ImageBuild, packages_why: str, base_why: str, deps_inputs: tuple[str, ...] | None) -> list[str]:
     notes = [f"base image: {build.base_image} ({base_why})", f"system packages: {packages_why}"]
     if deps_inputs is None:
-        notes.append("dependency layer: the project is installed as a package, so it depends on all of the source")
+        notes.append("dependency layer: depends on all of the source")
     else:
         notes.append(f"dependency layer: depends only on {', '.join(deps_inputs) or 'nothing from the project'}")
+    if build.env_stage == "build":
+        notes.append("the project itself is installed after its code: the runtime stage takes the environment from there")
     notes.append(f"runs as uid {USER_ID} (group 0), PID 1 is dumb-init, serves on port {PORT}")
     return notes
 

@@ -22,6 +22,7 @@ from .builders import (
     dependency_steps,
     hook_steps,
     mark_complete,
+    project_steps,
     record_and_switch,
     server_steps,
     static_step,
@@ -65,10 +66,14 @@ def pick_installer(requested: str, facts: Facts) -> tuple[str, str]:
     return "pip", "uv is not available"
 
 
-def env_key(spec: AppSpec, facts: Facts, installer: str, server_name: str) -> str:
-    """Names an environment by everything that decides its content."""
+def env_key(spec: AppSpec, facts: Facts, installer: str, server_name: str, tree: str = "") -> str:
+    """Names an environment by everything that decides its content.
+
+    ``tree``: the source tree whose project the environment holds (see :func:`project_tree`), when that is not
+    implied by where the environment is.
+    """
     python = facts.python
-    data = {
+    data: dict[str, object] = {
         "format": ENV_FORMAT,
         "warptasks": __version__,
         "python": [python.executable, python.full_version],
@@ -77,8 +82,27 @@ def env_key(spec: AppSpec, facts: Facts, installer: str, server_name: str) -> st
         "deps": [spec.dependencies.kind, spec.dependencies.digest, list(spec.dependencies.packages)],
         "build_inputs": spec.build_inputs_digest,
     }
+    if tree:
+        data["tree"] = tree
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return f"py{python.version}-{digest[:16]}"
+
+
+def project_tree(spec: AppSpec, project: str, envs: str) -> str:
+    """The tree an environment must belong to: ``project`` when the project itself is installed into environments
+    kept outside it (a host's ``shared/envs``, a shared ``envs_dir``), else "" (the environment's place says it).
+
+    The project is installed non-editable by the app phase of every build whose source changed, into the environment
+    that the dependencies name. Shared with another tree (each release on a host is one), that environment would hold
+    whichever tree was built last: a rollback would serve the newer release's package, and a deploy would change the
+    live release's code under it before the switch. Keyed by the tree, each has its own; the code is still not part of
+    the key (a code change reuses the environment and reinstalls the project into it; an image's dependency layer,
+    built inside the project, stays cached).
+    """
+    if not spec.dependencies.install_project:
+        return ""
+    inside = envs == project or envs.startswith(project.rstrip("/") + "/")
+    return "" if inside else project
 
 
 def env_folder(facts: Facts, envs: str, key: str, force: bool) -> str:
@@ -102,7 +126,7 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> Build:
     chosen = server(name)
     installer, installer_why = pick_installer(options.installer, facts)
     root, envs = env_paths(options.project, options.env_dir, options.envs_dir)
-    key = env_key(spec, facts, installer, name)
+    key = env_key(spec, facts, installer, name, project_tree(spec, _join(options.project), envs))
     env = env_folder(facts, envs, key, options.force)
     home = _join(options.project, spec.home)
     # Refuses a target the server cannot be built on before any step is planned.
@@ -149,6 +173,7 @@ def plan_build(spec: AppSpec, facts: Facts, options: BuildOptions) -> Plan:
         *server_steps(b),
         *support_files(b),
         mark_complete(b),
+        *project_steps(b),
         *hook_steps(b, "build"),
         static_step(b),
         *record_and_switch(b),
@@ -162,11 +187,14 @@ def _notes(b: Build) -> tuple[str, ...]:
         f"app: {spec.why}",
         f"server: {b.server.name} ({b.server_why})",
         f"dependencies: {spec.dependencies.why}",
+        *([f"project: {spec.dependencies.project_why}"] if spec.dependencies.install_project else []),
         f"python: {python.executable} {python.full_version} ({spec.python.why})",
         f"installer: {b.installer_why}",
         f"environment: {b.env}",
     ]
     notes += b.server_notes
+    if spec.dependencies.warning:
+        notes.append(spec.dependencies.warning)
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
     return tuple(notes)

@@ -149,7 +149,7 @@ def venv_steps(b: Build) -> list[Step]:
 
 
 def dependency_steps(b: Build) -> list[Step]:
-    """The app's dependencies, installed the way their kind asks for, then the project itself if it is a package."""
+    """The app's dependencies, installed the way their kind asks for (the project itself: :func:`project_steps`)."""
     deps = b.spec.dependencies
     steps: list[Step]
     if deps.kind == "requirements.txt":
@@ -162,10 +162,36 @@ def dependency_steps(b: Build) -> list[Step]:
         steps = [_install_step(b, "install dependencies", b.install(deps.packages), deps.why)]
     else:
         steps = []
-    # uv sync installs the project itself.
-    if deps.install_project and deps.kind != "uv.lock":
-        steps.append(_install_step(b, "install project", b.install(("-e", ".")), "the project itself is a package"))
     return steps
+
+
+def project_steps(b: Build) -> list[Step]:
+    """The project itself, when it is a package, installed as the S2I builder does (``pip install .``), after its code.
+
+    Non-editable, the same locally, in an image and on a host: an image's environment must hold the code, not a path
+    to a tree that is not there; and so that the environment (reused as long as the dependencies are the same) gets
+    the new code, this is an app-phase step, run again whenever the source changed (a no-op build, same tree, skips
+    it). With a lock file, ``--no-deps``: the lock stays the one authority over what is installed.
+    """
+    deps = b.spec.dependencies
+    if not deps.install_project:
+        return []
+    args: tuple[str, ...] = (".",)
+    if not deps.project_deps:
+        # --no-deps limits a reinstall to the project itself: it is rebuilt from the tree, never taken from a cache.
+        args = ("--no-deps", "--reinstall" if b.installer == "uv" else "--force-reinstall", ".")
+    return [
+        Step(
+            "install project",
+            b.install(args),
+            b.home,
+            deps.project_why,
+            env=dict(b.install_env),
+            phase="app",
+            skip=b.unchanged_why,
+            env_hook=BUILD_ENV,
+        )
+    ]
 
 
 def _lock_file_steps(b: Build) -> list[Step]:
@@ -187,7 +213,9 @@ def _uv_lock_steps(b: Build) -> list[Step]:
     if b.installer != "uv":
         steps.append(_install_step(b, "install uv", b.install(("uv",)), "uv.lock is installed by uv"))
         uv = f"{b.env}/bin/uv"
-    sync = (uv, "sync", "--frozen", "--no-dev", "--python", f"{b.env}/bin/python")
+    # Never the project: this phase sees the lock files alone (an image's dependency layer), the project comes after its
+    # code (project_steps).
+    sync = (uv, "sync", "--frozen", "--no-dev", "--no-install-project", "--python", f"{b.env}/bin/python")
     env = {"UV_PROJECT_ENVIRONMENT": b.env, **b.install_env}
     steps.append(_install_step(b, "install uv.lock", sync, b.spec.dependencies.why, env=env))
     return steps

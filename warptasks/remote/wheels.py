@@ -47,7 +47,7 @@ def wheel_requirements(spec: AppSpec) -> tuple[tuple[str, ...], tuple[str, ...]]
         raise ConfigError("--wheels does not read uv.lock yet", "uv export --no-hashes > requirements.txt, and deploy that")
     args += list(deps.packages)
     if deps.install_project:
-        args += project_requirements(home)
+        args += [r for r in project_requirements(home) if r not in args]
     source = chosen.packages if chosen.source_on_host else ()
     args += [p for p in chosen.install_packages(spec.kind) if p not in source]
     return tuple(args), source
