@@ -212,7 +212,9 @@ class Settings:
     python: str | None = setting(None, "the Python to build with: an executable or a version such as 3.12", _text)
     server: str | None = setting(None, choices_help(), _text)
     host: str = setting("127.0.0.1", "the address to listen on", _text)
-    port: int = setting(8080, "the port to listen on", _port)
+    port: int | None = setting(
+        None, "the port to listen on (default: PORT in the environment, else in the environment file, else 8080)", _optional_port
+    )
     processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _web_processes)
     threads: int | None = setting(None, "threads per process (default: computed)", _count)
     max_clients: int | None = setting(None, "mod_wsgi-express's Apache capacity (default: at least 400)", _count)

@@ -131,6 +131,7 @@ def _prepare(
         None if builder else options.server,
         runtime,
         img.server(server).stop_signal,
+        img.PORT if builder else img.app_port(spec),
     )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
     if not builder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -37,7 +38,7 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
     """Say what was detected and exactly what build and start will do, and why."""
     with reported():
         opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir, port=port)
-        spec, build_plan, planned = actions.both_plans(c, opts)
+        spec, build_plan, planned = actions.both_plans(c, opts, os.environ)
         start = None if isinstance(planned, WarpError) else planned
         hidden = _hidden(spec, reveal)
         start_data: Any = {"error": str(planned)} if start is None else start.as_dict(mask=hidden)
@@ -82,9 +83,8 @@ def _short(step: Any, hidden: frozenset[str], limit: int = 160) -> str:
 def build(c, project=None, server=None, python=None, installer=None, env_dir=None, force=False):
     """Make the app's environment: virtualenv, dependencies, server, collectstatic, hooks."""
     with reported():
-        actions.build(
-            c, _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir), force=force
-        )
+        opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir)
+        actions.build(c, opts, force=force, environ=os.environ)
 
 
 @task(
@@ -189,14 +189,14 @@ def start(
             env_dir=env_dir,
         )
         if process:
-            spec, step = actions.process_plan(c, opts, process)
+            spec, step = actions.process_plan(c, opts, process, os.environ)
             if dry_run:
                 print(command_line(step, mask=_hidden(spec, reveal)))
                 return
             print(f"start: {step.why}", flush=True)
             exec_local(step)
             return
-        spec, plan = actions.start_plan(c, opts, reload=reload)
+        spec, plan = actions.start_plan(c, opts, reload=reload, environ=os.environ)
         for note in plan.notes:
             print(note, flush=True)
         if dry_run:
@@ -244,7 +244,7 @@ def exec_(
         return
     with reported():
         opts = _opts(c, project=project)
-        spec = actions.detect(opts)
+        spec = actions.detect(opts, os.environ)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
         exec_local(step)
 
@@ -263,7 +263,7 @@ def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None
         return
     with reported():
         opts = _opts(c, project=project)
-        spec = actions.detect(opts)
+        spec = actions.detect(opts, os.environ)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", opts.port)
         exec_local(step)
 
@@ -283,7 +283,7 @@ def _hook_task(name: str, doc: str):
             return
         with reported():
             opts = _opts(c, project=project)
-            spec = actions.detect(opts)
+            spec = actions.detect(opts, os.environ)
             step = plan_command(spec, spec.root, actions.current_env(spec, opts), name, opts.port)
             if step is None:
                 raise ConfigError(
