@@ -62,6 +62,8 @@ def test_port_in_s2i_environment_is_served_on_without_an_option(project_dir: Pat
         },
     )
     monkeypatch.delenv("PORT", raising=False)  # a PORT of the shell running the tests would be the exported one
+    before = warp(project_dir, "plan")  # not built yet: the start cannot be planned, its port is known
+    assert f"port: {port} (PORT in .s2i/environment)" in before.stdout, before.stdout
     warp(project_dir, "build")
     planned = warp(project_dir, "plan")
     assert f"port: {port} (PORT in .s2i/environment)" in planned.stdout, planned.stdout

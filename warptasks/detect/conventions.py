@@ -94,7 +94,7 @@ def choose_port(
     ``PORT`` that is not a port number is an error naming where it was set, unless a layer above it decides.
     """
     if given is not None:
-        return given, "--port (or the warp.port setting)"
+        return given, "--port, or the warp.port setting"
     layers = (
         (process, f"PORT {PROCESS_WHERE}", "unset PORT, export it as a port number, or pass --port"),
         (

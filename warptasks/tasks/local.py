@@ -14,6 +14,7 @@ from invoke import Context, task
 from ..detect import AppSpec
 from ..errors import ConfigError, WarpError
 from ..plan import command_line, masked_env, plan_command, plan_exec
+from ..plan.environment import start_port
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
@@ -64,6 +65,7 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
             print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(step, hidden)}")
         if start is None:
             print(f"Start: {start_data['error']}")
+            print("  port: {} ({})".format(*start_port(spec, opts.port)))
             return
         print("Start:")
         for note in start.notes:
@@ -111,7 +113,8 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
         "host": "a host whose live release's server to start again (after warp stop), health-checked; repeatable "
         "(a bare address such as 0.0.0.0 still means --listen, deprecated)",
-        "port": "port to listen on (default 8080); with --host: the app's public port, used only when the host's "
+        "port": "port to listen on (default: PORT exported, else PORT in .s2i/environment, else 8080); with --host: "
+        "the app's public port, used only when the host's "
         "releases cannot tell its backend ports",
         "processes": "worker processes (default: from the CPUs and memory available)",
         "threads": "threads per process (default: computed)",
