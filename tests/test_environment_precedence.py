@@ -143,6 +143,20 @@ def test_the_exported_settings_module_is_a_build_input_the_port_is_not(tmp_path:
     plain = detect_app(root).build_inputs_digest
     assert detect_app(root, environ={"PORT": "9000"}).build_inputs_digest == plain
     assert detect_app(root, environ={"DJANGO_SETTINGS_MODULE": "mysite.prod"}).build_inputs_digest != plain
+    # Not a Django project: the settings module decides nothing, so no new environment for it.
+    plain_wsgi = write_tree(tmp_path / "wsgi", {"wsgi.py": WSGI})
+    assert detect_app(plain_wsgi, environ={"DJANGO_SETTINGS_MODULE": "x.y"}).build_inputs_digest == (
+        detect_app(plain_wsgi).build_inputs_digest
+    )
+
+
+def test_the_build_notes_say_what_was_exported_and_that_deploys_ignore_it(tmp_path: Path) -> None:
+    from warptasks.plan import BuildOptions, plan_build
+
+    root = write_tree(tmp_path, {"wsgi.py": WSGI})
+    notes = plan_build(detect_app(root, environ={"PORT": "9000"}), facts(), BuildOptions(str(root))).notes
+    assert any(n.startswith("exported here: PORT=9000") and "warp deploy" in n for n in notes), notes
+    assert not any(n.startswith("exported here") for n in plan_build(detect_app(root), facts(), BuildOptions(str(root))).notes)
 
 
 ENV = "/srv/app/.warp/envs/py3.11-0123456789abcdef"

@@ -345,7 +345,7 @@ def detect_app(root: Path | str, *, server: str | None = None, environ: Mapping[
         hooks=hooks,
         hook_executable=hook_executable,
         build_inputs_digest=build_inputs_digest(
-            root, {**environment, **{k: v for k, v in process.items() if k in PROCESS_BUILD_INPUTS}}, hooks
+            root, {**environment, **{k: v for k, v in process.items() if k in PROCESS_BUILD_INPUTS and django}}, hooks
         ),
         django=django,
         static_url=static_url,
