@@ -64,10 +64,11 @@ def test_collection_nests_in_a_projects_own_tasks() -> None:
     assert {f"warp.{name}" for name in CORE_TASKS} <= set(root.task_names)
 
 
-# invoke config "warp" section, task options -> expected settings (subset)
+# invoke config "warp" section, task options -> expected settings (subset). The port left unset is None: the start
+# decides it from PORT, else 8080 (tests/test_environment_precedence.py).
 SETTINGS_CASES = [
     pytest.param(
-        {}, {}, {"port": 8080, "host": "127.0.0.1", "env_dir": ".warp", "installer": "auto", "server": None}, id="defaults"
+        {}, {}, {"port": None, "host": "127.0.0.1", "env_dir": ".warp", "installer": "auto", "server": None}, id="defaults"
     ),
     pytest.param(
         {"port": 9000, "server": "gunicorn"},
@@ -81,8 +82,8 @@ SETTINGS_CASES = [
     pytest.param(
         {"port": 9000}, {"port": None, "host": "0.0.0.0"}, {"port": 9000, "host": "0.0.0.0"}, id="option-not-given-keeps-config"
     ),
-    pytest.param({"port": None}, {}, {"port": 8080}, id="config-null-keeps-default"),
-    pytest.param({"unknown_key": 1}, {}, {"port": 8080}, id="unknown-config-ignored"),
+    pytest.param({"port": None}, {}, {"port": None}, id="config-null-keeps-default"),
+    pytest.param({"unknown_key": 1}, {}, {"port": None}, id="unknown-config-ignored"),
 ]
 
 

@@ -1,4 +1,21 @@
-"""The standalone ``warp`` command: the warp collection as an invoke Program."""
+"""The standalone ``warp`` command: the warp collection as an invoke Program.
+
+Where a setting comes from, the first that says something winning (the same for ``warp`` and ``inv warp.*``):
+
+1. the task's command-line option (``warp start --port 9000``);
+2. a runtime configuration file given with ``--config`` or ``INVOKE_RUNTIME_CONFIG`` (invoke's runtime level);
+3. ``INVOKE_WARP_*`` environment variables (``INVOKE_WARP_PORT=9000``; invoke's prefix, so ``inv`` and ``warp``
+   read the same ones);
+4. the project's ``invoke.yaml`` (or ``.yml``, ``.json``): for ``inv``, beside the tasks.py; for ``warp``, in the
+   folder ``--project`` names, else the current folder (never an ``invoke.py``: ``warp`` runs no code of a project
+   to read its settings);
+5. ``~/.invoke.yaml`` (yours), then ``/etc/invoke.yaml`` (the machine's);
+6. the defaults (:mod:`warptasks.settings`).
+
+Some defaults come from the project and the environment warp runs in when nothing above sets them: the port a start
+listens on is ``PORT`` exported where warp runs, else ``PORT`` in the project's environment file
+(``.s2i/environment``), else 8080 (:func:`warptasks.detect.conventions.choose_port`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +25,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from invoke import Program
+from invoke import Config, Exit, Program
 from invoke.exceptions import ParseError
 from invoke.parser import Argument
+from invoke.util import yaml
 
 from . import __version__
 from .errors import WarpError
@@ -29,6 +47,23 @@ CORE_OPTIONS = {
     "print-completion-script": (("print-completion-script",), "print the tab-completion script for bash, zsh or fish"),
 }
 PARSE_HINT = "warp --help lists the commands, warp COMMAND --help a command's options"
+
+
+# A project's configuration files warp reads: data only. invoke would also load an invoke.py, running the project's
+# code; inv does (it runs the project's tasks.py too), warp plan on a repository never runs any of it.
+PROJECT_CONFIG_SUFFIXES = ("yaml", "yml", "json")
+
+
+class WarpConfig(Config):
+    """invoke's Config, reading a project's ``invoke.yaml``/``.yml``/``.json`` but never its ``invoke.py``."""
+
+    def load_project(self, merge: bool = True) -> None:
+        suffixes = self._file_suffixes
+        self._set(_file_suffixes=PROJECT_CONFIG_SUFFIXES)
+        try:
+            super().load_project(merge=merge)
+        finally:
+            self._set(_file_suffixes=suffixes)
 
 
 class WarpProgram(Program):  # type: ignore[misc]
@@ -53,6 +88,19 @@ class WarpProgram(Program):  # type: ignore[misc]
             if argument.names[0] not in given:
                 given[argument.names[0]] = Argument(names=argument.names[:1], kind=argument.kind, default=argument.default)
 
+    def update_config(self, merge: bool = True) -> None:
+        folder = project_folder(self.tasks)
+        self.config.set_project_location(folder)
+        try:
+            self.config.load_project(merge=False)
+        except (yaml.YAMLError, ValueError) as error:  # a JSON error is a ValueError
+            names = (os.path.join(folder, f"invoke.{suffix}") for suffix in PROJECT_CONFIG_SUFFIXES)
+            found = next((name for name in names if os.path.exists(name)), folder)
+            raise Exit(
+                f"warp: error: cannot read {found}: {str(error).strip()}\nhint: fix that file, or move it away", code=2
+            ) from None
+        super().update_config(merge=merge)
+
     def parse_tasks(self) -> None:
         with _said_as_warp():
             super().parse_tasks()
@@ -73,7 +121,16 @@ def _said_as_warp() -> Iterator[None]:
         raise ParseError(f"warp: error: {error}\n  -> {PARSE_HINT}") from None
 
 
-program = WarpProgram(name="warp", binary="warp", version=__version__, namespace=ns)
+def project_folder(tasks: Any) -> str:
+    """The folder whose invoke.yaml counts: the first ``--project`` given to a task, else the current folder."""
+    for context in tasks or ():
+        args = getattr(context, "args", {})
+        if "project" in args and args["project"].value:
+            return os.path.abspath(str(args["project"].value))
+    return os.getcwd()
+
+
+program = WarpProgram(name="warp", binary="warp", version=__version__, namespace=ns, config_class=WarpConfig)
 
 
 def process_word(argv: list[str]) -> list[str]:

@@ -7,10 +7,21 @@ in invoke's configuration and the task option, its default is the default,
 and its metadata holds what it means and how a value is checked.
 
 The rule, in :func:`_layered`: a task option that was given beats invoke's
-configuration (``invoke.yaml``, ``INVOKE_WARP_*`` variables, a collection's
-``configure``), which beats the default. "Given" means not None (and, for the
+configuration, which beats the default. "Given" means not None (and, for the
 hosts, not empty): an option left out, or a ``null`` in ``invoke.yaml``, says
-nothing.
+nothing. invoke's configuration is itself layered, in invoke's order (the same
+for ``inv warp.*`` and the standalone ``warp``, see :mod:`warptasks.cli`): a
+runtime file (``-f``) over ``INVOKE_WARP_*`` environment variables over the
+project's ``invoke.yaml`` over ``~/.invoke.yaml`` over ``/etc/invoke.yaml``
+over a collection's ``configure``. In all:
+
+    option > -f file > INVOKE_WARP_* > project invoke.yaml > ~/.invoke.yaml > /etc/invoke.yaml > default
+
+A few defaults are decided later, from the project and the environment warp
+runs in, when no layer sets them: ``port`` (None here) is ``PORT`` exported
+where warp runs, else ``PORT`` in the project's environment file, else 8080
+(:func:`warptasks.detect.conventions.choose_port`; a deploy and an image use
+their own ports, never these).
 
 Values are checked as they are read, so a mistake in ``invoke.yaml`` or an
 environment variable is a :class:`~warptasks.errors.ConfigError` naming the
@@ -219,7 +230,9 @@ class Settings:
     python: str | None = setting(None, "the Python to build with: an executable or a version such as 3.12", _text)
     server: str | None = setting(None, choices_help(), _text)
     host: str = setting("127.0.0.1", "the address to listen on", _text)
-    port: int = setting(8080, "the port to listen on", _port)
+    port: int | None = setting(
+        None, "the port to listen on (default: PORT in the environment, else in the environment file, else 8080)", _optional_port
+    )
     processes: int | None = setting(None, "worker processes (default: computed from CPUs and memory)", _web_processes)
     threads: int | None = setting(None, "threads per process (default: computed)", _count)
     max_clients: int | None = setting(None, "mod_wsgi-express's Apache capacity (default: at least 400)", _count)

@@ -7,13 +7,22 @@ import hashlib
 import json
 import keyword
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NoAppFound
 from ..servers import ALIASES, AUTO, names, normal_name
-from .conventions import SERVER_SETTINGS, find_hooks, read_environment, read_setting_files
+from .conventions import (
+    PROCESS_BUILD_INPUTS,
+    SERVER_SETTINGS,
+    Sourced,
+    find_hooks,
+    process_settings,
+    read_environment,
+    read_setting_files,
+)
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
 
@@ -58,6 +67,10 @@ class AppSpec:
     static_why: str = ""
     # Every line of the Procfile, in its order: process type -> shell command (``web``, ``release`` and the others).
     procfile: dict[str, str] = field(default_factory=dict)
+    # The process environment's variables that count over the environment file's (PORT, DJANGO_SETTINGS_MODULE: see
+    # warptasks.detect.conventions.PROCESS_SETTINGS); empty unless the task passed the process environment (local
+    # tasks only: never a deploy or an image).
+    process_environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def process_types(self) -> dict[str, str]:
@@ -264,8 +277,13 @@ def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str
     return sha.hexdigest()
 
 
-def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
-    """Detect how the project at ``root`` is built and served."""
+def detect_app(root: Path | str, *, server: str | None = None, environ: Mapping[str, str] | None = None) -> AppSpec:
+    """Detect how the project at ``root`` is built and served.
+
+    ``environ``: the environment warp runs in, passed by a local task (``os.environ``; tests pass dicts); of it only
+    :data:`~warptasks.detect.conventions.PROCESS_SETTINGS` count, over the environment files. None (deploys, images):
+    the project's files alone decide.
+    """
     root = Path(root).resolve()
     if not root.is_dir():
         raise NoAppFound(f"{root} is not a directory", "run warp in the project's folder, or pass --project")
@@ -283,7 +301,8 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
             )
     else:
         home = root
-    kind, target, why, django = _entry(home, environment)
+    process = process_settings(environ)
+    kind, target, why, django = _entry(home, Sourced(environment, process))
     if home != root:
         why += f" (in {home_setting}={environment[str(home_setting)]})"
     hooks, hook_executable = find_hooks(root)
@@ -325,10 +344,13 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
         environment_files=env_files,
         hooks=hooks,
         hook_executable=hook_executable,
-        build_inputs_digest=build_inputs_digest(root, environment, hooks),
+        build_inputs_digest=build_inputs_digest(
+            root, {**environment, **{k: v for k, v in process.items() if k in PROCESS_BUILD_INPUTS and django}}, hooks
+        ),
         django=django,
         static_url=static_url,
         static_dir=static_dir,
         static_why=static_why,
         procfile=read_procfile(home),
+        process_environment=process,
     )

@@ -8,6 +8,7 @@ Projects laid out for them work unchanged: action hooks in
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -35,6 +36,81 @@ HOOKS = {
 
 # Environment names that select the WSGI server, in the order they are read.
 SERVER_SETTINGS = ("WARPDRIVE_SERVER_TYPE", "WARP_SERVER")
+
+# The variables of the environment warp runs in (the shell's exports) that count, over the project's environment
+# files: the ones twelve-factor set-ups and platforms export per machine or per shell. Only these: a project's
+# structure (APP_MODULE, APP_FILE, APP_HOME...) is the project files' business, and an export left over in a shell
+# must not silently change what is served. Only the local tasks (plan, build, start, exec, shell, the hook commands)
+# pass the process environment; a deploy, an image and a Kubernetes manifest never do: what they build and serve
+# depends on the project and their own settings, not on the shell of the machine they were started from.
+PROCESS_SETTINGS = ("DJANGO_SETTINGS_MODULE", "PORT")
+# Of those, the ones that decide what a build makes (collectstatic reads the settings); PORT only decides the start.
+PROCESS_BUILD_INPUTS = ("DJANGO_SETTINGS_MODULE",)
+PROCESS_WHERE = "exported in the environment warp runs in"
+
+DEFAULT_PORT = 8080
+
+
+def process_settings(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables of :data:`PROCESS_SETTINGS` that ``environ`` (the process environment) sets, empty ones left out."""
+    if not environ:
+        return {}
+    return {name: str(environ[name]) for name in PROCESS_SETTINGS if str(environ.get(name) or "").strip()}
+
+
+class Sourced(dict[str, str]):
+    """The environment files' values with the process settings over them, remembering which names came from where
+    (for the why of a decision: "DJANGO_SETTINGS_MODULE exported in ..." or "... in the environment file")."""
+
+    def __init__(self, files: Mapping[str, str], process: Mapping[str, str]) -> None:
+        super().__init__({**files, **process})
+        self.from_process = frozenset(process)
+
+    def where(self, name: str) -> str:
+        return PROCESS_WHERE if name in self.from_process else "in the environment file"
+
+
+def where_set(environment: Mapping[str, str], name: str) -> str:
+    """Where ``name`` of ``environment`` was set: the process environment (a :class:`Sourced`) or the environment file."""
+    return environment.where(name) if isinstance(environment, Sourced) else "in the environment file"
+
+
+def _port_number(value: str) -> int | None:
+    text = value.strip()
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def choose_port(
+    given: int | None, process: Mapping[str, str], environment: Mapping[str, str], files: Sequence[str] = ()
+) -> tuple[int, str]:
+    """The port a start listens on, and why. The first that says something wins:
+
+    1. ``given``: ``--port``, or the ``warp.port`` setting (invoke.yaml, ``INVOKE_WARP_PORT``);
+    2. ``PORT`` in ``process``, the environment warp runs in (as a platform or the shell sets it);
+    3. ``PORT`` in ``environment``, the project's environment file (``.s2i/environment``), as the S2I builder reads it;
+    4. :data:`DEFAULT_PORT`, 8080.
+
+    A deploy passes its backend port as ``given`` and an image its own, so neither layer below ever moves them. A
+    ``PORT`` that is not a port number is an error naming where it was set, unless a layer above it decides.
+    """
+    if given is not None:
+        return given, "--port, or the warp.port setting"
+    layers = (
+        (process, f"PORT {PROCESS_WHERE}", "unset PORT, export it as a port number, or pass --port"),
+        (
+            environment,
+            f"PORT in {', '.join(files) or 'the environment file'}",
+            "fix PORT in the environment file, or pass --port",
+        ),
+    )
+    for values, where, hint in layers:
+        text = str(values.get("PORT") or "")
+        if text.strip():
+            number = _port_number(text)
+            if number is None:
+                raise ConfigError(f"PORT={text!r} ({where}) is not a port number (1-65535)", hint)
+            return number, where
+    return DEFAULT_PORT, f"the default, {DEFAULT_PORT} (no --port, no PORT set)"
 
 
 def parse_environment(text: str, source: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NoAppFound
+from .conventions import where_set
 
 _SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""")
 
@@ -23,9 +24,14 @@ class DjangoProject:
 
 
 def settings_module(root: Path, environment: dict[str, str]) -> tuple[str, str]:
-    """The settings module and where it was found."""
+    """The settings module and where it was found.
+
+    ``DJANGO_SETTINGS_MODULE`` exported in the environment warp runs in (passed in ``environment``, a
+    :class:`~warptasks.detect.conventions.Sourced`), else the environment file's, else manage.py's
+    ``os.environ.setdefault(...)``, which is only a default: Django itself reads it the same way.
+    """
     if environment.get("DJANGO_SETTINGS_MODULE"):
-        return environment["DJANGO_SETTINGS_MODULE"], "DJANGO_SETTINGS_MODULE in the environment file"
+        return environment["DJANGO_SETTINGS_MODULE"], f"DJANGO_SETTINGS_MODULE {where_set(environment, 'DJANGO_SETTINGS_MODULE')}"
     text = (root / "manage.py").read_text(encoding="utf-8", errors="replace")
     match = _SETTINGS.search(text)
     if not match:
@@ -75,8 +81,8 @@ def detect_django(root: Path, environment: dict[str, str]) -> DjangoProject:
     path = module_file(root, settings)
     if path is None:
         raise NoAppFound(
-            f"manage.py names settings module {settings!r} but {settings.replace('.', '/')}.py does not exist",
-            "fix DJANGO_SETTINGS_MODULE in manage.py or in the environment file",
+            f"Django settings module {settings!r} ({settings_why}): {settings.replace('.', '/')}.py does not exist",
+            f"fix DJANGO_SETTINGS_MODULE ({settings_why})",
         )
     names = _assignments(path)
     package = settings.split(".")[0]

@@ -132,6 +132,7 @@ def _prepare(
         runtime,
         img.server(server).stop_signal,
         img.env_stage(None if builder else spec),
+        img.PORT if builder else img.app_port(spec),
     )
     notes = img.plan_notes(build, packages_why, base_why, img.dependency_inputs(spec) if spec and not builder else None)
     if not builder:

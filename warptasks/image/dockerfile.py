@@ -34,6 +34,7 @@ from ..detect import AppSpec
 from ..errors import ConfigError
 from ..facts import Facts
 from ..plan import Plan, command_line
+from ..plan.environment import start_port
 from ..servers import resolve_server, server
 from ..sourcefiles import image_files
 
@@ -224,6 +225,7 @@ class ImageBuild:
     # The stage the runtime copies the environment from: "build" when the app phase installs the project into it
     # (see env_stage), else "deps", whose layer a change to the code alone leaves as it was.
     env_stage: str = "deps"
+    port: int = PORT  # the app's port unless the container sets PORT (app_port); a builder's EXPOSE is 8080
 
 
 def env_stage(spec: AppSpec | None) -> str:
@@ -233,6 +235,12 @@ def env_stage(spec: AppSpec | None) -> str:
     The dependency install stays cached in the ``deps`` stage either way; a code change costs the copy, not the install.
     """
     return "build" if spec is not None and spec.dependencies.install_project else "deps"
+
+
+def app_port(spec: AppSpec | None) -> int:
+    """The port an app image serves on unless the container sets ``PORT``: the project's ``PORT`` (its environment
+    file, as the S2I builder reads it), else 8080 (see :func:`warptasks.image.runtime.image_port`)."""
+    return PORT if spec is None else start_port(spec, None)[0]
 
 
 def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:
@@ -251,7 +259,7 @@ def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, build
     labels.update(
         {
             "io.openshift.s2i.scripts-url": SCRIPTS_URL,
-            "io.openshift.expose-services": f"{PORT}:http",
+            "io.openshift.expose-services": f"{PORT if builder else app_port(spec)}:http",
             "io.openshift.s2i.destination": "/tmp",
         }
     )
@@ -327,7 +335,7 @@ def prefix_dockerfile(build: ImageBuild, stage: str = "") -> str:
         f"RUN chmod 755 {S2I_SCRIPTS}/*",
         f"WORKDIR {PROJECT}",
         f"USER {USER_ID}",
-        f"EXPOSE {PORT}",
+        f"EXPOSE {build.port}",
         f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
     ]
     return "\n".join(lines) + "\n"
@@ -407,7 +415,7 @@ def runtime_dockerfile(build: ImageBuild) -> str:
         # Settings before the copies: each is a step the engine re-runs when a step before it changed.
         f"WORKDIR {PROJECT}",
         f"USER {USER_ID}",
-        f"EXPOSE {PORT}",
+        f"EXPOSE {build.port}",
         f"STOPSIGNAL {build.stop_signal}",
         f"HEALTHCHECK {HEALTHCHECK_OPTIONS} CMD " + json.dumps(health_command(build)),
         f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
@@ -461,7 +469,7 @@ def plan_notes(build: ImageBuild, packages_why: str, base_why: str, deps_inputs:
         notes.append(f"dependency layer: depends only on {', '.join(deps_inputs) or 'nothing from the project'}")
     if build.env_stage == "build":
         notes.append("the project itself is installed after its code: the runtime stage takes the environment from there")
-    notes.append(f"runs as uid {USER_ID} (group 0), PID 1 is dumb-init, serves on port {PORT}")
+    notes.append(f"runs as uid {USER_ID} (group 0), PID 1 is dumb-init, serves on port {build.port} (unless PORT is set)")
     return notes
 
 

@@ -8,6 +8,8 @@ standard-library entry point (:mod:`warptasks.scripts.image_start`) needs to sta
   the entry point sizes the workers with :func:`warptasks.plan.resources.worker_capacity` from the container's own
   limits and picks the step planned for the same processes and threads, whatever the server derives from them;
 - ``port``: the token that stands for the port in every step, checked to be one (else the port is fixed);
+- ``fixed_port``: the port when the container sets no ``PORT`` (the only one when ``port`` is null): the project's
+  ``PORT`` (its environment file, as the S2I builder reads it), else 8080 (:func:`image_port`);
 - ``before`` (the deploy hook), ``health`` (the ready, else alive, hook), ``processes`` (Procfile process types),
   the server's ``capacity`` rule, and ``hooks``: the ready, alive and migrate commands the app has, each alone, and
   the Procfile's ``release:`` line (a Kubernetes readiness probe runs ``warp health ready``, a liveness probe
@@ -28,7 +30,7 @@ from invoke import Context
 from ..detect import AppSpec, detect_app
 from ..facts import CgroupLimits, Facts
 from ..plan import StartOptions, Step, plan_start
-from ..plan.environment import plan_command
+from ..plan.environment import plan_command, start_port
 from ..plan.processes import plan_release
 from ..run.local import read_facts
 from ..servers import SERVERS
@@ -38,8 +40,14 @@ MAX_CPUS = 64
 HOST = "0.0.0.0"
 # Ports no one uses, standing in for $PORT: the second proves every occurrence of the first is the port.
 PORT_TOKENS = (47913, 47914)
-FIXED_PORT = 8080
 FORMAT = 1
+
+
+def image_port(spec: AppSpec) -> tuple[int, str]:
+    """The port an image of ``spec`` serves on unless the container sets ``PORT``: the project's ``PORT`` (environment
+    file), else 8080; the EXPOSE, the label and the ``docker run -p`` printed follow it. Never the process
+    environment of the machine the image was built on (``spec`` has none: an image is the project's)."""
+    return start_port(spec, None)
 
 
 def _step(step: Step) -> dict[str, Any]:
@@ -75,9 +83,10 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
         return StartOptions(project=project, host=HOST, port=port, port_check=False)
 
     first, second = PORT_TOKENS
+    fixed_port = image_port(spec)[0]
     templated = _step(plan_start(spec, _with_cpus(facts, 1), options(first)).server)
     moved = _step(plan_start(spec, _with_cpus(facts, 1), options(second)).server)
-    port = first if _substituted(templated, str(first), str(second)) == moved else FIXED_PORT
+    port = first if _substituted(templated, str(first), str(second)) == moved else fixed_port
     steps: list[dict[str, Any]] = []
     by_cpus: dict[str, int] = {}
     notes: list[str] = []
@@ -89,7 +98,9 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
             steps.append(step)
         by_cpus[str(cpus)] = steps.index(step)
         if cpus == 1:
-            notes = list(plan.notes)
+            # The port note names the token: the image's own says which port it serves on.
+            where = image_port(spec)[1]
+            notes = [n if not n.startswith("port: ") else f"port: $PORT, else {fixed_port} ({where})" for n in plan.notes]
             before = [_step(s) for s in plan.before]
     server = SERVERS[facts.state.server] if facts.state else None
     assert server is not None and facts.current  # plan_start refuses an unbuilt project
@@ -105,8 +116,8 @@ def render(spec: AppSpec, facts: Facts, project: str) -> dict[str, Any]:
             "why": server.capacity.why,
             "single_process": server.capacity.single_process,
         },
-        "port": str(port) if port != FIXED_PORT else None,
-        "fixed_port": FIXED_PORT,
+        "port": str(port) if port != fixed_port else None,
+        "fixed_port": fixed_port,
         "notes": notes,
         "servers": steps,
         "by_cpus": by_cpus,

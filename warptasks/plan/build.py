@@ -197,4 +197,7 @@ def _notes(b: Build) -> tuple[str, ...]:
         notes.append(spec.dependencies.warning)
     if spec.environment_files:
         notes.append(f"environment files: {', '.join(spec.environment_files)}")
+    if spec.process_environment:
+        exported = ", ".join(f"{k}={v}" for k, v in sorted(spec.process_environment.items()))
+        notes.append(f"exported here: {exported} (over the environment files; warp deploy and warp s2i never read them)")
     return tuple(notes)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from ..detect import UNTRACKED_DIRS, AppSpec
+from ..detect.conventions import choose_port
 from .steps import Step
 
 
@@ -33,13 +34,20 @@ def hook_argv(spec: AppSpec, name: str) -> tuple[str, ...]:
     return (f"./{path}",) if spec.hook_executable.get(name) else ("bash", path)
 
 
-def hook_environment(spec: AppSpec, project: str, env: str, phase: str, action: str, port: int = 8080) -> dict[str, str]:
-    """Variables hooks, the server and ``warp exec`` see, beside the environment file's.
+def start_port(spec: AppSpec, port: int | None) -> tuple[int, str]:
+    """The port a start listens on and why: ``port`` when given, else PORT (see :func:`choose_port`)."""
+    return choose_port(port, spec.process_environment, spec.environment, spec.environment_files)
 
-    The WARPDRIVE_* names are warpdrive's, so its hooks keep working.
+
+def hook_environment(spec: AppSpec, project: str, env: str, phase: str, action: str, port: int | None = None) -> dict[str, str]:
+    """Variables hooks, the server and ``warp exec`` see, beside the environment file's (the process settings exported
+    where warp runs over them, as a container's own environment beats its image's).
+
+    The WARPDRIVE_* names are warpdrive's, so its hooks keep working. ``port`` None: the one a start would choose.
     """
     home = _join(project, spec.home)
-    values = dict(spec.environment)
+    port = start_port(spec, port)[0]
+    values = {**spec.environment, **spec.process_environment}
     values.update(
         {
             "VIRTUAL_ENV": env,
@@ -80,7 +88,7 @@ def source_env_hooks(spec: AppSpec, project: str, steps: Iterable[Step]) -> tupl
     return tuple(with_env_hook(spec, s.env_hook, project, s) if s.env_hook else s for s in steps)
 
 
-def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], action: str, port: int = 8080) -> Step:
+def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], action: str, port: int | None = None) -> Step:
     """``argv`` run in the app's environment, as ``warp exec``/``shell`` and the hook commands do."""
     step = Step(
         action,
@@ -94,7 +102,7 @@ def plan_exec(spec: AppSpec, project: str, env: str, argv: tuple[str, ...], acti
     return with_env_hook(spec, "deploy-env", project, step)
 
 
-def plan_command(spec: AppSpec, project: str, env: str, action: str, port: int = 8080) -> Step | None:
+def plan_command(spec: AppSpec, project: str, env: str, action: str, port: int | None = None) -> Step | None:
     """A warpdrive hook command (setup, migrate, verify, alive, ready), or None when the app has none.
 
     Hooks run from the project root; ``migrate`` on Django without a hook is ``manage.py migrate``.

@@ -17,7 +17,7 @@ from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import command as script
 from ..servers import SERVERS, Command, Server, StartContext, read_check, resolve_server, worker_account
-from .environment import _join, env_paths, hook_argv, hook_environment, with_env_hook
+from .environment import _join, env_paths, hook_argv, hook_environment, start_port, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step
 
@@ -27,7 +27,9 @@ class StartOptions:
     project: str
     env_dir: str = ".warp"
     host: str = "127.0.0.1"
-    port: int = 8080
+    # None: PORT where warp runs, else PORT in the environment file, else 8080 (see detect.conventions.choose_port).
+    # A deploy and an image always give theirs.
+    port: int | None = None
     processes: int | None = None
     threads: int | None = None
     reload: bool = False
@@ -142,7 +144,7 @@ def _context(spec: AppSpec, facts: Facts, options: StartOptions, env: str, serve
         env=env,
         home=_join(options.project, spec.home),
         host=options.host,
-        port=options.port,
+        port=start_port(spec, options.port)[0],
         processes=processes,
         threads=threads,
         static_url=static_url,
@@ -188,6 +190,8 @@ def _unprivileged(ctx: StartContext, server: Server, project: str, step: Step) -
 
 def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     """The server command ``warp start`` execs, with the checks before it."""
+    port, port_why = start_port(spec, options.port)
+    options = replace(options, port=port)
     env, server = _built_server(spec, facts, options)
     ctx, notes = _context(spec, facts, options, env, server)
     command = server.command(ctx)
@@ -215,5 +219,5 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         _checks(ctx, server, command, options.port_check) + account_checks,
         tuple(before),
         step,
-        (f"app: {spec.why}", f"server: {server.name}", *notes, *command.notes, *account_notes),
+        (f"app: {spec.why}", f"server: {server.name}", f"port: {port} ({port_why})", *notes, *command.notes, *account_notes),
     )

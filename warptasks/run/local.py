@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from uv import find_uv_bin
@@ -84,12 +85,16 @@ def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree
     return gather_facts(c, python, request)
 
 
-def detect(settings: Settings) -> AppSpec:
-    return detect_app(settings.project, server=settings.server)
+Environ = Mapping[str, str] | None
 
 
-def build_plan(c: Runner, settings: Settings, *, force: bool = False) -> tuple[AppSpec, Plan]:
-    spec = detect(settings)
+def detect(settings: Settings, environ: Environ = None) -> AppSpec:
+    """The app; ``environ``: the process environment, which a local task passes (PORT, DJANGO_SETTINGS_MODULE count)."""
+    return detect_app(settings.project, server=settings.server, environ=environ)
+
+
+def build_plan(c: Runner, settings: Settings, *, force: bool = False, environ: Environ = None) -> tuple[AppSpec, Plan]:
+    spec = detect(settings, environ)
     facts = read_facts(c, spec.root, settings, local_python(spec, settings.python))
     return spec, plan_build(spec, facts, build_options(spec.root, settings, force))
 
@@ -98,9 +103,9 @@ def build_options(project: str, settings: Settings, force: bool = False) -> Buil
     return BuildOptions(project, settings.env_dir, settings.envs_dir, settings.installer, force)
 
 
-def both_plans(c: Runner, settings: Settings) -> tuple[AppSpec, Plan, StartPlan | WarpError]:
+def both_plans(c: Runner, settings: Settings, environ: Environ = None) -> tuple[AppSpec, Plan, StartPlan | WarpError]:
     """What build and start would do, from one detection and one probe (for warp plan)."""
-    spec = detect(settings)
+    spec = detect(settings, environ)
     facts = read_facts(c, spec.root, settings, local_python(spec, settings.python))
     try:
         start: StartPlan | WarpError = plan_start(spec, facts, start_options(spec.root, settings))
@@ -124,15 +129,15 @@ def start_options(project: str, settings: Settings, reload: bool = False) -> Sta
     )
 
 
-def start_plan(c: Runner, settings: Settings, *, reload: bool = False) -> tuple[AppSpec, StartPlan]:
-    spec = detect(settings)
+def start_plan(c: Runner, settings: Settings, *, reload: bool = False, environ: Environ = None) -> tuple[AppSpec, StartPlan]:
+    spec = detect(settings, environ)
     facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
     return spec, plan_start(spec, facts, start_options(spec.root, settings, reload))
 
 
-def process_plan(c: Runner, settings: Settings, name: str) -> tuple[AppSpec, Step]:
+def process_plan(c: Runner, settings: Settings, name: str, environ: Environ = None) -> tuple[AppSpec, Step]:
     """The command of the Procfile's process type ``name``, planned as ``warp start`` plans the server."""
-    spec = detect(settings)
+    spec = detect(settings, environ)
     if name not in spec.process_types:
         raise unknown_type(spec, name)
     facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
@@ -148,15 +153,15 @@ def _built_python(spec: AppSpec, settings: Settings) -> str:
     return python
 
 
-def build(c: Runner, settings: Settings, *, force: bool = False, say: Say = _say) -> Plan:
-    spec = detect(settings)
+def build(c: Runner, settings: Settings, *, force: bool = False, say: Say = _say, environ: Environ = None) -> Plan:
+    spec = detect(settings, environ)
     # Planned under the lock: a build that waited must see what the other one built.
     with build_lock(env_paths(spec.root, settings.env_dir, settings.envs_dir)[0], say):
-        return _build(c, settings, force, say)
+        return _build(c, settings, force, say, environ)
 
 
-def _build(c: Runner, settings: Settings, force: bool, say: Say) -> Plan:
-    spec, plan = build_plan(c, settings, force=force)
+def _build(c: Runner, settings: Settings, force: bool, say: Say, environ: Environ = None) -> Plan:
+    spec, plan = build_plan(c, settings, force=force, environ=environ)
     for note in plan.notes:
         say(note)
     if not plan.runnable:

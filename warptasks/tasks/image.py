@@ -139,7 +139,8 @@ def s2i(
             say_line(commit.why)
         if push:
             registry.push_images(client, names, say_line)
-        print(f"run it: docker run --rm -p 8080:8080 {result.name}")
+        port = img.app_port(spec)  # the project's PORT (environment file), else 8080: what the image serves on
+        print(f"run it: docker run --rm -p {port}:{port} {result.name}")
 
 
 BUILDER_HELP = {k: v for k, v in IMAGE_HELP.items() if k not in ("server", "installer")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ from invoke import Context
 from ..detect import AppSpec
 from ..errors import ConfigError, WarpError
 from ..plan import command_line, masked_env, plan_command, plan_exec
+from ..plan.environment import start_port
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
@@ -38,7 +40,7 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
     """Say what was detected and exactly what build and start will do, and why."""
     with reported():
         opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir, port=port)
-        spec, build_plan, planned = actions.both_plans(c, opts)
+        spec, build_plan, planned = actions.both_plans(c, opts, os.environ)
         start = None if isinstance(planned, WarpError) else planned
         hidden = _hidden(spec, reveal)
         start_data: Any = {"error": str(planned)} if start is None else start.as_dict(mask=hidden)
@@ -64,6 +66,7 @@ def plan(c, project=None, server=None, python=None, installer=None, env_dir=None
             print(f"  {number}. {step.name} [{state}]\n     why: {step.why}\n     $ {_short(step, hidden)}")
         if start is None:
             print(f"Start: {start_data['error']}")
+            print("  port: {} ({})".format(*start_port(spec, opts.port)))
             return
         print("Start:")
         for note in start.notes:
@@ -83,9 +86,8 @@ def _short(step: Any, hidden: frozenset[str], limit: int = 160) -> str:
 def build(c, project=None, server=None, python=None, installer=None, env_dir=None, force=False):
     """Make the app's environment: virtualenv, dependencies, server, collectstatic, hooks."""
     with reported():
-        actions.build(
-            c, _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir), force=force
-        )
+        opts = _opts(c, project=project, server=server, python=python, installer=installer, env_dir=env_dir)
+        actions.build(c, opts, force=force, environ=os.environ)
 
 
 @warp_task(
@@ -95,7 +97,8 @@ def build(c, project=None, server=None, python=None, installer=None, env_dir=Non
         "listen": "address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
         "host": "a host whose live release's server to start again (after warp stop), health-checked; repeatable "
         "(a bare address such as 0.0.0.0 still means --listen, deprecated)",
-        "port": "port to listen on (default 8080); with --host: the app's public port, used only when the host's "
+        "port": "port to listen on (default: PORT exported, else PORT in .s2i/environment, else 8080); with --host: "
+        "the app's public port, used only when the host's "
         "releases cannot tell its backend ports",
         "processes": "worker processes (default: from the CPUs and memory available)",
         "threads": "threads per process (default: computed)",
@@ -173,14 +176,14 @@ def start(
             env_dir=env_dir,
         )
         if process:
-            spec, step = actions.process_plan(c, opts, process)
+            spec, step = actions.process_plan(c, opts, process, os.environ)
             if dry_run:
                 print(command_line(step, mask=_hidden(spec, reveal)))
                 return
             print(f"start: {step.why}", flush=True)
             exec_local(step)
             return
-        spec, plan = actions.start_plan(c, opts, reload=reload)
+        spec, plan = actions.start_plan(c, opts, reload=reload, environ=os.environ)
         for note in plan.notes:
             print(note, flush=True)
         if dry_run:
@@ -226,7 +229,7 @@ def exec_(
         return
     with reported():
         opts = _opts(c, project=project)
-        spec = actions.detect(opts)
+        spec = actions.detect(opts, os.environ)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), argv, "exec", opts.port)
         exec_local(step, command=True)
 
@@ -243,7 +246,7 @@ def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None
         return
     with reported():
         opts = _opts(c, project=project)
-        spec = actions.detect(opts)
+        spec = actions.detect(opts, os.environ)
         step = plan_exec(spec, spec.root, actions.current_env(spec, opts), ("bash", "-i"), "shell", opts.port)
         exec_local(step, command=True)
 
@@ -261,7 +264,7 @@ def _hook_task(name: str, doc: str):
             return
         with reported():
             opts = _opts(c, project=project)
-            spec = actions.detect(opts)
+            spec = actions.detect(opts, os.environ)
             step = plan_command(spec, spec.root, actions.current_env(spec, opts), name, opts.port)
             if step is None:
                 raise ConfigError(
