@@ -189,7 +189,7 @@ def steps(*names: str) -> Plan:
 
 def test_every_step_says_its_elapsed_time_and_the_build_its_slowest_steps() -> None:
     clock, said = Clock(), Said()
-    progress = Progress(said, clock=clock, poll=0.01)
+    progress = Progress(said, clock=clock, poll=60)  # the fake clock jumps: no heartbeat may look in the moment
     runner = FakeRunner(clock, [0.3, 30.1, 1.9, 8.2, 0.04], outputs=["", "Installed 3 packages\n", "", "", ""])
     plan = steps("virtualenv", "install requirements", "collectstatic", "server wheel", "switch")
     plan = Plan("build", (*plan.steps, Step("skipped", ("true",), "/app", "never", skip="unchanged")))
@@ -290,3 +290,138 @@ def test_a_remote_single_step_says_its_time_when_asked_to() -> None:
     said.lines.clear()
     session.run(Step("unpack", ("true",), "/app", "unpack"))
     assert said.lines == [] and "watchers" not in session.conn.calls[1]
+
+
+# -- image builds: the engine streams the plan's marker lines; each plan step is timed from its marker to the next --
+
+
+class FakeEngine:
+    """A Docker client whose build streams ``chunks``; a number in ``chunks`` moves the clock (and may wait)."""
+
+    def __init__(self, clock: Clock, chunks: list[Any], during: Callable[[], None] = lambda: None) -> None:
+        self.clock = clock
+        self.chunks = chunks
+        self.during = during
+        self.api = self
+
+    def build(self, **_: Any) -> Any:
+        for chunk in self.chunks:
+            if isinstance(chunk, (int, float)):
+                self.clock.advance(chunk)
+                self.during()
+            else:
+                yield {"stream": chunk}
+
+
+IMAGE_STREAM = [
+    "Step 1/3 : FROM python:3.12-slim\n",
+    " ---> 0123456789ab\n",
+    "Step 2/3 : RUN sh /tmp/warp/deps.sh\n",
+    " ---> Running in 0a1b2c3d\n",
+    "[deps 1/2] install requirements: requirements.txt\n",
+    1.5,
+    "\x1b[31mResolved 3 packages\x1b[0m\n",
+    28.5,
+    "[deps 2/2] server wheel: mod_wsgi compiled once for this Python\n",
+    8,
+    " ---> 1234567890ab\n",
+    "Step 3/3 : COPY . /app\n",
+    " ---> 234567890abc\n",
+    "Successfully built 234567890abc\n",
+]
+
+
+def test_an_image_build_times_each_plan_step_and_ends_with_where_the_time_went(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from io import BytesIO
+
+    from warptasks.image.engine import ImageOptions, engine_build
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    clock, said = Clock(), Said()
+    result = engine_build(FakeEngine(clock, IMAGE_STREAM), BytesIO(), ImageOptions(), said, clock=clock)  # type: ignore[arg-type]
+    assert result.image_id == "234567890abc"
+    assert result.timings == [("install requirements", 30.0), ("server wheel", 8.0)]
+    # (The fake clock jumps 28.5 s at once: the heartbeat thread may or may not look in that moment.)
+    assert [line for line in said.lines if "still running" not in line] == [
+        "[deps 1/2] install requirements: done in 30.0s",
+        "[deps 2/2] server wheel: done in 8.0s",
+        "built in 38.0s: install requirements 30.0s, server wheel 8.0s",
+    ]
+    shown = capsys.readouterr().out
+    assert "Resolved 3 packages\n" in shown and "\x1b" not in shown  # stdout is not a terminal here: no colour
+
+
+def test_a_quiet_image_build_says_only_where_the_time_went() -> None:
+    from io import BytesIO
+
+    from warptasks.image.engine import ImageOptions, engine_build
+
+    clock, said = Clock(), Said()
+    engine_build(FakeEngine(clock, IMAGE_STREAM), BytesIO(), ImageOptions(quiet=True), said, clock=clock)  # type: ignore[arg-type]
+    assert said.lines == ["built in 38.0s: install requirements 30.0s, server wheel 8.0s"]
+
+
+def test_a_silent_engine_beats_naming_the_plan_step_it_is_in() -> None:
+    from io import BytesIO
+
+    from warptasks.image.engine import ImageOptions, engine_build
+
+    clock, said = Clock(), Said()
+    stream = [
+        "Step 1/2 : RUN sh /tmp/warp/deps.sh\n",
+        "[deps 1/1] server wheel: mod_wsgi compiled once for this Python, then reused\n",
+        6,
+        "Step 2/2 : COPY . /app\n",
+        "Successfully built 234567890abc\n",
+    ]
+    engine = FakeEngine(clock, stream, lambda: said.wait_for(lambda line: "still running" in line))
+    engine_build(engine, BytesIO(), ImageOptions(), said, clock=clock)  # type: ignore[arg-type]
+    assert heartbeats(said.lines) == ["  ... still running server wheel (mod_wsgi compiled once for this Python), 6s"]
+    assert no_threads_left()
+
+
+@pytest.mark.parametrize(
+    ("tty", "no_color", "shown"),
+    [(True, None, True), (True, "1", False), (True, "", True), (False, None, False), (False, "1", False)],
+)
+def test_escape_sequences_reach_only_a_terminal_without_no_color(tty: bool, no_color: str | None, shown: bool) -> None:
+    from warptasks.image.engine import colour_shown
+
+    class Stream:
+        def isatty(self) -> bool:
+            return tty
+
+    environ = {} if no_color is None else {"NO_COLOR": no_color}
+    assert colour_shown(Stream(), environ) is shown
+
+
+def test_an_image_steps_time_is_said_before_the_next_steps_line_and_split_lines_are_shown_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from io import BytesIO
+
+    from warptasks.image.engine import ImageOptions, engine_build, say_line
+
+    clock = Clock()
+    stream = [
+        "Step 1/2 : RUN sh /tmp/warp/deps.sh\n[deps 1/2] install requirements: requirements.txt\nCollect",
+        "ing six\n",
+        3,
+        "[deps 2/2] switch: make it current\n",
+        "Step 2/2 : COPY . /app\n",
+        "Successfully built 234567890abc\n",
+    ]
+    engine_build(FakeEngine(clock, stream), BytesIO(), ImageOptions(), say_line, clock=clock)  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines() == [
+        "Step 1/2 : RUN sh /tmp/warp/deps.sh",
+        "[deps 1/2] install requirements: requirements.txt",
+        "Collecting six",
+        "[deps 1/2] install requirements: done in 3.0s",
+        "[deps 2/2] switch: make it current",
+        "[deps 2/2] switch: done in 0.0s",
+        "Step 2/2 : COPY . /app",
+        "Successfully built 234567890abc",
+        "built in 3.0s: install requirements 3.0s, switch 0.0s",
+    ]

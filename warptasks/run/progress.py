@@ -94,6 +94,14 @@ class Heartbeat:
             self.next = self.clock() + self.quiet_after
             self.partial = not text.endswith("\n")
 
+    def begin(self, what: str) -> None:
+        """A new step began (an image build's next step): its heartbeat names it and counts from now."""
+        with self._lock:
+            self.what = what
+            self.started = self.clock()
+            self.next = self.started + self.quiet_after
+            self.partial = False
+
     def due(self) -> str | None:
         """The heartbeat line, when the silence has lasted long enough; else None."""
         with self._lock:
@@ -104,7 +112,8 @@ class Heartbeat:
             # After a line the step left open (pip's "Building wheel ... "), start a line of our own.
             start = "\n" if self.partial else ""
             self.partial = False
-        return f"{start}  ... still running {self.what}, {_whole(now - self.started)}"
+            what, took = self.what, now - self.started
+        return f"{start}  ... still running {what}, {_whole(took)}"
 
 
 @contextmanager
@@ -176,7 +185,11 @@ class Progress:
 
     def summary(self, what: str = "built", top: int = TOP) -> str:
         """One line of where the time went: ``built in 41.3s: install 30.1s, server wheel 8.2s, collectstatic 1.9s``."""
-        total = self.clock() - self.started
-        slowest = sorted(self.timings, key=lambda timing: timing[1], reverse=True)[:top]
-        parts = ", ".join(f"{name} {seconds(took)}" for name, took in slowest)
-        return f"{what} in {seconds(total)}" + (f": {parts}" if parts else "")
+        return summary(what, self.clock() - self.started, self.timings, top)
+
+
+def summary(what: str, total: float, timings: list[tuple[str, float]], top: int = TOP) -> str:
+    """``{what} in {total}``, then the ``top`` slowest of ``timings`` (step name, seconds), slowest first."""
+    slowest = sorted(timings, key=lambda timing: timing[1], reverse=True)[:top]
+    parts = ", ".join(f"{name} {seconds(took)}" for name, took in slowest)
+    return f"{what} in {seconds(total)}" + (f": {parts}" if parts else "")
