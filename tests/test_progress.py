@@ -282,8 +282,7 @@ def test_without_watchers_run_step_passes_none_to_the_runner() -> None:
 def test_a_remote_single_step_says_its_time_when_asked_to() -> None:
     """warp deploy's migrate and release steps run through Session.run with the host's say."""
     clock, said = Clock(), Said()
-    session = Session.__new__(Session)
-    session.conn = FakeRunner(clock, [0.2, 0.2])
+    session = Session(None, None, conn=FakeRunner(clock, [0.2, 0.2]))  # type: ignore[arg-type]
     session.run(Step("migrate", ("true",), "/app", "migrate"), say=said)
     assert said.lines[-1].startswith("migrate: done in ")
     assert session.conn.calls[0]["hide"] is True and not session.conn.calls[0]["watchers"][0].visible
