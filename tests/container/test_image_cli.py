@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,10 @@ def test_warp_s2i_streams_the_build_and_makes_an_image_that_serves(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Step 1/" in done.stdout and "[deps 1/" in done.stdout  # the engine's output, as it happened
+    # Each plan step that ran says how long it took, the build where the time went; a pipe gets no escape codes.
+    assert re.search(r"^\[deps 1/\d+\] [^:]+: done in \d+\.\ds$", done.stdout, re.M), done.stdout[-3000:]
+    assert re.search(r"^built in \d+\.\ds: ", done.stdout, re.M), done.stdout[-3000:]
+    assert "\x1b" not in done.stdout
     assert "system packages: the base image has Apache's apxs" in done.stdout
     assert f"docker run --rm -p 8080:8080 {tag}" in done.stdout
     with serving(docker_client, tag) as app:

@@ -4,6 +4,7 @@ and fab -H, against a real SSH host that installs from the package index (gunico
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
 def test_warp_deploy_installs_from_the_index_and_status_reports_it(site: Site) -> None:
     out = _ok(site.run("warp", "deploy", *site.reach(), "--port", str(site.port), "--listen", "127.0.0.1"))
     assert "install requirements" in out and "wheels" not in out
+    # Hosts deploy in parallel with step output hidden: each step still says, per host, how long it took.
+    assert re.search(r"^\[[^]]+\] \[\d+/\d+\] install requirements: done in \d+\.\ds$", out, re.M), out
     assert f"ok   {site.host.host_string}: live:" in out
     assert release_served(site.url) == "1"
     shown = _ok(site.run("warp", "status", *site.reach()))

@@ -18,7 +18,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,6 +30,7 @@ import docker.errors
 from ..errors import ConfigError, StepFailed, WarpError
 from ..facts import Facts
 from ..run.executor import PROBE, tail
+from ..run.progress import Heartbeat, beating, doing, seconds, summary
 from . import dockerfile as img
 
 Say = Callable[[str], None]
@@ -65,6 +67,7 @@ class EngineBuild:
     steps: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timings: list[tuple[str, float]] = field(default_factory=list)  # plan steps that ran: name, seconds (as streamed)
 
 
 def engine() -> docker.DockerClient:
@@ -165,21 +168,37 @@ def tag_image(client: docker.DockerClient, image_id: str, name: img.ImageName) -
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours the output that RUN steps wrote to stderr
+# The engine colours the output that RUN steps wrote to stderr: parsed without, shown without but on a terminal.
+_COLOUR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _EXIT = re.compile(r"returned a non-zero code: (\d+)")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]+)")
 
 
+def colour_shown(stream: Any, environ: Mapping[str, str]) -> bool:
+    """Whether escape sequences may reach ``stream``: a terminal, and no ``NO_COLOR`` (https://no-color.org)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not environ.get("NO_COLOR")
+
+
 @dataclass
 class _Progress:
-    """What the build output has said so far: the Dockerfile step, the plan step (its marker line) and that step's output."""
+    """What the build output has said so far: the Dockerfile step, the plan step (its marker line) and that step's output.
+
+    Each plan step that ran is timed from its marker line to the next marker (or Dockerfile step, or the end), as
+    the engine streams them: said when it ends, unless ``quiet``, and kept in the result's ``timings``.
+    """
 
     result: EngineBuild
     quiet: bool
+    say: Say = say_line
+    clock: Callable[[], float] = time.monotonic
+    colour: bool = False  # show the engine's escape sequences (a terminal); else they are stripped
+    beat: Heartbeat | None = None  # told of output and of each step, for the heartbeat while the engine is silent
     instruction: str = ""
     plan_step: str = ""
     output: list[str] = field(default_factory=list)
     pending: str = ""  # the start of a line whose end has not arrived yet
+    timing: tuple[str, str, float] | None = None  # the plan step running: its label, name and start
 
     def feed(self, chunk: dict[str, Any]) -> None:
         if "error" in chunk:
@@ -189,61 +208,109 @@ class _Progress:
             if chunk.get("aux", {}).get("ID"):
                 self.result.image_id = chunk["aux"]["ID"]
             return
-        if not self.quiet:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
+        if self.beat is not None:
+            self.beat.output(text)
+        shown = len(self.pending)  # the start of the line already shown (as it came)
+        *lines, rest = (self.pending + text).split("\n")
         for line in lines:
+            # Parsed before it is shown: a step's "done in" comes before the next step's line.
             self._line(_COLOUR.sub("", line))
+            self._show(line[shown:] + "\n")
+            shown = 0
+        self._show(rest[shown:])
+        self.pending = rest
+
+    def _show(self, text: str) -> None:
+        if text and not self.quiet:
+            sys.stdout.write(text if self.colour else _COLOUR.sub("", text))
+            sys.stdout.flush()
 
     def _line(self, line: str) -> None:
         step = _STEP.match(line)
         marker = img.STEP_MARKER.match(line)
         if step:
+            self.end_step()
             self.instruction = step.group(3)
             self.result.steps.append(self.instruction)
             self.plan_step, self.output = "", []
+            self._begin(f"Dockerfile step {step.group(1)}/{step.group(2)} ({self.instruction[:50]})")
         elif line.strip() == "---> Using cache" and self.instruction:
             self.result.cached.append(self.instruction)
         elif marker:
+            self.end_step()
             self.plan_step, self.output = line, []
+            label, _, why = line.partition(": ")
+            self.timing = (label, marker.group("name"), self.clock())
+            self._begin(doing(marker.group("name"), why))
         else:
             self.output.append(line)
         built = _BUILT.match(line)
         if built and not self.result.image_id:
             self.result.image_id = built.group(1)
 
+    def _begin(self, what: str) -> None:
+        if self.beat is not None:
+            self.beat.begin(what)
+
+    def end_step(self, outcome: str = "done in") -> None:
+        """The plan step that was running has ended: say how long it took."""
+        if self.timing is None:
+            return
+        label, name, began = self.timing
+        self.timing = None
+        took = self.clock() - began
+        if outcome == "done in":
+            self.result.timings.append((name, took))
+        if not self.quiet:
+            self.say(f"{label}: {outcome} {seconds(took)}")
+
     def fail(self, error: str) -> NoReturn:
+        self.end_step("failed after")
         build_failure(error, self.instruction, self.plan_step, self.output, self.quiet)
 
 
-def engine_build(client: docker.DockerClient, context: io.BytesIO, options: ImageOptions, say: Say) -> EngineBuild:
-    """Build a context with the engine, streaming its output; a failure names the plan step that failed."""
-    started = time.monotonic()
-    progress = _Progress(EngineBuild(image_id=""), options.quiet)
+def engine_build(
+    client: docker.DockerClient,
+    context: io.BytesIO,
+    options: ImageOptions,
+    say: Say,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> EngineBuild:
+    """Build a context with the engine, streaming its output; a failure names the plan step that failed.
+
+    Unless ``options.quiet``: each plan step's elapsed time, a heartbeat while the engine is silent (see
+    :mod:`warptasks.run.progress`), and, when plan steps ran, a last line of where the time went.
+    """
+    started = clock()
+    beat = None if options.quiet else Heartbeat("the image build", clock=clock)
+    progress = _Progress(EngineBuild(image_id=""), options.quiet, say, clock, colour_shown(sys.stdout, os.environ), beat)
     try:
-        stream = client.api.build(
-            fileobj=context,
-            custom_context=True,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            pull=False,
-            nocache=not options.cache,
-            network_mode=options.network,
-            buildargs=dict(options.build_env) or None,
-        )
-        for chunk in stream:
-            progress.feed(chunk)
+        with beating(beat, say) if beat is not None else nullcontext():
+            stream = client.api.build(
+                fileobj=context,
+                custom_context=True,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                pull=False,
+                nocache=not options.cache,
+                network_mode=options.network,
+                buildargs=dict(options.build_env) or None,
+            )
+            for chunk in stream:
+                progress.feed(chunk)
     except docker.errors.BuildError as exc:
         progress.fail(str(exc.msg))
     except docker.errors.APIError as exc:
         raise EngineError(f"the engine refused the build: {api_message(exc)}") from None
+    progress.end_step()
     result = progress.result
     if not result.image_id:
         raise EngineError("the engine finished the build without naming an image", "see the build output above")
-    result.seconds = time.monotonic() - started
+    result.seconds = clock() - started
+    if result.timings:
+        say(summary("built", result.seconds, result.timings))
     return result
 
 

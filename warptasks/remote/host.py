@@ -285,7 +285,7 @@ class HostDeploy:
         step = migrate_step(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"{step.name}: {step.why} (once, on this host)")
-            self.session.run(self._literal(step, "migrate"))
+            self.session.run(self._literal(step, "migrate"), say=self.say)
 
     def release_command(self, spec: AppSpec) -> None:
         """The Procfile's ``release:`` command, in the release's environment (with shared/environment), once."""
@@ -293,7 +293,7 @@ class HostDeploy:
         step = plan_release(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"release: {spec.release_command} (once, on this host)")
-            self.session.run(self._literal(step, "release"))
+            self.session.run(self._literal(step, "release"), say=self.say)
 
     def start(self, spec: AppSpec) -> None:
         self.enter("start")

@@ -18,7 +18,8 @@ from paramiko.ssh_exception import SSHException
 
 from ..errors import WarpError
 from ..plan import Step, command_line
-from ..run.executor import run_step, tail
+from ..run.executor import Say, run_step, tail
+from ..run.progress import Progress, doing
 from ..scripts import ISOLATED, source
 from ..settings import DeploySettings
 from .hosts import HostTarget, connect, open_checked
@@ -115,8 +116,13 @@ class Session:
             raise (LockLost if result.exited == LOCK_NOT_HELD else DeployFailed)(f"{action}: {message}")
         return data
 
-    def run(self, step: Step) -> Any:
-        return run_step(self.conn, step, hide=True)
+    def run(self, step: Step, *, say: Say | None = None) -> Any:
+        """Run ``step`` with its output hidden; with ``say``: say when it ends, and while it runs long (the user sees
+        none of its output), that it is still running (see :mod:`warptasks.run.progress`)."""
+        if say is None:
+            return run_step(self.conn, step, hide=True)
+        with Progress(say).step(step.name, doing(step.name, step.why), visible=False) as watchers:
+            return run_step(self.conn, step, hide=True, watchers=watchers)
 
     def quiet(self) -> QuietRunner:
         return QuietRunner(self.conn)
@@ -144,6 +150,8 @@ class Session:
 
 class QuietRunner:
     """A runner that hides step output (hosts run in parallel) and keeps it for the error."""
+
+    hides_output = True  # so the executor's heartbeat counts every step as silent (see warptasks.run.progress)
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn

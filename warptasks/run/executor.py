@@ -12,13 +12,14 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import ISOLATED, source
+from .progress import Progress, doing
 
 Say = Callable[[str], None]
 
@@ -28,16 +29,22 @@ class Runner(Protocol):
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    # One write: a heartbeat is said from a thread of its own, while invoke's threads write the step's output.
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def run_step(c: Runner, step: Step, *, hide: bool | str | None = None) -> Any:
-    """Run one step; raise :class:`StepFailed` with the output's tail if it fails."""
-    result = c.run(command_line(step), warn=True, hide=hide, pty=False, in_stream=False)
+def run_step(c: Runner, step: Step, *, hide: bool | str | None = None, watchers: Sequence[Any] = ()) -> Any:
+    """Run one step; raise :class:`StepFailed` with the output's tail if it fails.
+
+    ``watchers``: invoke stream watchers, which see the output as it comes (a heartbeat's, see :mod:`.progress`).
+    """
+    extra = {"watchers": list(watchers)} if watchers else {}
+    result = c.run(command_line(step), warn=True, hide=hide, pty=False, in_stream=False, **extra)
     if result.exited != 0:
         # Streamed output was already seen; only hidden output is repeated.
         output = tail((result.stderr or "") + "\n" + (result.stdout or "")) if hide else ""
@@ -50,16 +57,25 @@ def run_step(c: Runner, step: Step, *, hide: bool | str | None = None) -> Any:
     return result
 
 
-def execute(plan: Plan, c: Runner, *, say: Say = _say) -> int:
-    """Run every step of ``plan`` that is not skipped, saying which of how many."""
+def execute(plan: Plan, c: Runner, *, say: Say = _say, progress: Progress | None = None) -> int:
+    """Run every step of ``plan`` that is not skipped, saying which of how many, and how long each took.
+
+    A step silent for a while is said to be still running (see :mod:`.progress`); ``progress`` keeps the
+    timings (for a summary line) and its clock; by default one of its own, saying through ``say``.
+    """
+    progress = progress or Progress(say)
+    # A runner that hides what steps print (hosts deploying in parallel) leaves every step silent to the user.
+    visible = not getattr(c, "hides_output", False)
     runnable = plan.runnable
     for step in plan.steps:
         if step.skip:
             say(f"skip {step.name}: {step.skip}")
     for number, step in enumerate(runnable, 1):
-        say(f"[{number}/{len(runnable)}] {step.name}: {step.why}")
+        prefix = f"[{number}/{len(runnable)}] "
+        say(f"{prefix}{step.name}: {step.why}")
         try:
-            run_step(c, step)
+            with progress.step(step.name, doing(step.name, step.why), prefix=prefix, visible=visible) as watchers:
+                run_step(c, step, watchers=watchers)
         except KeyboardInterrupt:
             raise WarpError(
                 f"{plan.action} interrupted during '{step.name}'",
@@ -131,9 +147,11 @@ def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
             run_step(c, check, hide=True)
         except StepFailed as failed:
             raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
+    visible = not getattr(c, "hides_output", False)
     for step in plan.before:
         say(f"{step.name}: {step.why}")
-        run_step(c, step)
+        with Progress(say).step(step.name, doing(step.name, step.why), visible=visible) as watchers:
+            run_step(c, step, watchers=watchers)
 
 
 def _check_hint(check: Step) -> str:
