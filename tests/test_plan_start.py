@@ -156,7 +156,12 @@ SERVER_CASES = [
         id="uvicorn",
     ),
     pytest.param({"app.sh": ""}, None, (("bash", "app.sh"), [], None), id="app.sh"),
-    pytest.param({"app.py": "app.run()\n"}, None, ((f"{ENV}/bin/python", "app.py"), [], None), id="app.py"),
+    pytest.param(
+        {"app.py": "app.run()\n"},
+        None,
+        ((f"{ENV}/bin/python", "-c", source("run_script.py"), "app.py"), [], None),
+        id="app.py",
+    ),
     pytest.param(
         {"Procfile": "web: gunicorn -b :$PORT x:app\n"},
         None,
