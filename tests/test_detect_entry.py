@@ -199,6 +199,11 @@ def test_entry_point(tmp_path: Path, files: dict[str, str], expected: tuple[str,
             {"app.py": "import os\nprint('hello')\n"}, ["app.py neither starts a server nor defines"], id="app.py-neither"
         ),
         pytest.param({"main.py": "x = 1\n"}, ["main.py neither"], id="main.py-neither"),
+        pytest.param(
+            {"app.py": "import os\nimport logging\nlogging.basicConfig()\nprint(os.getpid())\n"},
+            ["app.py neither"],
+            id="standard-library-calls-start-no-server",
+        ),
         pytest.param({"app.py": "def helper():\n    pass\n", "main.py": ""}, ["app.py neither", "main.py neither"], id="both"),
         pytest.param({}, [], id="empty"),
     ],

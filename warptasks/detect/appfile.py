@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,9 +161,12 @@ class _Reader:
         return ""
 
     def opaque(self, call: ast.Call) -> bool:
-        """A call into code this file does not show (an imported function): it may start a server."""
+        """A call into code this file does not show (a function imported from outside the standard library, whose
+        servers are started by the calls :data:`SERVE_CALLS` names): it may start a server."""
         dotted = _dotted(call.func)
-        return bool(dotted) and dotted.split(".")[0] in self.imports  # type: ignore[union-attr]
+        if not dotted or dotted.split(".")[0] not in self.imports:
+            return False
+        return (_resolve(call.func, self.imports) or "").split(".")[0] not in sys.stdlib_module_names
 
     def app_value(self, value: ast.expr) -> str | None:
         """The protocol of an app object made by ``value`` (``Flask(__name__)``, ``fastapi.FastAPI()``), else None."""
