@@ -336,3 +336,16 @@ def test_a_served_app_py_gets_the_port_check_and_a_script_its_wrapper(tmp_path: 
     assert "mod_wsgi-express" in " ".join(flask.server.argv) and any(c.name == "port" for c in flask.checks)
     script = _start(tmp_path / "script", {"app.py": WSGIREF_SERVES})
     assert script.server.argv[1] == "-c" and script.server.argv[-1] == "app.py"
+
+
+def test_setup_name_as_root_runs_setup_py_as_the_workers_account(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"setup.py": "from setuptools import setup\nsetup(name=open('NAME').read())\n"}))
+    plan = plan_start(spec, built("mod_wsgi", euid=0), StartOptions(project=PROJECT))
+    argv = plan.server.argv
+    assert argv[4:9] == ("--as", "www-data", "www-data", SETUP_NAME, "--")
+    gunicorn = detect_app(
+        write_tree(tmp_path / "g", {"setup.py": "import setuptools\nsetuptools.setup(name=f())\n"}), server="gunicorn"
+    )
+    wrapped = plan_start(gunicorn, built("gunicorn", euid=0), StartOptions(project=PROJECT)).server.argv
+    # run_as.py drops to the account first; setup_name.py then has nothing to drop.
+    assert "run_as" in wrapped[3] and "--as" not in wrapped and SETUP_NAME in wrapped

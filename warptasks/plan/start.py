@@ -187,11 +187,19 @@ def _unprivileged(ctx: StartContext, server: Server, project: str, step: Step) -
     return replace(step, argv=argv), checks, (f"running as root: {server.name} runs as {user}:{group} ({why})",)
 
 
-def _setup_name(ctx: StartContext, step: Step) -> tuple[Step, tuple[str, ...]]:
-    """``step`` behind setup_name.py when the app's module is the name ``setup.py --name`` prints (not literal in it)."""
+def _setup_name(ctx: StartContext, server: Server, step: Step) -> tuple[Step, tuple[str, ...]]:
+    """``step`` behind setup_name.py when the app's module is the name ``setup.py --name`` prints (not literal in it).
+
+    As root, the project's setup.py runs as the account the server's workers run as: run_as.py puts the whole step
+    there, and a server that stays root itself (Apache) has setup_name.py drop to its workers' account for it.
+    """
     if SETUP_NAME not in ctx.spec.target:
         return step, ()
-    argv = script(ctx.python, "setup_name.py", SETUP_NAME, "--", *step.argv)
+    account: tuple[str, ...] = ()
+    if ctx.facts.euid == 0 and server.drops_privileges:
+        user, group, _why = worker_account(ctx)
+        account = ("--as", user, group)
+    argv = script(ctx.python, "setup_name.py", *account, SETUP_NAME, "--", *step.argv)
     note = f"app module: {SETUP_NAME} is replaced by what setup.py --name prints, run with {ctx.python} when it starts"
     return replace(step, argv=argv), (note,)
 
@@ -219,7 +227,7 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
-    step, setup_notes = _setup_name(ctx, step)
+    step, setup_notes = _setup_name(ctx, server, step)
     step = with_env_hook(spec, "deploy-env", options.project, step)
     step, account_checks, account_notes = _unprivileged(ctx, server, options.project, step)
     return StartPlan(

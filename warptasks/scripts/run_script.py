@@ -7,10 +7,16 @@ whose ``app.run()`` never ran, a script missing its server), and a web process t
 not a success: it says so and exits 1. A script that listened and then stops (SIGTERM) keeps its own status.
 """
 
-import os
-import runpy
-import socket
 import sys
+
+# `python -c` put the app's folder ('') first: its own socket.py or runpy.py must not stand in for the standard
+# library's here. The script's folder is put back before the script runs, as `python SCRIPT` has it.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+
+import os  # noqa: E402
+import runpy  # noqa: E402
+import socket  # noqa: E402
 
 _listened = []  # type: list[bool]
 _listen = socket.socket.listen
@@ -39,7 +45,7 @@ if len(sys.argv) < 2:
     sys.exit(2)
 _script = sys.argv[1]
 sys.argv = sys.argv[1:]
-sys.path[0] = os.path.dirname(os.path.abspath(_script))
+sys.path.insert(0, os.path.dirname(os.path.abspath(_script)))
 try:
     runpy.run_path(_script, run_name="__main__")
 except SystemExit as _exit:

@@ -1,4 +1,4 @@
-"""Serve the module ``setup.py --name`` names: ``setup_name.py PLACEHOLDER -- COMMAND ARGS...``.
+"""Serve the module ``setup.py --name`` names: ``setup_name.py [--as USER GROUP] PLACEHOLDER -- COMMAND ARGS...``.
 
 When setup.py does not state its name literally, detection cannot read it (it never runs the project's code), so
 the start plan names the app's module PLACEHOLDER and puts this in front of the server: run in the app's folder
@@ -20,12 +20,36 @@ def fail(message):
     sys.exit(1)
 
 
-if len(sys.argv) < 4 or sys.argv[2] != "--":
-    fail("usage: setup_name.py PLACEHOLDER -- COMMAND ARGS...")
-placeholder, command = sys.argv[1], sys.argv[3:]
-result = subprocess.run(
-    [sys.executable, "setup.py", "--name"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
-)
+args = sys.argv[1:]
+account = None
+if args[:1] == ["--as"] and len(args) > 3:
+    # Started as root for a server that drops its own privileges (Apache): setup.py runs as the workers' account.
+    account, args = (args[1], args[2]), args[3:]
+if len(args) < 3 or args[1] != "--":
+    fail("usage: setup_name.py [--as USER GROUP] PLACEHOLDER -- COMMAND ARGS...")
+placeholder, command = args[0], args[2:]
+
+
+def _drop():
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(account[0])
+    os.setgroups([])
+    os.setgid(grp.getgrnam(account[1]).gr_gid)
+    os.setuid(entry.pw_uid)
+
+
+try:
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--name"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        preexec_fn=_drop if account else None,
+    )
+except (OSError, KeyError, subprocess.SubprocessError) as error:
+    fail("cannot run setup.py --name: %s" % error)
 lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
 if result.returncode != 0 or not lines:
     fail(
