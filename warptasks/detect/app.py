@@ -418,12 +418,20 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
 
     deps = detect_dependencies(home, environment)
     gunicorn_config, wsgi_app = _gunicorn_config(home, environment)
+    gunicorn_settings = assigned_names(home / gunicorn_config) if gunicorn_config else ()
     gunicorn_why = ""
     if gunicorn_config and kind in ("wsgi", "django", "paste"):
         if wsgi_app:
             gunicorn_why = f"{gunicorn_config} sets wsgi_app: served by gunicorn with that file, as the S2I builder does"
         elif environment.get("APP_CONFIG"):
             gunicorn_why = f"APP_CONFIG names a gunicorn configuration ({gunicorn_config}): served by gunicorn with it"
+        if gunicorn_why:
+            kept = [n for n in gunicorn_settings if n not in ("bind", "wsgi_app")]
+            gunicorn_why += (
+                f"; its settings kept: {', '.join(kept) or 'none'}"
+                + ("; its bind is replaced by warp start's address (--port)" if "bind" in gunicorn_settings else "")
+                + "; warptasks' defaults only where it is silent"
+            )
     return AppSpec(
         root=str(root),
         home=home.relative_to(root).as_posix() if home != root else ".",
@@ -445,6 +453,6 @@ def detect_app(root: Path | str, *, server: str | None = None) -> AppSpec:
         static_why=static_why,
         procfile=read_procfile(home),
         gunicorn_config=gunicorn_config,
-        gunicorn_settings=assigned_names(home / gunicorn_config) if gunicorn_config else (),
+        gunicorn_settings=gunicorn_settings,
         gunicorn_why=gunicorn_why,
     )
