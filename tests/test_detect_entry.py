@@ -82,6 +82,29 @@ CASES = [
         ("asgi", "app:app", "an ASGI function"),
         id="asgi-function",
     ),
+    pytest.param(
+        {
+            "app.py": (
+                "from flask import Flask\n\n\ndef create_app():\n    a = Flask(__name__)\n    return a\n\n\napp = create_app()\n"
+            )
+        },
+        ("wsgi", "app:app", "app = create_app(...)"),
+        id="factory-in-the-file",
+    ),
+    pytest.param(
+        {
+            "app.py": "from myproject.factory import make\n\napp = make()\n",
+            "myproject/__init__.py": "",
+            "myproject/factory.py": "import fastapi\n\n\ndef make():\n    return fastapi.FastAPI()\n",
+        },
+        ("asgi", "app:app", "app = make(...)"),
+        id="factory-in-a-project-module",
+    ),
+    pytest.param(
+        {"app.py": "from somewhere import create_app\n\napp = create_app()\n"},
+        ("script", "app.py", "create_app() (line 3) at import, which may"),
+        id="factory-not-in-the-tree-is-run-as-before",
+    ),
     pytest.param({"app.py": WSGIREF_SERVES}, ("script", "app.py", "serve_forever()"), id="serves-at-import"),
     pytest.param(
         {"app.py": FLASK + "app.run(port=8080)\n"}, ("script", "app.py", "app.run() (line 9)"), id="flask-run-at-module-level"

@@ -142,7 +142,8 @@ def _calls(node: ast.AST):
 
 
 class _Reader:
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, root: Path | None = None) -> None:
+        self.root = root  # the folder the file's own modules are in: a factory imported from one of them is read too
         self.imports = _imports(tree)
         self.functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
@@ -168,10 +169,42 @@ class _Reader:
             return False
         return (_resolve(call.func, self.imports) or "").split(".")[0] not in sys.stdlib_module_names
 
-    def app_value(self, value: ast.expr) -> str | None:
-        """The protocol of an app object made by ``value`` (``Flask(__name__)``, ``fastapi.FastAPI()``), else None."""
-        if isinstance(value, ast.Call):
-            return APP_CLASSES.get(_resolve(value.func, self.imports) or "")
+    def app_value(self, value: ast.expr, depth: int = 0) -> str | None:
+        """The protocol of an app object made by ``value`` (``Flask(__name__)``, ``fastapi.FastAPI()``, or a call of a
+        factory of this file or of a module beside it that makes one: ``create_app()``), else None."""
+        if not isinstance(value, ast.Call):
+            return None
+        resolved = _resolve(value.func, self.imports) or ""
+        if resolved in APP_CLASSES:
+            return APP_CLASSES[resolved]
+        if depth > 1:
+            return None
+        factory = self._factory(value.func, resolved)
+        if factory is None:
+            return None
+        reader, function = factory
+        for inner in _calls(function):
+            protocol = reader.app_value(inner, depth + 1)
+            if protocol:
+                return protocol
+        return None
+
+    def _factory(self, func: ast.expr, resolved: str) -> tuple[_Reader, ast.FunctionDef | ast.AsyncFunctionDef] | None:
+        """The function a call names, defined in this file or in a module of the project beside it."""
+        if isinstance(func, ast.Name) and func.id in self.functions:
+            return self, self.functions[func.id]
+        module, _, name = resolved.rpartition(".")
+        if not (module and self.root) or module.split(".")[0] in sys.stdlib_module_names:
+            return None
+        rel = module.replace(".", "/")
+        for path in (self.root / f"{rel}.py", self.root / rel / "__init__.py"):
+            if path.is_file():
+                try:
+                    tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+                except (SyntaxError, ValueError):
+                    return None
+                other = _Reader(tree)
+                return (other, other.functions[name]) if name in other.functions else None
         return None
 
 
@@ -227,7 +260,7 @@ def read_script(path: Path) -> Script:
         tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
     except (SyntaxError, ValueError) as error:
         return Script(syntax_error=str(error))
-    reader = _Reader(tree)
+    reader = _Reader(tree, path.parent)
     app, protocol, app_why = _find_app(tree, reader)
     serves = main_serves = opaque = ""
     for statement, guarded in _statements(tree.body):
