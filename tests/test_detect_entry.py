@@ -120,6 +120,16 @@ CASES = [
         ("script", "app.py", "start() (line 3) at import, which may"),
         id="opaque-call",
     ),
+    pytest.param(
+        {"app.py": "import os\n\nos.execvp('gunicorn', ['gunicorn', 'wsgi'])\n"},
+        ("script", "app.py", "os.execvp() (line 3) at import, which may"),
+        id="execs-another-program",
+    ),
+    pytest.param(
+        {"app.py": "from subprocess import call\n\ncall(['uwsgi', 'x.ini'])\n"},
+        ("script", "app.py", "call() (line 3) at import, which may"),
+        id="runs-another-program",
+    ),
     pytest.param({"app.py": "def broken(:\n"}, ("script", "app.py", "cannot parse"), id="syntax-error-still-a-script"),
     pytest.param(
         {"app.py": FLASK + "import subprocess\nsubprocess.run(['true'])\n"},

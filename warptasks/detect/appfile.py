@@ -38,6 +38,8 @@ FRAMEWORKS = "Flask, FastAPI, Starlette, Quart, Litestar, Falcon or Bottle"
 SERVE_CALLS = frozenset({"run", "serve", "serve_forever", "run_app", "run_simple", "run_server", "listen"})
 # Modules whose run() starts no server.
 NOT_SERVING = frozenset({"subprocess", "os", "shutil"})
+# Standard-library calls that hand over to another program, which may be the server (os.execvp("gunicorn", ...)).
+LAUNCHES = ("os.exec", "os.spawn", "os.posix_spawn", "os.system", "os.popen", "subprocess.")
 # The names a module-level app object is looked up by first (gunicorn's default, then the frameworks').
 APP_NAMES = ("application", "app")
 
@@ -167,7 +169,8 @@ class _Reader:
         dotted = _dotted(call.func)
         if not dotted or dotted.split(".")[0] not in self.imports:
             return False
-        return (_resolve(call.func, self.imports) or "").split(".")[0] not in sys.stdlib_module_names
+        resolved = _resolve(call.func, self.imports) or ""
+        return resolved.startswith(LAUNCHES) or resolved.split(".")[0] not in sys.stdlib_module_names
 
     def app_value(self, value: ast.expr, depth: int = 0) -> str | None:
         """The protocol of an app object made by ``value`` (``Flask(__name__)``, ``fastapi.FastAPI()``, or a call of a

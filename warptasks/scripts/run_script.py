@@ -2,9 +2,10 @@
 
 ``warp start`` runs an app.py (or APP_FILE) that serves itself through this. The script runs in this process as
 ``__main__``, its folder first on sys.path, so signals, exit statuses and an exec reach it unchanged. One thing is
-added: a script that ends with status 0 without ever having listened on a socket served nothing (a Flask app.py
-whose ``app.run()`` never ran, a script missing its server), and a web process that ends at once is a failure,
-not a success: it says so and exits 1. A script that listened and then stops (SIGTERM) keeps its own status.
+added: a script that ends with status 0 without ever having listened on a socket (or started a process, which may
+have been its server) served nothing (a Flask app.py whose ``app.run()`` never ran, a script missing its server), and
+a web process that ends at once is a failure, not a success: it says so and exits 1. A script that listened and
+then stops (SIGTERM) keeps its own status.
 """
 
 import sys
@@ -17,17 +18,25 @@ if sys.path and sys.path[0] == "":
 import os  # noqa: E402
 import runpy  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
 
 _listened = []  # type: list[bool]
-_listen = socket.socket.listen
 
 
-def _watched_listen(self, *args):
-    _listened.append(True)
-    return _listen(self, *args)
+def _watched(function):
+    def watched(*args, **kwargs):
+        _listened.append(True)
+        return function(*args, **kwargs)
+
+    return watched
 
 
-socket.socket.listen = _watched_listen  # type: ignore[method-assign]
+socket.socket.listen = _watched(socket.socket.listen)  # type: ignore[method-assign]
+# A child process (subprocess, multiprocessing, os.system) may be what serves: the script handed over to it.
+for _name in ("fork", "system", "posix_spawn", "posix_spawnp"):
+    if hasattr(os, _name):
+        setattr(os, _name, _watched(getattr(os, _name)))
+subprocess.Popen.__init__ = _watched(subprocess.Popen.__init__)  # type: ignore[method-assign]
 
 
 def _served_nothing(script):
