@@ -111,14 +111,40 @@ def test_gunicorn_conf_with_wsgi_app_is_served_by_gunicorn_with_its_workers_on_o
 
 
 def test_s2i_setup_py_only_project_serves_the_module_setup_py_names(project_dir: Path) -> None:
-    # sclorg/s2i-python-container examples/setup-test-app (its requirements: setuptools; gunicorn is not needed here).
+    # sclorg/s2i-python-container examples/setup-test-app, without its requirements.txt (gunicorn, setuptools):
+    # nothing but setup.py says how to serve it.
     setup_py = (
         'from setuptools import setup, find_packages\n\n\nsetup (\n    name             = "testapp",\n'
         '    version          = "0.1",\n    packages         = find_packages(),\n)\n'
     )
-    write(project_dir, {"setup.py": setup_py, "testapp.py": S2I_APP, "requirements.txt": "setuptools\n"})
+    write(project_dir, {"setup.py": setup_py, "testapp.py": S2I_APP})
     plan = _plan(project_dir)
     assert (plan["app"]["kind"], plan["app"]["target"]) == ("wsgi", "testapp:application")
+    warp(project_dir, "build")
+    with serving(project_dir) as site:
+        assert get(site.url + "/").text == "Hello from gunicorn WSGI application!"
+
+
+def test_s2i_pipenv_project_serves_the_module_setup_py_names(project_dir: Path) -> None:
+    # sclorg/s2i-python-container examples/pipenv-test-app: ENABLE_PIPENV, the lock installed, setup.py not processed.
+    lock = {
+        "_meta": {"sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}], "requires": {}},
+        "default": {"six": {"version": "==1.16.0"}},
+        "develop": {},
+    }
+    setup_py = 'from setuptools import setup, find_packages\n\nsetup(name="testapp", version="0.1", packages=find_packages())\n'
+    write(
+        project_dir,
+        {
+            ".s2i/environment": "ENABLE_PIPENV=true\nDISABLE_SETUP_PY_PROCESSING=true\n",
+            "Pipfile": '[packages]\nsix = "==1.16.0"\n',
+            "Pipfile.lock": json.dumps(lock),
+            "setup.py": setup_py,
+            "testapp.py": S2I_APP,
+        },
+    )
+    plan = _plan(project_dir)
+    assert plan["app"]["target"] == "testapp:application" and "ENABLE_PIPENV" in plan["app"]["dependencies"]["why"]
     warp(project_dir, "build")
     with serving(project_dir) as site:
         assert get(site.url + "/").text == "Hello from gunicorn WSGI application!"
