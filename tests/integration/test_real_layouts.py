@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from .conftest import WARP, free_port, get, serving, warp, write
@@ -106,6 +107,11 @@ def test_gunicorn_conf_with_wsgi_app_is_served_by_gunicorn_with_its_workers_on_o
     port = free_port()
     with serving(project_dir, port=port) as site:
         assert get(site.url + "/").text == "Hello from gunicorn WSGI application!"
+        # gunicorn forks its workers one after the other, the first answering before the last exists.
+        deadline = time.monotonic() + 15
+        while _gunicorn_workers(site.process.pid) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
         assert _gunicorn_workers(site.process.pid) == 3
         assert "gunicorn" in site.output() and "8085" not in site.output()
 
