@@ -382,3 +382,9 @@ def test_setup_name_as_root_runs_setup_py_as_the_workers_account(tmp_path: Path)
     wrapped = plan_start(gunicorn, built("gunicorn", euid=0), StartOptions(project=PROJECT)).server.argv
     # run_as.py drops to the account first; setup_name.py then has nothing to drop.
     assert "run_as" in wrapped[3] and "--as" not in wrapped and SETUP_NAME in wrapped
+
+
+def test_a_gunicorn_config_another_server_ignores_is_said_to_be_ignored(tmp_path: Path) -> None:
+    plan = _start(tmp_path, {"gunicorn.conf.py": "workers = 3\n", "wsgi.py": WSGI})
+    assert "gunicorn config: gunicorn.conf.py is read by gunicorn only (--server gunicorn), not by mod_wsgi" in plan.notes
+    assert not any("gunicorn config" in note for note in _start(tmp_path / "plain", {"wsgi.py": WSGI}).notes)

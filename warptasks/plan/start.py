@@ -228,6 +228,10 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     run_env.update(command.env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
     step, setup_notes = _setup_name(ctx, server, step)
+    if spec.gunicorn_config and server.name != "gunicorn":
+        setup_notes += (
+            f"gunicorn config: {spec.gunicorn_config} is read by gunicorn only (--server gunicorn), not by {server.name}",
+        )
     step = with_env_hook(spec, "deploy-env", options.project, step)
     step, account_checks, account_notes = _unprivileged(ctx, server, options.project, step)
     return StartPlan(
