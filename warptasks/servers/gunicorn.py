@@ -35,8 +35,13 @@ def _with_app_config(ctx: StartContext, env: dict[str, str], config: str) -> tup
         }
     )
     argv: tuple[str, ...] = (f"{ctx.env}/bin/gunicorn", "--config", f"{ctx.env}/warp/gunicorn_conf.py", "--bind", ctx.bind)
-    kept = [name for name in settings if name not in OVERRIDDEN]
-    replaced = [f"{name} (by {why})" for name, why in OVERRIDDEN.items() if name in settings]
+    overridden = dict(OVERRIDDEN)
+    if ctx.trusted_proxy:
+        overridden["forwarded_allow_ips"] = "the deploy's front proxy, the one peer believed"
+    if ctx.reload:
+        overridden["reload"] = "--reload"
+    kept = [name for name in settings if name not in overridden]
+    replaced = [f"{name} (by {why})" for name, why in overridden.items() if name in settings]
     ours = [label for name, label in DEFAULTS.items() if name not in settings]
     notes = [
         f"gunicorn config: {ctx.spec.gunicorn_config} is loaded after warptasks' defaults"
