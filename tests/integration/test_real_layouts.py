@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import WARP, free_port, get, serving, warp, write
 
 # sclorg/s2i-python-container examples/gunicorn-python-configfile-different-port-test-app, with workers fixed to 3.
@@ -97,8 +99,12 @@ def _gunicorn_workers(pid: int) -> int:
     return len([p for p in tree.get(masters[0], []) if p in found])
 
 
-def test_gunicorn_conf_with_wsgi_app_is_served_by_gunicorn_with_its_workers_on_our_port(project_dir: Path) -> None:
-    write(project_dir, {"gunicorn.conf.py": GUNICORN_CONF, "app.py": S2I_APP, "requirements.txt": "gunicorn\n"})
+@pytest.mark.parametrize("requirements", [{"requirements.txt": "gunicorn>=20.1.0\n"}, {}], ids=["s2i-requirements", "none"])
+def test_gunicorn_conf_with_wsgi_app_is_served_by_gunicorn_with_its_workers_on_our_port(
+    project_dir: Path, requirements: dict[str, str]
+) -> None:
+    # The S2I example lists gunicorn in its requirements; without them the build installs gunicorn all the same.
+    write(project_dir, {"gunicorn.conf.py": GUNICORN_CONF, "app.py": S2I_APP, **requirements})
     plan = _plan(project_dir)
     assert plan["build"]["notes"] and any("gunicorn.conf.py sets wsgi_app" in n for n in plan["build"]["notes"])
     warp(project_dir, "build")
