@@ -173,6 +173,16 @@ CASES = [
         id="setup.cfg-name",
     ),
     pytest.param(
+        {"setup.py": SETUP_PY, "testapp/__init__.py": FASTAPI},
+        ("asgi", "testapp:app", "whose module defines app = FastAPI(...)"),
+        id="setup-module-defining-another-app-object",
+    ),
+    pytest.param(
+        {"setup.py": SETUP_PY, "src/testapp/__init__.py": "from .web import application\n"},
+        ("wsgi", "testapp:application", "setup.py names the project 'testapp'"),
+        id="setup-module-in-src",
+    ),
+    pytest.param(
         {"setup.py": SETUP_PY, "testapp.py": WSGI, "main.py": FASTAPI},
         ("wsgi", "testapp:application", "setup.py"),
         id="setup-module-in-tree-before-main.py",

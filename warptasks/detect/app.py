@@ -253,9 +253,14 @@ def _script_entry(root: Path, name: str) -> tuple[tuple[str, str, str] | None, s
     )
 
 
-def _module_in_tree(root: Path, module: str) -> bool:
+def _module_in_tree(root: Path, module: str) -> Path | None:
+    """The file of ``module`` in the project (beside setup.py, or in src/), if it is there."""
     rel = module.replace(".", "/")
-    return any((base / f"{rel}.py").is_file() or (base / rel / "__init__.py").is_file() for base in (root, root / "src"))
+    for base in (root, root / "src"):
+        for path in (base / f"{rel}.py", base / rel / "__init__.py"):
+            if path.is_file():
+                return path
+    return None
 
 
 def _setup_entry(root: Path) -> tuple[tuple[str, str, str] | None, bool]:
@@ -272,9 +277,17 @@ def _setup_entry(root: Path) -> tuple[tuple[str, str, str] | None, bool]:
         )
         return ("wsgi", f"{SETUP_NAME}:application", why), False
     module = module_name(name)
-    target = checked_target("the name", f"in {where}", name, module, "application")
+    path = _module_in_tree(root, module)
+    callable_, kind = "application", "wsgi"
     why = f"{where} names the project {name!r} (S2I convention: the module setup.py --name names, callable application)"
-    return ("wsgi", target, why), _module_in_tree(root, module)
+    if path and not _callable_in(path, ("application",)):
+        # S2I's gunicorn would find no application there; the app object the module does define is served instead.
+        script = read_script(path)
+        if script.app and script.protocol:
+            callable_, kind = script.app, script.protocol
+            why = f"{where} names the project {name!r} (S2I convention), whose module defines {script.app_why}"
+    target = checked_target("the name", f"in {where}", name, module, callable_)
+    return (kind, target, why), path is not None
 
 
 def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, DjangoProject | None]:
