@@ -54,7 +54,7 @@ class Script:
     serves: str = ""  # a server started at import (outside `if __name__ == "__main__":`): "app.run() (line 9)"
     main_serves: str = ""  # a server started only under `if __name__ == "__main__":`
     opaque: str = ""  # a module-level call whose effect cannot be read (it may start a server): "main() (line 4)"
-    syntax_error: str = ""
+    syntax_error: str = ""  # why Python cannot parse (or read) it
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -140,7 +140,7 @@ def _shown(node: ast.AST) -> str:
 
 
 def _calls(node: ast.AST):
-    return (n for n in ast.walk(node) if isinstance(n, ast.Call) and not isinstance(n, ast.Lambda))
+    return (n for n in ast.walk(node) if isinstance(n, ast.Call))
 
 
 class _Reader:
@@ -263,6 +263,8 @@ def read_script(path: Path) -> Script:
         tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
     except (SyntaxError, ValueError) as error:
         return Script(syntax_error=str(error))
+    except OSError as error:
+        return Script(syntax_error=f"it cannot be read: {error.strerror}")
     reader = _Reader(tree, path.parent)
     app, protocol, app_why = _find_app(tree, reader)
     serves = main_serves = opaque = ""
