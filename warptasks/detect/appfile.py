@@ -204,7 +204,7 @@ class _Reader:
             if path.is_file():
                 try:
                     tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-                except (SyntaxError, ValueError):
+                except (OSError, SyntaxError, ValueError):
                     return None
                 other = _Reader(tree)
                 return (other, other.functions[name]) if name in other.functions else None
@@ -302,7 +302,7 @@ def setup_name(root: Path) -> tuple[str | None, str]:
     if setup_py.is_file():
         try:
             tree = ast.parse(setup_py.read_text(encoding="utf-8", errors="replace"))
-        except (SyntaxError, ValueError):
+        except (OSError, SyntaxError, ValueError):
             return None, "setup.py cannot be parsed"
         for call in _calls(tree):
             callee = _dotted(call.func) or ""
@@ -319,7 +319,7 @@ def setup_name(root: Path) -> tuple[str | None, str]:
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(setup_cfg.read_text(encoding="utf-8", errors="replace"))
-        except configparser.Error:
+        except (OSError, configparser.Error):
             return None, "setup.cfg cannot be parsed"
         name = parser.get("metadata", "name", fallback="").strip()
         if name and "%" not in name and ":" not in name:
