@@ -23,7 +23,11 @@ ENTRY_CASES = [
         ("shell", "app.sh", "app.sh exists"),
         id="app.sh-beats-everything",
     ),
-    pytest.param({"app.py": "", "wsgi.py": WSGI, **DJANGO}, ("script", "app.py", "app.py exists"), id="app.py-beats-django"),
+    pytest.param(
+        {"app.py": "import server\nserver.main()\n", "wsgi.py": WSGI, **DJANGO},
+        ("script", "app.py", "app.py runs server.main()"),
+        id="app.py-beats-django",
+    ),
     pytest.param(
         {**DJANGO, "wsgi.py": WSGI, "paste.ini": ""},
         ("django", "mysite.wsgi:application", "manage.py: Django"),
@@ -165,7 +169,7 @@ def test_other_settings_naming_the_app_are_checked_too(tmp_path: Path, files: di
     [
         pytest.param({".s2i/environment": "APP_HOME=src\n", "src/wsgi.py": WSGI}, "src", id="APP_HOME"),
         pytest.param({".warpdrive/home": "web/app\n", "web/app/wsgi.py": WSGI}, "web/app", id="warpdrive-home-file"),
-        pytest.param({".s2i/environment": "APP_HOME=./src/\n", "src/app.py": ""}, "src", id="APP_HOME-normalised"),
+        pytest.param({".s2i/environment": "APP_HOME=./src/\n", "src/app.py": "app.run()\n"}, "src", id="APP_HOME-normalised"),
     ],
 )
 def test_app_home_moves_detection_into_a_subfolder(tmp_path: Path, files: dict[str, str], home: str) -> None:

@@ -556,7 +556,7 @@ def test_server_that_cannot_serve_the_app_is_refused(tmp_path: Path, files: dict
     [
         pytest.param({"wsgi.py": ""}, "mod_wsgi", id="wsgi"),
         pytest.param({"asgi.py": ASGI}, "uvicorn", id="asgi"),
-        pytest.param({"app.py": ""}, "shell", id="app.py"),
+        pytest.param({"app.py": "app.run()\n"}, "shell", id="app.py"),
         pytest.param({"Procfile": "web: x"}, "shell", id="procfile"),
     ],
 )

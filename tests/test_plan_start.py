@@ -156,7 +156,12 @@ SERVER_CASES = [
         id="uvicorn",
     ),
     pytest.param({"app.sh": ""}, None, (("bash", "app.sh"), [], None), id="app.sh"),
-    pytest.param({"app.py": ""}, None, ((f"{ENV}/bin/python", "app.py"), [], None), id="app.py"),
+    pytest.param(
+        {"app.py": "app.run()\n"},
+        None,
+        ((f"{ENV}/bin/python", "-c", source("run_script.py"), "app.py"), [], None),
+        id="app.py",
+    ),
     pytest.param(
         {"Procfile": "web: gunicorn -b :$PORT x:app\n"},
         None,
@@ -547,7 +552,7 @@ def test_start_plan_is_plain_data(tmp_path: Path) -> None:
 
 
 def test_gunicorn_reads_warptasks_settings_then_the_apps_app_config(tmp_path: Path) -> None:
-    files = {"wsgi.py": "", ".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"}
+    files = {"wsgi.py": "", ".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n", "conf/gunicorn.py": "workers = 3\n"}
     plan = start(detect_app(write_tree(tmp_path, files), server="gunicorn"), built("gunicorn"))
     assert contains(plan.server.argv, "--config", f"{ENV}/warp/gunicorn_conf.py")
     assert plan.server.env["WARP_GUNICORN_CONFIG"] == f"{PROJECT}/conf/gunicorn.py"
@@ -621,7 +626,7 @@ FORWARDED_CASES = [
         id="waitress",
     ),
     pytest.param({"asgi.py": ASGI}, "uvicorn", [("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")], False, id="uvicorn"),
-    pytest.param({"app.py": ""}, None, [], False, id="own"),
+    pytest.param({"app.py": "app.run()\n"}, None, [], False, id="own"),
 ]
 # Every word any server adds for a trusted proxy: none may appear without one.
 FORWARDED_WORDS = (

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError, NoAppFound
 from ..servers import ALIASES, AUTO, names, normal_name
+from .appfile import FRAMEWORKS, assigned_names, module_name, read_script, setup_name
 from .conventions import (
     PROCESS_BUILD_INPUTS,
     SERVER_SETTINGS,
@@ -28,7 +29,12 @@ from .django import DjangoProject, detect_django
 
 # How an app is served, in the order detection tries them.
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
-LOOKED_FOR = "app.sh, app.py, manage.py (Django), wsgi.py, paste.ini/production.ini, asgi.py, a Procfile with a web: line"
+LOOKED_FOR = (
+    "a gunicorn.conf.py with wsgi_app, app.sh, app.py (serving itself or defining an app), manage.py (Django), wsgi.py, "
+    "paste.ini/production.ini, asgi.py, a Procfile with a web: line, setup.py (its name), main.py"
+)
+# The target's module when setup.py's name is not literal: replaced at start by what setup.py --name prints there.
+SETUP_NAME = "__warp_setup_name__"
 
 # The server settings a project may hold: auto or a registered server (see warptasks.servers).
 SERVERS = (AUTO, *names())
@@ -71,6 +77,11 @@ class AppSpec:
     # warptasks.detect.conventions.PROCESS_SETTINGS); empty unless the task passed the process environment (local
     # tasks only: never a deploy or an image).
     process_environment: dict[str, str] = field(default_factory=dict)
+    # The app's gunicorn configuration file (APP_CONFIG, else gunicorn.conf.py), relative to ``home``; "" for none.
+    # gunicorn loads it whenever gunicorn serves; ``gunicorn_why`` is set when it makes --server auto pick gunicorn.
+    gunicorn_config: str = ""
+    gunicorn_settings: tuple[str, ...] = ()  # the settings it assigns (read, never run)
+    gunicorn_why: str = ""
 
     @property
     def process_types(self) -> dict[str, str]:
@@ -206,8 +217,100 @@ def _procfile_web(root: Path) -> str | None:
     return read_procfile(root).get("web")
 
 
+def _gunicorn_config(root: Path, environment: dict[str, str]) -> tuple[str, str | None]:
+    """(the app's gunicorn configuration file, relative to ``root``, or ""; the ``wsgi_app`` it sets).
+
+    APP_CONFIG names it (S2I convention), else gunicorn's own default, ``gunicorn.conf.py``.
+    """
+    config = environment.get("APP_CONFIG", "").strip()
+    if config:
+        path = (root / config).resolve()
+        if not path.is_file() or not path.is_relative_to(root):
+            raise ConfigError(
+                f"APP_CONFIG={config!r} (in the environment file) is not a file of the project",
+                "fix APP_CONFIG: it names the app's gunicorn configuration file, relative to the app's folder",
+            )
+        return path.relative_to(root).as_posix(), _wsgi_app_in(path)
+    if (root / "gunicorn.conf.py").is_file():
+        return "gunicorn.conf.py", _wsgi_app_in(root / "gunicorn.conf.py")
+    return "", None
+
+
+def _script_entry(root: Path, name: str) -> tuple[tuple[str, str, str] | None, str]:
+    """(kind, target, why) for app.py/main.py, or None with the reason it is not an entry point.
+
+    A file that starts a server at import (or one whose import runs code this file does not show) is run as a
+    script, as before; one that defines an app object and starts nothing at import is served by the default server
+    of its protocol (its ``app.run()`` under ``if __name__ == "__main__":`` is a development server, left unused).
+    """
+    script = read_script(root / name)
+    module = name.removesuffix(".py")
+    if script.syntax_error:
+        return ("script", name, f"{name} exists but Python cannot parse it ({script.syntax_error}): it is run as a script"), ""
+    if script.serves:
+        return ("script", name, f"{name} starts its own server at import ({script.serves}): it is run as a script"), ""
+    if script.app and script.protocol:
+        kind = "asgi" if script.protocol == "asgi" else "wsgi"
+        why = f"{name} defines {script.app_why} and starts no server at import: {module}:{script.app} is a {kind.upper()} app"
+        if script.main_serves:
+            why += f" (its {script.main_serves} under __main__ is for development; set APP_FILE={name} to run it instead)"
+        return (kind, checked_target(script.app, f"in {name}", f"{module}:{script.app}", module, script.app), why), ""
+    if script.main_serves:
+        return ("script", name, f"{name} starts its own server ({script.main_serves}): it is run as a script"), ""
+    if script.opaque:
+        why = f"{name} runs {script.opaque} at import, which may start its server: it is run as a script"
+        return ("script", name, why), ""
+    return None, (
+        f"{name} neither starts a server nor defines an app object (no {FRAMEWORKS} app, no WSGI 'application' "
+        "function at its top level)"
+    )
+
+
+def _module_in_tree(root: Path, module: str) -> Path | None:
+    """The file of ``module`` in the project (beside setup.py, or in src/), if it is there."""
+    rel = module.replace(".", "/")
+    for base in (root, root / "src"):
+        for path in (base / f"{rel}.py", base / rel / "__init__.py"):
+            if path.is_file():
+                return path
+    return None
+
+
+def _setup_entry(root: Path) -> tuple[tuple[str, str, str] | None, bool]:
+    """(kind, target, why) for the module ``setup.py --name`` names (S2I convention), and whether it is in the tree."""
+    if not ((root / "setup.py").is_file() or (root / "setup.cfg").is_file()):
+        return None, False
+    name, where = setup_name(root)
+    if name is None:
+        if not (root / "setup.py").is_file():
+            return None, False
+        why = (
+            f"setup.py (S2I convention: the module setup.py --name names); {where}, so the name is read by "
+            "running setup.py --name with the app's environment when it starts"
+        )
+        return ("wsgi", f"{SETUP_NAME}:application", why), False
+    module = module_name(name)
+    path = _module_in_tree(root, module)
+    callable_, kind = "application", "wsgi"
+    why = f"{where} names the project {name!r} (S2I convention: the module setup.py --name names, callable application)"
+    if path and not _callable_in(path, ("application",)):
+        # S2I's gunicorn would find no application there; the app object the module does define is served instead.
+        script = read_script(path)
+        if script.app and script.protocol:
+            callable_, kind = script.app, script.protocol
+            why = f"{where} names the project {name!r} (S2I convention), whose module defines {script.app_why}"
+    target = checked_target("the name", f"in {where}", name, module, callable_)
+    return (kind, target, why), path is not None
+
+
 def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, DjangoProject | None]:
-    """(kind, target, why, django) for the first rule that matches."""
+    """(kind, target, why, django) for the first rule that matches.
+
+    The order: APP_SCRIPT, APP_FILE, APP_MODULE (explicit settings win); a gunicorn configuration with wsgi_app
+    (the S2I builder checks it first); app.sh; app.py (a script, or the app object it defines); manage.py; wsgi.py;
+    paste.ini/production.ini; asgi.py; a Procfile's web: line; the module setup.py names, when it is in the tree;
+    main.py; the module setup.py names, found only once installed.
+    """
     # OpenShift S2I Python builder settings name the entry explicitly.
     if environment.get("APP_SCRIPT"):
         return "shell", environment["APP_SCRIPT"], "APP_SCRIPT in the environment file (S2I convention)", None
@@ -216,21 +319,24 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
     if environment.get("APP_MODULE"):
         target = module_target("APP_MODULE", "in the environment file", environment["APP_MODULE"])
         return "wsgi", target, "APP_MODULE in the environment file (S2I convention)", None
+    config, wsgi_app = _gunicorn_config(root, environment)
+    if wsgi_app:
+        target = module_target("wsgi_app", f"in {config}", wsgi_app)
+        return "wsgi", target, f"wsgi_app in {config} (gunicorn setting, S2I convention)", None
     if (root / "app.sh").is_file():
         return "shell", "app.sh", "app.sh exists: it is run with bash and must exec the server", None
+    skipped: list[str] = []
     if (root / "app.py").is_file():
-        return "script", "app.py", "app.py exists: it is run with python and serves the app itself", None
+        found, reason = _script_entry(root, "app.py")
+        if found:
+            return (*found, None)
+        skipped.append(reason)
     if (root / "manage.py").is_file():
         django = detect_django(root, environment)
         module, _, name = django.wsgi_application.rpartition(".")
         where = f"in the Django settings {django.settings}"
         target = checked_target("WSGI_APPLICATION", where, django.wsgi_application, module, name)
         return "django", target, django.why, django
-    config = environment.get("APP_CONFIG") or ("gunicorn.conf.py" if (root / "gunicorn.conf.py").is_file() else "")
-    wsgi_app = _wsgi_app_in(root / config) if config else None
-    if wsgi_app:
-        target = module_target("wsgi_app", f"in {config}", wsgi_app)
-        return "wsgi", target, f"wsgi_app in {config} (gunicorn setting, S2I convention)", None
     if (root / "wsgi.py").is_file():
         name = _callable_in(root / "wsgi.py", ("application", "app")) or "application"
         return "wsgi", f"wsgi:{name}", f"wsgi.py exists (callable {name!r})", None
@@ -243,9 +349,22 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
     web = _procfile_web(root)
     if web:
         return "procfile", web, "the Procfile's web: line", None
+    setup, in_tree = _setup_entry(root)
+    if setup and in_tree:
+        return (*setup, None)
+    if (root / "main.py").is_file():
+        found, reason = _script_entry(root, "main.py")
+        if found:
+            return (*found, None)
+        skipped.append(reason)
+    if setup:
+        return (*setup, None)
+    found_text = "; ".join(skipped)
     raise NoAppFound(
-        f"no application found in {root}",
-        f"warptasks looked for {LOOKED_FOR}; add one of them (a wsgi.py with an 'application' is the simplest)",
+        f"no application found in {root}" + (f": {found_text}" if found_text else ""),
+        f"warptasks looked for {LOOKED_FOR}. Name the app with APP_MODULE=module:callable (or APP_FILE=script.py, "
+        "a script that starts its own server on $PORT) in .s2i/environment, or add one of them "
+        "(a wsgi.py with an 'application' is the simplest)",
     )
 
 
@@ -330,6 +449,21 @@ def detect_app(root: Path | str, *, server: str | None = None, environ: Mapping[
         static_why = f"{static_dir}/ is served at {static_url}"
 
     deps = detect_dependencies(home, environment)
+    gunicorn_config, wsgi_app = _gunicorn_config(home, environment)
+    gunicorn_settings = assigned_names(home / gunicorn_config) if gunicorn_config else ()
+    gunicorn_why = ""
+    if gunicorn_config and kind in ("wsgi", "django", "paste"):
+        if wsgi_app:
+            gunicorn_why = f"{gunicorn_config} sets wsgi_app: served by gunicorn with that file, as the S2I builder does"
+        elif environment.get("APP_CONFIG"):
+            gunicorn_why = f"APP_CONFIG names a gunicorn configuration ({gunicorn_config}): served by gunicorn with it"
+        if gunicorn_why:
+            kept = [n for n in gunicorn_settings if n not in ("bind", "wsgi_app")]
+            gunicorn_why += (
+                f"; its settings kept: {', '.join(kept) or 'none'}"
+                + ("; its bind is replaced by warp start's address (--port)" if "bind" in gunicorn_settings else "")
+                + "; warptasks' defaults only where it is silent"
+            )
     return AppSpec(
         root=str(root),
         home=home.relative_to(root).as_posix() if home != root else ".",
@@ -353,4 +487,7 @@ def detect_app(root: Path | str, *, server: str | None = None, environ: Mapping[
         static_why=static_why,
         procfile=read_procfile(home),
         process_environment=process,
+        gunicorn_config=gunicorn_config,
+        gunicorn_settings=gunicorn_settings,
+        gunicorn_why=gunicorn_why,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..detect import AppSpec
+from ..detect.app import SETUP_NAME
 from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import command as script
@@ -188,6 +189,23 @@ def _unprivileged(ctx: StartContext, server: Server, project: str, step: Step) -
     return replace(step, argv=argv), checks, (f"running as root: {server.name} runs as {user}:{group} ({why})",)
 
 
+def _setup_name(ctx: StartContext, server: Server, step: Step) -> tuple[Step, tuple[str, ...]]:
+    """``step`` behind setup_name.py when the app's module is the name ``setup.py --name`` prints (not literal in it).
+
+    As root, the project's setup.py runs as the account the server's workers run as: run_as.py puts the whole step
+    there, and a server that stays root itself (Apache) has setup_name.py drop to its workers' account for it.
+    """
+    if SETUP_NAME not in ctx.spec.target:
+        return step, ()
+    account: tuple[str, ...] = ()
+    if ctx.facts.euid == 0 and server.drops_privileges:
+        user, group, _why = worker_account(ctx)
+        account = ("--as", user, group)
+    argv = script(ctx.python, "setup_name.py", *account, SETUP_NAME, "--", *step.argv)
+    note = f"app module: {SETUP_NAME} is replaced by what setup.py --name prints, run with {ctx.python} when it starts"
+    return replace(step, argv=argv), (note,)
+
+
 def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     """The server command ``warp start`` execs, with the checks before it."""
     port, port_why = start_port(spec, options.port)
@@ -213,11 +231,24 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
+    step, setup_notes = _setup_name(ctx, server, step)
+    if spec.gunicorn_config and server.name != "gunicorn":
+        setup_notes += (
+            f"gunicorn config: {spec.gunicorn_config} is read by gunicorn only (--server gunicorn), not by {server.name}",
+        )
     step = with_env_hook(spec, "deploy-env", options.project, step)
     step, account_checks, account_notes = _unprivileged(ctx, server, options.project, step)
     return StartPlan(
         _checks(ctx, server, command, options.port_check) + account_checks,
         tuple(before),
         step,
-        (f"app: {spec.why}", f"server: {server.name}", f"port: {port} ({port_why})", *notes, *command.notes, *account_notes),
+        (
+            f"app: {spec.why}",
+            f"server: {server.name}",
+            f"port: {port} ({port_why})",
+            *notes,
+            *command.notes,
+            *setup_notes,
+            *account_notes,
+        ),
     )

@@ -15,6 +15,8 @@ syntax a target may have (see pyproject's ruff settings).
 - ``proxy.py``: the deploy's front proxy on a host (today's relay).
 - ``front.py``: Caddy as a host's front, one per host, a site per app (not yet used by deploys).
 - ``warp_app.py``, ``gunicorn_conf.py``: loaded by servers from the environment.
+- ``run_script.py``: runs an app.py that serves itself; one that ends at once having listened on nothing fails.
+- ``setup_name.py``: puts the module ``setup.py --name`` prints into the server's command, then execs it.
 - ``django_static.py``: Django's collectstatic, with a STATIC_ROOT supplied.
 - ``image_start.py``: ``warp`` in an application image's runtime stage: starts the app from the start data rendered
   at build time, sizing the workers with ``plan/resources.py`` (shipped beside it), and is the HEALTHCHECK.

@@ -90,6 +90,8 @@ def default_for(protocol: Protocol) -> Server:
 def resolve_server(spec: AppSpec) -> tuple[str, str]:
     """The server that will run the app, and why."""
     needs = app_protocol(spec)
+    if spec.server == AUTO and spec.gunicorn_why and needs == "wsgi":
+        return gunicorn.SERVER.name, spec.gunicorn_why
     if spec.server == AUTO:
         default = default_for(needs)
         return default.name, default.default_why.format(target=spec.target)

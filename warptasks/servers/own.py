@@ -5,6 +5,7 @@ Its user-visible name stays "shell", warpdrive's name for it.
 
 from __future__ import annotations
 
+from ..scripts import source
 from .base import Command, Server, StartContext
 
 
@@ -14,7 +15,8 @@ def command(ctx: StartContext) -> Command:
     if spec.kind == "shell":
         argv = ("bash", spec.target)
     elif spec.kind == "script":
-        argv = (ctx.python, spec.target)
+        # As `python app.py` runs it, but an app.py that ends with status 0 having listened on nothing is a failure.
+        argv = (ctx.python, "-c", source("run_script.py"), spec.target)
     else:
         # A Procfile line is a shell command; exec so the server gets the signals.
         argv = ("bash", "-c", f"exec {spec.target}")
