@@ -39,7 +39,7 @@ PIPFILE_LOCK = GUNICORN | {
 
 @pytest.mark.parametrize(
     ("files", "answer", "split"),
-    [(SETUP_PY, b"setup.py project", False), (PIPFILE_LOCK, b"Pipfile.lock project", True)],
+    [(SETUP_PY, b"setup.py project", True), (PIPFILE_LOCK, b"Pipfile.lock project", True)],
     ids=["setup.py", "Pipfile.lock"],
 )
 def test_packaged_and_locked_projects_build_and_serve(
@@ -55,7 +55,8 @@ def test_packaged_and_locked_projects_build_and_serve(
     result = build_app_image(
         detect_app(project_dir), build_options(index_access, tag, server_base(docker_client)), client=docker_client
     )
-    # A package needs its code to install, so only a locked project gets a dependency layer of its own.
+    # Both get a dependency layer of their own: setup.py's install_requires are read from it, the package itself is
+    # installed after its code.
     assert any(("depends only on" in note) == split for note in result.notes if note.startswith("dependency layer"))
     with serving(docker_client, tag) as app:
         assert get(app.url + "/") == (200, answer)
