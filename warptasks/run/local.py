@@ -13,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+from invoke import Context
 from uv import find_uv_bin
 
 from ..detect import AppSpec, detect_app
@@ -81,6 +82,10 @@ def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree
     request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()}
     if tree:
         request.update(project=project, ignore=untracked_dirs(settings.env_dir))
+    elif type(c) is Context:  # a start here (not a fabric Connection, nor a test's MockContext): no probe process
+        from .facts_cache import local_facts
+
+        return local_facts(c, python, request)
     return gather_facts(c, python, request)
 
 
