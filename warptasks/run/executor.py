@@ -18,6 +18,7 @@ from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import ISOLATED, source
+from .checks import first_failure
 
 Say = Callable[[str], None]
 
@@ -113,11 +114,10 @@ def exec_local(step: Step) -> None:
 
 
 def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
-    for check in plan.checks:
-        try:
-            run_step(c, check, hide=True)
-        except StepFailed as failed:
-            raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
+    failed = first_failure(c, plan.checks)  # the shipped checks of one Python in one process
+    if failed:
+        check, output = failed
+        raise PreflightFailed(f"cannot start: {check.why}: {output.strip()}", _check_hint(check))
     for step in plan.before:
         say(f"{step.name}: {step.why}")
         run_step(c, step)

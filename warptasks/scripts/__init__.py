@@ -6,7 +6,7 @@ build time, or copied into an image. The Python files keep to the oldest
 syntax a target may have (see pyproject's ruff settings).
 
 - ``probe.py``: reads a target's facts (one JSON object); also records a build.
-- ``port_check.py``, ``read_check.py``: checks before a server starts.
+- ``port_check.py``, ``read_check.py``: checks before a server starts; ``checks.py`` runs several of them in one Python.
 - ``private_dirs.py``: makes a server's runtime folders private, then execs it (mod_wsgi-express).
 - ``run_as.py``: as root, runs a server (all but mod_wsgi) as an unprivileged account.
 - ``envfile.py``: the one environment-file parser (detection imports it); runs a command with a file's values.
