@@ -225,12 +225,69 @@ def start_stop(b: Bench) -> Section:
     direct = started.median(configs[2].name)
     if w is not None and direct is not None:
         s.notes.append(f"The third row runs the server command `warp start` execs, directly: the difference "
-                       f"({secs(w - direct)}) is warptasks' own start-up (its Python CLI, reading the target, the port check "
-                       "and, as root, the check that Apache's account can read the environment).")
+                       f"({secs(w - direct)}) is warptasks' own start-up (its Python CLI, reading the target, and one Python "
+                       "process for the port check and, as root, the check that Apache's account can read the environment).")
         b.why["start to first 200 no slower than warpdrive"] = (
             f"Of warptasks' {secs(w)}, {secs(w - direct)} is its own start-up before it execs mod_wsgi-express (Python "
-            "start-up, the probe of the target, the port check and the worker-can-read check, each a Python process); the "
+            "and invoke start-up, detection, and one Python process for the port and worker-can-read checks); the "
             f"server itself took {secs(direct)}. mod_wsgi-express then starts Apache and {b.settings_note}.")
+    s.load_after = load()
+    return s
+
+
+# 4b. warptasks' own start-up, whole processes measured from outside ---------
+
+STARTUP_START = "start to first 200 at most 0.8x warpdrive's"
+STARTUP_BUILD = "no-op warp build under 0.2 s as a whole process"
+
+
+def startup(b: Bench) -> Section:
+    """Whole processes timed from outside (spawn to exit, or to the first 200): Python's and invoke's start-up included."""
+    s = _section("4b. warptasks' own start-up, whole processes",
+                 "Each command spawned as a user runs it and timed from outside until it exits (for a start: until `GET /` "
+                 "first answers 200), interleaved with warpdrive's where warpdrive has the same command; figures include "
+                 "the interpreter's and invoke's start-up, which an in-process figure hides. 'warptasks' own' is the "
+                 "start minus its server command run directly.")
+    runs = max(b.settings.quick_runs * 2, 4)
+    help_, noop = Samples(), Samples()
+    for _ in range(runs):
+        help_.add("warp --help", run([*b.tools.warp, "--help"], env=b.warp.env).seconds)
+    if not _built(b.warp) or not _built(b.wd):
+        prepare_builds(b)
+    for _, order in rotations([b.warp, b.wd], runs):
+        for side in order:
+            noop.add(side.name, side.rebuild())
+    configs = [warp_auto(b.warp), warpdrive_default(b.wd), warp_direct(b.warp)]
+    started = Samples()
+    for _, order in rotations(configs, runs):
+        for config in order:
+            server, took = start(config, b.next_port(), b.logs)
+            started.add(config.name, took)
+            server.stop()
+    w, d, direct = (started.median(c.name) for c in configs)
+    own = None if w is None or direct is None else w - direct
+    wb, db = noop.median(b.warp.name), noop.median(b.wd.name)
+    rows = [
+        ["`warp --help`", secs(help_.median("warp --help")), help_.runs("warp --help"), "-", "-", "-"],
+        ["no-op build (`warp build` / `warpdrive build`)", secs(wb), noop.runs(b.warp.name), secs(db), noop.runs(b.wd.name),
+         times(ratio(wb, db))],
+        ["start to first 200 (`warp start` / `warpdrive start`)", secs(w), started.runs(configs[0].name), secs(d),
+         started.runs(configs[1].name), times(ratio(w, d))],
+        ["warp start's server command run directly", secs(direct), started.runs(configs[2].name), "-", "-",
+         times(ratio(direct, d))],
+        ["warptasks' own start-up (start minus its server command)", secs(own), "-", "-", "-", "-"],
+    ]
+    s.table(["whole process", "warptasks (median)", "runs (s)", "warpdrive (median)", "runs (s)", "warptasks / warpdrive"],
+            rows)
+    s.targets.append(Target(STARTUP_BUILD, None if wb is None else wb < 0.2, secs(wb)))
+    s.targets.append(Target(STARTUP_START, _le(w, d, 0.8),
+                            f"{secs(w)} vs {secs(d)}: warptasks takes {times(ratio(w, d))} of warpdrive's time"))
+    if own is not None and direct is not None:
+        b.why[STARTUP_START] = (
+            f"Of warptasks' {secs(w)}, {secs(own)} is its own start-up (Python and invoke start-up, detection, the kept "
+            "facts and one Python process for the port and worker-can-read checks); its server command alone took "
+            f"{secs(direct)} ({times(ratio(direct, d))} of warpdrive's whole start). mod_wsgi-express then starts Apache "
+            f"and {b.settings_note}.")
     s.load_after = load()
     return s
 
@@ -450,6 +507,7 @@ SECTIONS = {
     "build": [empty_cache_builds, cold_builds],
     "rebuild": [rebuilds],
     "start": [start_stop],
+    "startup": [startup],
     "throughput": [throughput],
     "static": [static_files],
     "slow": [slow_clients],
