@@ -137,5 +137,26 @@ def test_a_local_start_keeps_its_pythons_facts(cache: Path, env: Path) -> None:
     from warptasks.settings import Settings
 
     settings = Settings.resolve(Context().config, project=str(env.parent))
-    read_facts(Context(), str(env.parent), settings, _python(env), tree=False)
+    read_facts(Context(), str(env.parent), settings, _python(env), tree=False, kept=True)
     assert cache.is_dir() and len(list(cache.iterdir())) == 1
+
+
+def test_a_python_named_by_a_command_is_probed_every_time(cache: Path, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "python3.12" is looked up on PATH each time: nothing to stamp, so nothing is kept.
+    bin_dir = str(env / "current" / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for _ in range(2):
+        runner = Counting()
+        facts_cache.local_facts(runner, "python", _request(env))
+        assert len(runner.commands) == 1
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_old_entries_are_pruned(tmp_path: Path) -> None:
+    for n in range(facts_cache.KEEP + 5):
+        entry = tmp_path / f"{n:032x}.json"
+        entry.write_text("{}")
+        os.utime(entry, ns=(n * 10**9, n * 10**9))
+    facts_cache.prune(str(tmp_path))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == facts_cache.KEEP // 2 and left[-1] == f"{facts_cache.KEEP + 4:032x}.json"  # the newest stay

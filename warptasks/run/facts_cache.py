@@ -1,4 +1,4 @@
-"""Facts for a local start without a probe process: the environment's Python read once, the rest read here.
+"""Facts for a local start (and a no-op build) without a probe process: the Python read once, the rest read here.
 
 ``warp start`` used to run the probe (:mod:`warptasks.scripts.probe`) with the environment's Python every time, a
 Python start-up of its own before the server's. What the probe reads falls in two parts:
@@ -35,6 +35,7 @@ from ..scripts import source as script_source
 from .executor import Runner, gather_facts
 
 SUBDIR = ("warptasks", "facts")
+KEEP = 64  # entries (one per environment Python started); past this, the older half goes
 
 
 def cache_folder(environ: dict[str, str] | None = None) -> str | None:
@@ -64,15 +65,21 @@ def _stamp(path: str, follow: bool = True) -> list[int] | None:
     return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
-def stamps(python: str, executable: str) -> dict[str, Any]:
-    """What the Python's facts depend on, as it is now."""
+def stamps(python: str, executable: str) -> dict[str, Any] | None:
+    """What the Python's facts depend on, as it is now; None when it cannot be told (a command name, a missing file).
+
+    ``pyvenv`` is None for a Python outside a virtual environment: one appearing there is a change like any other.
+    """
+    if not os.path.isabs(python) or not os.path.isabs(executable):
+        return None
     env = os.path.dirname(os.path.dirname(python))
-    return {
+    found = {
         "link": _stamp(python, follow=False),
         "python": _stamp(python),
         "pyvenv": _stamp(os.path.join(env, "pyvenv.cfg")),
         "executable": _stamp(executable),
     }
+    return None if None in (found["link"], found["python"], found["executable"]) else found
 
 
 def _writer() -> str:
@@ -108,7 +115,8 @@ def load(folder: str, python: str) -> tuple[dict[str, Any], bool] | None:
     known, has_virtualenv = entry.get("python"), entry.get("has_virtualenv")
     if not isinstance(known, dict) or not isinstance(has_virtualenv, bool) or not isinstance(known.get("executable"), str):
         return None
-    if entry.get("stamps") != stamps(python, known["executable"]):
+    now = stamps(python, known["executable"])
+    if now is None or entry.get("stamps") != now:
         return None
     return known, has_virtualenv
 
@@ -116,12 +124,15 @@ def load(folder: str, python: str) -> tuple[dict[str, Any], bool] | None:
 def store(folder: str, python: str, facts: Facts) -> None:
     """Keep the Python's facts the probe read for ``python``; a failure to write only costs the next start a probe."""
     known = {k: v for k, v in asdict(facts.python).items() if k != "others_can_read"}  # read afresh each time
+    now = stamps(python, facts.python.executable)
+    if now is None:
+        return
     entry = {
         "writer": _writer(),
         "for": python,
         "python": known,
         "has_virtualenv": facts.has_virtualenv,
-        "stamps": stamps(python, facts.python.executable),
+        "stamps": now,
     }
     path = _entry_path(folder, python)
     partial = f"{path}.{os.getpid()}.tmp"
@@ -130,6 +141,7 @@ def store(folder: str, python: str, facts: Facts) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry, handle)
         os.replace(partial, path)
+        prune(folder)
     except OSError:
         try:
             os.unlink(partial)
@@ -137,8 +149,24 @@ def store(folder: str, python: str, facts: Facts) -> None:
             pass
 
 
+def prune(folder: str) -> None:
+    """Past :data:`KEEP` entries, remove the older half (environments come and go; each start writes at most one)."""
+    entries = [e for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file(follow_symlinks=False)]
+    if len(entries) <= KEEP:
+        return
+    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+    for entry in entries[: len(entries) - KEEP // 2]:
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def local_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
-    """The facts the probe would print for ``python`` on this machine; the probe runs only when nothing valid is kept."""
+    """The facts the probe would print for ``python`` on this machine; the probe runs only when nothing valid is kept.
+
+    ``python`` must be an absolute path for anything to be kept: a command name is looked up again each time.
+    """
     folder = cache_folder()
     known = load(folder, python) if folder else None
     if known is not None:
