@@ -21,12 +21,21 @@ syntax a target may have (see pyproject's ruff settings).
 - ``s2i/``: the S2I builder image's scripts.
 """
 
-from importlib.resources import files
+import os
+from functools import cache
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@cache
 def source(name: str) -> str:
-    """The text of the shipped file ``name`` (a path inside this folder)."""
-    return files(__name__).joinpath(name).read_text(encoding="utf-8")
+    """The text of the shipped file ``name`` (a path inside this folder).
+
+    Read as a plain file (warptasks is always installed as files): importlib.resources would cost every warp
+    command ~5 ms of imports. Kept once read: a plan embeds the same scripts in several steps.
+    """
+    with open(os.path.join(HERE, name), encoding="utf-8") as handle:
+        return handle.read()
 
 
 # Isolated mode: neither the working folder (the project) nor PYTHONPATH (the server's names the project) is on
