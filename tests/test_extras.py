@@ -116,3 +116,9 @@ def test_the_command_line_imports_no_optional_package() -> None:
     # Not yaml: invoke's vendored copy imports an installed PyYAML for its C loader (the blocker test covers it).
     heavy = {"docker", "fabric", "paramiko", "pathspec"}
     assert not imported & heavy, sorted(imported & heavy)
+    # Nor warptasks' own image, Kubernetes and deploy code: only the light parts of remote the options need.
+    ours = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "warptasks.tasks.image" in ours  # the task modules themselves are there: invoke needs their signatures
+    unused = sorted(m for m in ours if m.startswith(("warptasks.image", "warptasks.kube")))
+    unused += sorted(m for m in ours if m.startswith("warptasks.remote.") and m not in ("warptasks.remote.hosts",))
+    assert unused == []
