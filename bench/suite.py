@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import load as http
 from .djangoapp import touch_view
@@ -13,7 +13,7 @@ from .measure import Samples, Section, Target, load, median, ratio, rotations, s
 from .proc import BenchError, run
 from .servers import Config, gunicorn, mod_wsgi, start, warp_auto, warp_direct, warpdrive_default
 from .sides import Plain, Side, Warp, Warpdrive
-from .tools import Tools
+from .tools import Tools, launcher
 
 AT_LEAST_17 = "automatic choice at least 1.7x warpdrive's default"
 WITHIN_10 = "automatic choice within 10% of the best hand-tuned mod_wsgi setting"
@@ -250,25 +250,35 @@ def startup(b: Bench) -> Section:
                  "start minus its server command run directly.")
     runs = max(b.settings.quick_runs * 2, 4)
     help_, noop = Samples(), Samples()
-    for _ in range(runs):
-        help_.add("warp --help", run([*b.tools.warp, "--help"], env=b.warp.env).seconds)
     if not _built(b.warp) or not _built(b.wd):
         prepare_builds(b)
-    for _, order in rotations([b.warp, b.wd], runs):
+    # WARP_BENCH_BASELINE=<another checkout>: its warp too, interleaved, on the same project (a before/after).
+    baseline_root = os.environ.get("WARP_BENCH_BASELINE")
+    baseline = None
+    if baseline_root:
+        baseline = Warp("warptasks (baseline)", replace(b.tools, warp=launcher(baseline_root)), b.warp.project, b.warp.cache)
+        baseline.env = b.warp.env
+    warps = [b.warp] + ([baseline] if baseline else [])
+    for _, order in rotations(warps, runs):
+        for side in order:
+            help_.add(side.name, run([*side.tools.warp, "--help"], env=side.env).seconds)
+    for _, order in rotations([*warps, b.wd], runs):
         for side in order:
             noop.add(side.name, side.rebuild())
     configs = [warp_auto(b.warp), warpdrive_default(b.wd), warp_direct(b.warp)]
+    if baseline:
+        configs.append(replace(warp_auto(baseline), name="warp start (baseline)"))
     started = Samples()
     for _, order in rotations(configs, runs):
         for config in order:
             server, took = start(config, b.next_port(), b.logs)
             started.add(config.name, took)
             server.stop()
-    w, d, direct = (started.median(c.name) for c in configs)
+    w, d, direct = (started.median(c.name) for c in configs[:3])
     own = None if w is None or direct is None else w - direct
     wb, db = noop.median(b.warp.name), noop.median(b.wd.name)
     rows = [
-        ["`warp --help`", secs(help_.median("warp --help")), help_.runs("warp --help"), "-", "-", "-"],
+        ["`warp --help`", secs(help_.median(b.warp.name)), help_.runs(b.warp.name), "-", "-", "-"],
         ["no-op build (`warp build` / `warpdrive build`)", secs(wb), noop.runs(b.warp.name), secs(db), noop.runs(b.wd.name),
          times(ratio(wb, db))],
         ["start to first 200 (`warp start` / `warpdrive start`)", secs(w), started.runs(configs[0].name), secs(d),
@@ -277,6 +287,16 @@ def startup(b: Bench) -> Section:
          times(ratio(direct, d))],
         ["warptasks' own start-up (start minus its server command)", secs(own), "-", "-", "-", "-"],
     ]
+    if baseline:
+        bw = started.median("warp start (baseline)")
+        rows += [
+            ["baseline `warp --help`", secs(help_.median(baseline.name)), help_.runs(baseline.name), "-", "-", "-"],
+            ["baseline no-op `warp build`", secs(noop.median(baseline.name)), noop.runs(baseline.name), secs(db), "-",
+             times(ratio(noop.median(baseline.name), db))],
+            ["baseline `warp start` to first 200", secs(bw), started.runs("warp start (baseline)"), secs(d), "-",
+             times(ratio(bw, d))],
+        ]
+        s.notes.append(f"Baseline: the checkout at {baseline_root} (WARP_BENCH_BASELINE), run the same way on the same project.")
     s.table(["whole process", "warptasks (median)", "runs (s)", "warpdrive (median)", "runs (s)", "warptasks / warpdrive"],
             rows)
     s.targets.append(Target(STARTUP_BUILD, None if wb is None else wb < 0.2, secs(wb)))

@@ -116,11 +116,16 @@ def warp_command() -> tuple[str, ...]:
     """
     script = os.path.join(os.path.dirname(sys.executable), "warp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    which = run([sys.executable, "-c", "import warptasks; print(warptasks.__file__)"], env=env, check=False).output.strip()
+    # From "/": with -c, the working folder comes first on the path, which the console script does not have.
+    which = run([sys.executable, "-c", "import warptasks; print(warptasks.__file__)"], cwd="/", env=env, check=False).output.strip()
     if os.path.exists(script) and os.path.dirname(os.path.dirname(which)) == ROOT:
         return (script,)
-    launcher = f"import sys; sys.path.insert(0, {ROOT!r}); from warptasks.cli import main; sys.exit(main())"
-    return (sys.executable, "-c", launcher)
+    return launcher(ROOT)
+
+
+def launcher(root: str) -> tuple[str, ...]:
+    """`warp` of the checkout at ``root``, run as its console script runs it (with this Python)."""
+    return (sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); from warptasks.cli import main; sys.exit(main())")
 
 
 def prepare(work: str, say: object = print) -> Tools:
