@@ -117,7 +117,8 @@ def warp_command() -> tuple[str, ...]:
     script = os.path.join(os.path.dirname(sys.executable), "warp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     # From "/": with -c, the working folder comes first on the path, which the console script does not have.
-    which = run([sys.executable, "-c", "import warptasks; print(warptasks.__file__)"], cwd="/", env=env, check=False).output.strip()
+    code = "import warptasks; print(warptasks.__file__)"
+    which = run([sys.executable, "-c", code], cwd="/", env=env, check=False).output.strip()
     if os.path.exists(script) and os.path.dirname(os.path.dirname(which)) == ROOT:
         return (script,)
     return launcher(ROOT)
