@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from invoke.exceptions import Exit
 
 from ..errors import StepFailed, WarpError
-from ..extras import missing_extra
 from ..servers import choices_help
 
 OPTION_HELP = {
@@ -32,19 +31,3 @@ def reported() -> Iterator[None]:
         raise Exit(f"warp: error: {failed}", code=failed.exit_code or 1) from None
     except WarpError as error:
         raise Exit(f"warp: error: {error}", code=error.exit_code) from None
-    except ModuleNotFoundError as error:  # an optional extra's package, imported by the task that needs it
-        missing = missing_extra(error, *_task_of(error))
-        if missing is None:
-            raise
-        raise Exit(f"warp: error: {missing}", code=missing.exit_code) from None
-
-
-def _task_of(error: BaseException) -> tuple[str, str]:
-    """("warp TASK", its module): the outermost warptasks.tasks frame the error passed through (the task's body)."""
-    tb = error.__traceback__
-    while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", "")
-        if module.startswith(__package__ + ".") and module != __name__:
-            return "warp " + tb.tb_frame.f_code.co_name.strip("_").replace("_", "-"), module
-        tb = tb.tb_next
-    return "this task", ""
