@@ -126,9 +126,19 @@ def test_a_folder_others_can_enter_is_closed_and_a_relative_cache_home_is_not_us
     folder = tmp_path / "warptasks" / "facts"
     folder.mkdir(parents=True)
     os.chmod(folder, 0o777)
-    assert facts_cache.cache_folder({"XDG_CACHE_HOME": str(tmp_path)}) == str(folder)
+    fd = facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path)})
+    assert fd is not None and os.path.samestat(os.fstat(fd), folder.stat())
+    os.close(fd)
     assert folder.stat().st_mode & 0o777 == 0o700
-    assert facts_cache.cache_folder({"XDG_CACHE_HOME": "relative/cache"}) is None
+    assert facts_cache.open_folder({"XDG_CACHE_HOME": "relative/cache"}) is None
+
+
+def test_a_folder_that_is_a_link_is_not_used(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "cache" / "warptasks").mkdir(parents=True)
+    (tmp_path / "cache" / "warptasks" / "facts").symlink_to(elsewhere)
+    assert facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path / "cache")}) is None
 
 
 def test_a_local_start_keeps_its_pythons_facts(cache: Path, env: Path) -> None:
@@ -157,6 +167,12 @@ def test_old_entries_are_pruned(tmp_path: Path) -> None:
         entry = tmp_path / f"{n:032x}.json"
         entry.write_text("{}")
         os.utime(entry, ns=(n * 10**9, n * 10**9))
-    facts_cache.prune(str(tmp_path))
-    left = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / "not-an-entry.json").write_text("{}")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        facts_cache.prune(fd)
+    finally:
+        os.close(fd)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "not-an-entry.json")
     assert len(left) == facts_cache.KEEP // 2 and left[-1] == f"{facts_cache.KEEP + 4:032x}.json"  # the newest stay
+    assert (tmp_path / "not-an-entry.json").exists()  # only names the cache gives its entries

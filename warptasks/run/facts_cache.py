@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import asdict
 from typing import Any
@@ -38,8 +39,12 @@ SUBDIR = ("warptasks", "facts")
 KEEP = 64  # entries (one per environment Python started); past this, the older half goes
 
 
-def cache_folder(environ: dict[str, str] | None = None) -> str | None:
-    """The user's private folder for these entries (made 0700 if missing), or None when it is not private to them."""
+def open_folder(environ: dict[str, str] | None = None) -> int | None:
+    """The user's private folder for these entries (made 0700 if missing), opened; None when it is not private to them.
+
+    Every later operation is relative to this descriptor, so a folder swapped for a link (or another folder) after
+    this check is never written to, and pruning never removes anything outside it.
+    """
     environ = dict(os.environ) if environ is None else environ
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     if not os.path.isabs(base):
@@ -47,14 +52,20 @@ def cache_folder(environ: dict[str, str] | None = None) -> str | None:
     folder = os.path.join(base, *SUBDIR)
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            return None
-        if info.st_mode & 0o077:
-            os.chmod(folder, 0o700)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return None
-    return folder
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            os.close(fd)
+            return None
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _stamp(path: str, follow: bool = True) -> list[int] | None:
@@ -87,15 +98,18 @@ def _writer() -> str:
     return hashlib.sha256(f"{__version__}\0{script_source('probe.py')}".encode()).hexdigest()
 
 
-def _entry_path(folder: str, python: str) -> str:
+ENTRY = re.compile(r"[0-9a-f]{32}\.json")  # an entry's name; nothing else in the folder is read or removed
+
+
+def _entry_name(python: str) -> str:
     where = os.path.join(os.path.realpath(os.path.dirname(python)), os.path.basename(python))
-    return os.path.join(folder, hashlib.sha256(f"{python}\0{where}".encode()).hexdigest()[:32] + ".json")
+    return hashlib.sha256(f"{python}\0{where}".encode()).hexdigest()[:32] + ".json"
 
 
-def load(folder: str, python: str) -> tuple[dict[str, Any], bool] | None:
+def load(folder: int, python: str) -> tuple[dict[str, Any], bool] | None:
     """(python facts, has_virtualenv) kept for ``python``, when the entry is the user's, this warptasks' and current."""
     try:
-        fd = os.open(_entry_path(folder, python), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(_entry_name(python), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
     except OSError:
         return None
     try:
@@ -121,7 +135,7 @@ def load(folder: str, python: str) -> tuple[dict[str, Any], bool] | None:
     return known, has_virtualenv
 
 
-def store(folder: str, python: str, facts: Facts) -> None:
+def store(folder: int, python: str, facts: Facts) -> None:
     """Keep the Python's facts the probe read for ``python``; a failure to write only costs the next start a probe."""
     known = {k: v for k, v in asdict(facts.python).items() if k != "others_can_read"}  # read afresh each time
     now = stamps(python, facts.python.executable)
@@ -134,30 +148,31 @@ def store(folder: str, python: str, facts: Facts) -> None:
         "has_virtualenv": facts.has_virtualenv,
         "stamps": now,
     }
-    path = _entry_path(folder, python)
-    partial = f"{path}.{os.getpid()}.tmp"
+    name = _entry_name(python)
+    partial = f"{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry, handle)
-        os.replace(partial, path)
+        os.replace(partial, name, src_dir_fd=folder, dst_dir_fd=folder)
         prune(folder)
     except OSError:
         try:
-            os.unlink(partial)
+            os.unlink(partial, dir_fd=folder)
         except OSError:
             pass
 
 
-def prune(folder: str) -> None:
+def prune(folder: int) -> None:
     """Past :data:`KEEP` entries, remove the older half (environments come and go; each start writes at most one)."""
-    entries = [e for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file(follow_symlinks=False)]
+    with os.scandir(folder) as found:
+        entries = [e for e in found if ENTRY.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
     if len(entries) <= KEEP:
         return
     entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
     for entry in entries[: len(entries) - KEEP // 2]:
         try:
-            os.unlink(entry.path)
+            os.unlink(entry.name, dir_fd=folder)
         except OSError:
             pass
 
@@ -167,14 +182,18 @@ def local_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
 
     ``python`` must be an absolute path for anything to be kept: a command name is looked up again each time.
     """
-    folder = cache_folder()
-    known = load(folder, python) if folder else None
-    if known is not None:
-        try:
-            return Facts.parse(probe.gather(request, known))
-        except (OSError, WarpError):
-            pass  # as if nothing were kept: the probe says what is wrong
-    facts = gather_facts(c, python, request)
-    if folder:
+    folder = open_folder()
+    if folder is None:
+        return gather_facts(c, python, request)
+    try:
+        known = load(folder, python)
+        if known is not None:
+            try:
+                return Facts.parse(probe.gather(request, known))
+            except (OSError, WarpError):
+                pass  # as if nothing were kept: the probe says what is wrong
+        facts = gather_facts(c, python, request)
         store(folder, python, facts)
-    return facts
+        return facts
+    finally:
+        os.close(folder)
