@@ -28,18 +28,26 @@ PATH = "/srv/benchsite"
 
 def run(b: Any) -> Section:
     s = Section("8. Deploy", load_before=load())
-    s.intro = ("`warp deploy --wheels` of the same Django project to SSH hosts (containers on the engine's bridge network, "
-               "each with its own address, no outbound network). 1 host and 3 hosts are each a first deploy to fresh hosts; "
-               "the 1-host deploy runs first, so the 3-host one may find this machine's wheel cache warmer. Then a no-op "
-               "redeploy and a code-only deploy to the 3 hosts. One run each.")
+    s.intro = (
+        "`warp deploy --wheels` of the same Django project to SSH hosts (containers on the engine's bridge network, "
+        "each with its own address, no outbound network). 1 host and 3 hosts are each a first deploy to fresh hosts; "
+        "the 1-host deploy runs first, so the 3-host one may find this machine's wheel cache warmer. Then a no-op "
+        "redeploy and a code-only deploy to the 3 hosts. One run each."
+    )
     client = ensure_engine()
     image = base_image(client, (*SSH_PACKAGES, "apache2"))
     hosts = ssh_hosts(client, 4, network="bridge", image=image)
     try:
         project = os.path.join(b.tools.work, "deploy", PROJECT)
         copy_project(os.path.join(b.tools.work, "source"), project)
-        opts = DeploySettings.resolve(None, path=PATH, identity=hosts[0].key_filename, known_hosts=hosts[0].known_hosts,
-                                      wheels=True, health_host="localhost")
+        opts = DeploySettings.resolve(
+            None,
+            path=PATH,
+            identity=hosts[0].key_filename,
+            known_hosts=hosts[0].known_hosts,
+            wheels=True,
+            health_host="localhost",
+        )
         targets = [HostTarget(h.address, h.user, h.port) for h in hosts]
 
         live: dict[str, float] = {}
@@ -70,17 +78,23 @@ def run(b: Any) -> Section:
     finally:
         remove_hosts(hosts)
     code_live = live.get("code-only, 3 hosts", code)
-    s.table(["deploy", "time", "live on every host after"],
-            [["first deploy, 1 host", secs(one), secs(live.get("1 host", one))],
-             ["first deploy, 3 hosts", secs(three), secs(live.get("3 hosts", three))],
-             ["no-op redeploy, 3 hosts", secs(noop), "-"],
-             ["code-only deploy, 3 hosts", secs(code), secs(code_live)]])
+    s.table(
+        ["deploy", "time", "live on every host after"],
+        [
+            ["first deploy, 1 host", secs(one), secs(live.get("1 host", one))],
+            ["first deploy, 3 hosts", secs(three), secs(live.get("3 hosts", three))],
+            ["no-op redeploy, 3 hosts", secs(noop), "-"],
+            ["code-only deploy, 3 hosts", secs(code), secs(code_live)],
+        ],
+    )
     s.targets.append(Target("a code-only deploy is live within 3 s of the command", code_live <= 3, secs(code_live)))
     target = "3 hosts take at most 1.3x the time of 1"
     s.targets.append(Target(target, three <= 1.3 * one, f"{secs(three)} vs {secs(one)}: {times(ratio(three, one))}"))
-    b.why[target] = ("The hosts are containers on this same machine: a first deploy compiles mod_wsgi and installs the "
-                     "environment on every host at once, so 3 hosts share the machine's CPUs where real hosts would each "
-                     "have their own; the parallel part cannot scale here.")
+    b.why[target] = (
+        "The hosts are containers on this same machine: a first deploy compiles mod_wsgi and installs the "
+        "environment on every host at once, so 3 hosts share the machine's CPUs where real hosts would each "
+        "have their own; the parallel part cannot scale here."
+    )
     s.targets.append(Target("no-op redeploy under 3 s", noop < 3, secs(noop)))
     s.load_after = load()
     return s

@@ -10,42 +10,43 @@ import shutil
 
 from .proc import run
 
-VIEW = '''from django.shortcuts import render
+VIEW = """from django.shortcuts import render
 
 ITEMS = [{"name": f"item {n}", "price": n * 1.25} for n in range(30)]
 
 
 def home(request):
     return render(request, "bench/home.html", {"items": ITEMS, "title": "warptasks bench"})
-'''
+"""
 
-TEMPLATE = '''{% load static %}<!doctype html>
+TEMPLATE = """{% load static %}<!doctype html>
 <html><head><title>{{ title }}</title><link rel="stylesheet" href="{% static 'bench/site.css' %}"></head>
 <body><h1>{{ title|upper }}</h1>
 <table>{% for item in items %}<tr class="{% cycle 'odd' 'even' %}"><td>{{ forloop.counter }}</td><td>{{ item.name|title }}</td>
 <td>{{ item.price|floatformat:2 }}</td></tr>{% endfor %}</table>
 </body></html>
-'''
+"""
 
 CSS = "body { font-family: sans-serif; margin: 2em; }\n" + "".join(
-    f".c{n} {{ color: #{n:06x}; padding: {n % 7}px; }}\n" for n in range(120))
+    f".c{n} {{ color: #{n:06x}; padding: {n % 7}px; }}\n" for n in range(120)
+)
 
-SETTINGS_TAIL = '''
+SETTINGS_TAIL = """
 # Benchmark app: served in production mode, static files collected here.
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS += ["bench"]
 # A str, not a Path: warpdrive 0.34 (2020) calls str methods on it at start.
 STATIC_ROOT = str(BASE_DIR / "staticfiles")
-'''
+"""
 
-URLS = '''from django.contrib import admin
+URLS = """from django.contrib import admin
 from django.urls import path
 
 from bench.views import home
 
 urlpatterns = [path("", home), path("admin/", admin.site.urls)]
-'''
+"""
 
 PROJECT = "mysite"
 

@@ -91,11 +91,23 @@ def static_route(app: str, root: str) -> dict[str, Any]:
     return {
         "@id": f"{app}-static",
         "match": [{"path": ["/static/*"]}],
-        "handle": [{"handler": "subroute", "routes": [
-            {"match": [{"path_regexp": {"pattern": HASHED}}],
-             "handle": [{"handler": "headers", "response": {"set": {"Cache-Control": [IMMUTABLE]}}}]},
-            {"handle": [{"handler": "rewrite", "strip_path_prefix": "/static"}, {"handler": "file_server", "root": root}]},
-        ]}],
+        "handle": [
+            {
+                "handler": "subroute",
+                "routes": [
+                    {
+                        "match": [{"path_regexp": {"pattern": HASHED}}],
+                        "handle": [{"handler": "headers", "response": {"set": {"Cache-Control": [IMMUTABLE]}}}],
+                    },
+                    {
+                        "handle": [
+                            {"handler": "rewrite", "strip_path_prefix": "/static"},
+                            {"handler": "file_server", "root": root},
+                        ]
+                    },
+                ],
+            }
+        ],
         "terminal": True,
     }
 
@@ -113,17 +125,25 @@ def caddy(b: Bench, backend: int, static_root: str) -> Iterator[tuple[int, int, 
             http.wait_port_free(site.port or 0)
             f.site(site, backend=f"{http.HOST}:{backend}")
         # PUT at an index inserts: the static route goes before the app's catch-all.
-        status, _, answer = script._admin(f.host.home, "PUT", f"/config/apps/http/servers/warp-{serving.port}/routes/0",
-                                          static_route(serving.app, static_root))
+        status, _, answer = script._admin(
+            f.host.home, "PUT", f"/config/apps/http/servers/warp-{serving.port}/routes/0", static_route(serving.app, static_root)
+        )
         if status != 200:
             raise BenchError(f"Caddy refused the static route: {status} {answer}")
         # Diagnostic: Caddy's reverse proxy alone (no access log, the upstream written in the config, Caddy's defaults
         # otherwise), to tell what Caddy costs from what warptasks' settings add.
         bare = b.next_port()
         http.wait_port_free(bare)
-        status, _, answer = script._admin(f.host.home, "PUT", "/config/apps/http/servers/bench-bare", {
-            "listen": [f"{http.HOST}:{bare}"], "automatic_https": {"disable": True},
-            "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": f"{http.HOST}:{backend}"}]}]}]})
+        status, _, answer = script._admin(
+            f.host.home,
+            "PUT",
+            "/config/apps/http/servers/bench-bare",
+            {
+                "listen": [f"{http.HOST}:{bare}"],
+                "automatic_https": {"disable": True},
+                "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": f"{http.HOST}:{backend}"}]}]}],
+            },
+        )
         if status != 200:
             raise BenchError(f"Caddy refused the bare server: {status} {answer}")
         version = run([os.path.join(venv, "bin", "caddy"), "version"], check=False).output.split()[:1]
@@ -302,16 +322,34 @@ def run_section(b: Bench) -> Section:
         rps, p50, p99, bad, front_cpu, app_cpu = Samples(), Samples(), Samples(), Samples(), Samples(), Samples()
         lat50, lat99, held = Samples(), Samples(), Samples()
         conditions = _conditions(warp_front.port, st.slow_clients)
-        rounds = zip(rotations(page_ways, st.load_rounds), rotations(static_ways, st.load_rounds),
-                     rotations(list(conditions), st.load_rounds), strict=True)
+        rounds = zip(
+            rotations(page_ways, st.load_rounds),
+            rotations(static_ways, st.load_rounds),
+            rotations(list(conditions), st.load_rounds),
+            strict=True,
+        )
         for (n, pages), (_, statics), (_, latency) in rounds:
             for workload, path, order in (("page", PAGE, pages), ("static", STATIC, statics)):
                 for way in order:
-                    http.wrk(b.tools.wrk, b.tools.work, way.port, path, threads=st.wrk_threads,
-                             connections=st.wrk_connections, seconds=1)
+                    http.wrk(
+                        b.tools.wrk,
+                        b.tools.work,
+                        way.port,
+                        path,
+                        threads=st.wrk_threads,
+                        connections=st.wrk_connections,
+                        seconds=1,
+                    )
                     before = (cpu_seconds(way.group) if way.group else 0.0, cpu_seconds(app_group))
-                    result = http.wrk(b.tools.wrk, b.tools.work, way.port, path, threads=st.wrk_threads,
-                                      connections=st.wrk_connections, seconds=seconds[workload])
+                    result = http.wrk(
+                        b.tools.wrk,
+                        b.tools.work,
+                        way.port,
+                        path,
+                        threads=st.wrk_threads,
+                        connections=st.wrk_connections,
+                        seconds=seconds[workload],
+                    )
                     after = (cpu_seconds(way.group) if way.group else 0.0, cpu_seconds(app_group))
                     key = f"{workload}:{way.name}"
                     if result.requests:
@@ -322,14 +360,23 @@ def run_section(b: Bench) -> Section:
                     p50.add(key, result.p50_ms)
                     p99.add(key, result.p99_ms)
                     bad.add(key, result.bad)
-                    b.note(f"  round {n + 1} {workload} {way.name}: {result.rps:.0f} req/s p99 {result.p99_ms:.1f} ms "
-                           f"bad {result.bad} {result.detail}")
+                    b.note(
+                        f"  round {n + 1} {workload} {way.name}: {result.rps:.0f} req/s p99 {result.p99_ms:.1f} ms "
+                        f"bad {result.bad} {result.detail}"
+                    )
             for name in latency:
                 try:
                     with conditions[name]() as sockets:
                         time.sleep(0.5)  # let Caddy take them all in
-                        result = http.wrk(b.tools.wrk, b.tools.work, warp_front.port, PAGE, threads=1, connections=1,
-                                          seconds=min(LATENCY_SECONDS, st.wrk_seconds))
+                        result = http.wrk(
+                            b.tools.wrk,
+                            b.tools.work,
+                            warp_front.port,
+                            PAGE,
+                            threads=1,
+                            connections=1,
+                            seconds=min(LATENCY_SECONDS, st.wrk_seconds),
+                        )
                         still = http.still_open(sockets)
                 except (OSError, client.HTTPException) as error:  # one broken run, not the section
                     b.note(f"  round {n + 1} latency {name}: failed: {error!r}")
@@ -340,10 +387,14 @@ def run_section(b: Bench) -> Section:
                 lat99.add(name, result.p99_ms if answered else None)
                 held.add(name, still)
                 bad.add(f"latency:{name}", result.bad if answered else max(1, result.bad))
-                b.note(f"  round {n + 1} latency {name}: {result.requests} requests, p50 {result.p50_ms:.2f} ms p99 "
-                       f"{result.p99_ms:.2f} ms, {still} held, bad {result.bad}")
-    versions = (f"Caddy {caddy_version} (front.CADDY_VERSION), {_version([binaries['nginx'], '-v'])}, "
-                f"{_version([binaries['haproxy'], '-v'])}")
+                b.note(
+                    f"  round {n + 1} latency {name}: {result.requests} requests, p50 {result.p50_ms:.2f} ms p99 "
+                    f"{result.p99_ms:.2f} ms, {still} held, bad {result.bad}"
+                )
+    versions = (
+        f"Caddy {caddy_version} (front.CADDY_VERSION), {_version([binaries['nginx'], '-v'])}, "
+        f"{_version([binaries['haproxy'], '-v'])}"
+    )
     s.intro = (
         f"One `warp start` server (Apache/mod_wsgi; it serves the collected static files itself through an alias) "
         f"on 127.0.0.1, reached directly and through each front, all running side by side for the whole section "
@@ -359,7 +410,8 @@ def run_section(b: Bench) -> Section:
         "app server's: Apache and its daemons) during the measurement, per request; on a machine with few CPUs it "
         "decides the throughput. nginx: 2 workers, a pool of 32 keep-alive connections to the "
         "backend, forwarded headers, an access log; "
-        f"HAProxy: its defaults (keep-alive both sides, no log), `option forwardfor`. Versions: {versions}.")
+        f"HAProxy: its defaults (keep-alive both sides, no log), `option forwardfor`. Versions: {versions}."
+    )
     _tables(s, rps, p50, p99, bad, front_cpu, app_cpu, page_ways, static_ways, direct, warp_front, files)
     _latency(s, b, lat50, lat99, held, bad, list(conditions), st)
     _why(b, rps, front_cpu, app_cpu, static_ways, direct, warp_front, files)
@@ -375,8 +427,20 @@ def _conditions(port: int, slow: int) -> dict[str, Callable[[], AbstractContextM
     }
 
 
-def _tables(s: Section, rps: Samples, p50: Samples, p99: Samples, bad: Samples, front_cpu: Samples, app_cpu: Samples,
-            page_ways: list[Way], static_ways: list[Way], direct: Way, warp_front: Way, files: Way) -> None:
+def _tables(
+    s: Section,
+    rps: Samples,
+    p50: Samples,
+    p99: Samples,
+    bad: Samples,
+    front_cpu: Samples,
+    app_cpu: Samples,
+    page_ways: list[Way],
+    static_ways: list[Way],
+    direct: Way,
+    warp_front: Way,
+    files: Way,
+) -> None:
     for workload, ways in (("page", page_ways), ("static", static_ways)):
         base = rps.median(f"{workload}:{direct.name}")
         rows = []
@@ -384,56 +448,119 @@ def _tables(s: Section, rps: Samples, p50: Samples, p99: Samples, bad: Samples, 
             key = f"{workload}:{way.name}"
             value = rps.median(key)
             cpu, app = front_cpu.median(key), app_cpu.median(key)
-            rows.append([way.name, f"{value or 0:.0f}", rps.runs(key, "{:.0f}"), f"{p50.median(key) or 0:.2f}",
-                         f"{p99.median(key) or 0:.2f}", str(sum(int(v or 0) for v in bad.values.get(key, []))),
-                         times(ratio(value, base)), "-" if cpu is None else f"{cpu:.0f}", "-" if app is None else f"{app:.0f}"])
-        s.table([f"{workload}: way in", "req/s (median)", "runs", "p50 ms", "p99 ms", "non-2xx/errors", "vs direct",
-                 "front CPU µs/req", "app server CPU µs/req"], rows)
+            rows.append(
+                [
+                    way.name,
+                    f"{value or 0:.0f}",
+                    rps.runs(key, "{:.0f}"),
+                    f"{p50.median(key) or 0:.2f}",
+                    f"{p99.median(key) or 0:.2f}",
+                    str(sum(int(v or 0) for v in bad.values.get(key, []))),
+                    times(ratio(value, base)),
+                    "-" if cpu is None else f"{cpu:.0f}",
+                    "-" if app is None else f"{app:.0f}",
+                ]
+            )
+        s.table(
+            [
+                f"{workload}: way in",
+                "req/s (median)",
+                "runs",
+                "p50 ms",
+                "p99 ms",
+                "non-2xx/errors",
+                "vs direct",
+                "front CPU µs/req",
+                "app server CPU µs/req",
+            ],
+            rows,
+        )
     page, page_direct = rps.median(f"page:{warp_front.name}"), rps.median(f"page:{direct.name}")
     static, static_direct = rps.median(f"static:{warp_front.name}"), rps.median(f"static:{direct.name}")
     served = rps.median(f"static:{files.name}")
-    s.targets.append(Target(PAGE_TARGET, None if not page or not page_direct else page >= 0.95 * page_direct,
-                            f"{page or 0:.0f} vs {page_direct or 0:.0f} req/s: {times(ratio(page, page_direct))}"))
-    s.targets.append(Target(STATIC_TARGET, None if not static or not static_direct else static >= 0.6 * static_direct,
-                            f"{static or 0:.0f} vs {static_direct or 0:.0f} req/s: {times(ratio(static, static_direct))}"))
+    s.targets.append(
+        Target(
+            PAGE_TARGET,
+            None if not page or not page_direct else page >= 0.95 * page_direct,
+            f"{page or 0:.0f} vs {page_direct or 0:.0f} req/s: {times(ratio(page, page_direct))}",
+        )
+    )
+    s.targets.append(
+        Target(
+            STATIC_TARGET,
+            None if not static or not static_direct else static >= 0.6 * static_direct,
+            f"{static or 0:.0f} vs {static_direct or 0:.0f} req/s: {times(ratio(static, static_direct))}",
+        )
+    )
     s.notes.append(
         f"Static files served by Caddy itself: {served or 0:.0f} req/s, {times(ratio(served, static))} of proxying them "
-        f"to the app server through Caddy and {times(ratio(served, static_direct))} of the app server reached directly.")
+        f"to the app server through Caddy and {times(ratio(served, static_direct))} of the app server reached directly."
+    )
 
 
-def _latency(s: Section, b: Bench, lat50: Samples, lat99: Samples, held: Samples, bad: Samples, names: list[str],
-             st: Any) -> None:
+def _latency(
+    s: Section, b: Bench, lat50: Samples, lat99: Samples, held: Samples, bad: Samples, names: list[str], st: Any
+) -> None:
     idle = lat99.median(names[0])
     rows = []
     for name in names:
         value = lat99.median(name)
         kept = held.values.get(name, [])
-        rows.append([name, f"{lat50.median(name) or 0:.2f}", f"{value or 0:.2f}", lat99.runs(name, "{:.2f}"),
-                     "-" if name == names[0] else " ".join(str(int(v or 0)) for v in kept),
-                     str(sum(int(v or 0) for v in bad.values.get(f"latency:{name}", []))), times(ratio(value, idle))])
-    s.tables.append((["through Caddy, while", "p50 ms", "p99 ms (median)", "runs", "still held at the end",
-                      "non-2xx/errors", "p99 vs idle"], rows))
+        rows.append(
+            [
+                name,
+                f"{lat50.median(name) or 0:.2f}",
+                f"{value or 0:.2f}",
+                lat99.runs(name, "{:.2f}"),
+                "-" if name == names[0] else " ".join(str(int(v or 0)) for v in kept),
+                str(sum(int(v or 0) for v in bad.values.get(f"latency:{name}", []))),
+                times(ratio(value, idle)),
+            ]
+        )
+    s.tables.append(
+        (
+            [
+                "through Caddy, while",
+                "p50 ms",
+                "p99 ms (median)",
+                "runs",
+                "still held at the end",
+                "non-2xx/errors",
+                "p99 vs idle",
+            ],
+            rows,
+        )
+    )
     s.intro += (
         f" Latency: `wrk -t1 -c1` (one client, one request after another) for {min(LATENCY_SECONDS, st.wrk_seconds)} s "
         f"on the page through Caddy, with Caddy otherwise idle, or holding {st.slow_clients} slow clients (each sent "
         f"half a request header, then nothing), or {IDLE_CONNECTIONS} idle connections (half after one keep-alive "
-        "request for the static file, half that never sent anything), opened 0.5 s before and closed after.")
+        "request for the static file, half that never sent anything), opened 0.5 s before and closed after."
+    )
     for name in names[1:]:
         value = lat99.median(name)
         all_bad = sum(int(v or 0) for v in bad.values.get(f"latency:{name}", []))
         met = None if value is None or not idle else value <= 2 * idle and all_bad == 0
         target = f"p99 through the front with {name} within 2x of an idle front"
         if all_bad:
-            b.why[target] = (f"{all_bad} request(s) failed or a run got no answer at all within wrk's 5 s timeout (with "
-                             "one connection, one stuck request leaves the run empty): a missed answer counts against "
-                             "the target whatever the p99 of the other runs; see the runs column.")
-        s.targets.append(Target(target, met,
-                                f"{value or 0:.2f} vs {idle or 0:.2f} ms: {times(ratio(value, idle))}"
-                                + (f", {all_bad} failed" if all_bad else "")))
+            b.why[target] = (
+                f"{all_bad} request(s) failed or a run got no answer at all within wrk's 5 s timeout (with "
+                "one connection, one stuck request leaves the run empty): a missed answer counts against "
+                "the target whatever the p99 of the other runs; see the runs column."
+            )
+        s.targets.append(
+            Target(
+                target,
+                met,
+                f"{value or 0:.2f} vs {idle or 0:.2f} ms: {times(ratio(value, idle))}"
+                + (f", {all_bad} failed" if all_bad else ""),
+            )
+        )
 
 
-def _why(b: Bench, rps: Samples, front_cpu: Samples, app_cpu: Samples, ways: list[Way], direct: Way, warp_front: Way,
-         files: Way) -> None:
+def _why(
+    b: Bench, rps: Samples, front_cpu: Samples, app_cpu: Samples, ways: list[Way], direct: Way, warp_front: Way, files: Way
+) -> None:
     """What limits the front's throughput targets, from this run's own figures."""
     cpus = os.cpu_count()
 
@@ -443,21 +570,30 @@ def _why(b: Bench, rps: Samples, front_cpu: Samples, app_cpu: Samples, ways: lis
 
     def others(workload: str) -> str:
         base = rps.median(f"{workload}:{direct.name}")
-        return ", ".join(f"{way.name.split(' (')[0]} {times(ratio(rps.median(f'{workload}:{way.name}'), base))} "
-                         f"({cpu(workload, way)})" for way in ways
-                         if way.group and way is not warp_front and rps.median(f"{workload}:{way.name}") is not None)
+        return ", ".join(
+            f"{way.name.split(' (')[0]} {times(ratio(rps.median(f'{workload}:{way.name}'), base))} ({cpu(workload, way)})"
+            for way in ways
+            if way.group and way is not warp_front and rps.median(f"{workload}:{way.name}") is not None
+        )
 
-    hop = (f"Every request through a front crosses one more process on the same {cpus} CPUs that run wrk and the app "
-           "server, so whatever CPU the front spends per request is taken from the app server when the machine is busy.")
-    for target, workload, app_work in ((PAGE_TARGET, "page", "Django rendering the page"),
-                                       (STATIC_TARGET, "static", "Apache sending a 4 KB file")):
+    hop = (
+        f"Every request through a front crosses one more process on the same {cpus} CPUs that run wrk and the app "
+        "server, so whatever CPU the front spends per request is taken from the app server when the machine is busy."
+    )
+    for target, workload, app_work in (
+        (PAGE_TARGET, "page", "Django rendering the page"),
+        (STATIC_TARGET, "static", "Apache sending a 4 KB file"),
+    ):
         mine = rps.median(f"{workload}:{warp_front.name}")
         base = rps.median(f"{workload}:{direct.name}")
         app = app_cpu.median(f"{workload}:{direct.name}")
         b.why[target] = hop + (
             f" Here Caddy spent {cpu(workload, warp_front)} of CPU per request against "
             f"{'-' if app is None else f'{app:.0f} µs'} for {app_work} directly, and ran {times(ratio(mine, base))} of "
-            f"direct; the other ways in, with their own CPU per request: {others(workload)}.")
+            f"direct; the other ways in, with their own CPU per request: {others(workload)}."
+        )
     static, served = rps.median(f"static:{warp_front.name}"), rps.median(f"static:{files.name}")
-    b.why[STATIC_TARGET] += (f" Caddy serving the file itself made {served or 0:.0f} req/s, "
-                             f"{times(ratio(served, static))} of proxying it to the app server.")
+    b.why[STATIC_TARGET] += (
+        f" Caddy serving the file itself made {served or 0:.0f} req/s, "
+        f"{times(ratio(served, static))} of proxying it to the app server."
+    )

@@ -92,17 +92,34 @@ def wrk(wrk_bin: str, work: str, port: int, path: str, *, threads: int, connecti
     script = os.path.join(work, "count.lua")
     with open(script, "w") as handle:
         handle.write(WRK_LUA)
-    out = run([wrk_bin, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", script,
-               f"http://{HOST}:{port}{path}"], timeout=seconds + 60).output
+    out = run(
+        [
+            wrk_bin,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            script,
+            f"http://{HOST}:{port}{path}",
+        ],
+        timeout=seconds + 60,
+    ).output
     line = next((line for line in out.splitlines() if line.startswith("BENCH ")), None)
     if line is None:
         raise BenchError(f"wrk printed no summary:\n{out}")
     values = {key: int(value) for key, value in (item.split("=") for item in line.split()[1:])}
     bad = values["non2xx"] + values["connect"] + values["read"] + values["write"] + values["timeout"]
     good = values["requests"] - values["non2xx"]
-    return WrkResult(rps=good / (values["duration_us"] / 1e6), requests=values["requests"], bad=bad,
-                     p50_ms=values["p50_us"] / 1000, p99_ms=values["p99_us"] / 1000,
-                     detail=", ".join(f"{k} {values[k]}" for k in ("non2xx", "connect", "read", "write", "timeout") if values[k]))
+    return WrkResult(
+        rps=good / (values["duration_us"] / 1e6),
+        requests=values["requests"],
+        bad=bad,
+        p50_ms=values["p50_us"] / 1000,
+        p99_ms=values["p99_us"] / 1000,
+        detail=", ".join(f"{k} {values[k]}" for k in ("non2xx", "connect", "read", "write", "timeout") if values[k]),
+    )
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,22 @@ class Timed:
     returncode: int = 0
 
 
-def run(argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
-        timeout: float = 900, check: bool = True) -> Timed:
+def run(
+    argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 900, check: bool = True
+) -> Timed:
     """Run ``argv`` to completion and time it (wall clock)."""
     started = time.perf_counter()
     try:
-        done = subprocess.run(list(argv), cwd=cwd, env=dict(env) if env is not None else None, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as expired:
         raise BenchError(f"timed out after {timeout:g} s: {' '.join(argv)}") from expired
     seconds = time.perf_counter() - started
@@ -49,8 +58,15 @@ class Server:
         self.log_path = log
         self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(self.argv, cwd=cwd, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None

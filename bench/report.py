@@ -15,8 +15,14 @@ def _mark(target: Target) -> str:
     return {True: "met", False: "**not met**", None: "not measured"}[target.met]
 
 
-def render(title: str, facts: list[tuple[str, str]], preface: list[str], sections: list[Section],
-           skipped: list[tuple[str, str]], why: dict[str, str]) -> str:
+def render(
+    title: str,
+    facts: list[tuple[str, str]],
+    preface: list[str],
+    sections: list[Section],
+    skipped: list[tuple[str, str]],
+    why: dict[str, str],
+) -> str:
     lines = [f"# {title}", "", *preface, "", "## Machine and versions", ""]
     lines += _table(["", ""], [[k, v] for k, v in facts])
     targets = [t for s in sections for t in s.targets]

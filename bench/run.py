@@ -78,11 +78,10 @@ def machine_facts(b: suite.Bench) -> list[tuple[str, str]]:
         ("warpdrive", WARPDRIVE_VERSION),
         ("app Python", _out([b.tools.python, "--version"])),
         ("Django", b.tools.django_version),
-        ("mod_wsgi", _out([env_python, "-c", "import importlib.metadata as m; print(m.version(\"mod_wsgi\"))"])),
+        ("mod_wsgi", _out([env_python, "-c", 'import importlib.metadata as m; print(m.version("mod_wsgi"))'])),
         ("Apache", _out(["apache2", "-v"]) if shutil.which("apache2") else _out(["httpd", "-v"])),
         ("gunicorn", _out([os.path.join(b.plain.bin, "gunicorn"), "--version"])),
-        ("uv", _out([sys.executable, "-c", "from uv import find_uv_bin; print(find_uv_bin())"]) and
-         _out([_uv(), "--version"])),
+        ("uv", _out([sys.executable, "-c", "from uv import find_uv_bin; print(find_uv_bin())"]) and _out([_uv(), "--version"])),
         ("pip (plain venv)", _out([os.path.join(b.plain.bin, "pip"), "--version"]).split(" from ")[0]),
         ("wrk", _out([b.tools.wrk, "-v"]).split(" [")[0]),
     ]
@@ -97,11 +96,13 @@ def _uv() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run only sections whose name contains this: " + ", ".join(
-        [*suite.SECTIONS, *APART]))
+    parser.add_argument("--only", help="run only sections whose name contains this: " + ", ".join([*suite.SECTIONS, *APART]))
     parser.add_argument("--quick", action="store_true", help="one short round of everything (a smoke run)")
-    parser.add_argument("--work", default=os.environ.get("WARP_BENCH_WORK", DEFAULT_WORK),
-                        help=f"work folder, world-readable (default {DEFAULT_WORK})")
+    parser.add_argument(
+        "--work",
+        default=os.environ.get("WARP_BENCH_WORK", DEFAULT_WORK),
+        help=f"work folder, world-readable (default {DEFAULT_WORK})",
+    )
     parser.add_argument("--out", help="report file (default docs/benchmarks.md for a full run, else in the work folder)")
     args = parser.parse_args(argv)
     full = not args.quick and not args.only

@@ -23,16 +23,45 @@ class Config:
     launch: Callable[[int], tuple[list[str], str, dict[str, str]]]  # port -> argv, cwd, env
 
 
-def mod_wsgi(warp: Warp, work: str, name: str, processes: int, threads: int, *, embedded: bool = False,
-             max_clients: int | None = None, extra: tuple[str, ...] = ()) -> Config:
+def mod_wsgi(
+    warp: Warp,
+    work: str,
+    name: str,
+    processes: int,
+    threads: int,
+    *,
+    embedded: bool = False,
+    max_clients: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> Config:
     def launch(port: int) -> tuple[list[str], str, dict[str, str]]:
         project = warp.project
         os.makedirs(os.path.join(work, "servers"), exist_ok=True)
-        argv = [f"{warp.bin}/mod_wsgi-express", "start-server", f"{PROJECT}.wsgi", "--application-type", "module",
-                "--host", HOST, "--port", str(port), "--processes", str(processes), "--threads", str(threads),
-                "--working-directory", project, "--python-path", project,
-                "--url-alias", "/static/", f"{project}/staticfiles/",
-                "--server-root", os.path.join(work, "servers", f"mod_wsgi-{port}"), "--log-to-terminal"]
+        argv = [
+            f"{warp.bin}/mod_wsgi-express",
+            "start-server",
+            f"{PROJECT}.wsgi",
+            "--application-type",
+            "module",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--working-directory",
+            project,
+            "--python-path",
+            project,
+            "--url-alias",
+            "/static/",
+            f"{project}/staticfiles/",
+            "--server-root",
+            os.path.join(work, "servers", f"mod_wsgi-{port}"),
+            "--log-to-terminal",
+        ]
         argv += ["--embedded-mode"] if embedded else []
         argv += ["--max-clients", str(max_clients)] if max_clients else []
         argv += list(extra)
@@ -45,24 +74,26 @@ def mod_wsgi(warp: Warp, work: str, name: str, processes: int, threads: int, *, 
 
 def gunicorn(plain: Plain, name: str, args: tuple[str, ...], role: str = "tuned") -> Config:
     def launch(port: int) -> tuple[list[str], str, dict[str, str]]:
-        return ([f"{plain.bin}/gunicorn", "--bind", f"{HOST}:{port}", *args, f"{PROJECT}.wsgi"], plain.project,
-                dict(plain.env))
+        return ([f"{plain.bin}/gunicorn", "--bind", f"{HOST}:{port}", *args, f"{PROJECT}.wsgi"], plain.project, dict(plain.env))
 
     return Config(name, "gunicorn", role, launch)
 
 
 def warp_auto(warp: Warp) -> Config:
-    return Config("warp start (automatic)", "mod_wsgi", "auto",
-                  lambda port: (warp.start_argv(port), warp.project, dict(warp.env)))
+    return Config(
+        "warp start (automatic)", "mod_wsgi", "auto", lambda port: (warp.start_argv(port), warp.project, dict(warp.env))
+    )
 
 
 def warp_direct(warp: Warp) -> Config:
     """The exact server command warp start would exec (from `warp plan --json`), run without warp's own checks."""
 
     def launch(port: int) -> tuple[list[str], str, dict[str, str]]:
-        out = run([*warp.tools.warp, "plan", "--project", warp.project, "--python", warp.tools.python, "--port", str(port),
-                   "--json"], env=warp.env).output
-        step = json.loads(out[out.index("{"):])["start"]["server"]
+        out = run(
+            [*warp.tools.warp, "plan", "--project", warp.project, "--python", warp.tools.python, "--port", str(port), "--json"],
+            env=warp.env,
+        ).output
+        step = json.loads(out[out.index("{") :])["start"]["server"]
         env = {**warp.env, **step["env"]}
         env["PATH"] = ":".join([*step.get("path", []), env.get("PATH", "/usr/bin:/bin")])
         return list(step["argv"]), step["cwd"], env
@@ -71,8 +102,12 @@ def warp_direct(warp: Warp) -> Config:
 
 
 def warpdrive_default(wd: Warpdrive) -> Config:
-    return Config("warpdrive start (default: daemon 1x5)", "mod_wsgi", "reference",
-                  lambda port: (wd.start_argv(port), wd.project, wd.start_env(port)))
+    return Config(
+        "warpdrive start (default: daemon 1x5)",
+        "mod_wsgi",
+        "reference",
+        lambda port: (wd.start_argv(port), wd.project, wd.start_env(port)),
+    )
 
 
 def start(config: Config, port: int, logs: str, timeout: float = 60) -> tuple[Server, float]:

@@ -122,7 +122,7 @@ class Warpdrive(Side):
         env = dict(self.outer_env)
         for line in out.splitlines():
             if line.startswith("export "):
-                key, _, value = line[len("export "):].partition("=")
+                key, _, value = line[len("export ") :].partition("=")
                 env[key] = value
         venv = os.path.join(self.envs, f"warpdrive+{self.ENV_NAME}")
         env["VIRTUAL_ENV"] = venv
@@ -148,8 +148,9 @@ class Plain(Side):
 
     def cold_build(self) -> float:
         self.clean()
-        return shell(f"{self.tools.python} -m venv .venv && {self._install_and_collect()}", cwd=self.project,
-                     env=self.env).seconds
+        return shell(
+            f"{self.tools.python} -m venv .venv && {self._install_and_collect()}", cwd=self.project, env=self.env
+        ).seconds
 
     def _install_and_collect(self) -> str:
         return ".venv/bin/pip install -q -r requirements.txt mod_wsgi && .venv/bin/python manage.py collectstatic --noinput -v0"
@@ -163,6 +164,8 @@ class Plain(Side):
 
 
 def sides(tools: Tools, root: str) -> tuple[Warp, Warpdrive, Plain]:
-    return (Warp("warptasks", tools, os.path.join(root, "warp", PROJECT), os.path.join(root, "cache", "warp")),
-            Warpdrive("warpdrive", tools, os.path.join(root, "warpdrive", PROJECT), os.path.join(root, "cache", "warpdrive")),
-            Plain("plain venv+pip", tools, os.path.join(root, "plain", PROJECT), os.path.join(root, "cache", "plain")))
+    return (
+        Warp("warptasks", tools, os.path.join(root, "warp", PROJECT), os.path.join(root, "cache", "warp")),
+        Warpdrive("warpdrive", tools, os.path.join(root, "warpdrive", PROJECT), os.path.join(root, "cache", "warpdrive")),
+        Plain("plain venv+pip", tools, os.path.join(root, "plain", PROJECT), os.path.join(root, "cache", "plain")),
+    )

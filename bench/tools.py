@@ -104,6 +104,31 @@ def worker_account() -> tuple[str, str] | None:
     return "warpbench", "warpbench"
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warp_command() -> tuple[str, ...]:
+    """The `warp` under test: this checkout's, run as its console script runs it.
+
+    The installed `warp` script when it imports this checkout (an editable install of it); otherwise (this checkout
+    is a worktree beside the installed one) the same two lines with this checkout first on the path, so what is
+    measured is the same whole process, of this code. PYTHONPATH would do it too, but it would reach the servers.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "warp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # From "/": with -c, the working folder comes first on the path, which the console script does not have.
+    code = "import warptasks; print(warptasks.__file__)"
+    which = run([sys.executable, "-c", code], cwd="/", env=env, check=False).output.strip()
+    if os.path.exists(script) and os.path.dirname(os.path.dirname(which)) == ROOT:
+        return (script,)
+    return launcher(ROOT)
+
+
+def launcher(root: str) -> tuple[str, ...]:
+    """`warp` of the checkout at ``root``, run as its console script runs it (with this Python)."""
+    return (sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); from warptasks.cli import main; sys.exit(main())")
+
+
 def prepare(work: str, say: object = print) -> Tools:
     ensure_system(say)
     os.makedirs(work, exist_ok=True)
@@ -115,8 +140,13 @@ def prepare(work: str, say: object = print) -> Tools:
     warpdrive_bin = _venv(os.path.join(tools, "warpdrive"), f"warpdrive=={WARPDRIVE_VERSION}", "virtualenv")
     django_bin = _venv(os.path.join(tools, "django"), "Django>=5,<7")
     version = run([os.path.join(django_bin, "python"), "-c", "import django; print(django.__version__)"]).output.strip()
-    warp_script = os.path.join(os.path.dirname(sys.executable), "warp")
-    warp = (warp_script,) if os.path.exists(warp_script) else (sys.executable, "-m", "warptasks")
-    return Tools(work=work, python=SYSTEM_PYTHON, warp=warp, warpdrive_bin=warpdrive_bin,
-                 django_admin=os.path.join(django_bin, "django-admin"), django_version=version,
-                 wrk=shutil.which("wrk") or "wrk", worker=worker_account())
+    return Tools(
+        work=work,
+        python=SYSTEM_PYTHON,
+        warp=warp_command(),
+        warpdrive_bin=warpdrive_bin,
+        django_admin=os.path.join(django_bin, "django-admin"),
+        django_version=version,
+        wrk=shutil.which("wrk") or "wrk",
+        worker=worker_account(),
+    )

@@ -19,6 +19,7 @@ from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import ISOLATED, source
+from .checks import first_failure
 from .progress import Progress, doing
 
 Say = Callable[[str], None]
@@ -142,11 +143,10 @@ def exec_local(step: Step, *, command: bool = False) -> None:
 
 
 def run_checks(c: Runner, plan: StartPlan, say: Say = _say) -> None:
-    for check in plan.checks:
-        try:
-            run_step(c, check, hide=True)
-        except StepFailed as failed:
-            raise PreflightFailed(f"cannot start: {check.why}: {failed.output.strip()}", _check_hint(check)) from None
+    failed = first_failure(c, plan.checks)  # the shipped checks of one Python in one process
+    if failed:
+        check, output = failed
+        raise PreflightFailed(f"cannot start: {check.why}: {output.strip()}", _check_hint(check))
     visible = not getattr(c, "hides_output", False)
     for step in plan.before:
         say(f"{step.name}: {step.why}")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from invoke import Context
 from uv import find_uv_bin
 
 from ..detect import AppSpec, detect_app
@@ -77,12 +78,20 @@ def uv_candidates() -> list[str]:
         return []
 
 
-def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree: bool = True) -> Facts:
-    """Facts about the machine the plan runs on; ``tree``: fingerprint the source too (only builds need it)."""
+def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree: bool = True, kept: bool = False) -> Facts:
+    """Facts about the machine the plan runs on; ``tree``: fingerprint the source too (only builds need it).
+
+    ``kept``: on this machine (invoke's own Context; not a fabric Connection, nor a test's MockContext), read them
+    in this process, with the Python's own facts kept between runs (:mod:`warptasks.run.facts_cache`): no probe.
+    """
     root, envs = env_paths(project, settings.env_dir, settings.envs_dir)
     request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()}
     if tree:
         request.update(project=project, ignore=untracked_dirs(settings.env_dir))
+    if kept and type(c) is Context:
+        from .facts_cache import local_facts
+
+        return local_facts(c, python, request)
     return gather_facts(c, python, request)
 
 
@@ -96,8 +105,14 @@ def detect(settings: Settings, environ: Environ = None) -> AppSpec:
 
 def build_plan(c: Runner, settings: Settings, *, force: bool = False, environ: Environ = None) -> tuple[AppSpec, Plan]:
     spec = detect(settings, environ)
-    facts = read_facts(c, spec.root, settings, local_python(spec, settings.python))
-    return spec, plan_build(spec, facts, build_options(spec.root, settings, force))
+    python, options = local_python(spec, settings.python), build_options(spec.root, settings, force)
+    if not force:
+        # A no-op build is planned from kept facts; one with anything to run is planned again from the probe's, so
+        # what runs never depends on what was kept (whether that Python still has virtualenv, for one).
+        plan = plan_build(spec, read_facts(c, spec.root, settings, python, kept=True), options)
+        if not plan.runnable:
+            return spec, plan
+    return spec, plan_build(spec, read_facts(c, spec.root, settings, python), options)
 
 
 def build_options(project: str, settings: Settings, force: bool = False) -> BuildOptions:
@@ -132,7 +147,7 @@ def start_options(project: str, settings: Settings, reload: bool = False) -> Sta
 
 def start_plan(c: Runner, settings: Settings, *, reload: bool = False, environ: Environ = None) -> tuple[AppSpec, StartPlan]:
     spec = detect(settings, environ)
-    facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
+    facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False, kept=True)
     return spec, plan_start(spec, facts, start_options(spec.root, settings, reload))
 
 
@@ -141,7 +156,7 @@ def process_plan(c: Runner, settings: Settings, name: str, environ: Environ = No
     spec = detect(settings, environ)
     if name not in spec.process_types:
         raise unknown_type(spec, name)
-    facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False)
+    facts = read_facts(c, spec.root, settings, _built_python(spec, settings), tree=False, kept=True)
     return spec, plan_process(spec, facts, name, start_options(spec.root, settings))
 
 

@@ -6,7 +6,7 @@ build time, or copied into an image. The Python files keep to the oldest
 syntax a target may have (see pyproject's ruff settings).
 
 - ``probe.py``: reads a target's facts (one JSON object); also records a build.
-- ``port_check.py``, ``read_check.py``: checks before a server starts.
+- ``port_check.py``, ``read_check.py``: checks before a server starts; ``checks.py`` runs several of them in one Python.
 - ``private_dirs.py``: makes a server's runtime folders private, then execs it (mod_wsgi-express).
 - ``run_as.py``: as root, runs a server (all but mod_wsgi) as an unprivileged account.
 - ``envfile.py``: the one environment-file parser (detection imports it); runs a command with a file's values.
@@ -23,12 +23,21 @@ syntax a target may have (see pyproject's ruff settings).
 - ``s2i/``: the S2I builder image's scripts.
 """
 
-from importlib.resources import files
+import os
+from functools import cache
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@cache
 def source(name: str) -> str:
-    """The text of the shipped file ``name`` (a path inside this folder)."""
-    return files(__name__).joinpath(name).read_text(encoding="utf-8")
+    """The text of the shipped file ``name`` (a path inside this folder).
+
+    Read as a plain file (warptasks is always installed as files): importlib.resources would cost every warp
+    command ~5 ms of imports. Kept once read: a plan embeds the same scripts in several steps.
+    """
+    with open(os.path.join(HERE, name), encoding="utf-8") as handle:
+        return handle.read()
 
 
 # Isolated mode: neither the working folder (the project) nor PYTHONPATH (the server's names the project) is on

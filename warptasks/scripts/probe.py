@@ -197,11 +197,31 @@ def resources():
     return {"cpu_count": os.cpu_count(), "affinity": affinity, "memtotal": _memtotal(), "cgroup": _cgroup()}
 
 
-def main(argv):
-    request = json.loads(argv[1]) if len(argv) > 1 else {}
-    if request.get("record"):
-        record(request)
-        return
+def python_facts():
+    """The running Python's own facts: what warptasks may keep between runs (see warptasks.run.facts_cache)."""
+    base = getattr(sys, "_base_executable", sys.executable) or sys.executable
+    try:
+        import virtualenv  # noqa: F401
+
+        has_virtualenv = True
+    except ImportError:
+        has_virtualenv = False
+    python = {
+        "executable": os.path.realpath(base),
+        "version": "%d.%d" % sys.version_info[:2],
+        "full_version": sys.version.split()[0],
+        "prefix": sys.base_prefix,
+        "running": sys.executable,
+    }
+    return python, has_virtualenv
+
+
+def gather(request, known=None):
+    """The facts, as one JSON-ready dict; ``known``: (python, has_virtualenv) read earlier by the same Python.
+
+    With ``known``, this may run in another process of the same machine and account (warptasks itself, for a
+    local start): everything else is read afresh, here, as the probe would.
+    """
     env_dir = request.get("env_dir", "")
     envs_dir = request.get("envs_dir", "")
     current = os.path.join(env_dir, "current") if env_dir else ""
@@ -211,22 +231,10 @@ def main(argv):
         if found:
             uv = found
             break
-    try:
-        import virtualenv  # noqa: F401
-
-        has_virtualenv = True
-    except ImportError:
-        has_virtualenv = False
-    base = getattr(sys, "_base_executable", sys.executable) or sys.executable
+    python, has_virtualenv = known or python_facts()
+    python = dict(python, others_can_read=_others_can_read(python["executable"]))
     facts = {
-        "python": {
-            "executable": os.path.realpath(base),
-            "version": "%d.%d" % sys.version_info[:2],
-            "full_version": sys.version.split()[0],
-            "prefix": sys.base_prefix,
-            "others_can_read": _others_can_read(base),
-            "running": sys.executable,
-        },
+        "python": python,
         "has_virtualenv": has_virtualenv,
         "uv": uv,
         "system_ca": _system_ca(),
@@ -235,14 +243,26 @@ def main(argv):
         "home": os.path.expanduser("~"),
         "worker_accounts": _worker_accounts(),
         "cache_home": os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        **resources(),
-        "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
-        "current": os.path.realpath(current) if current and os.path.islink(current) else None,
-        "complete_envs": _envs(envs_dir) if envs_dir else [],
-        "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
-        "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
     }
-    sys.stdout.write(json.dumps(facts))
+    facts.update(resources())
+    facts.update(
+        {
+            "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
+            "current": os.path.realpath(current) if current and os.path.islink(current) else None,
+            "complete_envs": _envs(envs_dir) if envs_dir else [],
+            "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
+            "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
+        }
+    )
+    return facts
+
+
+def main(argv):
+    request = json.loads(argv[1]) if len(argv) > 1 else {}
+    if request.get("record"):
+        record(request)
+        return
+    sys.stdout.write(json.dumps(gather(request)))
 
 
 if __name__ == "__main__":
