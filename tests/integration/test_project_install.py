@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import WARP, free_port, get, serving, stop, wait_for, warp, write
+from .test_dependencies import POETRY_LOCK
 
 # The app reads its own package's module and the locked six: the body says which code and which six served it.
 APP = """\
@@ -49,21 +50,7 @@ requires = ["poetry-core>=1.0"]
 build-backend = "poetry.core.masonry.api"
 """
 
-# six only: idna, which pyproject.toml also asks for, is not locked (a lock older than its pyproject).
-POETRY_LOCK = """\
-[[package]]
-name = "six"
-version = "1.16.0"
-description = "Python 2 and 3 compatibility utilities"
-optional = false
-python-versions = ">=2.7, !=3.0.*, !=3.1.*, !=3.2.*"
-files = []
-
-[metadata]
-lock-version = "2.0"
-python-versions = ">=3.9"
-content-hash = "0000000000000000000000000000000000000000000000000000000000000000"
-"""
+# POETRY_LOCK holds six only: idna, which pyproject.toml also asks for, is not locked (a lock older than its pyproject).
 
 UV_PYPROJECT = """\
 [project]
