@@ -6,6 +6,9 @@ environment."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +323,79 @@ def _seen_exiting(tmp_path: Path) -> None:
 def test_project_folder_without_tasks_is_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert project_folder(None) == str(tmp_path)
+
+
+# A repository's invoke.yaml, read by warp plan on a clone of it: only its warp: section counts, and the settings that
+# name a program warp runs or a file it trusts or ships are refused.
+HOSTILE_RUN = [
+    pytest.param("run:\n  shell: {evil}\n", id="run-shell"),
+    pytest.param("run:\n  env:\n    BASH_ENV: {rc}\n", id="run-env-bash-env"),
+    pytest.param("run:\n  echo: true\n", id="run-echo"),
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_RUN)
+def test_a_projects_invoke_yaml_cannot_change_how_warp_plan_runs_its_steps(tmp_path: Path, text: str) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f'#!/bin/sh\ntouch {marker}\nexec /bin/bash "$@"\n')
+    evil.chmod(0o755)
+    rc = tmp_path / "evil.rc"
+    rc.write_text(f"touch {marker}\n")
+    (tmp_path / "wsgi.py").write_text("def application(environ, start_response):\n    return []\n")
+    (tmp_path / ".s2i").mkdir()
+    (tmp_path / ".s2i" / "environment").write_text("SECRET_KEY=never-printed-42\n")
+    (tmp_path / "invoke.yaml").write_text(text.format(evil=evil, rc=rc) + "warp:\n  port: 7401\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")} | {"HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "warptasks", "plan"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "the project's file made warp plan run its program"
+    assert "never-printed-42" not in done.stdout + done.stderr
+    assert "port: 7401" in done.stdout  # its warp: section still counts
+
+
+REFUSED = [
+    pytest.param("warp:\n  python: ./evilpy\n", "warp.python", id="python-path"),
+    pytest.param("warp:\n  deploy:\n    accept_unknown_host: true\n", "warp.deploy.accept_unknown_host", id="accept-host"),
+    pytest.param("warp:\n  deploy:\n    known_hosts: ./known\n", "warp.deploy.known_hosts", id="known-hosts"),
+    pytest.param("warp:\n  deploy:\n    env_file: ~/.aws/credentials\n", "warp.deploy.env_file", id="env-file"),
+    pytest.param("warp:\n  deploy:\n    tls_key: ~/.ssh/id_rsa\n", "warp.deploy.tls_key", id="tls-key"),
+    pytest.param("warp:\n  deploy:\n    identity: ./key\n", "warp.deploy.identity", id="identity"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), REFUSED)
+def test_settings_that_name_programs_or_trusted_files_are_refused_from_a_projects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, text: str, named: str
+) -> None:
+    (tmp_path / "invoke.yaml").write_text(text)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        _seen_exiting(tmp_path)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "~/.invoke.yaml" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("python", ["3.12", "python3.12"])
+def test_a_python_version_or_command_name_from_a_projects_file_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str
+) -> None:
+    (tmp_path / "invoke.yaml").write_text(f"warp:\n  python: '{python}'\n  port: 7402\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_WARP_PORT", raising=False)
+    assert _seen(tmp_path, monkeypatch, ["show"])["port"] == 7402
+
+
+def test_the_users_own_file_may_still_name_a_python_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".invoke.yaml").write_text("warp:\n  python: /usr/bin/python3\n  port: 7403\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_WARP_PORT", raising=False)
+    assert _seen(tmp_path, monkeypatch, ["show"])["port"] == 7403

@@ -187,20 +187,42 @@ def test_no_project_step_for_an_app_that_is_not_a_package(tmp_path: Path) -> Non
     assert "install project" not in [s.name for s in plan.steps]
 
 
-def _built(spec: AppSpec, source: str) -> Facts:
+def _built(spec: AppSpec, source: str, twin: bool = False) -> Facts:
+    """Facts after a build of ``source`` (live in ``KEY``); ``twin``: ``KEY-rebuild`` is complete too (an earlier build)."""
     target = facts()
     key = env_key(spec, target, "uv", "mod_wsgi")
     env = f"{PROJECT}/.warp/envs/{key}"
     state = BuildState(env_key=key, env=env, server="mod_wsgi", kind=spec.kind, source=source)
-    return replace(target, complete_envs=(key,), state=state, current=env, source_digest="tree-1")
+    complete = (key, key + "-rebuild") if twin else (key,)
+    return replace(target, complete_envs=complete, state=state, current=env, source_digest="tree-1")
 
 
-def test_a_code_change_reinstalls_the_project_in_the_reused_environment(tmp_path: Path) -> None:
-    """The trap of a non-editable install: the environment is reused (same lock), so its project must be installed again."""
+@pytest.mark.parametrize("twin", [False, True], ids=["first-change", "twin-complete"])
+def test_a_code_change_installs_the_project_beside_the_live_environment(tmp_path: Path, twin: bool) -> None:
+    """The trap of a non-editable install: the same lock names the same environment, but installing the new code into
+    the live one would change what it serves before the build succeeds. It goes to the other of the key's two folders
+    (as a forced rebuild does): the first time built there in full, then only the project is installed again."""
     spec, _ = _plan(tmp_path, {"poetry.lock": "", "pyproject.toml": POETRY})
-    plan = plan_build(spec, _built(spec, source="tree-0"), BuildOptions(project=PROJECT))
-    assert _step(plan, "install lock file").skip  # the environment is reused...
-    assert not _step(plan, "install project").skip  # ...and gets the new code
+    built = _built(spec, source="tree-0", twin=twin)
+    plan = plan_build(spec, built, BuildOptions(project=PROJECT))
+    assert _step(plan, "install project").env["VIRTUAL_ENV"] == built.current + "-rebuild"
+    assert not _step(plan, "install project").skip
+    assert bool(_step(plan, "install lock file").skip) == twin  # the twin has the same dependencies
+
+
+def test_the_next_code_change_goes_back_to_the_first_folder(tmp_path: Path) -> None:
+    spec, _ = _plan(tmp_path, {"poetry.lock": "", "pyproject.toml": POETRY})
+    built = _built(spec, source="tree-0", twin=True)
+    built = replace(built, current=built.current + "-rebuild", state=replace(built.state, env=built.current + "-rebuild"))
+    plan = plan_build(spec, built, BuildOptions(project=PROJECT))
+    assert _step(plan, "install project").env["VIRTUAL_ENV"] == built.current.removesuffix("-rebuild")
+
+
+def test_a_project_that_is_not_installed_reuses_the_live_environment_on_a_code_change(tmp_path: Path) -> None:
+    spec, _ = _plan(tmp_path, {"requirements.txt": "six\n", "wsgi.py": "application = 1\n"})
+    built = _built(spec, source="tree-0", twin=True)
+    plan = plan_build(spec, built, BuildOptions(project=PROJECT))
+    assert plan.notes and any(built.current in note and "-rebuild" not in note for note in plan.notes if "environment:" in note)
 
 
 def test_a_no_op_build_skips_the_project_too(tmp_path: Path) -> None:

@@ -145,3 +145,18 @@ def test_the_env_hook_field_not_the_name_decides_what_sources_the_hook(tmp_path:
     # The app has no deploy-env hook: nothing is sourced, and the step no longer claims it.
     assert absent.argv == ("true",) and absent.env_hook == ""
     assert [s.as_dict()["env_hook"] for s in (sourced, plain, absent)] == ["build-env", "", ""]
+
+
+def test_every_step_runs_with_echo_off_and_no_configured_environment_whatever_the_configuration() -> None:
+    """run.echo in anyone's invoke configuration would print a step's command line with the environment file's values;
+    run.env would add BASH_ENV and the like to every step. run_step, the probe and the checks pass their own."""
+    from invoke import Config, MockContext, Result
+
+    from warptasks.plan import Step
+    from warptasks.run.executor import run_step
+
+    config = Config(overrides={"run": {"echo": True, "env": {"BASH_ENV": "/tmp/evil.rc"}}})
+    c = MockContext(config=config, run=Result(exited=0))
+    run_step(c, Step("install", ("true",), "/", "x", env={"SECRET_KEY": "s"}))
+    kwargs = c.run.call_args.kwargs
+    assert kwargs["echo"] is False and kwargs["env"] == {} and kwargs["replace_env"] is False

@@ -54,16 +54,54 @@ PARSE_HINT = "warp --help lists the commands, warp COMMAND --help a command's op
 PROJECT_CONFIG_SUFFIXES = ("yaml", "yml", "json")
 
 
+# Settings a project's file may not give warp: each names a program warp runs or a file whose content it trusts or
+# ships (a repository could name its own python, a known_hosts that trusts its host, ~/.ssh/id_rsa as a TLS key).
+# They come from the command line, ~/.invoke.yaml or INVOKE_WARP_* instead.
+NOT_FROM_PROJECT = {
+    "deploy": ("known_hosts", "accept_unknown_host", "env_file", "identity", "tls_cert", "tls_key"),
+}
+
+
 class WarpConfig(Config):
-    """invoke's Config, reading a project's ``invoke.yaml``/``.yml``/``.json`` but never its ``invoke.py``."""
+    """invoke's Config, reading a project's ``invoke.yaml``/``.yml``/``.json`` but never its ``invoke.py``.
+
+    Of the project's file only the ``warp:`` section counts: its ``run:``, ``tasks:`` and the rest would change how
+    warp runs its steps (``run.shell``, ``run.env``: a program of the repository run by ``warp plan``; ``run.echo``:
+    the environment file's values printed), and :data:`NOT_FROM_PROJECT` are refused.
+    """
 
     def load_project(self, merge: bool = True) -> None:
         suffixes = self._file_suffixes
         self._set(_file_suffixes=PROJECT_CONFIG_SUFFIXES)
         try:
-            super().load_project(merge=merge)
+            super().load_project(merge=False)
         finally:
             self._set(_file_suffixes=suffixes)
+        data = self._project or {}
+        warp = data.get("warp") if isinstance(data, dict) else None
+        if warp is not None and not isinstance(warp, dict):
+            raise Exit(f"warp: error: {self._project_path}: warp: is not a mapping of settings", code=2)
+        if warp:
+            _refuse_from_project(warp, str(self._project_path))
+        self._set(_project={"warp": warp} if warp else {})
+        if merge:
+            self.merge()
+
+
+def _refuse_from_project(warp: dict[str, Any], path: str) -> None:
+    given = [
+        f"warp.{section}.{key}" for section, keys in NOT_FROM_PROJECT.items() for key in keys if key in (warp.get(section) or {})
+    ]
+    python = warp.get("python")
+    if isinstance(python, str) and "/" in python:
+        given.append("warp.python")  # a version (3.12) or a command name is looked up as usual; a path may be the project's
+    if given:
+        raise Exit(
+            f"warp: error: {path} sets {', '.join(given)}, which warp does not take from a project's file (a repository "
+            "you cloned could name its own program or files there)\nhint: give it on the command line, in ~/.invoke.yaml "
+            "or as an INVOKE_WARP_* variable, and remove it from that file",
+            code=2,
+        )
 
 
 class WarpProgram(Program):  # type: ignore[misc]

@@ -122,12 +122,26 @@ def test_poetry_lock_src_layout_package_is_installed_and_served(project_dir: Pat
     assert _served(project_dir, "waitress") == "poetry src v1 six 1.16.0"
     assert warp(project_dir, "exec", "--", "python", "-c", NOT_LOCKED, check=False).returncode == 0, "idna installed"
 
-    # Code only: the environment is reused (same lock), and the project in it must be the new code.
+    # A code change whose build fails after the project's install (its build hook exits 3): what is served, by the
+    # running server's next worker or a fresh start, is still v1 (the install went beside the live environment).
     (project_dir / "src/poetrysrc/words.py").write_text('WORD = "poetry src v2"\n')
+    write(project_dir, {".s2i/action_hooks/build": "#!/bin/sh\nexit 3\n"})
+    (project_dir / ".s2i/action_hooks/build").chmod(0o755)
+    failed = warp(project_dir, "build", "--server", "waitress", "--installer", installer, check=False)
+    assert failed.returncode != 0 and "install project: done" in failed.stdout, failed.stdout + failed.stderr
+    assert _served(project_dir, "waitress") == "poetry src v1 six 1.16.0"
+    (project_dir / ".s2i/action_hooks/build").unlink()
+
+    # Code only: the same lock names the same environment; the new code is installed in its twin (built in full the
+    # first time), then the twins take turns and only the project is installed again.
+    rebuilt = warp(project_dir, "build", "--server", "waitress", "--installer", installer).stdout
+    assert "skip" not in _step_line(rebuilt, "install project"), rebuilt
+    assert _served(project_dir, "waitress") == "poetry src v2 six 1.16.0"
+    (project_dir / "src/poetrysrc/words.py").write_text('WORD = "poetry src v3"\n')
     rebuilt = warp(project_dir, "build", "--server", "waitress", "--installer", installer).stdout
     assert "skip" in _step_line(rebuilt, "install lock file"), rebuilt
     assert "skip" not in _step_line(rebuilt, "install project"), rebuilt
-    assert _served(project_dir, "waitress") == "poetry src v2 six 1.16.0"
+    assert _served(project_dir, "waitress") == "poetry src v3 six 1.16.0"
 
     # Nothing changed: nothing is installed again, the project included.
     again = warp(project_dir, "build", "--server", "waitress", "--installer", installer).stdout

@@ -105,16 +105,19 @@ def project_tree(spec: AppSpec, project: str, envs: str) -> str:
     return "" if inside else project
 
 
-def env_folder(facts: Facts, envs: str, key: str, force: bool) -> str:
+def env_folder(facts: Facts, envs: str, key: str, force: bool, changes_live: bool = False) -> str:
     """Where this build's environment is: ``KEY``, or ``KEY-rebuild`` beside it.
 
     A forced rebuild never builds in the live environment: it builds in the other of the two folders and switches
-    last, so a failure leaves the live one serving, and current. Otherwise the live folder of this key is reused
-    (either of the two), then a complete one, then ``KEY`` is built.
+    last, so a failure leaves the live one serving, and current. ``changes_live``: this build would change what the
+    live environment holds though its key is the same (the project installed into it again after a code change):
+    it goes to the other folder too, where a complete twin (same key, same dependencies) only gets the project,
+    so a failed or interrupted build leaves the live environment's code as it was. Otherwise the live folder of
+    this key is reused (either of the two), then a complete one, then ``KEY`` is built.
     """
     names = (key, key + REBUILD_SUFFIX)
     live = next((name for name in names if facts.current == _join(envs, name)), None)
-    if force:
+    if force or (changes_live and live):
         return _join(envs, names[1] if live == names[0] else names[0])
     complete = [name for name in (live, *names) if name and name in facts.complete_envs]
     return _join(envs, complete[0] if complete else names[0])
@@ -127,11 +130,13 @@ def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> Build:
     installer, installer_why = pick_installer(options.installer, facts)
     root, envs = env_paths(options.project, options.env_dir, options.envs_dir)
     key = env_key(spec, facts, installer, name, project_tree(spec, _join(options.project), envs))
-    env = env_folder(facts, envs, key, options.force)
+    state = facts.state
+    # The project's install goes into the environment on every code change: never into the live one.
+    changes_live = spec.dependencies.install_project and (state is None or state.source != facts.source_digest)
+    env = env_folder(facts, envs, key, options.force, changes_live)
     home = _join(options.project, spec.home)
     # Refuses a target the server cannot be built on before any step is planned.
     server_notes = chosen.check_build(BuildContext(spec, facts, home, env)) if chosen.check_build else ()
-    state = facts.state
     env_ready = posixpath.basename(env) in facts.complete_envs and not options.force
     unchanged = (
         env_ready and state is not None and state.env_key == key and state.source == facts.source_digest and facts.current == env

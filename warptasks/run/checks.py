@@ -14,6 +14,10 @@ from typing import Any
 from ..plan import Step, command_line
 from ..scripts import ISOLATED, command, source
 
+# How every step is run, whatever invoke's configuration says (run.echo would print the step's command line with
+# the environment file's values; run.env would add variables such as BASH_ENV to every step): the same everywhere.
+RUN_OPTIONS: dict[str, Any] = {"warn": True, "pty": False, "in_stream": False, "echo": False, "env": {}, "replace_env": False}
+
 SHARED = ("port_check.py", "read_check.py")  # the checks that may share a process
 FIRST = 64  # warptasks.scripts.checks' exit status for its first check
 
@@ -56,7 +60,7 @@ def _merged(group: list[Step]) -> Step:
 def first_failure(c: Any, checks: tuple[Step, ...]) -> tuple[Step, str] | None:
     """Run ``checks`` through ``c``; the first that failed, with the tail of what it printed, or None."""
     for step, group in together(checks):
-        result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+        result = c.run(command_line(step), hide=True, **RUN_OPTIONS)
         if result.exited == 0:
             continue
         output = "\n".join(((result.stderr or "") + "\n" + (result.stdout or "")).rstrip().splitlines()[-15:])

@@ -19,7 +19,7 @@ from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import ISOLATED, source
-from .checks import first_failure
+from .checks import RUN_OPTIONS, first_failure
 from .progress import Progress, doing
 
 Say = Callable[[str], None]
@@ -45,7 +45,7 @@ def run_step(c: Runner, step: Step, *, hide: bool | str | None = None, watchers:
     ``watchers``: invoke stream watchers, which see the output as it comes (a heartbeat's, see :mod:`.progress`).
     """
     extra = {"watchers": list(watchers)} if watchers else {}
-    result = c.run(command_line(step), warn=True, hide=hide, pty=False, in_stream=False, **extra)
+    result = c.run(command_line(step), hide=hide, **RUN_OPTIONS, **extra)
     if result.exited != 0:
         # Streamed output was already seen; only hidden output is repeated.
         output = tail((result.stderr or "") + "\n" + (result.stdout or "")) if hide else ""
@@ -94,7 +94,7 @@ _PYTHON_HINT = "choose a Python 3 interpreter with --python (an executable or a 
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, ISOLATED, "-c", PROBE, json.dumps(request)), "", "read facts")
-    result = c.run(command_line(step), warn=True, hide=True, pty=False, in_stream=False)
+    result = c.run(command_line(step), hide=True, **RUN_OPTIONS)
     # A fabric Connection has its host; anything else runs here.
     where = f"on {c.original_host}" if hasattr(c, "original_host") else "on this machine"
     if result.exited != 0:
