@@ -111,14 +111,35 @@ def _memtotal():
     return None
 
 
+def _trusted(path, directory):
+    """Whether ``path`` itself (never a link) is a folder (or file) of this account or root that no one else may write.
+
+    In a shared envs folder another account can make a folder that looks complete: its Python must never be reused
+    (run by this account, root included, as the builder and the server).
+    """
+    import stat
+
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    kind = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is not None and info.st_uid not in (euid, 0):
+        return False
+    return kind and not info.st_mode & 0o022
+
+
 def _envs(envs_dir):
+    """Environments whose build completed, made by this account (or root): the folder and its record are its own."""
     keys = []
     try:
         names = os.listdir(envs_dir)
     except OSError:
         return keys
     for name in names:
-        if os.path.isfile(os.path.join(envs_dir, name, "warp-env.json")):
+        folder = os.path.join(envs_dir, name)
+        if _trusted(folder, True) and _trusted(os.path.join(folder, "warp-env.json"), False):
             keys.append(name)
     return sorted(keys)
 
