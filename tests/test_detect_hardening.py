@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from tests.cases import MANAGE, WSGI, django_tree, write_tree
+from warptasks.detect.app import detect_app
+from warptasks.errors import ConfigError, NoAppFound
 from warptasks.scripts import probe
 
 OTHER = 65534  # nobody: tests run as root, so chown to another account works
@@ -48,3 +52,99 @@ def test_an_environment_of_root_is_complete_for_any_account(tmp_path: Path) -> N
     envs = tmp_path / "envs"
     _env(envs, "root-made")
     assert probe._envs(str(envs)) == ["root-made"]
+
+
+DEEP_SUM = "x = " + "1+" * 200000 + "1\n"
+DEEP_ATTR = "x = a" + ".b" * 300000 + "\n"
+HUGE = "# padding\n" * 300000 + "app = 1\n"  # 3 MB, past the 2 MiB read cap
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, DEEP_ATTR, HUGE], ids=["deep-sum", "deep-attribute", "over-2MiB"])
+@pytest.mark.parametrize("name", ["app.py", "main.py"])
+def test_an_entry_file_python_cannot_parse_is_run_as_a_script_not_a_traceback(tmp_path: Path, name: str, text: str) -> None:
+    write_tree(tmp_path, {name: text})
+    spec = detect_app(tmp_path)
+    assert (spec.kind, spec.target) == ("script", name)
+    assert "cannot parse it" in spec.why
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, DEEP_ATTR, HUGE], ids=["deep-sum", "deep-attribute", "over-2MiB"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        pytest.param({"wsgi.py": "{}"}, id="wsgi.py"),
+        pytest.param({"asgi.py": "{}"}, id="asgi.py"),
+        pytest.param({"gunicorn.conf.py": "{}", "wsgi.py": WSGI}, id="gunicorn.conf.py"),
+        pytest.param({"setup.py": "{}", "wsgi.py": WSGI}, id="setup.py"),
+        pytest.param({"app.py": "from factory import make\napp = make()\n", "factory.py": "{}"}, id="factory-module"),
+    ],
+)
+def test_other_files_python_cannot_parse_are_unreadable_not_a_traceback(tmp_path: Path, files: dict[str, str], text: str) -> None:
+    write_tree(tmp_path, {name: content.format() if content != "{}" else text for name, content in files.items()})
+    spec = detect_app(tmp_path)  # no RecursionError, no MemoryError
+    assert spec.kind in ("wsgi", "asgi", "script")
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, HUGE], ids=["deep-sum", "over-2MiB"])
+def test_a_django_settings_module_python_cannot_parse_is_read_as_empty(tmp_path: Path, text: str) -> None:
+    write_tree(tmp_path, {**django_tree(), "mysite/settings.py": text})
+    spec = detect_app(tmp_path)
+    assert spec.kind == "django"
+
+
+def test_a_huge_manage_py_is_a_clear_error(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**django_tree(manage=MANAGE + "#\n" * 1_200_000)})
+    with pytest.raises(NoAppFound, match="manage.py cannot be read: it is larger than 2 MiB"):
+        detect_app(tmp_path)
+
+
+SPECIAL = [
+    pytest.param("fifo", id="fifo"),
+    pytest.param(
+        "/proc/kmsg", id="proc-kmsg", marks=pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="no /proc/kmsg")
+    ),
+]
+
+
+def _special(tmp_path: Path, target: str) -> str:
+    if target == "fifo":
+        fifo = tmp_path / "outside.fifo"
+        os.mkfifo(fifo)
+        return str(fifo)
+    return target
+
+
+@pytest.mark.parametrize("target", SPECIAL)
+@pytest.mark.parametrize(
+    "name, others",
+    [
+        ("app.py", {}),
+        ("wsgi.py", {}),
+        ("gunicorn.conf.py", {"wsgi.py": WSGI}),
+        ("setup.py", {"wsgi.py": WSGI}),
+        ("setup.cfg", {"wsgi.py": WSGI}),
+        ("factory.py", {"app.py": "from factory import make\napp = make()\n"}),
+        ("mysite/settings.py", django_tree()),
+    ],
+)
+def test_an_entry_file_linked_to_a_blocking_special_file_never_blocks(
+    tmp_path: Path, target: str, name: str, others: dict[str, str]
+) -> None:
+    project = tmp_path / "project"
+    others = {k: v for k, v in others.items() if k != name}
+    write_tree(project, others)
+    (project / name).parent.mkdir(parents=True, exist_ok=True)
+    (project / name).symlink_to(_special(tmp_path, target))
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(_detect_or_error(project)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), f"detection blocked reading {name} -> {target}"
+    assert result and not isinstance(result[0], BaseException) or isinstance(result[0], (ConfigError, NoAppFound))
+
+
+def _detect_or_error(root: Path) -> object:
+    try:
+        return detect_app(root)
+    except Exception as error:  # noqa: BLE001 - the test checks which
+        return error

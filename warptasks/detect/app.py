@@ -26,6 +26,7 @@ from .conventions import (
 )
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
+from .readsource import parse_source, read_source
 
 # How an app is served, in the order detection tries them.
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
@@ -143,8 +144,8 @@ def module_target(setting: str, where: str, value: str) -> str:
 def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
     """The first of ``candidates`` defined at the top level of a module."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
+        tree = parse_source(path)
+    except (OSError, SyntaxError, ValueError):
         return None
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -160,8 +161,8 @@ def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
 def _wsgi_app_in(path: Path) -> str | None:
     """The ``wsgi_app = "module:callable"`` a gunicorn config file sets, if any (read, never run)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, SyntaxError):
+        tree = parse_source(path)
+    except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "wsgi_app" for t in node.targets):
@@ -210,7 +211,13 @@ def read_procfile(root: Path) -> dict[str, str]:
     path = root / "Procfile"
     if not path.is_file():
         return {}
-    return parse_procfile(path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        text = read_source(path)
+    except OSError as error:
+        raise ConfigError(
+            f"Procfile cannot be read: {error.strerror}", "make Procfile a plain text file of the project"
+        ) from None
+    return parse_procfile(text)
 
 
 def _procfile_web(root: Path) -> str | None:
