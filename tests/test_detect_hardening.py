@@ -148,3 +148,25 @@ def _detect_or_error(root: Path) -> object:
         return detect_app(root)
     except Exception as error:  # noqa: BLE001 - the test checks which
         return error
+
+
+def test_a_gunicorn_conf_py_linked_outside_the_project_is_refused_like_app_config(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text('wsgi_app = "wsgi:application"\n')
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI})
+    (project / "gunicorn.conf.py").symlink_to(outside)
+    with pytest.raises(ConfigError, match="gunicorn.conf.py is a link to a file outside the project"):
+        detect_app(project)
+    (project / "gunicorn.conf.py").unlink()
+    (project / "conf").mkdir()
+    (project / "conf" / "gunicorn.py").symlink_to(outside)
+    write_tree(project, {".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"})
+    with pytest.raises(ConfigError, match="APP_CONFIG='conf/gunicorn.py'"):
+        detect_app(project)
+
+
+def test_a_gunicorn_conf_py_linked_inside_the_project_is_read(tmp_path: Path) -> None:
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI, "conf/gunicorn.py": 'wsgi_app = "wsgi:application"\n'})
+    (project / "gunicorn.conf.py").symlink_to("conf/gunicorn.py")
+    spec = detect_app(project)
+    assert spec.target == "wsgi:application"

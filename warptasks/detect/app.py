@@ -232,13 +232,19 @@ def _gunicorn_config(root: Path, environment: dict[str, str]) -> tuple[str, str 
     config = environment.get("APP_CONFIG", "").strip()
     if config:
         path = (root / config).resolve()
-        if not path.is_file() or not path.is_relative_to(root):
+        if not path.is_file() or not path.is_relative_to(root.resolve()):
             raise ConfigError(
                 f"APP_CONFIG={config!r} (in the environment file) is not a file of the project",
                 "fix APP_CONFIG: it names the app's gunicorn configuration file, relative to the app's folder",
             )
         return path.relative_to(root).as_posix(), _wsgi_app_in(path)
     if (root / "gunicorn.conf.py").is_file():
+        # The same rule as APP_CONFIG's: gunicorn runs this file, so it must be the project's, not a link out of it.
+        if not (root / "gunicorn.conf.py").resolve().is_relative_to(root.resolve()):
+            raise ConfigError(
+                "gunicorn.conf.py is a link to a file outside the project",
+                "make gunicorn.conf.py a file of the project (gunicorn runs it), or remove it",
+            )
         return "gunicorn.conf.py", _wsgi_app_in(root / "gunicorn.conf.py")
     return "", None
 
