@@ -77,7 +77,8 @@ def where_set(environment: Mapping[str, str], name: str) -> str:
 
 def _port_number(value: str) -> int | None:
     text = value.strip()
-    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+    # ASCII digits only: str.isdigit() is True for "٣٠٠٠" (int() reads it as 3000) and "²" (int() refuses it).
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
 
 
 def choose_port(
