@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.cases import MANAGE, WSGI, django_tree, write_tree
+from tests.cases import MANAGE, WSGI, django_tree, facts, write_tree
 from warptasks.detect.app import detect_app
 from warptasks.errors import ConfigError, NoAppFound
+from warptasks.plan import Plan
+from warptasks.plan.build import BuildOptions, plan_build
 from warptasks.scripts import probe
 
 OTHER = 65534  # nobody: tests run as root, so chown to another account works
@@ -33,7 +36,9 @@ def test_only_own_unwritable_environments_are_complete(tmp_path: Path) -> None:
     envs = tmp_path / "envs"
     _env(envs, "mine")
     _env(envs, "planted", owner=OTHER)
-    _env(envs, "group-writable", mode=0o775)
+    group_writable = _env(envs, "group-writable", mode=0o775)
+    os.chown(group_writable, 0, OTHER)  # another account's group may write
+    _env(envs, "own-group-writable", mode=0o775)  # a umask of 002: only this account's group may write
     record_only = _env(envs, "foreign-record")
     os.chown(record_only / "warp-env.json", OTHER, OTHER)
     real = _env(tmp_path, "elsewhere")
@@ -43,7 +48,13 @@ def test_only_own_unwritable_environments_are_complete(tmp_path: Path) -> None:
     (linked_record / "warp-env.json").symlink_to(real / "warp-env.json")
     writable_record = _env(envs, "writable-record")
     (writable_record / "warp-env.json").chmod(0o666)
-    assert probe._envs(str(envs)) == ["mine"]
+    assert probe._envs(str(envs)) == ["mine", "own-group-writable"]
+    foreign = dict(probe._foreign_envs(str(envs)))
+    assert foreign == {
+        "planted": "it belongs to nobody (uid 65534)",
+        "group-writable": "other accounts may write to it",
+        "linked": "it is a link",
+    }
 
 
 def test_an_environment_of_root_is_complete_for_any_account(tmp_path: Path) -> None:
@@ -170,3 +181,21 @@ def test_a_gunicorn_conf_py_linked_inside_the_project_is_read(tmp_path: Path) ->
     (project / "gunicorn.conf.py").symlink_to("conf/gunicorn.py")
     spec = detect_app(project)
     assert spec.target == "wsgi:application"
+
+
+def test_a_build_whose_environment_folder_is_another_accounts_is_refused_naming_it(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "flask\n"}))
+    target = facts()
+    env = _planned_env(plan_build(spec, target, BuildOptions(project="/srv/app")))
+    planted = replace(target, foreign_envs=((env.rsplit("/", 1)[1], "it belongs to nobody (uid 65534)"),))
+    with pytest.raises(ConfigError) as error:
+        plan_build(spec, planted, BuildOptions(project="/srv/app"))
+    assert env in error.value.message and "nobody (uid 65534)" in error.value.message
+    assert f"remove {env}" in error.value.hint
+    # Another account's folder beside it (another key) is no one's business here.
+    beside = replace(target, foreign_envs=(("py3.11-other", "it belongs to nobody (uid 65534)"),))
+    assert _planned_env(plan_build(spec, beside, BuildOptions(project="/srv/app"))) == env
+
+
+def _planned_env(plan: Plan) -> str:
+    return next(s for s in plan.steps if s.name == "virtualenv").argv[-1]
