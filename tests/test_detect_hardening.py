@@ -199,3 +199,21 @@ def test_a_build_whose_environment_folder_is_another_accounts_is_refused_naming_
 
 def _planned_env(plan: Plan) -> str:
     return next(s for s in plan.steps if s.name == "virtualenv").argv[-1]
+
+
+PROJECT_FILES = [".s2i/environment", ".warpdrive/environment", ".warpdrive/server_type", ".warpdrive/action_hooks/pre-build"]
+
+
+@pytest.mark.parametrize("rel", PROJECT_FILES)
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="no readable /proc/kmsg")
+def test_a_project_file_linked_to_a_blocking_file_is_a_clear_error_not_a_hang(tmp_path: Path, rel: str) -> None:
+    # /proc/kmsg is a "regular file" (is_file() is True) whose read blocks until the kernel logs something.
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI})
+    (project / rel).parent.mkdir(parents=True, exist_ok=True)
+    (project / rel).symlink_to("/proc/kmsg")
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(_detect_or_error(project)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), f"detection blocked reading {rel}"
+    assert isinstance(result[0], ConfigError) and f"{rel} cannot be read" in result[0].message, result

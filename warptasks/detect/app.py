@@ -26,7 +26,7 @@ from .conventions import (
 )
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
-from .readsource import parse_source, read_source
+from .readsource import parse_source, project_bytes, read_source
 
 # How an app is served, in the order detection tries them.
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
@@ -405,7 +405,7 @@ def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str
     sha = hashlib.sha256(json.dumps(environment, sort_keys=True).encode())
     for name in ("pre-build", "build-env"):
         if name in hooks:
-            sha.update(name.encode() + b"\0" + (root / hooks[name]).read_bytes())
+            sha.update(name.encode() + b"\0" + project_bytes(root / hooks[name], hooks[name]))
     return sha.hexdigest()
 
 

@@ -16,6 +16,8 @@ import os
 import stat
 from pathlib import Path
 
+from ..errors import ConfigError
+
 MAX_SOURCE = 2 * 1024 * 1024  # bytes; no entry file, configuration or settings module is near this
 MAX_SHOWN = "2 MiB"
 
@@ -46,6 +48,15 @@ def read_bytes(path: Path | str, limit: int | None = MAX_SOURCE) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def project_bytes(path: Path, rel: str, limit: int | None = None) -> bytes:
+    """A project file's bytes (an environment file, a hook), as :func:`read_bytes` reads them; a clear error if it
+    cannot be read (a link to a FIFO or a device, past ``limit``)."""
+    try:
+        return read_bytes(path, limit)
+    except OSError as error:
+        raise ConfigError(f"{rel} cannot be read: {error.strerror}", f"make {rel} a plain file of the project") from None
 
 
 def parse_source(path: Path | str) -> ast.Module:
