@@ -217,3 +217,9 @@ def test_a_project_file_linked_to_a_blocking_file_is_a_clear_error_not_a_hang(tm
     worker.join(20)
     assert not worker.is_alive(), f"detection blocked reading {rel}"
     assert isinstance(result[0], ConfigError) and f"{rel} cannot be read" in result[0].message, result
+
+
+def test_an_app_config_detection_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    files = {"wsgi.py": WSGI, "conf/gunicorn.py": HUGE, ".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"}
+    with pytest.raises(ConfigError, match="APP_CONFIG='conf/gunicorn.py' .* cannot be read: it is larger than 2 MiB"):
+        detect_app(write_tree(tmp_path, files))

@@ -237,6 +237,13 @@ def _gunicorn_config(root: Path, environment: dict[str, str]) -> tuple[str, str 
                 f"APP_CONFIG={config!r} (in the environment file) is not a file of the project",
                 "fix APP_CONFIG: it names the app's gunicorn configuration file, relative to the app's folder",
             )
+        try:
+            read_source(path)  # the file the user named: one detection cannot read is said, not skipped
+        except OSError as error:
+            raise ConfigError(
+                f"APP_CONFIG={config!r} (in the environment file) cannot be read: {error.strerror}",
+                "fix APP_CONFIG: it names the app's gunicorn configuration file, a plain Python file of the project",
+            ) from None
         return path.relative_to(root).as_posix(), _wsgi_app_in(path)
     if (root / "gunicorn.conf.py").is_file():
         # The same rule as APP_CONFIG's: gunicorn runs this file, so it must be the project's, not a link out of it.
