@@ -56,6 +56,9 @@ PORT_ERRORS = [
     pytest.param({}, {"PORT": "99999"}, ("PORT='99999'", ".s2i/environment"), id="file-out-of-range"),
     pytest.param({}, {"PORT": "0"}, ("PORT='0'", ".s2i/environment"), id="file-zero"),
     pytest.param({"PORT": "-1"}, {"PORT": "8085"}, ("PORT='-1'", "exported"), id="exported-negative-over-good-file"),
+    pytest.param({"PORT": "\u0663\u0660\u0660\u0660"}, {}, ("is not a port number", "exported"), id="exported-arabic-digits"),
+    pytest.param({}, {"PORT": "\uff18\uff10\uff18\uff10"}, ("is not a port number", ".s2i/environment"), id="file-fullwidth"),
+    pytest.param({"PORT": "\u00b2"}, {}, ("is not a port number", "exported"), id="exported-superscript-two"),
 ]
 
 

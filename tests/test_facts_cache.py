@@ -141,6 +141,31 @@ def test_a_folder_that_is_a_link_is_not_used(tmp_path: Path) -> None:
     assert facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path / "cache")}) is None
 
 
+def test_a_parent_folder_that_is_a_link_is_not_used(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "facts").mkdir(parents=True, mode=0o700)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "warptasks").symlink_to(elsewhere)
+    assert facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path / "cache")}) is None
+
+
+def test_a_parent_folder_of_another_account_is_not_used(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown to another account")
+    (tmp_path / "cache" / "warptasks" / "facts").mkdir(parents=True, mode=0o700)
+    os.chown(tmp_path / "cache" / "warptasks", 65534, 65534)
+    assert facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path / "cache")}) is None
+
+
+def test_a_cache_home_that_is_a_link_is_used(tmp_path: Path) -> None:
+    # The user's own choice of cache home (XDG_CACHE_HOME, ~/.cache) may be a link: only the parts below are checked.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "cache").symlink_to(tmp_path / "real")
+    fd = facts_cache.open_folder({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert fd is not None and os.path.samestat(os.fstat(fd), (tmp_path / "real" / "warptasks" / "facts").stat())
+    os.close(fd)
+
+
 def test_a_local_start_keeps_its_pythons_facts(cache: Path, env: Path) -> None:
     # The wiring in run.local: invoke's own Context (a local start) keeps them; MockContexts (test_tasks_wiring) still probe.
     from warptasks.run.local import read_facts

@@ -162,3 +162,17 @@ def test_warp_migrate_runs_the_procfile_release_line_after_the_migrate_step(entr
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(data_file)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "app" / "order.txt").read_text() == "migrate\nrelease\n"
+
+
+@pytest.mark.parametrize("port", ["\u0663\u0660\u0660\u0660", "\uff18\uff10\uff18\uff10", "\u00b2", "http", "0"])
+def test_the_entry_point_refuses_a_port_that_is_not_ascii_digits(
+    entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    monkeypatch.setenv("PORT", port)
+    with pytest.raises(entry.Refused, match="is not a port number"):
+        entry._port(_data(tmp_path))
+
+
+def test_the_entry_point_takes_an_ascii_port(entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9090")
+    assert entry._port(_data(tmp_path)) == "9090"

@@ -97,6 +97,8 @@ class Facts:
     # Whether the system has a CA store uv can load (None: not known, as from an older probe): uv told to use
     # an empty one fails every request ("No CA certificates were loaded from the system").
     system_ca: bool | None = None
+    # Folders of the envs folder a build may not use, with why (another account's, a link, writable by others).
+    foreign_envs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, data: object) -> Facts:
@@ -123,6 +125,9 @@ class Facts:
             cc=_optional_str(top, "cc") if "cc" in top else None,
             package_manager=_optional_str(top, "package_manager") if "package_manager" in top else None,
             system_ca=_bool(top, "system_ca") if "system_ca" in top else None,
+            foreign_envs=tuple(_pair(item, "foreign_envs") for item in _list(top, "foreign_envs"))
+            if "foreign_envs" in top
+            else (),
         )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,30 @@ def test_a_start_keeps_its_environments_facts(project_dir: Path, tmp_path: Path,
     assert len(added) == 1
     (entry,) = added
     assert json.loads(entry.read_text())["for"] == str(project_dir / ".warp" / "current" / "bin" / "python")
+
+
+def test_an_environment_another_account_planted_at_the_builds_folder_is_never_used(project_dir: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to plant a folder as another account")
+    write(project_dir, {"app.sh": APP})
+    (project_dir / "app.sh").chmod(0o755)
+    warp(project_dir, "build")
+    folder = Path(_current(project_dir))
+    shutil.rmtree(project_dir / ".warp")
+    # Another account (nobody) plants a "complete" environment at the exact folder this build uses.
+    ran = tmp_path / "planted-python-ran"
+    (folder / "bin").mkdir(parents=True)
+    (folder / "warp-env.json").write_text("{}")
+    python = folder / "bin" / "python"
+    python.write_text(f'#!/bin/sh\ntouch {ran}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    for path in (folder, folder / "bin", folder / "warp-env.json", python):
+        os.chown(path, 65534, 65534)
+    os.chmod(folder.parent, 0o777)  # a shared envs folder
+    result = warp(project_dir, "build", check=False)
+    shown = result.stdout + result.stderr
+    assert result.returncode != 0, shown
+    assert str(folder) in shown and "uid 65534" in shown and "remove" in shown, shown
+    assert "Traceback" not in shown
+    assert not ran.exists(), "the planted Python ran"
+    assert (folder / "warp-env.json").exists(), "the planted folder is left for its owner to see"

@@ -26,6 +26,7 @@ from .conventions import (
 )
 from .deps import Dependencies, PythonRequest, detect_dependencies, detect_python
 from .django import DjangoProject, detect_django
+from .readsource import parse_source, project_bytes, read_source
 
 # How an app is served, in the order detection tries them.
 APP_KINDS = ("shell", "script", "django", "wsgi", "paste", "asgi", "procfile")
@@ -143,8 +144,8 @@ def module_target(setting: str, where: str, value: str) -> str:
 def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
     """The first of ``candidates`` defined at the top level of a module."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
+        tree = parse_source(path)
+    except (OSError, SyntaxError, ValueError):
         return None
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -160,8 +161,8 @@ def _callable_in(path: Path, candidates: tuple[str, ...]) -> str | None:
 def _wsgi_app_in(path: Path) -> str | None:
     """The ``wsgi_app = "module:callable"`` a gunicorn config file sets, if any (read, never run)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, SyntaxError):
+        tree = parse_source(path)
+    except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "wsgi_app" for t in node.targets):
@@ -210,7 +211,13 @@ def read_procfile(root: Path) -> dict[str, str]:
     path = root / "Procfile"
     if not path.is_file():
         return {}
-    return parse_procfile(path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        text = read_source(path)
+    except OSError as error:
+        raise ConfigError(
+            f"Procfile cannot be read: {error.strerror}", "make Procfile a plain text file of the project"
+        ) from None
+    return parse_procfile(text)
 
 
 def _procfile_web(root: Path) -> str | None:
@@ -225,13 +232,26 @@ def _gunicorn_config(root: Path, environment: dict[str, str]) -> tuple[str, str 
     config = environment.get("APP_CONFIG", "").strip()
     if config:
         path = (root / config).resolve()
-        if not path.is_file() or not path.is_relative_to(root):
+        if not path.is_file() or not path.is_relative_to(root.resolve()):
             raise ConfigError(
                 f"APP_CONFIG={config!r} (in the environment file) is not a file of the project",
                 "fix APP_CONFIG: it names the app's gunicorn configuration file, relative to the app's folder",
             )
+        try:
+            read_source(path)  # the file the user named: one detection cannot read is said, not skipped
+        except OSError as error:
+            raise ConfigError(
+                f"APP_CONFIG={config!r} (in the environment file) cannot be read: {error.strerror}",
+                "fix APP_CONFIG: it names the app's gunicorn configuration file, a plain Python file of the project",
+            ) from None
         return path.relative_to(root).as_posix(), _wsgi_app_in(path)
     if (root / "gunicorn.conf.py").is_file():
+        # The same rule as APP_CONFIG's: gunicorn runs this file, so it must be the project's, not a link out of it.
+        if not (root / "gunicorn.conf.py").resolve().is_relative_to(root.resolve()):
+            raise ConfigError(
+                "gunicorn.conf.py is a link to a file outside the project",
+                "make gunicorn.conf.py a file of the project (gunicorn runs it), or remove it",
+            )
         return "gunicorn.conf.py", _wsgi_app_in(root / "gunicorn.conf.py")
     return "", None
 
@@ -392,7 +412,7 @@ def build_inputs_digest(root: Path, environment: dict[str, str], hooks: dict[str
     sha = hashlib.sha256(json.dumps(environment, sort_keys=True).encode())
     for name in ("pre-build", "build-env"):
         if name in hooks:
-            sha.update(name.encode() + b"\0" + (root / hooks[name]).read_bytes())
+            sha.update(name.encode() + b"\0" + project_bytes(root / hooks[name], hooks[name]))
     return sha.hexdigest()
 
 

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .readsource import parse_source, read_source
+
 # Application classes: the dotted name they are imported as -> the protocol their instances speak.
 APP_CLASSES = {
     "flask.Flask": "wsgi",
@@ -203,7 +205,7 @@ class _Reader:
         for path in (self.root / f"{rel}.py", self.root / rel / "__init__.py"):
             if path.is_file():
                 try:
-                    tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+                    tree = parse_source(path)
                 except (OSError, SyntaxError, ValueError):
                     return None
                 other = _Reader(tree)
@@ -260,7 +262,7 @@ def _find_app(tree: ast.Module, reader: _Reader) -> tuple[str | None, str | None
 def read_script(path: Path) -> Script:
     """What ``path`` defines and starts (see :class:`Script`); a file Python cannot parse is neither."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        tree = parse_source(path)
     except (SyntaxError, ValueError) as error:
         return Script(syntax_error=str(error))
     except OSError as error:
@@ -301,7 +303,7 @@ def setup_name(root: Path) -> tuple[str | None, str]:
     setup_py = root / "setup.py"
     if setup_py.is_file():
         try:
-            tree = ast.parse(setup_py.read_text(encoding="utf-8", errors="replace"))
+            tree = parse_source(setup_py)
         except (OSError, SyntaxError, ValueError):
             return None, "setup.py cannot be parsed"
         for call in _calls(tree):
@@ -318,7 +320,7 @@ def setup_name(root: Path) -> tuple[str | None, str]:
     if setup_cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read_string(setup_cfg.read_text(encoding="utf-8", errors="replace"))
+            parser.read_string(read_source(setup_cfg))
         except (OSError, configparser.Error):
             return None, "setup.cfg cannot be parsed"
         name = parser.get("metadata", "name", fallback="").strip()
@@ -337,7 +339,7 @@ def module_name(distribution: str) -> str:
 def assigned_names(path: Path) -> tuple[str, ...]:
     """The names a configuration file assigns at its top level (gunicorn's settings), in order; () if unreadable."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        tree = parse_source(path)
     except (OSError, SyntaxError, ValueError):
         return ()
     names: list[str] = []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..scripts import envfile
+from .readsource import project_bytes
 
 HOOK_DIRS = (".warpdrive/action_hooks", ".s2i/action_hooks")
 ENV_FILES = (".s2i/environment", ".warpdrive/environment")
@@ -77,7 +78,8 @@ def where_set(environment: Mapping[str, str], name: str) -> str:
 
 def _port_number(value: str) -> int | None:
     text = value.strip()
-    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+    # ASCII digits only: str.isdigit() is True for "٣٠٠٠" (int() reads it as 3000) and "²" (int() refuses it).
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
 
 
 def choose_port(
@@ -132,7 +134,7 @@ def read_environment(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
     for rel in ENV_FILES:
         path = root / rel
         if path.is_file():
-            merged.update(parse_environment(path.read_text(encoding="utf-8", errors="replace"), rel))
+            merged.update(parse_environment(project_bytes(path, rel).decode("utf-8", errors="replace"), rel))
             read.append(rel)
     return merged, tuple(read)
 
@@ -164,7 +166,7 @@ def read_setting_files(root: Path) -> dict[str, str]:
     for name, variable in (("server_type", "WARPDRIVE_SERVER_TYPE"), ("home", "WARPDRIVE_APP_HOME")):
         path = root / ".warpdrive" / name
         if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            text = project_bytes(path, f".warpdrive/{name}").decode("utf-8", errors="replace").strip()
             if text:
                 values[variable] = text
     return values

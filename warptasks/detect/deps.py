@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ConfigError
+from .readsource import read_bytes
 
 # Most exact first: a lock file pins everything, requirements.txt may pin,
 # pyproject.toml and setup.py only state ranges.
@@ -60,9 +61,17 @@ def digest_files(root: Path, files: tuple[str, ...]) -> str:
     for rel in files:
         path = root / rel
         sha.update(rel.encode() + b"\0")
-        sha.update(path.read_bytes() if path.is_file() else b"<missing>")
+        sha.update(_bytes(path, rel) if path.is_file() else b"<missing>")
         sha.update(b"\0")
     return sha.hexdigest()
+
+
+def _bytes(path: Path, rel: str) -> bytes:
+    """A dependency file's bytes, read without blocking (see :mod:`.readsource`); a clear error when it cannot be."""
+    try:
+        return read_bytes(path, limit=None)
+    except OSError as error:
+        raise ConfigError(f"{rel} cannot be read: {error.strerror}", f"make {rel} a plain file of the project") from None
 
 
 def requirement_includes(root: Path, name: str) -> tuple[str, ...]:
@@ -80,7 +89,7 @@ def requirement_includes(root: Path, name: str) -> tuple[str, ...]:
                 "fix the -r/-c line or add the file",
             )
         seen.append(rel)
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in _bytes(path, rel).decode("utf-8", errors="replace").splitlines():
             match = _INCLUDE.match(line)
             if match and _URL.match(match.group(2)):
                 # pip could fetch it, but an environment is keyed by the content of its inputs:
@@ -112,7 +121,7 @@ def _normal(rel: str) -> str:
 
 def _pyproject(root: Path) -> dict:
     try:
-        return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+        return tomllib.loads(_bytes(root / "pyproject.toml", "pyproject.toml").decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"pyproject.toml is not UTF-8 text (byte {exc.start}: {exc.reason})", "save the file as UTF-8, as TOML requires"
@@ -245,13 +254,13 @@ def detect_python(root: Path, environment: dict[str, str] | None = None) -> Pyth
     """The Python version the project asks for, if any (``X.Y``)."""
     version_file = root / ".python-version"
     if version_file.is_file():
-        for line in version_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in _bytes(version_file, ".python-version").decode("utf-8", errors="replace").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 return PythonRequest(_major_minor(line, ".python-version"), f".python-version asks for {line}")
     runtime = root / "runtime.txt"
     if runtime.is_file():
-        text = runtime.read_text(encoding="utf-8", errors="replace").strip()
+        text = _bytes(runtime, "runtime.txt").decode("utf-8", errors="replace").strip()
         return PythonRequest(_major_minor(text.removeprefix("python-"), "runtime.txt"), f"runtime.txt asks for {text}")
     return PythonRequest(None, "no .python-version or runtime.txt: the Python running warptasks")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import NoAppFound
 from .conventions import where_set
+from .readsource import parse_source, read_source
 
 _SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""")
 
@@ -32,7 +33,13 @@ def settings_module(root: Path, environment: dict[str, str]) -> tuple[str, str]:
     """
     if environment.get("DJANGO_SETTINGS_MODULE"):
         return environment["DJANGO_SETTINGS_MODULE"], f"DJANGO_SETTINGS_MODULE {where_set(environment, 'DJANGO_SETTINGS_MODULE')}"
-    text = (root / "manage.py").read_text(encoding="utf-8", errors="replace")
+    try:
+        text = read_source(root / "manage.py")
+    except OSError as error:
+        raise NoAppFound(
+            f"manage.py cannot be read: {error.strerror}",
+            "make manage.py a plain file of the project, or set DJANGO_SETTINGS_MODULE in .warpdrive/environment",
+        ) from None
     match = _SETTINGS.search(text)
     if not match:
         raise NoAppFound(
@@ -52,8 +59,8 @@ def module_file(root: Path, dotted: str) -> Path | None:
 
 def _assignments(path: Path) -> dict[str, ast.expr]:
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
+        tree = parse_source(path)
+    except (OSError, SyntaxError, ValueError):
         return {}
     found: dict[str, ast.expr] = {}
     for node in tree.body:

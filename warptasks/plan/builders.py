@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..detect import AppSpec
 from ..detect.django import DjangoProject
+from ..errors import ConfigError
 from ..facts import Facts
 from ..scripts import ISOLATED, source
 from ..scripts import command as script
@@ -121,6 +123,14 @@ def hook_steps(b: Build, hook: str) -> list[Step]:
 
 def venv_steps(b: Build) -> list[Step]:
     python = b.facts.python
+    foreign = dict(b.facts.foreign_envs).get(posixpath.basename(b.env))
+    if foreign and not b.reuse:
+        # In a shared envs folder another account can plant a folder at this build's key: it is never reused (the
+        # probe does not count it complete), and neither removed nor built into, as root or not.
+        raise ConfigError(
+            f"the environment folder {b.env} is not this account's to build in: {foreign}",
+            f"remove {b.env} (and check who can write to {posixpath.dirname(b.env)}), then build again",
+        )
     create: tuple[str, ...]
     env: dict[str, str] = {}
     if b.installer == "uv":

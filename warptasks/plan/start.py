@@ -51,7 +51,7 @@ def _int_setting(spec: AppSpec, what: str) -> int | None:
     for name in names:
         value = spec.environment.get(name, "").strip()
         if value:
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdigit()) or int(value) < 1:
                 raise ConfigError(f"{name}={value!r} in the environment file is not a positive whole number", f"fix {name}")
             return int(value)
     return None

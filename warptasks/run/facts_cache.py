@@ -49,18 +49,34 @@ def open_folder(environ: dict[str, str] | None = None) -> int | None:
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     if not os.path.isabs(base):
         return None
-    folder = os.path.join(base, *SUBDIR)
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
-    try:
-        info = os.fstat(fd)
-        if info.st_uid != os.geteuid():
+    # Each part below the cache home is made and opened relative to the one above, never through a link: a
+    # ``warptasks`` folder swapped for a link to another account's folder is refused, not followed.
+    for name in SUBDIR:
+        try:
+            try:
+                os.mkdir(name, mode=0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
             os.close(fd)
             return None
-        if info.st_mode & 0o077:
+        os.close(fd)
+        fd = inner
+        try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                os.close(fd)
+                return None
+        except OSError:
+            os.close(fd)
+            return None
+    try:
+        if os.fstat(fd).st_mode & 0o077:
             os.fchmod(fd, 0o700)
     except OSError:
         os.close(fd)

@@ -76,7 +76,7 @@ def _read_data():
 
 def _port(data):
     text = os.environ.get("PORT", "").strip() or str(data["fixed_port"])
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:  # "٣٠٠٠".isdigit() is True
         raise Refused("PORT=%r is not a port number (1-65535)" % text)
     if data["port"] is None and text != str(data["fixed_port"]):
         raise Refused("this image's server listens on port %s only; unset PORT or set it to that" % data["fixed_port"])

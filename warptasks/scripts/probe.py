@@ -111,16 +111,75 @@ def _memtotal():
     return None
 
 
+def _trusted(path, directory):
+    """Whether ``path`` itself (never a link) is a folder (or file) of this account or root that no one else may write.
+
+    In a shared envs folder another account can make a folder that looks complete: its Python must never be reused
+    (run by this account, root included, as the builder and the server).
+    """
+    import stat
+
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    kind = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is not None and info.st_uid not in (euid, 0):
+        return False
+    return kind and not _writable_by_others(info)
+
+
+def _writable_by_others(info):
+    """Whether accounts other than the owner may write: others, or a group that is not this account's own (a umask of
+    002 with a group per user makes this account's folders group-writable, by this account's group only)."""
+    if info.st_mode & 0o002:
+        return True
+    return bool(info.st_mode & 0o020) and hasattr(os, "getegid") and info.st_gid != os.getegid()
+
+
 def _envs(envs_dir):
+    """Environments whose build completed, made by this account (or root): the folder and its record are its own."""
     keys = []
     try:
         names = os.listdir(envs_dir)
     except OSError:
         return keys
     for name in names:
-        if os.path.isfile(os.path.join(envs_dir, name, "warp-env.json")):
+        folder = os.path.join(envs_dir, name)
+        if _trusted(folder, True) and _trusted(os.path.join(folder, "warp-env.json"), False):
             keys.append(name)
     return sorted(keys)
+
+
+def _foreign_envs(envs_dir):
+    """[name, why] of the folders in ``envs_dir`` a build may not use: a link, or another account's, or others may write."""
+    import stat
+
+    found = []
+    try:
+        names = os.listdir(envs_dir)
+    except OSError:
+        return found
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    for name in sorted(names):
+        try:
+            info = os.lstat(os.path.join(envs_dir, name))
+        except OSError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            found.append([name, "it is a link"])
+        elif euid is not None and info.st_uid not in (euid, 0):
+            try:
+                import pwd
+
+                owner = "%s (uid %d)" % (pwd.getpwuid(info.st_uid).pw_name, info.st_uid)
+            except (ImportError, KeyError):
+                owner = "uid %d" % info.st_uid
+            found.append([name, "it belongs to " + owner])
+        elif _writable_by_others(info):
+            found.append([name, "other accounts may write to it"])
+    return found
 
 
 def _worker_accounts():
@@ -250,6 +309,7 @@ def gather(request, known=None):
             "state": _json(os.path.join(env_dir, "state.json")) if env_dir else None,
             "current": os.path.realpath(current) if current and os.path.islink(current) else None,
             "complete_envs": _envs(envs_dir) if envs_dir else [],
+            "foreign_envs": _foreign_envs(envs_dir) if envs_dir else [],
             "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
             "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
         }

@@ -1,0 +1,225 @@
+"""Hardening of detection and of the facts it is given: what another account or a hostile tree can plant."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.cases import MANAGE, WSGI, django_tree, facts, write_tree
+from warptasks.detect.app import detect_app
+from warptasks.errors import ConfigError, NoAppFound
+from warptasks.plan import Plan
+from warptasks.plan.build import BuildOptions, plan_build
+from warptasks.scripts import probe
+
+OTHER = 65534  # nobody: tests run as root, so chown to another account works
+
+
+def _env(envs: Path, name: str, owner: int | None = None, mode: int = 0o755) -> Path:
+    folder = envs / name
+    (folder / "bin").mkdir(parents=True)
+    (folder / "warp-env.json").write_text("{}")
+    folder.chmod(mode)
+    if owner is not None:
+        os.chown(folder, owner, owner)
+        os.chown(folder / "warp-env.json", owner, owner)
+    return folder
+
+
+def test_only_own_unwritable_environments_are_complete(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown to another account")
+    envs = tmp_path / "envs"
+    _env(envs, "mine")
+    _env(envs, "planted", owner=OTHER)
+    group_writable = _env(envs, "group-writable", mode=0o775)
+    os.chown(group_writable, 0, OTHER)  # another account's group may write
+    _env(envs, "own-group-writable", mode=0o775)  # a umask of 002: only this account's group may write
+    record_only = _env(envs, "foreign-record")
+    os.chown(record_only / "warp-env.json", OTHER, OTHER)
+    real = _env(tmp_path, "elsewhere")
+    (envs / "linked").symlink_to(real)
+    linked_record = _env(envs, "linked-record")
+    (linked_record / "warp-env.json").unlink()
+    (linked_record / "warp-env.json").symlink_to(real / "warp-env.json")
+    writable_record = _env(envs, "writable-record")
+    (writable_record / "warp-env.json").chmod(0o666)
+    assert probe._envs(str(envs)) == ["mine", "own-group-writable"]
+    foreign = dict(probe._foreign_envs(str(envs)))
+    assert foreign == {
+        "planted": "it belongs to nobody (uid 65534)",
+        "group-writable": "other accounts may write to it",
+        "linked": "it is a link",
+    }
+
+
+def test_an_environment_of_root_is_complete_for_any_account(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    envs = tmp_path / "envs"
+    _env(envs, "root-made")
+    assert probe._envs(str(envs)) == ["root-made"]
+
+
+DEEP_SUM = "x = " + "1+" * 200000 + "1\n"
+DEEP_ATTR = "x = a" + ".b" * 300000 + "\n"
+HUGE = "# padding\n" * 300000 + "app = 1\n"  # 3 MB, past the 2 MiB read cap
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, DEEP_ATTR, HUGE], ids=["deep-sum", "deep-attribute", "over-2MiB"])
+@pytest.mark.parametrize("name", ["app.py", "main.py"])
+def test_an_entry_file_python_cannot_parse_is_run_as_a_script_not_a_traceback(tmp_path: Path, name: str, text: str) -> None:
+    write_tree(tmp_path, {name: text})
+    spec = detect_app(tmp_path)
+    assert (spec.kind, spec.target) == ("script", name)
+    assert "cannot parse it" in spec.why
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, DEEP_ATTR, HUGE], ids=["deep-sum", "deep-attribute", "over-2MiB"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        pytest.param({"wsgi.py": "{}"}, id="wsgi.py"),
+        pytest.param({"asgi.py": "{}"}, id="asgi.py"),
+        pytest.param({"gunicorn.conf.py": "{}", "wsgi.py": WSGI}, id="gunicorn.conf.py"),
+        pytest.param({"setup.py": "{}", "wsgi.py": WSGI}, id="setup.py"),
+        pytest.param({"app.py": "from factory import make\napp = make()\n", "factory.py": "{}"}, id="factory-module"),
+    ],
+)
+def test_other_files_python_cannot_parse_are_unreadable_not_a_traceback(tmp_path: Path, files: dict[str, str], text: str) -> None:
+    write_tree(tmp_path, {name: content.format() if content != "{}" else text for name, content in files.items()})
+    spec = detect_app(tmp_path)  # no RecursionError, no MemoryError
+    assert spec.kind in ("wsgi", "asgi", "script")
+
+
+@pytest.mark.parametrize("text", [DEEP_SUM, HUGE], ids=["deep-sum", "over-2MiB"])
+def test_a_django_settings_module_python_cannot_parse_is_read_as_empty(tmp_path: Path, text: str) -> None:
+    write_tree(tmp_path, {**django_tree(), "mysite/settings.py": text})
+    spec = detect_app(tmp_path)
+    assert spec.kind == "django"
+
+
+def test_a_huge_manage_py_is_a_clear_error(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**django_tree(manage=MANAGE + "#\n" * 1_200_000)})
+    with pytest.raises(NoAppFound, match="manage.py cannot be read: it is larger than 2 MiB"):
+        detect_app(tmp_path)
+
+
+SPECIAL = [
+    pytest.param("fifo", id="fifo"),
+    pytest.param(
+        "/proc/kmsg", id="proc-kmsg", marks=pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="no /proc/kmsg")
+    ),
+]
+
+
+def _special(tmp_path: Path, target: str) -> str:
+    if target == "fifo":
+        fifo = tmp_path / "outside.fifo"
+        os.mkfifo(fifo)
+        return str(fifo)
+    return target
+
+
+@pytest.mark.parametrize("target", SPECIAL)
+@pytest.mark.parametrize(
+    "name, others",
+    [
+        ("app.py", {}),
+        ("wsgi.py", {}),
+        ("gunicorn.conf.py", {"wsgi.py": WSGI}),
+        ("setup.py", {"wsgi.py": WSGI}),
+        ("setup.cfg", {"wsgi.py": WSGI}),
+        ("factory.py", {"app.py": "from factory import make\napp = make()\n"}),
+        ("mysite/settings.py", django_tree()),
+    ],
+)
+def test_an_entry_file_linked_to_a_blocking_special_file_never_blocks(
+    tmp_path: Path, target: str, name: str, others: dict[str, str]
+) -> None:
+    project = tmp_path / "project"
+    others = {k: v for k, v in others.items() if k != name}
+    write_tree(project, others)
+    (project / name).parent.mkdir(parents=True, exist_ok=True)
+    (project / name).symlink_to(_special(tmp_path, target))
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(_detect_or_error(project)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), f"detection blocked reading {name} -> {target}"
+    assert result and not isinstance(result[0], BaseException) or isinstance(result[0], (ConfigError, NoAppFound))
+
+
+def _detect_or_error(root: Path) -> object:
+    try:
+        return detect_app(root)
+    except Exception as error:  # noqa: BLE001 - the test checks which
+        return error
+
+
+def test_a_gunicorn_conf_py_linked_outside_the_project_is_refused_like_app_config(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text('wsgi_app = "wsgi:application"\n')
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI})
+    (project / "gunicorn.conf.py").symlink_to(outside)
+    with pytest.raises(ConfigError, match="gunicorn.conf.py is a link to a file outside the project"):
+        detect_app(project)
+    (project / "gunicorn.conf.py").unlink()
+    (project / "conf").mkdir()
+    (project / "conf" / "gunicorn.py").symlink_to(outside)
+    write_tree(project, {".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"})
+    with pytest.raises(ConfigError, match="APP_CONFIG='conf/gunicorn.py'"):
+        detect_app(project)
+
+
+def test_a_gunicorn_conf_py_linked_inside_the_project_is_read(tmp_path: Path) -> None:
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI, "conf/gunicorn.py": 'wsgi_app = "wsgi:application"\n'})
+    (project / "gunicorn.conf.py").symlink_to("conf/gunicorn.py")
+    spec = detect_app(project)
+    assert spec.target == "wsgi:application"
+
+
+def test_a_build_whose_environment_folder_is_another_accounts_is_refused_naming_it(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": WSGI, "requirements.txt": "flask\n"}))
+    target = facts()
+    env = _planned_env(plan_build(spec, target, BuildOptions(project="/srv/app")))
+    planted = replace(target, foreign_envs=((env.rsplit("/", 1)[1], "it belongs to nobody (uid 65534)"),))
+    with pytest.raises(ConfigError) as error:
+        plan_build(spec, planted, BuildOptions(project="/srv/app"))
+    assert env in error.value.message and "nobody (uid 65534)" in error.value.message
+    assert f"remove {env}" in error.value.hint
+    # Another account's folder beside it (another key) is no one's business here.
+    beside = replace(target, foreign_envs=(("py3.11-other", "it belongs to nobody (uid 65534)"),))
+    assert _planned_env(plan_build(spec, beside, BuildOptions(project="/srv/app"))) == env
+
+
+def _planned_env(plan: Plan) -> str:
+    return next(s for s in plan.steps if s.name == "virtualenv").argv[-1]
+
+
+PROJECT_FILES = [".s2i/environment", ".warpdrive/environment", ".warpdrive/server_type", ".warpdrive/action_hooks/pre-build"]
+
+
+@pytest.mark.parametrize("rel", PROJECT_FILES)
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="no readable /proc/kmsg")
+def test_a_project_file_linked_to_a_blocking_file_is_a_clear_error_not_a_hang(tmp_path: Path, rel: str) -> None:
+    # /proc/kmsg is a "regular file" (is_file() is True) whose read blocks until the kernel logs something.
+    project = write_tree(tmp_path / "project", {"wsgi.py": WSGI})
+    (project / rel).parent.mkdir(parents=True, exist_ok=True)
+    (project / rel).symlink_to("/proc/kmsg")
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(_detect_or_error(project)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), f"detection blocked reading {rel}"
+    assert isinstance(result[0], ConfigError) and f"{rel} cannot be read" in result[0].message, result
+
+
+def test_an_app_config_detection_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    files = {"wsgi.py": WSGI, "conf/gunicorn.py": HUGE, ".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"}
+    with pytest.raises(ConfigError, match="APP_CONFIG='conf/gunicorn.py' .* cannot be read: it is larger than 2 MiB"):
+        detect_app(write_tree(tmp_path, files))
