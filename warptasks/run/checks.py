@@ -16,7 +16,9 @@ from ..scripts import ISOLATED, command, source
 
 # How every step is run, whatever invoke's configuration says (run.echo would print the step's command line with
 # the environment file's values; run.env would add variables such as BASH_ENV to every step): the same everywhere.
-RUN_OPTIONS: dict[str, Any] = {"warn": True, "pty": False, "in_stream": False, "echo": False, "env": {}, "replace_env": False}
+# replace_env stays the runner's own: invoke's Context keeps this process's environment, fabric's Connection sends
+# none of it to the host (forcing it off there would export this machine's whole environment on every host step).
+RUN_OPTIONS: dict[str, Any] = {"warn": True, "pty": False, "in_stream": False, "echo": False, "env": {}}
 
 SHARED = ("port_check.py", "read_check.py")  # the checks that may share a process
 FIRST = 64  # warptasks.scripts.checks' exit status for its first check
