@@ -9,6 +9,7 @@ the OpenShift API reference (route.openshift.io/v1, image.openshift.io/v1, build
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,53 @@ def test_a_procfile_release_line_alone_gets_the_migration_job(tmp_path: Path) ->
     root = write_tree(tmp_path / "shop", files)
     jobs = [m.body for m in plan_manifests(detect_app(str(root)), KubeOptions(image=IMAGE)) if m.body["kind"] == "Job"]
     assert len(jobs) == 1 and jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"] == [WARP, "migrate"]
+
+
+def _named(port: int | str, container: dict[str, Any]) -> int:
+    """A probe's or Service's port as the kubelet resolves it: a name is the container's port of that name."""
+    if isinstance(port, int):
+        return port
+    return int(next(p["containerPort"] for p in container["ports"] if p["name"] == port))
+
+
+def _served_ports(bodies: list[dict[str, Any]]) -> set[int]:
+    """Every port the manifests send the web pods' traffic and probes to, and the PORT the ConfigMap gives them."""
+    web = next(d for d in _by_kind(bodies, "Deployment") if d["metadata"]["name"].endswith("-web"))
+    container = web["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["containerPort"] for p in container["ports"]}
+    ports |= {_named(p["targetPort"], container) for p in _by_kind(bodies, "Service")[0]["spec"]["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if "httpGet" in container[probe]:
+            ports.add(_named(container[probe]["httpGet"]["port"], container))
+    ports.add(int(_by_kind(bodies, "ConfigMap")[0]["data"]["PORT"]))
+    return ports
+
+
+# environment files -> the port the image built from the tree serves on (and so the pods)
+PORT_PROJECTS = [
+    pytest.param({}, 8080, id="no-environment-file"),
+    pytest.param({".s2i/environment": "PORT=9000\n"}, 9000, id="s2i-environment"),
+    pytest.param({".warpdrive/environment": "PORT=8123\n"}, 8123, id="warpdrive-environment"),
+    pytest.param({".s2i/environment": "PORT=9000\n", ".warpdrive/environment": "PORT=9001\n"}, 9001, id="both-later-wins"),
+    pytest.param({".s2i/environment": "PORT=\nOTHER=1\n"}, 8080, id="blank-port"),
+    pytest.param({".s2i/environment": "export PORT='9002'\n", "Procfile": "worker: python w.py\n"}, 9002, id="procfile"),
+]
+
+
+@pytest.mark.parametrize(("files", "port"), PORT_PROJECTS)
+def test_the_pods_port_is_the_one_the_image_of_the_same_tree_exposes(tmp_path: Path, files: dict[str, str], port: int) -> None:
+    """warp kube defaulted to 8080 while warp s2i's image of a project with PORT=9000 exposed and served 9000."""
+    root = write_tree(tmp_path / "shop", {"wsgi.py": WSGI, "requirements.txt": "six\n", **files})
+    image_spec = detect_app(str(root))  # as warp s2i detects: without the shell's environment
+    # The image's port, as warptasks.image.build puts it into the ImageBuild: its EXPOSE and expose-services label.
+    build = img.ImageBuild("python:3.11-slim", (), "/usr/local/bin/python3.11", "w.whl", {}, port=img.app_port(image_spec))
+    (exposed,) = re.findall(r"^EXPOSE (\d+)$", img.runtime_dockerfile(build), re.MULTILINE)
+    label = img.image_labels(image_spec, "mod_wsgi", None, builder=False)["io.openshift.expose-services"]
+    assert int(exposed) == port and label == f"{port}:http"
+    # A shell that exports PORT changes neither the image nor the pods (warp s2i and warp kube never read it).
+    for environ in (None, {"PORT": "7000"}):
+        kube_spec = detect_app(str(root), environ=environ)
+        assert _served_ports([m.body for m in plan_manifests(kube_spec, KubeOptions(image=IMAGE))]) == {port}
+    # --port still wins, everywhere.
+    given = [m.body for m in plan_manifests(image_spec, KubeOptions(image=IMAGE, port=9100))]
+    assert _served_ports(given) == {9100}

@@ -139,3 +139,20 @@ def test_warp_kube_env_file_errors_never_show_the_line(tmp_path: Path, line: str
     assert "line 2 is not NAME=VALUE" in printed.err
     assert "s3cr3t" not in printed.out + printed.err
     assert not (tmp_path / "k8s").exists()
+
+
+def test_warp_kube_serves_on_the_projects_port_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image of a project with PORT=9000 serves on 9000: the pods were told 8080, the port no one listened on."""
+    project = write_tree(tmp_path / "app", {"wsgi.py": WSGI, ".s2i/environment": "PORT=9000\n"})
+    monkeypatch.setenv("PORT", "7000")  # the shell's: the image never sees it, so neither do the pods
+    out = tmp_path / "k8s"
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out))
+    assert "port: 9000 (PORT in .s2i/environment, as the image warp s2i builds" in capsys.readouterr().out
+    assert yaml.safe_load((out / "configmap.yaml").read_text())["data"]["PORT"] == "9000"
+    container = yaml.safe_load((out / "deployment-web.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["containerPort"] == 9000
+    _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out), "--port", "9100")
+    assert "port: 9100 (--port)" in capsys.readouterr().out
+    assert yaml.safe_load((out / "configmap.yaml").read_text())["data"]["PORT"] == "9100"

@@ -27,7 +27,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..detect import AppSpec
@@ -240,7 +240,13 @@ def env_stage(spec: AppSpec | None) -> str:
 def app_port(spec: AppSpec | None) -> int:
     """The port an app image serves on unless the container sets ``PORT``: the project's ``PORT`` (its environment
     file, as the S2I builder reads it), else 8080 (see :func:`warptasks.image.runtime.image_port`)."""
-    return PORT if spec is None else start_port(spec, None)[0]
+    return PORT if spec is None else app_port_why(spec)[0]
+
+
+def app_port_why(spec: AppSpec) -> tuple[int, str]:
+    """:func:`app_port` and why. Only the project's files count, never the process environment of the machine that
+    builds the image (or writes its Kubernetes manifests, which run on this port by default)."""
+    return start_port(replace(spec, process_environment={}), None)
 
 
 def image_labels(spec: AppSpec | None, server: str, commit: str | None, *, builder: bool) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from ..detect import AppSpec
+from ..detect.conventions import ENV_FILES
 from ..errors import ConfigError
 from ..image import dockerfile as img
 from ..plan.resources import MEMORY_PER_PROCESS, MiB, Resources, worker_capacity
@@ -64,13 +65,27 @@ class KubeOptions:
     env_file_values: dict[str, str] = field(default_factory=dict)  # the --env-file's values: only ever in a Secret
     config: dict[str, str] = field(default_factory=dict)  # non-secret settings for the ConfigMap
     health_path: str = "/"
-    port: int = img.PORT  # the port the server listens on in the pod (PORT in the ConfigMap; the image's entry point reads it)
+    # The port the server listens on in the pod (PORT in the ConfigMap; the image's entry point reads it). None: the
+    # port the image built from the same tree serves on (see pod_port).
+    port: int | None = None
 
 
 @dataclass(frozen=True)
 class Manifest:
     filename: str
     body: dict[str, Any]
+
+
+def pod_port(spec: AppSpec, options: KubeOptions) -> tuple[int, str]:
+    """The pod's port and why: ``--port``, else the port ``warp s2i`` builds the image of this tree to serve on (the
+    project's ``PORT`` in its environment file, else 8080), so the pod, the image's EXPOSE and its label agree. Never
+    the shell's ``PORT``: the image does not see it either."""
+    if options.port is not None:
+        return options.port, "--port"
+    port, where = img.app_port_why(spec)
+    if str(spec.environment.get("PORT") or "").strip():
+        return port, f"{where}, as the image warp s2i builds from this tree serves on"
+    return port, f"the image's default: no PORT in {' or '.join(ENV_FILES)}; --port sets another"
 
 
 def cpu_count(text: str) -> float:
@@ -411,8 +426,9 @@ def build_config(options: KubeOptions, name: str) -> dict[str, Any]:
 def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
     """Every manifest for ``spec``, in the order they are applied (configuration, the migration Job, the rest)."""
     name = app_name(spec, options.name)
-    if not 0 < options.port < 65536:
-        raise ConfigError(f"--port {options.port} is not a port number", "give a port from 1 to 65535 (default 8080)")
+    if options.port is not None and not 0 < options.port < 65536:
+        raise ConfigError(f"--port {options.port} is not a port number", "give a port from 1 to 65535 (default: the image's)")
+    options = replace(options, port=pod_port(spec, options)[0])
     if "PORT" in options.config:
         raise ConfigError("--config PORT=... would differ from the container's port", "use --port instead")
     if options.autoscale and not 1 <= options.autoscale[0] <= options.autoscale[1]:

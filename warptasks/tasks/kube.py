@@ -36,7 +36,8 @@ KUBE_HELP = {
     "env-file": "an environment file (NAME=VALUE lines) made into a Secret the pods read; its values never go "
     "into the ConfigMap; the Secret's file is written 0600: keep it out of version control",
     "config": "NAME=VALUE for the ConfigMap (non-secret settings); repeatable",
-    "port": "the port the server listens on in the pod (default 8080, the image's)",
+    "port": "the port the server listens on in the pod (default: the image's, as warp s2i builds it from this tree: "
+    "PORT in .s2i/environment, else 8080)",
     "health-path": "the path HTTP probes GET when the app has no ready/alive hook (default /)",
 }
 
@@ -106,11 +107,12 @@ def kube(
     env_file=None,
     config=None,
     health_path="/",
-    port=8080,
+    port=None,
 ):
     """Write Kubernetes manifests (OpenShift's with --openshift) that run the image warp s2i built, as warp start would."""
     with reported():
         from ..kube import KubeOptions, plan_manifests, to_files
+        from ..kube.manifests import pod_port
 
         opts = Settings.resolve(c.config, project=project, server=server)
         spec = actions.detect(opts)
@@ -132,11 +134,12 @@ def kube(
             env_file_values=_env_file(env_file),
             config=_pairs(config),
             health_path=health_path,
-            port=int(port),
+            port=None if port is None else int(port),
         )
         manifests = plan_manifests(spec, options)
         for path in to_files(manifests, Path(out)):
             print(f"wrote {path}")
+        print("port: {} ({})".format(*pod_port(spec, options)))
         if options.env_file_values:
             secret = Path(out) / "secret.yaml"
             print(f"note: {secret} holds the environment file's values (mode 0600): keep it out of version control")
