@@ -57,7 +57,13 @@ OPTIONS = {
     ),
     "tls-secret": KubeOptions(image=IMAGE, domain="shop.example.com", tls_secret="shop-tls", cpu="500m", memory="1Gi"),
     "openshift": KubeOptions(
-        image=IMAGE, domain="shop.example.com", openshift=True, builder="warp-builder", git="https://git.example.com/shop.git"
+        image=IMAGE,
+        domain="shop.example.com",
+        openshift=True,
+        builder="warp-builder",
+        git="https://git.example.com/shop.git",
+        git_ref="main",
+        git_secret="shop-git",
     ),
 }
 OPENSHIFT_KINDS = {"Route", "ImageStream", "BuildConfig"}
@@ -123,7 +129,7 @@ OPENSHIFT_FIELDS: dict[str, Any] = {
         "kind": {"BuildConfig"},
         "metadata": META,
         "spec": {
-            "source": {"type": {"Git"}, "git": {"uri": str, "ref": str}},
+            "source": {"type": {"Git"}, "git": {"uri": str, "ref": str}, "sourceSecret": {"name": str}},
             "strategy": {
                 "type": {"Source"},
                 "sourceStrategy": {"from": {"kind": {"ImageStreamTag", "DockerImage"}, "name": str}},
@@ -389,3 +395,51 @@ def test_the_pods_port_is_the_one_the_image_of_the_same_tree_exposes(tmp_path: P
     # --port still wins, everywhere.
     given = [m.body for m in plan_manifests(image_spec, KubeOptions(image=IMAGE, port=9100))]
     assert _served_ports(given) == {9100}
+
+
+CREDENTIAL_URLS = [
+    "https://shop:s3cr3t-token@git.example.com/shop.git",
+    "https://s3cr3t-token@git.example.com/shop.git",
+    "HTTP://oauth2:s3cr3t-token@git.example.com/shop.git",
+    "https://user:p@ss:s3cr3t-token@git.example.com/shop.git",
+    "https://git.example.com/shop.git?private_token=s3cr3t-token",
+    "ssh://git:s3cr3t-token@git.example.com/shop.git",
+    "git:s3cr3t-token@git.example.com:shop/shop.git",
+]
+
+
+@pytest.mark.parametrize("url", CREDENTIAL_URLS)
+def test_a_git_url_carrying_credentials_is_refused_without_showing_them(tmp_path: Path, url: str) -> None:
+    """buildconfig.yaml (0644, meant for version control) and the cluster's BuildConfig held the token."""
+    options = KubeOptions(image="", openshift=True, builder="warp-builder", git=url)
+    with pytest.raises(ConfigError, match="carries credentials") as refused:
+        _manifests(tmp_path, "django", options)
+    assert "s3cr3t" not in str(refused.value) + (refused.value.hint or "")
+    assert "git.example.com" in str(refused.value) and "--git-secret NAME" in (refused.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://git.example.com/shop.git", "ssh://git@git.example.com:2222/shop.git", "git@github.com:shop/shop.git"],
+)
+def test_a_git_url_without_credentials_and_the_clone_secret_make_the_build_config(tmp_path: Path, url: str) -> None:
+    options = KubeOptions(image="", openshift=True, builder="warp-builder", git=url, git_secret="shop-git")
+    (build,) = _by_kind(_manifests(tmp_path, "django", options), "BuildConfig")
+    assert build["spec"]["source"]["git"] == {"uri": url}
+    assert build["spec"]["source"]["sourceSecret"] == {"name": "shop-git"}
+    _strict(build, OPENSHIFT_FIELDS["BuildConfig"], "BuildConfig")
+    without = KubeOptions(image="", openshift=True, builder="warp-builder", git=url)
+    assert "sourceSecret" not in _by_kind(_manifests(tmp_path / "b", "django", without), "BuildConfig")[0]["spec"]["source"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        KubeOptions(image=IMAGE, git_secret="shop-git"),
+        KubeOptions(image="", openshift=True, builder="b", git="https://git.example.com/s.git", git_secret="Shop_Git"),
+    ],
+)
+def test_a_git_secret_needs_the_build_config_and_a_secret_name(tmp_path: Path, options: KubeOptions) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _manifests(tmp_path, "django", options)
+    assert refused.value.hint

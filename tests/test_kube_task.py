@@ -156,3 +156,17 @@ def test_warp_kube_serves_on_the_projects_port_and_says_why(
     _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out), "--port", "9100")
     assert "port: 9100 (--port)" in capsys.readouterr().out
     assert yaml.safe_load((out / "configmap.yaml").read_text())["data"]["PORT"] == "9100"
+
+
+def test_warp_kube_refuses_a_git_url_with_a_token_and_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = write_tree(tmp_path / "app", {"wsgi.py": WSGI})
+    out = tmp_path / "oc"
+    base = ("kube", "--project", str(project), "--openshift", "--builder", "warp-builder", "--out", str(out))
+    with pytest.raises(SystemExit) as exited:
+        program.run(["warp", *base, "--git", "https://deploy:glpat-s3cr3t@git.example.com/shop.git"])
+    printed = capsys.readouterr()
+    assert exited.value.code == 1 and "--git-secret NAME" in printed.err
+    assert "s3cr3t" not in printed.out + printed.err and not out.exists()
+    _warp(*base, "--git", "https://git.example.com/shop.git", "--git-secret", "shop-git")
+    source = yaml.safe_load((out / "buildconfig.yaml").read_text())["spec"]["source"]
+    assert source == {"type": "Git", "git": {"uri": "https://git.example.com/shop.git"}, "sourceSecret": {"name": "shop-git"}}

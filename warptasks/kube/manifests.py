@@ -41,6 +41,7 @@ PROBE_TIMEOUT = 8
 PART_OF = "app.kubernetes.io/part-of"
 LABEL = 63  # a DNS-1123 label's limit: a container's name, a label value
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")  # a Secret's name
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 
 
@@ -58,6 +59,7 @@ class KubeOptions:
     builder: str | None = None  # the warp builder image (ImageStreamTag name or image) for a BuildConfig
     git: str | None = None
     git_ref: str | None = None
+    git_secret: str | None = None  # the BuildConfig's source clone secret (credentials never go into --git)
     replicas: int = 2
     autoscale: tuple[int, int] | None = None  # (min, max) replicas
     cpu: str = "1"
@@ -393,12 +395,45 @@ def image_stream(name: str) -> dict[str, Any]:
     }
 
 
+def git_credentials(url: str) -> str | None:
+    """What in ``url`` is (or may be) a credential, or None: a password (``https://user:token@host``, also ssh's and
+    scp-like ``user:pass@host:path``), any user in an http(s) URL (a token is often the user: ``https://ghp_...@``),
+    a query string (``?private_token=...``). ssh's ``git@host`` alone is a user name, not a secret."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        userinfo, at, _host = authority.rpartition("@")  # a password may hold "@": the userinfo ends at the last one
+        if at and ":" in userinfo:
+            return "a password or token after the user name"
+        if at and scheme.lower() in ("http", "https"):
+            return "a user name, which is often a token"
+        if "?" in rest[len(authority) :].split("#", 1)[0]:
+            return "a query string, which may hold a token"
+        return None
+    head = url.split("/", 1)[0]  # scp-like [user@]host:path
+    userinfo, at, _host = head.rpartition("@")
+    return "a password or token after the user name" if at and ":" in userinfo else None
+
+
+def _public_git(url: str) -> str:
+    """``url`` without its user, password and query, for an error message (``https://host/path``)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        path = re.split(r"[?#]", rest[len(authority) :], maxsplit=1)[0]
+        return f"{scheme}://{authority.rpartition('@')[2]}{path}"
+    head, slash, path = url.partition("/")
+    return head.rpartition("@")[2] + slash + path
+
+
 def build_config(options: KubeOptions, name: str) -> dict[str, Any]:
     """The seed's ``oc new-app builder~repo``: a Source (S2I) build with the warp builder, on a git push or ``oc start-build``."""
     assert options.builder and options.git
     source: dict[str, Any] = {"type": "Git", "git": {"uri": options.git}}
     if options.git_ref:
         source["git"]["ref"] = options.git_ref
+    if options.git_secret:
+        source["sourceSecret"] = {"name": options.git_secret}
     builder = options.builder
     from_ref = (
         {"kind": "ImageStreamTag", "name": builder if ":" in builder else f"{builder}:latest"}
@@ -433,9 +468,24 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         raise ConfigError("--config PORT=... would differ from the container's port", "use --port instead")
     if options.autoscale and not 1 <= options.autoscale[0] <= options.autoscale[1]:
         raise ConfigError(f"--autoscale {options.autoscale[0]}:{options.autoscale[1]} is not MIN:MAX", "e.g. --autoscale 2:10")
-    if (options.builder or options.git) and not (options.openshift and options.builder and options.git):
+    if (options.builder or options.git or options.git_secret) and not (options.openshift and options.builder and options.git):
         raise ConfigError(
             "a BuildConfig needs --openshift, --builder and --git together", "e.g. --openshift --builder warp-builder --git URL"
+        )
+    credentials = git_credentials(options.git) if options.git else None
+    if options.git and credentials:
+        # buildconfig.yaml is 0644 and meant for version control, and the BuildConfig is readable by anyone who may
+        # read the namespace's builds: the credential would be in both. Never shown here either (CI logs).
+        raise ConfigError(
+            f"--git {_public_git(options.git)} carries credentials ({credentials}), which would be written into "
+            "buildconfig.yaml and the cluster's BuildConfig",
+            "give --git without them, and the credentials as a source clone secret in the namespace: --git-secret NAME "
+            "(a kubernetes.io/basic-auth secret with username and password, or a kubernetes.io/ssh-auth one)",
+        )
+    if options.git_secret and (not _SUBDOMAIN.match(options.git_secret) or len(options.git_secret) > 253):
+        raise ConfigError(
+            f"--git-secret {options.git_secret!r} cannot name a Secret",
+            "give the secret's name: lowercase letters, digits, '-' and '.'",
         )
     if not options.image:
         if not options.builder:
