@@ -22,7 +22,7 @@ from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
 from warptasks.image import dockerfile as img
 from warptasks.kube import KubeOptions, plan_manifests, to_files, to_yaml
-from warptasks.kube.manifests import MEMORY_PER_PROCESS, WARP, MiB
+from warptasks.kube.manifests import _NAME, MEMORY_PER_PROCESS, WARP, MiB
 
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 IMAGE = "registry.example.com/shop/web:1.4"
@@ -443,3 +443,40 @@ def test_a_git_secret_needs_the_build_config_and_a_secret_name(tmp_path: Path, o
     with pytest.raises(ConfigError) as refused:
         _manifests(tmp_path, "django", options)
     assert refused.value.hint
+
+
+def _selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return all(pod_labels.get(key) == value for key, value in selector.items())
+
+
+@pytest.mark.parametrize("options_name", ["plain", "everything"])
+def test_no_selector_selects_the_migration_job_s_pods_whatever_the_process_types(tmp_path: Path, options_name: str) -> None:
+    """A Procfile type named migrate had the Job's labels: its Deployment's selector took the Job's pods as its own."""
+    types = ["migrate", "job", "migrate-job", "migration", "config", "build", "worker", "web-migrate"]
+    procfile = "web: gunicorn wsgi\n" + "".join(f"{kind}: python {kind}.py\n" for kind in types) + "release: python r.py\n"
+    root = write_tree(tmp_path / "shop", PROJECTS["django"] | {"Procfile": procfile})
+    bodies = [m.body for m in plan_manifests(detect_app(str(root)), OPTIONS[options_name])]
+    (job,) = _by_kind(bodies, "Job")
+    job_pods = job["spec"]["template"]["metadata"]["labels"]
+    assert job["metadata"]["labels"] == job_pods and not _NAME.match(job_pods["app.kubernetes.io/component"])
+    deployments = {d["metadata"]["name"]: d for d in _by_kind(bodies, "Deployment")}
+    assert len(deployments) == len(types) + 1
+    selectors = {f"Deployment/{n}": d["spec"]["selector"]["matchLabels"] for n, d in deployments.items()}
+    selectors |= {f"{b['kind']}/{b['metadata']['name']}": b["spec"]["selector"] for b in _by_kind(bodies, "Service")}
+    selectors |= {
+        f"PodDisruptionBudget/{b['metadata']['name']}": b["spec"]["selector"]["matchLabels"]
+        for b in _by_kind(bodies, "PodDisruptionBudget")
+    }
+    for hpa in _by_kind(bodies, "HorizontalPodAutoscaler"):  # an autoscaler counts the pods of the Deployment it scales
+        target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
+        selectors[f"HorizontalPodAutoscaler/{hpa['metadata']['name']}"] = target["spec"]["selector"]["matchLabels"]
+    assert len(selectors) == len(deployments) + 2 + (options_name == "everything")
+    for where, selector in selectors.items():
+        assert selector and not _selects(selector, job_pods), f"{where} selects the migration Job's pods"
+    # And each Deployment's pods are its own alone; the Service and the budget take the web pods only.
+    for name, deployment in deployments.items():
+        pods = deployment["spec"]["template"]["metadata"]["labels"]
+        chosen = {where for where, selector in selectors.items() if _selects(selector, pods)}
+        web = name == "shop-web"
+        expected = {f"Deployment/{name}"} | ({"Service/shop", "PodDisruptionBudget/shop-web"} if web else set())
+        assert chosen - {"HorizontalPodAutoscaler/shop-web"} == expected, name

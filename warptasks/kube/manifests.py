@@ -42,6 +42,10 @@ PART_OF = "app.kubernetes.io/part-of"
 LABEL = 63  # a DNS-1123 label's limit: a container's name, a label value
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")  # a Secret's name
+# The migration Job's component label. Every selector (each Deployment's, the Service's, the budget's) requires the
+# component of a process type: "web" or a Procfile type, which must match _NAME. This value cannot (it holds a dot),
+# so no selector ever takes the Job's pods as its own, whatever the Procfile names its types (migrate, job...).
+JOB_COMPONENT = "migrate.job"
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 
 
@@ -253,7 +257,7 @@ def migrate_job(spec: AppSpec, options: KubeOptions, name: str) -> dict[str, Any
         return None
     resources, _workers = sizing(spec, options)
     volumes, mounts = _writable_volumes()
-    selector = labels(name, "migrate")
+    selector = labels(name, JOB_COMPONENT)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
