@@ -28,6 +28,9 @@ def test_warp_kube_writes_the_manifests_and_the_order_to_apply_them(tmp_path: Pa
     _warp("kube", "--project", str(project), "--image", "registry.example.com/shop/web:1.4", "--domain", "shop.example.com",
           "--out", str(out), "--env-file", str(env_file), "--autoscale", "2:10", "--config", "DJANGO_DEBUG=0")  # fmt: skip
     printed = capsys.readouterr().out
+    # Server-side: a client-side apply copies the Secret's values into its last-applied-configuration annotation.
+    assert f"apply: kubectl apply --server-side -k {out}; " in printed and "apply -k" not in printed
+    assert "last-applied-configuration" in printed
     assert "kubectl wait --for=condition=complete job/shop-migrate-1-4-" in printed
     assert "not-in-any-configmap" not in printed
     files = {p.name for p in out.iterdir()}
@@ -168,5 +171,6 @@ def test_warp_kube_refuses_a_git_url_with_a_token_and_names_the_fix(tmp_path: Pa
     assert exited.value.code == 1 and "--git-secret NAME" in printed.err
     assert "s3cr3t" not in printed.out + printed.err and not out.exists()
     _warp(*base, "--git", "https://git.example.com/shop.git", "--git-secret", "shop-git")
+    assert f"apply: oc apply --server-side -k {out}\n" in capsys.readouterr().out
     source = yaml.safe_load((out / "buildconfig.yaml").read_text())["spec"]["source"]
     assert source == {"type": "Git", "git": {"uri": "https://git.example.com/shop.git"}, "sourceSecret": {"name": "shop-git"}}

@@ -144,16 +144,22 @@ def kube(
         for path in to_files(manifests, Path(out)):
             print(f"wrote {path}")
         print("port: {} ({})".format(*pod_port(spec, options)))
+        tool = "oc" if openshift else "kubectl"
         if options.env_file_values:
             secret = Path(out) / "secret.yaml"
             print(f"note: {secret} holds the environment file's values (mode 0600): keep it out of version control")
-        tool = "oc" if openshift else "kubectl"
+            print(
+                f"note: apply server-side, as below: a client-side {tool} apply copies the Secret's values, in clear, "
+                "into its kubectl.kubernetes.io/last-applied-configuration annotation"
+            )
+        # Server-side apply keeps no last-applied copy of an object (the Secret's values were in its annotation).
+        apply = f"{tool} apply --server-side -k {out}"
         if any(m.body["kind"] == "Job" for m in manifests):
             job = next(m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Job")
             print(
-                f"apply: {tool} apply -k {out}; the migration Job runs once per image: "
+                f"apply: {apply}; the migration Job runs once per image: "
                 f"{tool} wait --for=condition=complete job/{job} --timeout=10m, "
                 "then the new Deployments roll out (their pods become ready only once the app answers)"
             )
         else:
-            print(f"apply: {tool} apply -k {out}")
+            print(f"apply: {apply}")
