@@ -11,7 +11,7 @@ import yaml
 from invoke import Context
 from invoke.exceptions import Exit
 
-from tests.cases import WSGI, django_tree, write_tree
+from tests.cases import WSGI, Exe, django_tree, write_tree
 from warptasks import tasks
 from warptasks.cli import program
 
@@ -174,3 +174,17 @@ def test_warp_kube_refuses_a_git_url_with_a_token_and_names_the_fix(tmp_path: Pa
     assert f"apply: oc apply --server-side -k {out}\n" in capsys.readouterr().out
     source = yaml.safe_load((out / "buildconfig.yaml").read_text())["spec"]["source"]
     assert source == {"type": "Git", "git": {"uri": "https://git.example.com/shop.git"}, "sourceSecret": {"name": "shop-git"}}
+
+
+def test_warp_kube_says_when_the_checkout_s_hooks_decide_the_probes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The probes exec the hooks of the image, chosen from the hooks of the checkout: the output did not say so."""
+    hooked = write_tree(tmp_path / "hooked", {"wsgi.py": WSGI, ".s2i/action_hooks/alive": Exe("#!/bin/sh\nexit 0\n")})
+    _warp("kube", "--project", str(hooked), "--image", "r/x:1", "--out", str(tmp_path / "a"), "--health-path", "/up")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("probes: ")]
+    assert lines == [
+        "probes: ready: HTTP GET /up, alive: warp health alive (.s2i/action_hooks/alive), from this checkout's hooks: "
+        "the image must have the same ones (it has when warp s2i built it from this tree)"
+    ]
+    plain = write_tree(tmp_path / "plain", {"wsgi.py": WSGI})
+    _warp("kube", "--project", str(plain), "--image", "r/x:1", "--out", str(tmp_path / "b"))
+    assert "probes: " not in capsys.readouterr().out

@@ -167,6 +167,21 @@ def _probes(spec: AppSpec, options: KubeOptions) -> dict[str, Any]:
     }
 
 
+def probe_note(spec: AppSpec, options: KubeOptions) -> str | None:
+    """One line when the checkout's ready/alive hooks decide the probes (None when no hook does): they are read here,
+    not from the image, which has the same hooks only when it was built from the same tree."""
+    if not any(hook in spec.hooks for hook in ("ready", "alive")):
+        return None
+    chosen = ", ".join(
+        f"{hook}: warp health {hook} ({spec.hooks[hook]})" if hook in spec.hooks else f"{hook}: HTTP GET {options.health_path}"
+        for hook in ("ready", "alive")
+    )
+    return (
+        f"probes: {chosen}, from this checkout's hooks: the image must have the same ones "
+        "(it has when warp s2i built it from this tree)"
+    )
+
+
 def _env_from(name: str, options: KubeOptions) -> list[dict[str, Any]]:
     sources: list[dict[str, Any]] = [{"configMapRef": {"name": f"{name}-config"}}]
     if options.env_file_values:

@@ -115,7 +115,7 @@ def kube(
     """Write Kubernetes manifests (OpenShift's with --openshift) that run the image warp s2i built, as warp start would."""
     with reported():
         from ..kube import KubeOptions, plan_manifests, to_files
-        from ..kube.manifests import pod_port
+        from ..kube.manifests import pod_port, probe_note
 
         opts = Settings.resolve(c.config, project=project, server=server)
         spec = actions.detect(opts)
@@ -144,6 +144,9 @@ def kube(
         for path in to_files(manifests, Path(out)):
             print(f"wrote {path}")
         print("port: {} ({})".format(*pod_port(spec, options)))
+        note = probe_note(spec, options)
+        if note:
+            print(note)
         tool = "oc" if openshift else "kubectl"
         if options.env_file_values:
             secret = Path(out) / "secret.yaml"
