@@ -152,7 +152,10 @@ def test_warp_kube_serves_on_the_projects_port_and_says_why(
     monkeypatch.setenv("PORT", "7000")  # the shell's: the image never sees it, so neither do the pods
     out = tmp_path / "k8s"
     _warp("kube", "--project", str(project), "--image", "r/x:1", "--out", str(out))
-    assert "port: 9000 (PORT in .s2i/environment, as the image warp s2i builds" in capsys.readouterr().out
+    assert (
+        "port: 9000 (PORT in .s2i/environment: the port the image warp s2i builds from this tree serves on)\n"
+        in capsys.readouterr().out
+    )
     assert yaml.safe_load((out / "configmap.yaml").read_text())["data"]["PORT"] == "9000"
     container = yaml.safe_load((out / "deployment-web.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == 9000

@@ -90,7 +90,7 @@ def pod_port(spec: AppSpec, options: KubeOptions) -> tuple[int, str]:
         return options.port, "--port"
     port, where = img.app_port_why(spec)
     if str(spec.environment.get("PORT") or "").strip():
-        return port, f"{where}, as the image warp s2i builds from this tree serves on"
+        return port, f"{where}: the port the image warp s2i builds from this tree serves on"
     return port, f"the image's default: no PORT in {' or '.join(ENV_FILES)}; --port sets another"
 
 
