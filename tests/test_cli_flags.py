@@ -183,7 +183,7 @@ GOOD_NUMBERS = [
     ("logs", ("-n", "0"), {"lines": 0}),
     ("logs", (), {"lines": 100}),
     ("kube", ("--replicas", "3", "-o", "9000"), {"replicas": 3, "port": 9000}),
-    ("kube", (), {"replicas": 2, "port": 8080}),
+    ("kube", (), {"replicas": 2, "port": None}),
     ("deploy", ("--keep", "0", "-r", "worker=2", "-r", "3"), {"keep": 0, "processes": ["worker=2", "3"]}),
     ("audit", ("--limit", "1"), {"limit": 1}),
 ]
