@@ -147,7 +147,7 @@ def test_warp_kube_env_file_errors_never_show_the_line(tmp_path: Path, line: str
 def test_warp_kube_serves_on_the_projects_port_and_says_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The image of a project with PORT=9000 serves on 9000: the pods were told 8080, the port no one listened on."""
+    """The image of a project with PORT=9000 exposes and serves 9000: the ConfigMap, containerPort and probes said 8080."""
     project = write_tree(tmp_path / "app", {"wsgi.py": WSGI, ".s2i/environment": "PORT=9000\n"})
     monkeypatch.setenv("PORT", "7000")  # the shell's: the image never sees it, so neither do the pods
     out = tmp_path / "k8s"
