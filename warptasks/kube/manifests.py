@@ -414,24 +414,46 @@ def image_stream(name: str) -> dict[str, Any]:
     }
 
 
+# A URL's scheme (RFC 3986); the schemes whose user alone is a login name, never a secret (ssh's git@host).
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
+# What no repository URL holds, but a pasted one may: a blank, a newline, a second URL after it, a control character.
+_NOT_ONE_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def git_url_problem(url: str) -> str | None:
+    """Why ``url`` is not one repository URL read the same way by every client, or None: whitespace or a control
+    character (``" https://..."`` hid its scheme, a newline a second URL), or ``http(s):`` without ``//`` (curl still
+    reads a user in ``https:/token@host``)."""
+    if _NOT_ONE_URL.search(url):
+        return "it holds whitespace or a control character"
+    if re.match(r"(?i)^(git\+)?https?:(?!//)", url):
+        return "its scheme is not followed by //"
+    return None
+
+
 def git_credentials(url: str) -> str | None:
     """What in ``url`` is (or may be) a credential, or None: a password (``https://user:token@host``, also ssh's and
-    scp-like ``user:pass@host:path``), any user in an http(s) URL (a token is often the user: ``https://ghp_...@``),
-    a query string (``?private_token=...``). ssh's ``git@host`` alone is a user name, not a secret."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
+    scp-like ``user:pass@host:path``, percent-encoded or not), any user in a URL whose scheme is not ssh's (a token is
+    often the user: ``https://ghp_...@``, ``git+https://ghp_...@``), a query string (``?private_token=...``). ssh's
+    ``git@host`` alone is a user name, not a secret."""
+    from urllib.parse import unquote
+
+    match = _SCHEME.match(url)
+    if match:
+        scheme, rest = match.group(1).lower(), url[match.end() :]
         authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
         userinfo, at, _host = authority.rpartition("@")  # a password may hold "@": the userinfo ends at the last one
-        if at and ":" in userinfo:
+        if at and ":" in unquote(userinfo):
             return "a password or token after the user name"
-        if at and scheme.lower() in ("http", "https"):
+        if at and scheme not in _SSH_SCHEMES:
             return "a user name, which is often a token"
         if "?" in rest[len(authority) :].split("#", 1)[0]:
             return "a query string, which may hold a token"
         return None
     head = url.split("/", 1)[0]  # scp-like [user@]host:path
     userinfo, at, _host = head.rpartition("@")
-    return "a password or token after the user name" if at and ":" in userinfo else None
+    return "a password or token after the user name" if at and ":" in unquote(userinfo) else None
 
 
 def _public_git(url: str) -> str:
@@ -491,6 +513,13 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         raise ConfigError(
             "a BuildConfig needs --openshift, --builder and --git together", "e.g. --openshift --builder warp-builder --git URL"
         )
+    problem = git_url_problem(options.git) if options.git else None
+    if problem:
+        # Not shown: what follows the blank or the newline may be the token.
+        raise ConfigError(
+            f"--git is not one repository URL ({problem}); it is not shown, as it may hold a token",
+            "give one URL, such as https://host/path, ssh://git@host/path or git@host:path",
+        )
     credentials = git_credentials(options.git) if options.git else None
     if options.git and credentials:
         # buildconfig.yaml is 0644 and meant for version control, and the BuildConfig is readable by anyone who may
@@ -502,9 +531,10 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
             "(a kubernetes.io/basic-auth secret with username and password, or a kubernetes.io/ssh-auth one)",
         )
     if options.git_secret and (not _SUBDOMAIN.match(options.git_secret) or len(options.git_secret) > 253):
+        # Not shown: a user who took --git-secret for the credential itself would see the token in a CI log.
         raise ConfigError(
-            f"--git-secret {options.git_secret!r} cannot name a Secret",
-            "give the secret's name: lowercase letters, digits, '-' and '.'",
+            "--git-secret cannot name a Secret (it is not shown: it may be the token itself)",
+            "give the name of the secret in the namespace that holds the credentials: lowercase letters, digits, '-' and '.'",
         )
     if not options.image:
         if not options.builder:

@@ -1,0 +1,75 @@
+"""``warp kube`` against a hostile project, a token in any spelling of --git, and a run cut off while writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cases import WSGI, write_tree
+from warptasks.detect import detect_app
+from warptasks.errors import ConfigError
+from warptasks.kube import KubeOptions, plan_manifests
+from warptasks.kube import manifests as kube
+
+IMAGE = "registry.example.com/shop/web:1.4"
+TOKEN = "s3cr3t-token"
+
+
+def _plan(tmp_path: Path, options: KubeOptions) -> list[kube.Manifest]:
+    root = write_tree(tmp_path / "shop", {"wsgi.py": WSGI, "requirements.txt": "six\n"})
+    return plan_manifests(detect_app(str(root)), options)
+
+
+def _openshift(git: str, **more: str) -> KubeOptions:
+    return KubeOptions(image="", openshift=True, builder="warp-builder", git=git, **more)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"git+https://{TOKEN}@git.example.com/shop.git",  # a user in git+https is a token as much as in https
+        f"GIT+HTTP://{TOKEN}@git.example.com/shop.git",
+        f"ftp://{TOKEN}@git.example.com/shop.git",
+        f"git://{TOKEN}@git.example.com/shop.git",
+        f"ssh://git%3A{TOKEN}@git.example.com/shop.git",  # a percent-encoded ':' is still a password
+        f"git%3A{TOKEN}@git.example.com:shop/shop.git",
+    ],
+)
+def test_a_token_in_any_spelling_of_the_git_url_is_refused_without_showing_it(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _plan(tmp_path, _openshift(url))
+    assert TOKEN not in str(refused.value) + (refused.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f" https://{TOKEN}@git.example.com/shop.git",  # a leading blank made the scheme " https"
+        f"\thttps://{TOKEN}@git.example.com/shop.git",
+        f"https://git.example.com/shop.git\nhttps://{TOKEN}@git.example.com/shop.git",  # only the first URL was read
+        f"https://git.example.com/shop.git {TOKEN}",
+        "https://git.example.com/shop.git\r",
+        f"https:/{TOKEN}@git.example.com/shop.git",  # one slash: no "://", read as scp-like, yet curl reads a user
+    ],
+)
+def test_a_git_url_that_is_not_one_url_is_refused_without_showing_it(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _plan(tmp_path, _openshift(url))
+    assert TOKEN not in str(refused.value) + (refused.value.hint or "")
+    assert "\n" not in refused.value.message and "\r" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["ssh://git@git.example.com/shop.git", "git+ssh://git@[::1]:2222/shop.git", "git@github.com:shop/shop.git"]
+)
+def test_an_ssh_user_alone_is_still_a_user_name(tmp_path: Path, url: str) -> None:
+    (build,) = [m.body for m in _plan(tmp_path, _openshift(url)) if m.body["kind"] == "BuildConfig"]
+    assert build["spec"]["source"]["git"]["uri"] == url
+
+
+def test_a_token_given_as_the_git_secret_is_not_echoed(tmp_path: Path) -> None:
+    """--git-secret takes the Secret's name; a user who passes the token there must not see it in a CI log."""
+    with pytest.raises(ConfigError) as refused:
+        _plan(tmp_path, _openshift("https://git.example.com/shop.git", git_secret="ghp_S3cr3tT0ken"))
+    assert "S3cr3t" not in str(refused.value) + (refused.value.hint or "")
