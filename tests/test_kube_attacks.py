@@ -9,8 +9,9 @@ import pytest
 from tests.cases import WSGI, write_tree
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
-from warptasks.kube import KubeOptions, plan_manifests
+from warptasks.kube import KubeOptions, plan_manifests, to_files
 from warptasks.kube import manifests as kube
+from warptasks.sourcefiles import image_files
 
 IMAGE = "registry.example.com/shop/web:1.4"
 TOKEN = "s3cr3t-token"
@@ -73,3 +74,15 @@ def test_a_token_given_as_the_git_secret_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         _plan(tmp_path, _openshift("https://git.example.com/shop.git", git_secret="ghp_S3cr3tT0ken"))
     assert "S3cr3t" not in str(refused.value) + (refused.value.hint or "")
+
+
+def test_the_secret_file_written_in_the_project_never_goes_into_its_image(tmp_path: Path) -> None:
+    """warp kube --env-file writes deploy/k8s/secret.yaml in the project; warp s2i of the same tree sent it."""
+    options = KubeOptions(image=IMAGE, env_file_values={"SECRET_KEY": TOKEN})
+    manifests = _plan(tmp_path, options)
+    root = tmp_path / "shop"
+    to_files(manifests, root / "deploy" / "k8s")
+    selection = image_files(root)
+    assert "deploy/k8s/secret.yaml" not in selection.files
+    assert any(entry.startswith("deploy/k8s/secret.yaml") for entry in selection.withheld)
+    assert "deploy/k8s/configmap.yaml" in selection.files
