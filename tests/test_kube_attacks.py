@@ -86,3 +86,17 @@ def test_the_secret_file_written_in_the_project_never_goes_into_its_image(tmp_pa
     assert "deploy/k8s/secret.yaml" not in selection.files
     assert any(entry.startswith("deploy/k8s/secret.yaml") for entry in selection.withheld)
     assert "deploy/k8s/configmap.yaml" in selection.files
+
+
+def test_an_environment_file_linked_out_of_the_project_is_refused_unshown(tmp_path: Path) -> None:
+    """A cloned repository's .s2i/environment -> ~/.git-credentials: its first line was echoed in the parse error."""
+    outside = tmp_path / "home" / ".git-credentials"
+    outside.parent.mkdir()
+    outside.write_text(f"https://shop:{TOKEN}@git.example.com\n")
+    root = write_tree(tmp_path / "shop", {"wsgi.py": WSGI})
+    (root / ".s2i").mkdir()
+    (root / ".s2i" / "environment").symlink_to(outside)
+    with pytest.raises(ConfigError) as refused:
+        detect_app(str(root))
+    assert TOKEN not in str(refused.value) + (refused.value.hint or "")
+    assert "outside the project" in str(refused.value)
