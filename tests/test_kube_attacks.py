@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cases import WSGI, write_tree
 from warptasks.detect import detect_app
@@ -100,3 +103,62 @@ def test_an_environment_file_linked_out_of_the_project_is_refused_unshown(tmp_pa
         detect_app(str(root))
     assert TOKEN not in str(refused.value) + (refused.value.hint or "")
     assert "outside the project" in str(refused.value)
+
+
+def _old_set(out: Path) -> dict[str, str]:
+    out.mkdir(parents=True)
+    old = {name: f"old: {name}\n" for name in ("configmap.yaml", "deployment-web.yaml", "kustomization.yaml")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    return old
+
+
+@pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_run_cut_off_while_writing_leaves_the_old_set_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: BaseException
+) -> None:
+    """Each file was replaced as soon as written: cut off at the third, the folder held a new ConfigMap (a new PORT)
+    beside the old Deployment, which kubectl apply -k applies as one set."""
+    manifests = _plan(tmp_path, KubeOptions(image=IMAGE, env_file_values={"SECRET_KEY": TOKEN}))
+    out = tmp_path / "k8s"
+    old = _old_set(out)
+    real, calls = kube.to_yaml, []
+
+    def failing(body: dict[str, object]) -> str:
+        calls.append(body["kind"])
+        if len(calls) == 3:
+            raise stop
+        return real(body)
+
+    monkeypatch.setattr(kube, "to_yaml", failing)
+    with pytest.raises(type(stop)):
+        to_files(manifests, out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == old  # no new file, no temporary file, nothing replaced
+
+
+def test_each_file_is_on_disk_before_it_replaces_the_old_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename without fsync can leave an empty file after a crash (the rename reaches the disk before the data)."""
+    manifests = _plan(tmp_path, KubeOptions(image=IMAGE, env_file_values={"SECRET_KEY": TOKEN}))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    written = to_files(manifests, tmp_path / "k8s")
+    assert len(synced) >= len(written)
+
+
+def test_a_secret_file_is_never_readable_by_others_even_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = _plan(tmp_path, KubeOptions(image=IMAGE, env_file_values={"SECRET_KEY": TOKEN}))
+    out = tmp_path / "k8s"
+    modes: list[int] = []
+    real = kube.to_yaml
+
+    def looking(body: dict[str, object]) -> str:
+        if body["kind"] == "Secret":
+            modes.extend(p.stat().st_mode & 0o777 for p in out.glob(".secret.yaml.*"))
+        return real(body)
+
+    monkeypatch.setattr(kube, "to_yaml", looking)
+    to_files(manifests, out)
+    assert modes and all(mode == 0o600 for mode in modes)
+    assert (out / "secret.yaml").stat().st_mode & 0o777 == 0o600
+    assert yaml.safe_load((out / "secret.yaml").read_text())["stringData"] == {"SECRET_KEY": TOKEN}

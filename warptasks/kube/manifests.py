@@ -604,25 +604,30 @@ def to_yaml(body: dict[str, Any]) -> str:
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
     """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation.
 
-    Each file is written to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
-    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and renamed over the old one.
+    Every file is first written whole to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
+    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and flushed to disk; only when all
+    are written are they renamed over the old ones, the kustomization.yaml last. A run cut off while writing (a full
+    disk, Ctrl-C) leaves the old set whole, never a new ConfigMap beside an old Deployment, and no temporary file.
     """
     import os
     import tempfile
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
-        path = out / manifest.filename
-        fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
-        try:
-            if manifest.body.get("kind") != "Secret":
-                os.fchmod(fd, 0o644)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
+            fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
+            staged.append((temp, out / manifest.filename))
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                if manifest.body.get("kind") != "Secret":
+                    os.fchmod(handle.fileno(), 0o644)
                 handle.write(to_yaml(manifest.body))
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the rename: a crash never leaves an empty manifest
+        for temp, path in staged:
             os.replace(temp, path)
-        except BaseException:
+    except BaseException:
+        for temp, _path in staged:
             Path(temp).unlink(missing_ok=True)
-            raise
-        written.append(path)
-    return written
+        raise
+    return [path for _temp, path in staged]
