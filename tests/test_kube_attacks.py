@@ -162,3 +162,21 @@ def test_a_secret_file_is_never_readable_by_others_even_half_written(tmp_path: P
     assert modes and all(mode == 0o600 for mode in modes)
     assert (out / "secret.yaml").stat().st_mode & 0o777 == 0o600
     assert yaml.safe_load((out / "secret.yaml").read_text())["stringData"] == {"SECRET_KEY": TOKEN}
+
+
+def test_warp_kube_says_how_to_drop_a_secret_s_old_client_side_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Secret once applied client-side keeps its last-applied-configuration annotation, and the API server keeps
+    updating it on every server-side apply: the values stayed in clear there unless the annotation is removed."""
+    from warptasks.cli import program
+
+    project = write_tree(tmp_path / "shop", {"wsgi.py": WSGI, "requirements.txt": "six\n"})
+    env_file = tmp_path / "prod.env"
+    env_file.write_text(f"SECRET_KEY={TOKEN}\n")
+    out = tmp_path / "k8s $(touch pwned)"
+    program.run(["warp", "kube", "--project", str(project), "--image", IMAGE, "--out", str(out), "--env-file", str(env_file)],
+                exit=False)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "kubectl annotate secret shop-env kubectl.kubernetes.io/last-applied-configuration-" in printed
+    # The apply line is pasted into a shell: the folder is one quoted word, never a command.
+    assert f"apply: kubectl apply --server-side -k '{out}'" in printed
+    assert TOKEN not in printed
