@@ -180,3 +180,23 @@ def test_warp_kube_says_how_to_drop_a_secret_s_old_client_side_copy(tmp_path: Pa
     # The apply line is pasted into a shell: the folder is one quoted word, never a command.
     assert f"apply: kubectl apply --server-side -k '{out}'" in printed
     assert TOKEN not in printed
+
+
+def test_a_repository_s_link_never_takes_the_default_out_folder_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone holding deploy -> ../other/deploy: warp kube, run in it, replaced the other app's manifests there and
+    left its Secret's file beside them."""
+    manifests = _plan(tmp_path, KubeOptions(image=IMAGE, env_file_values={"SECRET_KEY": TOKEN}))
+    other = tmp_path / "other" / "deploy" / "k8s"
+    other.mkdir(parents=True)
+    (other / "kustomization.yaml").write_text("the other app's\n")
+    (tmp_path / "shop" / "deploy").symlink_to("../other/deploy")
+    monkeypatch.chdir(tmp_path / "shop")
+    with pytest.raises(ConfigError, match="is a link") as refused:
+        to_files(manifests, Path("deploy/k8s"))
+    assert "absolute --out" in (refused.value.hint or "")
+    assert [p.name for p in other.iterdir()] == ["kustomization.yaml"]
+    assert (other / "kustomization.yaml").read_text() == "the other app's\n"
+    # The folder itself, absolute, is the user's to choose.
+    assert to_files(manifests, other) and (other / "secret.yaml").stat().st_mode & 0o777 == 0o600

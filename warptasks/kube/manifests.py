@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -601,6 +602,22 @@ def to_yaml(body: dict[str, Any]) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
 
 
+def _refuse_a_linked_folder(out: Path) -> None:
+    """A relative ``--out`` (the default, deploy/k8s) must not pass through a link: a cloned repository that holds
+    ``deploy -> ../other-app/deploy`` (or anywhere) would have warp kube replace the files there, and put the Secret's
+    file there. An absolute ``--out`` is the user's own path, links and all."""
+    if out.is_absolute():
+        return
+    here = Path()
+    for part in out.parts:
+        here = here / part
+        if part != ".." and here.is_symlink():
+            raise ConfigError(
+                f"--out {out}: {here} is a link (to {os.readlink(here)}), and warp kube does not write through one",
+                f"pass the folder it links to as an absolute --out, or remove the link {here}",
+            )
+
+
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
     """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation.
 
@@ -609,9 +626,9 @@ def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
     are written are they renamed over the old ones, the kustomization.yaml last. A run cut off while writing (a full
     disk, Ctrl-C) leaves the old set whole, never a new ConfigMap beside an old Deployment, and no temporary file.
     """
-    import os
     import tempfile
 
+    _refuse_a_linked_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, Path]] = []
     try:
