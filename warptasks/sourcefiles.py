@@ -11,7 +11,9 @@ a file under an excluded folder stays excluded, as in git):
   ``.aws/`` and ``.gnupg/``, SSH private keys (``id_rsa``, ``id_dsa``,
   ``id_ecdsa``, ``id_ed25519`` and names that start so; their ``.pub`` halves
   are public and travel), ``*.key``, ``*.pem``, ``*.ppk``, ``*.p12``, ``*.pfx``;
-  and, by content, any file that starts as a PEM or OpenSSH private key.
+  and, by content, any file that starts as a PEM or OpenSSH private key, or as
+  a Kubernetes Secret manifest (``kind: Secret`` in its first lines, as in the
+  ``secret.yaml`` warp kube writes, often inside the project's own folder).
   Every ``*.pem`` is withheld, certificates too: a ``.pem`` often holds a key
   beside its certificate, and one that is needed (a CA bundle) is shipped
   with one deliberate line (below). ``*.crt`` and ``*.cer`` travel.
@@ -78,6 +80,8 @@ IMAGE_IGNORES = (".dockerignore", ".s2iignore")
 _NOT_SOURCE = pathspec.GitIgnoreSpec.from_lines(NOT_SOURCE)
 _SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRETS)
 _PRIVATE_KEY = re.compile(rb"^\s*(-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----|PuTTY-User-Key-File-)")
+# A Kubernetes Secret manifest: a top-level "kind: Secret" in the head of the file (warp kube writes apiVersion, then kind).
+_KUBE_SECRET = re.compile(rb"(?m)^kind:[ \t]*[\"']?Secret[\"']?[ \t]*\r?$")
 _NO_RULES = pathspec.GitIgnoreSpec.from_lines([])
 
 # Every git call warptasks makes: a project's .git/config is the project's to write, and core.fsmonitor (a command run
@@ -115,7 +119,9 @@ def secret_reason(root: Path, rel: str) -> str | None:
             head = handle.read(128)
     except OSError:
         return None  # unreadable here: sending it fails loudly later
-    return "it holds a private key" if _PRIVATE_KEY.match(head) else None
+    if _PRIVATE_KEY.match(head):
+        return "it holds a private key"
+    return "it is a Kubernetes Secret manifest" if _KUBE_SECRET.search(head) else None
 
 
 def read_rules(path: Path) -> list[str]:

@@ -134,6 +134,12 @@ def read_environment(root: Path) -> tuple[dict[str, str], tuple[str, ...]]:
     for rel in ENV_FILES:
         path = root / rel
         if path.is_file():
+            if not path.resolve().is_relative_to(root.resolve()):
+                # A cloned repository's link to ~/.git-credentials or ~/.netrc: a line that is not NAME=VALUE would be
+                # shown in the error, and every value would reach the image's environment. Not read, not shown.
+                raise ConfigError(
+                    f"{rel} is a link to a file outside the project", f"make {rel} a file of the project, or remove it"
+                )
             merged.update(parse_environment(project_bytes(path, rel).decode("utf-8", errors="replace"), rel))
             read.append(rel)
     return merged, tuple(read)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -414,24 +415,46 @@ def image_stream(name: str) -> dict[str, Any]:
     }
 
 
+# A URL's scheme (RFC 3986); the schemes whose user alone is a login name, never a secret (ssh's git@host).
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
+# What no repository URL holds, but a pasted one may: a blank, a newline, a second URL after it, a control character.
+_NOT_ONE_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def git_url_problem(url: str) -> str | None:
+    """Why ``url`` is not one repository URL read the same way by every client, or None: whitespace or a control
+    character (``" https://..."`` hid its scheme, a newline a second URL), or ``http(s):`` without ``//`` (curl still
+    reads a user in ``https:/token@host``)."""
+    if _NOT_ONE_URL.search(url):
+        return "it holds whitespace or a control character"
+    if re.match(r"(?i)^(git\+)?https?:(?!//)", url):
+        return "its scheme is not followed by //"
+    return None
+
+
 def git_credentials(url: str) -> str | None:
     """What in ``url`` is (or may be) a credential, or None: a password (``https://user:token@host``, also ssh's and
-    scp-like ``user:pass@host:path``), any user in an http(s) URL (a token is often the user: ``https://ghp_...@``),
-    a query string (``?private_token=...``). ssh's ``git@host`` alone is a user name, not a secret."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
+    scp-like ``user:pass@host:path``, percent-encoded or not), any user in a URL whose scheme is not ssh's (a token is
+    often the user: ``https://ghp_...@``, ``git+https://ghp_...@``), a query string (``?private_token=...``). ssh's
+    ``git@host`` alone is a user name, not a secret."""
+    from urllib.parse import unquote
+
+    match = _SCHEME.match(url)
+    if match:
+        scheme, rest = match.group(1).lower(), url[match.end() :]
         authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
         userinfo, at, _host = authority.rpartition("@")  # a password may hold "@": the userinfo ends at the last one
-        if at and ":" in userinfo:
+        if at and ":" in unquote(userinfo):
             return "a password or token after the user name"
-        if at and scheme.lower() in ("http", "https"):
+        if at and scheme not in _SSH_SCHEMES:
             return "a user name, which is often a token"
         if "?" in rest[len(authority) :].split("#", 1)[0]:
             return "a query string, which may hold a token"
         return None
     head = url.split("/", 1)[0]  # scp-like [user@]host:path
     userinfo, at, _host = head.rpartition("@")
-    return "a password or token after the user name" if at and ":" in userinfo else None
+    return "a password or token after the user name" if at and ":" in unquote(userinfo) else None
 
 
 def _public_git(url: str) -> str:
@@ -491,6 +514,13 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
         raise ConfigError(
             "a BuildConfig needs --openshift, --builder and --git together", "e.g. --openshift --builder warp-builder --git URL"
         )
+    problem = git_url_problem(options.git) if options.git else None
+    if problem:
+        # Not shown: what follows the blank or the newline may be the token.
+        raise ConfigError(
+            f"--git is not one repository URL ({problem}); it is not shown, as it may hold a token",
+            "give one URL, such as https://host/path, ssh://git@host/path or git@host:path",
+        )
     credentials = git_credentials(options.git) if options.git else None
     if options.git and credentials:
         # buildconfig.yaml is 0644 and meant for version control, and the BuildConfig is readable by anyone who may
@@ -502,9 +532,10 @@ def plan_manifests(spec: AppSpec, options: KubeOptions) -> list[Manifest]:
             "(a kubernetes.io/basic-auth secret with username and password, or a kubernetes.io/ssh-auth one)",
         )
     if options.git_secret and (not _SUBDOMAIN.match(options.git_secret) or len(options.git_secret) > 253):
+        # Not shown: a user who took --git-secret for the credential itself would see the token in a CI log.
         raise ConfigError(
-            f"--git-secret {options.git_secret!r} cannot name a Secret",
-            "give the secret's name: lowercase letters, digits, '-' and '.'",
+            "--git-secret cannot name a Secret (it is not shown: it may be the token itself)",
+            "give the name of the secret in the namespace that holds the credentials: lowercase letters, digits, '-' and '.'",
         )
     if not options.image:
         if not options.builder:
@@ -571,28 +602,49 @@ def to_yaml(body: dict[str, Any]) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=130)
 
 
+def _refuse_a_linked_folder(out: Path) -> None:
+    """A relative ``--out`` (the default, deploy/k8s) must not pass through a link: a cloned repository that holds
+    ``deploy -> ../other-app/deploy`` (or anywhere) would have warp kube replace the files there, and put the Secret's
+    file there. An absolute ``--out`` is the user's own path, links and all."""
+    if out.is_absolute():
+        return
+    here = Path()
+    for part in out.parts:
+        here = here / part
+        if part != ".." and here.is_symlink():
+            raise ConfigError(
+                f"--out {out}: {here} is a link (to {os.readlink(here)}), and warp kube does not write through one",
+                f"pass the folder it links to as an absolute --out, or remove the link {here}",
+            )
+
+
 def to_files(manifests: list[Manifest], out: Path) -> list[Path]:
     """Write each manifest and the kustomization.yaml; a Secret's file is 0600 from its creation.
 
-    Each file is written to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
-    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and renamed over the old one.
+    Every file is first written whole to a new temporary file (``mkstemp``: a fresh name, O_EXCL, 0600, so a planted
+    ``secret.yaml.tmp`` symlink or a left-over 0644 file is never written through) and flushed to disk; only when all
+    are written are they renamed over the old ones, the kustomization.yaml last. A run cut off while writing (a full
+    disk, Ctrl-C) leaves the old set whole, never a new ConfigMap beside an old Deployment, and no temporary file.
     """
-    import os
     import tempfile
 
+    _refuse_a_linked_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
-        path = out / manifest.filename
-        fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
-        try:
-            if manifest.body.get("kind") != "Secret":
-                os.fchmod(fd, 0o644)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for manifest in [*manifests, Manifest("kustomization.yaml", kustomization(manifests))]:
+            fd, temp = tempfile.mkstemp(dir=out, prefix=f".{manifest.filename}.", suffix=".tmp")
+            staged.append((temp, out / manifest.filename))
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                if manifest.body.get("kind") != "Secret":
+                    os.fchmod(handle.fileno(), 0o644)
                 handle.write(to_yaml(manifest.body))
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the rename: a crash never leaves an empty manifest
+        for temp, path in staged:
             os.replace(temp, path)
-        except BaseException:
+    except BaseException:
+        for temp, _path in staged:
             Path(temp).unlink(missing_ok=True)
-            raise
-        written.append(path)
-    return written
+        raise
+    return [path for _temp, path in staged]

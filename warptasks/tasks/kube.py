@@ -6,6 +6,7 @@ Thin: parses options, calls :mod:`warptasks.kube`, prints what it wrote and the 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -155,8 +156,16 @@ def kube(
                 f"note: apply server-side, as below: a client-side {tool} apply copies the Secret's values, in clear, "
                 "into its kubectl.kubernetes.io/last-applied-configuration annotation"
             )
-        # Server-side apply keeps no last-applied copy of an object (the Secret's values were in its annotation).
-        apply = f"{tool} apply --server-side -k {out}"
+            # The API server keeps that annotation up to date on a server-side apply when the object has it already.
+            env_secret = next(m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Secret")
+            print(
+                f"note: if secret/{env_secret} was ever applied client-side (without --server-side, as warp kube said to "
+                "before), a server-side apply keeps its values in that annotation: remove it once with "
+                f"{tool} annotate secret {env_secret} kubectl.kubernetes.io/last-applied-configuration-"
+            )
+        # Server-side apply keeps no last-applied copy of an object (the Secret's values were in its annotation). The
+        # folder is quoted: the line is meant to be pasted into a shell.
+        apply = f"{tool} apply --server-side -k {shlex.quote(str(out))}"
         if any(m.body["kind"] == "Job" for m in manifests):
             job = next(m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Job")
             print(
