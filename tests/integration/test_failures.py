@@ -149,6 +149,24 @@ def test_ctrl_c_during_a_hook_says_interrupted_and_exits_130(project_dir: Path) 
     assert _current(project_dir) == before
 
 
+def test_an_envs_folder_others_may_write_is_refused_before_building_or_starting(project_dir: Path) -> None:
+    shared = project_dir / "shared-envs"
+    shared.mkdir(mode=0o755)
+    envs = {"INVOKE_WARP_ENVS_DIR": str(shared)}
+    write(project_dir, {"wsgi.py": HELLO, "requirements.txt": "six\n"})
+    shared.chmod(0o777)
+    result = warp(project_dir, "build", "--server", "gunicorn", env=envs, check=False)
+    _assert_clean_failure(result, f"environments folder {shared} may be written by other accounts", f"chmod go-w {shared}")
+    assert list(shared.iterdir()) == [] and not (project_dir / ".warp" / "current").exists()  # nothing built
+    shared.chmod(0o755)
+    warp(project_dir, "build", "--server", "gunicorn", env=envs)
+    built = sorted(shared.iterdir())
+    shared.chmod(0o777)
+    result = warp(project_dir, "start", "--port", str(free_port()), env=envs, check=False, timeout=60)
+    _assert_clean_failure(result, f"environments folder {shared} may be written", f"chmod go-w {shared}")
+    assert sorted(shared.iterdir()) == built
+
+
 def test_port_in_use_is_refused_before_starting(project_dir: Path) -> None:
     _good_build(project_dir)
     with serving(project_dir) as site:

@@ -18,7 +18,7 @@ from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import command as script
 from ..servers import SERVERS, Command, Server, StartContext, read_check, resolve_server, worker_account
-from .environment import _join, env_paths, hook_argv, hook_environment, start_port, with_env_hook
+from .environment import _join, env_paths, hook_argv, hook_environment, refuse_unsafe_envs, start_port, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step
 
@@ -84,6 +84,7 @@ def _static_url(url: str) -> str | None:
 
 def _built_server(spec: AppSpec, facts: Facts, options: StartOptions) -> tuple[str, Server]:
     """The current environment and the server it was built for; an explicit choice must match it."""
+    refuse_unsafe_envs(facts)
     state, env = facts.state, facts.current
     if not env or not state:
         raise NotBuilt(f"{options.project} has not been built", "run warp build first")
