@@ -231,6 +231,7 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         )
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
+    reload_notes = _reload_src(spec, options, ctx.home, run_env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
     step, setup_notes = _setup_name(ctx, server, step)
     if spec.gunicorn_config and server.name != "gunicorn":
@@ -251,5 +252,22 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
             *command.notes,
             *setup_notes,
             *account_notes,
+            *reload_notes,
         ),
+    )
+
+
+def _reload_src(spec: AppSpec, options: StartOptions, home: str, run_env: dict[str, str]) -> tuple[str, ...]:
+    """With --reload, a src layout's src/ first on the server's import path (its note), so edits there are served.
+
+    The build installs the project non-editable: the server imports the environment's copy, and a reloader watches
+    the files it imported, so an edit under src/ would change nothing until the next build.
+    """
+    if not (options.reload and spec.dependencies.install_project and spec.dependencies.src_dir):
+        return ()
+    src = _join(home, spec.dependencies.src_dir)
+    run_env["PYTHONPATH"] = ":".join(part for part in (src, run_env.get("PYTHONPATH", "")) if part)
+    return (
+        f"reload: {src} is first on the server's import path and watched: edits there are served without a build "
+        "(the environment's installed copy of the project is not used)",
     )
