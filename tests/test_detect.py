@@ -144,11 +144,36 @@ def test_app_module_that_is_not_a_dotted_python_name_is_refused(tmp_path: Path, 
 @pytest.mark.parametrize(
     ("files", "setting", "value"),
     [
+        # gunicorn's factory form is accepted (see test_detect_entry), but only as gunicorn reads it
         pytest.param(
-            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:create_app()'\n"},
+            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:create_app(os.environ)'\n"},
             "wsgi_app",
-            "mysite.web:create_app()",
-            id="gunicorn-wsgi_app",
+            "mysite.web:create_app(os.environ)",
+            id="gunicorn-wsgi_app-factory-argument-not-literal",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:factory.make()'\n"},
+            "wsgi_app",
+            "mysite.web:factory.make()",
+            id="gunicorn-wsgi_app-factory-not-a-plain-name",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:create_app()()'\n"},
+            "wsgi_app",
+            "mysite.web:create_app()()",
+            id="gunicorn-wsgi_app-called-twice",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "wsgi_app = 'mysite.web:create_app(**{})'\n"},
+            "wsgi_app",
+            "mysite.web:create_app(**{})",
+            id="gunicorn-wsgi_app-factory-double-star",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "wsgi_app = 'my site:create_app()'\n"},
+            "wsgi_app",
+            "my site:create_app()",
+            id="gunicorn-wsgi_app-factory-bad-module",
         ),
         pytest.param(
             django_tree("WSGI_APPLICATION = 'mysite.wsgi.application; x'\n"),

@@ -224,6 +224,17 @@ CASES = [
         ("wsgi", "app:application", "wsgi_app in gunicorn.conf.py"),
         id="gunicorn-conf-first",
     ),
+    # gunicorn's application factory form: planned as wsgi_app = "mod:app" is, the loader calls it
+    pytest.param(
+        {"gunicorn.conf.py": "wsgi_app = 'app:create_app()'\n", "app.py": WSGI},
+        ("wsgi", "app:create_app()", "wsgi_app in gunicorn.conf.py"),
+        id="gunicorn-conf-factory",
+    ),
+    pytest.param(
+        {"gunicorn.conf.py": "wsgi_app = 'site.web:make(\"prod\", debug=False)'\n", "app.py": WSGI},
+        ("wsgi", 'site.web:make("prod", debug=False)', "wsgi_app in gunicorn.conf.py"),
+        id="gunicorn-conf-factory-literal-arguments",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ from warptasks.detect.app import detect_app
 from warptasks.errors import ConfigError, NoAppFound
 from warptasks.plan import Plan
 from warptasks.plan.build import BuildOptions, plan_build
+from warptasks.plan.start import StartOptions, plan_start
 from warptasks.scripts import probe
 
 OTHER = 65534  # nobody: tests run as root, so chown to another account works
@@ -225,3 +226,36 @@ def test_an_app_config_detection_cannot_read_is_a_clear_error(tmp_path: Path) ->
     files = {"wsgi.py": WSGI, "conf/gunicorn.py": HUGE, ".s2i/environment": "APP_CONFIG=conf/gunicorn.py\n"}
     with pytest.raises(ConfigError, match="APP_CONFIG='conf/gunicorn.py' .* cannot be read: it is larger than 2 MiB"):
         detect_app(write_tree(tmp_path, files))
+
+
+def test_an_envs_folder_others_may_write_or_own_is_named_with_its_fix(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown to another account")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    assert probe._unsafe_envs(str(shared)) is None
+    assert probe._unsafe_envs(str(tmp_path / "not-yet")) is None  # the build makes it, this account's
+    shared.chmod(0o775)  # a umask of 002: only this account's group may write
+    assert probe._unsafe_envs(str(shared)) is None
+    os.chown(shared, 0, OTHER)  # another account's group may write
+    problem, fix = probe._unsafe_envs(str(shared))
+    assert f"{shared} may be written by other accounts (mode 775)" in problem and f"chmod go-w {shared}" in fix
+    os.chown(shared, 0, 0)
+    shared.chmod(0o1777)  # as /tmp: anyone may plant a key
+    problem, fix = probe._unsafe_envs(str(shared))
+    assert "may be written by other accounts" in problem and f"chmod go-w {shared}" in fix
+    shared.chmod(0o755)
+    os.chown(shared, OTHER, OTHER)
+    problem, fix = probe._unsafe_envs(str(shared))
+    assert f"{shared} belongs to nobody (uid 65534)" in problem and f"chown root {shared}" in fix
+
+
+def test_an_unsafe_envs_folder_is_refused_before_a_build_or_start_is_planned(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"wsgi.py": WSGI}))
+    unsafe = ("the environments folder /srv/envs may be written by other accounts (mode 777)", "chmod go-w /srv/envs")
+    target = replace(facts(), unsafe_envs=unsafe)
+    with pytest.raises(ConfigError) as error:
+        plan_build(spec, target, BuildOptions(project="/srv/app", envs_dir="/srv/envs"))
+    assert "/srv/envs" in error.value.message and error.value.hint == "chmod go-w /srv/envs"
+    with pytest.raises(ConfigError, match="/srv/envs may be written"):
+        plan_start(spec, target, StartOptions(project="/srv/app"))

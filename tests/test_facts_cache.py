@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,27 @@ def test_old_entries_are_pruned(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir() if p.name != "not-an-entry.json")
     assert len(left) == facts_cache.KEEP // 2 and left[-1] == f"{facts_cache.KEEP + 4:032x}.json"  # the newest stay
     assert (tmp_path / "not-an-entry.json").exists()  # only names the cache gives its entries
+
+
+def test_a_write_cut_short_leaves_nothing_for_long_and_never_blocks_the_next(cache: Path, env: Path) -> None:
+    """A start killed between writing its partial entry and renaming it left the file forever (and one with the
+    same name, a reused pid, stopped the next write): names are unique, and old leftovers go on the next write."""
+    cache.mkdir(parents=True, mode=0o700)
+    name = facts_cache._entry_name(_python(env))
+    stale = cache / f"{name}.{12345}.tmp"  # as an older warptasks named it
+    stale_random = cache / f"{name}.0123456789abcdef.tmp"
+    recent = cache / f"{name}.fedcba9876543210.tmp"  # another start writing now
+    mine = cache / f"{name}.{os.getpid()}.tmp"  # this process's pid, as the old name would be
+    other = cache / "notes.tmp"  # not the cache's: never removed
+    hour_ago = time.time() - 3600
+    for path in (stale, stale_random, recent, mine, other):
+        path.write_text("{partial")
+        path.chmod(0o600)
+    for path in (stale, stale_random, other):
+        os.utime(path, (hour_ago, hour_ago))
+    facts_cache.local_facts(Context(), _python(env), _request(env))
+    left = sorted(p.name for p in cache.iterdir())
+    assert left == sorted([name, recent.name, mine.name, other.name])
+    again = Counting()
+    facts_cache.local_facts(again, _python(env), _request(env))
+    assert again.commands == []  # the entry was written despite the leftovers

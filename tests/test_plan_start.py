@@ -491,6 +491,31 @@ def test_reload_uses_each_servers_reloader(
     assert not contains(plain.server.argv, *words)
 
 
+SRC_LAYOUT = {
+    "pyproject.toml": '[project]\nname = "srcapp"\nversion = "1"\n[build-system]\nrequires = ["setuptools"]\n',
+    "src/srcapp/__init__.py": "",
+    ".s2i/environment": "APP_MODULE=srcapp:application\n",
+}
+
+
+@pytest.mark.parametrize("server", ["mod_wsgi", "gunicorn", "uwsgi"])
+def test_reload_serves_an_installed_src_layout_from_src(tmp_path: Path, server: str) -> None:
+    """The project is installed non-editable: with --reload its src/ comes first on the import path, and it says so."""
+    spec = detect_app(write_tree(tmp_path, SRC_LAYOUT), server=server)
+    plan = start(spec, built(server), reload=True)
+    assert plan.server.env["PYTHONPATH"].split(":")[0] == f"{PROJECT}/src"
+    assert any(n.startswith(f"reload: {PROJECT}/src is first on the server's import path") for n in plan.notes)
+    plain = start(spec, built(server))
+    assert f"{PROJECT}/src" not in plain.server.env.get("PYTHONPATH", "")
+    assert not any(n.startswith("reload:") for n in plain.notes)
+
+
+def test_reload_leaves_the_path_alone_when_src_is_not_installed(tmp_path: Path) -> None:
+    files = {**SRC_LAYOUT, "pyproject.toml": '[project]\nname = "srcapp"\nversion = "1"\n'}  # no [build-system]
+    plan = start(detect_app(write_tree(tmp_path, files), server="gunicorn"), built("gunicorn"), reload=True)
+    assert f"{PROJECT}/src" not in plan.server.env.get("PYTHONPATH", "")
+
+
 @pytest.mark.parametrize(
     ("target", "server", "expected"),
     [

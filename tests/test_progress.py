@@ -3,15 +3,18 @@ clock and a fake runner; the heartbeat thread polls every 10 ms, so nothing slee
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from invoke import Context
 
-from warptasks.errors import StepFailed, WarpError
+from warptasks.errors import StepFailed, StepInterrupted, WarpError
 from warptasks.plan import Plan, Step
 from warptasks.remote.session import QuietRunner, Session
 from warptasks.run.executor import execute, run_step
@@ -255,7 +258,7 @@ def test_ctrl_c_during_a_step_says_so_and_stops_the_heartbeat() -> None:
         raise KeyboardInterrupt
 
     runner.during = interrupted
-    with pytest.raises(WarpError, match="build interrupted during 'install'"):
+    with pytest.raises(WarpError, match=r"build interrupted \(Ctrl-C\) during 'install'"):
         execute(steps("install"), runner, say=said, progress=Progress(said, clock=clock, poll=0.01))
     assert said.lines[-1] == "[1/1] install: interrupted after 3.0s"
     assert no_threads_left()
@@ -424,3 +427,16 @@ def test_an_image_steps_time_is_said_before_the_next_steps_line_and_split_lines_
         "Successfully built 234567890abc",
         "built in 3.0s: install requirements 3.0s, switch 0.0s",
     ]
+
+
+def test_a_step_ended_by_sigint_is_interrupted_not_failed(tmp_path: Path) -> None:
+    """A real process that Ctrl-C ended (here it sends SIGINT to itself) is said interrupted, with the shell's 130."""
+    kill = "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)"
+    plan = Plan("build", (Step("hook build", (sys.executable, "-c", kill), str(tmp_path), "build action hook"),))
+    said = Said()
+    with pytest.raises(StepInterrupted) as raised:
+        execute(plan, Context(), say=said)
+    assert raised.value.exit_code == 130
+    assert "build interrupted (Ctrl-C) during 'hook build'" in str(raised.value)
+    assert "failed (exit" not in str(raised.value)
+    assert said.lines[-1].startswith("[1/1] hook build: interrupted after ")

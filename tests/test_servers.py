@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import warptasks.servers as servers
-from tests.cases import ASGI, write_tree
+from tests.cases import ASGI, facts, write_tree
 from warptasks.detect import detect_app
 from warptasks.errors import ConfigError
+from warptasks.plan.build import BuildOptions, plan_build
 from warptasks.plan.resources import Resources, worker_capacity
 from warptasks.scripts import source
 from warptasks.servers import SERVERS, Server, names, resolve_server, server
@@ -174,3 +176,30 @@ def test_warp_app_believes_forwarded_headers_from_the_trusted_proxy_only(
     assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"], seen["HTTP_HOST"]) == (address, scheme, host)
     # From another peer the headers are gone, so nothing downstream (Django's USE_X_FORWARDED_HOST) believes them.
     assert all((name in seen) == headers_kept for name in SPOOF)
+
+
+def test_warp_app_calls_gunicorns_factory_form_with_its_literal_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wsgi_app = "factory:make('prod', size=2)" is loaded as gunicorn loads it: the factory called, once."""
+    (tmp_path / "factory.py").write_text(
+        "def make(name, size=1):\n"
+        "    def application(environ, start_response):\n"
+        "        start_response('200 OK', [])\n"
+        "        return [f'{name} {size}'.encode()]\n"
+        "    return application\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "factory", raising=False)
+    monkeypatch.setenv("WARP_APP_TARGET", "factory:make('prod', size=2)")
+    monkeypatch.delenv("WARP_TRUSTED_PROXY", raising=False)
+    namespace: dict[str, Any] = {"__name__": "warp_app"}
+    exec(compile(source("warp_app.py"), "warp_app.py", "exec"), namespace)
+    assert namespace["application"]({}, lambda status, headers: None) == [b"prod 2"]
+
+
+def test_mod_wsgi_refuses_a_factory_it_cannot_call(tmp_path: Path) -> None:
+    spec = detect_app(write_tree(tmp_path, {"gunicorn.conf.py": "wsgi_app = 'app:create_app()'\n", "app.py": ""}))
+    with pytest.raises(ConfigError, match=r"mod_wsgi cannot serve 'app:create_app\(\)'") as error:
+        plan_build(replace(spec, server="mod_wsgi"), facts(apxs="/usr/bin/apxs"), BuildOptions(project="/srv/app"))
+    assert "--server gunicorn" in error.value.hint

@@ -41,6 +41,13 @@ class StepFailed(WarpError):
         self.exit_code = exit_code or 1
 
 
+class StepInterrupted(StepFailed):
+    """Ctrl-C (SIGINT) reached a step: it was stopped, not broken; the shell's exit status for that, 128 + SIGINT."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message, hint, exit_code=130)
+
+
 class NotBuilt(WarpError):
     """start/exec/shell was asked for before a successful build."""
 

@@ -99,6 +99,8 @@ class Facts:
     system_ca: bool | None = None
     # Folders of the envs folder a build may not use, with why (another account's, a link, writable by others).
     foreign_envs: tuple[tuple[str, str], ...] = ()
+    # The envs folder itself, when another account may write to it or owns it: (problem, fix); None: it is safe.
+    unsafe_envs: tuple[str, str] | None = None
 
     @classmethod
     def parse(cls, data: object) -> Facts:
@@ -128,6 +130,7 @@ class Facts:
             foreign_envs=tuple(_pair(item, "foreign_envs") for item in _list(top, "foreign_envs"))
             if "foreign_envs" in top
             else (),
+            unsafe_envs=_pair(top["unsafe_envs"], "unsafe_envs") if top.get("unsafe_envs") is not None else None,
         )
 
 

@@ -113,15 +113,26 @@ class Running:
 
 @contextmanager
 def serving(
-    client: docker.DockerClient, image: str, *, user: str | None = None, wait: float = 60, **run: Any
+    client: docker.DockerClient,
+    image: str,
+    *,
+    user: str | None = None,
+    wait: float = 60,
+    port: int | None = None,
+    environment: dict[str, str] | None = None,
+    **run: Any,
 ) -> Iterator[Running]:
-    """Run ``image`` on the host network on a free port and wait (bounded) until it answers HTTP; ``run``: more options."""
-    port = free_port()
+    """Run ``image`` on the host network and wait (bounded) until it answers HTTP on ``port``; ``run``: more options.
+
+    ``port``: where it is expected to answer (default: a free one); ``environment``: the container's (default: PORT
+    set to that port; give another to test the image's own choice of port).
+    """
+    port = port or free_port()
     container = client.containers.run(
         image,
         detach=True,
         network_mode="host",
-        environment={"PORT": str(port)},
+        environment={"PORT": str(port)} if environment is None else environment,
         user=user,
         labels={"warptasks-test": "image"},
         **run,

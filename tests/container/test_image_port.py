@@ -3,15 +3,13 @@ no PORT (the S2I Python builder's gunicorn-different-port-test-app); a container
 
 from __future__ import annotations
 
-import time
-import urllib.error
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.cases import write_tree
-from tests.container.image_helpers import TAG, build_options, free_port, get, remove_image, server_base
+from tests.container.image_helpers import TAG, build_options, free_port, get, remove_image, server_base, serving
 from tests.harness.images import IndexAccess
 from warptasks.detect import detect_app
 from warptasks.image.build import build_app_image
@@ -25,26 +23,11 @@ APP = (
 )
 
 
-def _answers(client: docker.DockerClient, image: str, port: int, environment: dict[str, str], wait: float = 60) -> bytes:
-    container = client.containers.run(
-        image, detach=True, network_mode="host", environment=environment, labels={"warptasks-test": "image"}
-    )
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                status, body = get(f"http://127.0.0.1:{port}/", timeout=2)
-                assert status == 200, body
-                return body
-            except (OSError, urllib.error.URLError):
-                container.reload()
-                if container.status == "exited" or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"the container did not answer on port {port}:\n" + container.logs().decode(errors="replace")[-3000:]
-                    ) from None
-                time.sleep(0.3)
-    finally:
-        container.remove(force=True)
+def _answers(client: docker.DockerClient, image: str, port: int, environment: dict[str, str]) -> bytes:
+    with serving(client, image, port=port, environment=environment) as running:
+        status, body = get(running.url + "/", timeout=2)
+        assert status == 200, body
+        return body
 
 
 def test_the_projects_port_is_the_images_port(

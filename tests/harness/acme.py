@@ -13,8 +13,6 @@ Use the ``acme_ca`` fixture (``from tests.harness.acme import acme_ca``), or
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -30,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from .system import ensure_packages, require_command
+from .tls import make_ca
 
 __all__ = ["Pebble", "acme_ca", "pebble"]
 
@@ -56,46 +55,8 @@ def _free_port() -> int:
 
 def _serving_ca(folder: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a certificate it signed for 127.0.0.1 and localhost: Pebble's own HTTPS. (ca, cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "warptasks test: Pebble's HTTPS")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    paths = folder / "pebble-https-ca.pem", folder / "pebble-https.pem", folder / "pebble-https.key"
-    paths[0].write_bytes(ca.public_bytes(pem))
-    paths[1].write_bytes(leaf.public_bytes(pem))
-    private = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    paths[2].write_bytes(private)
-    return paths
+    made = make_ca(folder / "https", "Pebble's HTTPS", ["localhost", "127.0.0.1"])
+    return made.ca, made.certificate, made.key
 
 
 def _started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

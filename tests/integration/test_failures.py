@@ -100,10 +100,71 @@ def test_ctrl_c_during_install_keeps_the_last_good_environment(project_dir: Path
     time.sleep(1)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     out, _ = process.communicate(timeout=60)
-    assert process.returncode != 0, seen + out
+    assert process.returncode == 130, seen + out
+    assert "interrupted (Ctrl-C) during 'install requirements'" in seen + out, seen + out
     assert _current(project_dir) == before
     with serving(project_dir) as site:
         assert get(site.url + "/").text == "version 1"
+
+
+def _interrupt_build(project: Path, when: str) -> tuple[int, str]:
+    """Run warp build as at a terminal, send Ctrl-C (SIGINT to its process group) once ``when`` is printed."""
+    process = subprocess.Popen(
+        [*WARP, "build", "--server", "gunicorn", "--installer", "pip"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    seen = ""
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if when in line or not line:
+            break
+    assert when in seen, seen
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    return process.returncode, seen + out
+
+
+def test_ctrl_c_during_a_hook_says_interrupted_and_exits_130(project_dir: Path) -> None:
+    """A hook that handles Ctrl-C itself and exits 1 (as pip does) is still said to be interrupted, not failed."""
+    before = _good_build(project_dir)
+    hook = (
+        "#!/bin/sh\ntrap 'echo hook stopped; exit 1' INT\necho hook waiting\n"
+        "i=0\nwhile [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+    )
+    write(project_dir, {".warpdrive/action_hooks/pre-build": hook})
+    code, out = _interrupt_build(project_dir, "hook waiting")
+    assert code == 130, out
+    assert "interrupted (Ctrl-C) during 'hook pre-build'" in out, out
+    assert "failed (exit" not in out, out
+    assert "last good build is still in place" in out, out
+    assert _current(project_dir) == before
+
+
+def test_an_envs_folder_others_may_write_is_refused_before_building_or_starting(project_dir: Path) -> None:
+    shared = project_dir / "shared-envs"
+    shared.mkdir(mode=0o755)
+    envs = {"INVOKE_WARP_ENVS_DIR": str(shared)}
+    write(project_dir, {"wsgi.py": HELLO, "requirements.txt": "six\n"})
+    shared.chmod(0o777)
+    result = warp(project_dir, "build", "--server", "gunicorn", env=envs, check=False)
+    _assert_clean_failure(result, f"environments folder {shared} may be written by other accounts", f"chmod go-w {shared}")
+    assert list(shared.iterdir()) == [] and not (project_dir / ".warp" / "current").exists()  # nothing built
+    shared.chmod(0o755)
+    warp(project_dir, "build", "--server", "gunicorn", env=envs)
+    built = sorted(shared.iterdir())
+    shared.chmod(0o777)
+    result = warp(project_dir, "start", "--port", str(free_port()), env=envs, check=False, timeout=60)
+    _assert_clean_failure(result, f"environments folder {shared} may be written", f"chmod go-w {shared}")
+    assert sorted(shared.iterdir()) == built
 
 
 def test_port_in_use_is_refused_before_starting(project_dir: Path) -> None:

@@ -74,7 +74,11 @@ def test_an_environment_another_account_planted_at_the_builds_folder_is_never_us
     python.chmod(0o755)
     for path in (folder, folder / "bin", folder / "warp-env.json", python):
         os.chown(path, 65534, 65534)
-    os.chmod(folder.parent, 0o777)  # a shared envs folder
+    os.chmod(folder.parent, 0o777)  # a shared envs folder others may write to: refused outright
+    result = warp(project_dir, "build", check=False)
+    assert result.returncode != 0 and f"chmod go-w {folder.parent}" in result.stderr, result.stdout + result.stderr
+    assert not ran.exists(), "the planted Python ran"
+    os.chmod(folder.parent, 0o755)  # closed again: what was planted while it was open is still never used
     result = warp(project_dir, "build", check=False)
     shown = result.stdout + result.stderr
     assert result.returncode != 0, shown

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,42 @@ def test_pipfile_lock_setup_py_src_layout_package_is_installed_and_served(projec
     assert _served(project_dir, "waitress") == "pipfile src six 1.16.0"
     # install_requires' idna is not in the lock: the lock decides.
     assert warp(project_dir, "exec", "--", "python", "-c", NOT_LOCKED, check=False).returncode == 0, "idna installed"
+
+
+def test_reload_serves_edits_under_src_of_an_installed_src_layout(project_dir: Path) -> None:
+    """The build installs the package non-editable: --reload puts src/ first on the server's import path, so an edit
+    there is served (the reloader watches what was imported), with the server detection picks."""
+    pyproject = (
+        '[project]\nname = "srcapp"\nversion = "1"\ndependencies = []\n'
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    web = (
+        "from srcapp import words\n\n\ndef application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [words.WORD.encode()]\n"
+    )
+    write(
+        project_dir,
+        {
+            ".s2i/environment": 'APP_MODULE="srcapp.web:application"\n',
+            "pyproject.toml": pyproject,
+            "src/srcapp/__init__.py": "",
+            "src/srcapp/web.py": web,
+            "src/srcapp/words.py": 'WORD = "before"\n',
+        },
+    )
+    warp(project_dir, "build")
+    # The line says so (Apache, opening the terminal again, may truncate a log file's first lines: asked on its own).
+    planned = warp(project_dir, "start", "--reload", "--dry-run").stdout
+    assert f"reload: {project_dir}/src is first on the server's import path and watched" in planned, planned
+    with serving(project_dir, "--reload") as site:
+        assert get(site.url + "/").text == "before"
+        (project_dir / "src/srcapp/words.py").write_text('WORD = "after"\n')
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline and text != "after":
+            time.sleep(0.3)
+            try:
+                text = get(site.url + "/").text
+            except OSError:
+                continue
+        assert text == "after", site.output()

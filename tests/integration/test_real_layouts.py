@@ -122,6 +122,25 @@ def test_gunicorn_conf_with_wsgi_app_is_served_by_gunicorn_with_its_workers_on_o
         assert "gunicorn" in site.output() and "8085" not in site.output()
 
 
+def test_gunicorn_conf_with_a_factory_wsgi_app_is_served_by_calling_it(project_dir: Path) -> None:
+    """gunicorn's ``module:factory(...)`` form: planned as ``module:app`` is, the factory called with its arguments."""
+    factory = (
+        "def create_app(greeting='hello'):\n"
+        "    def application(environ, start_response):\n"
+        "        start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "        return [greeting.encode() + b' from a factory']\n"
+        "    return application\n"
+    )
+    write(project_dir, {"gunicorn.conf.py": "workers = 1\nwsgi_app = \"app:create_app('hi')\"\n", "app.py": factory})
+    plan = _plan(project_dir)
+    assert (plan["app"]["kind"], plan["app"]["target"]) == ("wsgi", "app:create_app('hi')")
+    assert any("gunicorn.conf.py sets wsgi_app" in n for n in plan["build"]["notes"])
+    warp(project_dir, "build")
+    with serving(project_dir) as site:
+        assert get(site.url + "/").text == "hi from a factory"
+        assert "gunicorn" in site.output()
+
+
 def test_s2i_setup_py_only_project_serves_the_module_setup_py_names(project_dir: Path) -> None:
     # sclorg/s2i-python-container examples/setup-test-app, without its requirements.txt (gunicorn, setuptools):
     # nothing but setup.py says how to serve it.

@@ -14,7 +14,6 @@ The tests run in order on the same hosts, as a project's deploys would.
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import os
@@ -33,6 +32,7 @@ import pytest
 from tests.harness.acme import Pebble, pebble
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from tests.harness.tls import self_signed
 from warptasks.remote import front
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
@@ -117,34 +117,6 @@ def until(what: Any, timeout: float = 60) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
-
-
-def self_signed(folder: Path, name: str, tag: str) -> tuple[Path, Path, bytes]:
-    """A self-signed certificate for ``name`` and its key, as files; (cert, key, cert DER)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} ({tag})")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    paths = folder / f"{tag}.crt", folder / f"{tag}.key"
-    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    paths[1].write_bytes(private)
-    return paths[0], paths[1], cert.public_bytes(serialization.Encoding.DER)
 
 
 @dataclass

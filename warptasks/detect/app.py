@@ -135,6 +135,34 @@ def checked_target(setting: str, where: str, value: str, module: str, name: str)
     return f"{module}:{name}"
 
 
+def factory_call(name: str) -> bool:
+    """Whether ``name`` is gunicorn's application factory form, ``create_app()`` or ``create_app('x', debug=True)``:
+    a plain name called with literal arguments only (gunicorn's own rule; the loader calls it the same way)."""
+    try:
+        call = ast.parse(name, mode="eval").body
+    except (SyntaxError, ValueError):
+        return False
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or not _is_name(call.func.id):
+        return False
+    if any(keyword.arg is None for keyword in call.keywords):  # **kwargs
+        return False
+    try:
+        for argument in [*call.args, *(keyword.value for keyword in call.keywords)]:
+            ast.literal_eval(argument)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def factory_target(setting: str, where: str, value: str) -> str:
+    """gunicorn's ``wsgi_app``: :func:`module_target`'s forms, or ``module:factory(...)`` as gunicorn accepts it."""
+    module, _, name = value.strip().partition(":")
+    if factory_call(name.strip()):
+        checked_target(setting, where, value, module, name.partition("(")[0].strip())
+        return f"{module}:{name.strip()}"
+    return module_target(setting, where, value)
+
+
 def module_target(setting: str, where: str, value: str) -> str:
     """``package.module[:callable]`` as ``module:callable``, checked; no callable is ``application``, as the loaders read it."""
     module, _, name = value.partition(":")
@@ -341,7 +369,7 @@ def _entry(root: Path, environment: dict[str, str]) -> tuple[str, str, str, Djan
         return "wsgi", target, "APP_MODULE in the environment file (S2I convention)", None
     config, wsgi_app = _gunicorn_config(root, environment)
     if wsgi_app:
-        target = module_target("wsgi_app", f"in {config}", wsgi_app)
+        target = factory_target("wsgi_app", f"in {config}", wsgi_app)
         return "wsgi", target, f"wsgi_app in {config} (gunicorn setting, S2I convention)", None
     if (root / "app.sh").is_file():
         return "shell", "app.sh", "app.sh exists: it is run with bash and must exec the server", None

@@ -53,6 +53,8 @@ class Dependencies:
     project_why: str = ""
     project_deps: bool = True
     warning: str = ""
+    # "src" when the installed project's code is under src/ (a src layout): warp start --reload serves it from there.
+    src_dir: str = ""
 
 
 def digest_files(root: Path, files: tuple[str, ...]) -> str:
@@ -156,6 +158,7 @@ def _dependencies(root: Path, environment: dict[str, str] | None) -> Dependencie
             install_project=True,
             project_deps=not locked,
             project_why=f"a package ({why}): installed after its code, not editable (pip install .), {how}",
+            src_dir="src" if _has_modules(root / "src") else "",
         )
     return replace(found, warning=_src_layout_warning(root, environment))
 
@@ -170,6 +173,14 @@ def _project(root: Path, environment: dict[str, str]) -> tuple[bool, str]:
         if "build-system" in _pyproject(root):
             return True, "pyproject.toml has a [build-system]"
     return False, ""
+
+
+def _has_modules(folder: Path) -> bool:
+    """Whether ``folder`` holds a Python module or package (a src layout's src/)."""
+    try:
+        return folder.is_dir() and any(p.suffix == ".py" or (p / "__init__.py").is_file() for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _src_layout_warning(root: Path, environment: dict[str, str]) -> str:

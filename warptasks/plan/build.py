@@ -30,7 +30,7 @@ from .builders import (
     uv_certificates,
     venv_steps,
 )
-from .environment import _join, env_paths, source_env_hooks
+from .environment import _join, env_paths, refuse_unsafe_envs, source_env_hooks
 from .steps import Plan
 
 # Bump when the layout of an environment changes, so old ones are rebuilt.
@@ -125,6 +125,7 @@ def env_folder(facts: Facts, envs: str, key: str, force: bool, changes_live: boo
 
 def _decide(spec: AppSpec, facts: Facts, options: BuildOptions) -> Build:
     """The server, installer and environment of this build, and whether anything changed since the last."""
+    refuse_unsafe_envs(facts)
     name, server_why = resolve_server(spec)
     chosen = server(name)
     installer, installer_why = pick_installer(options.installer, facts)

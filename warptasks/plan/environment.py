@@ -12,11 +12,20 @@ from dataclasses import replace
 
 from ..detect import UNTRACKED_DIRS, AppSpec
 from ..detect.conventions import choose_port
+from ..errors import ConfigError
+from ..facts import Facts
 from .steps import Step
 
 
 def _join(*parts: str) -> str:
     return posixpath.normpath(posixpath.join(*parts))
+
+
+def refuse_unsafe_envs(facts: Facts) -> None:
+    """Refuse an envs folder another account owns or may write to, before anything is built in it or run from it."""
+    if facts.unsafe_envs:
+        problem, fix = facts.unsafe_envs
+        raise ConfigError(f"{problem}: it could replace an environment with its own, run by this account", fix)
 
 
 def env_paths(project: str, env_dir: str, envs_dir: str = "") -> tuple[str, str]:

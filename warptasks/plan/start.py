@@ -18,7 +18,7 @@ from ..errors import ConfigError, NotBuilt
 from ..facts import Facts, StaticFiles
 from ..scripts import command as script
 from ..servers import SERVERS, Command, Server, StartContext, read_check, resolve_server, worker_account
-from .environment import _join, env_paths, hook_argv, hook_environment, start_port, with_env_hook
+from .environment import _join, env_paths, hook_argv, hook_environment, refuse_unsafe_envs, start_port, with_env_hook
 from .resources import available_resources, worker_capacity
 from .steps import Step
 
@@ -84,6 +84,7 @@ def _static_url(url: str) -> str | None:
 
 def _built_server(spec: AppSpec, facts: Facts, options: StartOptions) -> tuple[str, Server]:
     """The current environment and the server it was built for; an explicit choice must match it."""
+    refuse_unsafe_envs(facts)
     state, env = facts.state, facts.current
     if not env or not state:
         raise NotBuilt(f"{options.project} has not been built", "run warp build first")
@@ -230,6 +231,7 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         )
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
+    reload_notes = _reload_src(spec, options, ctx.home, run_env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
     step, setup_notes = _setup_name(ctx, server, step)
     if spec.gunicorn_config and server.name != "gunicorn":
@@ -250,5 +252,22 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
             *command.notes,
             *setup_notes,
             *account_notes,
+            *reload_notes,
         ),
+    )
+
+
+def _reload_src(spec: AppSpec, options: StartOptions, home: str, run_env: dict[str, str]) -> tuple[str, ...]:
+    """With --reload, a src layout's src/ first on the server's import path (its note), so edits there are served.
+
+    The build installs the project non-editable: the server imports the environment's copy, and a reloader watches
+    the files it imported, so an edit under src/ would change nothing until the next build.
+    """
+    if not (options.reload and spec.dependencies.install_project and spec.dependencies.src_dir):
+        return ()
+    src = _join(home, spec.dependencies.src_dir)
+    run_env["PYTHONPATH"] = ":".join(part for part in (src, run_env.get("PYTHONPATH", "")) if part)
+    return (
+        f"reload: {src} is first on the server's import path and watched: edits there are served without a build "
+        "(the environment's installed copy of the project is not used)",
     )

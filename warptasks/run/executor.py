@@ -11,11 +11,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, Protocol
 
-from ..errors import ConfigError, PreflightFailed, StepFailed, WarpError
+from ..errors import ConfigError, PreflightFailed, StepFailed, StepInterrupted, WarpError
 from ..facts import Facts
 from ..plan import Plan, StartPlan, Step, command_line
 from ..scripts import ISOLATED, source
@@ -39,13 +43,53 @@ def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+class _Seen:
+    sigint = False
+
+
+@contextmanager
+def _noticing_sigint() -> Iterator[_Seen]:
+    """Note a SIGINT that arrives while a command runs, then handle it as before.
+
+    invoke's runners swallow the KeyboardInterrupt (they pass it on to the command and wait for it), so the step
+    looks like one that failed (exit -2, or whatever the command makes of Ctrl-C: pip exits 1). Signals are only
+    handled in the main thread: elsewhere nothing is installed, and only a command killed by SIGINT says so.
+    """
+    seen = _Seen()
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if not callable(previous):  # not the main thread, or SIGINT ignored (then nothing is interrupted)
+        yield seen
+        return
+    chained = previous
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        seen.sigint = True
+        chained(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(step: Step) -> StepInterrupted:
+    return StepInterrupted(
+        f"step '{step.name}' interrupted (Ctrl-C): {step.why}",
+        "nothing was switched: the last good build is still in place",
+    )
+
+
 def run_step(c: Runner, step: Step, *, hide: bool | str | None = None, watchers: Sequence[Any] = ()) -> Any:
     """Run one step; raise :class:`StepFailed` with the output's tail if it fails.
 
     ``watchers``: invoke stream watchers, which see the output as it comes (a heartbeat's, see :mod:`.progress`).
     """
     extra = {"watchers": list(watchers)} if watchers else {}
-    result = c.run(command_line(step), hide=hide, **RUN_OPTIONS, **extra)
+    with _noticing_sigint() as seen:
+        result = c.run(command_line(step), hide=hide, **RUN_OPTIONS, **extra)
+    if seen.sigint or result.exited == -signal.SIGINT:
+        raise _interrupted(step)
     if result.exited != 0:
         # Streamed output was already seen; only hidden output is repeated.
         output = tail((result.stderr or "") + "\n" + (result.stdout or "")) if hide else ""
@@ -77,9 +121,9 @@ def execute(plan: Plan, c: Runner, *, say: Say = _say, progress: Progress | None
         try:
             with progress.step(step.name, doing(step.name, step.why), prefix=prefix, visible=visible) as watchers:
                 run_step(c, step, watchers=watchers)
-        except KeyboardInterrupt:
-            raise WarpError(
-                f"{plan.action} interrupted during '{step.name}'",
+        except (KeyboardInterrupt, StepInterrupted):
+            raise StepInterrupted(
+                f"{plan.action} interrupted (Ctrl-C) during '{step.name}'",
                 "nothing was switched: the last good build is still in place",
             ) from None
     return len(runnable)
@@ -94,7 +138,10 @@ _PYTHON_HINT = "choose a Python 3 interpreter with --python (an executable or a 
 def gather_facts(c: Runner, python: str, request: dict[str, Any]) -> Facts:
     """Read the target's facts by running :mod:`warptasks.scripts.probe` with ``python``."""
     step = Step("probe", (python, ISOLATED, "-c", PROBE, json.dumps(request)), "", "read facts")
-    result = c.run(command_line(step), hide=True, **RUN_OPTIONS)
+    with _noticing_sigint() as seen:
+        result = c.run(command_line(step), hide=True, **RUN_OPTIONS)
+    if seen.sigint or result.exited == -signal.SIGINT:
+        raise StepInterrupted("interrupted (Ctrl-C) while reading the facts", "nothing was built or changed")
     # A fabric Connection has its host; anything else runs here.
     where = f"on {c.original_host}" if hasattr(c, "original_host") else "on this machine"
     if result.exited != 0:

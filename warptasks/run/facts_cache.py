@@ -24,7 +24,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import stat
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -115,6 +117,10 @@ def _writer() -> str:
 
 
 ENTRY = re.compile(r"[0-9a-f]{32}\.json")  # an entry's name; nothing else in the folder is read or removed
+# An entry being written: ``<entry>.<random>.tmp`` (older warptasks wrote ``<entry>.<pid>.tmp``). A process killed
+# between writing one and renaming it leaves it behind; one older than STALE is removed by the next write.
+PARTIAL = re.compile(r"[0-9a-f]{32}\.json\.[0-9a-f]+\.tmp")
+STALE = 10 * 60.0
 
 
 def _entry_name(python: str) -> str:
@@ -165,8 +171,11 @@ def store(folder: int, python: str, facts: Facts) -> None:
         "stamps": now,
     }
     name = _entry_name(python)
-    partial = f"{name}.{os.getpid()}.tmp"
+    # A name no other writer picks (as mkstemp's), made with O_EXCL in this private folder: two starts of the same
+    # Python at once, or a pid reused after a killed start, never meet on one file.
+    partial = f"{name}.{secrets.token_hex(8)}.tmp"
     try:
+        sweep(folder)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry, handle)
@@ -175,6 +184,19 @@ def store(folder: int, python: str, facts: Facts) -> None:
     except OSError:
         try:
             os.unlink(partial, dir_fd=folder)
+        except OSError:
+            pass
+
+
+def sweep(folder: int, now: float | None = None) -> None:
+    """Remove the partial entries (see :data:`PARTIAL`) older than :data:`STALE`: a write that was cut short."""
+    now = time.time() if now is None else now
+    with os.scandir(folder) as found:
+        partials = [e for e in found if PARTIAL.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    for partial in partials:
+        try:
+            if now - partial.stat(follow_symlinks=False).st_mtime > STALE:
+                os.unlink(partial.name, dir_fd=folder)
         except OSError:
             pass
 

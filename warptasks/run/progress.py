@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..errors import StepInterrupted
+
 Say = Callable[[str], None]
 Clock = Callable[[], float]
 
@@ -172,7 +174,7 @@ class Progress:
             with beating(beat, self.say, poll=self.poll):
                 yield [beat]
             outcome = "done"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StepInterrupted):
             outcome = "interrupted"
             raise
         finally:

@@ -152,6 +152,40 @@ def _envs(envs_dir):
     return sorted(keys)
 
 
+def _unsafe_envs(envs_dir):
+    """[problem, fix] when the envs folder itself is not safe to build in or start from, else None.
+
+    Another account that may write there can remove an environment and put its own in its place, or plant one at a
+    key before this account builds it: the folder must be this account's (or root's), and no one else may write to it.
+    """
+    import shlex
+
+    try:
+        info = os.stat(envs_dir)
+    except OSError:
+        return None  # not made yet: the build makes it, this account's
+    quoted = shlex.quote(envs_dir)
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is not None and info.st_uid not in (euid, 0):
+        try:
+            import pwd
+
+            owner = "%s (uid %d)" % (pwd.getpwuid(info.st_uid).pw_name, info.st_uid)
+            me = pwd.getpwuid(euid).pw_name
+        except (ImportError, KeyError):
+            owner, me = "uid %d" % info.st_uid, str(euid)
+        return [
+            "the environments folder %s belongs to %s, not to this account" % (envs_dir, owner),
+            "give it to this account (chown %s %s) or choose a folder of its own with envs_dir" % (me, quoted),
+        ]
+    if _writable_by_others(info):
+        return [
+            "the environments folder %s may be written by other accounts (mode %03o)" % (envs_dir, info.st_mode & 0o777),
+            "make it writable by its owner only (chmod go-w %s) or choose a folder of this account's own with envs_dir" % quoted,
+        ]
+    return None
+
+
 def _foreign_envs(envs_dir):
     """[name, why] of the folders in ``envs_dir`` a build may not use: a link, or another account's, or others may write."""
     import stat
@@ -310,6 +344,7 @@ def gather(request, known=None):
             "current": os.path.realpath(current) if current and os.path.islink(current) else None,
             "complete_envs": _envs(envs_dir) if envs_dir else [],
             "foreign_envs": _foreign_envs(envs_dir) if envs_dir else [],
+            "unsafe_envs": _unsafe_envs(envs_dir) if envs_dir else None,
             "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
             "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
         }

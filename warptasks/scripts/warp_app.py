@@ -27,7 +27,17 @@ def _load():
 
         return loadapp("config:" + os.path.abspath(target))
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name or "application")
+    name = name or "application"
+    if not name.endswith(")"):
+        return getattr(importlib.import_module(module), name)
+    # gunicorn's factory form (wsgi_app = "module:create_app()"), read as gunicorn reads it: a plain name, called
+    # with literal arguments only. Detection accepted nothing else.
+    import ast
+
+    call = ast.parse(name, mode="eval").body
+    args = [ast.literal_eval(argument) for argument in call.args]
+    kwargs = {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
+    return getattr(importlib.import_module(module), call.func.id)(*args, **kwargs)
 
 
 def _with_static(app):

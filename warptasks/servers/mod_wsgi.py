@@ -126,8 +126,18 @@ def _application(ctx: StartContext) -> tuple[str, ...]:
     spec = ctx.spec
     if spec.kind == "paste":
         return (join(ctx.home, spec.target), "--application-type", "paste")
+    _refuse_factory(spec.target)
     module, _, callable_ = spec.target.partition(":")
     return (module, "--application-type", "module", "--callable-object", callable_ or "application")
+
+
+def _refuse_factory(target: str) -> None:
+    """mod_wsgi-express reads the app as a module's attribute: gunicorn's factory call (``mod:create_app()``) is not one."""
+    if target.endswith(")"):
+        raise ConfigError(
+            f"mod_wsgi cannot serve {target!r}: it loads an application object by name, not by calling a factory",
+            "serve it with another server (--server gunicorn), or name the application object itself in wsgi_app",
+        )
 
 
 def _as_root(ctx: StartContext) -> tuple[tuple[str, ...], Check, str]:
@@ -202,6 +212,8 @@ def command(ctx: StartContext) -> Command:
 
 def check_build(ctx: BuildContext) -> tuple[str, ...]:
     """Paths Apache can use and apxs to compile against; a warning when root's Apache workers could not read the Python."""
+    if ctx.spec.kind != "paste":
+        _refuse_factory(ctx.spec.target)
     require_apache_safe(ctx.home, ctx.env)
     if not ctx.facts.apxs:
         raise ConfigError(
