@@ -257,3 +257,12 @@ def test_an_unsafe_envs_folder_is_refused_before_a_build_or_start_is_planned(tmp
     assert "/srv/envs" in error.value.message and error.value.hint == "chmod go-w /srv/envs"
     with pytest.raises(ConfigError, match="/srv/envs may be written"):
         plan_start(spec, target, StartOptions(project="/srv/app"))
+
+
+@pytest.mark.parametrize("argument", ["-" * 100_000 + "1", "not " * 50_000 + "1", "+" * 10_000 + "1"])
+def test_a_factory_call_nested_past_the_parser_is_a_clear_error(tmp_path: Path, argument: str) -> None:
+    """gunicorn's wsgi_app = "module:factory(...)": arguments nested past what the parser takes are refused as any
+    other bad value, not a MemoryError or RecursionError out of detection."""
+    files = {"wsgi.py": WSGI, "gunicorn.conf.py": f"wsgi_app = 'wsgi:make({argument})'\n"}
+    with pytest.raises(ConfigError, match="wsgi_app"):
+        detect_app(write_tree(tmp_path, files))
