@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -259,3 +260,78 @@ def test_an_unsafe_envs_folder_is_refused_before_a_build_or_start_is_planned(tmp
     assert "/srv/envs" in error.value.message and error.value.hint == "chmod go-w /srv/envs"
     with pytest.raises(ConfigError, match="/srv/envs may be written"):
         plan_start(spec, target, StartOptions(project="/srv/app"))
+
+
+@pytest.mark.parametrize("argument", ["-" * 100_000 + "1", "not " * 50_000 + "1", "+" * 10_000 + "1"])
+def test_a_factory_call_nested_past_the_parser_is_a_clear_error(tmp_path: Path, argument: str) -> None:
+    """gunicorn's wsgi_app = "module:factory(...)": arguments nested past what the parser takes are refused as any
+    other bad value, not a MemoryError or RecursionError out of detection."""
+    files = {"wsgi.py": WSGI, "gunicorn.conf.py": f"wsgi_app = 'wsgi:make({argument})'\n"}
+    with pytest.raises(ConfigError, match="wsgi_app"):
+        detect_app(write_tree(tmp_path, files))
+
+
+def _acl(path: Path, *entries: tuple[int, int, int]) -> None:
+    """Set ``path``'s access ACL (the kernel's xattr form, as setfacl writes it); skip where ACLs are not supported."""
+    anyone = 0xFFFFFFFF
+    base = [(0x01, 7, anyone), (0x04, 5, anyone), (0x10, 7, anyone), (0x20, 5, anyone)]  # user::rwx group::r-x mask other
+    data = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in sorted([*base, *entries]))
+    try:
+        os.setxattr(path, "system.posix_acl_access", data)
+    except OSError as error:
+        pytest.skip(f"no POSIX ACLs here: {error}")
+
+
+def test_an_envs_folder_an_acl_lets_another_account_write_is_unsafe(tmp_path: Path) -> None:
+    """setfacl -m u:nobody:rwx (or a default ACL inherited from the folder above) shows as group-writable by this
+    account's own group: the ACL names who may write, and it is another account."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chown(shared, os.geteuid(), os.getegid())
+    (shared / "py3.11-0123456789abcdef").mkdir(mode=0o755)
+    _acl(shared, (0x02, 7, OTHER))  # user:nobody:rwx
+    _acl(shared / "py3.11-0123456789abcdef", (0x08, 7, OTHER))  # group:nogroup:rwx
+    problem, fix = probe._unsafe_envs(str(shared))
+    assert f"{shared} may be written by other accounts" in problem and f"chmod go-w {shared}" in fix
+    assert probe._foreign_envs(str(shared)) == [["py3.11-0123456789abcdef", "other accounts may write to it"]]
+    assert not probe._trusted(str(shared), True)
+    _acl(shared, (0x02, 5, OTHER))  # user:nobody:r-x: it may read, not write
+    assert probe._unsafe_envs(str(shared)) is None
+
+
+def test_an_envs_folder_writable_by_a_primary_group_others_share_is_unsafe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group-writable folder of this account's group is safe only when the group is this account's alone: a primary
+    group such as "users", with a umask of 002, lets every member replace an environment."""
+    import grp
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    os.chown(shared, os.geteuid(), os.getegid())
+    assert probe._unsafe_envs(str(shared)) is None  # this account's own group
+    real = grp.getgrgid
+
+    def with_mallory(gid: int) -> grp.struct_group:
+        entry = real(gid)
+        return grp.struct_group((entry.gr_name, entry.gr_passwd, entry.gr_gid, [*entry.gr_mem, "mallory"]))
+
+    monkeypatch.setattr(grp, "getgrgid", with_mallory)
+    problem, fix = probe._unsafe_envs(str(shared))
+    assert f"{shared} may be written by other accounts (mode 775)" in problem and f"chmod go-w {shared}" in fix
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the folders above the envs folder are not checked: an account that may write to one can rename the "
+    "checked envs folder away after the probe and put its own (with a planted environment) in its place before the "
+    "build uses it; refusing such parents changes which project folders may be built (a lead's decision)",
+)
+def test_an_envs_folder_in_a_folder_others_may_write_is_unsafe(tmp_path: Path) -> None:
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(0o777)  # not sticky: anyone may rename what is in it
+    envs = parent / "envs"
+    envs.mkdir(mode=0o755)
+    assert probe._unsafe_envs(str(envs)) is not None

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 from invoke import Context
+from invoke.exceptions import Exit
 
 from warptasks.errors import StepFailed, StepInterrupted, WarpError
 from warptasks.plan import Plan, Step
+from warptasks.remote.interrupt import Interrupted
 from warptasks.remote.session import QuietRunner, Session
 from warptasks.run.executor import execute, run_step
 from warptasks.run.progress import Heartbeat, Progress, beating, doing, seconds
+from warptasks.tasks.report import reported
 
 
 class Clock:
@@ -440,3 +443,19 @@ def test_a_step_ended_by_sigint_is_interrupted_not_failed(tmp_path: Path) -> Non
     assert "build interrupted (Ctrl-C) during 'hook build'" in str(raised.value)
     assert "failed (exit" not in str(raised.value)
     assert said.lines[-1].startswith("[1/1] hook build: interrupted after ")
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [
+        pytest.param(KeyboardInterrupt(), 130, "warp: error: interrupted (Ctrl-C)", id="ctrl-c"),
+        pytest.param(Interrupted("SIGTERM"), 143, "warp: error: interrupted by SIGTERM", id="deploy-sigterm"),
+        pytest.param(Interrupted("SIGINT"), 130, "warp: error: interrupted by SIGINT (Ctrl-C)", id="deploy-ctrl-c"),
+    ],
+)
+def test_an_interrupt_outside_a_step_exits_with_the_shells_status(stop: KeyboardInterrupt, code: int, said: str) -> None:
+    """Ctrl-C while waiting for the lock, detecting or planning (no step running): 128 + the signal, and a line saying
+    so, as for one during a step; invoke itself would exit 1 in silence."""
+    with pytest.raises(Exit) as raised, reported():
+        raise stop
+    assert (raised.value.code, raised.value.message) == (code, said)

@@ -149,6 +149,25 @@ def test_ctrl_c_during_a_hook_says_interrupted_and_exits_130(project_dir: Path) 
     assert _current(project_dir) == before
 
 
+def test_ctrl_c_while_waiting_for_another_build_says_interrupted_and_exits_130(project_dir: Path) -> None:
+    """Ctrl-C outside a step (here, waiting for another build's lock) is an interruption as in a step: 130, said so,
+    not invoke's silent exit 1."""
+    import fcntl
+
+    write(project_dir, {"wsgi.py": HELLO})
+    (project_dir / ".warp").mkdir()
+    holder = os.open(project_dir / ".warp" / "build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        code, out = _interrupt_build(project_dir, "waiting for another build")
+    finally:
+        os.close(holder)
+    assert code == 130, out
+    assert "warp: error: interrupted (Ctrl-C)" in out, out
+    assert "Traceback" not in out, out
+    assert not (project_dir / ".warp" / "current").exists()
+
+
 def test_an_envs_folder_others_may_write_is_refused_before_building_or_starting(project_dir: Path) -> None:
     shared = project_dir / "shared-envs"
     shared.mkdir(mode=0o755)

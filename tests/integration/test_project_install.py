@@ -262,8 +262,8 @@ def test_pipfile_lock_setup_py_src_layout_package_is_installed_and_served(projec
 
 
 def test_reload_serves_edits_under_src_of_an_installed_src_layout(project_dir: Path) -> None:
-    """The build installs the package non-editable: --reload puts src/ first on the server's import path, so an edit
-    there is served (the reloader watches what was imported), with the server detection picks."""
+    """The build installs the package non-editable: --reload puts src/ ahead of the installed copy on the server's import
+    path, so an edit there is served (the reloader watches what was imported), with the server detection picks."""
     pyproject = (
         '[project]\nname = "srcapp"\nversion = "1"\ndependencies = []\n'
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
@@ -285,7 +285,9 @@ def test_reload_serves_edits_under_src_of_an_installed_src_layout(project_dir: P
     warp(project_dir, "build")
     # The line says so (Apache, opening the terminal again, may truncate a log file's first lines: asked on its own).
     planned = warp(project_dir, "start", "--reload", "--dry-run").stdout
-    assert f"reload: {project_dir}/src is first on the server's import path and watched" in planned, planned
+    assert (
+        f"reload: {project_dir}/src comes before the installed project on the server's import path and is watched" in planned
+    ), planned
     with serving(project_dir, "--reload") as site:
         assert get(site.url + "/").text == "before"
         (project_dir / "src/srcapp/words.py").write_text('WORD = "after"\n')

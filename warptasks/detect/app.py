@@ -140,7 +140,7 @@ def factory_call(name: str) -> bool:
     a plain name called with literal arguments only (gunicorn's own rule; the loader calls it the same way)."""
     try:
         call = ast.parse(name, mode="eval").body
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # deep nesting (f(----1)) overflows the parser
         return False
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or not _is_name(call.func.id):
         return False

@@ -326,12 +326,18 @@ def _collectstatic(b: Build, django: DjangoProject, static_json: str) -> Step:
 
 
 def record_and_switch(b: Build) -> list[Step]:
-    """Record what was built, then make it current: the old environment serves until the switch."""
+    """Record what was built, then make it current: the old environment serves until the switch.
+
+    The record is written beside state.json and renamed over it by the switch, with the link: a build stopped between
+    the two steps (Ctrl-C, a dropped connection) leaves state.json describing the environment still current, which
+    start plans from (its server), not one that never became current.
+    """
     state = {"env_key": b.key, "env": b.env, "server": b.server.name, "kind": b.spec.kind, "warptasks": __version__}
+    state_file = _join(b.root, "state.json")
     request = {
         "record": state,
         "project": b.options.project,
-        "state_file": _join(b.root, "state.json"),
+        "state_file": state_file + ".next",
         "ignore": untracked_dirs(b.options.env_dir),
     }
     python = f"{b.env}/bin/python"
@@ -346,7 +352,7 @@ def record_and_switch(b: Build) -> list[Step]:
         ),
         Step(
             "switch",
-            script(python, "switch.py", _join(b.root, "current"), b.env),
+            script(python, "switch.py", _join(b.root, "current"), b.env, state_file + ".next", state_file),
             b.home,
             "make the new environment current, atomically (the old one serves until here)",
             phase="app",

@@ -231,7 +231,7 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
         )
         before.append(with_env_hook(spec, "deploy-env", options.project, hook))
     run_env.update(command.env)
-    reload_notes = _reload_src(spec, options, ctx.home, run_env)
+    reload_notes = _reload_src(spec, options, ctx.home, env, run_env)
     step = Step(server.name, command.argv, ctx.home, command.why, env=run_env, path=path, phase="start")
     step, setup_notes = _setup_name(ctx, server, step)
     if spec.gunicorn_config and server.name != "gunicorn":
@@ -257,17 +257,23 @@ def plan_start(spec: AppSpec, facts: Facts, options: StartOptions) -> StartPlan:
     )
 
 
-def _reload_src(spec: AppSpec, options: StartOptions, home: str, run_env: dict[str, str]) -> tuple[str, ...]:
+def _reload_src(spec: AppSpec, options: StartOptions, home: str, env: str, run_env: dict[str, str]) -> tuple[str, ...]:
     """With --reload, a src layout's src/ first on the server's import path (its note), so edits there are served.
 
     The build installs the project non-editable: the server imports the environment's copy, and a reloader watches
-    the files it imported, so an edit under src/ would change nothing until the next build.
+    the files it imported, so an edit under src/ would change nothing until the next build. warptasks' own support
+    folder (warp_app.py, gunicorn_conf.py) stays ahead of it: a module of the project's with one of those names must
+    not replace the loader the server was told to use (without --reload the project's folder comes after it too).
     """
     if not (options.reload and spec.dependencies.install_project and spec.dependencies.src_dir):
         return ()
     src = _join(home, spec.dependencies.src_dir)
-    run_env["PYTHONPATH"] = ":".join(part for part in (src, run_env.get("PYTHONPATH", "")) if part)
+    parts = [part for part in run_env.get("PYTHONPATH", "").split(":") if part]
+    support = _join(env, "warp")
+    at = parts.index(support) + 1 if support in parts else 0
+    run_env["PYTHONPATH"] = ":".join([*parts[:at], src, *parts[at:]])
     return (
-        f"reload: {src} is first on the server's import path and watched: edits there are served without a build "
+        f"reload: {src} comes before the installed project on the server's import path and is watched: "
+        "edits there are served without a build "
         "(the environment's installed copy of the project is not used)",
     )

@@ -127,15 +127,68 @@ def _trusted(path, directory):
     euid = os.geteuid() if hasattr(os, "geteuid") else None
     if euid is not None and info.st_uid not in (euid, 0):
         return False
-    return kind and not _writable_by_others(info)
+    return kind and not _writable_by_others(info, path)
 
 
-def _writable_by_others(info):
+def _writable_by_others(info, path=None):
     """Whether accounts other than the owner may write: others, or a group that is not this account's own (a umask of
-    002 with a group per user makes this account's folders group-writable, by this account's group only)."""
+    002 with a group per user makes this account's folders group-writable, by this account's group only).
+
+    With ``path``, its access ACL counts too: the group bits are then the ACL's mask, which a named account's write
+    (setfacl -m u:someone:rwx, or a default ACL of the folder it was made in) sets though the group's own may not.
+    """
     if info.st_mode & 0o002:
         return True
-    return bool(info.st_mode & 0o020) and hasattr(os, "getegid") and info.st_gid != os.getegid()
+    if not info.st_mode & 0o020:  # the group class (an ACL's mask) may not write: neither may any ACL entry
+        return False
+    group_writes = True
+    acl = _acl_writers(path) if path is not None else None
+    if acl is not None:
+        named, group_writes = acl
+        if named:
+            return True
+    return group_writes and not _own_group(info.st_gid)
+
+
+def _acl_writers(path):
+    """(a named account or group may write, the owning group may write) by ``path``'s access ACL; None: it has none."""
+    import struct
+
+    try:
+        data = os.getxattr(path, "system.posix_acl_access", follow_symlinks=False)
+    except (AttributeError, OSError):  # no xattrs here, no ACL, or not supported: the mode bits say it all
+        return None
+    named = group = False
+    for offset in range(4, len(data) - 7, 8):
+        tag, perm, _id = struct.unpack_from("<HHI", data, offset)
+        if tag in (0x02, 0x08) and perm & 0x02:  # ACL_USER, ACL_GROUP with write
+            named = True
+        elif tag == 0x04 and perm & 0x02:  # ACL_GROUP_OBJ
+            group = True
+    return named, group
+
+
+def _own_group(gid):
+    """Whether ``gid`` is this account's group and no other account's: its primary group, no one else listed in it, nor
+    having it as theirs (a shared primary group, as "users", lets every member write what is group-writable)."""
+    if not hasattr(os, "getegid") or gid != os.getegid():
+        return False
+    euid = os.geteuid()
+    try:
+        import grp
+        import pwd
+    except ImportError:
+        return True
+    try:
+        me = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        me = None
+    try:
+        if [member for member in grp.getgrgid(gid).gr_mem if member != me]:
+            return False
+    except KeyError:
+        pass  # a group with no entry lists no one; the accounts whose group it is are still looked at
+    return not [p for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid not in (euid, 0)]
 
 
 def _envs(envs_dir):
@@ -178,7 +231,7 @@ def _unsafe_envs(envs_dir):
             "the environments folder %s belongs to %s, not to this account" % (envs_dir, owner),
             "give it to this account (chown %s %s) or choose a folder of its own with envs_dir" % (me, quoted),
         ]
-    if _writable_by_others(info):
+    if _writable_by_others(info, os.path.realpath(envs_dir)):
         return [
             "the environments folder %s may be written by other accounts (mode %03o)" % (envs_dir, info.st_mode & 0o777),
             "make it writable by its owner only (chmod go-w %s) or choose a folder of this account's own with envs_dir" % quoted,
@@ -211,7 +264,7 @@ def _foreign_envs(envs_dir):
             except (ImportError, KeyError):
                 owner = "uid %d" % info.st_uid
             found.append([name, "it belongs to " + owner])
-        elif _writable_by_others(info):
+        elif _writable_by_others(info, os.path.join(envs_dir, name)):
             found.append([name, "other accounts may write to it"])
     return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,3 +32,9 @@ def reported() -> Iterator[None]:
         raise Exit(f"warp: error: {failed}", code=failed.exit_code or 1) from None
     except WarpError as error:
         raise Exit(f"warp: error: {error}", code=error.exit_code) from None
+    except KeyboardInterrupt as stop:
+        # Outside a step (waiting for the build lock, detecting, planning), or a deploy's interrupt raised again after
+        # its cleanup: invoke's Program would exit 1 saying nothing. The shell's status instead, as for a step.
+        name = getattr(stop, "name", "SIGINT")
+        said = str(stop) or "interrupted (Ctrl-C)"
+        raise Exit(f"warp: error: {said}", code=128 + int(getattr(signal, name, signal.SIGINT))) from None
