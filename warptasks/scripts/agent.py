@@ -299,11 +299,12 @@ class _Group(object):
             os.close(self.fd)
             self.fd = None
 
-    def _ours(self, pid, start, in_group=True):
+    def _ours(self, pid, start):
+        """Whether ``pid`` is the member seen then, running still in the group (or session)."""
         fields = _stat(pid)
         if not fields or len(fields) <= 19 or fields[0] == "Z" or int(fields[19]) != start:
             return False
-        return not in_group or str(self.pid) in (fields[2], fields[3])
+        return str(self.pid) in (fields[2], fields[3])
 
     def held(self):
         """Whether the group's number is still ours (its leader not reaped, or a member seen while it was ours still
@@ -320,9 +321,8 @@ class _Group(object):
         """Whether the leader or any process of its group (or session) still runs (zombies do not count)."""
         if not self.pinned:
             return _alive(self.pid) or _group_alive(self.pid)
-        if self.held() and (_alive(self.pid) or _group_alive(self.pid)):
-            return True
-        return any(self._ours(p, s, in_group=False) for p, s in self.members.items())
+        # Not held: none of it runs in it any more, and whatever has its number now is another's.
+        return self.held() and (_alive(self.pid) or _group_alive(self.pid))
 
     def signal(self, sig, each=False):
         """``sig`` to the group (``each``: to each of its members too, as SIGKILL must reach a supervised server's own
