@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +220,104 @@ def test_a_stop_never_signals_a_process_that_took_a_stopped_ones_pid(tmp_path: P
         if victim is not None:
             victim.kill()
             victim.wait()
+
+
+# -- the pid-reuse window between a check and a signal -------------------------------------------------------------
+
+LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def _give_pid(pid: int) -> subprocess.Popen[bytes] | None:
+    """A new process (leading a session and group of its own, as any daemon's) given ``pid`` for real, else None."""
+    for _ in range(50):
+        LAST_PID.write_text(str(pid - 1))
+        candidate = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        if candidate.pid == pid:
+            return candidate
+        candidate.kill()
+        candidate.wait()
+    return None
+
+
+@pytest.fixture
+def reuse() -> Any:
+    if os.geteuid() != 0 or not os.access(LAST_PID, os.W_OK):
+        pytest.skip("needs root, to give a pid back with /proc/sys/kernel/ns_last_pid")
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfds here (Linux 5.3, Python 3.9): the agent falls back to the pid")
+    victims: list[subprocess.Popen[bytes]] = []
+
+    def end_and_give(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """``proc`` (a child of ours) killed and reaped, its pid given to a new process at once."""
+        pid = proc.pid
+        proc.kill()
+        proc.wait()
+        victim = _give_pid(pid)
+        assert victim is not None, f"pid {pid} was not given back in 50 tries: the test could not set its trap"
+        victims.append(victim)
+        return victim
+
+    yield end_and_give
+    for victim in victims:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_stop_never_signals_the_process_given_the_leaders_pid_between_its_check_and_its_signal(
+    reuse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_stop_group`` checks the leader runs, then signals its group: the leader may end and its pid (and group number)
+    go to another process in between. The leader is held by a pidfd from the start: that process is never signalled."""
+    from warptasks.scripts import agent as agent_module
+
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    start = agent_module._starttime(leader.pid)
+    real_alive, given = agent_module._alive, []
+
+    def alive_then_gone(pid: int) -> bool:
+        answer = real_alive(pid)
+        if pid == leader.pid and not given:  # the check saw it running; now it ends and its pid is another's
+            given.append(reuse(leader))
+        return answer
+
+    monkeypatch.setattr(agent_module, "_alive", alive_then_gone)
+    state, _ = agent_module._stop_group(leader.pid, signal.SIGTERM, timeout=2.0, term_timeout=0.5, kill_timeout=1.0, start=start)
+    assert given, "the trap was never set: _stop_group checked no longer through _alive"
+    assert given[0].poll() is None, "the stop signalled the process that was given the leader's pid"
+    assert state == "stopped"
+
+
+def test_a_crashed_servers_leftovers_are_never_confused_with_a_group_that_took_their_number(reuse: Any) -> None:
+    """The supervisor's server exits, its orphaned worker keeps its group; the worker ends too and the group's number
+    goes to a new process's group before the supervisor's next look: its leftover SIGKILL must not reach that group."""
+    from warptasks.scripts import agent as agent_module
+
+    forks = "import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    time.sleep(30)\n"
+    supervisor = agent_module._Supervisor({"argv": [sys.executable, "-c", forks]})
+    supervisor._start()
+    child = supervisor.child
+    assert child is not None
+    wait_for(lambda: len(agent_module._members(child.pid)) == 2, what="the server's worker running in its group")
+    worker = next(p for p in agent_module._members(child.pid) if p != child.pid)
+    child.kill()  # the server crashes; its worker stays, orphaned, in its group
+    wait_for(supervisor._child_ended, what="the supervisor to see its server end")
+    assert supervisor._group_alive()  # the worker: a leftover
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{worker}"), what="the worker gone")
+
+    class Reaped:  # the worker was reparented to init and reaped: its group's number is free; hand it out again
+        pid = child.pid
+
+        def kill(self) -> None:
+            pass
+
+        def wait(self) -> None:
+            pass
+
+    victim = reuse(Reaped())
+    assert agent_module._members(child.pid) == [victim.pid]  # a group numbered as the server's was
+    assert not supervisor._group_alive()
+    supervisor._signal_group(signal.SIGKILL)
+    time.sleep(0.2)
+    assert victim.poll() is None, "the supervisor's leftover SIGKILL reached the group that took the number"
+    supervisor._release()

@@ -325,6 +325,34 @@ def test_a_local_task_runs_on_the_host_fabric_gives_it_or_the_hosts_given(monkey
     )
 
 
+def test_fab_exec_refuses_a_command_after_double_dash_which_fab_would_run_raw_on_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``fab -H web1 warp.exec -- CMD``: fab itself runs CMD on the host as a shell command once the tasks are done
+    (outside the release, its environment unset): refused before anything runs, naming -c; -c runs as asked."""
+    from types import SimpleNamespace
+
+    from invoke import Config
+    from invoke.exceptions import Exit
+
+    from warptasks.remote import console
+
+    calls: list[Any] = []
+    monkeypatch.setattr(console, "run_recorded", lambda *args, **kwargs: calls.append(args) or 0)
+    fab = SimpleNamespace(config=Config(), original_host="web1", user="deploy", port=22)
+    monkeypatch.setattr(sys, "argv", ["fab", "-H", "web1", "warp.exec", "--", "touch", "/tmp/x"])
+    with pytest.raises(Exit) as refused:
+        warptasks.ns["exec"].body(fab)
+    assert refused.value.code != 0 and "-c" in str(refused.value.message) and calls == []
+    monkeypatch.setattr(sys, "argv", ["fab", "-H", "web1", "warp.exec", "-c", "python manage.py check"])
+    warptasks.ns["exec"].body(fab, command="python manage.py check")
+    assert calls[-1][2:4] == ("exec", ("python", "manage.py", "check"))
+    # warp exec --host keeps -- (warp has no remainder of its own).
+    monkeypatch.setattr(sys, "argv", ["warp", "exec", "--host", "web1", "--", "python", "manage.py", "check"])
+    warptasks.ns["exec"].body(SimpleNamespace(config=Config()), host=["web1"])
+    assert calls[-1][2:4] == ("exec", ("python", "manage.py", "check"))
+
+
 def test_no_lines_asked_or_no_log_at_all_prints_nothing(deployed: dict[str, Any]) -> None:
     assert run_logs(deployed, lines=0)[:2] == (0, [])
     for log in (Path(deployed["root"]) / "shared" / "logs").iterdir():

@@ -28,9 +28,18 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def caddy() -> Iterator[subprocess.Popen[bytes]]:
-    """A process with "caddy" in its command line: as Caddy's would be, or as another account could name one."""
+    """A process with "caddy" in its command line: as Caddy's would be, or as another account could name one.
+
+    Popen returns once the exec began (its close-on-exec pipe closed), a moment before the kernel sets the new
+    command line: until then /proc shows an empty one (no "caddy": no Caddy, rightly). On a loaded machine that moment
+    is long enough to be seen, so the process counts as started once its command line is there (as Caddy has long
+    been running when it writes its pidfile)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "caddy"], start_new_session=True)
     try:
+        deadline = time.monotonic() + 10
+        while b"caddy" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in Caddy's command line never appeared"
+            time.sleep(0.01)
         yield proc
     finally:
         proc.kill()

@@ -177,3 +177,44 @@ def test_json_shape() -> None:
     }
     assert JSON_FORMAT == 1 and json.loads(json.dumps(data)) == data
     assert as_json("status", {"a": {"ok": True}})["ok"] is True and as_json("audit", {})["ok"] is True
+
+
+HOSTILE_ENTRY = {
+    "time": "2026-12-01T16:40:02.511Z",
+    "action": "deploy",
+    "result": "failed",
+    "by": "alice@\x1b]0;pwned\x07laptop\nFORGED\rLINE",
+    "from": "198.51.100.4\x1b[2J",
+    "release": "r1\x1b[1;31m",
+    "details": {"to": "r0\x9b31m", "set": ["A\x1b[8m"]},
+    "error": "boom \x1b[0m\nsecond line",
+}
+
+
+def test_an_audit_entry_is_shown_escaped_as_log_lines_are() -> None:
+    from warptasks.remote.manage import describe_entry
+
+    line = describe_entry(HOSTILE_ENTRY)
+    assert "\x1b" not in line and "\x07" not in line and "\n" not in line and "\r" not in line and "\x9b" not in line
+    assert line == (
+        "2026-12-01T16:40:02.511Z deploy failed by alice@\\x1b]0;pwned\\x07laptop\\x0aFORGED\\x0dLINE"
+        " from 198.51.100.4\\x1b[2J release r1\\x1b[1;31m (set=['A\\x1b[8m'], to=r0\\x9b31m): boom \\x1b[0m"
+    )
+    # A plain entry is unchanged.
+    plain = dict(HOSTILE_ENTRY, by="alice@laptop", release="r1", details={}, error=None, result="ok")
+    plain["from"] = "198.51.100.4"
+    assert describe_entry(plain) == "2026-12-01T16:40:02.511Z deploy ok by alice@laptop from 198.51.100.4 release r1"
+
+
+def test_warp_audit_prints_each_entry_escaped(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from invoke import Context
+
+    from warptasks.remote import manage
+    from warptasks.tasks import remote
+
+    answers = {"web1": {"ok": True, "entries": [HOSTILE_ENTRY, dict(HOSTILE_ENTRY, by="bob")]}}
+    monkeypatch.setattr(manage, "audit_log", lambda *args, **kwargs: answers)
+    remote.audit(Context(), host=["web1"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+    assert out.count("\n") == 2 and "FORGED\\x0dLINE" in out.splitlines()[0] and "second line" not in out

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..run.executor import Say
+from ..scripts.agent import _printable
 from ..settings import DeploySettings
 from .commands import MASK, Change
 from .fleet import HostResult, cleaned_up_after, one_at_a_time, owner_label, parallel
@@ -244,7 +245,10 @@ def audit_log(
 
 
 def describe_entry(entry: dict[str, Any]) -> str:
-    """One audit entry as a line: when, what, how it ended, by whom from where, on which release."""
+    """One audit entry as a line: when, what, how it ended, by whom from where, on which release. Escaped as ``warp
+    logs`` escapes a log line: who, where from, the release, the details and the error come from the host's file, and
+    anyone who can write it (or name the deploying machine, or set an error's text) could otherwise put escape
+    sequences or a line break on the operator's terminal."""
     details = entry.get("details") or {}
     extra = ", ".join(f"{k}={v}" for k, v in sorted(details.items()) if v not in (None, False, [], {}, ""))
     line = f"{entry.get('time')} {entry.get('action')} {entry.get('result')} by {entry.get('by')} from {entry.get('from')}"
@@ -254,4 +258,4 @@ def describe_entry(entry: dict[str, Any]) -> str:
         line += f" ({extra})"
     if entry.get("error"):
         line += f": {str(entry['error']).splitlines()[0]}"
-    return line
+    return _printable(line.encode("utf-8", "surrogatepass")).decode("utf-8")

@@ -31,6 +31,7 @@ exactly the version the deploying machine has; split into modules, it would
 have to be installed on every host, or reassembled on the way.
 """
 
+import functools
 import hashlib
 import http.client
 import json
@@ -190,6 +191,162 @@ def _members(pgid):
             if fields and len(fields) > 3 and str(pgid) in (fields[2], fields[3]) and fields[0] != "Z":
                 found.append(int(name))
     return found
+
+
+# -- signals that never reach a process given a pid again -------------------------------------------------------------
+#
+# A pid checked as ours (its start time, /proc's field 22, as recorded) may end and be given to another process before
+# the signal that follows the check: 50-100 ms while a stop waits between signals. Where the kernel has pidfds (Linux
+# 5.3, Python 3.9) the leader is held by one, opened and then verified: a signal through it reaches that process or
+# nothing ("no such process": it is gone). A process group cannot be signalled through a pidfd, so the group is
+# signalled only while it is provably the same one: while its leader's pidfd shows the leader not yet reaped (its pid,
+# and so its group's number, cannot be given again), or while one of its members seen then, verified by its start
+# time, still runs in it; once neither, each member seen is signalled alone, through its own verified pidfd. Where
+# pidfds are unavailable everything works as before (the check, then the pid's signal).
+
+
+def _pidfd(pid, start=None):
+    """A pidfd for ``pid``, opened and then verified to be the process that started at ``start`` (the one there now
+    when None). None where pidfds are unavailable (the caller falls back to the pid); raises ProcessLookupError when no
+    such process, or another one, has the pid."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None or not hasattr(signal, "pidfd_send_signal") or not pid or pid <= 0:
+        return None
+    try:
+        fd = opener(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:
+        return None  # ENOSYS (kernel before 5.3), EMFILE...: the pid, as before
+    now = _starttime(pid)
+    if now is None or (start is not None and now != start):
+        os.close(fd)
+        raise ProcessLookupError(pid)
+    return fd
+
+
+def _pidfd_signal(fd, sig):
+    """``sig`` through pidfd ``fd`` (0: only whether its process is not yet reaped); False when it is gone."""
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another account's: it exists
+    return True
+
+
+def _signal_one(pid, start, sig):
+    """``sig`` to the process ``pid`` that started at ``start``, through a pidfd where there are pidfds; False when it
+    is gone (or the pid names another process now)."""
+    try:
+        fd = _pidfd(pid, start)
+    except ProcessLookupError:
+        return False
+    if fd is None:
+        if _starttime(pid) != start:
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    try:
+        return _pidfd_signal(fd, sig)
+    finally:
+        os.close(fd)
+
+
+def _member_starts(pgid):
+    """{pid: start time} of the running processes of group ``pgid`` or of the session it leads, from /proc."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(name)
+            if fields and len(fields) > 19 and str(pgid) in (fields[2], fields[3]) and fields[0] != "Z":
+                found[int(name)] = int(fields[19])
+    return found
+
+
+class _Group(object):
+    """The process group (and session) ``pid`` leads, signalled only while provably the one verified (see above).
+
+    ``start``: the leader's start time as recorded (None: the process that has the pid now). ``pinned`` is False
+    where pidfds are unavailable: then every method does what the agent always did, by the pid. Raises
+    ProcessLookupError when the pid names another process than the one that started at ``start``.
+    """
+
+    def __init__(self, pid, start=None):
+        self.pid = pid
+        self.members = {}  # pid -> start time: the group's processes seen while it was provably ours
+        try:
+            self.fd = _pidfd(pid, start)
+        except ProcessLookupError:
+            if _starttime(pid) is not None or not _group_alive(pid):
+                raise  # another process has the pid: ours ended, and its group with it
+            # The leader ended, its group runs on (a shell wrapper's server): the pid is nobody's while the group
+            # holds its number, so what runs in the group now is ours, as the caller just checked.
+            self.fd = None
+            self.pinned = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+            self.members = _member_starts(pid)
+            return
+        self.pinned = self.fd is not None
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _ours(self, pid, start):
+        """Whether ``pid`` is the member seen then, running still in the group (or session)."""
+        fields = _stat(pid)
+        if not fields or len(fields) <= 19 or fields[0] == "Z" or int(fields[19]) != start:
+            return False
+        return str(self.pid) in (fields[2], fields[3])
+
+    def held(self):
+        """Whether the group's number is still ours (its leader not reaped, or a member seen while it was ours still
+        runs in it); its members seen are brought up to date when it is."""
+        if self.fd is not None and not _pidfd_signal(self.fd, 0):
+            self.close()  # the leader is gone for good: its pid may be given again
+        if self.fd is None and not any(self._ours(p, s) for p, s in self.members.items()):
+            return False
+        # A member that ran in it then and runs in it still holds its number: whatever is in it now is ours.
+        self.members.update(_member_starts(self.pid))
+        return True
+
+    def alive(self):
+        """Whether the leader or any process of its group (or session) still runs (zombies do not count)."""
+        if not self.pinned:
+            return _alive(self.pid) or _group_alive(self.pid)
+        # Not held: none of it runs in it any more, and whatever has its number now is another's.
+        return self.held() and (_alive(self.pid) or _group_alive(self.pid))
+
+    def signal(self, sig, each=False):
+        """``sig`` to the group (``each``: to each of its members too, as SIGKILL must reach a supervised server's own
+        group in the session); to each member seen alone once the group's number is no longer provably ours."""
+        if not self.pinned:
+            _signal_group(self.pid, sig)
+            if each and os.path.isdir("/proc/self"):
+                for member in _members(self.pid):
+                    try:
+                        os.kill(member, sig)
+                    except OSError:
+                        pass
+            return
+        if self.held():
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                if self.fd is not None:
+                    _pidfd_signal(self.fd, sig)  # the leader alone (it left its group, or the group is another's)
+            if not each:
+                return
+        for member, start in list(self.members.items()):
+            if not _signal_one(member, start, sig):
+                self.members.pop(member, None)
 
 
 def _signal_number(value, what="stop_signal"):
@@ -1016,6 +1173,7 @@ class _Supervisor(object):
         self.pending = []
         self.child = None  # the server's Popen while it runs
         self.group = 0  # its process group while any process of it runs
+        self.held = None  # that group, held (see _Group) where pidfds are available
         self.began = 0.0
         self.pause = self.first
         self.next_start = 0.0
@@ -1072,6 +1230,7 @@ class _Supervisor(object):
             self._exited(None, f"could not be started ({error})", 0.0)
             return
         self.group, self.began = self.child.pid, time.monotonic()
+        self._hold()
         if self.restarts:
             self._say(f"the server started again: pid {self.child.pid} (restart {self.restarts})")
         self._save("running")
@@ -1086,9 +1245,9 @@ class _Supervisor(object):
         wait, self.pause = self.pause, min(self.pause * 2, self.most)
         self.next_start = time.monotonic() + wait
         self.restarts += 1
-        if self.group and _group_alive(self.group):
+        if self.group and self._group_alive():
             # Its orphaned workers may still hold the port: they finish what they do, or are killed.
-            _signal_group(self.group, signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             self.leftovers_until = time.monotonic() + self.leftover_timeout
         self._say(f"the server (pid {pid}) {how} after {ran:.1f}s, on its own: starting it again in {wait:g}s")
         self._save("waiting")
@@ -1106,7 +1265,43 @@ class _Supervisor(object):
             )
             self._save("stopping")
         if self.group:
+            self._signal_group(signum)
+
+    def _hold(self):
+        """Hold the new child's group: the child is ours until we reap it, so its pidfd is verified by that."""
+        self._release()
+        try:
+            held = _Group(self.group)
+        except ProcessLookupError:
+            held = None
+        self.held = held if held is not None and held.pinned else None
+
+    def _release(self):
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+
+    def _group_alive(self):
+        return self.held.alive() if self.held is not None else _group_alive(self.group)
+
+    def _signal_group(self, signum):
+        if self.held is not None:
+            self.held.signal(signum)
+        else:
             _signal_group(self.group, signum)
+
+    def _child_ended(self):
+        """Whether the child exited (reaped now). Before it is reaped its pid, and so its group's number, is still
+        ours: the group's members are seen then, so that its leftovers are known by their start times."""
+        try:
+            if os.waitid(os.P_PID, self.child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return False
+        except (AttributeError, OSError):
+            pass  # no waitid: poll() says
+        else:
+            if self.held is not None:
+                self.held.held()
+        return self.child.poll() is not None
 
     def run(self):
         wake_read, wake_write = os.pipe()
@@ -1123,16 +1318,17 @@ class _Supervisor(object):
             while self.pending:
                 self._signal(self.pending.pop(0))
             now = time.monotonic()
-            if self.child is not None and self.child.poll() is not None:
+            if self.child is not None and self._child_ended():
                 pid, code = self.child.pid, self.child.returncode
                 self.child = None
                 self._exited(pid, _exit_words(code), now - self.began)
                 continue
             if self.child is None and self.group:
-                if not _group_alive(self.group):
+                if not self._group_alive():
                     self.group, self.leftovers_until = 0, None
+                    self._release()
                 elif self.leftovers_until and now >= self.leftovers_until and not self.stopping:
-                    _signal_group(self.group, signal.SIGKILL)
+                    self._signal_group(signal.SIGKILL)
                     self.leftovers_until = None
             if self.child is None and not self.group:
                 if self.stopping:
@@ -2007,40 +2203,46 @@ def _signal_group(pid, sig):
             pass
 
 
-def _stop_group(pid, first=signal.SIGTERM, timeout=20.0, term_timeout=5.0, kill_timeout=5.0):
+def _stop_group(pid, first=signal.SIGTERM, timeout=20.0, term_timeout=5.0, kill_timeout=5.0, start=None):
     """Stop the process group ``pid`` leads: ``first``, then SIGTERM, then SIGKILL, each given its time to work.
 
     The group is done when no process of it runs any more (not only ``pid``:
     a shell wrapper may die at once while the server it started still
-    finishes its requests). Returns how it ended and the signals sent.
+    finishes its requests). ``start``: the leader's recorded start time
+    (None: the process that has the pid now). Every signal reaches only that
+    process and its group (see :class:`_Group`). Returns how it ended and the
+    signals sent.
     """
     sent = []
-    if not pid or pid <= 1 or (not _alive(pid) and not _group_alive(pid)):
+    if not pid or pid <= 1:
         return "not running", sent
-    steps = [(first, timeout)]
-    if first != signal.SIGTERM:
-        steps.append((signal.SIGTERM, term_timeout))
-    steps.append((signal.SIGKILL, kill_timeout))
-    for index, (sig, wait) in enumerate(steps):
-        _signal_group(pid, sig)
-        if sig == signal.SIGKILL and os.path.isdir("/proc/self"):
-            # A supervised server runs in a group of its own in the session ``pid`` leads: killed too.
-            for member in _members(pid):
-                try:
-                    os.kill(member, signal.SIGKILL)
-                except OSError:
-                    pass
-        sent.append(signal.Signals(sig).name)
-        end = time.monotonic() + max(float(wait), 0.0)
-        while True:
-            if not _alive(pid) and not _group_alive(pid):
-                if index == 0:
-                    return "stopped", sent
-                return ("killed" if sig == signal.SIGKILL else "stopped by SIGTERM"), sent
-            if time.monotonic() >= end:
-                break
-            time.sleep(0.05)
-    return "still running", sent
+    try:
+        group = _Group(pid, start)
+    except ProcessLookupError:
+        return "not running", sent  # ours ended: the pid is another process's now, or nobody's
+    try:
+        if not group.alive():
+            return "not running", sent
+        steps = [(first, timeout)]
+        if first != signal.SIGTERM:
+            steps.append((signal.SIGTERM, term_timeout))
+        steps.append((signal.SIGKILL, kill_timeout))
+        for index, (sig, wait) in enumerate(steps):
+            # SIGKILL: a supervised server runs in a group of its own in the session ``pid`` leads: killed too.
+            group.signal(sig, each=sig == signal.SIGKILL)
+            sent.append(signal.Signals(sig).name)
+            end = time.monotonic() + max(float(wait), 0.0)
+            while True:
+                if not group.alive():
+                    if index == 0:
+                        return "stopped", sent
+                    return ("killed" if sig == signal.SIGKILL else "stopped by SIGTERM"), sent
+                if time.monotonic() >= end:
+                    break
+                time.sleep(0.05)
+        return "still running", sent
+    finally:
+        group.close()
 
 
 def _stop_settings(req, record):
@@ -2099,7 +2301,9 @@ def _stop_release(root, release, req):
         subprocess.run(_systemctl_argv("disable", "--quiet", "--now", unit), capture_output=True)
         state, sent = ("stopped" if not _unit_pid(unit) else "still running"), [signal.Signals(sig).name]
     else:
-        state, sent = _stop_group(_server_pid(root, release), sig, timeout, term_timeout)
+        pid = _server_pid(root, release)
+        start = record.get("pid_start") if record.get("pid") == pid else None
+        state, sent = _stop_group(pid, sig, timeout, term_timeout, start=start)
         _end_writer(record)
     if os.path.exists(pidfile):
         os.unlink(pidfile)
@@ -2315,7 +2519,7 @@ def _retire(root):
         stopped = True
     elif _alive(pid):
         # Bytes in flight are relayed until the sockets close; new connections are the new front's.
-        stopped = _stop_group(pid, signal.SIGTERM, 10)[0] != "still running"
+        stopped = _stop_group(pid, signal.SIGTERM, 10, start=record.get("pid_start"))[0] != "still running"
     if record:
         _write(os.path.join(shared, "proxy.json"), json.dumps(dict(record, retired=time.time(), unit=None)))
     return record, stopped
@@ -2771,26 +2975,31 @@ def _stop_processes(root, release):
                 os.unlink(_owner_file(root, instance))
             except OSError:
                 pass
-    for _, _, pid, _ in plain:
-        _signal_group(pid, signal.SIGTERM)
+    groups = {}
+    for instance, _, pid, start in plain:
+        try:
+            groups[instance] = _Group(pid, start)
+        except ProcessLookupError:
+            continue  # ended since: its pid is another's, or nobody's
+        groups[instance].signal(signal.SIGTERM)
     # Each waited for in turn: meanwhile one that ended may have its pid given to another process (``start`` tells).
     for instance, entry, pid, start in plain:
+        group = groups.get(instance)
+        running = functools.partial(_group_running, group, pid, start)
         end = time.monotonic() + float(entry.get("stop_timeout") or PROCESS_STOP_TIMEOUT)
-        while _still_ours(pid, start) and time.monotonic() < end:
+        while running() and time.monotonic() < end:
             time.sleep(0.05)
-        if _still_ours(pid, start):
-            _signal_group(pid, signal.SIGKILL)
-            for member in _members(pid):  # under warptasks' supervisor, the process's own group in its session
-                try:
-                    os.kill(member, signal.SIGKILL)
-                except OSError:
-                    pass
+        if running():
+            # Under warptasks' supervisor, the process's own group in its session too.
+            group.signal(signal.SIGKILL, each=True)
             end = time.monotonic() + 5
-            while _still_ours(pid, start) and time.monotonic() < end:
+            while running() and time.monotonic() < end:
                 time.sleep(0.05)
-            ended[instance] = "still running" if _still_ours(pid, start) else "killed"
+            ended[instance] = "still running" if running() else "killed"
         else:
             ended[instance] = "stopped"
+        if group is not None:
+            group.close()
         _end_writer(entry)
     if entries:
         stopped = {i: dict(e, stopped=e.get("stopped") or time.time()) for i, e in entries.items()}
@@ -2799,6 +3008,14 @@ def _stop_processes(root, release):
                 stopped[instance]["stopped"] = None
         _update(root, release, processes=stopped)
     return ended
+
+
+def _group_running(group, pid, start):
+    """Whether a process instance (held as ``group``: None when it had ended) still runs: by its pid only where there
+    are no pidfds; else the process held, and its group while provably its own."""
+    if group is None:
+        return False
+    return group.alive() if group.pinned else _still_ours(pid, start)
 
 
 def _still_ours(pid, start):
@@ -2857,7 +3074,9 @@ def _start_processes(root, release, req):
         for instance, state in _process_states(root, release).items():
             # Under warptasks' supervisor a process that exits at once is being started again: it failed all the same.
             if state["running"] and _child_state(entries.get(instance) or {}, state["pid"]).get("restarts"):
-                _stop_group(state["pid"], signal.SIGTERM, timeout=2.0, term_timeout=0.0, kill_timeout=3.0)
+                entry = entries.get(instance) or {}
+                start = entry.get("pid_start") if entry.get("pid") == state["pid"] else None
+                _stop_group(state["pid"], signal.SIGTERM, timeout=2.0, term_timeout=0.0, kill_timeout=3.0, start=start)
                 state["running"] = False
             if not state["running"]:
                 failed.append(f"{instance} exited at once; its output: {_tail(state['log'], 5).strip() or '(none)'}")
@@ -2975,7 +3194,8 @@ def _stop_instance(inst, record, req=None):
     pid = _instance_pid(inst)
     if not pid:
         return "not running", []
-    state, sent = _stop_group(pid, sig, timeout, term_timeout)
+    start = inst.get("pid_start") if inst.get("pid") == pid else None
+    state, sent = _stop_group(pid, sig, timeout, term_timeout, start=start)
     _end_writer(inst)
     return state, sent
 

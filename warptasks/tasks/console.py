@@ -1,8 +1,8 @@
 """warp logs, and the remote form of exec, shell and the hook tasks: thin tasks over :mod:`warptasks.remote.console`.
 
 ``warp exec --host web1 -- python manage.py check`` (or ``fab -H web1
-warp.exec -- ...``) runs the command on the host's live release instead of
-here; :func:`on_hosts` says whether a local task was asked for that, and
+warp.exec -c 'python manage.py check'``: what follows ``--`` is fab's own)
+runs the command on the host's live release instead of here; :func:`on_hosts` says whether a local task was asked for that, and
 :func:`run_on_hosts` does it. fabric is imported only when a task reaches a host.
 """
 

@@ -220,6 +220,13 @@ def exec_(
 ):
     """Run a command in the app's environment: warp exec -- python manage.py migrate (--host: on a host)."""
     with reported():
+        if not command and hasattr(c, "original_host") and "--" in sys.argv:
+            # The words after -- are fab's own: a shell command it runs on each host after the tasks, outside the
+            # release (today's fabric stops at them with NothingToDo before any task runs; one that runs them must not).
+            raise ConfigError(
+                "with fab, the command goes in -c: fab runs what follows -- as a shell command on the host itself",
+                "fab -H web1 warp.exec -c 'python manage.py check' (or warp exec --host web1 -- python manage.py check)",
+            )
         argv = _remainder(command)
         if not argv:
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
