@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
-
-from invoke import Context
 
 from ..detect import AppSpec, detect_app
 from ..facts import CgroupLimits, Facts
 from ..plan import StartOptions, StartPlan, Step, plan_start
-from ..plan.environment import plan_command, start_port
+from ..plan.environment import env_paths, plan_command, start_port
 from ..plan.processes import plan_release
-from ..run.local import read_facts
+from ..run.executor import gather_facts
 from ..servers import SERVERS
 from ..settings import Settings
 
@@ -236,12 +236,29 @@ def _process_types(spec: AppSpec, facts: Facts, options: StartOptions) -> dict[s
     return {name: _step(processes.plan_process(spec, facts, name, options)) for name in types}
 
 
+class _Here:
+    """Runs the probe here, as invoke's Context would (warp start's own facts), without importing invoke: its import
+    was a third of this build step, which every code-only image rebuild waits for."""
+
+    def run(self, command: str, **_options: Any) -> Any:
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, check=False)
+        return SimpleNamespace(exited=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+
+def read_facts(project: str, settings: Settings, python: str) -> Facts:
+    """The facts ``warp start`` reads (:func:`warptasks.run.local.read_facts` without the tree); no uv: a start
+    plan never installs."""
+    root, envs = env_paths(project, settings.env_dir, settings.envs_dir)
+    return gather_facts(_Here(), python, {"env_dir": root, "envs_dir": envs, "uv_candidates": []})
+
+
 def main(argv: list[str]) -> None:
     project, out = argv[1], argv[2]
-    settings = Settings.resolve(None, project=project, server=os.environ.get("INVOKE_WARP_SERVER") or None)
+    envs_dir = argv[3] if len(argv) > 3 else ""  # where the build kept the environments (the image's: outside the project)
+    settings = Settings.resolve(None, project=project, server=os.environ.get("INVOKE_WARP_SERVER") or None, envs_dir=envs_dir)
     spec = detect_app(project, server=settings.server)
     python = os.path.join(project, settings.env_dir, "current", "bin", "python")
-    facts = read_facts(Context(), project, settings, python, tree=False)
+    facts = read_facts(project, settings, python)
     data = render(spec, facts, project)
     with open(out + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
