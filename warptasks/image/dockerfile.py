@@ -357,7 +357,7 @@ def app_dockerfile(build: ImageBuild) -> str:
         f"COPY --chown={USER_ID}:0 deps/ {PROJECT}/",
         f"COPY warp/build/deps.sh {WARP_HOME}/build/deps.sh",
         # The project's environment folder (.warp: state, static.json, current), which warp build's lock makes locally.
-        f"RUN mkdir -p {PROJECT}/.warp && sh {WARP_HOME}/build/deps.sh",
+        f"RUN umask 002 && mkdir -p {PROJECT}/.warp && sh {WARP_HOME}/build/deps.sh",
         "",
         *bytecode_stage(build),
         f"FROM {'bytecode' if build.env_stage == 'deps' else 'deps'} AS build",
