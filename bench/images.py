@@ -75,16 +75,19 @@ def measure(
         took = time.perf_counter() - started
         note(f"  image {server}: {'cold' if cold else 'first (cache on, not a figure)'} build {took:.1f} s")
         code = Samples()
+        pieces: list[dict[str, float]] = []  # per code-only run: the plan steps of the build RUN, as the engine streamed them
         for _ in range(runs):
             touch_view(project, time.time_ns() % 10**12)  # never a content an earlier run left in the layer cache
             started = time.perf_counter()
-            build_app_image(detect_app(project, server=server), options, client=client, say=lambda _: None)
+            result = build_app_image(detect_app(project, server=server), options, client=client, say=lambda _: None)
             code.add(server, time.perf_counter() - started)
+            pieces.append(dict(getattr(result.build, "timings", None) or []))
         size = client.images.get(tag).attrs.get("Size", 0)
         figures["servers"][server] = {
             "cold": took if cold else None,
             "code": code.values[server],
             "code_median": code.median(server),
+            "pieces": pieces,
             "size_mb": size / MB,
             "over_base_mb": (size - base_size) / MB,
         }
@@ -135,6 +138,26 @@ def before(b: Any, project: str) -> dict[str, Any] | None:
         with open(out, encoding="utf-8") as handle:
             figures: dict[str, Any] = json.load(handle)
         return figures
+
+
+def limits(f: dict[str, Any]) -> str:
+    """What a code-only rebuild spent its time on, measured: the plan steps inside the build stage's one RUN (their
+    medians), and the rest, which is the engine's (the classic builder: every step that is not cached is a layer)."""
+    steps: dict[str, list[float]] = {}
+    for run in f.get("pieces") or []:
+        for name, took in run.items():
+            steps.setdefault(name, []).append(took)
+    middle = {name: sorted(v)[len(v) // 2] for name, v in steps.items()}
+    inside = sum(middle.values())
+    shown = ", ".join(f"{name} {took:.2f} s" for name, took in sorted(middle.items(), key=lambda item: -item[1]))
+    return (
+        f"Of the median {f['code_median']:.2f} s, the plan steps inside the build RUN took {inside:.2f} s ({shown}): "
+        "collectstatic is Django's own start-up (importing the project's apps, with compiled bytecode), the start data "
+        "a Python start of warptasks and the probe's; none can be skipped without risking stale static files or a stale "
+        f"start plan. The other {f['code_median'] - inside:.2f} s is the engine's classic builder: sending the context, "
+        "the source COPY, the RUN's container start and commit, the runtime stage's copy of the project folder and the "
+        "LABEL step's container commit (the labels change each build, so they come last), on a shared 2-core machine."
+    )
 
 
 def _run(b: Any) -> Section:
@@ -193,12 +216,9 @@ def _run(b: Any) -> Section:
             Target(f"{server} image at most base + {limit} MB", f["over_base_mb"] <= limit, f"base + {f['over_base_mb']:.0f} MB")
         )
         median = f["code_median"]
-        s.targets.append(
-            Target(
-                f"{server} image rebuild after a code-only change at most {CODE_ONLY_LIMIT_S:g} s",
-                None if median is None else median <= CODE_ONLY_LIMIT_S,
-                secs(median),
-            )
-        )
+        what = f"{server} image rebuild after a code-only change at most {CODE_ONLY_LIMIT_S:g} s"
+        s.targets.append(Target(what, None if median is None else median <= CODE_ONLY_LIMIT_S, secs(median)))
+        if median is not None and median > CODE_ONLY_LIMIT_S:
+            b.why[what] = limits(f)
     s.load_after = load()
     return s
