@@ -153,9 +153,10 @@ def limits(f: dict[str, Any]) -> str:
     return (
         f"Of the median {f['code_median']:.2f} s, the plan steps inside the build RUN took {inside:.2f} s ({shown}): "
         "collectstatic is Django's own start-up (importing the project's apps, with compiled bytecode), the start data "
-        "a Python start of warptasks and the probe's; none can be skipped without risking stale static files or a stale "
-        f"start plan. The other {f['code_median'] - inside:.2f} s is the engine's classic builder: sending the context, "
-        "the source COPY, the RUN's container start and commit, the runtime stage's copy of the project folder and the "
+        "a Python start of warptasks and the probe's plus, as the last step, the engine's commit of the RUN's layer; none "
+        "can be skipped without risking stale static files or a stale start plan. "
+        f"The other {f['code_median'] - inside:.2f} s is the engine's classic builder: sending the context, "
+        "the source COPY, the RUN's container start, the runtime stage's copy of the project folder and the "
         "LABEL step's container commit (the labels change each build, so they come last), on a shared 2-core machine."
     )
 
