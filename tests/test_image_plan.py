@@ -223,13 +223,15 @@ def test_app_dockerfile_copies_dependency_files_before_installing_and_code_after
         f"USER {img.USER_ID}",
         f"COPY --chown={img.USER_ID}:0 deps/ {img.PROJECT}/",
         "build/deps.sh\n",
-        "FROM deps AS build",
+        "FROM deps AS bytecode",
+        "FROM bytecode AS build",
+        "COPY warp/build/app.sh warp/build/runtime.sh",  # before the code: cached after a code-only change
         f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/",
         "build/app.sh && sh",
         "\nFROM python:3.11-slim\n",
         f'CMD ["{img.S2I_SCRIPTS}/run"]',
-        f"COPY --from=deps --chown={img.USER_ID}:0 {img.PROJECT}/.warp/envs/ {img.PROJECT}/.warp/envs/",
-        f"COPY --from=build --chown={img.USER_ID}:0 {img.STAGED}/ {img.PROJECT}/",
+        f"COPY --from=deps --chown={img.USER_ID}:0 {img.ENVS}/ {img.ENVS}/",
+        f"COPY --from=build --chown={img.USER_ID}:0 {img.PROJECT}/ {img.PROJECT}/",  # the project as built: one copy
         "LABEL ",
     ]
     positions = [text.index(marker) for marker in order]
@@ -250,7 +252,7 @@ def test_the_runtime_stage_has_no_compiler_no_warptasks_and_stops_with_the_serve
     health = next(line for line in runtime.splitlines() if line.startswith("HEALTHCHECK "))
     assert health.endswith('CMD ["/usr/local/bin/python3.11", "-I", "/opt/warptasks/lib/image_start.py", "health"]')
     # The environment is copied before the code, so a code-only change reuses its layer.
-    assert runtime.index("--from=deps --chown=1001:0 /opt/app-root/src/.warp/envs/") < runtime.index(f"{img.STAGED}/ ")
+    assert runtime.index("--from=deps --chown=1001:0 /opt/app-root/envs/") < runtime.index("--from=build")
 
 
 def test_runtime_packages_are_what_the_server_loads_never_its_compiler() -> None:
@@ -408,3 +410,44 @@ def test_s2i_lock_file_settings_are_named_and_an_unlocked_pipfile_is_refused(tmp
     with pytest.raises(ConfigError, match="no Pipfile.lock") as raised:
         detect(tmp_path / "b", {"wsgi.py": WSGI, "Pipfile": "[packages]\nsix = '*'\n", ".s2i/environment": "ENABLE_PIPENV=1\n"})
     assert "pipenv lock" in raised.value.hint
+
+
+def test_probed_facts_are_kept_by_image_id_so_a_rebuild_starts_no_probe_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each build probed its base image in a container (a quarter of a second of a code-only rebuild)."""
+    from warptasks.image import build
+
+    runs: list[str] = []
+
+    def probe(client: object, image: str, python: str, request: dict[str, object]) -> dict[str, object]:
+        runs.append(image)
+        return dict(PROBE_FACTS)
+
+    monkeypatch.setattr(build, "probe_image_data", probe)
+    first = build.cached_probe(None, "sha256:aaa", "python3", {}, tmp_path, name="debian:12")  # type: ignore[arg-type]
+    again = build.cached_probe(None, "sha256:aaa", "python3", {}, tmp_path, name="debian:12")  # type: ignore[arg-type]
+    assert runs == ["debian:12"] and first == again
+    build.cached_probe(None, "sha256:bbb", "python3", {}, tmp_path, name="debian:12")  # type: ignore[arg-type]
+    assert runs == ["debian:12", "debian:12"]  # another image under the same name is probed again
+
+
+def test_a_code_only_change_reruns_only_the_code_copy_the_app_run_and_the_runtime_copy_of_the_project() -> None:
+    """Everything of the build stage that is not the code comes before it; the runtime stage copies the project
+    folder as the build left it, once (no staged copy of it inside the build stage)."""
+    text = img.app_dockerfile(image_build(server="gunicorn"))
+    build_stage = text.split("FROM bytecode AS build\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert build_stage[0] == "ENV INVOKE_WARP_SERVER=gunicorn" and build_stage[1].startswith("COPY warp/build/")
+    assert build_stage[2] == f"COPY --chown={img.USER_ID}:0 src/ {img.PROJECT}/" and build_stage[3].startswith("RUN ")
+    script = img.runtime_script(image_build())
+    assert "tar " not in script and f"{img.PROJECT}/.warp/run" in script  # removed, not copied around
+    assert f"warptasks.image.runtime {img.PROJECT} {img.START_DATA} {img.ENVS}\n" in script
+
+
+def test_the_build_stage_imports_compiled_environments_the_runtime_copies_them_as_installed() -> None:
+    """uv writes no bytecode: collectstatic compiled Django again on every code-only rebuild (half a second)."""
+    text = img.app_dockerfile(image_build())
+    assert f"FROM deps AS bytecode\nRUN /usr/local/bin/python3.11 -m compileall -qq -j 0 {img.ENVS} || true\n" in text
+    assert f"COPY --from=deps --chown={img.USER_ID}:0 {img.ENVS}/ {img.ENVS}/" in text  # not from bytecode: no added size
+    installed = img.app_dockerfile(image_build(env_stage="build"))  # the runtime copies the build stage's environments
+    assert "compileall" not in installed and "FROM deps AS build\n" in installed

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import docker.errors
 import pytest
 
 from tests.cases import as_git_repo, write_tree
 from warptasks.errors import ConfigError
 from warptasks.image.dockerfile import ImageName
-from warptasks.image.registry import check_pushable, commit_tag, image_names, push_failure, registry_of
+from warptasks.image.registry import (
+    PushFailed,
+    check_pushable,
+    commit_tag,
+    image_names,
+    push_failure,
+    push_images,
+    registry_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -119,3 +129,28 @@ def test_push_and_repeatable_tags_are_options_of_both_image_tasks_and_no_option_
         assert "push" in arguments and arguments["tag"].kind is list
         assert "h" not in arguments  # `warp s2i -h` is never --push
     assert "no-commit-tag" in {name for argument in s2i.get_arguments() for name in argument.names}
+
+
+class _Images:
+    """A client's images whose push of ``stop_at`` stops: Ctrl-C, or a registry error."""
+
+    def __init__(self, stop_at: str, stop: BaseException) -> None:
+        self.stop_at, self.stop = stop_at, stop
+
+    def push(self, repository: str, tag: str, stream: bool, decode: bool) -> list[dict[str, object]]:
+        if f"{repository}:{tag}" == self.stop_at:
+            raise self.stop
+        return [{"aux": {"Digest": "sha256:" + "0" * 64}}]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), docker.errors.APIError("denied: requested access is denied")])
+def test_a_push_stopped_part_way_says_which_names_were_pushed_and_which_not(stop: BaseException) -> None:
+    names = [ImageName("127.0.0.1:5000/app", t) for t in ("1.0", "latest", "abc1234")]
+    client = SimpleNamespace(images=_Images("127.0.0.1:5000/app:latest", stop))
+    said: list[str] = []
+    with pytest.raises((KeyboardInterrupt, PushFailed)):
+        push_images(client, names, said.append)  # type: ignore[arg-type]
+    assert said[-1] == (
+        "push stopped: pushed 127.0.0.1:5000/app:1.0; not pushed: 127.0.0.1:5000/app:latest, 127.0.0.1:5000/app:abc1234 "
+        "(the registry keeps what those names had before)"
+    )

@@ -15,7 +15,7 @@ from tests.cases import WSGI, Exe, facts, write_tree
 from warptasks.detect import detect_app
 from warptasks.image import dockerfile as img
 from warptasks.image.context import runtime_files
-from warptasks.image.runtime import MAX_CPUS, render
+from warptasks.image.runtime import MAX_CPUS, PORT_TOKENS, port_positions, render
 
 ENV = f"{img.PROJECT}/.warp/envs/py3.11-abc"
 BUILT = facts(euid=1001, state={"server": "mod_wsgi", "env": ENV, "env_key": "abc", "kind": "wsgi"}, current=ENV)
@@ -176,3 +176,37 @@ def test_the_entry_point_refuses_a_port_that_is_not_ascii_digits(
 def test_the_entry_point_takes_an_ascii_port(entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "9090")
     assert entry._port(_data(tmp_path)) == "9090"
+
+
+def test_an_environment_value_equal_to_the_port_token_is_a_value_and_port_support_stays(
+    entry: ModuleType, tmp_path: Path
+) -> None:
+    """The start data once stood for the port by the token's digits: a project value equal to them (MAGIC=47913)
+    made the two plans differ by more than the token, and the image ignored PORT; now the port is found by place."""
+    token = str(PORT_TOKENS[0])
+    files = {"wsgi.py": WSGI, ".s2i/environment": f"MAGIC={token}\nOTHER=x{token}y\n"}
+    data = _data(tmp_path, files)
+    assert data["port"] == token  # $PORT support kept
+    step, _ = entry.sized_server(data, _raw(2))
+    assert step["env"]["MAGIC"] == token
+    filled = entry._filled(step, data, "9090")
+    assert filled["argv"][filled["argv"].index("--port") + 1] == "9090"
+    assert filled["env"]["MAGIC"] == token and filled["env"]["OTHER"] == f"x{token}y"  # values, not the port
+    assert "port_at" not in filled and "port_at" in step  # the data's step stays the template
+
+
+def test_port_positions_are_where_the_second_token_replaced_the_first() -> None:
+    tokens = ("47913", "47914")
+    first = {"argv": ["s", "--port", "47913", "--bind=0.0.0.0:47913"], "env": {"A": "47913", "B": "47913"}}
+    second = {"argv": ["s", "--port", "47914", "--bind=0.0.0.0:47914"], "env": {"A": "47913", "B": "47914"}}
+    assert port_positions(first, second, tokens) == [[["argv", 2], [0]], [["argv", 3], [15]], [["env", "B"], [0]]]
+    with pytest.raises(Exception, match="argv"):  # a port that changes more than its own digits is no token
+        port_positions({"argv": ["--workers=1"]}, {"argv": ["--workers=2"]}, tokens)
+
+
+def test_a_port_of_thousands_of_digits_is_refused_not_a_traceback(
+    entry: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORT", "9" * 5000)  # int() refuses over 4300 digits with a ValueError
+    with pytest.raises(entry.Refused, match="is not a port number"):
+        entry._port(_data(tmp_path))

@@ -271,7 +271,7 @@ def test_the_image_dependency_layer_sees_the_lock_files_alone(
 def test_the_runtime_takes_the_environment_from_the_stage_that_finished_it(stage: str) -> None:
     build = img.ImageBuild("python:3.11-slim", (), "/usr/local/bin/python3.11", "w.whl", {}, env_stage=stage)
     dockerfile = img.app_dockerfile(build)
-    assert f"COPY --from={stage} --chown={img.USER_ID}:0 {img.PROJECT}/.warp/envs/ {img.PROJECT}/.warp/envs/" in dockerfile
+    assert f"COPY --from={stage} --chown={img.USER_ID}:0 {img.ENVS}/ {img.ENVS}/" in dockerfile
     # The dependency phase still runs on the dependency files alone, before the code.
     assert dockerfile.index("deps.sh") < dockerfile.index("COPY --chown=1001:0 src/")
 

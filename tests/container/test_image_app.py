@@ -76,7 +76,7 @@ def test_a_code_only_change_rebuilds_on_the_cached_dependency_layer_and_any_uid_
     options = build_options(index_access, tag, base)
     first = build_app_image(detect_app(project_dir), options, client=docker_client)
     assert docker_client.images.get(tag).labels["org.opencontainers.image.revision"] == commit
-    deps_run = f"RUN sh {img.WARP_HOME}/build/deps.sh"
+    deps_run = f"RUN umask 002 && mkdir -p {img.PROJECT}/.warp && sh {img.WARP_HOME}/build/deps.sh"
     before = layers(docker_client, tag)
     (project_dir / "wsgi.py").write_text(WSGI.replace("VERSION-1", "VERSION-2"))
     second = build_app_image(detect_app(project_dir), options, client=docker_client)

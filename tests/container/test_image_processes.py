@@ -33,7 +33,7 @@ def test_an_image_runs_a_procfile_process_type_in_the_apps_environment(
         output = docker_client.containers.run(tag, ["warp", "start", "worker"], remove=True)
         last = output.decode().strip().splitlines()[-1].split()
         assert last[:4] == ["worker", "worker", "redis://q", str(img.USER_ID)], output
-        assert last[4].startswith(f"{img.PROJECT}/.warp/envs/"), output  # the app's environment's Python
+        assert last[4].startswith(f"{img.ENVS}/"), output  # the app's environment's Python
         with pytest.raises(docker.errors.ContainerError, match="no process type 'clock'"):
             docker_client.containers.run(tag, ["warp", "start", "--process", "clock"], remove=True, stderr=True)
     finally:

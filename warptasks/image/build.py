@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -37,7 +38,6 @@ from .engine import (
     engine,
     engine_build,
     ensure_base_image,
-    probe_image,
     probe_image_data,
     say_line,
     tag_image,
@@ -114,8 +114,8 @@ def _prepare(
         base, base_why = img.default_base_image(spec, _local_version())
     else:
         base, base_why = f"python:{_local_version()}-slim", f"official Python image for the local Python {_local_version()}"
-    ensure_base_image(client, base, options.pull, say)
-    base_facts = probe_image(client, base, "python3", {})
+    base_id = ensure_base_image(client, base, options.pull, say)
+    base_facts = cached_probe(client, base_id, "python3", {}, name=base)
     packages, packages_why = img.system_packages(server, base_facts, base_facts.package_manager)
     runtime = img.runtime_packages(server, base_facts, base_facts.package_manager)
     wheel_name, wheel = warptasks_wheel()
@@ -145,15 +145,27 @@ def _prepare(
 
 
 def image_facts(client: docker.DockerClient, image_id: str, cache: Path | None = None) -> Facts:
-    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user).
+    """Facts as ``warp build`` will read them inside the image (warptasks' own Python, uv, the app user)."""
+    root, envs = env_paths(img.PROJECT, ".warp", img.ENVS)
+    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]}
+    return cached_probe(client, image_id, f"{img.WARP_HOME}/bin/python", request, cache)
+
+
+def cached_probe(
+    client: docker.DockerClient,
+    image_id: str,
+    python: str,
+    request: dict[str, Any],
+    cache: Path | None = None,
+    *,
+    name: str | None = None,
+) -> Facts:
+    """Facts read by the probe in a container of ``image_id``, or read before: kept under ``cache``.
 
     An image never changes under its id, so what the probe read in it is kept under ``cache`` (default: the user's
-    cache folder), keyed by the id and the request: a code-only rebuild, whose prefix image is the cached one, does
-    not start a container to read them again.
+    cache folder), keyed by the id and the request: a code-only rebuild, whose base and prefix images are the cached
+    ones, starts no container to read them again. ``name``: the image as the user named it, for the errors.
     """
-    root, envs = env_paths(img.PROJECT, ".warp", "")
-    python = f"{img.WARP_HOME}/bin/python"
-    request = {"env_dir": root, "envs_dir": envs, "uv_candidates": [f"{img.WARP_HOME}/bin/uv"]}
     folder = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warptasks" / "image-facts"
     key = hashlib.sha256(json.dumps([image_id, python, request, __version__], sort_keys=True).encode()).hexdigest()
     path = folder / f"{key}.json"
@@ -161,7 +173,7 @@ def image_facts(client: docker.DockerClient, image_id: str, cache: Path | None =
         return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, WarpError):
         pass
-    data = probe_image_data(client, image_id, python, request)
+    data = probe_image_data(client, name or image_id, python, request)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -186,7 +198,7 @@ def build_app_image(
         say(note)
     prefix = engine_build(client, build_context(img.prefix_dockerfile(build), build, wheel, options.extra_files), options, say)
     facts = image_facts(client, prefix.image_id)
-    plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, installer=options.installer))
+    plan = plan_build(spec, facts, BuildOptions(project=img.PROJECT, envs_dir=img.ENVS, installer=options.installer))
     image_python = facts.python.version
     if spec.python.version and spec.python.version != image_python:
         notes.append(

@@ -12,7 +12,9 @@ compilers and headers, and runs both phases; it then renders the start plan
 to data (:mod:`warptasks.image.runtime`). The runtime stage starts again from
 the base image with only the server's runtime packages, and gets the built
 environment (copied from the ``deps`` stage, so a code-only change reuses that
-layer), the app with its collected static files and start data, and a
+layer; the environments are kept outside the project, in :data:`ENVS`), the
+project folder as the build stage left it (the app, its collected static
+files and start data: one copy, no staging), and a
 standard-library entry point (:mod:`warptasks.scripts.image_start`) that sizes
 the workers from the container's limits and execs the server. No warptasks,
 no SDKs, no compiler: ``warp`` in the runtime image is that entry point
@@ -47,7 +49,9 @@ USER_ID = 1001
 PORT = 8080
 RUNTIME_LIB = f"{WARP_HOME}/lib"  # the runtime stage's entry point and the files it loads by path
 START_DATA = f"{PROJECT}/.warp/image-start.json"  # the start plan rendered in the build stage
-STAGED = f"{APP_ROOT}/runtime"  # the build stage's app, static files and start data, without the environments
+# The keyed environments, outside the project (the envs_dir setting, as a host's shared/envs): the runtime stage copies
+# them from the ``deps`` stage, a layer a code change leaves as it was, and the project from the build stage, as it is.
+ENVS = f"{APP_ROOT}/envs"
 # Writable in a read-only container (docker run --read-only), as docker's --tmpfs arguments: /tmp and the server's
 # runtime folder (StartContext.runtime), where servers write at run time (Apache's config, pid and sockets;
 # mod_wsgi-express execs the apachectl it writes there, so that one must allow exec: docker's tmpfs is noexec).
@@ -358,12 +362,16 @@ def app_dockerfile(build: ImageBuild) -> str:
         prefix_dockerfile(build, "deps").rstrip("\n"),
         f"COPY --chown={USER_ID}:0 deps/ {PROJECT}/",
         f"COPY warp/build/deps.sh {WARP_HOME}/build/deps.sh",
-        f"RUN sh {WARP_HOME}/build/deps.sh",
+        # The project's environment folder (.warp: state, static.json, current), which warp build's lock makes locally.
+        f"RUN umask 002 && mkdir -p {PROJECT}/.warp && sh {WARP_HOME}/build/deps.sh",
         "",
-        "FROM deps AS build",
-        f"COPY --chown={USER_ID}:0 src/ {PROJECT}/",
-        f"COPY warp/build/app.sh warp/build/runtime.sh {WARP_HOME}/build/",
+        *bytecode_stage(build),
+        f"FROM {'bytecode' if build.env_stage == 'deps' else 'deps'} AS build",
+        # Everything but the code before the code: after a code-only change these steps come from the cache (an ENV
+        # is a container created and committed when it does not).
         *server_env_lines(build.server),
+        f"COPY warp/build/app.sh warp/build/runtime.sh {WARP_HOME}/build/",
+        f"COPY --chown={USER_ID}:0 src/ {PROJECT}/",
         # One RUN: each costs a container start and a commit, and the code-only rebuild is what developers wait for.
         f"RUN sh {WARP_HOME}/build/app.sh && sh {WARP_HOME}/build/runtime.sh",
         "",
@@ -372,20 +380,33 @@ def app_dockerfile(build: ImageBuild) -> str:
     return "\n".join(lines) + "\n"
 
 
-def runtime_script(build: ImageBuild) -> str:
-    """The build stage's last step: the start plan as data, then the app staged for the runtime stage.
+def bytecode_stage(build: ImageBuild) -> list[str]:
+    """The ``bytecode`` stage: the environments compiled, for the build stage alone.
 
-    The environments (``.warp/envs``) stay out of the staged copy: the runtime stage copies them from the ``deps``
-    stage, a layer that a change to the code alone leaves as it was.
+    An installer that writes no bytecode (uv) left every import of the app phase (collectstatic's Django) compiling its
+    modules again on each build, a second of a code-only rebuild. Compiled in a stage of their own, after the
+    dependency phase: the build stage starts from it and a code change reuses it, while the runtime stage copies
+    the environments from ``deps``, as the dependency phase left them (its size unchanged). Not when the runtime
+    takes the environments from the build stage (a project installed into them): the bytecode would ship too.
+    A file that does not compile only stays uncompiled: it is a speed-up, the build does not depend on it.
     """
-    render = shlex.join([f"{WARP_HOME}/bin/python", "-m", "warptasks.image.runtime", PROJECT, START_DATA])
+    if build.env_stage != "deps":
+        return []
+    return ["FROM deps AS bytecode", f"RUN {shlex.quote(build.python)} -m compileall -qq -j 0 {ENVS} || true", ""]
+
+
+def runtime_script(build: ImageBuild) -> str:
+    """The build stage's last step: the start plan as data; then what the runtime stage must not get is removed.
+
+    The runtime stage copies the project folder as this step leaves it; the environments are not in it (:data:`ENVS`,
+    copied from the ``deps`` stage), and the run-time folder and caches the build may have written leave here.
+    """
+    render = shlex.join([f"{WARP_HOME}/bin/python", "-m", "warptasks.image.runtime", PROJECT, START_DATA, ENVS])
     return (
         "set -e\numask 002\n"
-        "echo '[runtime 1/2] start data: the start plan as data, for the runtime stage'\n"
+        "echo '[runtime 1/1] start data: the start plan as data, for the runtime stage'\n"
         f"{render}\n"
-        "echo '[runtime 2/2] stage: the app, its static files and start data, for the runtime stage'\n"
-        f"mkdir -p {STAGED}\n"
-        f"tar -C {PROJECT} --exclude=./.warp/envs --exclude=./.warp/run --exclude=./.cache -cf - . | tar -C {STAGED} -xf -\n"
+        f"rm -rf {PROJECT}/.warp/run {PROJECT}/.cache\n"
     )
 
 
@@ -426,8 +447,8 @@ def runtime_dockerfile(build: ImageBuild) -> str:
         f"HEALTHCHECK {HEALTHCHECK_OPTIONS} CMD " + json.dumps(health_command(build)),
         f'ENTRYPOINT ["{WARP_HOME}/bin/dumb-init", "--"]',
         f'CMD ["{S2I_SCRIPTS}/run"]',
-        f"COPY --from={build.env_stage} --chown={USER_ID}:0 {PROJECT}/.warp/envs/ {PROJECT}/.warp/envs/",
-        f"COPY --from=build --chown={USER_ID}:0 {STAGED}/ {PROJECT}/",
+        f"COPY --from={build.env_stage} --chown={USER_ID}:0 {ENVS}/ {ENVS}/",
+        f"COPY --from=build --chown={USER_ID}:0 {PROJECT}/ {PROJECT}/",
         _labels_line(build.labels),
     ]
     return "\n".join(lines) + "\n"

@@ -94,11 +94,10 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def ensure_base_image(client: docker.DockerClient, name: str, pull: bool, say: Say) -> None:
-
+def ensure_base_image(client: docker.DockerClient, name: str, pull: bool, say: Say) -> str:
+    """The id of base image ``name``, pulled first when the engine lacks it (and ``pull``)."""
     try:
-        client.images.get(name)
-        return
+        return str(client.images.get(name).id)
     except docker.errors.ImageNotFound:
         pass
     if not pull:
@@ -107,7 +106,7 @@ def ensure_base_image(client: docker.DockerClient, name: str, pull: bool, say: S
         )
     say(f"pulling base image {name}")
     try:
-        client.images.pull(name)
+        return str(client.images.pull(name).id)
     except docker.errors.DockerException as exc:
         raise ConfigError(
             f"base image {name} is not in the engine and could not be pulled: {api_message(exc)}",

@@ -103,12 +103,23 @@ def check_pushable(names: list[ImageName]) -> None:
 
 def push_images(client: docker.DockerClient, names: list[ImageName], say: Say) -> list[str]:
     """Push each name (already tagged in the engine); the digests pushed. The first failure stops and raises."""
-    digests = []
-    for name in names:
-        say(f"pushing {name} to {registry_of(name)}")
-        digests.append(push_image(client, name))
-        say(f"pushed {name}" + (f" ({digests[-1]})" if digests[-1] else ""))
+    digests: list[str] = []
+    try:
+        for name in names:
+            say(f"pushing {name} to {registry_of(name)}")
+            digests.append(push_image(client, name))
+            say(f"pushed {name}" + (f" ({digests[-1]})" if digests[-1] else ""))
+    except (KeyboardInterrupt, PushFailed):
+        say(push_outcome(names, len(digests)))
+        raise
     return digests
+
+
+def push_outcome(names: list[ImageName], pushed: int) -> str:
+    """What a push that stopped part way left: the names pushed, and those not (whose registry tag is as it was)."""
+    done = ", ".join(str(name) for name in names[:pushed]) or "nothing"
+    left = ", ".join(str(name) for name in names[pushed:])
+    return f"push stopped: pushed {done}; not pushed: {left} (the registry keeps what those names had before)"
 
 
 def push_image(client: docker.DockerClient, name: ImageName) -> str:

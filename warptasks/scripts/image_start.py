@@ -76,7 +76,8 @@ def _read_data():
 
 def _port(data):
     text = os.environ.get("PORT", "").strip() or str(data["fixed_port"])
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:  # "٣٠٠٠".isdigit() is True
+    # "٣٠٠٠".isdigit() is True; and int() of over 4300 digits raises: the length is checked first.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise Refused("PORT=%r is not a port number (1-65535)" % text)
     if data["port"] is None and text != str(data["fixed_port"]):
         raise Refused("this image's server listens on port %s only; unset PORT or set it to that" % data["fixed_port"])
@@ -84,20 +85,23 @@ def _port(data):
 
 
 def _filled(step, data, port):
-    if data["port"] is None:
+    """``step`` with the port at the places the build stage found it (``port_at``), never by the token's value: an
+    environment value that happens to equal the token is left as it is."""
+    places = step.get("port_at")
+    if data["port"] is None or not places:
         return step
-    token = data["port"]
-
-    def fill(value):
-        if isinstance(value, str):
-            return value.replace(token, port)
-        if isinstance(value, list):
-            return [fill(item) for item in value]
-        if isinstance(value, dict):
-            return {key: fill(item) for key, item in value.items()}
-        return value
-
-    return fill(step)
+    width = len(data["port"])
+    step = json.loads(json.dumps(step))  # a copy: the data's step stays the template
+    del step["port_at"]
+    for path, offsets in places:
+        holder = step
+        for key in path[:-1]:
+            holder = holder[key]
+        value = holder[path[-1]]
+        for at in sorted(offsets, reverse=True):
+            value = value[:at] + port + value[at + width :]
+        holder[path[-1]] = value
+    return step
 
 
 def _environment(step, data):
