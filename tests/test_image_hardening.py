@@ -103,3 +103,18 @@ def test_a_package_name_is_one_word_of_the_apt_line_whatever_it_holds() -> None:
     line = next(line for line in img.runtime_dockerfile(build_).splitlines() if "apt-get install" in line)
     assert "libpython3.11 && touch /pwned" in shlex.split(line.removeprefix("RUN "))
     assert "apt-get install -y --no-install-recommends apache2-bin " in line  # ordinary names as they were
+
+
+def test_an_environment_or_vcs_name_stays_out_of_the_image_as_a_link_or_a_file(tmp_path: Path) -> None:
+    """Only folders of those names were left out: a link named .warp replaced the build stage's environment folder
+    (state, current) with wherever it points, and a git worktree's .git file put this machine's path in the image."""
+    from warptasks.sourcefiles import image_files
+
+    (tmp_path / "wsgi.py").write_text("application = None\n", encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / ".warp").symlink_to("elsewhere")
+    (tmp_path / ".venv").symlink_to("/usr")
+    (tmp_path / ".git").write_text("gitdir: /home/someone/repo/.git/worktrees/app\n", encoding="utf-8")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "__pycache__").write_text("", encoding="utf-8")
+    assert image_files(tmp_path).files == ["wsgi.py"]
