@@ -28,8 +28,8 @@ POISONED = {
 def _probed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     runs: list[str] = []
 
-    def probe(client: object, image: str, python: str, request: dict[str, object]) -> dict[str, object]:
-        runs.append(image)
+    def probe(client: object, image: str, python: str, request: dict[str, object], name: str = "") -> dict[str, object]:
+        runs.append(name)
         return dict(PROBE_FACTS)
 
     monkeypatch.setattr(build, "probe_image_data", probe)
@@ -118,3 +118,23 @@ def test_an_environment_or_vcs_name_stays_out_of_the_image_as_a_link_or_a_file(t
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "__pycache__").write_text("", encoding="utf-8")
     assert image_files(tmp_path).files == ["wsgi.py"]
+
+
+def test_the_probe_runs_the_image_its_id_keys_not_whatever_the_name_points_to_by_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The facts are kept under the id ensure_base_image found; a container of the name could be another image by
+    then (a pull of a newer python:3.12-slim meanwhile), whose facts would then be kept under the old id for good."""
+    from warptasks.image import engine
+
+    ran: list[str] = []
+
+    class Containers:
+        def run(self, image: str, *args: object, **kwargs: object) -> bytes:
+            ran.append(image)
+            return (json.dumps(PROBE_FACTS) + "\n/usr/bin/apt-get\n").encode()
+
+    client = type("Client", (), {"containers": Containers()})()
+    monkeypatch.setattr(build, "probe_image_data", engine.probe_image_data)
+    build.cached_probe(client, "sha256:aaa", "python3", {}, tmp_path / "facts", name="debian:12")  # type: ignore[arg-type]
+    assert ran == ["sha256:aaa"]

@@ -176,7 +176,7 @@ def cached_probe(
             return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, WarpError):
         pass
-    data = probe_image_data(client, name or image_id, python, request)
+    data = probe_image_data(client, image_id, python, request, name=name)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if folder.stat().st_uid == os.geteuid():
