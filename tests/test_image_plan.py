@@ -420,8 +420,8 @@ def test_probed_facts_are_kept_by_image_id_so_a_rebuild_starts_no_probe_containe
 
     runs: list[str] = []
 
-    def probe(client: object, image: str, python: str, request: dict[str, object]) -> dict[str, object]:
-        runs.append(image)
+    def probe(client: object, image: str, python: str, request: dict[str, object], name: str = "") -> dict[str, object]:
+        runs.append(name)
         return dict(PROBE_FACTS)
 
     monkeypatch.setattr(build, "probe_image_data", probe)

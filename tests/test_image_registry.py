@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import docker.errors
 import pytest
+import requests
 
 from tests.cases import as_git_repo, write_tree
 from warptasks.errors import ConfigError
@@ -150,7 +152,48 @@ def test_a_push_stopped_part_way_says_which_names_were_pushed_and_which_not(stop
     said: list[str] = []
     with pytest.raises((KeyboardInterrupt, PushFailed)):
         push_images(client, names, said.append)  # type: ignore[arg-type]
+    if isinstance(stop, KeyboardInterrupt):  # where in the push it came, no one knows: the name is not said untouched
+        assert said[-1] == (
+            "push stopped: pushed 127.0.0.1:5000/app:1.0; 127.0.0.1:5000/app:latest was being pushed and may or may not "
+            "have reached the registry (push it again); not pushed: 127.0.0.1:5000/app:abc1234 "
+            "(the registry keeps what those names had before)"
+        )
+    else:
+        assert said[-1] == (
+            "push stopped: pushed 127.0.0.1:5000/app:1.0; not pushed: 127.0.0.1:5000/app:latest, 127.0.0.1:5000/app:abc1234 "
+            "(the registry keeps what those names had before)"
+        )
+
+
+class _Streams(_Images):
+    """A push whose stream stops after the layers went: the engine may have put the manifest when Ctrl-C came."""
+
+    def push(self, repository: str, tag: str, stream: bool, decode: bool) -> Any:
+        if f"{repository}:{tag}" != self.stop_at:
+            return super().push(repository, tag, stream, decode)
+
+        def chunks() -> Any:
+            yield {"status": "Pushed", "id": "0123abcd"}
+            yield {"status": "latest: digest: sha256:" + "1" * 64}
+            raise self.stop
+
+        return chunks()
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), requests.exceptions.ConnectionError("Connection aborted")])
+def test_a_push_interrupted_mid_stream_never_says_the_registry_kept_that_name(stop: BaseException) -> None:
+    """Ctrl-C (or the engine's connection lost, which no DockerException wraps) after the manifest went: saying
+    the registry kept what the name had before would be false; and the outcome is said for either."""
+    names = [ImageName("127.0.0.1:5000/app", t) for t in ("1.0", "latest")]
+    client = SimpleNamespace(images=_Streams("127.0.0.1:5000/app:latest", stop))
+    said: list[str] = []
+    with pytest.raises(type(stop)):
+        push_images(client, names, said.append)  # type: ignore[arg-type]
     assert said[-1] == (
-        "push stopped: pushed 127.0.0.1:5000/app:1.0; not pushed: 127.0.0.1:5000/app:latest, 127.0.0.1:5000/app:abc1234 "
-        "(the registry keeps what those names had before)"
+        "push stopped: pushed 127.0.0.1:5000/app:1.0; 127.0.0.1:5000/app:latest was being pushed and may or may not "
+        "have reached the registry (push it again)"
     )
+
+
+def test_a_failed_push_s_hint_never_says_nothing_else_was_pushed() -> None:
+    assert "nothing else" not in (push_failure(ImageName("r.example/app", "1"), "something odd").hint or "")

@@ -210,3 +210,11 @@ def test_a_port_of_thousands_of_digits_is_refused_not_a_traceback(
     monkeypatch.setenv("PORT", "9" * 5000)  # int() refuses over 4300 digits with a ValueError
     with pytest.raises(entry.Refused, match="is not a port number"):
         entry._port(_data(tmp_path))
+
+
+def test_a_port_shorter_than_the_token_lands_at_each_recorded_place_and_nowhere_else(entry: ModuleType) -> None:
+    """Held: the places are filled from the last, so a shorter port never moves the next one; PORT is digits only."""
+    data = {"port": "47913", "fixed_port": 8080}
+    step = {"argv": ["s", "a47913b47913c", "47913"], "env": {"X": "47913"}, "port_at": [[["argv", 1], [1, 7]]]}
+    filled = entry._filled(step, data, "80")
+    assert filled["argv"] == ["s", "a80b80c", "47913"] and filled["env"] == {"X": "47913"}

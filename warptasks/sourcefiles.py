@@ -4,7 +4,7 @@ Both use one exclusion list, with gitignore semantics (:class:`pathspec.GitIgnor
 a file under an excluded folder stays excluded, as in git):
 
 * :data:`NOT_SOURCE`: version-control data, local environments and caches
-  (``.git/``, ``.warp/``, ``.venv/``, ``__pycache__/``, ``*.pyc``...). Never sent.
+  (``.git``, ``.warp``, ``.venv``, ``__pycache__``, ``*.pyc``...), folders, files or links alike. Never sent.
 * :data:`SECRETS`: files that hold credentials, by their name: ``.env``,
   ``.env.*``, ``.envrc``, ``.netrc``, ``.pypirc``, ``.pgpass``,
   ``.git-credentials``, ``.docker/config.json``, the folders ``.ssh/``,
@@ -50,7 +50,9 @@ import pathspec
 from .detect import UNTRACKED_DIRS
 from .errors import ConfigError
 
-NOT_SOURCE = (*(f"{name}/" for name in sorted(UNTRACKED_DIRS)), "*.pyc", "*.pyo")
+# Without a trailing slash: a link or file of such a name is left out too (a link named .warp would stand for the
+# environment folder wherever the files land; a git worktree's .git file names a path of this machine).
+NOT_SOURCE = (*sorted(UNTRACKED_DIRS), "*.pyc", "*.pyo")
 SECRETS = (
     ".env",
     ".env.*",

@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -170,18 +172,29 @@ def cached_probe(
     key = hashlib.sha256(json.dumps([image_id, python, request, __version__], sort_keys=True).encode()).hexdigest()
     path = folder / f"{key}.json"
     try:
-        return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
+        if _own(folder) and _own(path):
+            return Facts.parse(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, WarpError):
         pass
-    data = probe_image_data(client, name or image_id, python, request)
+    data = probe_image_data(client, image_id, python, request, name=name)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(data), encoding="utf-8")
-        partial.replace(path)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.stat().st_uid == os.geteuid():
+            folder.chmod(0o700)  # made by an earlier version under a umask of 002: this account's alone from now on
+        handle, partial = tempfile.mkstemp(dir=folder, suffix=".tmp")  # 0600, a name no one can plant beforehand
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(data))
+        Path(partial).replace(path)
     except OSError:
         pass  # a cache that cannot be written only costs the next build a probe
     return Facts.parse(data)
+
+
+def _own(path: Path) -> bool:
+    """Whether ``path`` is this account's and no one else's to write: a cached base image's facts choose the runtime
+    stage's packages, and an entry another account could write (a shared XDG_CACHE_HOME) would choose them for it."""
+    found = path.lstat()
+    return found.st_uid == os.geteuid() and not found.st_mode & 0o022 and not stat.S_ISLNK(found.st_mode)
 
 
 def build_app_image(

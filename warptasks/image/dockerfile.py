@@ -291,7 +291,8 @@ def _packages_line(packages: tuple[str, ...], *, slim: bool = False) -> str:
         "RUN "
         + (_SLIM_DPKG if slim else "")
         + "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-        + " ".join(packages)
+        # Quoted: libpython{version} takes the version from the base image's probed facts.
+        + " ".join(shlex.quote(package) for package in packages)
         + " && rm -rf /var/lib/apt/lists/*"
         + (" /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log" if slim else "")
     )

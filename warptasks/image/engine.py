@@ -128,8 +128,14 @@ def probe_image(client: docker.DockerClient, image: str, python: str, request: d
     return Facts.parse(probe_image_data(client, image, python, request))
 
 
-def probe_image_data(client: docker.DockerClient, image: str, python: str, request: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`probe_image` parses: the probe's output, with the package manager and the C compiler."""
+def probe_image_data(
+    client: docker.DockerClient, image: str, python: str, request: dict[str, Any], *, name: str | None = None
+) -> dict[str, Any]:
+    """What :func:`probe_image` parses: the probe's output, with the package manager and the C compiler.
+
+    ``name``: the image as the user named it, for the errors, when ``image`` is its id (the one the facts are kept
+    under: a container of the name could be another image by then).
+    """
 
     script = f'"$1" -c "$2" "$3" && echo && {_TOOLS}'
     try:
@@ -146,11 +152,11 @@ def probe_image_data(client: docker.DockerClient, image: str, python: str, reque
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
         if exc.exit_status == 127:
             raise ConfigError(
-                f"image {image} has no {python}", "choose a base image with Python 3 (such as python:3.12-slim)"
+                f"image {name or image} has no {python}", "choose a base image with Python 3 (such as python:3.12-slim)"
             ) from None
-        raise WarpError(f"could not read facts from image {image}: {tail(stderr, 5)}") from None
+        raise WarpError(f"could not read facts from image {name or image}: {tail(stderr, 5)}") from None
     except docker.errors.DockerException as exc:
-        raise EngineError(f"could not run a container of {image}: {api_message(exc)}") from None
+        raise EngineError(f"could not run a container of {name or image}: {api_message(exc)}") from None
     lines = output.decode(errors="replace").splitlines()
     facts = json.loads(lines[0])
     tools = {Path(line.strip()).name: line.strip() for line in lines[1:] if line.strip()}

@@ -109,17 +109,30 @@ def push_images(client: docker.DockerClient, names: list[ImageName], say: Say) -
             say(f"pushing {name} to {registry_of(name)}")
             digests.append(push_image(client, name))
             say(f"pushed {name}" + (f" ({digests[-1]})" if digests[-1] else ""))
-    except (KeyboardInterrupt, PushFailed):
+    except PushFailed:  # the engine said the registry refused this name: it holds what it had
         say(push_outcome(names, len(digests)))
+        raise
+    except BaseException:  # Ctrl-C, the engine's connection lost: the name being pushed may have landed already
+        say(push_outcome(names, len(digests), interrupted=True))
         raise
     return digests
 
 
-def push_outcome(names: list[ImageName], pushed: int) -> str:
-    """What a push that stopped part way left: the names pushed, and those not (whose registry tag is as it was)."""
+def push_outcome(names: list[ImageName], pushed: int, *, interrupted: bool = False) -> str:
+    """What a push that stopped part way left: the names pushed, and those not (whose registry tag is as it was).
+
+    ``interrupted``: stopped while the engine pushed ``names[pushed]``, which the registry may or may not have taken
+    (its manifest is the push's last request): that name is neither pushed nor not pushed, but said to be unknown.
+    """
     done = ", ".join(str(name) for name in names[:pushed]) or "nothing"
-    left = ", ".join(str(name) for name in names[pushed:])
-    return f"push stopped: pushed {done}; not pushed: {left} (the registry keeps what those names had before)"
+    unknown = names[pushed : pushed + 1] if interrupted else []
+    left = ", ".join(str(name) for name in names[pushed + len(unknown) :])
+    text = f"push stopped: pushed {done}"
+    if unknown:
+        text += f"; {unknown[0]} was being pushed and may or may not have reached the registry (push it again)"
+    if left:
+        text += f"; not pushed: {left} (the registry keeps what those names had before)"
+    return text
 
 
 def push_image(client: docker.DockerClient, name: ImageName) -> str:
@@ -186,7 +199,7 @@ def push_failure(name: ImageName, error: str) -> PushFailed:
     for pattern, cause, hint in _CAUSES:
         if pattern.search(error):
             return PushFailed(f"could not push {name}: {cause} ({detail})", hint.format(registry=registry))
-    return PushFailed(f"could not push {name} to {registry}: {detail}", "see the engine's message; nothing else was pushed")
+    return PushFailed(f"could not push {name} to {registry}: {detail}", "see the engine's message")
 
 
 def tag_all(client: docker.DockerClient, image_id: str, names: list[ImageName]) -> None:
