@@ -187,6 +187,18 @@ def test_an_envs_folder_others_may_write_is_refused_before_building_or_starting(
     assert sorted(shared.iterdir()) == built
 
 
+def test_an_envs_folder_inside_a_folder_others_may_write_is_refused_naming_that_folder(project_dir: Path) -> None:
+    """They could rename the envs folder away and put their own in its place: every folder up to / counts."""
+    above = project_dir / "open"
+    envs = above / "envs"
+    envs.mkdir(parents=True, mode=0o755)
+    above.chmod(0o777)
+    write(project_dir, {"wsgi.py": HELLO, "requirements.txt": "six\n"})
+    result = warp(project_dir, "build", "--server", "gunicorn", env={"INVOKE_WARP_ENVS_DIR": str(envs)}, check=False)
+    _assert_clean_failure(result, f"the folder {above}, above the environments folder {envs}", f"chmod go-w {above}")
+    assert list(envs.iterdir()) == [] and not (project_dir / ".warp" / "current").exists()  # nothing built
+
+
 def test_port_in_use_is_refused_before_starting(project_dir: Path) -> None:
     _good_build(project_dir)
     with serving(project_dir) as site:

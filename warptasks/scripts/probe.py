@@ -276,15 +276,14 @@ def _unsafe_parents(envs_dir):
                         except (ImportError, KeyError):
                             owner = "uid %d" % info.st_uid
                         return [
-                            "the folder %s, above the environments folder %s, belongs to %s, who could replace "
-                            "the environments folder" % (folder, envs_dir, owner),
+                            "the folder %s, above the environments folder %s, belongs to %s" % (folder, envs_dir, owner),
                             "build as that account, or choose an envs_dir (and project folder) whose folders up to / "
                             "belong to this account or root",
                         ]
                     if not info.st_mode & stat.S_ISVTX and _writable_by_others(info, folder):
                         return [
                             "the folder %s, above the environments folder %s, may be written by other accounts "
-                            "(mode %03o), who could replace the environments folder" % (folder, envs_dir, info.st_mode & 0o777),
+                            "(mode %03o)" % (folder, envs_dir, info.st_mode & 0o777),
                             "make it writable by its owner only (chmod go-w %s), or sticky (chmod +t %s), or choose an "
                             "envs_dir whose folders up to / only this account or root may write" % (quoted, quoted),
                         ]
