@@ -7,6 +7,7 @@ import struct
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -322,16 +323,41 @@ def test_an_envs_folder_writable_by_a_primary_group_others_share_is_unsafe(
     assert f"{shared} may be written by other accounts (mode 775)" in problem and f"chmod go-w {shared}" in fix
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the folders above the envs folder are not checked: an account that may write to one can rename the "
-    "checked envs folder away after the probe and put its own (with a planted environment) in its place before the "
-    "build uses it; refusing such parents changes which project folders may be built (a lead's decision)",
-)
 def test_an_envs_folder_in_a_folder_others_may_write_is_unsafe(tmp_path: Path) -> None:
     parent = tmp_path / "shared"
     parent.mkdir()
     parent.chmod(0o777)  # not sticky: anyone may rename what is in it
     envs = parent / "envs"
     envs.mkdir(mode=0o755)
-    assert probe._unsafe_envs(str(envs)) is not None
+    problem, fix = probe._unsafe_envs(str(envs))
+    assert f"the folder {parent}, above the environments folder {envs}, may be written by other accounts (mode 777)" in problem
+    assert f"chmod go-w {parent}" in fix
+    assert probe._unsafe_envs(str(envs / "not-yet")) is not None  # not made yet: the folders above still count
+
+
+def test_an_envs_folder_in_a_sticky_folder_others_may_write_is_safe(tmp_path: Path) -> None:
+    """As /tmp: others may make entries there, but only an entry's owner may rename or remove it."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(0o1777)
+    envs = parent / "envs"
+    envs.mkdir(mode=0o755)
+    assert probe._unsafe_envs(str(envs)) is None
+    assert probe._unsafe_envs(str(tmp_path / "app" / ".warp" / "envs")) is None  # pytest's own folders pass
+
+
+def test_a_folder_above_the_envs_folder_of_another_account_is_unsafe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    envs = tmp_path / "theirs" / "envs"
+    envs.mkdir(parents=True, mode=0o755)
+    real_lstat = os.lstat
+
+    def theirs(path: Any, *args: Any, **kwargs: Any) -> Any:
+        info = real_lstat(path, *args, **kwargs)
+        if str(path) == str(envs.parent):
+            return os.stat_result((info.st_mode, *info[1:4], 4321, *info[5:]))
+        return info
+
+    monkeypatch.setattr(os, "lstat", theirs)
+    problem, fix = probe._unsafe_envs(str(envs))
+    assert f"the folder {envs.parent}, above the environments folder {envs}, belongs to" in problem
+    assert "uid 4321" in problem and "build as that account" in fix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +16,7 @@ import pytest
 from tests.cases import ASGI, PROBE_FACTS, Exe, django_tree, facts, write_tree
 from warptasks.detect import AppSpec, detect_app
 from warptasks.errors import ConfigError
-from warptasks.facts import BuildState, Facts
+from warptasks.facts import BuildState, Facts, StaticFiles
 from warptasks.plan import Plan, Step, command_line
 from warptasks.plan.build import BuildOptions, env_key, plan_build
 
@@ -271,8 +272,9 @@ def test_deps_phase_comes_first_and_switch_is_last(tmp_path: Path) -> None:
     phases = [s.phase for s in plan.steps]
     assert phases == sorted(phases, key=lambda p: p != "deps"), phases
     assert plan.steps[-1].name == "switch"
-    assert plan.steps[-1].argv[-4:-2] == (f"{ENV_ROOT}/current", env_of(plan))
-    assert plan.steps[-1].argv[-2:] == (f"{ENV_ROOT}/state.json.next", f"{ENV_ROOT}/state.json")
+    assert plan.steps[-1].argv[-6:-4] == (f"{ENV_ROOT}/current", env_of(plan))
+    assert plan.steps[-1].argv[-4:-2] == (f"{ENV_ROOT}/state.json.next", f"{ENV_ROOT}/state.json")
+    assert plan.steps[-1].argv[-2:] == (f"{ENV_ROOT}/static.json.next", f"{ENV_ROOT}/static.json")
     assert plan.phase("deps").steps[-1].name == "mark complete"
     assert [s.name for s in plan.phase("app").steps] == ["hook build", "collectstatic", "record", "switch"]
 
@@ -332,7 +334,7 @@ def test_force_builds_beside_the_live_environment_and_switches_last(tmp_path: Pa
     assert not [s.name for s in plan.steps[:switch] if _touches(s, live)]
     new = env_of(plan)
     assert new != live and new.startswith(f"{ENV_ROOT}/envs/") and named(plan, "clean").argv == ("rm", "-rf", new)
-    assert named(plan, "switch").argv[-4:-2] == (f"{ENV_ROOT}/current", new)
+    assert named(plan, "switch").argv[-6:-4] == (f"{ENV_ROOT}/current", new)
     assert plan.runnable == plan.steps
 
 
@@ -387,13 +389,13 @@ def test_environment_key_follows_the_requirements(tmp_path: Path) -> None:
 
 # settings, environment file -> (supplied STATIC_ROOT or "", collect "1"/"0")
 COLLECTSTATIC_CASES = [
-    pytest.param("STATIC_URL = '/static/'\n", "", (f"{ENV_ROOT}/static", "1"), id="no-static-root-gets-one"),
+    pytest.param("STATIC_URL = '/static/'\n", "", (f"{ENV_ROOT}/static-a", "1"), id="no-static-root-gets-one"),
     pytest.param("STATIC_ROOT = '/srv/static'\n", "", ("", "1"), id="static-root-kept"),
-    pytest.param("STATIC_ROOT = None\n", "", (f"{ENV_ROOT}/static", "1"), id="static-root-none-gets-one"),
+    pytest.param("STATIC_ROOT = None\n", "", (f"{ENV_ROOT}/static-a", "1"), id="static-root-none-gets-one"),
     pytest.param("STATIC_ROOT = 'x'\n", "DISABLE_COLLECTSTATIC=1\n", ("", "0"), id="disabled"),
-    pytest.param("", "DISABLE_COLLECTSTATIC=true\n", (f"{ENV_ROOT}/static", "0"), id="disabled-true"),
-    pytest.param("", "DISABLE_COLLECTSTATIC=0\n", (f"{ENV_ROOT}/static", "1"), id="disable-0-collects"),
-    pytest.param("", "DISABLE_COLLECTSTATIC=off\n", (f"{ENV_ROOT}/static", "1"), id="disable-off-collects"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=true\n", (f"{ENV_ROOT}/static-a", "0"), id="disabled-true"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=0\n", (f"{ENV_ROOT}/static-a", "1"), id="disable-0-collects"),
+    pytest.param("", "DISABLE_COLLECTSTATIC=off\n", (f"{ENV_ROOT}/static-a", "1"), id="disable-off-collects"),
 ]
 
 
@@ -405,7 +407,7 @@ def test_django_collectstatic_gets_a_static_root_only_when_settings_lack_one(
     plan = build(detect(tmp_path, files))
     step = named(plan, "collectstatic")
     assert step.argv[0] == f"{env_of(plan)}/bin/python"
-    assert step.argv[3:] == (f"{ENV_ROOT}/static.json", *expected)
+    assert step.argv[3:] == (f"{ENV_ROOT}/static.json.next", *expected)  # the switch makes it static.json
     assert step.env["DJANGO_SETTINGS_MODULE"] == "mysite.settings"
     assert step.path == (f"{env_of(plan)}/bin",)
     assert ("no STATIC_ROOT" in step.why) is bool(expected[0] and expected[1] == "1")
@@ -415,10 +417,10 @@ def test_django_collectstatic_gets_a_static_root_only_when_settings_lack_one(
 def test_static_folder_is_recorded_and_no_static_is_removed(tmp_path: Path) -> None:
     with_static = build(detect(tmp_path / "a", {**WSGI, "static/": ""}))
     step = named(with_static, "static")
-    assert step.argv[5] == f"{ENV_ROOT}/static.json"
+    assert step.argv[5] == f"{ENV_ROOT}/static.json.next"  # the switch makes it static.json
     assert json.loads(step.argv[4]) == {"static_url": "/static/", "static_root": f"{PROJECT}/static"}
     without = named(build(detect(tmp_path / "b", WSGI)), "static")
-    assert without.argv == ("rm", "-f", f"{ENV_ROOT}/static.json")
+    assert without.argv == ("rm", "-f", f"{ENV_ROOT}/static.json.next")  # the switch then removes static.json
 
 
 @pytest.mark.parametrize(("folder", "executable"), [(".warpdrive", True), (".s2i", False)])
@@ -678,12 +680,6 @@ def test_a_build_stopped_between_record_and_switch_leaves_state_describing_the_c
     assert not (root / "state.json.next").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static.json is written (or removed) by the 'static' step, before the switch, in the folder shared by "
-    "every environment: a build stopped after it leaves the last good environment served with the new build's "
-    "static files settings (or none); it should go through the switch as the record does",
-)
 def test_a_build_stopped_before_switch_leaves_static_json_of_the_current_environment(tmp_path: Path) -> None:
     project = tmp_path / "app"
     spec = detect_app(write_tree(project, WSGI), server="gunicorn")
@@ -699,3 +695,18 @@ def test_a_build_stopped_before_switch_leaves_static_json_of_the_current_environ
     static = named(plan, "static")
     subprocess.run(static.argv, cwd=project, check=True)  # ... and stopped here, before 'switch'
     assert json.loads((root / "static.json").read_text()) == before
+    (root / "state.json.next").write_text("{}")  # what 'record' writes
+    subprocess.run([sys.executable, *named(plan, "switch").argv[1:]], cwd=project, check=True)
+    assert not (root / "static.json").exists()  # this build has no static files: the switch removes the old settings
+    assert not (root / "static.json.next").exists()
+
+
+@pytest.mark.parametrize(
+    ("live", "slot"),
+    [("", "static-a"), ("static-a/", "static-b"), ("static-b", "static-a"), ("/srv/static", "static-a")],
+)
+def test_collectstatic_fills_the_folder_the_live_static_json_does_not_name(tmp_path: Path, live: str, slot: str) -> None:
+    """A failed or stopped build leaves the files served as they were: it collects into the other folder."""
+    served = StaticFiles(url="/static/", root=posixpath.join(ENV_ROOT, live)) if live else None
+    plan = build(detect(tmp_path, django_tree("STATIC_URL = '/static/'\n")), replace(facts(), static=served))
+    assert named(plan, "collectstatic").argv[4] == f"{ENV_ROOT}/{slot}"

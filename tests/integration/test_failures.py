@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -186,6 +187,18 @@ def test_an_envs_folder_others_may_write_is_refused_before_building_or_starting(
     assert sorted(shared.iterdir()) == built
 
 
+def test_an_envs_folder_inside_a_folder_others_may_write_is_refused_naming_that_folder(project_dir: Path) -> None:
+    """They could rename the envs folder away and put their own in its place: every folder up to / counts."""
+    above = project_dir / "open"
+    envs = above / "envs"
+    envs.mkdir(parents=True, mode=0o755)
+    above.chmod(0o777)
+    write(project_dir, {"wsgi.py": HELLO, "requirements.txt": "six\n"})
+    result = warp(project_dir, "build", "--server", "gunicorn", env={"INVOKE_WARP_ENVS_DIR": str(envs)}, check=False)
+    _assert_clean_failure(result, f"the folder {above}, above the environments folder {envs}", f"chmod go-w {above}")
+    assert list(envs.iterdir()) == [] and not (project_dir / ".warp" / "current").exists()  # nothing built
+
+
 def test_port_in_use_is_refused_before_starting(project_dir: Path) -> None:
     _good_build(project_dir)
     with serving(project_dir) as site:
@@ -254,3 +267,27 @@ def test_as_root_a_project_apache_workers_cannot_read_is_refused_with_the_fix(pr
     os.chmod(private, 0o755)
     with serving(app) as site:  # readable now: the same build starts
         assert get(site.url + "/").text == "version 1"
+
+
+def test_a_django_build_that_fails_after_collectstatic_leaves_the_static_files_served_as_they_were(
+    project_dir: Path,
+) -> None:
+    """Settings without STATIC_ROOT: collectstatic fills a folder of warptasks' own, never the one being served."""
+    startproject(project_dir)
+    with (project_dir / "mysite" / "settings.py").open("a") as settings:
+        settings.write("\nSTATICFILES_DIRS = [BASE_DIR / 'assets']\n")
+    write(project_dir, {"assets/site.css": "version 1\n"})
+    warp(project_dir, "build", "--server", "gunicorn")
+    served = json.loads((project_dir / ".warp" / "static.json").read_text())["static_root"]
+    write(project_dir, {"assets/site.css": "version 2\n"})
+    (project_dir / ".warp" / "state.json.next").mkdir()  # the record cannot be written: the build fails after collectstatic
+    failed = warp(project_dir, "build", "--server", "gunicorn", check=False)
+    _assert_clean_failure(failed)
+    assert "collectstatic" in failed.stdout
+    assert json.loads((project_dir / ".warp" / "static.json").read_text())["static_root"] == served
+    assert (Path(served) / "site.css").read_text() == "version 1\n"
+    (project_dir / ".warp" / "state.json.next").rmdir()
+    warp(project_dir, "build", "--server", "gunicorn")
+    with serving(project_dir, path="/static/site.css") as site:
+        assert get(site.url + "/static/site.css").text == "version 2\n"
+    assert (Path(served) / "site.css").read_text() == "version 1\n"  # the other folder, for the next build to fill

@@ -293,9 +293,18 @@ def mark_complete(b: Build) -> Step:
     )
 
 
+# The two folders collectstatic fills when the settings have no STATIC_ROOT, in turn: a build collects into the one the
+# live static.json does not name, so the files served stay as they are until the switch (a failed build's too).
+STATIC_SLOTS = ("static-a", "static-b")
+
+
 def static_step(b: Build) -> Step:
-    """Where static files are (static.json, read by start): collected by Django, the app's folder, or none."""
-    spec, static_json = b.spec, _join(b.root, "static.json")
+    """Where static files are (static.json, read by start): collected by Django, the app's folder, or none.
+
+    Written beside static.json (or that removed), and made static.json by the switch with the record: a build stopped
+    before the switch leaves the last good environment served with its own static files settings.
+    """
+    spec, static_json = b.spec, _join(b.root, "static.json.next")
     if spec.django:
         return _collectstatic(b, spec.django, static_json)
     if spec.static_url and spec.static_dir:
@@ -304,10 +313,18 @@ def static_step(b: Build) -> Step:
     return Step("static", ("rm", "-f", static_json), b.home, spec.static_why, phase="app", skip=b.unchanged_why)
 
 
+def static_slot(b: Build) -> str:
+    """The folder collectstatic fills when the settings have no STATIC_ROOT: the one of :data:`STATIC_SLOTS` the live
+    static.json does not name."""
+    live = b.facts.static.root.rstrip("/") if b.facts.static and b.facts.static.root else ""
+    first, second = (_join(b.root, name) for name in STATIC_SLOTS)
+    return second if live and _join(live) == first else first
+
+
 def _collectstatic(b: Build, django: DjangoProject, static_json: str) -> Step:
     spec = b.spec
     disabled = spec.environment.get("DISABLE_COLLECTSTATIC", "").strip().lower() not in ("", "0", "false", "no", "off")
-    supplied = "" if django.has_static_root else _join(b.root, "static")
+    supplied = "" if django.has_static_root else static_slot(b)
     why = "Django: collectstatic" + (f", into {supplied} (settings have no STATIC_ROOT)" if supplied else "")
     if disabled:
         why = "Django: reading STATIC_URL/STATIC_ROOT (collectstatic disabled by DISABLE_COLLECTSTATIC)"
@@ -328,9 +345,10 @@ def _collectstatic(b: Build, django: DjangoProject, static_json: str) -> Step:
 def record_and_switch(b: Build) -> list[Step]:
     """Record what was built, then make it current: the old environment serves until the switch.
 
-    The record is written beside state.json and renamed over it by the switch, with the link: a build stopped between
-    the two steps (Ctrl-C, a dropped connection) leaves state.json describing the environment still current, which
-    start plans from (its server), not one that never became current.
+    The record is written beside state.json and renamed over it by the switch, with the link, and static.json with
+    them (see :func:`static_step`): a build stopped between the two steps (Ctrl-C, a dropped connection) leaves
+    state.json and static.json describing the environment still current, which start plans from (its server, its
+    static files), not one that never became current.
     """
     state = {"env_key": b.key, "env": b.env, "server": b.server.name, "kind": b.spec.kind, "warptasks": __version__}
     state_file = _join(b.root, "state.json")
@@ -352,7 +370,16 @@ def record_and_switch(b: Build) -> list[Step]:
         ),
         Step(
             "switch",
-            script(python, "switch.py", _join(b.root, "current"), b.env, state_file + ".next", state_file),
+            script(
+                python,
+                "switch.py",
+                _join(b.root, "current"),
+                b.env,
+                state_file + ".next",
+                state_file,
+                _join(b.root, "static.json.next"),
+                _join(b.root, "static.json"),
+            ),
             b.home,
             "make the new environment current, atomically (the old one serves until here)",
             phase="app",

@@ -20,32 +20,77 @@ from contextlib import contextmanager
 LOCK_NAME = "build.lock"
 
 
+# How many times a build takes the lock again after the file it waited on was removed under it (by a first build that
+# failed, see build_lock): each time another build has taken the new one, so this bounds a race, never a wait.
+ATTEMPTS = 20
+
+
 @contextmanager
 def build_lock(env_root: str, say: Callable[[str], None]) -> Iterator[None]:
     """Hold the project's build lock; when another build holds it, say who and wait for it.
 
     A first build that fails (say, a setting refused before anything ran)
-    leaves no environment folder behind just for its lock.
+    leaves no environment folder behind just for its lock: it removes the
+    lock file, maybe while another build waits on it. That one then holds a
+    lock on a file no longer there, which a third build would not see: so a
+    lock counts only when the file locked is still the one at the path, else
+    it is taken again on the file there now.
     """
-    created = not os.path.isdir(env_root)
-    os.makedirs(env_root, exist_ok=True)
-    path = os.path.join(env_root, LOCK_NAME)
-    # O_NOFOLLOW: the folder is the user's, but never write through a planted link.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    for _ in range(ATTEMPTS):
+        created = not os.path.isdir(env_root)
+        os.makedirs(env_root, exist_ok=True)
+        fd = _locked(os.path.join(env_root, LOCK_NAME), say)
+        if fd is not None:
+            break
+    else:
+        raise RuntimeError(f"the build lock {os.path.join(env_root, LOCK_NAME)} was removed {ATTEMPTS} times while waited on")
+    with _holding(fd, env_root, created):
+        yield
+
+
+def _locked(path: str, say: Callable[[str], None]) -> int | None:
+    """A descriptor of ``path`` locked by this process, or None when the file was removed (or replaced) before that."""
+    try:
+        # O_NOFOLLOW: the folder is the user's, but never write through a planted link.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:  # its folder removed by a failed first build, just now
+        return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             say(f"build: waiting for another build of this project to finish ({_holder(fd)})")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        mine = os.fstat(fd)
+        there = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def _holding(fd: int, env_root: str, created: bool) -> Iterator[None]:
+    path = os.path.join(env_root, LOCK_NAME)
+    try:
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         yield
     except BaseException:
         if created and os.listdir(env_root) == [LOCK_NAME]:
+            # Still locked: a build that opened the file meanwhile finds it gone once it has the lock, and retries.
             os.unlink(path)
-            os.rmdir(env_root)
+            try:
+                os.rmdir(env_root)
+            except OSError:  # another build made its lock there meanwhile: the folder is its now
+                pass
         raise
     finally:
         os.close(fd)  # closing releases the flock

@@ -3,7 +3,8 @@
 Usage: python -c SOURCE OUT_JSON SUPPLIED_STATIC_ROOT COLLECT(1|0)
 
 When the project's settings have no STATIC_ROOT, SUPPLIED_STATIC_ROOT is used
-without the user editing settings. Writes {"static_url", "static_root"} to
+without the user editing settings (emptied first: a folder of warptasks' own,
+not the one being served). Writes {"static_url", "static_root"} to
 OUT_JSON for the server to alias.
 """
 
@@ -16,13 +17,16 @@ def main(out, supplied, collect):
     import django
     from django.conf import settings
 
-    if supplied and not getattr(settings, "STATIC_ROOT", None):
+    ours = bool(supplied and not getattr(settings, "STATIC_ROOT", None))
+    if ours:
         settings.STATIC_ROOT = supplied
     django.setup()
     if collect == "1":
         from django.core.management import call_command
 
-        call_command("collectstatic", interactive=False, verbosity=1)
+        # The folder supplied is warptasks' own, not the one served (that one is switched to after the build): emptied
+        # first, it holds this build's files only, none of an older build's.
+        call_command("collectstatic", interactive=False, verbosity=1, clear=ours)
     facts = {"static_url": settings.STATIC_URL, "static_root": str(settings.STATIC_ROOT or "")}
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:

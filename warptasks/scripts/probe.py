@@ -213,6 +213,9 @@ def _unsafe_envs(envs_dir):
     """
     import shlex
 
+    parent = _unsafe_parents(envs_dir)
+    if parent:
+        return parent
     try:
         info = os.stat(envs_dir)
     except OSError:
@@ -236,6 +239,57 @@ def _unsafe_envs(envs_dir):
             "the environments folder %s may be written by other accounts (mode %03o)" % (envs_dir, info.st_mode & 0o777),
             "make it writable by its owner only (chmod go-w %s) or choose a folder of this account's own with envs_dir" % quoted,
         ]
+    return None
+
+
+def _unsafe_parents(envs_dir):
+    """[problem, fix] for the first folder above the envs folder (up to /) another account may change, else None.
+
+    As OpenSSH's StrictModes for ~/.ssh: an account that may write to a folder above can rename the checked envs folder
+    away and put its own in its place. Each must be this account's or root's, and writable by them alone (the same group
+    and ACL rules as the envs folder's) unless sticky (as /tmp): there only an entry's owner may rename it. Both the path
+    as given and as resolved (its links followed) are checked.
+    """
+    import shlex
+    import stat
+
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is None:
+        return None
+    seen = set()
+    for start in (os.path.abspath(envs_dir), os.path.realpath(envs_dir)):
+        folder = os.path.dirname(start)
+        for _ in range(start.count("/") + 1):
+            if folder not in seen:
+                seen.add(folder)
+                try:
+                    info = os.lstat(folder)
+                except OSError:
+                    info = None  # not made yet, as the envs folder: the folders above it are looked at
+                if info is not None and stat.S_ISDIR(info.st_mode):
+                    quoted = shlex.quote(folder)
+                    if info.st_uid not in (euid, 0):
+                        try:
+                            import pwd
+
+                            owner = "%s (uid %d)" % (pwd.getpwuid(info.st_uid).pw_name, info.st_uid)
+                        except (ImportError, KeyError):
+                            owner = "uid %d" % info.st_uid
+                        return [
+                            "the folder %s, above the environments folder %s, belongs to %s" % (folder, envs_dir, owner),
+                            "build as that account, or choose an envs_dir (and project folder) whose folders up to / "
+                            "belong to this account or root",
+                        ]
+                    if not info.st_mode & stat.S_ISVTX and _writable_by_others(info, folder):
+                        return [
+                            "the folder %s, above the environments folder %s, may be written by other accounts "
+                            "(mode %03o)" % (folder, envs_dir, info.st_mode & 0o777),
+                            "make it writable by its owner only (chmod go-w %s), or sticky (chmod +t %s), or choose an "
+                            "envs_dir whose folders up to / only this account or root may write" % (quoted, quoted),
+                        ]
+            if folder == "/":
+                break
+            folder = os.path.dirname(folder)
     return None
 
 
