@@ -321,3 +321,63 @@ def test_a_crashed_servers_leftovers_are_never_confused_with_a_group_that_took_t
     time.sleep(0.2)
     assert victim.poll() is None, "the supervisor's leftover SIGKILL reached the group that took the number"
     supervisor._release()
+
+
+# A server that, told to stop, hands over to a child that ignores SIGTERM (its pid on stdout) and exits at once: the
+# child runs on in its group (and holds its port).
+HANDS_OVER = """
+import os, signal, sys, time
+def stop(signum, frame):
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_stop_ends_the_child_a_server_forked_as_it_exited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader forks and exits between two of the stop's looks (reaped at once, as init reaps a daemon): its child,
+    never seen by the stop, still holds the group's number (no pid is given again while a process is in its group), so
+    the group is still ours: the stop goes on to SIGKILL it rather than report it stopped while it runs."""
+    import threading
+    import types
+
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "hands_over.py"
+    script.write_text(HANDS_OVER)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+    threading.Thread(target=leader.wait, daemon=True).start()  # reaped the moment it exits
+    start = agent_module._starttime(leader.pid)
+    handed: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        if not handed:  # the first pause after SIGTERM: the leader forks, then exits and is reaped, within it
+            assert leader.stdout is not None
+            handed.append(int(leader.stdout.readline()))
+            wait_for(lambda: not os.path.exists(f"/proc/{leader.pid}"), what="the leader reaped")
+        time.sleep(seconds)
+
+    clock = types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time)
+    monkeypatch.setattr(agent_module, "time", clock)
+    try:
+        state, sent = agent_module._stop_group(
+            leader.pid, signal.SIGTERM, timeout=1.0, term_timeout=0.5, kill_timeout=2.0, start=start
+        )
+        if not handed:  # it was gone by the stop's first look already
+            handed.append(int(leader.stdout.readline()))
+        assert not agent_module._alive(handed[0]), f"its child still runs after a stop that said {state!r} {sent}"
+        assert state == "killed"
+    finally:
+        for pid in handed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

@@ -309,10 +309,16 @@ class _Group(object):
     def held(self):
         """Whether the group's number is still ours (its leader not reaped, or a member seen while it was ours still
         runs in it); its members seen are brought up to date when it is."""
+        reaped = False
         if self.fd is not None and not _pidfd_signal(self.fd, 0):
             self.close()  # the leader is gone for good: its pid may be given again
+            reaped = True
         if self.fd is None and not any(self._ours(p, s) for p, s in self.members.items()):
-            return False
+            # Reaped since the last look (one poll ago), with no process given its pid: what runs in its group now
+            # holds the number it never gave up (a child the leader forked as it exited, unseen): ours, as when the
+            # leader had ended before the stop began (see __init__). Given again, the pid's process is there.
+            if not (reaped and _starttime(self.pid) is None and _group_alive(self.pid)):
+                return False
         # A member that ran in it then and runs in it still holds its number: whatever is in it now is ours.
         self.members.update(_member_starts(self.pid))
         return True
