@@ -272,6 +272,9 @@ def test_a_stop_never_signals_the_process_given_the_leaders_pid_between_its_chec
 
     leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
     start = agent_module._starttime(leader.pid)
+    # A start time is in clock ticks (1/100 s): a pid given again within its process's first tick would share it (it
+    # takes a full round of pids, so never by itself; here the pid is given back by hand, at once: 3 of 8 runs).
+    time.sleep(0.05)
     real_alive, given = agent_module._alive, []
 
     def alive_then_gone(pid: int) -> bool:
