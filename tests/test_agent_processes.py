@@ -427,3 +427,59 @@ def test_a_stop_ends_a_group_whose_processes_keep_handing_over_to_new_ones(tmp_p
             os.killpg(group, signal.SIGKILL)
         except OSError:
             pass
+
+
+def test_an_unrecorded_restarts_supervisor_is_stopped_only_while_its_pid_is_its_own(
+    tmp_path: Path, reuse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart cut off before it recorded its server is ended by the next lock: the supervisor its state file names
+    is stopped once its command line shows this deploy's agent. It may end and its pid go to another process between
+    that look and the stop: the stop must hold it to the process that was looked at, and signal nothing else."""
+    from warptasks.scripts import agent as agent_module
+
+    root = tmp_path / "app"
+    warp = root / "releases" / "r1" / ".warp"
+    warp.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", str(root / "shared" / "warp-agent.py")]
+    supervisor = subprocess.Popen(argv, start_new_session=True)
+    wait_for(lambda: str(root).encode() in Path(f"/proc/{supervisor.pid}/cmdline").read_bytes(), what="its argv")
+    time.sleep(0.05)  # a pid given back must start at another clock tick (see the leader's test above)
+    since = time.time() - 1
+    (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": supervisor.pid, "updated": time.time()}))
+    record = {"port": 8081, "pid": 1, "restarting": {"port": 8082, "since": since}}
+    real_pidfd, given = agent_module._pidfd, []
+
+    def gone_then_open(pid: int, start: int | None = None) -> int | None:
+        if pid == supervisor.pid and not given:  # its command line was read; now it ends and its pid is another's
+            given.append(reuse(supervisor))
+        return real_pidfd(pid, start)
+
+    monkeypatch.setattr(agent_module, "_pidfd", gone_then_open)
+    agent_module._stop_unrecorded(str(root), "r1", record)
+    assert given, "the trap was never set: the stop no longer opens a pidfd"
+    assert given[0].poll() is None, "the stop signalled the process given the supervisor's pid after its check"
+
+
+def test_an_unrecorded_restarts_supervisor_is_stopped(tmp_path: Path) -> None:
+    """The same supervisor, still running: the next lock stops it (and only a process running this deploy's agent)."""
+    from warptasks.scripts import agent as agent_module
+
+    root = tmp_path / "app"
+    warp = root / "releases" / "r1" / ".warp"
+    warp.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", str(root / "shared" / "warp-agent.py")]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    supervisor = subprocess.Popen(argv, start_new_session=True)
+    wait_for(lambda: str(root).encode() in Path(f"/proc/{supervisor.pid}/cmdline").read_bytes(), what="its argv")
+    record = {"port": 8081, "pid": 1, "restarting": {"port": 8082, "since": time.time() - 1}}
+    try:
+        (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": other.pid, "updated": time.time()}))
+        agent_module._stop_unrecorded(str(root), "r1", record)
+        assert other.poll() is None, "a process not running the deploy's agent was stopped"
+        (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": supervisor.pid, "updated": time.time()}))
+        agent_module._stop_unrecorded(str(root), "r1", record)
+        assert supervisor.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        for proc in (other, supervisor):
+            proc.kill()
+            proc.wait()

@@ -3242,12 +3242,15 @@ def _stop_unrecorded(root, release, record):
     if float(state.get("updated") or 0) < float(restarting.get("since") or 0) or pid == record.get("pid"):
         return  # an older server's file: the restart never got to start one
     try:
+        # Its start time read before its command line: the stop then reaches that process only (see _Group), not one
+        # given its pid after the look.
+        start = _starttime(int(pid or 0))
         with open("/proc/{}/cmdline".format(int(pid or 0)), "rb") as handle:
             args = handle.read().split(b"\0")
     except (OSError, ValueError):
         return
-    if os.path.join(root, "shared", "warp-agent.py").encode() in args:
-        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"))
+    if start is not None and os.path.join(root, "shared", "warp-agent.py").encode() in args:
+        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"), start=start)
 
 
 def _settle(root, release, drain=0.0, req=None):
