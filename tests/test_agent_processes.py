@@ -521,3 +521,106 @@ def test_a_stop_ends_a_worker_the_server_daemonized_into_a_session_of_its_own(tm
             os.kill(daemon, signal.SIGKILL)
         except OSError:
             pass
+
+
+# A shell wrapper's server: the leader ends at once, its worker runs on in its group; told to stop, the worker hands
+# over to a child that ignores SIGTERM (its pid on stdout) and exits.
+WRAPPED_HANDS_OVER = """
+import os, signal, sys, time
+if os.fork() != 0:
+    os._exit(0)
+def stop(signum, frame):
+    time.sleep(0.2)  # after the stop's first look, which follows its signal at once
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_stop_ends_the_child_a_wrapped_servers_worker_forked_as_it_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader (a shell wrapper) had ended before the stop; the worker seen in its group forks and exits between two
+    looks: no process was given the leader's pid since, so its child holds the group's number still: it is ours."""
+    import types
+
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "wrapped.py"
+    script.write_text(WRAPPED_HANDS_OVER)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+    leader.wait()
+    worker = agent_module._members(leader.pid)
+    assert len(worker) == 1
+    handed: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        if not handed:  # the first pause after SIGTERM: the worker forks and exits within it
+            assert leader.stdout is not None
+            handed.append(int(leader.stdout.readline()))
+            wait_for(lambda: not agent_module._alive(worker[0]), what="the worker gone")
+        time.sleep(seconds)
+
+    monkeypatch.setattr(agent_module, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time))
+    try:
+        state, sent = agent_module._stop_group(leader.pid, signal.SIGTERM, timeout=1.0, term_timeout=0.5, kill_timeout=2.0)
+        if not handed:
+            handed.append(int(leader.stdout.readline()))
+        assert not agent_module._alive(handed[0]), f"its child still runs after a stop that said {state!r} {sent}"
+        assert state == "killed"
+    finally:
+        for pid in handed + worker:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_a_group_number_given_again_is_never_taken_for_the_one_held_though_its_leader_is_gone(reuse: Any) -> None:
+    """The held group ends; its pid goes to a process that starts a session (so a group of that number), forks and
+    exits: no process has the pid, yet the group runs. The pid was given since the last look: it is another's."""
+    from warptasks.scripts import agent as agent_module
+
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    time.sleep(0.05)  # a pid given back must start at another clock tick (see the leader's test above)
+    # Many processes start meanwhile (here: the next pid set 5000 on), then the pid is given back, as after a whole
+    # round of pids.
+    ahead = min(leader.pid + 5000, int(Path("/proc/sys/kernel/pid_max").read_text()) - 1)
+    if ahead - leader.pid < 1000:
+        pytest.skip("the leader's pid is too near pid_max to set the next pid well past it")
+    LAST_PID.write_text(str(ahead))
+    group = agent_module._Group(leader.pid)
+    assert group.pinned and group.alive()
+    leader.kill()
+    leader.wait()
+    forks = [sys.executable, "-c", "import os, time\nif os.fork():\n    os._exit(0)\ntime.sleep(30)"]
+    stranger = None
+    for _ in range(50):
+        LAST_PID.write_text(str(leader.pid - 1))
+        candidate = subprocess.Popen(forks, start_new_session=True)
+        candidate.wait()
+        if candidate.pid == leader.pid:
+            stranger = candidate
+            break
+        for pid in agent_module._members(candidate.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert stranger is not None, "the pid was not given back in 50 tries: the test could not set its trap"
+    children = agent_module._members(leader.pid)
+    try:
+        assert len(children) == 1 and agent_module._starttime(leader.pid) is None  # a group of that number, no leader
+        assert not group.alive()
+        group.signal(signal.SIGKILL, each=True)
+        time.sleep(0.2)
+        assert agent_module._alive(children[0]), "the group that took the number was signalled"
+    finally:
+        group.close()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
