@@ -201,8 +201,10 @@ def _members(pgid):
 # nothing ("no such process": it is gone). A process group cannot be signalled through a pidfd, so the group is
 # signalled only while it is provably the same one: while its leader's pidfd shows the leader not yet reaped (its pid,
 # and so its group's number, cannot be given again), or while one of its members seen then, verified by its start
-# time, still runs in it; once neither, each member seen is signalled alone, through its own verified pidfd. Where
-# pidfds are unavailable everything works as before (the check, then the pid's signal).
+# time, still runs in it, or while no process has its pid and the pid was not given out since the last look that found
+# it ours (pids are given in turn: /proc/sys/kernel/ns_last_pid did not go past it), so that a process forked as
+# another exited between two looks still counts; once none, each member seen is signalled alone, through its own
+# verified pidfd. Where pidfds are unavailable everything works as before (the check, then the pid's signal).
 
 
 def _pidfd(pid, start=None):
