@@ -272,6 +272,9 @@ def test_a_stop_never_signals_the_process_given_the_leaders_pid_between_its_chec
 
     leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
     start = agent_module._starttime(leader.pid)
+    # A start time is in clock ticks (1/100 s): a pid given again within its process's first tick would share it (it
+    # takes a full round of pids, so never by itself; here the pid is given back by hand, at once: 3 of 8 runs).
+    time.sleep(0.05)
     real_alive, given = agent_module._alive, []
 
     def alive_then_gone(pid: int) -> bool:
@@ -321,3 +324,303 @@ def test_a_crashed_servers_leftovers_are_never_confused_with_a_group_that_took_t
     time.sleep(0.2)
     assert victim.poll() is None, "the supervisor's leftover SIGKILL reached the group that took the number"
     supervisor._release()
+
+
+# A server that, told to stop, hands over to a child that ignores SIGTERM (its pid on stdout) and exits at once: the
+# child runs on in its group (and holds its port).
+HANDS_OVER = """
+import os, signal, sys, time
+def stop(signum, frame):
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_stop_ends_the_child_a_server_forked_as_it_exited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader forks and exits between two of the stop's looks (reaped at once, as init reaps a daemon): its child,
+    never seen by the stop, still holds the group's number (no pid is given again while a process is in its group), so
+    the group is still ours: the stop goes on to SIGKILL it rather than report it stopped while it runs."""
+    import threading
+    import types
+
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "hands_over.py"
+    script.write_text(HANDS_OVER)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+    threading.Thread(target=leader.wait, daemon=True).start()  # reaped the moment it exits
+    start = agent_module._starttime(leader.pid)
+    handed: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        if not handed:  # the first pause after SIGTERM: the leader forks, then exits and is reaped, within it
+            assert leader.stdout is not None
+            handed.append(int(leader.stdout.readline()))
+            wait_for(lambda: not os.path.exists(f"/proc/{leader.pid}"), what="the leader reaped")
+        time.sleep(seconds)
+
+    clock = types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time)
+    monkeypatch.setattr(agent_module, "time", clock)
+    try:
+        state, sent = agent_module._stop_group(
+            leader.pid, signal.SIGTERM, timeout=1.0, term_timeout=0.5, kill_timeout=2.0, start=start
+        )
+        if not handed:  # it was gone by the stop's first look already
+            handed.append(int(leader.stdout.readline()))
+        assert not agent_module._alive(handed[0]), f"its child still runs after a stop that said {state!r} {sent}"
+        assert state == "killed"
+    finally:
+        for pid in handed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+# A server whose processes hand over to a fresh child every few ms (each forks, then exits), ignoring SIGTERM: its group
+# is never empty, so its number is never given up, but no process in it lives from one of the stop's looks to the next.
+CHURNS = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("up", flush=True)
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    time.sleep(0.002)
+    if os.fork() != 0:
+        os._exit(0)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known, as before pidfds: a look at the group lists /proc, then reads each process; one that forked and "
+    "exited in between is missed, and its child was not listed: the group looks empty while it runs on. killpg(0) "
+    "would see it, but also counts zombies and not the session's other groups (a supervised server's)",
+)
+def test_a_stop_ends_a_group_whose_processes_keep_handing_over_to_new_ones(tmp_path: Path) -> None:
+    """Each look at the group finds none of the processes seen at the one before: they all still hold its number
+    (no process was given the leader's pid since), so the group is still ours, and it is killed, not said stopped."""
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "churns.py"
+    script.write_text(CHURNS)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+    group = leader.pid
+    leader.wait()  # the first hand-over: reaped, as init reaps a daemon
+    try:
+        state, sent = agent_module._stop_group(group, signal.SIGTERM, timeout=0.5, term_timeout=0.5, kill_timeout=2.0)
+        time.sleep(0.1)
+        assert not agent_module._members(group), f"the group still runs after a stop that said {state!r} {sent}"
+        assert state == "killed"
+    finally:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_an_unrecorded_restarts_supervisor_is_stopped_only_while_its_pid_is_its_own(
+    tmp_path: Path, reuse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart cut off before it recorded its server is ended by the next lock: the supervisor its state file names
+    is stopped once its command line shows this deploy's agent. It may end and its pid go to another process between
+    that look and the stop: the stop must hold it to the process that was looked at, and signal nothing else."""
+    from warptasks.scripts import agent as agent_module
+
+    root = tmp_path / "app"
+    warp = root / "releases" / "r1" / ".warp"
+    warp.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", str(root / "shared" / "warp-agent.py")]
+    supervisor = subprocess.Popen(argv, start_new_session=True)
+    wait_for(lambda: str(root).encode() in Path(f"/proc/{supervisor.pid}/cmdline").read_bytes(), what="its argv")
+    time.sleep(0.05)  # a pid given back must start at another clock tick (see the leader's test above)
+    since = time.time() - 1
+    (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": supervisor.pid, "updated": time.time()}))
+    record = {"port": 8081, "pid": 1, "restarting": {"port": 8082, "since": since}}
+    real_pidfd, given = agent_module._pidfd, []
+
+    def gone_then_open(pid: int, start: int | None = None) -> int | None:
+        if pid == supervisor.pid and not given:  # its command line was read; now it ends and its pid is another's
+            given.append(reuse(supervisor))
+        return real_pidfd(pid, start)
+
+    monkeypatch.setattr(agent_module, "_pidfd", gone_then_open)
+    agent_module._stop_unrecorded(str(root), "r1", record)
+    assert given, "the trap was never set: the stop no longer opens a pidfd"
+    assert given[0].poll() is None, "the stop signalled the process given the supervisor's pid after its check"
+
+
+def test_an_unrecorded_restarts_supervisor_is_stopped(tmp_path: Path) -> None:
+    """The same supervisor, still running: the next lock stops it (and only a process running this deploy's agent)."""
+    from warptasks.scripts import agent as agent_module
+
+    root = tmp_path / "app"
+    warp = root / "releases" / "r1" / ".warp"
+    warp.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", str(root / "shared" / "warp-agent.py")]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    supervisor = subprocess.Popen(argv, start_new_session=True)
+    wait_for(lambda: str(root).encode() in Path(f"/proc/{supervisor.pid}/cmdline").read_bytes(), what="its argv")
+    record = {"port": 8081, "pid": 1, "restarting": {"port": 8082, "since": time.time() - 1}}
+    try:
+        (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": other.pid, "updated": time.time()}))
+        agent_module._stop_unrecorded(str(root), "r1", record)
+        assert other.poll() is None, "a process not running the deploy's agent was stopped"
+        (warp / "supervisor-8082.json").write_text(json.dumps({"supervisor": supervisor.pid, "updated": time.time()}))
+        agent_module._stop_unrecorded(str(root), "r1", record)
+        assert supervisor.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        for proc in (other, supervisor):
+            proc.kill()
+            proc.wait()
+
+
+# A server that daemonizes a worker into a session of its own (its pid on stdout), then serves until SIGTERM.
+DAEMONIZES = """
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(os.getpid(), flush=True)
+    time.sleep(30)
+    os._exit(0)
+time.sleep(30)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known, as before pidfds: without systemd (whose cgroup holds every process a unit started) a stop reaches "
+    "the server's group and session only; a process that left both (setsid: a daemon) is out of its reach",
+)
+def test_a_stop_ends_a_worker_the_server_daemonized_into_a_session_of_its_own(tmp_path: Path) -> None:
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "daemonizes.py"
+    script.write_text(DAEMONIZES)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None
+    daemon = int(leader.stdout.readline())
+    try:
+        state, sent = agent_module._stop_group(leader.pid, signal.SIGTERM, timeout=1.0, term_timeout=0.5, kill_timeout=1.0)
+        assert not agent_module._alive(daemon), f"the daemonized worker runs on after a stop that said {state!r} {sent}"
+    finally:
+        leader.kill()
+        leader.wait()
+        try:
+            os.kill(daemon, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# A shell wrapper's server: the leader ends at once, its worker runs on in its group; told to stop, the worker hands
+# over to a child that ignores SIGTERM (its pid on stdout) and exits.
+WRAPPED_HANDS_OVER = """
+import os, signal, sys, time
+if os.fork() != 0:
+    os._exit(0)
+def stop(signum, frame):
+    time.sleep(0.2)  # after the stop's first look, which follows its signal at once
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_stop_ends_the_child_a_wrapped_servers_worker_forked_as_it_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader (a shell wrapper) had ended before the stop; the worker seen in its group forks and exits between two
+    looks: no process was given the leader's pid since, so its child holds the group's number still: it is ours."""
+    import types
+
+    from warptasks.scripts import agent as agent_module
+
+    script = tmp_path / "wrapped.py"
+    script.write_text(WRAPPED_HANDS_OVER)
+    leader = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline() == b"up\n"
+    leader.wait()
+    worker = agent_module._members(leader.pid)
+    assert len(worker) == 1
+    handed: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        if not handed:  # the first pause after SIGTERM: the worker forks and exits within it
+            assert leader.stdout is not None
+            handed.append(int(leader.stdout.readline()))
+            wait_for(lambda: not agent_module._alive(worker[0]), what="the worker gone")
+        time.sleep(seconds)
+
+    monkeypatch.setattr(agent_module, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time))
+    try:
+        state, sent = agent_module._stop_group(leader.pid, signal.SIGTERM, timeout=1.0, term_timeout=0.5, kill_timeout=2.0)
+        if not handed:
+            handed.append(int(leader.stdout.readline()))
+        assert not agent_module._alive(handed[0]), f"its child still runs after a stop that said {state!r} {sent}"
+        assert state == "killed"
+    finally:
+        for pid in handed + worker:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_a_group_number_given_again_is_never_taken_for_the_one_held_though_its_leader_is_gone(reuse: Any) -> None:
+    """The held group ends; its pid goes to a process that starts a session (so a group of that number), forks and
+    exits: no process has the pid, yet the group runs. The pid was given since the last look: it is another's."""
+    from warptasks.scripts import agent as agent_module
+
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    time.sleep(0.05)  # a pid given back must start at another clock tick (see the leader's test above)
+    # Many processes start meanwhile (here: the next pid set 5000 on), then the pid is given back, as after a whole
+    # round of pids.
+    ahead = min(leader.pid + 5000, int(Path("/proc/sys/kernel/pid_max").read_text()) - 1)
+    if ahead - leader.pid < 1000:
+        pytest.skip("the leader's pid is too near pid_max to set the next pid well past it")
+    LAST_PID.write_text(str(ahead))
+    group = agent_module._Group(leader.pid)
+    assert group.pinned and group.alive()
+    leader.kill()
+    leader.wait()
+    forks = [sys.executable, "-c", "import os, time\nif os.fork():\n    os._exit(0)\ntime.sleep(30)"]
+    stranger = None
+    for _ in range(50):
+        LAST_PID.write_text(str(leader.pid - 1))
+        candidate = subprocess.Popen(forks, start_new_session=True)
+        candidate.wait()
+        if candidate.pid == leader.pid:
+            stranger = candidate
+            break
+        for pid in agent_module._members(candidate.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert stranger is not None, "the pid was not given back in 50 tries: the test could not set its trap"
+    children = agent_module._members(leader.pid)
+    try:
+        assert len(children) == 1 and agent_module._starttime(leader.pid) is None  # a group of that number, no leader
+        assert not group.alive()
+        group.signal(signal.SIGKILL, each=True)
+        time.sleep(0.2)
+        assert agent_module._alive(children[0]), "the group that took the number was signalled"
+    finally:
+        group.close()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)

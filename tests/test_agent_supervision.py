@@ -229,3 +229,19 @@ def test_warp_status_says_a_server_runs_under_warptasks_supervisor_and_how_often
     assert shown[2:4] == [f"  supervised by {why}", "  app process pid 43 (restarts so far: 2)"]
     state["releases"][0].update(server_pid=None)  # waiting to start it again
     assert "  app process pid NOT RUNNING (restarts so far: 2)" in _describe("web", state).splitlines()
+
+
+def test_warp_status_escapes_what_the_host_says_as_warp_audit_does() -> None:
+    """Who stopped the server (and the host's name, a release's id, an error) come from the host's files: an escape
+    sequence or a line break in them is shown as \\xNN, never given to the operator's terminal, nor a forged line."""
+    forged = "ops\x1b]0;owned\x07\nweb2 (web2): current r9\r"
+    release = {"id": "r1\x1b[2J", "status": "live", "port": 8081, "pid": 0, "stopped": {"by": forged}}
+    state = {"current": "r1\x1b[2J", "releases": [release], "proxy": {}, "health": 200, "hostname": "web\x9b"}
+    shown = _describe("web", state)
+    assert not any(ch in shown for ch in "\x1b\x07\r\x9b"), shown
+    lines = shown.splitlines()
+    assert lines[1] == (
+        "  server STOPPED on purpose by ops\\x1b]0;owned\\x07\\x0aweb2 (web2): current r9\\x0d (warp start starts it again)"
+    )
+    assert len(lines) == 4 and lines[0].startswith("web (web\\x9b): current r1\\x1b[2J")
+    assert _describe("web", {"error": "no agent\x1b[31m"}) == "web: ERROR no agent\\x1b[31m"

@@ -201,8 +201,10 @@ def _members(pgid):
 # nothing ("no such process": it is gone). A process group cannot be signalled through a pidfd, so the group is
 # signalled only while it is provably the same one: while its leader's pidfd shows the leader not yet reaped (its pid,
 # and so its group's number, cannot be given again), or while one of its members seen then, verified by its start
-# time, still runs in it; once neither, each member seen is signalled alone, through its own verified pidfd. Where
-# pidfds are unavailable everything works as before (the check, then the pid's signal).
+# time, still runs in it, or while no process has its pid and the pid was not given out since the last look that found
+# it ours (pids are given in turn: /proc/sys/kernel/ns_last_pid did not go past it), so that a process forked as
+# another exited between two looks still counts; once none, each member seen is signalled alone, through its own
+# verified pidfd. Where pidfds are unavailable everything works as before (the check, then the pid's signal).
 
 
 def _pidfd(pid, start=None):
@@ -270,6 +272,24 @@ def _member_starts(pgid):
     return found
 
 
+def _last_pid():
+    """The last pid given out in this pid namespace (None: unknown)."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _given_since(pid, before, now):
+    """Whether ``pid`` may have been given out since the last pid given was ``before``; it is ``now``. Pids are given
+    in turn, wrapping round: only one in (before, now] was (a whole round between two looks 50 ms apart would take
+    hundreds of thousands of new processes a second)."""
+    if before <= now:
+        return before < pid <= now
+    return pid > before or pid <= now
+
+
 class _Group(object):
     """The process group (and session) ``pid`` leads, signalled only while provably the one verified (see above).
 
@@ -281,6 +301,7 @@ class _Group(object):
     def __init__(self, pid, start=None):
         self.pid = pid
         self.members = {}  # pid -> start time: the group's processes seen while it was provably ours
+        self.last = _last_pid()  # the last pid given out, read before the last look that found the group ours
         try:
             self.fd = _pidfd(pid, start)
         except ProcessLookupError:
@@ -307,12 +328,26 @@ class _Group(object):
         return str(self.pid) in (fields[2], fields[3])
 
     def held(self):
-        """Whether the group's number is still ours (its leader not reaped, or a member seen while it was ours still
-        runs in it); its members seen are brought up to date when it is."""
+        """Whether the group's number is still ours (its leader not reaped, a member seen while it was ours still runs
+        in it, or no process was given its pid since the last look); its members seen are brought up to date when it
+        is."""
+        last, reaped = _last_pid(), False
         if self.fd is not None and not _pidfd_signal(self.fd, 0):
             self.close()  # the leader is gone for good: its pid may be given again
+            reaped = True
         if self.fd is None and not any(self._ours(p, s) for p, s in self.members.items()):
-            return False
+            # None seen runs in it any more, yet what runs in it now holds the number it never gave up (a child the
+            # leader or a member forked as it exited, unseen), unless the pid was given again since the last look:
+            # pids are given in turn, so only if the last pid given went past it. Unknown (no such file): only right
+            # after the leader was reaped, one look ago (as when it had ended before the stop began: see __init__).
+            now = _last_pid()
+            if now is None or self.last is None:
+                given = not reaped
+            else:
+                given = _given_since(self.pid, self.last, now)
+            if given or _starttime(self.pid) is not None or not _group_alive(self.pid):
+                return False
+        self.last = last
         # A member that ran in it then and runs in it still holds its number: whatever is in it now is ours.
         self.members.update(_member_starts(self.pid))
         return True
@@ -3236,12 +3271,15 @@ def _stop_unrecorded(root, release, record):
     if float(state.get("updated") or 0) < float(restarting.get("since") or 0) or pid == record.get("pid"):
         return  # an older server's file: the restart never got to start one
     try:
+        # Its start time read before its command line: the stop then reaches that process only (see _Group), not one
+        # given its pid after the look.
+        start = _starttime(int(pid or 0))
         with open("/proc/{}/cmdline".format(int(pid or 0)), "rb") as handle:
             args = handle.read().split(b"\0")
     except (OSError, ValueError):
         return
-    if os.path.join(root, "shared", "warp-agent.py").encode() in args:
-        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"))
+    if start is not None and os.path.join(root, "shared", "warp-agent.py").encode() in args:
+        _stop_group(int(pid), _signal_number(record.get("stop_signal") or "SIGTERM"), start=start)
 
 
 def _settle(root, release, drain=0.0, req=None):

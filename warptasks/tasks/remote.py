@@ -283,8 +283,17 @@ def _fabric_config(c: Any) -> Any:
 
 
 def _describe(label: str, state: dict[str, Any]) -> str:
+    """The host's state as ``warp status`` lines, each escaped as ``warp audit`` escapes an entry (the agent's
+    ``_printable``): who stopped the server, the host's name, a release's id, an error's text... come from the host's
+    files, and could otherwise put escape sequences or a forged line on the operator's terminal."""
+    from ..scripts.agent import _printable
+
+    return "\n".join(_printable(line.encode("utf-8", "surrogatepass")).decode("utf-8") for line in _status_lines(label, state))
+
+
+def _status_lines(label: str, state: dict[str, Any]) -> list[str]:
     if "error" in state:
-        return f"{label}: ERROR {state['error']}"
+        return [f"{label}: ERROR {state['error']}"]
     live = next((r for r in state["releases"] if r["id"] == state["current"]), None)
     front = state.get("front") or {}
     caddy = state.get("caddy")
@@ -318,7 +327,7 @@ def _describe(label: str, state: dict[str, Any]) -> str:
     lines.append(f"  health: {state.get('health')}")
     for r in state["releases"]:
         lines.append(f"  {'*' if r['id'] == state['current'] else ' '} {r['id']} {r['status']}")
-    return "\n".join(lines)
+    return lines
 
 
 # -- day-2 operations: config, restart, stop, audit (start: tasks/local.py) ------------------------------------------
