@@ -104,7 +104,7 @@ def test_exec_runs_in_the_live_releases_environment_with_shared_environment_and_
 
 def test_migrate_runs_the_releases_hook_on_the_host_and_a_missing_hook_names_its_file(site: Site) -> None:
     warp = site.warps[0]
-    log = f"{PATH}/shared/migrations.log"
+    log = f"{PATH}/shared/data/migrations.log"
     before = site.sh(0, f"cat {log} 2>/dev/null || true").splitlines()
     code, output = warp.run("migrate")
     assert code == 0, output

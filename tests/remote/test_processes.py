@@ -37,7 +37,7 @@ from .test_deploy_systemd import SystemdHost
 pytestmark = pytest.mark.remote
 
 PATH = "/srv/procs-site"
-OUT = "/srv/procs-out"  # where the workers write (they run as www-data; /tmp is a unit's own under systemd)
+OUT = "/srv/procs-out"  # where the workers write (they run as the app's own account; /tmp is a unit's own under systemd)
 
 APP = """VERSION = "{version}"
 

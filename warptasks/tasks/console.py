@@ -21,6 +21,7 @@ REACH_HELP = {k: HELP[k] for k in ("path", "identity", "known-hosts", "accept-un
 ON_HOSTS_HELP = {
     "host": "run it on this host's live release instead of here (repeatable; as warp deploy names hosts)",
     **REACH_HELP,
+    "as_root": "on a host deployed as root, run it as root instead of the app's own account (the server's)",
 }
 
 
@@ -41,6 +42,7 @@ def run_on_hosts(
     known_hosts: str | None = None,
     accept_unknown_host: bool = False,
     python: str | None = None,
+    as_root: bool = False,
 ) -> None:
     """Run ``action`` on each host's live release (see :func:`warptasks.remote.console.run_recorded`); exit with its
     code."""
@@ -49,7 +51,8 @@ def run_on_hosts(
     with reported():
         reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
         targets, settings = _settings(c, host, **reach)
-        code = run_recorded(targets, settings, action, argv, config=_fabric_config(c), interactive=interactive)
+        config = _fabric_config(c)
+        code = run_recorded(targets, settings, action, argv, config=config, interactive=interactive, as_root=as_root)
     if code:
         raise Exit(code=code)
 
