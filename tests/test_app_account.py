@@ -150,3 +150,26 @@ def test_the_migration_and_the_release_command_run_as_the_apps_account(tmp_path:
     deploy.release_command(spec)
     assert [step.name for step in run] == ["migrate", "release"]
     assert all(_run_as(list(step.argv)) == [name, name] for step in run)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+def test_files_the_app_wrote_as_its_old_account_become_the_new_ones_never_through_a_link(tmp_path: Path) -> None:
+    old, new, other = 65534, 4242, 4343  # nobody (www-data, say), the app's account, someone else
+    outside = tmp_path / "outside"
+    outside.write_text("someone else's")
+    os.chown(outside, old, old)
+    root = tmp_path / "srv"
+    (root / "shared" / "uploads").mkdir(parents=True)
+    os.symlink(outside, root / "shared" / "link")
+    os.chown(root / "shared" / "link", old, old, follow_symlinks=False)
+    os.link(outside, root / "shared" / "hardlink")  # its other name is outside the deploy path
+    for name, owner in (("uploads", old), ("uploads/1.jpg", old), ("uploads/theirs", other)):
+        path = root / "shared" / name
+        if not path.exists():
+            path.write_text("x")
+        os.chown(path, owner, owner)
+    assert agent_module._reown(str(root), {old}, {old}, new, new) == 3  # uploads, 1.jpg, the link itself
+    owners = {p.relative_to(root).as_posix(): (p.lstat().st_uid, p.lstat().st_gid) for p in root.rglob("*")}
+    assert owners["shared/uploads"] == owners["shared/uploads/1.jpg"] == owners["shared/link"] == (new, new)
+    assert owners["shared/uploads/theirs"] == (other, other) and owners["shared/hardlink"] == (old, old)
+    assert outside.stat().st_uid == old  # never reached through the link

@@ -6,6 +6,7 @@ One real SSH host (as root), several deploy paths on it, a Django project behind
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,19 @@ from .warp_runs import Warp
 pytestmark = pytest.mark.remote
 
 A, B = "/srv/acct-a", "/srv/acct-b"
+# Run on the host: "pid parent" of each gunicorn process working in the folder argv[1].
+SERVERS = """
+import os, sys
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        args = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\\0")
+        cwd = os.readlink("/proc/%s/cwd" % pid)
+        parent = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        continue
+    if any(a.endswith(b"/bin/gunicorn") for a in args[:2]) and cwd == sys.argv[1]:
+        print(pid, parent)
+"""
 
 
 @dataclass
@@ -47,7 +61,13 @@ class Rig:
         return deploy([target], str(project), opts, say=print)
 
     def server_pid(self, path: str) -> str:
-        return self.sh(f"cat {path}/current/.warp/server.pid").strip()
+        """The pid of the live release's gunicorn master: the gunicorn whose parent is no gunicorn, working in it."""
+        live = self.sh(f"readlink -f {path}/current").strip()
+        table = self.sh(f"python3 -c {shlex.quote(SERVERS)} {shlex.quote(live)}")
+        rows = [line.split() for line in table.splitlines()]
+        masters = [pid for pid, parent in rows if parent not in {p for p, _ in rows}]
+        assert len(masters) == 1, table
+        return masters[0]
 
     def owner(self, pid_or_path: str) -> str:
         where = f"/proc/{pid_or_path}" if pid_or_path.isdigit() else pid_or_path

@@ -369,7 +369,7 @@ class HostDeploy:
             "server_commands": commands,
             "commands": self._commands(spec, port),
             "process_types": self._process_types(spec, options),
-            "account": user if self.account else None,
+            "account": user if self.info.get("euid") == 0 else None,  # who the app runs as: the next deploy's account
         }
         self.agent("mark", release=self.release, values=values)
         chosen = registered(plan.server.name)

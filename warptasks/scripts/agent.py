@@ -3393,17 +3393,19 @@ def account(req):
     previous, uids, gids = None, set(), set()
     current = _current(root)
     if current and not _missing(root, current):
+        # Who the live server runs as: its processes' (the supervisor and the wrappers before run_as.py are root),
+        # else the account its release recorded.
         record = _record(root, current) or {}
         pid = _server_pid(root, current)
-        before = _uid(pid) if pid and _alive(pid) else None
-        if before is None and record.get("account"):
+        running = [pid] + _members(pid) if pid and _alive(pid) else []
+        uids = {_uid(p) for p in running} - {None, 0, uid, os.geteuid()}
+        if not uids and record.get("account"):
             try:
-                before = pwd.getpwnam(record["account"]).pw_uid
+                uids = {pwd.getpwnam(record["account"]).pw_uid} - {0, uid, os.geteuid()}
             except (KeyError, TypeError):
-                before = None
-        if before not in (None, 0, uid, os.geteuid()):
-            uids.add(before)
-            previous = _user(before)
+                pass
+        for before in sorted(uids):
+            previous = _user(before) if previous is None else "{}, {}".format(previous, _user(before))
             try:
                 gids.add(pwd.getpwuid(before).pw_gid)
             except KeyError:
