@@ -173,3 +173,14 @@ def test_files_the_app_wrote_as_its_old_account_become_the_new_ones_never_throug
     assert owners["shared/uploads"] == owners["shared/uploads/1.jpg"] == owners["shared/link"] == (new, new)
     assert owners["shared/uploads/theirs"] == (other, other) and owners["shared/hardlink"] == (old, old)
     assert outside.stat().st_uid == old  # never reached through the link
+
+
+@pytest.mark.parametrize("action", [("exec", "--as-root", "--", "id"), ("shell", "--as-root"), ("migrate", "--as-root")])
+def test_as_root_without_a_host_is_refused_naming_the_fix(tmp_path: Path, action: tuple[str, ...]) -> None:
+    (tmp_path / "wsgi.py").write_text("def application(environ, start_response):\n    pass\n")
+    run = "import sys; from warptasks.cli import main; sys.argv = ['warp', *sys.argv[1:]]; main()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", run, *action], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode != 0 and "--as-root is for a command on a host" in result.stderr and "give --host" in result.stderr

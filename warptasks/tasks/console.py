@@ -13,6 +13,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from ..errors import ConfigError
 from .flags import warp_task
 from .remote import HELP, _fabric_config, _reach, _settings
 from .report import reported
@@ -28,6 +29,13 @@ ON_HOSTS_HELP = {
 def on_hosts(c: Any, host: list[str] | None) -> bool:
     """Whether a local task runs on hosts instead: --host given, or ``c`` is fabric's Connection (``fab -H``)."""
     return bool(host) or hasattr(c, "original_host")
+
+
+def refuse_as_root_here(c: Any, host: list[str] | None, as_root: bool) -> None:
+    """``--as-root`` is for a command on a host: here, the command runs as whoever runs warp."""
+    if as_root and not on_hosts(c, host):
+        with reported():
+            raise ConfigError("--as-root is for a command on a host", "give --host, or run it here without --as-root")
 
 
 def run_on_hosts(

@@ -18,7 +18,7 @@ from ..plan.environment import start_port
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
-from .console import ON_HOSTS_HELP, on_hosts, run_on_hosts, terminal
+from .console import ON_HOSTS_HELP, on_hosts, refuse_as_root_here, run_on_hosts, terminal
 from .flags import warp_task
 from .report import OPTION_HELP, reported
 
@@ -224,6 +224,7 @@ def exec_(
         argv = _remainder(command)
         if not argv:
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
+    refuse_as_root_here(c, host, as_root)
     if on_hosts(c, host):
         reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
         how = {"interactive": terminal(), "accept_unknown_host": accept_unknown_host, "as_root": as_root}
@@ -244,6 +245,7 @@ def shell(
     c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, as_root=False
 ):
     """Open an interactive shell in the app's environment (--host: on a host, with a terminal)."""
+    refuse_as_root_here(c, host, as_root)
     if on_hosts(c, host):
         reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
         run_on_hosts(c, host, "shell", interactive=True, accept_unknown_host=accept_unknown_host, as_root=as_root, **reach)
@@ -272,6 +274,7 @@ def _hook_task(name: str, doc: str):
         python=None,
         as_root=False,
     ):
+        refuse_as_root_here(c, host, as_root)
         if on_hosts(c, host):
             reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
             run_on_hosts(c, host, name, accept_unknown_host=accept_unknown_host, as_root=as_root, **reach)
