@@ -6,6 +6,7 @@ One real SSH host (as root), several deploy paths on it, a Django project behind
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,18 +30,20 @@ from .warp_runs import Warp
 pytestmark = pytest.mark.remote
 
 A, B = "/srv/acct-a", "/srv/acct-b"
-# Run on the host: "pid parent" of each gunicorn process working in the folder argv[1].
-SERVERS = """
-import os, sys
+# Run on the host: a JSON row (pid, parent, uid, args) for each process, from what every account may read (root in a
+# container without CAP_SYS_PTRACE cannot read another account's cwd or environ).
+PROCESSES = """
+import json, os
+rows = []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
-        args = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\\0")
-        cwd = os.readlink("/proc/%s/cwd" % pid)
-        parent = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1]
-    except OSError:
+        args = open("/proc/%s/cmdline" % pid, "rb").read().decode("utf-8", "replace").split("\\0")
+        stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+        uid = [int(line.split()[2]) for line in open("/proc/%s/status" % pid) if line.startswith("Uid:")][0]
+    except (OSError, IndexError):
         continue
-    if any(a.endswith(b"/bin/gunicorn") for a in args[:2]) and cwd == sys.argv[1]:
-        print(pid, parent)
+    rows.append({"pid": int(pid), "parent": int(stat[1]), "uid": uid, "args": [a[:200] for a in args[:4]]})
+print(json.dumps(rows))
 """
 
 
@@ -61,13 +64,16 @@ class Rig:
         return deploy([target], str(project), opts, say=print)
 
     def server_pid(self, path: str) -> str:
-        """The pid of the live release's gunicorn master: the gunicorn whose parent is no gunicorn, working in it."""
+        """The pid of the live release's gunicorn master: the first gunicorn below the command that starts it."""
         live = self.sh(f"readlink -f {path}/current").strip()
-        table = self.sh(f"python3 -c {shlex.quote(SERVERS)} {shlex.quote(live)}")
-        rows = [line.split() for line in table.splitlines()]
-        masters = [pid for pid, parent in rows if parent not in {p for p, _ in rows}]
-        assert len(masters) == 1, table
-        return masters[0]
+        rows = json.loads(self.sh(f"python3 -c {shlex.quote(PROCESSES)}"))
+        below = {r["pid"] for r in rows if f"cd {live} " in " ".join(r["args"])}  # the starting sh -c line
+        for _ in range(10):
+            below |= {r["pid"] for r in rows if r["parent"] in below}
+        servers = [r for r in rows if r["pid"] in below and any(a.endswith("/bin/gunicorn") for a in r["args"][:2])]
+        masters = [r["pid"] for r in servers if r["parent"] not in {s["pid"] for s in servers}]
+        assert len(masters) == 1, [r for r in rows if r["pid"] in below]
+        return str(masters[0])
 
     def owner(self, pid_or_path: str) -> str:
         where = f"/proc/{pid_or_path}" if pid_or_path.isdigit() else pid_or_path
