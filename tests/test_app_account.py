@@ -69,14 +69,28 @@ def _agent(root: Path, **request: Any) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the agent makes accounts as root only")
 def test_an_existing_account_warptasks_did_not_make_is_refused_naming_the_ways_on(tmp_path: Path) -> None:
     # nobody stands for a foreign account that has the derived name: its comment is not warptasks' mark.
-    (tmp_path / "shared").mkdir()
-    result = _agent(tmp_path, name="nobody", mark=account_mark(str(tmp_path)))
+    locked = subprocess.run(
+        [sys.executable, AGENT_FILE, json.dumps({"action": "lock", "root": str(tmp_path), "owner": "test", "token": "t"})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert locked.returncode == 0, locked
+    result = _agent(tmp_path, name="nobody", mark=account_mark(str(tmp_path)), token="t")
     assert result.returncode != 0
     error = json.loads(result.stdout.strip().splitlines()[-1])["error"]
     comment = pwd.getpwnam("nobody").pw_gecos.split(",")[0]
     assert f"the account nobody exists on this host and warptasks did not make it for the deploy path {tmp_path}" in error
     assert repr(comment) in error and "--user" in error and "usermod --comment" in error
-    assert not (tmp_path / "shared" / "data").exists()  # nothing made for it
+    assert (tmp_path / "shared" / "data").stat().st_uid == 0  # nothing given to it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the agent makes accounts as root only")
+def test_an_account_is_made_only_under_the_deploy_lock(tmp_path: Path) -> None:
+    for token in ({}, {"token": "not-the-holder"}):
+        result = _agent(tmp_path, name="nobody", mark=account_mark(str(tmp_path)), **token)
+        assert result.returncode != 0 and "lock" in result.stdout, result
+    assert not (tmp_path / "shared").exists()
 
 
 @pytest.mark.parametrize("name", ["Shop", "1shop", "shop;rm", "x" * 33, "", "root:x"])
@@ -118,7 +132,8 @@ def test_on_a_root_deploy_the_commands_run_as_the_apps_account_and_as_root_only_
     deploy, asked, spec = _host(tmp_path, 0)
     commands = deploy._commands(spec, 8081)
     name = app_account("/srv/shop")
-    assert asked == [{"action": "account", "name": name, "mark": account_mark("/srv/shop")}]  # asked once
+    mark = account_mark("/srv/shop")
+    assert asked == [{"action": "account", "name": name, "mark": mark, "token": deploy.token}]  # once, under the lock
     for action in ("exec", "shell", "migrate", "verify"):
         assert _run_as(commands[action]["argv"]) == [name, name], action
         assert _run_as(commands[action]["root_argv"]) is None, action

@@ -296,7 +296,7 @@ class HostDeploy:
             return None
         if self.account is None:
             path = self.settings.path
-            answer = self.agent("account", name=app_account(path), mark=account_mark(path))
+            answer = self.agent("account", name=app_account(path), mark=account_mark(path), token=self.token)
             self.account = (str(answer["user"]), str(answer["group"]))
             made = "made the account" if answer.get("made") else "account"
             self.say(f"{made} {answer['user']}: the app's servers, processes and commands run as it")

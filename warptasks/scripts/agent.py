@@ -3353,6 +3353,9 @@ def account(req):
         _fail("account needs a name (lower case letters, digits and -, a letter first, at most 32) and warptasks' mark")
     if os.geteuid() != 0:
         _fail("an app gets an account of its own only on a deploy as root")
+    if not req.get("token"):
+        _fail("account only under the deploy lock: its request needs the lock's token")
+    _require(req)
     made = False
     try:
         entry = pwd.getpwnam(name)
