@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from warptasks.remote.account import app_account
 from warptasks.remote.deploy import deploy
 from warptasks.remote.front import app_id
 from warptasks.remote.hosts import HostTarget
@@ -177,9 +178,10 @@ def test_shell_on_a_host_is_interactive_in_the_servers_environment(site: Site) -
             os._exit(127)
     seen = b""
     try:
-        seen += _read_until(fd, b"# ", 60)  # bash's prompt (root's: the test hosts log in as root)
-        os.write(fd, b"echo MARK=${CONSOLE_SECRET}=$WARP_ACTION; tty; exit\n")
-        seen += _read_until(fd, b"MARK=" + SECRET.encode() + b"=shell", 30)
+        # bash's prompt: the app's own account's, as its server (the test hosts log in as root)
+        seen += _read_until(fd, b"$ ", 60)
+        os.write(fd, b"echo MARK=${CONSOLE_SECRET}=$WARP_ACTION=$(id -un); tty; exit\n")
+        seen += _read_until(fd, f"MARK={SECRET}=shell={app_account(PATH)}".encode(), 30)
         seen += _read_until(fd, b"/dev/pts/", 10)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, seen
