@@ -298,8 +298,8 @@ class HostDeploy:
             path = self.settings.path
             answer = self.agent("account", name=app_account(path), mark=account_mark(path), token=self.token)
             self.account = (str(answer["user"]), str(answer["group"]))
-            made = "made the account" if answer.get("made") else "account"
-            self.say(f"{made} {answer['user']}: the app's servers, processes and commands run as it")
+            if answer.get("made"):
+                self.say(f"made the account {answer['user']}: the app runs as it, its servers, workers and commands")
             if answer.get("reowned"):
                 self.say(f"{answer['reowned']} files the app wrote as {answer.get('previous')} are now {answer['user']}'s")
         return self.account
