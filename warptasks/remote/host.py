@@ -301,7 +301,8 @@ class HostDeploy:
             if answer.get("made"):
                 self.say(f"made the account {answer['user']}: the app runs as it, its servers, workers and commands")
             if answer.get("reowned"):
-                self.say(f"{answer['reowned']} files the app wrote as {answer.get('previous')} are now {answer['user']}'s")
+                before = f"the app wrote as {answer['previous']}" if answer.get("previous") else "in shared/data"
+                self.say(f"{answer['reowned']} files {before} are now {answer['user']}'s (the app's own account)")
         return self.account
 
     def _as_app(self, step: Step, words: int | None = None) -> Step:
