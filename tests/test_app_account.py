@@ -199,3 +199,15 @@ def test_as_root_without_a_host_is_refused_naming_the_fix(tmp_path: Path, action
         [sys.executable, "-c", run, *action], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode != 0 and "--as-root is for a command on a host" in result.stderr and "give --host" in result.stderr
+
+
+def test_warp_deploy_takes_user_and_group_for_the_old_way(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import warptasks.remote.deploy as remote_deploy
+    from warptasks.tasks import remote as deploy_task
+
+    seen: list[DeploySettings] = []
+    monkeypatch.setattr(remote_deploy, "deploy", lambda targets, project, settings, **_: seen.append(settings) or [])
+    monkeypatch.setattr(deploy_task, "_fabric_config", lambda c: None)
+    context = type("C", (), {"config": None})()
+    deploy_task.deploy.body(context, host=["web1"], project=str(tmp_path), user="www-data", group="www-data")
+    assert (seen[0].user, seen[0].group) == ("www-data", "www-data")
