@@ -85,7 +85,7 @@ def test_a_host_step_gets_its_environment_from_files_never_from_its_command_line
     assert literal.argv == ("python3", "-I", "-c", envfile_py, values, "/srv/a/shared/environment", "--", "gunicorn", "app")
     assert literal.env == {} and literal.path == ("/e/bin",) and literal.cwd == step.cwd
     assert "s3cr$t-9" not in command_line(literal)
-    assert envfile.parse(text, values) == {"TOKEN": "s3cr$t-9"}
+    assert envfile.parse(text, values) == {"WARP_DATA_DIR": "/srv/a/shared/data", "TOKEN": "s3cr$t-9"}
 
 
 def test_the_shared_environment_wins_and_no_value_is_run(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ MIGRATE_HOOK = """#!/bin/bash
 # Counts how often the deploy migrates: once per deploy, on one host.
 set -e
 python manage.py migrate --noinput
-echo "$(hostname) $WARP_PROJECT" >> "$WARP_PROJECT/../../shared/migrations.log"
+echo "$(hostname) $WARP_PROJECT" >> "$WARP_DATA_DIR/migrations.log"
 """
 
 
@@ -55,6 +55,8 @@ def make_django_project(root: Path, version: str = "1", server: str | None = Non
     text = settings.read_text()
     text = text.replace("DEBUG = True", "DEBUG = False").replace("ALLOWED_HOSTS = []", "ALLOWED_HOSTS = ['*']")
     text += "\nSTATICFILES_DIRS = [BASE_DIR / 'assets']\n"
+    # The app's data in its writable folder on a host (WARP_DATA_DIR, its account's), never in the release's code.
+    text += "import os\nDATABASES['default']['NAME'] = Path(os.environ.get('WARP_DATA_DIR') or BASE_DIR) / 'db.sqlite3'\n"
     settings.write_text(text)
     urls = root / "mysite" / "urls.py"
     urls.write_text(

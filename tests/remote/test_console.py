@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from warptasks.remote.account import app_account
 from warptasks.remote.deploy import deploy
 from warptasks.remote.front import app_id
 from warptasks.remote.hosts import HostTarget
@@ -156,7 +157,7 @@ def test_fab_with_its_own_host_flag_runs_logs_exec_and_config_on_that_host(site:
 
 def test_migrate_runs_the_releases_hook_on_the_host_and_a_missing_hook_names_its_file(site: Site) -> None:
     warp = site.warps[0]
-    log = f"{PATH}/shared/migrations.log"
+    log = f"{PATH}/shared/data/migrations.log"
     before = site.sh(0, f"cat {log} 2>/dev/null || true").splitlines()
     code, output = warp.run("migrate")
     assert code == 0, output
@@ -229,10 +230,12 @@ def test_shell_on_a_host_is_interactive_in_the_servers_environment(site: Site) -
             os._exit(127)
     seen = b""
     try:
-        seen += _read_until(fd, b"# ", 60)  # bash's prompt (root's: the test hosts log in as root)
-        os.write(fd, b"echo MARK=${CONSOLE_SECRET}=$WARP_ACTION; tty; exit\n")
-        seen += _read_until(fd, b"MARK=" + SECRET.encode() + b"=shell", 30)
-        if b"/dev/pts/" not in seen.split(b"=shell", 1)[-1]:  # tty's line may have come in the same read as MARK's
+        # bash's prompt: the app's own account's, as its server (the test hosts log in as root)
+        seen += _read_until(fd, b"$ ", 60)
+        os.write(fd, b"echo MARK=${CONSOLE_SECRET}=$WARP_ACTION=$(id -un); tty; exit\n")
+        mark = f"MARK={SECRET}=shell={app_account(PATH)}".encode()
+        seen += _read_until(fd, mark, 30)
+        if b"/dev/pts/" not in seen.split(mark, 1)[-1]:  # tty's line may have come in the same read as MARK's
             seen += _read_until(fd, b"/dev/pts/", 10)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, seen

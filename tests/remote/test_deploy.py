@@ -137,7 +137,7 @@ def test_first_deploy_serves_pages_and_static_files_on_every_host(fleet: Fleet) 
         status, admin_css = get(url + "static/admin/css/base.css")
         assert status == 200 and "body" in admin_css
     # The migration ran once for the whole deploy, on one host.
-    migrations = [_sh(h, f"cat {PATH}/shared/migrations.log 2>/dev/null || true") for h in fleet.hosts]
+    migrations = [_sh(h, f"cat {PATH}/shared/data/migrations.log 2>/dev/null || true") for h in fleet.hosts]
     assert sum(len(m.splitlines()) for m in migrations) == 1
     for host in fleet.hosts:
         assert _sh(host, f"stat -c %a {PATH}/shared/environment").strip() == "600"

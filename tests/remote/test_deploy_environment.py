@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from warptasks.remote.account import app_account
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
@@ -56,7 +57,7 @@ def application(environ, start_response):
 
 
 HOOK = """#!/bin/sh
-printf '%s\\n' "$SECRET_KEY" "$PROJECT_TOKEN" > "$WARP_PROJECT/.warp/{hook}-saw"
+printf '%s\\n' "$SECRET_KEY" "$PROJECT_TOKEN" > "$WARP_DATA_DIR/{hook}-saw"
 """
 
 
@@ -119,7 +120,7 @@ def test_the_server_sees_the_environment_files_values_exactly_as_written(deploye
     assert json.loads(body) == expected
     assert expected["SECRET_KEY"] == "q7$y3&(w)!=b" and expected["QUOTED"] == 'it\'s \\"quoted-secret\\"'
     for hook in ("migrate", "deploy"):
-        saw = deployed.sh(f"cat {PATH}/current/.warp/{hook}-saw")
+        saw = deployed.sh(f"cat {PATH}/shared/data/{hook}-saw")  # written as the app's account, in its folder
         assert saw == f"{expected['SECRET_KEY']}\n{expected['PROJECT_TOKEN']}\n", hook
     # Nothing in a value ran: no shell ever read the file.
     assert deployed.sh(f"ls {MARKER}* 2>/dev/null || true").strip() == ""
@@ -147,9 +148,11 @@ def test_no_command_line_on_the_host_carries_a_value(deployed: Deployed) -> None
         assert secret not in records, f"{secret!r} is in the recorded command"
 
 
-def test_a_root_deploys_server_runs_as_www_data(deployed: Deployed) -> None:
-    # The deploy logs in as root; the server and its workers must not be (the sh that starts it stays root).
-    uid, gid = deployed.sh("id -u www-data").strip(), deployed.sh("id -g www-data").strip()
+def test_a_root_deploys_server_runs_as_the_apps_own_account(deployed: Deployed) -> None:
+    # The deploy logs in as root; the server and its workers must not be (the sh that starts it stays root). They run
+    # as the account the deploy made for this app, not as www-data, which every other app and service would share.
+    account = app_account(PATH)
+    uid, gid = deployed.sh(f"id -u {account}").strip(), deployed.sh(f"id -g {account}").strip()
     table = deployed.sh("ps -eo pid=,uid=,args=")
     rows = [line.split(None, 2) for line in table.splitlines()]
     servers = [(pid, owner) for pid, owner, args in rows if args.split()[:2][-1].endswith("/bin/gunicorn")]

@@ -17,6 +17,7 @@ import pytest
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import LABEL, SESSION_LABEL, session_keys
 from tests.harness.images import SSH_PACKAGES, base_image
+from warptasks.remote.account import app_account
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
 from warptasks.remote.hosts import HostTarget
@@ -142,9 +143,9 @@ def test_servers_are_units_that_restart_and_come_back_after_a_reboot(host: Syste
     assert host.run(f"ps -o user= -p {front}").strip() == "warp-front"
     # Confined: a /tmp of its own, no privileges to gain, and the app itself not root (the deploy logs in as root).
     assert host.run(f"systemctl show --property=PrivateTmp,NoNewPrivileges --value {first}").split() == ["yes", "yes"]
-    rows = [line.split(None, 1) for line in host.run("ps -eo user=,args=").splitlines()]
+    rows = [line.split(None, 1) for line in host.run("ps -eo user:32=,args=").splitlines()]
     owners = [user for user, args in rows if args.split()[:2][-1].endswith("/bin/gunicorn")]
-    assert len(owners) >= 2 and set(owners) == {"www-data"}, rows
+    assert len(owners) >= 2 and set(owners) == {app_account(PATH)}, rows
 
     # The server dies: systemd starts it again.
     pid = host.run(f"systemctl show --property=MainPID --value {first}").strip()

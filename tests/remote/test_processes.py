@@ -20,6 +20,7 @@ import pytest
 
 from tests.harness.engine import ensure_engine
 from tests.harness.hosts import remove_hosts, ssh_hosts
+from warptasks.remote.account import app_account
 from warptasks.remote.commands import Change
 from warptasks.remote.deploy import deploy
 from warptasks.remote.fleet import summary
@@ -37,7 +38,7 @@ from .test_deploy_systemd import SystemdHost
 pytestmark = pytest.mark.remote
 
 PATH = "/srv/procs-site"
-OUT = "/srv/procs-out"  # where the workers write (they run as www-data; /tmp is a unit's own under systemd)
+OUT = "/srv/procs-out"  # where the workers write (they run as the app's own account; /tmp is a unit's own under systemd)
 
 APP = """VERSION = "{version}"
 
@@ -219,8 +220,8 @@ def test_a_worker_runs_beside_the_server_in_its_environment(site: Site) -> None:
     # The server's environment: shared/environment's secret, never on its command line.
     assert worker.secret == "only-on-the-host"
     assert "only-on-the-host" not in site.run(["cat", f"/proc/{worker.pid}/cmdline"])
-    # As root, the worker runs as the server's account, not as root.
-    assert site.run(["ps", "-o", "user=", "-p", str(worker.pid)]).strip() == "www-data"
+    # As root, the worker runs as the server's account, the app's own, not as root.
+    assert site.run(["ps", "-o", "user:32=", "-p", str(worker.pid)]).strip() == app_account(PATH)
     log = site.run(["cat", f"{PATH}/shared/logs/{worker.release}.worker.1.log"])
     assert "worker 1 up" in log
     assert any("processes started: worker.1" in line for line in site.lines), site.lines

@@ -40,8 +40,13 @@ _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def recorded_command(record: dict[str, Any], action: str, argv: tuple[str, ...] = ()) -> str:
-    """The shell line that runs ``action`` as ``record`` (a release's) recorded it; ``exec``: ``argv`` appended."""
+def recorded_command(record: dict[str, Any], action: str, argv: tuple[str, ...] = (), as_root: bool = False) -> str:
+    """The shell line that runs ``action`` as ``record`` (a release's) recorded it; ``exec``: ``argv`` appended.
+
+    On a host deployed as root it runs as the app's own account, as the server does; ``as_root`` runs it as the SSH
+    account (root) instead, where the release recorded that (``root_argv``: a release whose commands run as the
+    deploy's account anyway has none, and needs none).
+    """
     release = record.get("id") or "the live release"
     commands = record.get("commands")
     if not isinstance(commands, dict):
@@ -55,7 +60,8 @@ def recorded_command(record: dict[str, Any], action: str, argv: tuple[str, ...] 
             f"{release} has no {action} action hook",
             f"add an executable .warpdrive/action_hooks/{action} (or .s2i/action_hooks/{action}) and deploy again",
         )
-    step = Step(action, (*recorded["argv"], *argv), recorded.get("cwd") or "", action, path=tuple(recorded.get("path") or ()))
+    words = recorded.get("root_argv") if as_root and recorded.get("root_argv") else recorded["argv"]
+    step = Step(action, (*words, *argv), recorded.get("cwd") or "", action, path=tuple(recorded.get("path") or ()))
     return command_line(step)
 
 
@@ -143,12 +149,12 @@ def _failed(hosts: list[HostDeploy], err: Callable[[str], None]) -> list[HostDep
     return [h for h in hosts if not h.error]
 
 
-def _live_command(h: HostDeploy, action: str, argv: tuple[str, ...]) -> str:
+def _live_command(h: HostDeploy, action: str, argv: tuple[str, ...], as_root: bool = False) -> str:
     current = h.info.get("current")
     if not current:
         raise DeployFailed(f"no release is live under {h.settings.path} on {h.target.label}", "deploy first (warp deploy)")
     record = dict(h.info.get("current_record") or {}, id=current)
-    return recorded_command(record, action, argv)
+    return recorded_command(record, action, argv, as_root)
 
 
 def run_recorded(
@@ -159,6 +165,7 @@ def run_recorded(
     *,
     config: Any = None,
     interactive: bool = False,
+    as_root: bool = False,
 ) -> int:
     """Run ``action`` (exec with ``argv``, a hook, the shell) on each host's live release; the exit code.
 
@@ -174,13 +181,15 @@ def run_recorded(
     try:
         if len(targets) == 1:
             (h,) = hosts
-            result = h.session.conn.run(_live_command(h, action, argv), warn=True, pty=interactive, hide=False, echo=False)
+            result = h.session.conn.run(
+                _live_command(h, action, argv, as_root), warn=True, pty=interactive, hide=False, echo=False
+            )
             return int(result.exited)
         out = _printer(sys.stdout)
         codes: dict[str, int] = {t.label: 1 for t in targets}
 
         def one(h: HostDeploy) -> None:
-            line = _live_command(h, action, argv)
+            line = _live_command(h, action, argv, as_root)
             code = stream_command(h.session.conn, line, b"", Prefixed(h.target.label, out), Prefixed(h.target.label, err))
             codes[h.target.label] = code
             if code:

@@ -33,9 +33,11 @@ from ..plan import (
     untracked_dirs,
 )
 from ..run.executor import Say, execute, gather_facts, run_checks
+from ..scripts import command as script
 from ..scripts import envfile, source
 from ..servers import server as registered
 from ..settings import DeploySettings
+from .account import account_mark, app_account
 from .front import FrontHost, Site, ensure_request, site_request
 from .hosts import HostTarget
 from .interrupt import pause_for_tests
@@ -86,6 +88,9 @@ class HostDeploy:
     # What the host's audit log records of this operation: action, by, details (never a secret value). Its "begun"
     # line is written with the lock, its end (ok or failed, the error) just before the lock is released.
     audit: dict[str, Any] | None = None
+    # The app's own account on a root deploy without --user, (user, group), once the agent made sure of it; see
+    # :meth:`app_account`.
+    account: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.session = Session(self.target, self.settings)
@@ -280,12 +285,44 @@ class HostDeploy:
         values = {"status": "built", "env": self.env, "commit": release.commit, "source": release.source, "deps": release.deps}
         self.agent("mark", release=self.release, values=values)
 
+    def app_account(self) -> tuple[str, str] | None:
+        """(user, group) of the app's own account, on a deploy as root without ``--user``; else None (``--user``: the
+        servers run as it, the rest as the SSH account, as before; not root: everything runs as the SSH account).
+
+        The agent makes the account if it is missing (its name and mark from the deploy path: see
+        :mod:`.account`), gives it ``shared/data``, and the files the app wrote as the account it ran as before.
+        """
+        if self.info.get("euid") != 0 or self.settings.user:
+            return None
+        if self.account is None:
+            path = self.settings.path
+            answer = self.agent("account", name=app_account(path), mark=account_mark(path), token=self.token)
+            self.account = (str(answer["user"]), str(answer["group"]))
+            if answer.get("made"):
+                self.say(f"made the account {answer['user']}: the app runs as it, its servers, workers and commands")
+            if answer.get("reowned"):
+                before = f"the app wrote as {answer['previous']}" if answer.get("previous") else "in shared/data"
+                self.say(f"{answer['reowned']} files {before} are now {answer['user']}'s (the app's own account)")
+        return self.account
+
+    def _as_app(self, step: Step, words: int | None = None) -> Step:
+        """``step`` run as the app's own account by run_as.py (a root deploy without --user), as its server is.
+
+        ``words``: only its last ones are the app's command (what reads the environment, as root, comes before).
+        """
+        account = self.app_account()
+        if account is None:
+            return step
+        at = len(step.argv) - (len(step.argv) if words is None else words)
+        run_as = script(self.settings.python, "run_as.py", *account, "--")
+        return replace(step, argv=(*step.argv[:at], *run_as, *step.argv[at:]))
+
     def migrate(self, spec: AppSpec) -> None:
         self.enter("migrate")
         step = migrate_step(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"{step.name}: {step.why} (once, on this host)")
-            self.session.run(self._literal(step, "migrate"), say=self.say)
+            self.session.run(self._literal(self._as_app(step), "migrate"), say=self.say)
 
     def release_command(self, spec: AppSpec) -> None:
         """The Procfile's ``release:`` command, in the release's environment (with shared/environment), once."""
@@ -293,13 +330,14 @@ class HostDeploy:
         step = plan_release(spec, self.layout.release(self.release), self.env)
         if step is not None:
             self.say(f"release: {spec.release_command} (once, on this host)")
-            self.session.run(self._literal(step, "release"), say=self.say)
+            self.session.run(self._literal(self._as_app(step), "release"), say=self.say)
 
     def start(self, spec: AppSpec) -> None:
         self.enter("start")
         record = self.info.get("current_record") or {}
         first = self.settings.backend_port or self.public_port + 1
         port = backend_port(first, record.get("port") if self.info.get("current") else None)
+        user, group = self.app_account() or (self.settings.user, self.settings.group)
         options = StartOptions(
             project=self.layout.release(self.release),
             env_dir=".warp",
@@ -307,8 +345,8 @@ class HostDeploy:
             port=port,
             processes=self.settings.processes,
             threads=self.settings.threads,
-            user=self.settings.user,
-            group=self.settings.group,
+            user=user,
+            group=group,
             # The agent's start checks the port itself, and takes it back from the server of a release that is not
             # live (one a killed or cut-off deploy left running); the plan's check would refuse it instead.
             port_check=False,
@@ -317,7 +355,8 @@ class HostDeploy:
         )
         assert self.facts is not None, "start follows build"
         plan = plan_start(spec, self.facts, options)
-        before = tuple(self._literal(step, f"before-{number}") for number, step in enumerate(plan.before, 1))
+        # The deploy hook, as the app's own account (as the server), like every other hook.
+        before = tuple(self._literal(self._as_app(step), f"before-{number}") for number, step in enumerate(plan.before, 1))
         run_checks(self.session.quiet(), replace(plan, before=before), say=self.say)
         command = command_line(self._literal(plan.server, "server"))
         # The same server on the other backend port, for a restart (or a rollback) beside a live server there: a
@@ -331,6 +370,7 @@ class HostDeploy:
             "server_commands": commands,
             "commands": self._commands(spec, port),
             "process_types": self._process_types(spec, options),
+            "account": user if self.info.get("euid") == 0 else None,  # who the app runs as: the next deploy's account
         }
         self.agent("mark", release=self.release, values=values)
         chosen = registered(plan.server.name)
@@ -356,7 +396,14 @@ class HostDeploy:
             "shell": plan_exec(spec, project, self.env, SHELL, "shell", port),
         }
         steps.update((hook, plan_command(spec, project, self.env, hook, port)) for hook in HOOKS)
-        return {name: recorded_step(self._literal(step, f"cmd-{name}")) for name, step in steps.items() if step is not None}
+        recorded = {}
+        for name, step in steps.items():
+            if step is not None:
+                literal = self._literal(step, f"cmd-{name}")
+                recorded[name] = recorded_step(self._as_app(literal, len(step.argv)))
+                if self.account is not None:  # the operator's way round the account: warp exec --as-root
+                    recorded[name]["root_argv"] = list(literal.argv)
+        return recorded
 
     def _process_types(self, spec: AppSpec, options: StartOptions) -> dict[str, dict[str, Any]]:
         """What runs each Procfile process type of this release, recorded with it: the command (its environment in

@@ -46,6 +46,11 @@ class Layout:
         return posixpath.join(self.root, "shared", "wheels")
 
     @property
+    def data(self) -> str:
+        """The app's own writable folder (its account's, on a root deploy): ``WARP_DATA_DIR`` in its environment."""
+        return posixpath.join(self.root, "shared", "data")
+
+    @property
     def env_file(self) -> str:
         return posixpath.join(self.root, SHARED_ENV)
 
@@ -81,10 +86,11 @@ def with_shared_environment(step: Step, layout: Layout, python: str, values: str
     ``ps`` shows to every account on the host, into the file ``values`` the deploy writes (0600) with the returned
     text. envfile.py reads that file, then the host's secret ``shared/environment`` (whose values win, as when a
     shell sourced it), literally: ``$``, backticks and quotes in a value are kept, never run. Only ``PATH``, which
-    extends the host's own, stays on the command line.
+    extends the host's own, stays on the command line. ``WARP_DATA_DIR`` names the app's writable folder
+    (``shared/data``), unless the step sets it itself.
     """
     try:
-        text = envfile.render(dict(step.env))
+        text = envfile.render({"WARP_DATA_DIR": layout.data, **step.env})
     except ValueError as error:
         hint = "environment values cannot hold line breaks; fix the environment file"
         raise ConfigError(f"{step.name}: {error}", hint) from None

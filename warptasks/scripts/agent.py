@@ -802,6 +802,7 @@ def lock(req):
     for sub in SUBFOLDERS:
         _safe_mkdir(os.path.join(root, sub), 0o750 if sub == "shared/logs" else 0o755)
     os.chmod(os.path.join(root, "shared", "logs"), 0o750)
+    _safe_mkdir(os.path.join(root, "shared", "data"), 0o750)  # the app's writable folder (see ``account``)
     env_file = os.path.join(root, "shared", "environment")
     if not os.path.exists(env_file):
         _write(env_file, "# KEY=VALUE lines: the app's secrets, read literally (no shell) by the server and hooks\n", 0o600)
@@ -3546,10 +3547,143 @@ def audit(req):
     print(json.dumps({"written": _audit_append(root, req.get("entry") or {})}))
 
 
+# -- the app's own account (a root deploy without --user) -------------------------------------------------------
+#
+# Each app on a host runs as a system account of its own, named from its deploy path (``warp-<slug>-<hash>``, see
+# warptasks/remote/account.py) and marked as warptasks' by its comment: an account of that name without the mark is
+# someone else's, and is refused rather than shared.
+
+ACCOUNT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+ACCOUNT_MARK = re.compile(r"^warptasks app [0-9a-f]{16}$")
+
+
+def _make_account(name, mark):
+    """``useradd`` a system account ``name`` and its group, no home, no login shell, marked with ``mark``."""
+    useradd = shutil.which("useradd") or ("/usr/sbin/useradd" if os.path.exists("/usr/sbin/useradd") else None)
+    shell = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(p)), "/bin/false")
+    argv = [useradd or "useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", shell]
+    argv += ["--user-group", "--comment", mark, name]
+    if not useradd:
+        _fail(
+            "the app runs as the system account {}, which is missing, and this host has no useradd to make it: make it by "
+            "hand ({}), or deploy with --user naming an account".format(name, " ".join(shlex.quote(a) for a in argv))
+        )
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    return result.stdout.strip()
+
+
+def _reown(root, uids, gids, uid, gid):
+    """Give the files under ``root`` owned by one of ``uids`` (None: by anyone but ``uid``) to ``uid``:``gid``, their
+    group too where it was one of ``gids`` (None: any). Links are never followed, and a file with several hard links
+    is left alone: its other name may be outside the deploy path, someone else's. Answer: how many were given."""
+    count = 0
+    skip = os.path.join(root, "shared", "wheels")
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) != skip]
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+                ours = st.st_uid == uid if uids is None else st.st_uid not in uids
+                if ours or (not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1):
+                    continue
+                os.lchown(path, uid, gid if gids is None or st.st_gid in gids else -1)
+                count += 1
+            except OSError:
+                continue
+    return count
+
+
+def account(req):
+    """Make sure the app's own account ``name`` exists (made if missing, marked ``mark``), its writable folder
+    ``shared/data`` is its own (0750), and the files the app wrote under the deploy path as the account its live
+    server ran as before (``www-data``, on a host deployed by an earlier warptasks) are now this account's.
+
+    An existing account of that name is used only if it carries ``mark``: one without it is someone else's, and is
+    refused with how to go on. Answer: ``user``, ``group``, ``uid``, ``gid``, ``made``, ``reowned`` (files given to
+    it), ``previous`` (the account they were taken from, or null).
+    """
+    import grp
+    import pwd
+
+    root, name, mark = req["root"], req.get("name"), req.get("mark")
+    if not isinstance(name, str) or not ACCOUNT_NAME.match(name) or not isinstance(mark, str) or not ACCOUNT_MARK.match(mark):
+        _fail("account needs a name (lower case letters, digits and -, a letter first, at most 32) and warptasks' mark")
+    if os.geteuid() != 0:
+        _fail("an app gets an account of its own only on a deploy as root")
+    if not req.get("token"):
+        _fail("account only under the deploy lock: its request needs the lock's token")
+    _require(req)
+    made = False
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        try:
+            grp.getgrnam(name)
+            _fail(
+                "the group {0} exists on this host, but no account {0}: warptasks makes the app's account and its group "
+                "{0} together, and will not share a group it did not make. Remove that group if it is unused "
+                "(groupdel {0}), or deploy with --user/--group naming the account the app should run as".format(name)
+            )
+        except KeyError:
+            pass
+        output = _make_account(name, mark)
+        try:
+            entry = pwd.getpwnam(name)  # made now, or by another deploy of this path at the same moment
+        except KeyError:
+            _fail("making the app's account {} failed: {}".format(name, output))
+        made = True
+    comment = entry.pw_gecos.split(",")[0]
+    if comment != mark:
+        _fail(
+            "the account {0} exists on this host and warptasks did not make it for the deploy path {1} (its comment is "
+            "{2!r}, not {3!r}): the app would share it with whatever else runs as {0}. Deploy with --user naming the "
+            "account the app should run as, or, if {0} is an account warptasks made for this path and its comment was "
+            "changed, set it back: usermod --comment {4} {0}".format(name, root, comment, mark, shlex.quote(mark))
+        )
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        _fail("the account {} has root's uid or gid: refusing to run the app as it".format(name))
+    uid, gid = entry.pw_uid, entry.pw_gid
+    data = os.path.join(root, "shared", "data")
+    _safe_mkdir(data, 0o750)
+    st = os.lstat(data)
+    if not stat.S_ISDIR(st.st_mode):
+        _fail("{} is not a folder: the app's writable folder must be one (remove it, then deploy again)".format(data))
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.lchown(data, uid, gid)
+    previous, uids, gids = None, set(), set()
+    current = _current(root)
+    if current and not _missing(root, current):
+        # Who the live server runs as: its processes' (the supervisor and the wrappers before run_as.py are root),
+        # else the account its release recorded.
+        record = _record(root, current) or {}
+        pid = _server_pid(root, current)
+        running = [pid] + _members(pid) if pid and _alive(pid) else []
+        uids = {_uid(p) for p in running} - {None, 0, uid, os.geteuid()}
+        if not uids and record.get("account"):
+            try:
+                uids = {pwd.getpwnam(record["account"]).pw_uid} - {0, uid, os.geteuid()}
+            except (KeyError, TypeError):
+                pass
+        for before in sorted(uids):
+            previous = _user(before) if previous is None else "{}, {}".format(previous, _user(before))
+            try:
+                gids.add(pwd.getpwuid(before).pw_gid)
+            except KeyError:
+                pass
+    # shared/data is the app's, all of it (a migration run as root by an earlier warptasks made files there too).
+    reowned = _reown(data, None, None, uid, gid)
+    reowned += _reown(root, uids, gids - {0}, uid, gid) if uids else 0
+    group = grp.getgrgid(gid).gr_name
+    print(
+        json.dumps({"user": name, "group": group, "uid": uid, "gid": gid, "made": made, "reowned": reowned, "previous": previous})
+    )
+
+
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe, logs, processes, supervise, restart, config, audit)
+    + (retire_relay, handover, logpipe, logs, processes, supervise, restart, config, audit, account)
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from ..errors import ConfigError
 from .flags import warp_task
 from .remote import HELP, _fabric_config, _reach, _settings
 from .report import reported
@@ -21,12 +22,20 @@ REACH_HELP = {k: HELP[k] for k in ("path", "identity", "known-hosts", "accept-un
 ON_HOSTS_HELP = {
     "host": "run it on this host's live release instead of here (repeatable; as warp deploy names hosts)",
     **REACH_HELP,
+    "as_root": "on a host deployed as root, run it as root instead of the app's own account (the server's)",
 }
 
 
 def on_hosts(c: Any, host: list[str] | None) -> bool:
     """Whether a local task runs on hosts instead: --host given, or ``c`` is fabric's Connection (``fab -H``)."""
     return bool(host) or hasattr(c, "original_host")
+
+
+def refuse_as_root_here(c: Any, host: list[str] | None, as_root: bool) -> None:
+    """``--as-root`` is for a command on a host: here, the command runs as whoever runs warp."""
+    if as_root and not on_hosts(c, host):
+        with reported():
+            raise ConfigError("--as-root is for a command on a host", "give --host, or run it here without --as-root")
 
 
 def run_on_hosts(
@@ -41,6 +50,7 @@ def run_on_hosts(
     known_hosts: str | None = None,
     accept_unknown_host: bool = False,
     python: str | None = None,
+    as_root: bool = False,
 ) -> None:
     """Run ``action`` on each host's live release (see :func:`warptasks.remote.console.run_recorded`); exit with its
     code."""
@@ -49,7 +59,8 @@ def run_on_hosts(
     with reported():
         reach = _reach(path, None, None, identity, known_hosts, accept_unknown_host, python)
         targets, settings = _settings(c, host, **reach)
-        code = run_recorded(targets, settings, action, argv, config=_fabric_config(c), interactive=interactive)
+        config = _fabric_config(c)
+        code = run_recorded(targets, settings, action, argv, config=config, interactive=interactive, as_root=as_root)
     if code:
         raise Exit(code=code)
 

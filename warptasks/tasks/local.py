@@ -18,7 +18,7 @@ from ..plan.environment import start_port
 from ..run import local as actions
 from ..run.executor import exec_local, run_checks
 from ..settings import Settings
-from .console import ON_HOSTS_HELP, on_hosts, run_on_hosts, terminal
+from .console import ON_HOSTS_HELP, on_hosts, refuse_as_root_here, run_on_hosts, terminal
 from .flags import warp_task
 from .report import OPTION_HELP, reported
 
@@ -217,6 +217,7 @@ def exec_(
     known_hosts=None,
     accept_unknown_host=False,
     python=None,
+    as_root=False,
 ):
     """Run a command in the app's environment: warp exec -- python manage.py migrate (--host: on a host)."""
     with reported():
@@ -230,9 +231,11 @@ def exec_(
         argv = _remainder(command)
         if not argv:
             raise ConfigError("no command given", "write it after --, e.g. warp exec -- python manage.py check")
+    refuse_as_root_here(c, host, as_root)
     if on_hosts(c, host):
         reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-        run_on_hosts(c, host, "exec", argv, interactive=terminal(), accept_unknown_host=accept_unknown_host, **reach)
+        how = {"interactive": terminal(), "accept_unknown_host": accept_unknown_host, "as_root": as_root}
+        run_on_hosts(c, host, "exec", argv, **how, **reach)
         return
     with reported():
         opts = _opts(c, project=project)
@@ -245,11 +248,14 @@ def exec_(
     iterable=["host"],
     help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP, "host": "open it on this host's live release instead"},
 )
-def shell(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):
+def shell(
+    c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None, as_root=False
+):
     """Open an interactive shell in the app's environment (--host: on a host, with a terminal)."""
+    refuse_as_root_here(c, host, as_root)
     if on_hosts(c, host):
         reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-        run_on_hosts(c, host, "shell", interactive=True, accept_unknown_host=accept_unknown_host, **reach)
+        run_on_hosts(c, host, "shell", interactive=True, accept_unknown_host=accept_unknown_host, as_root=as_root, **reach)
         return
     with reported():
         opts = _opts(c, project=project)
@@ -264,10 +270,21 @@ def _hook_task(name: str, doc: str):
         iterable=["host"],
         help={"project": OPTION_HELP["project"], **ON_HOSTS_HELP},
     )
-    def hook(c, project=None, host=None, path=None, identity=None, known_hosts=None, accept_unknown_host=False, python=None):
+    def hook(
+        c,
+        project=None,
+        host=None,
+        path=None,
+        identity=None,
+        known_hosts=None,
+        accept_unknown_host=False,
+        python=None,
+        as_root=False,
+    ):
+        refuse_as_root_here(c, host, as_root)
         if on_hosts(c, host):
             reach = {"path": path, "identity": identity, "known_hosts": known_hosts, "python": python}
-            run_on_hosts(c, host, name, accept_unknown_host=accept_unknown_host, **reach)
+            run_on_hosts(c, host, name, accept_unknown_host=accept_unknown_host, as_root=as_root, **reach)
             return
         with reported():
             opts = _opts(c, project=project)

@@ -55,6 +55,9 @@ HELP = {
     "force": "deploy even to hosts whose live release has exactly this source",
     "no-systemd": "run servers as processes with a pidfile even where systemd runs",
     "upload": "auto (rsync when both ends have it, else an archive over SFTP), rsync or sftp",
+    "user": "as root: the account the app runs as (default: an account of its own, made by the deploy; "
+    "www-data: every app as www-data, as before)",
+    "group": "as root: the group the app runs as (default: the --user's own)",
     "processes": "TYPE=N: how many of a Procfile process type run on each host (default 1; 0: none); a bare number "
     "or web=N: the web server's worker processes; repeatable",
 }
@@ -105,6 +108,8 @@ def deploy(
     no_systemd=False,
     upload=None,
     processes=None,
+    user=None,
+    group=None,
     json=False,
 ):
     """Ship the project to the hosts, build it there with the local plan, and switch with no downtime."""
@@ -138,6 +143,8 @@ def deploy(
             systemd=False if no_systemd else None,
             upload=upload,
             processes=processes or None,
+            user=user,
+            group=group,
         )
         project = Settings.resolve(c.config, project=project).project
         results = deploy_to(targets, project, settings, say=_say(json), config=_fabric_config(c))
