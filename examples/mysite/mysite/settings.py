@@ -76,7 +76,8 @@ WSGI_APPLICATION = 'mysite.wsgi.application'
 DATABASES = {
     'default': {
         'ENGINE': 'django.db.backends.sqlite3',
-        'NAME': BASE_DIR / 'db.sqlite3',
+        # On a host deployed as root the app may write only shared/data, which WARP_DATA_DIR names.
+        'NAME': Path(os.environ.get('WARP_DATA_DIR') or BASE_DIR) / 'db.sqlite3',
     }
 }
 
