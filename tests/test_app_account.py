@@ -211,3 +211,48 @@ def test_warp_deploy_takes_user_and_group_for_the_old_way(monkeypatch: pytest.Mo
     context = type("C", (), {"config": None})()
     deploy_task.deploy.body(context, host=["web1"], project=str(tmp_path), user="www-data", group="www-data")
     assert (seen[0].user, seen[0].group) == ("www-data", "www-data")
+
+
+def _swap_once(monkeypatch: pytest.MonkeyPatch, folder: Path, to: Path) -> None:
+    """The app winning the race against the hand-over walk: just before the walk's first chown, ``folder`` (which the
+    walk is inside) becomes a link to ``to``."""
+    swapped: list[bool] = []
+    for name in ("chown", "lchown", "fchown"):
+        real = getattr(os, name)
+
+        def chown(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            if not swapped:
+                swapped.append(True)
+                os.rename(folder, folder.with_name(folder.name + ".was"))
+                os.symlink(to, folder)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, chown)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+@pytest.mark.parametrize("walk", ["data", "previous"])
+def test_a_folder_swapped_for_a_link_during_the_hand_over_walk_gives_nothing_outside_away(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, walk: str
+) -> None:
+    # shared/data is the app's: its live server (or, before, its www-data one) writes there while the next deploy walks
+    # it as root, so it can swap a folder the walk is in for a link to anywhere on the host.
+    old, new = 65534, 4242
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "shadow").write_text("root's")
+    os.chown(outside / "shadow", 0 if walk == "data" else old, 0)  # root's own, or a file www-data wrote elsewhere
+    root = tmp_path / "srv"
+    inner = root / "shared" / "data" / "d"
+    inner.mkdir(parents=True)
+    os.chown(inner, new, new)
+    (inner / "shadow").write_text("the app's")
+    os.chown(inner / "shadow", old, old)
+    _swap_once(monkeypatch, inner, outside)
+    if walk == "data":
+        agent_module._reown(str(root / "shared" / "data"), None, None, new, new)
+    else:
+        agent_module._reown(str(root), {old}, {old}, new, new)
+    monkeypatch.undo()
+    assert (outside / "shadow").stat().st_uid != new, "a file outside the deploy path was given to the app"
+    assert (inner.with_name("d.was") / "shadow").stat().st_uid == new  # the one the walk found is still handed over
