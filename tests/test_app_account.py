@@ -211,3 +211,91 @@ def test_warp_deploy_takes_user_and_group_for_the_old_way(monkeypatch: pytest.Mo
     context = type("C", (), {"config": None})()
     deploy_task.deploy.body(context, host=["web1"], project=str(tmp_path), user="www-data", group="www-data")
     assert (seen[0].user, seen[0].group) == ("www-data", "www-data")
+
+
+def _swap_once(monkeypatch: pytest.MonkeyPatch, folder: Path, to: Path) -> None:
+    """The app winning the race against the hand-over walk: just before the walk's first chown, ``folder`` (which the
+    walk is inside) becomes a link to ``to``."""
+    swapped: list[bool] = []
+    for name in ("chown", "lchown", "fchown"):
+        real = getattr(os, name)
+
+        def chown(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            if not swapped:
+                swapped.append(True)
+                os.rename(folder, folder.with_name(folder.name + ".was"))
+                os.symlink(to, folder)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, chown)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+@pytest.mark.parametrize("walk", ["data", "previous"])
+def test_a_folder_swapped_for_a_link_during_the_hand_over_walk_gives_nothing_outside_away(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, walk: str
+) -> None:
+    # shared/data is the app's: its live server (or, before, its www-data one) writes there while the next deploy walks
+    # it as root, so it can swap a folder the walk is in for a link to anywhere on the host.
+    old, new = 65534, 4242
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "shadow").write_text("root's")
+    os.chown(outside / "shadow", 0 if walk == "data" else old, 0)  # root's own, or a file www-data wrote elsewhere
+    root = tmp_path / "srv"
+    inner = root / "shared" / "data" / "d"
+    inner.mkdir(parents=True)
+    os.chown(inner, new, new)
+    (inner / "shadow").write_text("the app's")
+    os.chown(inner / "shadow", old, old)
+    _swap_once(monkeypatch, inner, outside)
+    if walk == "data":
+        agent_module._reown(str(root / "shared" / "data"), None, None, new, new)
+    else:
+        agent_module._reown(str(root), {old}, {old}, new, new)
+    monkeypatch.undo()
+    assert (outside / "shadow").stat().st_uid != new, "a file outside the deploy path was given to the app"
+    assert (inner.with_name("d.was") / "shadow").stat().st_uid == new  # the one the walk found is still handed over
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the hand-over runs at the migration, before the new release is checked and switched to: the live server "
+    "(still its old account until the switch, and for good when the deploy then fails) can no longer write the files "
+    "given away; handing them over needs to wait for the switch, or leave the old account able to write until then",
+)
+def test_the_hand_over_leaves_the_live_server_able_to_write_its_files_until_the_switch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    old = pwd.getpwnam("nobody")
+    root = tmp_path / "srv"
+    locked = subprocess.run(
+        [sys.executable, AGENT_FILE, json.dumps({"action": "lock", "root": str(root), "owner": "test", "token": "t"})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert locked.returncode == 0, locked
+    # The live release, recorded as running as the old shared account, which owns its uploads folder (made by hand).
+    (root / "releases" / "R0" / ".warp").mkdir(parents=True)
+    (root / "releases" / "R0" / ".warp" / "deploy.json").write_text(json.dumps({"status": "live", "account": "nobody"}))
+    os.symlink(root / "releases" / "R0", root / "current")
+    uploads = root / "shared" / "uploads"
+    uploads.mkdir(mode=0o755)
+    os.chown(uploads, old.pw_uid, old.pw_gid)
+    # The app's own account exists already, marked (as a deploy made it): the account action only hands over.
+    name, mark = app_account(str(root)), account_mark(str(root))
+    made = pwd.struct_passwd((name, "x", 4242, 4242, mark, "/", "/usr/sbin/nologin"))
+    real_getpwnam = pwd.getpwnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda n: made if n == name else real_getpwnam(n))
+    import grp
+
+    real_getgrgid = grp.getgrgid
+    monkeypatch.setattr(grp, "getgrgid", lambda g: grp.struct_group((name, "x", 4242, [])) if g == 4242 else real_getgrgid(g))
+    agent_module.account({"root": str(root), "name": name, "mark": mark, "token": "t"})
+    monkeypatch.undo()
+    # Before the switch the live server still runs as nobody: it must still be able to write its uploads.
+    st = uploads.stat()
+    writable = (st.st_uid == old.pw_uid and st.st_mode & 0o200) or (st.st_gid == old.pw_gid and st.st_mode & 0o020)
+    assert writable, f"uploads is now {st.st_uid}:{st.st_gid} {oct(st.st_mode)}: the live server (nobody) cannot write it"

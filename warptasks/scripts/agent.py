@@ -3572,23 +3572,51 @@ def _make_account(name, mark):
     return result.stdout.strip()
 
 
+def _give(folder_fd, name, uids, gids, uid, gid):
+    """Give ``name`` in the open folder ``folder_fd`` to ``uid``:``gid`` if it is one to hand over (see
+    :func:`_reown`); True when given. A folder or a file is opened (never through a link) and changed through that
+    descriptor, so a name swapped after it was looked at cannot take the change elsewhere; a link, socket or pipe is
+    changed itself, never what it points to."""
+    st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+        flags |= os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0
+        fd = os.open(name, flags, dir_fd=folder_fd)
+        try:
+            st = os.fstat(fd)
+            if not _handed(st, uids, uid) or (not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode)):
+                return False
+            os.fchown(fd, uid, gid if gids is None or st.st_gid in gids else -1)
+            return True
+        finally:
+            os.close(fd)
+    if not _handed(st, uids, uid):
+        return False
+    os.chown(name, uid, gid if gids is None or st.st_gid in gids else -1, dir_fd=folder_fd, follow_symlinks=False)
+    return True
+
+
+def _handed(st, uids, uid):
+    """Whether a file of this stat is one :func:`_reown` hands over: one of ``uids``' (None: anyone's but ``uid``),
+    and no other name (a hard link's other name may be outside the deploy path, someone else's)."""
+    if (st.st_uid == uid) if uids is None else (st.st_uid not in uids):
+        return False
+    return stat.S_ISDIR(st.st_mode) or st.st_nlink == 1
+
+
 def _reown(root, uids, gids, uid, gid):
     """Give the files under ``root`` owned by one of ``uids`` (None: by anyone but ``uid``) to ``uid``:``gid``, their
     group too where it was one of ``gids`` (None: any). Links are never followed, and a file with several hard links
-    is left alone: its other name may be outside the deploy path, someone else's. Answer: how many were given."""
+    is left alone: its other name may be outside the deploy path, someone else's. The walk holds each folder open
+    and works relative to it (``os.fwalk``): the app, which can write under ``root`` while this runs as root, cannot
+    swap a folder for a link to elsewhere and have that given to it. Answer: how many were given."""
     count = 0
     skip = os.path.join(root, "shared", "wheels")
-    for folder, dirs, names in os.walk(root):
+    for folder, dirs, names, folder_fd in os.fwalk(root):
         dirs[:] = [d for d in dirs if os.path.join(folder, d) != skip]
         for name in dirs + names:
-            path = os.path.join(folder, name)
             try:
-                st = os.lstat(path)
-                ours = st.st_uid == uid if uids is None else st.st_uid not in uids
-                if ours or (not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1):
-                    continue
-                os.lchown(path, uid, gid if gids is None or st.st_gid in gids else -1)
-                count += 1
+                count += _give(folder_fd, name, uids, gids, uid, gid)
             except OSError:
                 continue
     return count
