@@ -258,18 +258,8 @@ def test_a_folder_swapped_for_a_link_during_the_hand_over_walk_gives_nothing_out
     assert (inner.with_name("d.was") / "shadow").stat().st_uid == new  # the one the walk found is still handed over
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the hand-over runs at the migration, before the new release is checked and switched to: the live server "
-    "(still its old account until the switch, and for good when the deploy then fails) can no longer write the files "
-    "given away; handing them over needs to wait for the switch, or leave the old account able to write until then",
-)
-def test_the_hand_over_leaves_the_live_server_able_to_write_its_files_until_the_switch(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    old = pwd.getpwnam("nobody")
-    root = tmp_path / "srv"
+def _live_on_old_account(root: Path, old: pwd.struct_passwd) -> Path:
+    """A locked deploy path whose live release R0 runs as ``old``, which owns its uploads folder; the uploads."""
     locked = subprocess.run(
         [sys.executable, AGENT_FILE, json.dumps({"action": "lock", "root": str(root), "owner": "test", "token": "t"})],
         capture_output=True,
@@ -278,12 +268,30 @@ def test_the_hand_over_leaves_the_live_server_able_to_write_its_files_until_the_
     )
     assert locked.returncode == 0, locked
     # The live release, recorded as running as the old shared account, which owns its uploads folder (made by hand).
-    (root / "releases" / "R0" / ".warp").mkdir(parents=True)
-    (root / "releases" / "R0" / ".warp" / "deploy.json").write_text(json.dumps({"status": "live", "account": "nobody"}))
+    for release in ("R0", "R1"):
+        (root / "releases" / release / ".warp").mkdir(parents=True)
+        (root / "releases" / release / ".warp" / "deploy.json").write_text(json.dumps({"status": "live", "account": old.pw_name}))
     os.symlink(root / "releases" / "R0", root / "current")
     uploads = root / "shared" / "uploads"
     uploads.mkdir(mode=0o755)
-    os.chown(uploads, old.pw_uid, old.pw_gid)
+    (uploads / "1.jpg").write_text("photo")
+    for path in (uploads, uploads / "1.jpg"):
+        os.chown(path, old.pw_uid, old.pw_gid)
+    return uploads
+
+
+def _writable_by(path: Path, account: pwd.struct_passwd) -> bool:
+    st = path.stat()
+    return bool((st.st_uid == account.pw_uid and st.st_mode & 0o200) or (st.st_gid == account.pw_gid and st.st_mode & 0o020))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+def test_a_deploy_that_does_not_switch_gives_the_live_servers_files_back_to_its_account(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = pwd.getpwnam("nobody")
+    root = tmp_path / "srv"
+    uploads = _live_on_old_account(root, old)
     # The app's own account exists already, marked (as a deploy made it): the account action only hands over.
     name, mark = app_account(str(root)), account_mark(str(root))
     made = pwd.struct_passwd((name, "x", 4242, 4242, mark, "/", "/usr/sbin/nologin"))
@@ -295,7 +303,87 @@ def test_the_hand_over_leaves_the_live_server_able_to_write_its_files_until_the_
     monkeypatch.setattr(grp, "getgrgid", lambda g: grp.struct_group((name, "x", 4242, [])) if g == 4242 else real_getgrgid(g))
     agent_module.account({"root": str(root), "name": name, "mark": mark, "token": "t"})
     monkeypatch.undo()
-    # Before the switch the live server still runs as nobody: it must still be able to write its uploads.
-    st = uploads.stat()
-    writable = (st.st_uid == old.pw_uid and st.st_mode & 0o200) or (st.st_gid == old.pw_gid and st.st_mode & 0o020)
-    assert writable, f"uploads is now {st.st_uid}:{st.st_gid} {oct(st.st_mode)}: the live server (nobody) cannot write it"
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["previous"] == "nobody"
+    assert uploads.stat().st_uid == 4242  # handed over, for the new release's migration and server
+    record = root / "shared" / agent_module.HANDOVER
+    assert record.stat().st_uid == 0 and record.stat().st_mode & 0o777 == 0o600
+    # The migration (as the new account) wrote a file; then the deploy failed before its switch: its cleanup.
+    (uploads / "2.jpg").write_text("made by the migration")
+    os.chown(uploads / "2.jpg", 4242, 4242)
+    agent_module.handback({"root": str(root), "token": "t"})
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["handed_back"] >= 3
+    for path in (uploads, uploads / "1.jpg", uploads / "2.jpg"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (old.pw_uid, old.pw_gid), path
+    assert _writable_by(uploads, old), "the live server (nobody) cannot write its uploads after the failed deploy"
+    assert not record.exists()
+
+
+def _pending_hand_over(root: Path, live: str) -> Path:
+    """What a deploy that died after the hand-over leaves: the record, and the uploads the new account's (4242)."""
+    old = pwd.getpwnam("nobody")
+    uploads = _live_on_old_account(root, old)
+    for path in (uploads, uploads / "1.jpg"):
+        os.chown(path, 4242, 4242)
+    handover = {"live": live, "from": old.pw_uid, "from_gid": old.pw_gid, "to": 4242, "to_gid": 4242}
+    (root / "shared" / agent_module.HANDOVER).write_text(json.dumps(handover))
+    # The dead deploy's lock is let go (its lease lapsed, or it was released without its cleanup reaching the host).
+    assert (
+        subprocess.run(
+            [sys.executable, AGENT_FILE, json.dumps({"action": "unlock", "root": str(root), "token": "t"})], timeout=60
+        ).returncode
+        == 0
+    )
+    return uploads
+
+
+def _lock(root: Path) -> dict[str, Any]:
+    request = json.dumps({"action": "lock", "root": str(root), "owner": "next", "token": "u"})
+    done = subprocess.run([sys.executable, AGENT_FILE, request], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+def test_the_next_lock_gives_back_what_a_deploy_that_died_before_its_switch_handed_over(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    uploads = _pending_hand_over(root, live="R0")
+    assert _lock(root)["handed_back"] == 2
+    old = pwd.getpwnam("nobody")
+    assert uploads.stat().st_uid == (uploads / "1.jpg").stat().st_uid == old.pw_uid and _writable_by(uploads, old)
+    assert not (root / "shared" / agent_module.HANDOVER).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+def test_a_hand_over_whose_deploy_switched_stays_and_its_record_goes(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    uploads = _pending_hand_over(root, live="R0")
+    os.unlink(root / "current")  # current moved on (the switch happened): the new account's files stay its own
+    os.symlink(root / "releases" / "R1", root / "current")
+    assert _lock(root)["handed_back"] is None
+    assert uploads.stat().st_uid == 4242 and not (root / "shared" / agent_module.HANDOVER).exists()
+    # And a switch itself drops the record: the hand-over is for good.
+    (root / "shared" / agent_module.HANDOVER).write_text(
+        json.dumps({"live": "R1", "from": 1, "from_gid": 1, "to": 2, "to_gid": 2})
+    )
+    switched = subprocess.run(
+        [sys.executable, AGENT_FILE, json.dumps({"action": "switch", "root": str(root), "release": "R1", "token": "u"})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert switched.returncode == 0, switched
+    assert not (root / "shared" / agent_module.HANDOVER).exists()
+
+
+@pytest.mark.parametrize("switched", [False, True])
+def test_the_cleanup_of_a_deploy_that_did_not_switch_asks_for_the_files_back(tmp_path: Path, switched: bool) -> None:
+    deploy, asked, _spec = _host(tmp_path, 0)
+    deploy.app_account()
+    deploy.session.conn = object()
+    deploy.session.reopen_if_lost = lambda: None  # type: ignore[method-assign]
+    deploy.error, deploy.switched, deploy.previous = "the health check failed", switched, "R0" if switched else ""
+    deploy.clean_up()
+    actions = [a["action"] for a in asked]
+    assert ("handback" in actions) is not switched, actions
+    if not switched:  # after its server is stopped, under the lock
+        assert actions.index("handback") > actions.index("stop") and asked[-1]["token"] == deploy.token

@@ -174,6 +174,33 @@ def test_a_host_deployed_with_www_data_moves_to_the_apps_account_serving_through
     assert release_served(url) == "3" and rig.owner(rig.server_pid(path)) == "www-data"
 
 
+def test_a_move_from_www_data_that_fails_after_the_hand_over_leaves_www_data_its_files(rig: Rig) -> None:
+    path = "/srv/acct-failed"
+    account = app_account(path)
+    project = make_django_project(rig.workdir / "failed", "1", server="gunicorn")
+    port = free_port_run()
+    assert_ok(rig.deploy(path, port, project, user="www-data", group="www-data"))
+    rig.sh(f"mkdir {path}/shared/uploads && chown www-data:www-data {path}/shared/uploads")
+    rig.sh(f"echo photo > {path}/shared/uploads/1.jpg", user="www-data")
+    # The move to the app's account hands the files over at the migration; the release: line after it fails.
+    set_version(project, "2")
+    (project / "Procfile").write_text("release: false\n")
+    (results,) = rig.deploy(path, port, project)
+    assert not results.ok and results.phase == "release", summary([results])
+    url = f"http://127.0.0.1:{port}/"
+    assert release_served(url) == "1" and rig.owner(rig.server_pid(path)) == "www-data"
+    # The last good server, still www-data, writes its files as before; nothing is left the new account's.
+    for made in ("shared/uploads", "shared/uploads/1.jpg"):
+        assert rig.owner(f"{path}/{made}") == "www-data", made
+    rig.sh(f"echo more >> {path}/shared/uploads/1.jpg && touch {path}/shared/uploads/2.jpg", user="www-data")
+    assert rig.sh(f"find {path} -user {account} -print").strip() == ""
+    assert rig.sh(f"ls {path}/shared").split().count("account-handover.json") == 0
+    # The next deploy, whose release: line passes, moves it for good.
+    (project / "Procfile").write_text("release: true\n")
+    assert_ok(rig.deploy(path, port, project))
+    assert release_served(url) == "2" and rig.owner(f"{path}/shared/uploads/2.jpg") == account
+
+
 def test_an_existing_account_of_that_name_warptasks_did_not_make_is_refused(rig: Rig) -> None:
     path = "/srv/acct-squatted"
     account = app_account(path)

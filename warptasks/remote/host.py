@@ -169,6 +169,9 @@ class HostDeploy:
         answer = self.agent("lock", owner=owner, token=self.token, wait=s.lock_wait, **take)
         self.locked = True
         self.info = answer["info"]
+        if answer.get("handed_back"):
+            count = answer["handed_back"]
+            self.say(f"{count} files are the live server's account's again (a deploy that died before its switch took them)")
         for before, word in (
             (answer.get("took_over"), "took over the lapsed lock of"),
             (answer.get("broke"), "broke the lock of"),
@@ -609,8 +612,21 @@ class HostDeploy:
             if release and release != live:
                 self.agent("stop", release=release, **values)
             self.previous = ""
+            if not self.switched and self.account is not None:
+                self._hand_back()
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the first failure
             self.say(f"could not stop the server of {release}: {error}; the next deploy takes its port back")
+
+    def _hand_back(self) -> None:
+        """Not switched: the files :meth:`app_account` gave the app's new account go back to the account the live
+        server still runs as (``www-data``, on a host moving from it), so the last good server writes them as before."""
+        try:
+            answer = self.agent("handback", token=self.token)
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the first failure
+            self.say(f"could not give the live server's files back to its account: {error}; the next deploy's lock does")
+            return
+        if answer.get("handed_back"):
+            self.say(f"{answer['handed_back']} files are the live server's account's again (the deploy did not switch)")
 
     def _adopt_switch(self) -> None:
         """The host switched to this release though its answer never came: the switch is done, the release live.

@@ -837,6 +837,9 @@ def lock(req):
     if isinstance(req.get("audit"), dict):
         _audit_append(root, dict(req["audit"], result="begun", release=req["audit"].get("release") or current))
     answer["settled"] = _settle(root, current) if current and not _missing(root, current) else {}
+    # A deploy that died after handing the live server's files to the app's new account, before it switched: they go
+    # back to the account the live server runs as.
+    answer["handed_back"] = _hand_back(root, only_if_live=True) if os.geteuid() == 0 else None
     answer["resynced"] = _resync_upstream(root)
     answer["info"] = _info(req)
     print(json.dumps(answer))
@@ -2152,6 +2155,7 @@ def _switch(req):
         _update(root, release, status="live", live_since=time.time())
     if previous and previous != release and not _missing(root, previous):
         _update(root, previous, status="retired" if req.get("retire", "retired") == "retired" else req["retire"])
+    _drop_handover(root)  # switched: the files are the new account's for good
     print(json.dumps({"current": release, "previous": previous, "backend": backend}))
 
 
@@ -3555,6 +3559,8 @@ def audit(req):
 
 ACCOUNT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 ACCOUNT_MARK = re.compile(r"^warptasks app [0-9a-f]{16}$")
+# shared/<this> (root's, 0600): the account a deploy took files from, until it switches (see ``account``, ``handback``).
+HANDOVER = "account-handover.json"
 
 
 def _make_account(name, mark):
@@ -3699,6 +3705,16 @@ def account(req):
                 gids.add(pwd.getpwuid(before).pw_gid)
             except KeyError:
                 pass
+    if uids:
+        # Remembered before anything moves: a deploy that ends without switching (or dies, see ``lock``) hands the
+        # files back to the account the live server still runs as.
+        back = sorted(uids)[0]
+        try:
+            back_gid = pwd.getpwuid(back).pw_gid
+        except KeyError:
+            back_gid = -1
+        handover = {"live": current, "from": back, "from_gid": back_gid, "to": uid, "to_gid": gid, "since": time.time()}
+        _write_private(_handover_path(root), json.dumps(handover, sort_keys=True).encode())
     # shared/data is the app's, all of it (a migration run as root by an earlier warptasks made files there too).
     reowned = _reown(data, None, None, uid, gid)
     reowned += _reown(root, uids, gids - {0}, uid, gid) if uids else 0
@@ -3708,10 +3724,63 @@ def account(req):
     )
 
 
+def _handover_path(root):
+    return os.path.join(root, "shared", HANDOVER)
+
+
+def _handover(root):
+    """The pending hand-over ``account`` recorded (see :func:`_hand_back`), or None."""
+    record = _json(_handover_path(root))
+    keys = ("from", "from_gid", "to", "to_gid")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), int) for k in keys):
+        return None
+    return record
+
+
+def _drop_handover(root):
+    try:
+        os.unlink(_handover_path(root))
+    except FileNotFoundError:
+        pass
+
+
+def _hand_back(root, only_if_live=False):
+    """Undo a hand-over of a deploy that ended without switching: the files under ``root`` owned by the app's new
+    account go back to the account the live server still runs as (the same walk as :func:`_reown`), and the record
+    goes. ``only_if_live`` (the next lock, after a deploy that died): only while ``current`` still names the release
+    that was live at the hand-over; after a switch the record is stale, and dropped. Answer: how many were given back
+    (None: there was nothing to undo)."""
+    record = _handover(root)
+    if record is None:
+        _drop_handover(root)
+        return None
+    count = None
+    if not only_if_live or _current(root) == record.get("live"):
+        if record["from"] not in (0, record["to"]) and record["to"] != 0:
+            gids = {record["to_gid"]} if record["from_gid"] >= 0 else set()
+            count = _reown(root, {record["to"]}, gids, record["from"], record["from_gid"])
+    _drop_handover(root)
+    return count
+
+
+def handback(req):
+    """After a deploy that did not switch: the files ``account`` gave the app's new account are the live server's
+    account's again, so the last good server, still running as it, writes them as before. Request keys: ``token``
+    (required: the deploy lock's). Answer: ``handed_back`` (how many, or null: no hand-over was pending)."""
+    root = req["root"]
+    if not req.get("token"):
+        _fail("handback acts only under the deploy lock: its request needs the lock's token")
+    _require(req)
+    if os.geteuid() != 0:
+        print(json.dumps({"handed_back": None}))
+        return
+    print(json.dumps({"handed_back": _hand_back(root)}))
+
+
 ACTIONS = {
     f.__name__: f
     for f in (lock, renew, check, unlock, info, start, health, switch, resync, stop, mark, prune, status, remove)
-    + (retire_relay, handover, logpipe, logs, processes, supervise, restart, config, audit, account)
+    + (retire_relay, handover, logpipe, logs, processes, supervise, restart, config, audit, account, handback)
 }
 
 
