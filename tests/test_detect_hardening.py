@@ -361,3 +361,23 @@ def test_a_folder_above_the_envs_folder_of_another_account_is_unsafe(tmp_path: P
     problem, fix = probe._unsafe_envs(str(envs))
     assert f"the folder {envs.parent}, above the environments folder {envs}, belongs to" in problem
     assert "uid 4321" in problem and "build as that account" in fix
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands folders to other accounts (the suite runs as root)")
+def test_folders_of_the_projects_own_owner_are_trusted_as_an_s2i_image_run_as_any_uid_has_them(tmp_path: Path) -> None:
+    """OpenShift runs an S2I image as a random uid in group 0: the project and its environments belong to 1001 (here
+    4321), group 0, group-writable. Its owner's code is what runs, so its folders are trusted; a third account's not."""
+    project = tmp_path / "src"
+    envs = project / ".warp" / "envs"
+    envs.mkdir(parents=True)
+    for folder in (project, project / ".warp", envs):
+        os.chown(folder, 4321, 0)
+        folder.chmod(0o775)
+    trusted = probe._trusted_owners(str(project))
+    assert trusted == (4321,)
+    assert probe._unsafe_envs(str(envs), trusted) is None
+    problem, _ = probe._unsafe_envs(str(envs))  # with no project to trust: another account's folders
+    assert "belongs to uid 4321" in problem or "(uid 4321)" in problem
+    os.chown(project / ".warp", 4322, 0)  # a third account's folder above the environments
+    problem, fix = probe._unsafe_envs(str(envs), trusted)
+    assert f"the folder {project / '.warp'}, above the environments folder {envs}, belongs to" in problem

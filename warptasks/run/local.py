@@ -85,7 +85,8 @@ def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree
     in this process, with the Python's own facts kept between runs (:mod:`warptasks.run.facts_cache`): no probe.
     """
     root, envs = env_paths(project, settings.env_dir, settings.envs_dir)
-    request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates()}
+    # root: the project, whose owner may own its folders too (see probe._trusted_owners)
+    request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates(), "root": project}
     if tree:
         request.update(project=project, ignore=untracked_dirs(settings.env_dir))
     if kept and type(c) is Context:

@@ -130,7 +130,7 @@ def _trusted(path, directory):
     return kind and not _writable_by_others(info, path)
 
 
-def _writable_by_others(info, path=None):
+def _writable_by_others(info, path=None, trusted=None):
     """Whether accounts other than the owner may write: others, or a group that is not this account's own (a umask of
     002 with a group per user makes this account's folders group-writable, by this account's group only).
 
@@ -147,7 +147,7 @@ def _writable_by_others(info, path=None):
         named, group_writes = acl
         if named:
             return True
-    return group_writes and not _own_group(info.st_gid)
+    return group_writes and not _own_group(info.st_gid, trusted)
 
 
 def _acl_writers(path):
@@ -168,27 +168,46 @@ def _acl_writers(path):
     return named, group
 
 
-def _own_group(gid):
-    """Whether ``gid`` is this account's group and no other account's: its primary group, no one else listed in it, nor
-    having it as theirs (a shared primary group, as "users", lets every member write what is group-writable)."""
+def _own_group(gid, trusted=None):
+    """Whether ``gid`` is this account's group and no untrusted account's: its primary group, no one else listed in it,
+    nor having it as theirs (a shared primary group, as "users", lets every member write what is group-writable).
+
+    ``trusted``: the accounts besides this one and root whose writing changes nothing (the project's owner, whose code
+    runs anyway: an S2I image built as 1001 in group 0 and run as any uid in group 0, as OpenShift does).
+    """
     if not hasattr(os, "getegid") or gid != os.getegid():
         return False
     euid = os.geteuid()
+    allowed = {euid, 0} | set(trusted or ())
     try:
         import grp
         import pwd
     except ImportError:
         return True
     try:
-        me = pwd.getpwuid(euid).pw_name
-    except KeyError:
-        me = None
-    try:
-        if [member for member in grp.getgrgid(gid).gr_mem if member != me]:
+        if [m for m in grp.getgrgid(gid).gr_mem if _uid_of(pwd, m) not in allowed]:
             return False
     except KeyError:
         pass  # a group with no entry lists no one; the accounts whose group it is are still looked at
-    return not [p for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid not in (euid, 0)]
+    return not [p for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid not in allowed]
+
+
+def _uid_of(pwd, name):
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _trusted_owners(project):
+    """The accounts besides this one and root a project's folders may belong to: the project folder's owner (its code
+    is what the server runs, so an environment it could swap gives it nothing more)."""
+    if not project:
+        return ()
+    try:
+        return (os.stat(project).st_uid,)
+    except OSError:
+        return ()
 
 
 def _envs(envs_dir):
@@ -205,7 +224,7 @@ def _envs(envs_dir):
     return sorted(keys)
 
 
-def _unsafe_envs(envs_dir):
+def _unsafe_envs(envs_dir, trusted=()):
     """[problem, fix] when the envs folder itself is not safe to build in or start from, else None.
 
     Another account that may write there can remove an environment and put its own in its place, or plant one at a
@@ -213,7 +232,7 @@ def _unsafe_envs(envs_dir):
     """
     import shlex
 
-    parent = _unsafe_parents(envs_dir)
+    parent = _unsafe_parents(envs_dir, trusted)
     if parent:
         return parent
     try:
@@ -222,7 +241,7 @@ def _unsafe_envs(envs_dir):
         return None  # not made yet: the build makes it, this account's
     quoted = shlex.quote(envs_dir)
     euid = os.geteuid() if hasattr(os, "geteuid") else None
-    if euid is not None and info.st_uid not in (euid, 0):
+    if euid is not None and info.st_uid not in (euid, 0, *trusted):
         try:
             import pwd
 
@@ -234,7 +253,7 @@ def _unsafe_envs(envs_dir):
             "the environments folder %s belongs to %s, not to this account" % (envs_dir, owner),
             "give it to this account (chown %s %s) or choose a folder of its own with envs_dir" % (me, quoted),
         ]
-    if _writable_by_others(info, os.path.realpath(envs_dir)):
+    if _writable_by_others(info, os.path.realpath(envs_dir), trusted):
         return [
             "the environments folder %s may be written by other accounts (mode %03o)" % (envs_dir, info.st_mode & 0o777),
             "make it writable by its owner only (chmod go-w %s) or choose a folder of this account's own with envs_dir" % quoted,
@@ -242,7 +261,7 @@ def _unsafe_envs(envs_dir):
     return None
 
 
-def _unsafe_parents(envs_dir):
+def _unsafe_parents(envs_dir, trusted=()):
     """[problem, fix] for the first folder above the envs folder (up to /) another account may change, else None.
 
     As OpenSSH's StrictModes for ~/.ssh: an account that may write to a folder above can rename the checked envs folder
@@ -268,7 +287,7 @@ def _unsafe_parents(envs_dir):
                     info = None  # not made yet, as the envs folder: the folders above it are looked at
                 if info is not None and stat.S_ISDIR(info.st_mode):
                     quoted = shlex.quote(folder)
-                    if info.st_uid not in (euid, 0):
+                    if info.st_uid not in (euid, 0, *trusted):
                         try:
                             import pwd
 
@@ -280,7 +299,7 @@ def _unsafe_parents(envs_dir):
                             "build as that account, or choose an envs_dir (and project folder) whose folders up to / "
                             "belong to this account or root",
                         ]
-                    if not info.st_mode & stat.S_ISVTX and _writable_by_others(info, folder):
+                    if not info.st_mode & stat.S_ISVTX and _writable_by_others(info, folder, trusted):
                         return [
                             "the folder %s, above the environments folder %s, may be written by other accounts "
                             "(mode %03o)" % (folder, envs_dir, info.st_mode & 0o777),
@@ -451,7 +470,7 @@ def gather(request, known=None):
             "current": os.path.realpath(current) if current and os.path.islink(current) else None,
             "complete_envs": _envs(envs_dir) if envs_dir else [],
             "foreign_envs": _foreign_envs(envs_dir) if envs_dir else [],
-            "unsafe_envs": _unsafe_envs(envs_dir) if envs_dir else None,
+            "unsafe_envs": _unsafe_envs(envs_dir, _trusted_owners(request.get("root"))) if envs_dir else None,
             "static": _json(os.path.join(env_dir, "static.json")) if env_dir else None,
             "source_digest": tree_digest(request["project"], request.get("ignore", ())) if request.get("project") else None,
         }
