@@ -387,3 +387,43 @@ def test_the_cleanup_of_a_deploy_that_did_not_switch_asks_for_the_files_back(tmp
     assert ("handback" in actions) is not switched, actions
     if not switched:  # after its server is stopped, under the lock
         assert actions.index("handback") > actions.index("stop") and asked[-1]["token"] == deploy.token
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+@pytest.mark.parametrize("walk", ["data", "handback"])
+def test_a_link_or_pipe_swapped_for_a_hard_link_after_the_walk_looked_gives_nothing_outside_away(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, walk: str
+) -> None:
+    # The app (its live server, or a process its failed release left) writes shared/data while root walks it. A link
+    # or a pipe is changed by name, not through a descriptor: swapped, between the walk's look and its change, for a
+    # hard link to a file elsewhere (any file, on a host without fs.protected_hardlinks), that file would be given.
+    old, new = 65534, 4242
+    outside = tmp_path / "shadow"
+    outside.write_text("root's")
+    root = tmp_path / "srv"
+    data = root / "shared" / "data"
+    data.mkdir(parents=True)
+    name = data / "bait"
+    if kind == "link":
+        os.symlink("anywhere", name)
+    else:
+        os.mkfifo(name)
+    # data: the walk gives the app anything there not its own; handback: the app's own things go to www-data.
+    os.chown(name, new if walk == "handback" else old, new if walk == "handback" else old, follow_symlinks=False)
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real_stat(path, *args, **kwargs)
+        if path == "bait" and not kwargs.get("follow_symlinks", True):
+            os.unlink(name)
+            os.link(outside, name)  # the app wins the race: the name is now another file's
+        return found
+
+    monkeypatch.setattr(os, "stat", stat)
+    if walk == "data":
+        agent_module._reown(str(data), None, None, new, new)
+    else:
+        agent_module._reown(str(root), {new}, {new}, old, old)
+    monkeypatch.undo()
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0), "a file outside the deploy path changed hands"

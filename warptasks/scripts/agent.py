@@ -3582,7 +3582,7 @@ def _give(folder_fd, name, uids, gids, uid, gid):
     """Give ``name`` in the open folder ``folder_fd`` to ``uid``:``gid`` if it is one to hand over (see
     :func:`_reown`); True when given. A folder or a file is opened (never through a link) and changed through that
     descriptor, so a name swapped after it was looked at cannot take the change elsewhere; a link, socket or pipe is
-    changed itself, never what it points to."""
+    changed itself, never what it points to, through a descriptor of its own too (see :func:`_give_special`)."""
     st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
@@ -3598,8 +3598,29 @@ def _give(folder_fd, name, uids, gids, uid, gid):
             os.close(fd)
     if not _handed(st, uids, uid):
         return False
-    os.chown(name, uid, gid if gids is None or st.st_gid in gids else -1, dir_fd=folder_fd, follow_symlinks=False)
-    return True
+    return _give_special(folder_fd, name, uids, gids, uid, gid)
+
+
+def _give_special(folder_fd, name, uids, gids, uid, gid):
+    """:func:`_give` for a link, socket or pipe. Changed by name, it could be swapped, between the look and the change,
+    for a hard link to any file elsewhere (any at all on a host without ``fs.protected_hardlinks``), and that file would
+    change hands: so it is opened itself (``O_PATH``, never followed), looked at again through that descriptor, and
+    changed through ``/proc/self/fd`` (``fchown`` refuses such a descriptor), which names that very one. Without either
+    it is left as it is: its folder's owner can replace it."""
+    if not hasattr(os, "O_PATH"):
+        return False
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=folder_fd)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or not _handed(st, uids, uid):
+            return False
+        proc = "/proc/self/fd/{}".format(fd)
+        if not os.path.samestat(os.stat(proc), st):  # no /proc here: left as it is
+            return False
+        os.chown(proc, uid, gid if gids is None or st.st_gid in gids else -1)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _handed(st, uids, uid):
