@@ -427,3 +427,25 @@ def test_a_link_or_pipe_swapped_for_a_hard_link_after_the_walk_looked_gives_noth
         agent_module._reown(str(root), {new}, {new}, old, old)
     monkeypatch.undo()
     assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0), "a file outside the deploy path changed hands"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another account takes root")
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"from": 0, "from_gid": 0, "to": 4242, "to_gid": 4242},  # the app's files to root
+        {"from": 65534, "from_gid": 65534, "to": 0, "to_gid": 0},  # root's files to www-data
+        {"from": 4242, "from_gid": 4242, "to": 4242, "to_gid": 4242},  # the same account: nothing to undo
+    ],
+)
+def test_a_hand_over_record_naming_root_or_one_account_twice_gives_nothing(tmp_path: Path, record: dict[str, int]) -> None:
+    root = tmp_path / "srv"
+    (root / "shared" / "data").mkdir(parents=True)
+    mine, roots = root / "shared" / "data" / "app.db", root / "shared" / "environment"
+    mine.write_text("the app's")
+    os.chown(mine, 4242, 4242)
+    roots.write_text("root's")
+    (root / "shared" / agent_module.HANDOVER).write_text(json.dumps(dict(record, live=None)))
+    assert agent_module._hand_back(str(root)) is None
+    assert (mine.stat().st_uid, roots.stat().st_uid) == (4242, 0)
+    assert not (root / "shared" / agent_module.HANDOVER).exists()

@@ -381,3 +381,18 @@ def test_folders_of_the_projects_own_owner_are_trusted_as_an_s2i_image_run_as_an
     os.chown(project / ".warp", 4322, 0)  # a third account's folder above the environments
     problem, fix = probe._unsafe_envs(str(envs), trusted)
     assert f"the folder {project / '.warp'}, above the environments folder {envs}, belongs to" in problem
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands folders to other accounts (the suite runs as root)")
+def test_a_project_reached_through_another_accounts_folder_trusts_only_the_real_projects_owner(tmp_path: Path) -> None:
+    """The project's owner is trusted because its code runs anyway: the owner of the real folder, never the account
+    whose folder the path to it goes through, which could swap the environments for its own."""
+    real = tmp_path / "app"
+    (real / ".warp" / "envs").mkdir(parents=True)  # root's
+    theirs = tmp_path / "home"
+    theirs.mkdir()
+    os.chown(theirs, 4321, 4321)
+    os.symlink(real, theirs / "app")
+    assert probe._trusted_owners(str(theirs / "app")) == (0,)
+    problem, _ = probe._unsafe_envs(str(theirs / "app" / ".warp" / "envs"), probe._trusted_owners(str(theirs / "app")))
+    assert f"the folder {theirs}, above the environments folder" in problem and "uid 4321" in problem
