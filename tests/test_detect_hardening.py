@@ -396,3 +396,30 @@ def test_a_project_reached_through_another_accounts_folder_trusts_only_the_real_
     assert probe._trusted_owners(str(theirs / "app")) == (0,)
     problem, _ = probe._unsafe_envs(str(theirs / "app" / ".warp" / "envs"), probe._trusted_owners(str(theirs / "app")))
     assert f"the folder {theirs}, above the environments folder" in problem and "uid 4321" in problem
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands folders to other accounts (the suite runs as root)")
+def test_a_start_refuses_an_envs_folder_of_another_account_before_running_its_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``warp start`` reads its facts by running the built environment's own Python: that account could have swapped
+    it (the very thing the refusal is for), so the refusal comes before it runs, not after."""
+    from invoke import Context
+
+    from warptasks.run.local import start_plan
+    from warptasks.settings import Settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing kept: the probe would run
+    project = write_tree(tmp_path / "src", {"wsgi.py": WSGI})
+    envs = project / ".warp" / "envs"
+    (envs / "k" / "bin").mkdir(parents=True)
+    ran = tmp_path / "ran"
+    python = envs / "k" / "bin" / "python"
+    python.write_text(f"#!/bin/sh\ntouch {ran}\nexit 1\n")  # another account's "Python"
+    python.chmod(0o755)
+    os.symlink(envs / "k", project / ".warp" / "current")
+    os.chown(envs, 4321, 4321)
+    with pytest.raises(ConfigError) as refused:
+        start_plan(Context(), Settings.resolve(None, project=str(project)))
+    assert f"the environments folder {envs} belongs to uid 4321" in str(refused.value)
+    assert not ran.exists(), "the starting account ran the Python another account could have put there"

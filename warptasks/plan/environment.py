@@ -7,7 +7,7 @@ command runs in exactly the environment the server runs in.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from ..detect import UNTRACKED_DIRS, AppSpec
@@ -23,8 +23,13 @@ def _join(*parts: str) -> str:
 
 def refuse_unsafe_envs(facts: Facts) -> None:
     """Refuse an envs folder another account owns or may write to, before anything is built in it or run from it."""
-    if facts.unsafe_envs:
-        problem, fix = facts.unsafe_envs
+    refuse_unsafe(facts.unsafe_envs)
+
+
+def refuse_unsafe(unsafe: Sequence[str] | None) -> None:
+    """:func:`refuse_unsafe_envs` for the probe's ``[problem, fix]`` (``_unsafe_envs``) as it answered it."""
+    if unsafe:
+        problem, fix = unsafe
         raise ConfigError(f"{problem}: it could replace an environment with its own, run by this account", fix)
 
 

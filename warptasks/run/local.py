@@ -32,7 +32,9 @@ from ..plan import (
     plan_start,
     untracked_dirs,
 )
+from ..plan.environment import refuse_unsafe
 from ..plan.processes import unknown_type
+from ..scripts import probe
 from ..settings import Settings
 from .executor import Runner, Say, _say, execute, gather_facts
 from .lock import build_lock
@@ -89,6 +91,10 @@ def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree
     request: dict[str, Any] = {"env_dir": root, "envs_dir": envs, "uv_candidates": uv_candidates(), "root": project}
     if tree:
         request.update(project=project, ignore=untracked_dirs(settings.env_dir))
+    elif type(c) is Context:
+        # Not a build: the built environment's own Python reads the facts. An envs folder another account could change
+        # is refused before that Python runs (the plan refuses it from the facts, once it has run: too late).
+        refuse_unsafe(probe._unsafe_envs(envs, probe._trusted_owners(project)))
     if kept and type(c) is Context:
         from .facts_cache import local_facts
 
