@@ -423,3 +423,31 @@ def test_a_start_refuses_an_envs_folder_of_another_account_before_running_its_py
         start_plan(Context(), Settings.resolve(None, project=str(project)))
     assert f"the environments folder {envs} belongs to uid 4321" in str(refused.value)
     assert not ran.exists(), "the starting account ran the Python another account could have put there"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands folders to other accounts (the suite runs as root)")
+def test_a_start_refuses_an_environment_folder_of_another_account_beside_envs_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """envs_dir outside the project: the folder holding ``current`` (``.warp``) is not above the envs folder, yet who
+    may write it points ``current``, whose Python a start runs, anywhere."""
+    from invoke import Context
+
+    from warptasks.run.local import start_plan
+    from warptasks.settings import Settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    project = write_tree(tmp_path / "src", {"wsgi.py": WSGI})
+    (tmp_path / "envs").mkdir()  # root's, safe
+    theirs = tmp_path / "theirs" / "bin"
+    theirs.mkdir(parents=True)
+    ran = tmp_path / "ran"
+    (theirs / "python").write_text(f"#!/bin/sh\ntouch {ran}\nexit 1\n")
+    (theirs / "python").chmod(0o755)
+    (project / ".warp").mkdir()
+    os.symlink(theirs.parent, project / ".warp" / "current")
+    os.chown(project / ".warp", 4321, 4321)
+    with pytest.raises(ConfigError) as refused:
+        start_plan(Context(), Settings.resolve(None, project=str(project), envs_dir=str(tmp_path / "envs")))
+    assert f"the folder {project / '.warp'}" in str(refused.value) and "uid 4321" in str(refused.value)
+    assert not ran.exists(), "the starting account ran the Python another account could have put there"

@@ -93,8 +93,10 @@ def read_facts(c: Runner, project: str, settings: Settings, python: str, *, tree
         request.update(project=project, ignore=untracked_dirs(settings.env_dir))
     elif type(c) is Context:
         # Not a build: the built environment's own Python reads the facts. An envs folder another account could change
-        # is refused before that Python runs (the plan refuses it from the facts, once it has run: too late).
-        refuse_unsafe(probe._unsafe_envs(envs, probe._trusted_owners(project)))
+        # is refused before that Python runs (the plan refuses it from the facts, once it has run: too late), and so is
+        # the folder of the ``current`` link it is reached through (not above the envs folder when envs_dir is elsewhere).
+        trusted = probe._trusted_owners(project)
+        refuse_unsafe(probe._unsafe_envs(envs, trusted) or probe._unsafe_parents(os.path.join(root, "current"), trusted))
     if kept and type(c) is Context:
         from .facts_cache import local_facts
 
