@@ -650,22 +650,29 @@ def test_a_target_without_a_system_ca_bundle_keeps_uvs_own_roots(tmp_path: Path)
     assert named(plan, "virtualenv").env == SYSTEM_CERTS
 
 
-def test_a_build_stopped_between_record_and_switch_leaves_state_describing_the_current_environment(
-    tmp_path: Path,
-) -> None:
-    """Ctrl-C (or a dropped connection) after 'record', before 'switch': current still names the last good environment,
-    and state.json, which start plans from (its server), must still describe it, not the build that never switched."""
+def _over_a_last_good_build(tmp_path: Path, name: str, content: dict[str, str]) -> tuple[Path, Path, Path, Plan]:
+    """A gunicorn build planned over a last good mod_wsgi one (``current`` -> envs/old), whose ``.warp/<name>`` holds
+    ``content``: (project, .warp, the old environment, the plan)."""
     project = tmp_path / "app"
     spec = detect_app(write_tree(project, WSGI), server="gunicorn")
     root = project / ".warp"
     old = root / "envs" / "old"
     old.mkdir(parents=True)
     (root / "current").symlink_to(old)
-    before = {"env_key": "old", "env": str(old), "server": "mod_wsgi", "kind": "wsgi", "source": "tree-1"}
-    (root / "state.json").write_text(json.dumps(before))
+    (root / name).write_text(json.dumps(content))
     state = BuildState(env_key="old", env=str(old), server="mod_wsgi", kind="wsgi", source="tree-1")
     target = replace(facts(), complete_envs=("old",), state=state, current=str(old), source_digest="tree-1")
-    plan = plan_build(spec, target, BuildOptions(project=str(project)))
+    return project, root, old, plan_build(spec, target, BuildOptions(project=str(project)))
+
+
+def test_a_build_stopped_between_record_and_switch_leaves_state_describing_the_current_environment(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (or a dropped connection) after 'record', before 'switch': current still names the last good environment,
+    and state.json, which start plans from (its server), must still describe it, not the build that never switched."""
+    env = str(tmp_path / "app" / ".warp" / "envs" / "old")
+    before = {"env_key": "old", "env": env, "server": "mod_wsgi", "kind": "wsgi", "source": "tree-1"}
+    project, root, old, plan = _over_a_last_good_build(tmp_path, "state.json", before)
 
     def run(step: Step) -> None:
         subprocess.run([sys.executable, *step.argv[1:]], cwd=project, check=True)  # this Python for the env's
@@ -681,17 +688,8 @@ def test_a_build_stopped_between_record_and_switch_leaves_state_describing_the_c
 
 
 def test_a_build_stopped_before_switch_leaves_static_json_of_the_current_environment(tmp_path: Path) -> None:
-    project = tmp_path / "app"
-    spec = detect_app(write_tree(project, WSGI), server="gunicorn")
-    root = project / ".warp"
-    old = root / "envs" / "old"
-    old.mkdir(parents=True)
-    (root / "current").symlink_to(old)
-    before = {"static_url": "/static/", "static_root": str(project / "static")}
-    (root / "static.json").write_text(json.dumps(before))
-    state = BuildState(env_key="old", env=str(old), server="mod_wsgi", kind="wsgi", source="tree-1")
-    target = replace(facts(), complete_envs=("old",), state=state, current=str(old), source_digest="tree-1")
-    plan = plan_build(spec, target, BuildOptions(project=str(project)))
+    before = {"static_url": "/static/", "static_root": str(tmp_path / "app" / "static")}
+    project, root, old, plan = _over_a_last_good_build(tmp_path, "static.json", before)
     static = named(plan, "static")
     subprocess.run(static.argv, cwd=project, check=True)  # ... and stopped here, before 'switch'
     assert json.loads((root / "static.json").read_text()) == before
